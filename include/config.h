@@ -1,0 +1,86 @@
+/* config.h - the JSON config file (DESIGN §4b), loaded and validated once at
+ * startup; read-only afterwards and shared by every thread. */
+#ifndef BYOK_CONFIG_H
+#define BYOK_CONFIG_H
+
+#include "common.h"
+#include "provider.h"
+
+/* Price of one model, integer micro-USD. Token and character prices are per
+ * 1,000,000 units (gpt-4o-mini input = 150000, i.e. $0.15 / 1M tokens);
+ * audio is per minute. A price of -1 means "not set" (see pricing.h for the
+ * fallbacks). */
+struct config_price {
+    char *model; /* exact model name, or a prefix ending in '*' ("gpt-4o-mini*") */
+    int64_t input_per_1m;
+    int64_t cached_input_per_1m;
+    int64_t output_per_1m;
+    int64_t audio_input_per_1m;
+    int64_t audio_output_per_1m;
+    int64_t characters_per_1m;
+    int64_t audio_per_minute;
+    int64_t session_per_minute; /* `platform` line of voice sessions (later issues) */
+};
+
+struct config_provider_prices {
+    struct config_price *prices;
+    size_t n_prices;
+};
+
+struct config_platform_key {
+    char *key_env; /* name of the environment variable (may be NULL: provider unused) */
+    char *key;     /* its value, read at load; wiped by config_free(); NULL when unset */
+    char *region;  /* azure_speech only */
+};
+
+struct config_limits {
+    size_t max_request_line;  /* 414 above (default 8192) */
+    size_t max_header_bytes;  /* 431 above (default 32768) */
+    size_t max_headers;       /* 431 above (default 100) */
+    size_t max_body_bytes;    /* 413 above (default 33554432: audio uploads) */
+    int header_timeout_ms;    /* request head must arrive within (default 10000) */
+    int idle_timeout_ms;      /* keep-alive idle (default 60000) */
+    int upstream_connect_timeout_ms; /* default 10000 */
+    int upstream_timeout_ms;  /* whole-response deadline, 0 = none (default 600000) */
+    int shutdown_timeout_ms;  /* drain deadline on SIGTERM (default 15000) */
+    size_t client_high_watermark; /* pause upstream above (default 262144) */
+};
+
+struct config {
+    char *path; /* the file it was loaded from */
+    char *listen;       /* "127.0.0.1:8080" */
+    char *admin_listen; /* "127.0.0.1:8081" */
+    char *tls_listen, *tls_cert_file, *tls_key_file; /* NULL when no "tls" */
+    int workers;        /* 0 in the file = number of cores */
+    char *store_backend; /* "sqlite" | "redis" */
+    char *store_path;    /* sqlite */
+    char *store_url;     /* redis */
+    char *usage_jsonl_path; /* may be NULL: no JSONL sink */
+    char *usage_spool_dir;
+    char *upstreams[PROVIDER__COUNT]; /* azure_speech: the TTS template */
+    char *upstream_azure_stt;         /* the STT template */
+    char *upstream_ca_file;           /* NULL = system store */
+    struct config_platform_key platform_keys[PROVIDER__COUNT];
+    int session_ttl_s;
+    char *log_level;
+    struct config_limits limits;
+    struct config_provider_prices pricing[PROVIDER__COUNT];
+};
+
+/* Loads and validates the file. On failure returns NULL and sets *err to a
+ * message naming the bad key and what is expected (caller frees with free()).
+ * Reads the platform keys from the environment variables the file names; a
+ * variable named in the file but missing from the environment is an error.
+ * Caller frees the result with config_free(). */
+MUST_CHECK struct config *config_load(const char *path, char **err);
+/* Same, from a JSON text (used by unit tests). */
+MUST_CHECK struct config *config_parse(const char *json_text, char **err);
+/* Wipes the platform keys and frees. config_free(NULL) is a no-op. */
+void config_free(struct config *cfg);
+
+/* Splits "host:port" (IPv4, [IPv6] or a name) into its parts. Returns -1 with a
+ * message in err (size err_size) on a malformed address. */
+MUST_CHECK int config_parse_address(const char *addr, char *host, size_t host_size, int *port,
+                                    char *err, size_t err_size);
+
+#endif

@@ -1,0 +1,134 @@
+/* store.h - persistence interface (DESIGN §7). One struct store per thread:
+ * a backend handle is never shared between threads. Callers see only this
+ * interface; store_sqlite.c (embedded default) implements it and a Redis
+ * backend can be added behind the same vtable.
+ *
+ * Every function returns a STORE_* code (0 = ok). On STORE_ERR_INTERNAL a
+ * message is logged by the backend (never containing secrets). */
+#ifndef BYOK_STORE_H
+#define BYOK_STORE_H
+
+#include "common.h"
+#include "usage.h"
+
+#include <jansson.h>
+
+struct config;
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_ERR_NOT_FOUND,
+    STORE_ERR_EXISTS,
+    STORE_ERR_CONFLICT, /* e.g. deleting a tenant that still has subaccounts */
+    STORE_ERR_INTERNAL,
+};
+
+struct store_tenant {
+    char id[ID_MAX];
+    char name[256];
+    bool feature_byok;
+    bool feature_agency;
+    char parent_id[ID_MAX]; /* "" = none */
+    bool wallet_deduction;
+    int64_t plan_credits_micros;
+    int64_t wallet_micros;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+};
+
+struct store_key {
+    char id[ID_MAX];
+    char tenant_id[ID_MAX];
+    char label[128];
+    unsigned char hash[32]; /* keyed hash of the whole key (crypto_key_hash) */
+    int64_t created_at_ms;
+    int64_t revoked_at_ms; /* 0 = active */
+    int64_t last_used_ms; /* not maintained on the hot path; 0 */
+};
+
+struct store_ops;
+
+struct store {
+    const struct store_ops *ops;
+};
+
+/* Opens a handle for the calling thread (creating/migrating the schema on
+ * first use for SQLite). Returns NULL with *err set (caller frees) on failure.
+ * Caller frees with store_close(). */
+MUST_CHECK struct store *store_open(const struct config *cfg, char **err);
+void store_close(struct store *s);
+
+/* Readiness: can the backend answer a trivial query now? */
+MUST_CHECK int store_ping(struct store *s);
+
+MUST_CHECK int store_tenant_create(struct store *s, const struct store_tenant *t);
+MUST_CHECK int store_tenant_get(struct store *s, const char *id, struct store_tenant *out);
+/* Replaces the mutable fields (name, features, parent_id, wallet_deduction)
+ * of an existing tenant; balances are only changed by topup and charging. */
+MUST_CHECK int store_tenant_update(struct store *s, const struct store_tenant *t);
+/* Deletes the tenant and its keys. STORE_ERR_CONFLICT while subaccounts
+ * point at it. Usage records are kept. */
+MUST_CHECK int store_tenant_delete(struct store *s, const char *id);
+/* Adds to the balances atomically; *out gets the tenant after the change. */
+MUST_CHECK int store_tenant_topup(struct store *s, const char *id, int64_t wallet_micros,
+                                  int64_t plan_credits_micros, struct store_tenant *out);
+/* Calls cb for every tenant (ordered by id). */
+typedef void (*store_tenant_cb)(void *arg, const struct store_tenant *t);
+MUST_CHECK int store_tenant_list(struct store *s, store_tenant_cb cb, void *arg);
+
+MUST_CHECK int store_key_create(struct store *s, const struct store_key *k);
+/* Active and revoked keys of a tenant, ordered by creation. */
+typedef void (*store_key_cb)(void *arg, const struct store_key *k);
+MUST_CHECK int store_key_list(struct store *s, const char *tenant_id, store_key_cb cb, void *arg);
+/* Sets revoked_at; STORE_ERR_NOT_FOUND when the key is not the tenant's. */
+MUST_CHECK int store_key_revoke(struct store *s, const char *tenant_id, const char *key_id);
+/* Looks a key up by id (the id is embedded in the key, see crypto.h). The
+ * caller compares the hash in constant time and checks revoked_at_ms. */
+MUST_CHECK int store_key_get(struct store *s, const char *key_id, struct store_key *out);
+
+/* Inserts the records and charges wallet lines, all in one transaction.
+ * Idempotent on record id: a record whose id exists is skipped (counted in
+ * *duplicates) and charges nothing. Charging takes min(cost, max(plan,0))
+ * from plan credits, the rest from the wallet (which may go negative: a
+ * running session is not cut off); the amounts are written into each
+ * record's charged_* fields (so the caller can emit the final JSON).
+ * On failure nothing of the batch is committed. */
+MUST_CHECK int store_usage_write(struct store *s, struct usage_record *records, size_t n,
+                                 size_t *duplicates);
+/* Newest first. tenant_id/session_id NULL = any. Returns a JSON array of
+ * record objects (usage_record_to_json shape); caller owns *out. */
+MUST_CHECK int store_usage_query(struct store *s, const char *tenant_id, const char *session_id,
+                                 int limit, json_t **out);
+
+/* Backend vtable. */
+struct store_ops {
+    const char *name;
+    void (*close)(struct store *s);
+    int (*ping)(struct store *s);
+    int (*tenant_create)(struct store *s, const struct store_tenant *t);
+    int (*tenant_get)(struct store *s, const char *id, struct store_tenant *out);
+    int (*tenant_update)(struct store *s, const struct store_tenant *t);
+    int (*tenant_delete)(struct store *s, const char *id);
+    int (*tenant_topup)(struct store *s, const char *id, int64_t wallet, int64_t plan,
+                        struct store_tenant *out);
+    int (*tenant_list)(struct store *s, store_tenant_cb cb, void *arg);
+    int (*key_create)(struct store *s, const struct store_key *k);
+    int (*key_list)(struct store *s, const char *tenant_id, store_key_cb cb, void *arg);
+    int (*key_revoke)(struct store *s, const char *tenant_id, const char *key_id);
+    int (*key_get)(struct store *s, const char *key_id, struct store_key *out);
+    int (*usage_write)(struct store *s, struct usage_record *records, size_t n,
+                       size_t *duplicates);
+    int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id,
+                       int limit, json_t **out);
+};
+
+/* SQLite backend constructor (store_sqlite.c). */
+MUST_CHECK struct store *store_sqlite_open(const char *path, char **err);
+
+/* Global generation number: bumped by every admin write that changes what
+ * the data plane resolves (tenants, keys); workers drop their caches when it
+ * moved. */
+uint64_t store_generation(void);
+void store_generation_bump(void);
+
+#endif

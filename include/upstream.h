@@ -1,0 +1,79 @@
+/* upstream.h - upstream HTTP through one libcurl multi handle per worker,
+ * driven by the worker's event_base (the hiperfifo shape): connection reuse,
+ * TLS verification, HTTP/2 where offered, async DNS. A transfer reports its
+ * response head, its body bytes as they arrive (the consumer may ask to
+ * pause: back-pressure), and its end. */
+#ifndef BYOK_UPSTREAM_H
+#define BYOK_UPSTREAM_H
+
+#include "common.h"
+#include "config.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+struct upstream_pool;
+struct upstream_xfer;
+
+/* Response head: status and the raw header lines ("Name: value", no CRLF). */
+struct upstream_head {
+    int status;
+    int64_t content_length; /* -1 when unknown (chunked / close-delimited) */
+    const char *const *lines;
+    size_t n_lines;
+};
+
+enum upstream_data_result {
+    UPSTREAM_DATA_OK = 0,
+    UPSTREAM_DATA_PAUSE, /* data NOT consumed; it is delivered again after resume */
+};
+
+struct upstream_callbacks {
+    /* The final (non-1xx) response head arrived. */
+    void (*on_head)(struct upstream_xfer *x, const struct upstream_head *head, void *arg);
+    enum upstream_data_result (*on_data)(struct upstream_xfer *x, const char *data, size_t len,
+                                         void *arg);
+    /* The transfer ended (result CURLE_OK or an error; errbuf has curl's
+     * message, which never contains headers or keys). The transfer is
+     * already freed: x is passed as NULL. */
+    void (*on_done)(struct upstream_xfer *x, CURLcode result, const char *errbuf, void *arg);
+};
+
+/* One per worker. cfg borrowed for the pool's lifetime. Caller frees with
+ * upstream_pool_free(). */
+MUST_CHECK struct upstream_pool *upstream_pool_new(struct event_base *base,
+                                                   const struct config *cfg);
+/* Cancels every transfer (no callbacks) and frees. */
+void upstream_pool_free(struct upstream_pool *p);
+size_t upstream_pool_active(const struct upstream_pool *p);
+
+struct upstream_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *url;    /* copied */
+    struct curl_slist *headers; /* takes ownership; freed with the transfer (values wiped) */
+    const char *body;   /* borrowed until on_done or upstream_cancel */
+    size_t body_len;
+    bool has_body;
+};
+
+/* Starts a transfer. Returns NULL on failure (nothing started, headers
+ * freed). */
+MUST_CHECK struct upstream_xfer *upstream_start(struct upstream_pool *p,
+                                                const struct upstream_request *req,
+                                                const struct upstream_callbacks *cb, void *arg);
+/* Resumes a transfer paused by UPSTREAM_DATA_PAUSE. Never call from inside
+ * an upstream callback. */
+void upstream_resume(struct upstream_xfer *x);
+bool upstream_paused(const struct upstream_xfer *x);
+/* Stops the transfer at once (the upstream connection is closed, not
+ * reused) and frees it without calling on_done. Never call from inside an
+ * upstream callback. */
+void upstream_cancel(struct upstream_xfer *x);
+
+/* Appends "Name: value" to list, wiping the temporary copy. Returns the new
+ * list or NULL on failure (the old list is then freed). */
+MUST_CHECK struct curl_slist *upstream_header_append(struct curl_slist *list, const char *name,
+                                                     size_t name_len, const char *value,
+                                                     size_t value_len);
+
+#endif

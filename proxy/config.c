@@ -1,0 +1,964 @@
+/* config.c - loads the JSON config file (DESIGN §4b), validates every key with
+ * an error that names it, fills in defaults and reads platform keys from the
+ * environment. */
+#include "common.h"
+
+#include "config.h"
+#include "httpparse.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KEYPATH_MAX 320
+
+/* Largest price accepted (micro-USD per unit of the field): $1M per 1M
+ * tokens. Keeps units x price far from int64 overflow in pricing.c. */
+#define PRICE_MAX INT64_C(1000000000000)
+
+/* Config names of the providers, indexed by enum provider_id. Kept here (not
+ * provider_name()) because they are the file format: renaming an enum must
+ * not silently change which keys a config file accepts. */
+static const char *const provider_keys[PROVIDER__COUNT] = {
+    [PROVIDER_OPENAI] = "openai",         [PROVIDER_ELEVENLABS] = "elevenlabs",
+    [PROVIDER_AZURE_SPEECH] = "azure_speech", [PROVIDER_DEEPGRAM] = "deepgram",
+    [PROVIDER_ANTHROPIC] = "anthropic",   [PROVIDER_CARTESIA] = "cartesia",
+    [PROVIDER_DEEPSEEK] = "deepseek",
+};
+
+/* Keys of "upstreams": one per provider except azure_speech, which has a TTS
+ * and an STT host template. */
+enum upstream_key {
+    UP_OPENAI = 0,
+    UP_ELEVENLABS,
+    UP_AZURE_TTS,
+    UP_AZURE_STT,
+    UP_DEEPGRAM,
+    UP_ANTHROPIC,
+    UP_CARTESIA,
+    UP_DEEPSEEK,
+    UP__COUNT
+};
+
+static const char *const upstream_keys[UP__COUNT] = {
+    "openai",    "elevenlabs", "azure_speech_tts", "azure_speech_stt",
+    "deepgram",  "anthropic",  "cartesia",         "deepseek",
+};
+
+static const char *const upstream_defaults[UP__COUNT] = {
+    "https://api.openai.com",
+    "https://api.elevenlabs.io",
+    "https://{region}.tts.speech.microsoft.com",
+    "https://{region}.stt.speech.microsoft.com",
+    "https://api.deepgram.com",
+    "https://api.anthropic.com",
+    "https://api.cartesia.ai",
+    "https://api.deepseek.com",
+};
+
+/* Azure Speech short region names (PROVIDERS.md §3). A display name such as
+ * "East US" would make the upstream host unresolvable, so it is refused here
+ * rather than discovered as a DNS failure at the first request. */
+static const char *const azure_regions[] = {
+    "eastus",        "eastus2",          "westus",        "westus2",
+    "westus3",       "centralus",        "northcentralus", "southcentralus",
+    "westcentralus", "canadacentral",    "brazilsouth",   "northeurope",
+    "westeurope",    "francecentral",    "germanywestcentral", "norwayeast",
+    "swedencentral", "switzerlandnorth", "switzerlandwest", "uksouth",
+    "uaenorth",      "qatarcentral",     "southafricanorth", "eastasia",
+    "southeastasia", "australiaeast",    "centralindia",  "japaneast",
+    "japanwest",     "koreacentral",
+};
+
+static const char *const top_keys[] = {
+    "listen",        "admin_listen",     "tls",         "workers",  "store",
+    "usage",         "upstreams",        "upstream_ca_file", "platform_keys", "session_ttl_s",
+    "log_level",     "limits",           "pricing",
+};
+static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
+static const char *const store_keys[] = {"backend", "path", "url"};
+static const char *const usage_keys[] = {"jsonl_path", "spool_dir"};
+static const char *const platform_key_keys[] = {"key_env"};
+static const char *const platform_key_keys_azure[] = {"key_env", "region"};
+static const char *const log_levels[] = {"debug", "info", "warn", "error"};
+
+/* One "limits" entry: where it lives in struct config_limits, its default
+ * and its accepted range. */
+struct limit_def {
+    const char *key;
+    size_t offset;
+    bool is_int; /* int field (else size_t) */
+    int64_t def, min, max;
+};
+
+#define LIMIT_SZ(f, d, lo, hi) {#f, offsetof(struct config_limits, f), false, d, lo, hi}
+#define LIMIT_MS(f, d, lo, hi) {#f, offsetof(struct config_limits, f), true, d, lo, hi}
+
+static const struct limit_def limit_defs[] = {
+    LIMIT_SZ(max_request_line, 8192, 256, 1048576),
+    LIMIT_SZ(max_header_bytes, 32768, 1024, 4194304),
+    LIMIT_SZ(max_headers, 100, 8, HTTPPARSE_MAX_HEADERS),
+    LIMIT_SZ(max_body_bytes, 33554432, 1024, INT64_C(4294967296)),
+    LIMIT_MS(header_timeout_ms, 10000, 100, 3600000),
+    LIMIT_MS(idle_timeout_ms, 60000, 100, 86400000),
+    LIMIT_MS(upstream_connect_timeout_ms, 10000, 100, 600000),
+    LIMIT_MS(upstream_timeout_ms, 600000, 0, 86400000),
+    LIMIT_MS(shutdown_timeout_ms, 15000, 0, 3600000),
+    LIMIT_SZ(client_high_watermark, 262144, 4096, 1073741824),
+};
+
+/* Price fields in file order, with their place in struct config_price. */
+struct price_def {
+    const char *key;
+    size_t offset;
+};
+
+#define PRICE_FIELD(f) {#f, offsetof(struct config_price, f)}
+
+static const struct price_def price_defs[] = {
+    PRICE_FIELD(input_per_1m),        PRICE_FIELD(cached_input_per_1m),
+    PRICE_FIELD(output_per_1m),       PRICE_FIELD(audio_input_per_1m),
+    PRICE_FIELD(audio_output_per_1m), PRICE_FIELD(characters_per_1m),
+    PRICE_FIELD(audio_per_minute),    PRICE_FIELD(session_per_minute),
+};
+
+/* Parse state: the config being filled and the first error. */
+struct cfg_parser {
+    struct config *cfg;
+    char *err;
+};
+
+static int fail(struct cfg_parser *p, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/* Records the first error only: later ones are usually consequences. */
+static int fail(struct cfg_parser *p, const char *fmt, ...)
+{
+    if (p->err == NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&p->err, fmt, ap) == -1)
+            p->err = NULL;
+        va_end(ap);
+        if (p->err == NULL)
+            p->err = strdup("config: out of memory");
+    }
+    return -1;
+}
+
+/* Copies a value from the file into out for an error message: printable
+ * ASCII only (no quotes, no control bytes), capped so a huge value cannot
+ * flood the terminal. */
+static const char *shown(const char *s, char *out, size_t out_size)
+{
+    size_t n = 0, len = strlen(s);
+    for (size_t i = 0; i < len && n + 4 < out_size; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[n++] = (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
+    }
+    if (len > n && n + 3 < out_size) {
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "a value";
+}
+
+static void join_path(char *out, size_t out_size, const char *parent, const char *key)
+{
+    char k[80];
+    shown(key, k, sizeof(k));
+    if (parent == NULL || parent[0] == '\0')
+        snprintf(out, out_size, "%s", k);
+    else
+        snprintf(out, out_size, "%s.%s", parent, k);
+}
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Fails on the first key of obj that is not in allowed, naming its full path
+ * and the keys that are accepted there. */
+static int check_keys(struct cfg_parser *p, json_t *obj, const char *path,
+                      const char *const *allowed, size_t n)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (in_list(key, allowed, n))
+            continue;
+        char full[KEYPATH_MAX], expected[512];
+        size_t used = 0;
+        expected[0] = '\0';
+        for (size_t i = 0; i < n && used < sizeof(expected); i++)
+            used += (size_t)snprintf(expected + used, sizeof(expected) - used, "%s%s",
+                                     i ? ", " : "", allowed[i]);
+        join_path(full, sizeof(full), path, key);
+        return fail(p, "unknown key \"%s\" (expected one of: %s)", full, expected);
+    }
+    return 0;
+}
+
+/* Looks key up in obj; JSON null counts as absent so a file can spell out
+ * "use the default" (e.g. "upstream_ca_file": null). */
+static json_t *get(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int want_object(struct cfg_parser *p, json_t *v, const char *path)
+{
+    if (!json_is_object(v))
+        return fail(p, "%s: expected an object, got %s", path, json_type_name(v));
+    return 0;
+}
+
+/* Reads an optional string: *out is a copy of the value, or of def (may be
+ * NULL) when absent. Empty strings are refused: they are always a mistake. */
+static int get_string(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
+                      const char *def, char **out)
+{
+    char path[KEYPATH_MAX];
+    join_path(path, sizeof(path), parent, key);
+    json_t *v = obj ? get(obj, key) : NULL;
+    const char *s = def;
+    if (v != NULL) {
+        if (!json_is_string(v))
+            return fail(p, "%s: expected a string, got %s", path, json_type_name(v));
+        s = json_string_value(v);
+        if (s[0] == '\0' || strlen(s) != json_string_length(v))
+            return fail(p, "%s: must be a non-empty string without NUL bytes", path);
+    }
+    free(*out);
+    *out = NULL;
+    if (s != NULL && (*out = strdup(s)) == NULL)
+        return fail(p, "%s: out of memory", path);
+    return 0;
+}
+
+static int get_int(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
+                   int64_t def, int64_t min, int64_t max, int64_t *out)
+{
+    char path[KEYPATH_MAX];
+    join_path(path, sizeof(path), parent, key);
+    json_t *v = obj ? get(obj, key) : NULL;
+    *out = def;
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return fail(p, "%s: expected an integer, got %s", path, json_type_name(v));
+    int64_t n = json_integer_value(v);
+    if (n < min || n > max)
+        return fail(p, "%s: %" PRId64 " is out of range (%" PRId64 "..%" PRId64 ")", path, n,
+                    min, max);
+    *out = n;
+    return 0;
+}
+
+/* Hostname per RFC 1123: dot-separated labels of letters, digits and inner
+ * hyphens, each 1..63, total at most 253. */
+static bool valid_hostname(const char *h, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = h[i];
+        if (ch == '.') {
+            if (label == 0 || h[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)ch) && !(ch == '-' && label > 0))
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return h[len - 1] != '-' && h[len - 1] != '.';
+}
+
+/* True when h looks like an IPv4 literal (digits and dots only): such a host
+ * must then be a valid dotted quad, not a "hostname" like 300.1.1.1. */
+static bool looks_ipv4(const char *h, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)h[i]) && h[i] != '.')
+            return false;
+    return len > 0;
+}
+
+int config_parse_address(const char *addr, char *host, size_t host_size, int *port, char *err,
+                         size_t err_size)
+{
+    char show[96];
+    const char *colon, *h;
+    size_t hlen;
+    shown(addr, show, sizeof(show));
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close[1] != ':')
+            goto not_host_port;
+        h = addr + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+        char tmp[INET6_ADDRSTRLEN + 1];
+        struct in6_addr a6;
+        if (hlen == 0 || hlen >= sizeof(tmp))
+            goto bad_ipv6;
+        memcpy(tmp, h, hlen);
+        tmp[hlen] = '\0';
+        if (inet_pton(AF_INET6, tmp, &a6) != 1)
+            goto bad_ipv6;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL || colon == addr)
+            goto not_host_port;
+        h = addr;
+        hlen = (size_t)(colon - addr);
+        if (memchr(h, ':', hlen) != NULL) {
+            snprintf(err, err_size, "\"%s\": an IPv6 address must be in brackets (e.g. \"[::1]:8080\")",
+                     show);
+            return -1;
+        }
+        if (looks_ipv4(h, hlen)) {
+            char tmp[INET_ADDRSTRLEN + 1];
+            struct in_addr a4;
+            if (hlen >= sizeof(tmp))
+                goto bad_ipv4;
+            memcpy(tmp, h, hlen);
+            tmp[hlen] = '\0';
+            if (inet_pton(AF_INET, tmp, &a4) != 1)
+                goto bad_ipv4;
+        } else if (!valid_hostname(h, hlen)) {
+            snprintf(err, err_size, "\"%s\": \"%.*s\" is not a valid host name", show,
+                     (int)MIN(hlen, 64), h);
+            return -1;
+        }
+    }
+
+    /* The port: 1-5 digits, 1..65535, nothing after it. */
+    const char *ps = colon + 1;
+    size_t plen = strlen(ps);
+    if (plen == 0)
+        goto not_host_port;
+    long pv = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (!isdigit((unsigned char)ps[i]) || i >= 5)
+            goto bad_port;
+        pv = pv * 10 + (ps[i] - '0');
+    }
+    if (pv < 1 || pv > 65535)
+        goto bad_port;
+    if (hlen + 1 > host_size) {
+        snprintf(err, err_size, "\"%s\": host is too long", show);
+        return -1;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)pv;
+    return 0;
+
+not_host_port:
+    snprintf(err, err_size, "\"%s\" is not host:port (e.g. \"127.0.0.1:8080\")", show);
+    return -1;
+bad_ipv6:
+    snprintf(err, err_size, "\"%s\": not a valid IPv6 address in brackets", show);
+    return -1;
+bad_ipv4:
+    snprintf(err, err_size, "\"%s\": not a valid IPv4 address", show);
+    return -1;
+bad_port:
+    snprintf(err, err_size, "\"%s\": port must be a number from 1 to 65535", show);
+    return -1;
+}
+
+static int get_address(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
+                       const char *def, char **out)
+{
+    if (get_string(p, obj, parent, key, def, out) == -1)
+        return -1;
+    if (*out == NULL)
+        return 0;
+    char host[256], msg[256], path[KEYPATH_MAX];
+    int port;
+    if (config_parse_address(*out, host, sizeof(host), &port, msg, sizeof(msg)) == -1) {
+        join_path(path, sizeof(path), parent, key);
+        return fail(p, "%s: %s", path, msg);
+    }
+    return 0;
+}
+
+/* Optional file path that must be readable now: a typo in a certificate path
+ * should stop --check-config, not the first TLS handshake. */
+static int get_readable_file(struct cfg_parser *p, json_t *obj, const char *parent,
+                             const char *key, char **out)
+{
+    if (get_string(p, obj, parent, key, NULL, out) == -1)
+        return -1;
+    if (*out != NULL && access(*out, R_OK) == -1) {
+        char path[KEYPATH_MAX], show[160];
+        join_path(path, sizeof(path), parent, key);
+        return fail(p, "%s: cannot read \"%s\": %s", path, shown(*out, show, sizeof(show)),
+                    strerror(errno));
+    }
+    return 0;
+}
+
+static int count_substr(const char *s, const char *sub)
+{
+    int n = 0;
+    size_t sl = strlen(sub);
+    for (const char *q = strstr(s, sub); q != NULL; q = strstr(q + sl, sub))
+        n++;
+    return n;
+}
+
+/* An upstream base URL: http(s)://host[:port][/prefix], no credentials, no
+ * query or fragment. Trailing slashes are dropped so routes can append
+ * "/v1/..." without producing "//". */
+static int check_upstream_url(struct cfg_parser *p, const char *path, char *url, bool azure)
+{
+    char show[160];
+    shown(url, show, sizeof(show));
+    const char *rest;
+    if (strncmp(url, "https://", 8) == 0)
+        rest = url + 8;
+    else if (strncmp(url, "http://", 7) == 0)
+        rest = url + 7;
+    else
+        return fail(p, "%s: \"%s\" must start with http:// or https://", path, show);
+    if (strpbrk(url, "?#") != NULL)
+        return fail(p, "%s: \"%s\" must not contain a query or fragment", path, show);
+    size_t alen = strcspn(rest, "/");
+    if (memchr(rest, '@', alen) != NULL)
+        return fail(p, "%s: \"%s\" must not contain credentials (user@host); keys come from "
+                       "platform_keys",
+                    path, show);
+    for (const char *q = url; *q; q++)
+        if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+            return fail(p, "%s: \"%s\" must not contain spaces or control characters", path,
+                        show);
+    /* Host part: up to the port colon (or the closing bracket of [v6]). */
+    size_t hlen = alen;
+    if (rest[0] == '[') {
+        const char *close = memchr(rest, ']', alen);
+        hlen = close ? (size_t)(close - rest) + 1 : 0;
+    } else {
+        const char *colon = memchr(rest, ':', alen);
+        if (colon != NULL)
+            hlen = (size_t)(colon - rest);
+    }
+    if (hlen == 0 || (rest[0] == '[' && hlen <= 2))
+        return fail(p, "%s: \"%s\" has no host", path, show);
+    if (hlen < alen) {
+        const char *ps = rest + hlen;
+        size_t plen = alen - hlen;
+        long pv = 0;
+        bool ok = plen >= 2 && plen <= 6 && ps[0] == ':';
+        for (size_t i = 1; ok && i < plen; i++) {
+            ok = isdigit((unsigned char)ps[i]);
+            pv = pv * 10 + (ps[i] - '0');
+        }
+        if (!ok || pv < 1 || pv > 65535)
+            return fail(p, "%s: \"%s\" has a bad port (1-65535)", path, show);
+    }
+    int regions = count_substr(url, "{region}");
+    if (azure && regions != 1)
+        return fail(p, "%s: \"%s\" must contain \"{region}\" exactly once (e.g. "
+                       "\"https://{region}.tts.speech.microsoft.com\")",
+                    path, show);
+    if (!azure && regions != 0)
+        return fail(p, "%s: \"{region}\" is only meaningful in the azure_speech templates", path);
+    size_t len = strlen(url);
+    while (len > 0 && url[len - 1] == '/' && url + len - 1 >= rest + alen)
+        url[--len] = '\0';
+    return 0;
+}
+
+static int parse_upstreams(struct cfg_parser *p, json_t *root)
+{
+    struct config *cfg = p->cfg;
+    json_t *obj = get(root, "upstreams");
+    if (obj != NULL) {
+        if (want_object(p, obj, "upstreams") == -1 ||
+            check_keys(p, obj, "upstreams", upstream_keys, UP__COUNT) == -1)
+            return -1;
+    }
+    char *urls[UP__COUNT] = {0};
+    int rc = -1;
+    for (int i = 0; i < UP__COUNT; i++) {
+        char path[KEYPATH_MAX];
+        join_path(path, sizeof(path), "upstreams", upstream_keys[i]);
+        if (get_string(p, obj, "upstreams", upstream_keys[i], upstream_defaults[i], &urls[i]) ==
+                -1 ||
+            check_upstream_url(p, path, urls[i], i == UP_AZURE_TTS || i == UP_AZURE_STT) == -1)
+            goto out;
+    }
+    cfg->upstreams[PROVIDER_OPENAI] = urls[UP_OPENAI];
+    cfg->upstreams[PROVIDER_ELEVENLABS] = urls[UP_ELEVENLABS];
+    cfg->upstreams[PROVIDER_AZURE_SPEECH] = urls[UP_AZURE_TTS];
+    cfg->upstream_azure_stt = urls[UP_AZURE_STT];
+    cfg->upstreams[PROVIDER_DEEPGRAM] = urls[UP_DEEPGRAM];
+    cfg->upstreams[PROVIDER_ANTHROPIC] = urls[UP_ANTHROPIC];
+    cfg->upstreams[PROVIDER_CARTESIA] = urls[UP_CARTESIA];
+    cfg->upstreams[PROVIDER_DEEPSEEK] = urls[UP_DEEPSEEK];
+    memset(urls, 0, sizeof(urls));
+    rc = 0;
+out:
+    for (int i = 0; i < UP__COUNT; i++)
+        free(urls[i]);
+    return rc;
+}
+
+/* Exact member of the Azure short-region allow-list. */
+static bool azure_region_known(const char *r)
+{
+    return in_list(r, azure_regions, ARRAY_SIZE(azure_regions));
+}
+
+static int check_region(struct cfg_parser *p, const char *path, const char *region)
+{
+    if (azure_region_known(region))
+        return 0;
+    /* Suggest the short form of a display name: "East US" -> "eastus". */
+    char guess[64], show[96];
+    size_t n = 0;
+    for (const char *q = region; *q && n + 1 < sizeof(guess); q++)
+        if (*q != ' ')
+            guess[n++] = (char)tolower((unsigned char)*q);
+    guess[n] = '\0';
+    shown(region, show, sizeof(show));
+    if (azure_region_known(guess))
+        return fail(p, "%s: \"%s\" is not an Azure short region name; use \"%s\"", path, show,
+                    guess);
+    return fail(p, "%s: \"%s\" is not a known Azure short region name (lower case, no spaces, "
+                   "e.g. \"eastus\", \"westeurope\")",
+                path, show);
+}
+
+static bool valid_env_name(const char *s)
+{
+    if (!(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return false;
+    for (const char *q = s; *q; q++)
+        if (!(isalnum((unsigned char)*q) || *q == '_'))
+            return false;
+    return strlen(s) <= 128;
+}
+
+static int parse_platform_keys(struct cfg_parser *p, json_t *root)
+{
+    json_t *obj = get(root, "platform_keys");
+    if (obj == NULL)
+        return 0;
+    if (want_object(p, obj, "platform_keys") == -1 ||
+        check_keys(p, obj, "platform_keys", provider_keys, PROVIDER__COUNT) == -1)
+        return -1;
+    for (int i = 0; i < PROVIDER__COUNT; i++) {
+        json_t *e = get(obj, provider_keys[i]);
+        if (e == NULL)
+            continue;
+        struct config_platform_key *pk = &p->cfg->platform_keys[i];
+        bool azure = i == PROVIDER_AZURE_SPEECH;
+        char path[KEYPATH_MAX], kpath[KEYPATH_MAX];
+        join_path(path, sizeof(path), "platform_keys", provider_keys[i]);
+        join_path(kpath, sizeof(kpath), path, "key_env");
+        if (want_object(p, e, path) == -1 ||
+            check_keys(p, e, path, azure ? platform_key_keys_azure : platform_key_keys,
+                       azure ? ARRAY_SIZE(platform_key_keys_azure)
+                             : ARRAY_SIZE(platform_key_keys)) == -1 ||
+            get_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
+            return -1;
+        if (pk->key_env == NULL)
+            return fail(p, "%s: required (the name of the environment variable holding the "
+                           "key, e.g. \"%s\")",
+                        kpath, azure ? "AZURE_SPEECH_KEY" : "OPENAI_API_KEY");
+        if (!valid_env_name(pk->key_env)) {
+            char show[160];
+            return fail(p, "%s: \"%s\" is not a valid environment variable name "
+                           "([A-Za-z_][A-Za-z0-9_]*)",
+                        kpath, shown(pk->key_env, show, sizeof(show)));
+        }
+        /* Only the variable's name is ever printed, never its value. */
+        const char *val = getenv(pk->key_env);
+        if (val == NULL)
+            return fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
+        if (val[0] == '\0')
+            return fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
+        if ((pk->key = strdup(val)) == NULL)
+            return fail(p, "%s: out of memory", kpath);
+        if (azure) {
+            char rpath[KEYPATH_MAX];
+            join_path(rpath, sizeof(rpath), path, "region");
+            if (get_string(p, e, path, "region", NULL, &pk->region) == -1)
+                return -1;
+            if (pk->region == NULL)
+                return fail(p, "%s: required: the short region of the platform Azure Speech key "
+                               "(e.g. \"eastus\")",
+                            rpath);
+            if (check_region(p, rpath, pk->region) == -1)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* A model key: the exact name, a prefix ending in '*', or "*" alone. */
+static bool valid_model_key(const char *m)
+{
+    size_t len = strlen(m);
+    if (len == 0 || len >= MODEL_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)m[i];
+        if (ch <= 0x20 || ch >= 0x7f || (ch == '*' && i != len - 1))
+            return false;
+    }
+    return true;
+}
+
+static int parse_price(struct cfg_parser *p, json_t *e, const char *path, const char *model,
+                       struct config_price *out)
+{
+    const char *keys[ARRAY_SIZE(price_defs)];
+    for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++)
+        keys[i] = price_defs[i].key;
+    if (want_object(p, e, path) == -1 || check_keys(p, e, path, keys, ARRAY_SIZE(keys)) == -1)
+        return -1;
+    if ((out->model = strdup(model)) == NULL)
+        return fail(p, "%s: out of memory", path);
+    for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++) {
+        int64_t v;
+        char fpath[KEYPATH_MAX];
+        join_path(fpath, sizeof(fpath), path, price_defs[i].key);
+        json_t *f = get(e, price_defs[i].key);
+        if (f != NULL && json_is_integer(f) && json_integer_value(f) < 0)
+            return fail(p, "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
+                        fpath, json_integer_value(f));
+        if (get_int(p, e, path, price_defs[i].key, -1, 0, PRICE_MAX, &v) == -1)
+            return -1;
+        *(int64_t *)((char *)out + price_defs[i].offset) = v;
+    }
+    return 0;
+}
+
+static int parse_pricing(struct cfg_parser *p, json_t *root)
+{
+    json_t *obj = get(root, "pricing");
+    if (obj == NULL)
+        return 0;
+    if (want_object(p, obj, "pricing") == -1 ||
+        check_keys(p, obj, "pricing", provider_keys, PROVIDER__COUNT) == -1)
+        return -1;
+    for (int i = 0; i < PROVIDER__COUNT; i++) {
+        json_t *models = get(obj, provider_keys[i]);
+        if (models == NULL)
+            continue;
+        char path[KEYPATH_MAX];
+        join_path(path, sizeof(path), "pricing", provider_keys[i]);
+        if (want_object(p, models, path) == -1)
+            return -1;
+        struct config_provider_prices *pp = &p->cfg->pricing[i];
+        size_t n = json_object_size(models);
+        if (n == 0)
+            continue;
+        if ((pp->prices = calloc(n, sizeof(*pp->prices))) == NULL)
+            return fail(p, "%s: out of memory", path);
+        const char *model;
+        json_t *e;
+        json_object_foreach(models, model, e)
+        {
+            char mpath[KEYPATH_MAX], show[MODEL_MAX + 8];
+            join_path(mpath, sizeof(mpath), path, model);
+            if (!valid_model_key(model))
+                return fail(p, "pricing.%s: \"%s\" is not a valid model key (printable, no "
+                               "spaces, < %d chars, '*' only at the end)",
+                            provider_keys[i], shown(model, show, sizeof(show)), MODEL_MAX);
+            /* Counted before parsing so config_free() frees a half-filled entry. */
+            struct config_price *pr = &pp->prices[pp->n_prices++];
+            if (parse_price(p, e, mpath, model, pr) == -1)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_limits(struct cfg_parser *p, json_t *root)
+{
+    json_t *obj = get(root, "limits");
+    const char *keys[ARRAY_SIZE(limit_defs)];
+    for (size_t i = 0; i < ARRAY_SIZE(limit_defs); i++)
+        keys[i] = limit_defs[i].key;
+    if (obj != NULL && (want_object(p, obj, "limits") == -1 ||
+                        check_keys(p, obj, "limits", keys, ARRAY_SIZE(keys)) == -1))
+        return -1;
+    for (size_t i = 0; i < ARRAY_SIZE(limit_defs); i++) {
+        const struct limit_def *d = &limit_defs[i];
+        int64_t v;
+        if (get_int(p, obj, "limits", d->key, d->def, d->min, d->max, &v) == -1)
+            return -1;
+        char *field = (char *)&p->cfg->limits + d->offset;
+        if (d->is_int)
+            *(int *)field = (int)v;
+        else
+            *(size_t *)field = (size_t)v;
+    }
+    struct config_limits *l = &p->cfg->limits;
+    if (l->max_header_bytes < l->max_request_line)
+        return fail(p, "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
+                       "(%zu); the head includes the request line",
+                    l->max_header_bytes, l->max_request_line);
+    return 0;
+}
+
+static int parse_store(struct cfg_parser *p, json_t *root)
+{
+    struct config *cfg = p->cfg;
+    json_t *obj = get(root, "store");
+    if (obj == NULL) {
+        if ((cfg->store_backend = strdup("sqlite")) == NULL ||
+            (cfg->store_path = strdup("var/byok.db")) == NULL)
+            return fail(p, "store: out of memory");
+        return 0;
+    }
+    if (want_object(p, obj, "store") == -1 ||
+        check_keys(p, obj, "store", store_keys, ARRAY_SIZE(store_keys)) == -1 ||
+        get_string(p, obj, "store", "backend", "sqlite", &cfg->store_backend) == -1 ||
+        get_string(p, obj, "store", "path", NULL, &cfg->store_path) == -1 ||
+        get_string(p, obj, "store", "url", NULL, &cfg->store_url) == -1)
+        return -1;
+    if (strcmp(cfg->store_backend, "sqlite") == 0) {
+        if (cfg->store_path == NULL)
+            return fail(p, "store.path: required with backend \"sqlite\" (e.g. \"var/byok.db\")");
+        if (cfg->store_url != NULL)
+            return fail(p, "store.url: only used with backend \"redis\"; remove it or set "
+                           "store.backend to \"redis\"");
+    } else if (strcmp(cfg->store_backend, "redis") == 0) {
+        if (cfg->store_url == NULL)
+            return fail(p, "store.url: required with backend \"redis\" (e.g. "
+                           "\"redis://127.0.0.1:6379/0\")");
+        if (strncmp(cfg->store_url, "redis://", 8) != 0 || cfg->store_url[8] == '\0')
+            return fail(p, "store.url: must start with redis:// (e.g. \"redis://127.0.0.1:6379/0\")");
+        if (cfg->store_path != NULL)
+            return fail(p, "store.path: only used with backend \"sqlite\"");
+    } else {
+        char show[64];
+        return fail(p, "store.backend: \"%s\" is not a backend (expected \"sqlite\" or \"redis\")",
+                    shown(cfg->store_backend, show, sizeof(show)));
+    }
+    return 0;
+}
+
+static int parse_tls(struct cfg_parser *p, json_t *root)
+{
+    struct config *cfg = p->cfg;
+    json_t *obj = get(root, "tls");
+    if (obj == NULL)
+        return 0;
+    if (want_object(p, obj, "tls") == -1 ||
+        check_keys(p, obj, "tls", tls_keys, ARRAY_SIZE(tls_keys)) == -1)
+        return -1;
+    for (size_t i = 0; i < ARRAY_SIZE(tls_keys); i++)
+        if (get(obj, tls_keys[i]) == NULL)
+            return fail(p, "tls.%s: required when \"tls\" is present", tls_keys[i]);
+    if (get_address(p, obj, "tls", "listen", NULL, &cfg->tls_listen) == -1 ||
+        get_readable_file(p, obj, "tls", "cert_file", &cfg->tls_cert_file) == -1 ||
+        get_readable_file(p, obj, "tls", "key_file", &cfg->tls_key_file) == -1)
+        return -1;
+    return 0;
+}
+
+static int parse_root(struct cfg_parser *p, json_t *root)
+{
+    struct config *cfg = p->cfg;
+    int64_t v;
+    if (!json_is_object(root))
+        return fail(p, "config: the top level must be a JSON object, got %s",
+                    json_type_name(root));
+    if (check_keys(p, root, "", top_keys, ARRAY_SIZE(top_keys)) == -1)
+        return -1;
+
+    if (get_address(p, root, "", "listen", "127.0.0.1:8080", &cfg->listen) == -1 ||
+        get_address(p, root, "", "admin_listen", "127.0.0.1:8081", &cfg->admin_listen) == -1 ||
+        parse_tls(p, root) == -1)
+        return -1;
+    if (strcmp(cfg->listen, cfg->admin_listen) == 0)
+        return fail(p, "admin_listen: must differ from listen (both are \"%s\")", cfg->listen);
+    if (cfg->tls_listen != NULL && (strcmp(cfg->tls_listen, cfg->listen) == 0 ||
+                                    strcmp(cfg->tls_listen, cfg->admin_listen) == 0))
+        return fail(p, "tls.listen: must differ from listen and admin_listen");
+
+    if (get_int(p, root, "", "workers", 0, 0, 64, &v) == -1)
+        return -1;
+    cfg->workers = (int)v;
+    if (cfg->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = n < 1 ? 1 : (int)MIN(n, 64);
+    }
+
+    if (parse_store(p, root) == -1)
+        return -1;
+
+    json_t *usage = get(root, "usage");
+    if (usage != NULL && (want_object(p, usage, "usage") == -1 ||
+                          check_keys(p, usage, "usage", usage_keys, ARRAY_SIZE(usage_keys)) == -1))
+        return -1;
+    if (get_string(p, usage, "usage", "jsonl_path", NULL, &cfg->usage_jsonl_path) == -1 ||
+        get_string(p, usage, "usage", "spool_dir", "var/spool", &cfg->usage_spool_dir) == -1)
+        return -1;
+
+    if (parse_upstreams(p, root) == -1 ||
+        get_readable_file(p, root, "", "upstream_ca_file", &cfg->upstream_ca_file) == -1 ||
+        parse_platform_keys(p, root) == -1)
+        return -1;
+
+    if (get_int(p, root, "", "session_ttl_s", 3600, 1, 30 * 86400, &v) == -1)
+        return -1;
+    cfg->session_ttl_s = (int)v;
+
+    if (get_string(p, root, "", "log_level", "info", &cfg->log_level) == -1)
+        return -1;
+    if (!in_list(cfg->log_level, log_levels, ARRAY_SIZE(log_levels))) {
+        char show[64];
+        return fail(p, "log_level: \"%s\" is not a level (expected one of: debug, info, warn, "
+                       "error)",
+                    shown(cfg->log_level, show, sizeof(show)));
+    }
+
+    if (parse_limits(p, root) == -1 || parse_pricing(p, root) == -1)
+        return -1;
+    return 0;
+}
+
+/* Shared tail of config_load/config_parse: root is borrowed. */
+static struct config *config_from_json(json_t *root, const char *origin, char **err)
+{
+    struct cfg_parser p = {0};
+    p.cfg = calloc(1, sizeof(*p.cfg));
+    if (p.cfg == NULL || (p.cfg->path = strdup(origin)) == NULL) {
+        free(p.cfg);
+        *err = strdup("config: out of memory");
+        return NULL;
+    }
+    if (parse_root(&p, root) == -1) {
+        config_free(p.cfg);
+        *err = p.err;
+        return NULL;
+    }
+    return p.cfg;
+}
+
+struct config *config_load(const char *path, char **err)
+{
+    json_error_t jerr;
+    *err = NULL;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        if (jerr.line <= 0) {
+            /* jansson's text already names the file ("unable to open ..."). */
+            if (asprintf(err, "config: %s", jerr.text) == -1)
+                *err = NULL;
+        } else if (asprintf(err, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text) ==
+                   -1) {
+            *err = NULL;
+        }
+        return NULL;
+    }
+    struct config *cfg = config_from_json(root, path, err);
+    json_decref(root);
+    if (cfg == NULL && *err != NULL) {
+        /* Prefix the file so the message stands alone in a startup log. */
+        char *full;
+        if (asprintf(&full, "%s: %s", path, *err) != -1) {
+            free(*err);
+            *err = full;
+        }
+    }
+    return cfg;
+}
+
+struct config *config_parse(const char *json_text, char **err)
+{
+    json_error_t jerr;
+    *err = NULL;
+    json_t *root = json_loads(json_text, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        if (asprintf(err, "config:%d:%d: %s", jerr.line, jerr.column, jerr.text) == -1)
+            *err = NULL;
+        return NULL;
+    }
+    struct config *cfg = config_from_json(root, "(string)", err);
+    json_decref(root);
+    return cfg;
+}
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->listen);
+    free(cfg->admin_listen);
+    free(cfg->tls_listen);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->store_backend);
+    free(cfg->store_path);
+    free(cfg->store_url);
+    free(cfg->usage_jsonl_path);
+    free(cfg->usage_spool_dir);
+    free(cfg->upstream_azure_stt);
+    free(cfg->upstream_ca_file);
+    free(cfg->log_level);
+    for (int i = 0; i < PROVIDER__COUNT; i++) {
+        struct config_platform_key *pk = &cfg->platform_keys[i];
+        if (pk->key != NULL)
+            OPENSSL_cleanse(pk->key, strlen(pk->key));
+        free(pk->key);
+        free(pk->key_env);
+        free(pk->region);
+        free(cfg->upstreams[i]);
+        for (size_t j = 0; j < cfg->pricing[i].n_prices; j++)
+            free(cfg->pricing[i].prices[j].model);
+        free(cfg->pricing[i].prices);
+    }
+    OPENSSL_cleanse(cfg, sizeof(*cfg));
+    free(cfg);
+}

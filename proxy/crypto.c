@@ -1,0 +1,304 @@
+/* crypto.c - master key loading, ids (ULID), proxy keys, keyed hashing and
+ * constant-time compare on top of OpenSSL 3. */
+#include "common.h"
+#include "crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MASTER_KEY_ENV "BYOK_MASTER_KEY"
+#define MASTER_KEY_ADVICE                                                                          \
+    MASTER_KEY_ENV " must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)"
+#define HASH_KEY_INFO "byok-proxy proxy-key hash v1"
+
+#define PROXY_KEY_PREFIX "bpk_"
+#define KEY_ID_CHARS     16 /* 80 random bits in base32 */
+#define KEY_SECRET_BYTES 32
+#define KEY_SECRET_CHARS 43 /* base64url of 32 bytes, no padding */
+#define PROXY_KEY_LEN    (sizeof(PROXY_KEY_PREFIX) - 1 + KEY_ID_CHARS + 1 + KEY_SECRET_CHARS)
+#define ULID_LEN         26
+
+static const char crockford_upper[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+static const char crockford_lower[] = "0123456789abcdefghjkmnpqrstvwxyz";
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Written once at startup (before worker threads exist), read-only after. */
+static unsigned char master_key[CRYPTO_MASTER_KEY_LEN];
+static unsigned char hash_key[CRYPTO_HASH_LEN];
+
+/* HKDF-SHA256(master, no salt, info) -> hash_key. */
+static MUST_CHECK int derive_hash_key(void)
+{
+    int rc = -1;
+    size_t out_len = sizeof(hash_key);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+    if (ctx == NULL)
+        goto out;
+    if (EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) <= 0 ||
+        EVP_PKEY_CTX_set1_hkdf_key(ctx, master_key, sizeof(master_key)) <= 0 ||
+        EVP_PKEY_CTX_add1_hkdf_info(ctx, (const unsigned char *)HASH_KEY_INFO,
+                                    (int)strlen(HASH_KEY_INFO)) <= 0 ||
+        EVP_PKEY_derive(ctx, hash_key, &out_len) <= 0 || out_len != sizeof(hash_key))
+        goto out;
+    rc = 0;
+out:
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+/* Decodes standard base64 (with '=' padding, surrounding whitespace allowed)
+ * into out; returns the exact decoded length or -1. out must hold
+ * 3 * (strlen(text) / 4) bytes. */
+static long base64_decode(const char *text, unsigned char *out)
+{
+    size_t len = strlen(text);
+    while (len > 0 && isspace((unsigned char)text[len - 1]))
+        len--;
+    while (len > 0 && isspace((unsigned char)*text)) {
+        text++;
+        len--;
+    }
+    if (len == 0 || len % 4 != 0 || len > INT_MAX)
+        return -1;
+    /* EVP_DecodeBlock counts padding as zero bytes; take them off again. */
+    size_t pad = 0;
+    if (text[len - 1] == '=')
+        pad++;
+    if (text[len - 2] == '=')
+        pad++;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)text, (int)len);
+    if (n < 0 || (size_t)n < pad)
+        return -1;
+    return (long)((size_t)n - pad);
+}
+
+int crypto_init_from_env(char *err, size_t err_size)
+{
+    int rc = -1;
+    char *copy = NULL;
+    unsigned char *decoded = NULL;
+    size_t copy_len = 0, decoded_cap = 0;
+
+    const char *val = getenv(MASTER_KEY_ENV);
+    if (val == NULL || *val == '\0') {
+        snprintf(err, err_size, "%s is not set: " MASTER_KEY_ADVICE, MASTER_KEY_ENV);
+        goto out;
+    }
+    copy_len = strlen(val);
+    copy = strdup(val);
+    /* Take the key out of the environment so child processes and
+     * /proc/self/environ readers do not see it. */
+    unsetenv(MASTER_KEY_ENV);
+    if (copy == NULL) {
+        snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
+        goto out;
+    }
+    decoded_cap = 3 * (copy_len / 4) + 3;
+    decoded = malloc(decoded_cap);
+    if (decoded == NULL) {
+        snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
+        goto out;
+    }
+    long n = base64_decode(copy, decoded);
+    if (n != CRYPTO_MASTER_KEY_LEN) {
+        snprintf(err, err_size, "%s", MASTER_KEY_ADVICE);
+        goto out;
+    }
+    memcpy(master_key, decoded, CRYPTO_MASTER_KEY_LEN);
+    if (derive_hash_key() == -1) {
+        snprintf(err, err_size, "deriving the proxy-key hashing key from %s failed",
+                 MASTER_KEY_ENV);
+        crypto_shutdown();
+        goto out;
+    }
+    rc = 0;
+out:
+    if (copy != NULL) {
+        OPENSSL_cleanse(copy, copy_len);
+        free(copy);
+    }
+    if (decoded != NULL) {
+        OPENSSL_cleanse(decoded, decoded_cap);
+        free(decoded);
+    }
+    return rc;
+}
+
+void crypto_init_raw(const unsigned char key[CRYPTO_MASTER_KEY_LEN])
+{
+    memcpy(master_key, key, CRYPTO_MASTER_KEY_LEN);
+    if (derive_hash_key() == -1) {
+        /* Only reachable when OpenSSL itself is broken; hashing with a zero
+         * key would silently accept wrong keys later, so stop here. */
+        log_error("crypto: HKDF derivation failed");
+        abort();
+    }
+}
+
+void crypto_shutdown(void)
+{
+    OPENSSL_cleanse(master_key, sizeof(master_key));
+    OPENSSL_cleanse(hash_key, sizeof(hash_key));
+}
+
+int crypto_random(unsigned char *buf, size_t n)
+{
+    while (n > 0) {
+        int chunk = n > INT_MAX ? INT_MAX : (int)n;
+        if (RAND_bytes(buf, chunk) != 1)
+            return -1;
+        buf += chunk;
+        n -= (size_t)chunk;
+    }
+    return 0;
+}
+
+/* Per-thread state that makes ids from one thread strictly increasing even
+ * within one millisecond (the random part is incremented). */
+static _Thread_local int64_t ulid_last_ms = -1;
+static _Thread_local unsigned char ulid_last_rand[10];
+
+int crypto_new_ulid(const char *prefix, char *out, size_t out_size)
+{
+    size_t plen = strlen(prefix);
+    if (out_size < plen + ULID_LEN + 1)
+        return -1;
+
+    int64_t ms = now_ms();
+    unsigned char rnd[10];
+    if (ms <= ulid_last_ms) {
+        /* Same (or a stepped-back) millisecond: continue from the last id. */
+        ms = ulid_last_ms;
+        memcpy(rnd, ulid_last_rand, sizeof(rnd));
+        int i = (int)sizeof(rnd) - 1;
+        while (i >= 0 && ++rnd[i] == 0)
+            i--;
+        if (i < 0 && crypto_random(rnd, sizeof(rnd)) == -1) /* 2^80 ids in 1 ms: never */
+            return -1;
+    } else if (crypto_random(rnd, sizeof(rnd)) == -1) {
+        return -1;
+    }
+    ulid_last_ms = ms;
+    memcpy(ulid_last_rand, rnd, sizeof(rnd));
+
+    /* 128 bits: 48-bit big-endian time then 80 random bits, 5 bits per char
+     * from the top (the first char carries only 3 bits). */
+    unsigned char bytes[16];
+    uint64_t t = (uint64_t)ms & 0xFFFFFFFFFFFFull;
+    for (int i = 5; i >= 0; i--) {
+        bytes[i] = (unsigned char)(t & 0xff);
+        t >>= 8;
+    }
+    memcpy(bytes + 6, rnd, sizeof(rnd));
+
+    memcpy(out, prefix, plen);
+    char *p = out + plen;
+    for (int c = 0; c < ULID_LEN; c++) {
+        unsigned v = 0;
+        for (int k = 5 * c; k < 5 * c + 5; k++) {
+            /* 26 chars hold 130 bits: the first two are zero padding. */
+            int bit = k - 2;
+            unsigned b = bit < 0 ? 0 : (bytes[bit / 8] >> (7 - bit % 8)) & 1u;
+            v = v << 1 | b;
+        }
+        p[c] = crockford_upper[v];
+    }
+    p[ULID_LEN] = '\0';
+    return 0;
+}
+
+int crypto_new_proxy_key(char key_id[ID_MAX], char key[CRYPTO_PROXY_KEY_MAX])
+{
+    unsigned char rnd[KEY_ID_CHARS + KEY_SECRET_BYTES];
+    int rc = -1;
+    if (crypto_random(rnd, sizeof(rnd)) == -1)
+        goto out;
+
+    char id[KEY_ID_CHARS + 1];
+    for (int i = 0; i < KEY_ID_CHARS; i++)
+        id[i] = crockford_lower[rnd[i] & 31];
+    id[KEY_ID_CHARS] = '\0';
+
+    char *p = key;
+    memcpy(p, PROXY_KEY_PREFIX, sizeof(PROXY_KEY_PREFIX) - 1);
+    p += sizeof(PROXY_KEY_PREFIX) - 1;
+    memcpy(p, id, KEY_ID_CHARS);
+    p += KEY_ID_CHARS;
+    *p++ = '_';
+    /* base64url without padding, 3 bytes -> 4 chars; the last 2 bytes give 3. */
+    const unsigned char *s = rnd + KEY_ID_CHARS;
+    size_t i = 0;
+    for (; i + 3 <= KEY_SECRET_BYTES; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        *p++ = b64url[(v >> 18) & 63];
+        *p++ = b64url[(v >> 12) & 63];
+        *p++ = b64url[(v >> 6) & 63];
+        *p++ = b64url[v & 63];
+    }
+    uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8;
+    *p++ = b64url[(v >> 18) & 63];
+    *p++ = b64url[(v >> 12) & 63];
+    *p++ = b64url[(v >> 6) & 63];
+    *p = '\0';
+
+    snprintf(key_id, ID_MAX, "k_%s", id);
+    rc = 0;
+out:
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+    return rc;
+}
+
+int crypto_proxy_key_id(const char *key, size_t len, char key_id[ID_MAX])
+{
+    const size_t plen = sizeof(PROXY_KEY_PREFIX) - 1;
+    if (len != PROXY_KEY_LEN || memcmp(key, PROXY_KEY_PREFIX, plen) != 0)
+        return -1;
+    const char *id = key + plen;
+    for (size_t i = 0; i < KEY_ID_CHARS; i++) {
+        if (id[i] == '\0' || strchr(crockford_lower, id[i]) == NULL)
+            return -1;
+    }
+    if (id[KEY_ID_CHARS] != '_')
+        return -1;
+    const char *secret = id + KEY_ID_CHARS + 1;
+    for (size_t i = 0; i < KEY_SECRET_CHARS; i++) {
+        if (secret[i] == '\0' || strchr(b64url, secret[i]) == NULL)
+            return -1;
+    }
+    memcpy(key_id, "k_", 2);
+    memcpy(key_id + 2, id, KEY_ID_CHARS);
+    key_id[2 + KEY_ID_CHARS] = '\0';
+    return 0;
+}
+
+void crypto_key_hash(const char *key, size_t len, unsigned char out[CRYPTO_HASH_LEN])
+{
+    unsigned int out_len = CRYPTO_HASH_LEN;
+    if (HMAC(EVP_sha256(), hash_key, sizeof(hash_key), (const unsigned char *)key, len, out,
+             &out_len) == NULL) {
+        /* Only when OpenSSL is broken. A fixed value is not an HMAC output
+         * of any stored key in practice, so the compare fails closed. */
+        log_error("crypto: HMAC-SHA256 failed");
+        memset(out, 0, CRYPTO_HASH_LEN);
+        out[0] = 0xff;
+    }
+}
+
+bool crypto_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+void crypto_wipe(void *p, size_t n)
+{
+    OPENSSL_cleanse(p, n);
+}

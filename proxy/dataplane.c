@@ -1,0 +1,517 @@
+/* dataplane.c - the data-plane request handler: route, authenticate the
+ * proxy key, resolve key and payer, meter the request, relay the exchange
+ * through upstream.c with back-pressure, and emit one usage record.
+ *
+ *   client ─req─> route ─> resolve_auth ─> resolve_session ─> meter_request
+ *                                                                 │
+ *   client <─head/bytes── on_head / on_data <── libcurl <─────────┘ upstream_start
+ *        (SSE: metered per event; the injected usage chunk dropped when the
+ *         client did not ask for it)
+ *   on_done / client abort ──> meter_finish ─> pricing ─> usage_submit
+ */
+#include "common.h"
+#include "dataplane.h"
+#include "crypto.h"
+#include "meter.h"
+#include "metrics.h"
+#include "pricing.h"
+#include "route.h"
+#include "sse.h"
+#include "usage.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SSE_MAX_EVENT   (1024 * 1024)
+#define JSON_METER_MAX  (8 * 1024 * 1024) /* replies larger than this are not metered */
+
+struct dataplane {
+    const struct config *cfg;
+    struct upstream_pool *pool;
+    struct resolver *resolver;
+};
+
+struct exchange {
+    struct dataplane *dp;
+    struct http_conn *c; /* NULL once the client is gone */
+    struct http_request *req;
+    struct upstream_xfer *xfer;
+    struct resolve_decision decision;
+    struct meter meter;
+    struct usage_record rec;
+    char *rewritten; /* upstream body when the request was rewritten */
+    size_t rewritten_len;
+
+    struct sse_parser *sse;
+    struct evbuffer *json; /* non-stream JSON reply kept for metering */
+    bool filter_sse;       /* drop the injected usage chunk */
+    bool head_seen;
+    int status;
+};
+
+struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
+                                struct resolver *resolver)
+{
+    struct dataplane *dp = calloc(1, sizeof(*dp));
+    if (dp == NULL)
+        return NULL;
+    dp->cfg = cfg;
+    dp->pool = pool;
+    dp->resolver = resolver;
+    return dp;
+}
+
+void dataplane_free(struct dataplane *dp)
+{
+    free(dp);
+}
+
+/* --- proxy-made replies --------------------------------------------------- */
+
+static void reply_error(struct http_conn *c, enum provider_id p, int status, const char *type,
+                        const char *code, const char *message, const struct http_kv *extra,
+                        size_t n_extra)
+{
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+    if (status < 500)
+        metrics_inc(METRICS_REQUESTS_REJECTED);
+    http_respond_json(c, status, route_error_body(p, status, type, code, message), extra, n_extra);
+}
+
+/* --- exchange lifecycle --------------------------------------------------- */
+
+static void exchange_free(struct exchange *ex)
+{
+    sse_free(ex->sse);
+    if (ex->json)
+        evbuffer_free(ex->json);
+    free(ex->rewritten);
+    free(ex);
+}
+
+/* Finalises metering and hands the record to the writer. */
+static void exchange_record(struct exchange *ex, enum usage_outcome outcome)
+{
+    struct usage_record *r = &ex->rec;
+    r->status = ex->status;
+    r->outcome = outcome;
+    r->duration_ms = mono_ms() - ex->req->start_mono;
+    if (ex->json != NULL && outcome == USAGE_OUTCOME_OK) {
+        size_t n = evbuffer_get_length(ex->json);
+        const char *body = (const char *)evbuffer_pullup(ex->json, -1);
+        meter_response_json(&ex->meter, body, n);
+    }
+    /* Only a successful (or cut-off successful) exchange consumed anything;
+     * an error reply from the provider is recorded with zero units. */
+    bool consumed = (ex->status >= 200 && ex->status < 300) ||
+                    (!ex->head_seen && outcome == USAGE_OUTCOME_CLIENT_DISCONNECT);
+    if (consumed)
+        r->estimated = meter_finish(&ex->meter);
+    else
+        memset(&ex->meter.units, 0, sizeof(ex->meter.units));
+    r->units = ex->meter.units;
+    snprintf(r->model, sizeof(r->model), "%s", ex->meter.model);
+    r->cost_micros = pricing_cost(pricing_find(ex->dp->cfg, r->provider, r->model), &r->units);
+    usage_submit(r);
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+}
+
+static void on_client_abort(struct http_conn *c, void *arg)
+{
+    struct exchange *ex = arg;
+    (void)c;
+    ex->c = NULL;
+    if (ex->xfer != NULL) {
+        upstream_cancel(ex->xfer);
+        ex->xfer = NULL;
+    }
+    if (!ex->head_seen)
+        ex->status = 499;
+    exchange_record(ex, USAGE_OUTCOME_CLIENT_DISCONNECT);
+    exchange_free(ex);
+}
+
+static void on_client_drain(struct http_conn *c, void *arg)
+{
+    struct exchange *ex = arg;
+    (void)c;
+    if (ex->xfer != NULL && upstream_paused(ex->xfer))
+        upstream_resume(ex->xfer);
+}
+
+/* --- upstream callbacks --------------------------------------------------- */
+
+static bool header_is(const char *line, size_t name_len, const char *name)
+{
+    return strlen(name) == name_len && strncasecmp(line, name, name_len) == 0;
+}
+
+static bool hop_by_hop_response(const char *line, size_t name_len)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "content-length", "te", "trailer",
+                                        "upgrade", "date"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (header_is(line, name_len, names[i]))
+            return true;
+    return false;
+}
+
+static int sse_event(void *arg, const struct sse_event *ev)
+{
+    struct exchange *ex = arg;
+    bool drop = meter_sse_event(&ex->meter, ev->event, ev->data, ev->data_len);
+    if (ex->filter_sse && !drop && ex->c != NULL)
+        http_stream_write(ex->c, ev->raw, ev->raw_len);
+    return 0;
+}
+
+static void on_head(struct upstream_xfer *x, const struct upstream_head *h, void *arg)
+{
+    struct exchange *ex = arg;
+    (void)x;
+    ex->head_seen = true;
+    ex->status = h->status;
+    ex->rec.ttfb_ms = mono_ms() - ex->req->start_mono;
+    metrics_observe_upstream(ex->rec.provider, h->status, ex->rec.ttfb_ms);
+
+    struct evbuffer *hdrs = evbuffer_new();
+    bool is_sse = false, is_json = false;
+    for (size_t i = 0; i < h->n_lines; i++) {
+        const char *line = h->lines[i];
+        const char *colon = strchr(line, ':');
+        if (colon == NULL || colon == line)
+            continue;
+        size_t nl = (size_t)(colon - line);
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (hop_by_hop_response(line, nl))
+            continue;
+        if (header_is(line, nl, "content-type")) {
+            is_sse = strncasecmp(v, "text/event-stream", 17) == 0;
+            is_json = strncasecmp(v, "application/json", 16) == 0;
+        } else if (header_is(line, nl, "x-request-id") || header_is(line, nl, "request-id")) {
+            snprintf(ex->rec.upstream_request_id, sizeof(ex->rec.upstream_request_id), "%s", v);
+        }
+        if (hdrs)
+            evbuffer_add_printf(hdrs, "%s\r\n", line);
+    }
+    if (hdrs) {
+        evbuffer_add_printf(hdrs, "x-billed-to: %s\r\nx-proxy-request-id: %s\r\n",
+                            ex->decision.byok ? "byok" : "wallet", ex->rec.id);
+    }
+    int64_t cl = h->content_length;
+    if (is_sse && ex->meter.kind != METER_NONE) {
+        ex->sse = sse_new(SSE_MAX_EVENT, sse_event, ex);
+        ex->filter_sse = ex->sse != NULL && ex->meter.kind == METER_CHAT && ex->meter.stream &&
+                         !ex->meter.client_include_usage;
+        if (ex->filter_sse)
+            cl = -1; /* the body may shrink */
+    } else if (is_json && ex->meter.kind != METER_NONE && h->status >= 200 && h->status < 300) {
+        ex->json = evbuffer_new();
+    }
+    if (ex->c != NULL)
+        http_stream_begin(ex->c, h->status, NULL, hdrs, cl);
+    if (hdrs)
+        evbuffer_free(hdrs);
+}
+
+static enum upstream_data_result on_data(struct upstream_xfer *x, const char *data, size_t len,
+                                         void *arg)
+{
+    struct exchange *ex = arg;
+    (void)x;
+    if (ex->c == NULL)
+        return UPSTREAM_DATA_OK;
+    if (http_conn_output_pending(ex->c) > ex->dp->cfg->limits.client_high_watermark)
+        return UPSTREAM_DATA_PAUSE;
+    if (ex->sse != NULL) {
+        if (!ex->filter_sse)
+            http_stream_write(ex->c, data, len);
+        if (sse_feed(ex->sse, data, len) == -1) {
+            /* An event beyond the metering limit: relay the rest untouched. */
+            if (ex->filter_sse) {
+                size_t n = 0;
+                const char *pending = sse_pending(ex->sse, &n);
+                http_stream_write(ex->c, pending, n);
+            }
+            log_warn("request %s: SSE event over %d bytes, metering stopped", ex->rec.id,
+                     SSE_MAX_EVENT);
+            sse_free(ex->sse);
+            ex->sse = NULL;
+            ex->filter_sse = false;
+        }
+        return UPSTREAM_DATA_OK;
+    }
+    if (ex->json != NULL) {
+        if (evbuffer_get_length(ex->json) + len <= JSON_METER_MAX) {
+            evbuffer_add(ex->json, data, len);
+        } else {
+            evbuffer_free(ex->json);
+            ex->json = NULL;
+        }
+    }
+    http_stream_write(ex->c, data, len);
+    return UPSTREAM_DATA_OK;
+}
+
+static void on_done(struct upstream_xfer *x, CURLcode result, const char *errbuf, void *arg)
+{
+    struct exchange *ex = arg;
+    (void)x;
+    ex->xfer = NULL;
+    struct http_conn *c = ex->c;
+    enum usage_outcome outcome = USAGE_OUTCOME_OK;
+    if (result == CURLE_OPERATION_TIMEDOUT)
+        outcome = USAGE_OUTCOME_TIMEOUT;
+    else if (result != CURLE_OK)
+        outcome = USAGE_OUTCOME_UPSTREAM_ERROR;
+
+    if (outcome != USAGE_OUTCOME_OK) {
+        metrics_inc(METRICS_UPSTREAM_ERRORS);
+        log_warn("request %s: upstream %s failed: %s", ex->rec.id,
+                 provider_name(ex->rec.provider), errbuf);
+    }
+    if (c != NULL) {
+        http_conn_set_callbacks(c, NULL, NULL, NULL);
+        if (!ex->head_seen) {
+            int status = outcome == USAGE_OUTCOME_TIMEOUT ? 504 : 502;
+            ex->status = status;
+            const char *msg = status == 504
+                                  ? "the upstream provider did not answer in time"
+                                  : "the upstream provider could not be reached or sent a "
+                                    "malformed reply";
+            struct http_kv extra[] = {{"x-billed-to", ex->decision.byok ? "byok" : "wallet"},
+                                      {"x-proxy-request-id", ex->rec.id}};
+            http_respond_json(c, status,
+                              route_error_body(ex->rec.provider, status, "upstream_error",
+                                               status == 504 ? "upstream_timeout"
+                                                             : "upstream_unreachable",
+                                               msg),
+                              extra, ARRAY_SIZE(extra));
+        } else {
+            if (ex->filter_sse && ex->sse != NULL) {
+                /* Bytes after the last complete event go out as they came. */
+                size_t n = 0;
+                const char *pending = sse_pending(ex->sse, &n);
+                http_stream_write(c, pending, n);
+            }
+            http_stream_end(c, outcome == USAGE_OUTCOME_OK);
+        }
+    }
+    exchange_record(ex, outcome);
+    exchange_free(ex);
+}
+
+static const struct upstream_callbacks upstream_cbs = {on_head, on_data, on_done};
+
+/* --- request handling ----------------------------------------------------- */
+
+static int build_headers(const struct httpparse_request *h, enum provider_id p,
+                         const char *api_key, struct curl_slist **out)
+{
+    struct curl_slist *l = NULL;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const struct httpparse_header *hd = &h->headers[i];
+        if (route_strip_header(p, h, hd))
+            continue;
+        l = upstream_header_append(l, hd->name, hd->name_len, hd->value, hd->value_len);
+        if (l == NULL)
+            return -1;
+    }
+    /* The injected credential. */
+    size_t klen = strlen(api_key);
+    char *bearer = malloc(klen + 8);
+    if (bearer == NULL)
+        goto failed;
+    memcpy(bearer, "Bearer ", 7);
+    memcpy(bearer + 7, api_key, klen + 1);
+    l = upstream_header_append(l, "Authorization", 13, bearer, klen + 7);
+    crypto_wipe(bearer, klen + 8);
+    free(bearer);
+    if (l == NULL)
+        return -1;
+    /* No "Expect: 100-continue" from curl for large bodies: the body is
+     * already here, a round trip would only add latency. */
+    struct curl_slist *l2 = curl_slist_append(l, "Expect:");
+    if (l2 == NULL)
+        goto failed;
+    *out = l2;
+    return 0;
+failed:
+    curl_slist_free_all(l);
+    return -1;
+}
+
+static bool session_id_ok(const char *v, size_t n)
+{
+    if (n == 0 || n >= SESSION_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x21 || (unsigned char)v[i] > 0x7e)
+            return false;
+    return true;
+}
+
+void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
+{
+    struct dataplane *dp = arg;
+    const struct httpparse_request *h = &req->head;
+    struct route rt;
+    char msg[256];
+
+    if (route_match(h->path, h->path_len, &rt) == -1) {
+        char safe[96];
+        snprintf(msg, sizeof(msg),
+                 "unknown route %s: the proxy serves /v1/... and /openai/v1/... (OpenAI)",
+                 log_safe(h->path, h->path_len, safe, sizeof(safe)));
+        reply_error(c, PROVIDER_OPENAI, 404, "invalid_request_error", "unknown_route", msg, NULL,
+                    0);
+        return;
+    }
+    enum provider_id p = rt.provider;
+    if (route_path_unsafe(h->path, h->path_len)) {
+        reply_error(c, p, 400, "invalid_request_error", "invalid_path",
+                    "the path has '.' or '..' segments or a backslash; send a normalised path",
+                    NULL, 0);
+        return;
+    }
+    if (h->upgrade_websocket) {
+        reply_error(c, p, 501, "invalid_request_error", "websocket_not_supported",
+                    "WebSocket routes are not served by this version of the proxy", NULL, 0);
+        return;
+    }
+
+    size_t key_len = 0;
+    const char *key = route_credential(p, h, &key_len);
+    struct resolve_identity id;
+    enum resolve_status st = resolve_auth(dp->resolver, key, key_len, &id);
+    if (st == RESOLVE_STORE_ERROR) {
+        reply_error(c, p, 503, "server_error", "store_unavailable",
+                    "the proxy cannot reach its store right now; retry shortly", NULL, 0);
+        return;
+    }
+    if (st != RESOLVE_OK) {
+        metrics_inc(METRICS_AUTH_FAILURES);
+        reply_error(c, p, 401, "invalid_request_error", "invalid_api_key",
+                    key ? "Incorrect proxy key provided. Use a key created with POST "
+                          "/admin/tenants/{id}/keys, sent as Authorization: Bearer <key>."
+                        : "No proxy key provided. Send Authorization: Bearer <proxy key>.",
+                    NULL, 0);
+        return;
+    }
+
+    const struct httpparse_header *sh = httpparse_find(h, "x-session-id");
+    if (sh != NULL && !session_id_ok(sh->value, sh->value_len)) {
+        reply_error(c, p, 400, "invalid_request_error", "invalid_session_id",
+                    "X-Session-Id must be 1-127 visible ASCII characters", NULL, 0);
+        return;
+    }
+    char session[SESSION_MAX] = "";
+    if (sh != NULL) {
+        memcpy(session, sh->value, sh->value_len);
+        session[sh->value_len] = '\0';
+    }
+
+    struct exchange *ex = calloc(1, sizeof(*ex));
+    if (ex == NULL) {
+        reply_error(c, p, 500, "server_error", "out_of_memory", "out of memory", NULL, 0);
+        return;
+    }
+    ex->dp = dp;
+    ex->c = c;
+    ex->req = req;
+    st = resolve_session(dp->resolver, &id, p, session[0] ? session : NULL, &ex->decision);
+    if (st != RESOLVE_OK) {
+        struct http_kv extra[] = {{"x-billed-to", "wallet"}, {"x-should-retry", "false"}};
+        if (st == RESOLVE_NO_FUNDS)
+            reply_error(c, p, 402, "insufficient_quota", "insufficient_balance",
+                        "The account's plan credits and wallet are used up. Top up the wallet "
+                        "or connect your own provider key (BYOK).",
+                        extra, ARRAY_SIZE(extra));
+        else if (st == RESOLVE_NO_PLATFORM_KEY)
+            reply_error(c, p, 502, "server_error", "no_platform_key",
+                        "the proxy has no platform key for this provider (platform_keys in the "
+                        "config)",
+                        extra, 1);
+        else if (st == RESOLVE_UNAUTHORIZED)
+            reply_error(c, p, 401, "invalid_request_error", "invalid_api_key",
+                        "the tenant of this proxy key no longer exists", NULL, 0);
+        else
+            reply_error(c, p, 503, "server_error", "store_unavailable",
+                        "the proxy cannot reach its store right now; retry shortly", NULL, 0);
+        free(ex);
+        return;
+    }
+
+    struct usage_record *r = &ex->rec;
+    if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1) {
+        reply_error(c, p, 500, "server_error", "internal_error", "cannot create a request id",
+                    NULL, 0);
+        free(ex);
+        return;
+    }
+    r->ts_ms = req->start_ms;
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id.tenant.id);
+    snprintf(r->payer_id, sizeof(r->payer_id), "%s", ex->decision.payer_id);
+    snprintf(r->key_id, sizeof(r->key_id), "%s", id.key_id);
+    snprintf(r->session_id, sizeof(r->session_id), "%s", session);
+    r->provider = p;
+    r->has_slot = provider_is_slot(p);
+    r->billed_byok = ex->decision.byok;
+    snprintf(r->connection_id, sizeof(r->connection_id), "%s", ex->decision.connection_id);
+    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", ex->decision.fallback_reason);
+    r->ttfb_ms = -1;
+    size_t ep = MIN(rt.upstream_path_len, sizeof(r->endpoint) - 1);
+    memcpy(r->endpoint, rt.upstream_path, ep);
+    r->endpoint[ep] = '\0';
+
+    enum meter_kind kind = meter_kind_for_path(rt.upstream_path, rt.upstream_path_len);
+    meter_init(&ex->meter, kind);
+    snprintf(r->line, sizeof(r->line), "%s", meter_line_name(kind));
+    size_t body_len = evbuffer_get_length(req->body);
+    const char *body = body_len ? (const char *)evbuffer_pullup(req->body, -1) : NULL;
+    if (kind != METER_NONE && body_len > 0) {
+        const struct httpparse_header *ct = httpparse_find(h, "content-type");
+        if (meter_request(&ex->meter, body, body_len, ct ? ct->value : NULL,
+                          ct ? ct->value_len : 0, &ex->rewritten, &ex->rewritten_len) == -1)
+            log_debug("request %s: body is not the JSON the meter expects", r->id);
+    }
+
+    /* URL = upstream base + path after the route prefix + query. */
+    const char *base = dp->cfg->upstreams[p];
+    size_t url_len = strlen(base) + rt.upstream_path_len + h->query_len + 2;
+    char *url = malloc(url_len + 1);
+    struct curl_slist *headers = NULL;
+    if (url == NULL || build_headers(h, p, ex->decision.api_key, &headers) == -1) {
+        free(url);
+        reply_error(c, p, 500, "server_error", "internal_error", "out of memory", NULL, 0);
+        exchange_free(ex);
+        return;
+    }
+    snprintf(url, url_len + 1, "%s%.*s%s%.*s", base, (int)rt.upstream_path_len,
+             rt.upstream_path, h->query ? "?" : "", (int)h->query_len, h->query ? h->query : "");
+
+    char method[16];
+    snprintf(method, sizeof(method), "%.*s", (int)MIN(h->method_len, sizeof(method) - 1),
+             h->method);
+    struct upstream_request ureq = {
+        .method = method,
+        .url = url,
+        .headers = headers,
+        .body = ex->rewritten ? ex->rewritten : body,
+        .body_len = ex->rewritten ? ex->rewritten_len : body_len,
+        .has_body = body_len > 0 || h->content_length == 0 || h->chunked,
+    };
+    ex->xfer = upstream_start(dp->pool, &ureq, &upstream_cbs, ex);
+    free(url);
+    if (ex->xfer == NULL) {
+        reply_error(c, p, 502, "server_error", "internal_error",
+                    "the proxy could not start the upstream request", NULL, 0);
+        exchange_free(ex);
+        return;
+    }
+    http_conn_set_callbacks(c, on_client_abort, on_client_drain, ex);
+}

@@ -1,0 +1,824 @@
+/* http.c - downstream HTTP/1.1 connections: accept, strict parsing, bodies,
+ * keep-alive, in-order pipelining, limits, timeouts and the response API.
+ *
+ *   accept ──> READING_HEAD ──head ok──> READING_BODY ──body complete──> HANDLING
+ *                  ^   │                      │                            │
+ *                  │   └─ bad head: 4xx ──────┴── bad body: 4xx ──> CLOSING │
+ *                  │                                                      │
+ *                  └──── response done, keep-alive (next pipelined head) ─┘
+ *                                         response done, no keep-alive ──> CLOSING
+ *
+ * One request is handled at a time per connection: bytes of a pipelined
+ * next request wait in the input buffer until the current response is
+ * complete, which answers pipelined requests in order by construction.
+ * Every close goes through conn_close(c, reason); when a close is asked for
+ * from inside an API call the free is deferred to a zero-delay event so no
+ * caller up the stack is left holding a freed connection. */
+#include "common.h"
+#include "http.h"
+#include "metrics.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+enum http_conn_state {
+    HTTP_CONN_READING_HEAD = 0,
+    HTTP_CONN_READING_BODY,
+    HTTP_CONN_HANDLING, /* handler owns the request; response may be streaming */
+    HTTP_CONN_CLOSING,  /* flushing output, then freed */
+};
+
+struct http_conn {
+    struct http_server *srv;
+    struct bufferevent *bev;
+    enum http_conn_state state;
+    struct http_conn *prev, *next; /* in srv->conns */
+
+    struct http_request req;
+    struct httpparse_chunked chunked;
+    int64_t body_remaining; /* Content-Length body still to read */
+    bool body_chunked;
+
+    unsigned keep_alive : 1;      /* connection persists after this response */
+    unsigned head_only : 1;       /* HEAD request: no response body */
+    unsigned stream_started : 1;  /* response head sent */
+    unsigned stream_chunked : 1;  /* response body framed as chunks */
+    unsigned in_process : 1;      /* inside process_input(): no recursion */
+    unsigned close_pending : 1;   /* deferred free scheduled */
+    unsigned sent_continue : 1;   /* 100 Continue already sent */
+    unsigned has_head_bytes : 1;  /* header timer armed for this head */
+
+    http_abort_cb on_abort;
+    http_drain_cb on_drain;
+    void *cb_arg;
+
+    struct event *timer;    /* idle / header / body deadline */
+    struct event *close_ev; /* deferred close */
+    const char *close_reason;
+    char peer[64];
+};
+
+struct http_server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct http_server_opts opts;
+    struct http_conn *conns;
+    size_t n_conns, n_busy;
+    bool accepting;
+};
+
+static void conn_close(struct http_conn *c, const char *reason);
+static void process_input(struct http_conn *c);
+static void request_reset(struct http_conn *c);
+
+/* --- helpers -------------------------------------------------------------- */
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* "Date: ..." value, cached per thread per second. */
+static const char *http_date(void)
+{
+    static __thread time_t cached_sec;
+    static __thread char cached[40];
+    time_t now = time(NULL);
+    if (now != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_sec = now;
+    }
+    return cached;
+}
+
+static void timer_arm(struct http_conn *c, int ms)
+{
+    if (ms <= 0) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static bool status_has_body(int status)
+{
+    return !(status < 200 || status == 204 || status == 304);
+}
+
+/* --- accepting ------------------------------------------------------------ */
+
+int http_listen(const char *addr, bool reuseport, char *err, size_t err_size)
+{
+    char host[256];
+    int port;
+    int fd = -1;
+    struct addrinfo hints, *res = NULL;
+
+    if (config_parse_address(addr, host, sizeof(host), &port, err, err_size) == -1)
+        return -1;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port_s[16];
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    int rc = getaddrinfo(host[0] ? host : NULL, port_s, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, err_size, "cannot resolve listen address %s: %s", addr, gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        snprintf(err, err_size, "socket(): %s", strerror(errno));
+        goto failed;
+    }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)) {
+        snprintf(err, err_size, "setsockopt(): %s", strerror(errno));
+        goto failed;
+    }
+    if (bind(fd, res->ai_addr, res->ai_addrlen) == -1) {
+        snprintf(err, err_size, "cannot listen on %s: %s", addr, strerror(errno));
+        goto failed;
+    }
+    if (listen(fd, 1024) == -1) {
+        snprintf(err, err_size, "listen() on %s: %s", addr, strerror(errno));
+        goto failed;
+    }
+    freeaddrinfo(res);
+    return fd;
+failed:
+    if (fd != -1)
+        close(fd);
+    freeaddrinfo(res);
+    return -1;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_close_ev_cb(evutil_socket_t fd, short what, void *arg);
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct http_server *s = arg;
+    struct http_conn *c = calloc(1, sizeof(*c));
+    (void)l;
+    (void)salen;
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->srv = s;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(s->base, conn_timer_cb, c);
+    c->close_ev = event_new(s->base, -1, 0, conn_close_ev_cb, c);
+    if (c->bev == NULL || c->timer == NULL || c->close_ev == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->timer)
+            event_free(c->timer);
+        if (c->close_ev)
+            event_free(c->close_ev);
+        free(c);
+        return;
+    }
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)sa;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+        char ip[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    metrics_inc(METRICS_CONNECTIONS_ACCEPTED);
+    metrics_conn_open(1);
+
+    const struct config_limits *lim = s->opts.limits;
+    /* Write low watermark: the write callback (and so the drain callback that
+     * resumes a paused upstream) fires once the output fell to half the
+     * high-water mark. */
+    bufferevent_setwatermark(c->bev, EV_WRITE, lim->client_high_watermark / 2, 0);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    /* A client that does not drain its socket for the idle timeout is gone. */
+    struct timeval wtv = {lim->idle_timeout_ms / 1000, (lim->idle_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, NULL, &wtv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = HTTP_CONN_READING_HEAD;
+    timer_arm(c, lim->idle_timeout_ms);
+}
+
+struct http_server *http_server_new(struct event_base *base, int listen_fd,
+                                    const struct http_server_opts *opts)
+{
+    struct http_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(listen_fd);
+        return NULL;
+    }
+    s->base = base;
+    s->opts = *opts;
+    s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
+    if (s->listener == NULL) {
+        close(listen_fd);
+        free(s);
+        return NULL;
+    }
+    s->accepting = true;
+    return s;
+}
+
+void http_server_stop_accepting(struct http_server *s)
+{
+    if (!s->accepting)
+        return;
+    s->accepting = false;
+    evconnlistener_free(s->listener);
+    s->listener = NULL;
+    /* Idle connections go now; busy ones lose keep-alive and close after
+     * their current response. */
+    struct http_conn *c = s->conns, *next;
+    for (; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == HTTP_CONN_HANDLING)
+            c->keep_alive = 0;
+        else if (c->state == HTTP_CONN_READING_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_close(c, "server shutting down");
+    }
+}
+
+size_t http_server_conn_count(const struct http_server *s)
+{
+    return s->n_conns;
+}
+
+size_t http_server_busy_count(const struct http_server *s)
+{
+    return s->n_busy;
+}
+
+void http_server_free(struct http_server *s)
+{
+    if (s == NULL)
+        return;
+    while (s->conns != NULL)
+        conn_close(s->conns, "server stopped");
+    if (s->listener)
+        evconnlistener_free(s->listener);
+    free(s);
+}
+
+/* --- closing -------------------------------------------------------------- */
+
+static void conn_free(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    metrics_conn_open(-1);
+    if (c->state == HTTP_CONN_HANDLING)
+        s->n_busy--;
+    request_reset(c);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    event_free(c->close_ev);
+    free(c);
+}
+
+/* Closes now. If a request is in flight its handler is told first (and must
+ * let go of c). */
+static void conn_close(struct http_conn *c, const char *reason)
+{
+    if (c->state == HTTP_CONN_HANDLING && c->on_abort != NULL) {
+        http_abort_cb cb = c->on_abort;
+        c->on_abort = NULL;
+        c->on_drain = NULL;
+        metrics_inc(METRICS_CLIENT_DISCONNECTS);
+        cb(c, c->cb_arg);
+    }
+    log_debug("conn %s closed: %s", c->peer, reason);
+    conn_free(c);
+}
+
+static void conn_close_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    conn_close(c, c->close_reason ? c->close_reason : "closed");
+}
+
+/* Frees c at the next loop turn; safe from inside any call on c. */
+static void conn_close_deferred(struct http_conn *c, const char *reason)
+{
+    if (c->close_pending)
+        return;
+    c->close_pending = 1;
+    c->close_reason = reason;
+    event_active(c->close_ev, 0, 0);
+}
+
+/* Stops reading, flushes what is queued, then closes. */
+static void conn_finish_and_close(struct http_conn *c, const char *reason)
+{
+    if (c->state == HTTP_CONN_HANDLING)
+        c->srv->n_busy--;
+    c->state = HTTP_CONN_CLOSING;
+    c->close_reason = reason;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_close_deferred(c, reason);
+    /* else conn_write_cb closes once drained (watermark 0 is not guaranteed,
+     * so it checks the length itself). */
+    else
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* --- responses ------------------------------------------------------------ */
+
+static void write_head(struct http_conn *c, int status, const char *reason)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                        reason ? reason : http_reason(status), http_date());
+    if (!c->keep_alive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+}
+
+/* The handler is done with the request: next request or close. */
+static void request_done(struct http_conn *c)
+{
+    c->on_abort = NULL;
+    c->on_drain = NULL;
+    c->cb_arg = NULL;
+    if (c->state != HTTP_CONN_HANDLING)
+        return;
+    if (!c->keep_alive || !c->srv->accepting) {
+        conn_finish_and_close(c, "response complete, connection: close");
+        return;
+    }
+    c->srv->n_busy--;
+    request_reset(c);
+    c->state = HTTP_CONN_READING_HEAD;
+    bufferevent_enable(c->bev, EV_READ);
+    timer_arm(c, c->srv->opts.limits->idle_timeout_ms);
+    if (!c->in_process)
+        process_input(c);
+}
+
+void http_respond(struct http_conn *c, int status, const char *content_type, const char *body,
+                  size_t len, const struct http_kv *extra, size_t n_extra)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->stream_started || c->state == HTTP_CONN_CLOSING)
+        return;
+    write_head(c, status, NULL);
+    for (size_t i = 0; i < n_extra; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", extra[i].name, extra[i].value);
+    if (status_has_body(status)) {
+        if (content_type)
+            evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", len);
+        if (!c->head_only && len > 0)
+            evbuffer_add(out, body, len);
+    } else {
+        evbuffer_add(out, "\r\n", 2);
+    }
+    c->stream_started = 1;
+    request_done(c);
+}
+
+void http_respond_json(struct http_conn *c, int status, json_t *body, const struct http_kv *extra,
+                       size_t n_extra)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (text == NULL) {
+        http_respond(c, status, "application/json", "{}", 2, extra, n_extra);
+    } else {
+        size_t len = strlen(text);
+        text = realloc(text, len + 2);
+        text[len] = '\n';
+        http_respond(c, status, "application/json", text, len + 1, extra, n_extra);
+        free(text);
+    }
+    json_decref(body);
+}
+
+void http_stream_begin(struct http_conn *c, int status, const char *reason,
+                       struct evbuffer *headers, int64_t content_length)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->stream_started || c->state == HTTP_CONN_CLOSING)
+        return;
+    bool body = status_has_body(status) && !c->head_only;
+    c->stream_chunked = 0;
+    if (status_has_body(status) && content_length < 0 && c->req.head.version_minor == 0)
+        c->keep_alive = 0; /* HTTP/1.0: the body ends at close */
+    write_head(c, status, reason);
+    if (headers)
+        evbuffer_add_buffer(out, headers);
+    if (status_has_body(status)) {
+        if (content_length >= 0) {
+            evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+        } else if (c->req.head.version_minor >= 1) {
+            evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+            c->stream_chunked = body;
+        }
+    }
+    evbuffer_add(out, "\r\n", 2);
+    c->stream_started = 1;
+}
+
+void http_stream_write(struct http_conn *c, const char *data, size_t len)
+{
+    if (!c->stream_started || c->head_only || len == 0 || c->state != HTTP_CONN_HANDLING)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->stream_chunked) {
+        char size_line[24];
+        int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+        evbuffer_add(out, size_line, (size_t)n);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+}
+
+void http_stream_end(struct http_conn *c, bool complete)
+{
+    if (c->state != HTTP_CONN_HANDLING)
+        return;
+    if (!complete) {
+        /* Truncated: no final chunk; the close tells the client. */
+        c->on_abort = NULL;
+        c->on_drain = NULL;
+        conn_finish_and_close(c, "upstream response truncated");
+        return;
+    }
+    if (c->stream_chunked && !c->head_only)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    request_done(c);
+}
+
+bool http_stream_started(struct http_conn *c)
+{
+    return c->stream_started;
+}
+
+void http_conn_set_callbacks(struct http_conn *c, http_abort_cb on_abort, http_drain_cb on_drain,
+                             void *arg)
+{
+    c->on_abort = on_abort;
+    c->on_drain = on_drain;
+    c->cb_arg = arg;
+}
+
+struct event_base *http_conn_base(struct http_conn *c)
+{
+    return c->srv->base;
+}
+
+size_t http_conn_output_pending(struct http_conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+const char *http_conn_peer(struct http_conn *c)
+{
+    return c->peer;
+}
+
+/* Protocol-level error (before any handler): answer and close. The body is
+ * in OpenAI's error shape, the data plane's default. */
+static void reject(struct http_conn *c, int status, const char *why)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\","
+                     "\"code\":\"http_%d\"}}\n",
+                     why, status);
+    metrics_inc(METRICS_REQUESTS_REJECTED);
+    c->keep_alive = 0;
+    if (c->state != HTTP_CONN_HANDLING) {
+        c->state = HTTP_CONN_HANDLING;
+        c->srv->n_busy++;
+    }
+    c->stream_started = 0;
+    log_info("conn %s: rejected with %d: %s", c->peer, status, why);
+    http_respond(c, status, "application/json", body, (size_t)n, NULL, 0);
+}
+
+/* --- reading requests ----------------------------------------------------- */
+
+static void request_reset(struct http_conn *c)
+{
+    free(c->req.head_buf);
+    c->req.head_buf = NULL;
+    if (c->req.body)
+        evbuffer_free(c->req.body);
+    c->req.body = NULL;
+    memset(&c->req.head, 0, sizeof(c->req.head));
+    c->body_remaining = 0;
+    c->body_chunked = false;
+    c->stream_started = 0;
+    c->stream_chunked = 0;
+    c->head_only = 0;
+    c->sent_continue = 0;
+    c->has_head_bytes = 0;
+}
+
+/* Moves every pointer of a parsed head from the input buffer to head_buf. */
+static void rebase_head(struct httpparse_request *h, const char *from, char *to)
+{
+#define REBASE(p)                                                                                  \
+    do {                                                                                           \
+        if ((p) != NULL)                                                                           \
+            (p) = to + ((p)-from);                                                                 \
+    } while (0)
+    REBASE(h->method);
+    REBASE(h->target);
+    REBASE(h->path);
+    REBASE(h->query);
+    REBASE(h->host);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        REBASE(h->headers[i].name);
+        REBASE(h->headers[i].value);
+    }
+#undef REBASE
+}
+
+static int body_append_cb(void *arg, const char *data, size_t n)
+{
+    struct http_conn *c = arg;
+    if (evbuffer_get_length(c->req.body) + n > c->srv->opts.limits->max_body_bytes)
+        return -1;
+    return evbuffer_add(c->req.body, data, n);
+}
+
+static void dispatch(struct http_conn *c)
+{
+    c->state = HTTP_CONN_HANDLING;
+    c->srv->n_busy++;
+    evtimer_del(c->timer);
+    /* Keep reading: EOF tells us the client went away, and pipelined bytes
+     * simply wait in the input buffer. */
+    c->srv->opts.on_request(c, &c->req, c->srv->opts.arg);
+}
+
+/* Returns true when the head is complete and the conn moved on. */
+static bool read_head(struct http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct config_limits *lim = c->srv->opts.limits;
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0)
+        return false;
+    if (!c->has_head_bytes) {
+        c->has_head_bytes = 1;
+        timer_arm(c, lim->header_timeout_ms);
+    }
+    size_t look = MIN(avail, lim->max_header_bytes + 1);
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
+    struct httpparse_limits pl = {lim->max_request_line, lim->max_header_bytes, lim->max_headers};
+    int status = 0;
+    const char *why = NULL;
+    enum httpparse_status st = httpparse_request(buf, look, &pl, &c->req.head, &status, &why);
+    if (st == HTTPPARSE_INCOMPLETE)
+        return false;
+    if (st == HTTPPARSE_ERROR) {
+        reject(c, status, why);
+        return false;
+    }
+    struct httpparse_request *h = &c->req.head;
+    c->req.head_buf = malloc(h->head_len);
+    c->req.body = evbuffer_new();
+    if (c->req.head_buf == NULL || c->req.body == NULL) {
+        reject(c, 500, "out of memory");
+        return false;
+    }
+    memcpy(c->req.head_buf, buf, h->head_len);
+    rebase_head(h, buf, c->req.head_buf);
+    evbuffer_drain(in, h->head_len);
+    c->req.start_ms = now_ms();
+    c->req.start_mono = mono_ms();
+    c->keep_alive = h->keep_alive;
+    c->head_only = (h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0);
+
+    if (h->chunked) {
+        c->body_chunked = true;
+        httpparse_chunked_init(&c->chunked);
+    } else if (h->content_length > 0) {
+        if ((uint64_t)h->content_length > lim->max_body_bytes) {
+            reject(c, 413, "request body is larger than the limit (limits.max_body_bytes)");
+            return false;
+        }
+        c->body_remaining = h->content_length;
+    }
+    c->state = HTTP_CONN_READING_BODY;
+    timer_arm(c, lim->idle_timeout_ms);
+    if (h->expect_continue && (c->body_chunked || c->body_remaining > 0) &&
+        evbuffer_get_length(in) == 0) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        c->sent_continue = 1;
+    }
+    return true;
+}
+
+/* Returns true when the body is complete (and the request dispatched). */
+static bool read_body(struct http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->body_chunked) {
+        while (evbuffer_get_length(in) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            size_t consumed = 0;
+            const char *why = NULL;
+            enum httpparse_chunked_status st = httpparse_chunked_feed(
+                &c->chunked, v.iov_base, v.iov_len, &consumed, body_append_cb, c, &why);
+            evbuffer_drain(in, consumed);
+            if (st == HTTPPARSE_CHUNKED_ERROR) {
+                if (evbuffer_get_length(c->req.body) + v.iov_len >
+                    c->srv->opts.limits->max_body_bytes)
+                    reject(c, 413, "request body is larger than the limit (limits.max_body_bytes)");
+                else
+                    reject(c, 400, why ? why : "malformed chunked body");
+                return false;
+            }
+            if (st == HTTPPARSE_CHUNKED_DONE) {
+                dispatch(c);
+                return true;
+            }
+        }
+        timer_arm(c, c->srv->opts.limits->idle_timeout_ms);
+        return false;
+    }
+    if (c->body_remaining > 0) {
+        size_t avail = evbuffer_get_length(in);
+        size_t take = MIN(avail, (size_t)c->body_remaining);
+        if (take > 0) {
+            evbuffer_remove_buffer(in, c->req.body, take);
+            c->body_remaining -= (int64_t)take;
+            timer_arm(c, c->srv->opts.limits->idle_timeout_ms);
+        }
+        if (c->body_remaining > 0)
+            return false;
+    }
+    dispatch(c);
+    return true;
+}
+
+static void process_input(struct http_conn *c)
+{
+    c->in_process = 1;
+    for (;;) {
+        if (c->state == HTTP_CONN_READING_HEAD) {
+            if (!read_head(c))
+                break;
+        } else if (c->state == HTTP_CONN_READING_BODY) {
+            if (!read_body(c))
+                break;
+        } else {
+            break; /* HANDLING / CLOSING: pipelined bytes wait */
+        }
+    }
+    c->in_process = 0;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)bev;
+    if (c->close_pending)
+        return;
+    if (c->state == HTTP_CONN_HANDLING) {
+        /* Pipelined bytes while busy: bounded so a client cannot grow our
+         * memory; above the head limit we stop reading until it is our turn
+         * (EOF is then noticed when we read again). */
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) >
+            c->srv->opts.limits->max_header_bytes + c->srv->opts.limits->max_body_bytes)
+            bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    process_input(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)bev;
+    if (c->state == HTTP_CONN_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_close_deferred(c, c->close_reason);
+        return;
+    }
+    if (c->state == HTTP_CONN_HANDLING && c->on_drain != NULL)
+        c->on_drain(c, c->cb_arg);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)bev;
+    if (c->close_pending)
+        return;
+    if (what & BEV_EVENT_TIMEOUT) {
+        conn_close(c, "client stopped reading (write timeout)");
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        conn_close(c, c->state == HTTP_CONN_HANDLING ? "client went away mid-request"
+                                                      : "client closed");
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        conn_close(c, "socket error");
+        return;
+    }
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->close_pending)
+        return;
+    if (c->state == HTTP_CONN_READING_HEAD && c->has_head_bytes) {
+        reject(c, 408, "request head not received in time (limits.header_timeout_ms)");
+        return;
+    }
+    if (c->state == HTTP_CONN_READING_BODY) {
+        reject(c, 408, "request body not received in time (limits.idle_timeout_ms)");
+        return;
+    }
+    conn_close(c, "idle timeout");
+}

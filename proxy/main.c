@@ -1,0 +1,367 @@
+/* main.c - arguments, secrets from the environment, worker threads (one
+ * event_base, SO_REUSEPORT listener, curl multi and store handle each), the
+ * admin thread, signals, and the draining shutdown. */
+#include "common.h"
+#include "admin.h"
+#include "config.h"
+#include "crypto.h"
+#include "dataplane.h"
+#include "http.h"
+#include "resolve.h"
+#include "store.h"
+#include "upstream.h"
+#include "usage.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/thread.h>
+#include <openssl/crypto.h>
+
+#define BYOK_VERSION "0.1.0"
+
+/* One event loop thread: a data-plane worker or the admin thread. */
+struct loop {
+    const char *name;
+    int index;
+    pthread_t thread;
+    bool started;
+    const struct config *cfg;
+    struct event_base *base;
+    struct http_server *http;
+    struct store *store;
+    struct upstream_pool *pool;  /* workers only */
+    struct resolver *resolver;   /* workers only */
+    struct dataplane *dataplane; /* workers only */
+    struct admin *admin;         /* admin only */
+    struct event *stop_ev;
+    struct event *drain_timer;
+    int64_t drain_deadline;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: byok-proxy --config FILE [--check-config]\n"
+               "       byok-proxy --version\n"
+               "\n"
+               "Secrets come from the environment: BYOK_MASTER_KEY (base64 of 32 bytes),\n"
+               "BYOK_ADMIN_TOKEN, and each platform key from the variable its config names.\n");
+}
+
+static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *l = arg;
+    (void)fd;
+    (void)what;
+    if (http_server_busy_count(l->http) == 0 || mono_ms() >= l->drain_deadline) {
+        if (http_server_busy_count(l->http) > 0)
+            log_warn("%s %d: shutdown deadline reached with %zu requests in flight; cutting them",
+                     l->name, l->index, http_server_busy_count(l->http));
+        event_base_loopbreak(l->base);
+        return;
+    }
+    struct timeval tv = {0, 20 * 1000};
+    evtimer_add(l->drain_timer, &tv);
+}
+
+/* Runs on the loop's own thread (event_active from the main thread). */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *l = arg;
+    (void)fd;
+    (void)what;
+    http_server_stop_accepting(l->http);
+    l->drain_deadline = mono_ms() + l->cfg->limits.shutdown_timeout_ms;
+    drain_check_cb(-1, 0, l);
+}
+
+static void *loop_main(void *arg)
+{
+    struct loop *l = arg;
+    event_base_dispatch(l->base);
+    return NULL;
+}
+
+static void loop_free(struct loop *l)
+{
+    /* Order: connections first (their handlers may cancel transfers), then
+     * transfers, then what the handlers used. */
+    http_server_free(l->http);
+    upstream_pool_free(l->pool);
+    dataplane_free(l->dataplane);
+    resolve_free(l->resolver);
+    admin_free(l->admin);
+    store_close(l->store);
+    if (l->stop_ev)
+        event_free(l->stop_ev);
+    if (l->drain_timer)
+        event_free(l->drain_timer);
+    if (l->base)
+        event_base_free(l->base);
+    memset(l, 0, sizeof(*l));
+}
+
+static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
+                     int listen_fd, char **err)
+{
+    l->name = name;
+    l->index = index;
+    l->cfg = cfg;
+    l->base = event_base_new();
+    if (l->base == NULL) {
+        close(listen_fd);
+        *err = strdup("cannot create an event base");
+        return -1;
+    }
+    l->stop_ev = event_new(l->base, -1, 0, stop_cb, l);
+    l->drain_timer = evtimer_new(l->base, drain_check_cb, l);
+    l->store = store_open(cfg, err);
+    if (l->store == NULL) {
+        close(listen_fd);
+        return -1;
+    }
+    struct http_server_opts opts = {.limits = &cfg->limits, .name = name};
+    if (strcmp(name, "worker") == 0) {
+        l->pool = upstream_pool_new(l->base, cfg);
+        l->resolver = l->pool ? resolve_new(cfg, l->store) : NULL;
+        l->dataplane = l->resolver ? dataplane_new(cfg, l->pool, l->resolver) : NULL;
+        if (l->dataplane == NULL) {
+            close(listen_fd);
+            *err = strdup("out of memory creating a worker");
+            return -1;
+        }
+        opts.on_request = dataplane_handle;
+        opts.arg = l->dataplane;
+    } else {
+        const char *token = getenv("BYOK_ADMIN_TOKEN");
+        l->admin = admin_new(cfg, l->store, token);
+        if (l->admin == NULL) {
+            close(listen_fd);
+            *err = strdup("cannot create the admin API");
+            return -1;
+        }
+        opts.on_request = admin_handle;
+        opts.arg = l->admin;
+    }
+    l->http = http_server_new(l->base, listen_fd, &opts);
+    if (l->http == NULL || l->stop_ev == NULL || l->drain_timer == NULL) {
+        *err = strdup("cannot start the listener");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_admin_token(char *err, size_t err_size)
+{
+    const char *t = getenv("BYOK_ADMIN_TOKEN");
+    if (t == NULL || t[0] == '\0') {
+        snprintf(err, err_size,
+                 "BYOK_ADMIN_TOKEN is not set: the admin API needs a bearer token "
+                 "(e.g. export BYOK_ADMIN_TOKEN=$(openssl rand -hex 24))");
+        return -1;
+    }
+    if (strlen(t) < 16) {
+        snprintf(err, err_size, "BYOK_ADMIN_TOKEN is too short: use at least 16 characters");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    bool check_only = false;
+    int rc = 1;
+    struct config *cfg = NULL;
+    struct loop *workers = NULL;
+    struct loop admin_loop;
+    bool writer_started = false;
+    char err[512];
+    char *errp = NULL;
+
+    memset(&admin_loop, 0, sizeof(admin_loop));
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            config_path = argv[i] + 9;
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check_only = true;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("byok-proxy %s\n", BYOK_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "byok-proxy: unknown argument \"%s\"\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config_path == NULL) {
+        fprintf(stderr, "byok-proxy: --config FILE is required\n");
+        usage(stderr);
+        return 2;
+    }
+
+    cfg = config_load(config_path, &errp);
+    if (cfg == NULL) {
+        fprintf(stderr, "byok-proxy: config %s: %s\n", config_path, errp ? errp : "invalid");
+        free(errp);
+        return 1;
+    }
+    if (check_only) {
+        printf("byok-proxy: config %s is valid\n", config_path);
+        config_free(cfg);
+        return 0;
+    }
+    enum log_level lvl;
+    if (cfg->log_level && log_level_parse(cfg->log_level, &lvl) == 0)
+        log_set_level(lvl);
+
+    if (crypto_init_from_env(err, sizeof(err)) == -1 ||
+        check_admin_token(err, sizeof(err)) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", err);
+        log_error("refusing to start: %s", err);
+        goto done;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    /* Threads inherit the mask: only the main thread takes the signals. */
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (evthread_use_pthreads() == -1 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("cannot initialise libevent threading or libcurl");
+        goto done;
+    }
+
+    /* Open (and migrate) the store once here so a bad path fails before any
+     * thread starts. */
+    struct store *probe = store_open(cfg, &errp);
+    if (probe == NULL) {
+        fprintf(stderr, "byok-proxy: store: %s\n", errp ? errp : "cannot open");
+        log_error("refusing to start: store: %s", errp ? errp : "cannot open");
+        goto done;
+    }
+    store_close(probe);
+
+    /* Bind every listener before starting anything, so a taken port is
+     * reported at once. */
+    if (cfg->workers <= 0)
+        cfg->workers = (int)MAX(1, sysconf(_SC_NPROCESSORS_ONLN));
+    int nworkers = cfg->workers;
+    int *fds = calloc((size_t)nworkers, sizeof(int));
+    workers = calloc((size_t)nworkers, sizeof(*workers));
+    if (fds == NULL || workers == NULL) {
+        free(fds);
+        goto done;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        fds[i] = http_listen(cfg->listen, true, err, sizeof(err));
+        if (fds[i] == -1) {
+            fprintf(stderr, "byok-proxy: listen: %s\n", err);
+            log_error("refusing to start: listen: %s", err);
+            for (int j = 0; j < i; j++)
+                close(fds[j]);
+            free(fds);
+            goto done;
+        }
+    }
+    int admin_fd = http_listen(cfg->admin_listen, false, err, sizeof(err));
+    if (admin_fd == -1) {
+        fprintf(stderr, "byok-proxy: admin_listen: %s\n", err);
+        log_error("refusing to start: admin_listen: %s", err);
+        for (int j = 0; j < nworkers; j++)
+            close(fds[j]);
+        free(fds);
+        goto done;
+    }
+
+    if (usage_writer_start(cfg, &errp) == -1) {
+        fprintf(stderr, "byok-proxy: usage writer: %s\n", errp ? errp : "cannot start");
+        for (int j = 0; j < nworkers; j++)
+            close(fds[j]);
+        close(admin_fd);
+        free(fds);
+        goto done;
+    }
+    writer_started = true;
+
+    int init_failed = 0;
+    for (int i = 0; i < nworkers; i++) {
+        if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[i], &errp) == -1)
+            init_failed = 1;
+        else if (init_failed)
+            close(fds[i]);
+    }
+    free(fds);
+    if (!init_failed && loop_init(&admin_loop, "admin", 0, cfg, admin_fd, &errp) == -1)
+        init_failed = 1;
+    else if (init_failed)
+        close(admin_fd);
+    /* The token is in the admin module now; the environment forgets it. */
+    unsetenv("BYOK_ADMIN_TOKEN");
+    if (init_failed) {
+        fprintf(stderr, "byok-proxy: %s\n", errp ? errp : "startup failed");
+        log_error("refusing to start: %s", errp ? errp : "startup failed");
+        goto done;
+    }
+
+    for (int i = 0; i < nworkers; i++) {
+        if (pthread_create(&workers[i].thread, NULL, loop_main, &workers[i]) != 0)
+            goto done;
+        workers[i].started = true;
+    }
+    if (pthread_create(&admin_loop.thread, NULL, loop_main, &admin_loop) != 0)
+        goto done;
+    admin_loop.started = true;
+    log_info("byok-proxy %s listening on %s (admin %s), %d workers, store %s", BYOK_VERSION,
+             cfg->listen, cfg->admin_listen, nworkers, cfg->store_backend);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_info("received %s: draining (up to %d ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+             cfg->limits.shutdown_timeout_ms);
+    rc = 0;
+
+done:
+    /* Workers first (in-flight requests finish and submit their records),
+     * then the admin API, then the writer flushes everything. */
+    if (workers != NULL) {
+        for (int i = 0; i < cfg->workers; i++)
+            if (workers[i].started)
+                event_active(workers[i].stop_ev, 0, 0);
+        for (int i = 0; i < cfg->workers; i++) {
+            if (workers[i].started)
+                pthread_join(workers[i].thread, NULL);
+            loop_free(&workers[i]);
+        }
+        free(workers);
+    }
+    if (admin_loop.started) {
+        event_active(admin_loop.stop_ev, 0, 0);
+        pthread_join(admin_loop.thread, NULL);
+    }
+    if (admin_loop.base != NULL || admin_loop.store != NULL)
+        loop_free(&admin_loop);
+    if (writer_started)
+        usage_writer_stop();
+    free(errp);
+    crypto_shutdown();
+    config_free(cfg);
+    curl_global_cleanup();
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}

@@ -1,0 +1,114 @@
+/* metrics.c - relaxed atomic counters and a fixed-bucket TTFB histogram per
+ * provider, rendered as Prometheus text. */
+#include "common.h"
+#include "metrics.h"
+#include "usage.h"
+
+#include <stdatomic.h>
+
+static const char *const counter_names[METRICS__COUNT][2] = {
+    {"byok_requests_total", "Data-plane requests answered."},
+    {"byok_requests_rejected_total", "Requests refused by the proxy itself (4xx)."},
+    {"byok_upstream_errors_total", "Upstream failures (502/504, broken streams)."},
+    {"byok_client_disconnects_total", "Clients that went away mid-request."},
+    {"byok_connections_accepted_total", "Downstream connections accepted."},
+    {"byok_auth_failures_total", "Requests refused for a missing or wrong proxy key."},
+};
+
+static _Atomic uint64_t counters[METRICS__COUNT];
+static _Atomic int64_t open_conns;
+
+static const int bucket_ms[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+#define N_BUCKETS (sizeof(bucket_ms) / sizeof(bucket_ms[0]))
+static _Atomic uint64_t ttfb_buckets[PROVIDER__COUNT][N_BUCKETS + 1];
+static _Atomic uint64_t ttfb_sum_ms[PROVIDER__COUNT];
+static _Atomic uint64_t upstream_by_class[PROVIDER__COUNT][6]; /* 1xx..5xx, [0] = no reply */
+
+void metrics_inc(enum metrics_counter c)
+{
+    atomic_fetch_add_explicit(&counters[c], 1, memory_order_relaxed);
+}
+
+void metrics_add(enum metrics_counter c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&counters[c], n, memory_order_relaxed);
+}
+
+void metrics_conn_open(int delta)
+{
+    atomic_fetch_add_explicit(&open_conns, delta, memory_order_relaxed);
+}
+
+void metrics_observe_upstream(enum provider_id p, int status, int64_t ttfb_ms)
+{
+    int cls = (status >= 100 && status < 600) ? status / 100 : 0;
+    atomic_fetch_add_explicit(&upstream_by_class[p][cls], 1, memory_order_relaxed);
+    if (ttfb_ms < 0)
+        return;
+    size_t b = 0;
+    while (b < N_BUCKETS && ttfb_ms > bucket_ms[b])
+        b++;
+    atomic_fetch_add_explicit(&ttfb_buckets[p][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ttfb_sum_ms[p], (uint64_t)ttfb_ms, memory_order_relaxed);
+}
+
+void metrics_render(struct evbuffer *out)
+{
+    for (int i = 0; i < METRICS__COUNT; i++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n",
+                            counter_names[i][0], counter_names[i][1], counter_names[i][0],
+                            counter_names[i][0],
+                            (unsigned long long)atomic_load_explicit(&counters[i],
+                                                                     memory_order_relaxed));
+    }
+    evbuffer_add_printf(out, "# HELP byok_open_connections Open downstream connections.\n"
+                             "# TYPE byok_open_connections gauge\nbyok_open_connections %lld\n",
+                        (long long)atomic_load_explicit(&open_conns, memory_order_relaxed));
+
+    evbuffer_add_printf(out, "# HELP byok_upstream_responses_total Upstream replies by status class.\n"
+                             "# TYPE byok_upstream_responses_total counter\n");
+    static const char *const cls_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int p = 0; p < PROVIDER__COUNT; p++)
+        for (int c = 0; c < 6; c++) {
+            uint64_t v = atomic_load_explicit(&upstream_by_class[p][c], memory_order_relaxed);
+            if (v)
+                evbuffer_add_printf(out,
+                                    "byok_upstream_responses_total{provider=\"%s\",class=\"%s\"} %llu\n",
+                                    provider_name((enum provider_id)p), cls_names[c],
+                                    (unsigned long long)v);
+        }
+
+    evbuffer_add_printf(out, "# HELP byok_upstream_ttfb_ms Upstream time to first byte.\n"
+                             "# TYPE byok_upstream_ttfb_ms histogram\n");
+    for (int p = 0; p < PROVIDER__COUNT; p++) {
+        uint64_t cum = 0;
+        const char *pn = provider_name((enum provider_id)p);
+        for (size_t b = 0; b <= N_BUCKETS; b++) {
+            cum += atomic_load_explicit(&ttfb_buckets[p][b], memory_order_relaxed);
+            if (b < N_BUCKETS)
+                evbuffer_add_printf(out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"%d\"} %llu\n",
+                                    pn, bucket_ms[b], (unsigned long long)cum);
+            else
+                evbuffer_add_printf(out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"+Inf\"} %llu\n",
+                                    pn, (unsigned long long)cum);
+        }
+        evbuffer_add_printf(out, "byok_upstream_ttfb_ms_sum{provider=\"%s\"} %llu\n"
+                                 "byok_upstream_ttfb_ms_count{provider=\"%s\"} %llu\n",
+                            pn, (unsigned long long)atomic_load(&ttfb_sum_ms[p]), pn,
+                            (unsigned long long)cum);
+    }
+
+    struct usage_stats us;
+    usage_writer_stats(&us);
+    evbuffer_add_printf(out,
+                        "# HELP byok_usage_records_total Usage records by fate.\n"
+                        "# TYPE byok_usage_records_total counter\n"
+                        "byok_usage_records_total{state=\"submitted\"} %llu\n"
+                        "byok_usage_records_total{state=\"written\"} %llu\n"
+                        "byok_usage_records_total{state=\"duplicate\"} %llu\n"
+                        "byok_usage_records_total{state=\"spooled\"} %llu\n"
+                        "byok_usage_records_total{state=\"replayed\"} %llu\n",
+                        (unsigned long long)us.submitted, (unsigned long long)us.written,
+                        (unsigned long long)us.duplicates, (unsigned long long)us.spooled,
+                        (unsigned long long)us.replayed);
+}

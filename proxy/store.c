@@ -1,0 +1,131 @@
+/* store.c - backend selection, the store_* wrappers over the backend vtable,
+ * and the global cache generation number. */
+#include "common.h"
+#include "store.h"
+#include "config.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Atomic uint64_t generation = 1;
+
+static char *dup_err(const char *msg)
+{
+    char *s = strdup(msg);
+    return s;
+}
+
+struct store *store_open(const struct config *cfg, char **err)
+{
+    *err = NULL;
+    const char *backend = cfg->store_backend != NULL ? cfg->store_backend : "sqlite";
+    if (strcmp(backend, "sqlite") == 0) {
+        if (cfg->store_path == NULL || cfg->store_path[0] == '\0') {
+            *err = dup_err("store.path is required for the sqlite backend");
+            return NULL;
+        }
+        return store_sqlite_open(cfg->store_path, err);
+    }
+    if (strcmp(backend, "redis") == 0) {
+        *err = dup_err("the redis backend is not built yet");
+        return NULL;
+    }
+    *err = dup_err("store.backend must be \"sqlite\" or \"redis\"");
+    return NULL;
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL)
+        return;
+    s->ops->close(s);
+}
+
+int store_ping(struct store *s)
+{
+    return s->ops->ping(s);
+}
+
+/* Writes that change what the data plane resolves move the generation, so
+ * every worker's cache is dropped whoever the caller was. */
+static int bump_on_ok(int rc)
+{
+    if (rc == STORE_OK)
+        store_generation_bump();
+    return rc;
+}
+
+int store_tenant_create(struct store *s, const struct store_tenant *t)
+{
+    return bump_on_ok(s->ops->tenant_create(s, t));
+}
+
+int store_tenant_get(struct store *s, const char *id, struct store_tenant *out)
+{
+    return s->ops->tenant_get(s, id, out);
+}
+
+int store_tenant_update(struct store *s, const struct store_tenant *t)
+{
+    return bump_on_ok(s->ops->tenant_update(s, t));
+}
+
+int store_tenant_delete(struct store *s, const char *id)
+{
+    return bump_on_ok(s->ops->tenant_delete(s, id));
+}
+
+int store_tenant_topup(struct store *s, const char *id, int64_t wallet_micros,
+                       int64_t plan_credits_micros, struct store_tenant *out)
+{
+    return bump_on_ok(s->ops->tenant_topup(s, id, wallet_micros, plan_credits_micros, out));
+}
+
+int store_tenant_list(struct store *s, store_tenant_cb cb, void *arg)
+{
+    return s->ops->tenant_list(s, cb, arg);
+}
+
+int store_key_create(struct store *s, const struct store_key *k)
+{
+    return bump_on_ok(s->ops->key_create(s, k));
+}
+
+int store_key_list(struct store *s, const char *tenant_id, store_key_cb cb, void *arg)
+{
+    return s->ops->key_list(s, tenant_id, cb, arg);
+}
+
+int store_key_revoke(struct store *s, const char *tenant_id, const char *key_id)
+{
+    return bump_on_ok(s->ops->key_revoke(s, tenant_id, key_id));
+}
+
+int store_key_get(struct store *s, const char *key_id, struct store_key *out)
+{
+    return s->ops->key_get(s, key_id, out);
+}
+
+int store_usage_write(struct store *s, struct usage_record *records, size_t n, size_t *duplicates)
+{
+    size_t dummy;
+    return s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy);
+}
+
+int store_usage_query(struct store *s, const char *tenant_id, const char *session_id, int limit,
+                      json_t **out)
+{
+    return s->ops->usage_query(s, tenant_id, session_id, limit, out);
+}
+
+uint64_t store_generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_acquire);
+}
+
+void store_generation_bump(void)
+{
+    atomic_fetch_add_explicit(&generation, 1, memory_order_acq_rel);
+}

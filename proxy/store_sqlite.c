@@ -1,0 +1,873 @@
+/* store_sqlite.c - the embedded SQLite store backend: one connection per
+ * handle (per thread), WAL, versioned schema migrations, cached prepared
+ * statements, and the charging transaction for usage batches. */
+#include "common.h"
+#include "store.h"
+
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Schema migrations, applied in order, each in its own transaction; the
+ * number applied is kept in PRAGMA user_version. Append new entries; never
+ * edit one that has shipped. Plain CREATE (no IF NOT EXISTS) so that running
+ * one twice would fail loudly instead of hiding a versioning bug. */
+static const char *const migrations[] = {
+    /* 1: tenants, proxy keys, usage records. */
+    "CREATE TABLE tenants ("
+    " id TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " feature_byok INTEGER NOT NULL DEFAULT 0,"
+    " feature_agency INTEGER NOT NULL DEFAULT 0,"
+    " parent_id TEXT," /* NULL = none; checked by the admin layer, not a FK */
+    " wallet_deduction INTEGER NOT NULL DEFAULT 0,"
+    " plan_credits_micros INTEGER NOT NULL DEFAULT 0,"
+    " wallet_micros INTEGER NOT NULL DEFAULT 0,"
+    " created_at_ms INTEGER NOT NULL,"
+    " updated_at_ms INTEGER NOT NULL);"
+    "CREATE INDEX tenants_parent ON tenants(parent_id);"
+    "CREATE TABLE proxy_keys ("
+    " id TEXT PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " label TEXT NOT NULL DEFAULT '',"
+    " hash BLOB NOT NULL,"
+    " created_at_ms INTEGER NOT NULL,"
+    " revoked_at_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX proxy_keys_tenant ON proxy_keys(tenant_id, created_at_ms);"
+    /* No FK to tenants: usage outlives a deleted tenant. */
+    "CREATE TABLE usage ("
+    " id TEXT PRIMARY KEY,"
+    " ts_ms INTEGER NOT NULL,"
+    " tenant_id TEXT NOT NULL,"
+    " payer_id TEXT NOT NULL,"
+    " key_id TEXT NOT NULL,"
+    " session_id TEXT,"
+    " provider TEXT NOT NULL,"
+    " line TEXT NOT NULL,"
+    " billed_to TEXT NOT NULL,"
+    " cost_micros INTEGER NOT NULL,"
+    " charged_plan_credits_micros INTEGER NOT NULL,"
+    " charged_wallet_micros INTEGER NOT NULL,"
+    " record TEXT NOT NULL);"
+    "CREATE INDEX usage_tenant_ts ON usage(tenant_id, ts_ms);"
+    "CREATE INDEX usage_session ON usage(session_id);"
+    "CREATE INDEX usage_ts ON usage(ts_ms);",
+};
+
+enum stmt_id {
+    ST_BEGIN = 0,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_PING,
+    ST_TENANT_INSERT,
+    ST_TENANT_GET,
+    ST_TENANT_UPDATE,
+    ST_TENANT_HAS_CHILDREN,
+    ST_TENANT_DELETE_KEYS,
+    ST_TENANT_DELETE,
+    ST_TENANT_TOPUP,
+    ST_TENANT_LIST,
+    ST_KEY_INSERT,
+    ST_KEY_LIST,
+    ST_KEY_REVOKE,
+    ST_KEY_GET,
+    ST_USAGE_EXISTS,
+    ST_USAGE_INSERT,
+    ST_PAYER_GET,
+    ST_PAYER_CHARGE,
+    ST_USAGE_Q_ALL,
+    ST_USAGE_Q_TENANT,
+    ST_USAGE_Q_SESSION,
+    ST_USAGE_Q_BOTH,
+    ST__COUNT
+};
+
+#define TENANT_COLS                                                                                \
+    "id, name, feature_byok, feature_agency, parent_id, wallet_deduction, plan_credits_micros,"    \
+    " wallet_micros, created_at_ms, updated_at_ms"
+#define KEY_COLS    "id, tenant_id, label, hash, created_at_ms, revoked_at_ms"
+#define USAGE_ORDER " ORDER BY ts_ms DESC, id DESC LIMIT ?3"
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_PING] = "SELECT 1",
+    [ST_TENANT_INSERT] =
+        "INSERT INTO tenants (" TENANT_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [ST_TENANT_GET] = "SELECT " TENANT_COLS " FROM tenants WHERE id = ?1",
+    [ST_TENANT_UPDATE] = "UPDATE tenants SET name = ?2, feature_byok = ?3, feature_agency = ?4,"
+                         " parent_id = ?5, wallet_deduction = ?6, updated_at_ms = ?7 WHERE id = ?1",
+    [ST_TENANT_HAS_CHILDREN] = "SELECT 1 FROM tenants WHERE parent_id = ?1 LIMIT 1",
+    [ST_TENANT_DELETE_KEYS] = "DELETE FROM proxy_keys WHERE tenant_id = ?1",
+    [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
+    [ST_TENANT_TOPUP] = "UPDATE tenants SET wallet_micros = wallet_micros + ?2,"
+                        " plan_credits_micros = plan_credits_micros + ?3, updated_at_ms = ?4"
+                        " WHERE id = ?1",
+    [ST_TENANT_LIST] = "SELECT " TENANT_COLS " FROM tenants ORDER BY id",
+    [ST_KEY_INSERT] = "INSERT INTO proxy_keys (" KEY_COLS ") VALUES (?1,?2,?3,?4,?5,?6)",
+    [ST_KEY_LIST] = "SELECT " KEY_COLS " FROM proxy_keys WHERE tenant_id = ?1"
+                    " ORDER BY created_at_ms, rowid",
+    /* Revoking twice keeps the first time. */
+    [ST_KEY_REVOKE] = "UPDATE proxy_keys SET revoked_at_ms = CASE WHEN revoked_at_ms = 0 THEN ?3"
+                      " ELSE revoked_at_ms END WHERE id = ?1 AND tenant_id = ?2",
+    [ST_KEY_GET] = "SELECT " KEY_COLS " FROM proxy_keys WHERE id = ?1",
+    [ST_USAGE_EXISTS] = "SELECT 1 FROM usage WHERE id = ?1",
+    [ST_USAGE_INSERT] = "INSERT INTO usage (id, ts_ms, tenant_id, payer_id, key_id, session_id,"
+                        " provider, line, billed_to, cost_micros, charged_plan_credits_micros,"
+                        " charged_wallet_micros, record)"
+                        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+    [ST_PAYER_GET] = "SELECT plan_credits_micros, wallet_micros FROM tenants WHERE id = ?1",
+    [ST_PAYER_CHARGE] = "UPDATE tenants SET plan_credits_micros = plan_credits_micros - ?2,"
+                        " wallet_micros = wallet_micros - ?3 WHERE id = ?1",
+    [ST_USAGE_Q_ALL] = "SELECT record FROM usage" USAGE_ORDER,
+    [ST_USAGE_Q_TENANT] = "SELECT record FROM usage WHERE tenant_id = ?1" USAGE_ORDER,
+    [ST_USAGE_Q_SESSION] = "SELECT record FROM usage WHERE session_id = ?2" USAGE_ORDER,
+    [ST_USAGE_Q_BOTH] =
+        "SELECT record FROM usage WHERE tenant_id = ?1 AND session_id = ?2" USAGE_ORDER,
+};
+
+struct sqlite_store {
+    struct store base;
+    sqlite3 *db;
+    sqlite3_stmt *stmts[ST__COUNT]; /* prepared on first use, reused after reset */
+};
+
+static struct sqlite_store *to_sq(struct store *s)
+{
+    return container_of(s, struct sqlite_store, base);
+}
+
+static int fail(struct sqlite_store *sq, const char *what)
+{
+    log_error("store(sqlite): %s failed: %s", what, sqlite3_errmsg(sq->db));
+    return STORE_ERR_INTERNAL;
+}
+
+/* Returns the cached statement, reset and unbound, or NULL (logged). */
+static sqlite3_stmt *stmt(struct sqlite_store *sq, enum stmt_id id)
+{
+    if (sq->stmts[id] == NULL) {
+        if (sqlite3_prepare_v3(sq->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &sq->stmts[id],
+                               NULL) != SQLITE_OK) {
+            (void)fail(sq, "prepare");
+            sq->stmts[id] = NULL;
+            return NULL;
+        }
+    }
+    return sq->stmts[id];
+}
+
+/* Resets after use so no read transaction stays open on an idle handle. */
+static void stmt_done(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Runs a statement without result rows (BEGIN/COMMIT/ROLLBACK/…). */
+static MUST_CHECK int run(struct sqlite_store *sq, enum stmt_id id)
+{
+    sqlite3_stmt *st = stmt(sq, id);
+    if (st == NULL)
+        return -1;
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void rollback(struct sqlite_store *sq)
+{
+    if (sqlite3_get_autocommit(sq->db))
+        return; /* the failed statement already ended the transaction */
+    if (run(sq, ST_ROLLBACK) == -1)
+        (void)fail(sq, "ROLLBACK");
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+static void col_text(sqlite3_stmt *st, int i, char *out, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(out, size, "%s", t != NULL ? (const char *)t : "");
+}
+
+static void read_tenant(sqlite3_stmt *st, struct store_tenant *t)
+{
+    memset(t, 0, sizeof(*t));
+    col_text(st, 0, t->id, sizeof(t->id));
+    col_text(st, 1, t->name, sizeof(t->name));
+    t->feature_byok = sqlite3_column_int(st, 2) != 0;
+    t->feature_agency = sqlite3_column_int(st, 3) != 0;
+    col_text(st, 4, t->parent_id, sizeof(t->parent_id));
+    t->wallet_deduction = sqlite3_column_int(st, 5) != 0;
+    t->plan_credits_micros = sqlite3_column_int64(st, 6);
+    t->wallet_micros = sqlite3_column_int64(st, 7);
+    t->created_at_ms = sqlite3_column_int64(st, 8);
+    t->updated_at_ms = sqlite3_column_int64(st, 9);
+}
+
+static MUST_CHECK int read_key(sqlite3_stmt *st, struct store_key *k)
+{
+    memset(k, 0, sizeof(*k));
+    col_text(st, 0, k->id, sizeof(k->id));
+    col_text(st, 1, k->tenant_id, sizeof(k->tenant_id));
+    col_text(st, 2, k->label, sizeof(k->label));
+    const void *hash = sqlite3_column_blob(st, 3);
+    if (hash == NULL || sqlite3_column_bytes(st, 3) != (int)sizeof(k->hash)) {
+        log_error("store(sqlite): key %s has a malformed hash column", k->id);
+        return -1;
+    }
+    memcpy(k->hash, hash, sizeof(k->hash));
+    k->created_at_ms = sqlite3_column_int64(st, 4);
+    k->revoked_at_ms = sqlite3_column_int64(st, 5);
+    return 0;
+}
+
+static void sq_close(struct store *s)
+{
+    struct sqlite_store *sq = to_sq(s);
+    for (size_t i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(sq->stmts[i]);
+    sqlite3_close_v2(sq->db);
+    free(sq);
+}
+
+static int sq_ping(struct store *s)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_PING);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    return rc == SQLITE_ROW ? STORE_OK : fail(sq, "ping");
+}
+
+static int sq_tenant_create(struct store *s, const struct store_tenant *t)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_TENANT_INSERT);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    int64_t now = now_ms();
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, t->feature_byok);
+    sqlite3_bind_int(st, 4, t->feature_agency);
+    bind_text_or_null(st, 5, t->parent_id);
+    sqlite3_bind_int(st, 6, t->wallet_deduction);
+    sqlite3_bind_int64(st, 7, t->plan_credits_micros);
+    sqlite3_bind_int64(st, 8, t->wallet_micros);
+    sqlite3_bind_int64(st, 9, t->created_at_ms != 0 ? t->created_at_ms : now);
+    sqlite3_bind_int64(st, 10, t->updated_at_ms != 0 ? t->updated_at_ms : now);
+    int rc = sqlite3_step(st);
+    int ext = sqlite3_extended_errcode(sq->db);
+    stmt_done(st);
+    if (rc == SQLITE_DONE)
+        return STORE_OK;
+    if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return STORE_ERR_EXISTS;
+    return fail(sq, "tenant create");
+}
+
+static int sq_tenant_get(struct store *s, const char *id, struct store_tenant *out)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_TENANT_GET);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        read_tenant(st, out);
+    stmt_done(st);
+    if (rc == SQLITE_ROW)
+        return STORE_OK;
+    if (rc == SQLITE_DONE)
+        return STORE_ERR_NOT_FOUND;
+    return fail(sq, "tenant get");
+}
+
+static int sq_tenant_update(struct store *s, const struct store_tenant *t)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_TENANT_UPDATE);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, t->feature_byok);
+    sqlite3_bind_int(st, 4, t->feature_agency);
+    bind_text_or_null(st, 5, t->parent_id);
+    sqlite3_bind_int(st, 6, t->wallet_deduction);
+    sqlite3_bind_int64(st, 7, now_ms());
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "tenant update");
+    return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
+}
+
+/* Steps a statement bound with one id; 1 = a row, 0 = none, -1 = error. */
+static int step_exists(struct sqlite_store *sq, enum stmt_id id, const char *arg)
+{
+    sqlite3_stmt *st = stmt(sq, id);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int step_id(struct sqlite_store *sq, enum stmt_id id, const char *arg)
+{
+    sqlite3_stmt *st = stmt(sq, id);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int sq_tenant_delete(struct store *s, const char *id)
+{
+    struct sqlite_store *sq = to_sq(s);
+    int status = STORE_ERR_INTERNAL;
+    if (run(sq, ST_BEGIN) == -1)
+        return fail(sq, "BEGIN");
+    int found = step_exists(sq, ST_TENANT_GET, id);
+    if (found != 1) {
+        status = found == 0 ? STORE_ERR_NOT_FOUND : fail(sq, "tenant delete");
+        goto failed;
+    }
+    int children = step_exists(sq, ST_TENANT_HAS_CHILDREN, id);
+    if (children != 0) {
+        status = children == 1 ? STORE_ERR_CONFLICT : fail(sq, "tenant delete");
+        goto failed;
+    }
+    /* Explicit rather than relying on the cascade, which needs
+     * foreign_keys=ON on every connection that ever deletes. */
+    if (step_id(sq, ST_TENANT_DELETE_KEYS, id) == -1 || step_id(sq, ST_TENANT_DELETE, id) == -1) {
+        status = fail(sq, "tenant delete");
+        goto failed;
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        status = fail(sq, "COMMIT");
+        goto failed;
+    }
+    return STORE_OK;
+failed:
+    rollback(sq);
+    return status;
+}
+
+static int sq_tenant_topup(struct store *s, const char *id, int64_t wallet, int64_t plan,
+                           struct store_tenant *out)
+{
+    struct sqlite_store *sq = to_sq(s);
+    int status = STORE_ERR_INTERNAL;
+    if (run(sq, ST_BEGIN) == -1)
+        return fail(sq, "BEGIN");
+    sqlite3_stmt *st = stmt(sq, ST_TENANT_TOPUP);
+    if (st == NULL)
+        goto failed;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, wallet);
+    sqlite3_bind_int64(st, 3, plan);
+    sqlite3_bind_int64(st, 4, now_ms());
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        status = fail(sq, "tenant topup");
+        goto failed;
+    }
+    if (sqlite3_changes(sq->db) != 1) {
+        status = STORE_ERR_NOT_FOUND;
+        goto failed;
+    }
+    /* Read back inside the transaction: *out is exactly this change. */
+    status = sq_tenant_get(s, id, out);
+    if (status != STORE_OK)
+        goto failed;
+    if (run(sq, ST_COMMIT) == -1) {
+        status = fail(sq, "COMMIT");
+        goto failed;
+    }
+    return STORE_OK;
+failed:
+    rollback(sq);
+    return status;
+}
+
+/* cb runs while the statement is stepping: it must not use this handle. */
+static int sq_tenant_list(struct store *s, store_tenant_cb cb, void *arg)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_TENANT_LIST);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    int rc;
+    struct store_tenant t;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        read_tenant(st, &t);
+        cb(arg, &t);
+    }
+    stmt_done(st);
+    return rc == SQLITE_DONE ? STORE_OK : fail(sq, "tenant list");
+}
+
+static int sq_key_create(struct store *s, const struct store_key *k)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_KEY_INSERT);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, k->tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k->label, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, k->hash, sizeof(k->hash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, k->created_at_ms != 0 ? k->created_at_ms : now_ms());
+    sqlite3_bind_int64(st, 6, k->revoked_at_ms);
+    int rc = sqlite3_step(st);
+    int ext = sqlite3_extended_errcode(sq->db);
+    stmt_done(st);
+    if (rc == SQLITE_DONE)
+        return STORE_OK;
+    if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return STORE_ERR_EXISTS;
+    if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return STORE_ERR_NOT_FOUND; /* no such tenant */
+    return fail(sq, "key create");
+}
+
+/* cb runs while the statement is stepping: it must not use this handle. */
+static int sq_key_list(struct store *s, const char *tenant_id, store_key_cb cb, void *arg)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_KEY_LIST);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    int rc;
+    int status = STORE_OK;
+    struct store_key k;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (read_key(st, &k) == -1) {
+            status = STORE_ERR_INTERNAL;
+            continue;
+        }
+        cb(arg, &k);
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "key list");
+    return status;
+}
+
+static int sq_key_revoke(struct store *s, const char *tenant_id, const char *key_id)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_KEY_REVOKE);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms());
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "key revoke");
+    return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
+}
+
+static int sq_key_get(struct store *s, const char *key_id, struct store_key *out)
+{
+    struct sqlite_store *sq = to_sq(s);
+    sqlite3_stmt *st = stmt(sq, ST_KEY_GET);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int status;
+    if (rc == SQLITE_ROW)
+        status = read_key(st, out) == 0 ? STORE_OK : STORE_ERR_INTERNAL;
+    else if (rc == SQLITE_DONE)
+        status = STORE_ERR_NOT_FOUND;
+    else
+        status = fail(sq, "key get");
+    stmt_done(st);
+    return status;
+}
+
+/* Charges a wallet line to its payer inside the open transaction and fills
+ * the record's charged_* fields. */
+static MUST_CHECK int charge(struct sqlite_store *sq, struct usage_record *r)
+{
+    r->charged_plan_credits_micros = 0;
+    r->charged_wallet_micros = 0;
+    if (r->billed_byok || r->cost_micros <= 0)
+        return 0;
+
+    sqlite3_stmt *st = stmt(sq, ST_PAYER_GET);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, r->payer_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int64_t plan = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    stmt_done(st);
+    if (rc == SQLITE_DONE) {
+        /* Deleted while the request ran: keep the record, charge nobody. */
+        char safe[ID_MAX];
+        log_warn("usage %s: payer %s no longer exists, recorded uncharged", r->id,
+                 log_safe(r->payer_id, strlen(r->payer_id), safe, sizeof(safe)));
+        return 0;
+    }
+    if (rc != SQLITE_ROW)
+        return -1;
+
+    int64_t from_plan = MIN(r->cost_micros, MAX(plan, 0));
+    int64_t from_wallet = r->cost_micros - from_plan;
+    st = stmt(sq, ST_PAYER_CHARGE);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, r->payer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, from_plan);
+    sqlite3_bind_int64(st, 3, from_wallet);
+    rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    r->charged_plan_credits_micros = from_plan;
+    r->charged_wallet_micros = from_wallet;
+    return 0;
+}
+
+static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_record *r)
+{
+    int rc = -1;
+    char *text = NULL;
+    json_t *obj = usage_record_to_json(r);
+    if (obj == NULL)
+        goto out;
+    text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(12));
+    if (text == NULL)
+        goto out;
+    sqlite3_stmt *st = stmt(sq, ST_USAGE_INSERT);
+    if (st == NULL)
+        goto out;
+    sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->ts_ms);
+    sqlite3_bind_text(st, 3, r->tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->payer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, r->key_id, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 6, r->session_id);
+    const char *pname = provider_name(r->provider);
+    sqlite3_bind_text(st, 7, pname != NULL ? pname : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, r->line, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, r->billed_byok ? "byok" : "wallet", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 10, r->cost_micros);
+    sqlite3_bind_int64(st, 11, r->charged_plan_credits_micros);
+    sqlite3_bind_int64(st, 12, r->charged_wallet_micros);
+    sqlite3_bind_text(st, 13, text, -1, SQLITE_STATIC);
+    int step = sqlite3_step(st);
+    stmt_done(st);
+    rc = step == SQLITE_DONE ? 0 : -1;
+out:
+    free(text);
+    json_decref(obj);
+    return rc;
+}
+
+/* Duplicates are left exactly as passed in (their charged_* fields are not
+ * touched), which lets the writer tell them apart; on failure every record
+ * is restored. */
+static int sq_usage_write(struct store *s, struct usage_record *records, size_t n,
+                          size_t *duplicates)
+{
+    struct sqlite_store *sq = to_sq(s);
+    int64_t *saved = NULL;
+    size_t dups = 0, i = 0;
+    *duplicates = 0;
+    if (n == 0)
+        return STORE_OK;
+    saved = malloc(2 * n * sizeof(*saved));
+    if (saved == NULL) {
+        log_error("store(sqlite): out of memory writing usage");
+        return STORE_ERR_INTERNAL;
+    }
+    for (size_t j = 0; j < n; j++) {
+        saved[2 * j] = records[j].charged_plan_credits_micros;
+        saved[2 * j + 1] = records[j].charged_wallet_micros;
+    }
+    if (run(sq, ST_BEGIN) == -1) {
+        (void)fail(sq, "usage BEGIN");
+        goto failed;
+    }
+    for (i = 0; i < n; i++) {
+        struct usage_record *r = &records[i];
+        int exists = step_exists(sq, ST_USAGE_EXISTS, r->id);
+        if (exists == 1) {
+            dups++;
+            continue;
+        }
+        if (exists == -1 || charge(sq, r) == -1 || insert_record(sq, r) == -1) {
+            (void)fail(sq, "usage write");
+            goto failed;
+        }
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        (void)fail(sq, "usage COMMIT");
+        goto failed;
+    }
+    *duplicates = dups;
+    free(saved);
+    return STORE_OK;
+failed:
+    rollback(sq);
+    for (size_t j = 0; j < n; j++) {
+        records[j].charged_plan_credits_micros = saved[2 * j];
+        records[j].charged_wallet_micros = saved[2 * j + 1];
+    }
+    free(saved);
+    return STORE_ERR_INTERNAL;
+}
+
+static int sq_usage_query(struct store *s, const char *tenant_id, const char *session_id, int limit,
+                          json_t **out)
+{
+    struct sqlite_store *sq = to_sq(s);
+    *out = NULL;
+    enum stmt_id id = tenant_id != NULL
+                          ? (session_id != NULL ? ST_USAGE_Q_BOTH : ST_USAGE_Q_TENANT)
+                          : (session_id != NULL ? ST_USAGE_Q_SESSION : ST_USAGE_Q_ALL);
+    sqlite3_stmt *st = stmt(sq, id);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return STORE_ERR_INTERNAL;
+    if (tenant_id != NULL)
+        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    if (session_id != NULL)
+        sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, limit > 0 ? limit : -1); /* negative LIMIT = none */
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 0);
+        json_error_t jerr;
+        json_t *rec = text != NULL ? json_loads(text, 0, &jerr) : NULL;
+        if (rec == NULL || json_array_append_new(arr, rec) == -1) {
+            log_error("store(sqlite): unreadable usage record row skipped");
+            continue;
+        }
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return fail(sq, "usage query");
+    }
+    *out = arr;
+    return STORE_OK;
+}
+
+static const struct store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .ping = sq_ping,
+    .tenant_create = sq_tenant_create,
+    .tenant_get = sq_tenant_get,
+    .tenant_update = sq_tenant_update,
+    .tenant_delete = sq_tenant_delete,
+    .tenant_topup = sq_tenant_topup,
+    .tenant_list = sq_tenant_list,
+    .key_create = sq_key_create,
+    .key_list = sq_key_list,
+    .key_revoke = sq_key_revoke,
+    .key_get = sq_key_get,
+    .usage_write = sq_usage_write,
+    .usage_query = sq_usage_query,
+};
+
+/* mkdir -p of the directory part of path. */
+static MUST_CHECK int make_parent_dirs(const char *path)
+{
+    char *dir = strdup(path);
+    if (dir == NULL)
+        return -1;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir) {
+        free(dir);
+        return 0;
+    }
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0750) == -1 && errno != EEXIST)
+            goto failed;
+        *p = '/';
+    }
+    if (mkdir(dir, 0750) == -1 && errno != EEXIST)
+        goto failed;
+    free(dir);
+    return 0;
+failed:
+    free(dir);
+    return -1;
+}
+
+static MUST_CHECK int user_version(sqlite3 *db, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* Brings the schema up to date. Several threads (and processes) may open the
+ * same file at once: each step re-reads the version under BEGIN IMMEDIATE, so
+ * exactly one of them applies it. */
+static MUST_CHECK int migrate(sqlite3 *db, const char *path, char **err)
+{
+    const int latest = (int)ARRAY_SIZE(migrations);
+    for (;;) {
+        int v;
+        if (user_version(db, &v) == -1)
+            goto sql_failed;
+        if (v > latest) {
+            if (asprintf(err,
+                         "the store %s has schema version %d, newer than this build knows (%d): "
+                         "run a newer byok-proxy",
+                         path, v, latest) == -1)
+                *err = NULL;
+            return -1;
+        }
+        if (v == latest)
+            return 0;
+        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+            goto sql_failed;
+        if (user_version(db, &v) == -1)
+            goto sql_rollback;
+        if (v < latest) {
+            char bump[64];
+            snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
+            if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+                sqlite3_exec(db, bump, NULL, NULL, NULL) != SQLITE_OK)
+                goto sql_rollback;
+            log_info("store(sqlite): applied schema migration %d", v + 1);
+        }
+        if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            goto sql_rollback;
+    }
+sql_rollback:
+    if (asprintf(err, "migrating the store %s failed: %s", path, sqlite3_errmsg(db)) == -1)
+        *err = NULL;
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+sql_failed:
+    if (asprintf(err, "migrating the store %s failed: %s", path, sqlite3_errmsg(db)) == -1)
+        *err = NULL;
+    return -1;
+}
+
+struct store *store_sqlite_open(const char *path, char **err)
+{
+    struct sqlite_store *sq = NULL;
+    sqlite3 *db = NULL;
+    const char *what = NULL;
+    *err = NULL;
+
+    if (make_parent_dirs(path) == -1) {
+        if (asprintf(err, "cannot create the directory of the store %s: %s", path,
+                     strerror(errno)) == -1)
+            *err = NULL;
+        goto failed;
+    }
+    /* Create the file ourselves so it (and its -wal/-shm, which copy its
+     * mode) is not world-readable: it holds balances and key hashes. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        if (asprintf(err, "cannot open the store %s: %s", path, strerror(errno)) == -1)
+            *err = NULL;
+        goto failed;
+    }
+    close(fd);
+
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        what = "open";
+        goto sql_failed;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 5000);
+
+    /* Switching to WAL needs a brief exclusive lock; another opener doing the
+     * same at startup shows up as SQLITE_BUSY, hence the retry. */
+    char *mode = NULL;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                mode = strdup((const char *)sqlite3_column_text(st, 0));
+        }
+        sqlite3_finalize(st);
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            break;
+        sqlite3_sleep(20);
+    }
+    if (rc != SQLITE_ROW || mode == NULL || strcmp(mode, "wal") != 0) {
+        free(mode);
+        what = "enabling WAL";
+        goto sql_failed;
+    }
+    free(mode);
+    if (sqlite3_exec(db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        what = "setting pragmas";
+        goto sql_failed;
+    }
+    if (migrate(db, path, err) == -1)
+        goto failed;
+
+    sq = calloc(1, sizeof(*sq));
+    if (sq == NULL) {
+        *err = strdup("out of memory opening the store");
+        goto failed;
+    }
+    sq->base.ops = &sqlite_ops;
+    sq->db = db;
+    return &sq->base;
+
+sql_failed:
+    if (asprintf(err, "SQLite store %s: %s failed: %s", path, what,
+                 db != NULL ? sqlite3_errmsg(db) : "out of memory") == -1)
+        *err = NULL;
+failed:
+    sqlite3_close_v2(db);
+    return NULL;
+}

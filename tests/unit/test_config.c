@@ -1,0 +1,507 @@
+/* test_config.c - config loading: a full file, defaults, every error class
+ * (each message must name the offending key) and the shipped example. */
+#include "common.h"
+
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* Parses text and asserts it fails with an error containing every needle
+ * (NULL-terminated list). */
+static void expect_error(const char *text, ...)
+{
+    char *err = NULL;
+    struct config *cfg = config_parse(text, &err);
+    if (cfg != NULL) {
+        config_free(cfg);
+        fail_msg("config accepted but should fail: %s", text);
+    }
+    assert_non_null(err);
+    va_list ap;
+    va_start(ap, text);
+    for (const char *needle = va_arg(ap, const char *); needle != NULL;
+         needle = va_arg(ap, const char *)) {
+        if (strstr(err, needle) == NULL)
+            fail_msg("error \"%s\" does not contain \"%s\" (config: %s)", err, needle, text);
+    }
+    va_end(ap);
+    free(err);
+}
+
+static struct config *parse_ok(const char *text)
+{
+    char *err = NULL;
+    struct config *cfg = config_parse(text, &err);
+    if (cfg == NULL)
+        fail_msg("config rejected: %s (config: %s)", err ? err : "(no message)", text);
+    assert_null(err);
+    return cfg;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_full_config(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/byok-cfg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cert[128], key[128], ca[128], text[8192];
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    write_file(cert, "x");
+    write_file(key, "x");
+    write_file(ca, "x");
+    assert_int_equal(setenv("BYOK_TEST_OPENAI", "sk-test-openai-value", 1), 0);
+    assert_int_equal(setenv("BYOK_TEST_AZURE", "azure-test-value", 1), 0);
+    snprintf(text, sizeof(text),
+             "{\"listen\": \"0.0.0.0:9080\", \"admin_listen\": \"[::1]:9081\","
+             " \"tls\": {\"listen\": \"localhost:9443\", \"cert_file\": \"%s\", \"key_file\": \"%s\"},"
+             " \"workers\": 3,"
+             " \"store\": {\"backend\": \"redis\", \"url\": \"redis://127.0.0.1:6379/0\"},"
+             " \"usage\": {\"jsonl_path\": \"u.jsonl\", \"spool_dir\": \"sp\"},"
+             " \"upstreams\": {\"openai\": \"http://127.0.0.1:9000/prefix/\","
+             "   \"azure_speech_tts\": \"http://127.0.0.1:9001/{region}/tts\","
+             "   \"azure_speech_stt\": \"https://{region}.stt.example.test:8443\","
+             "   \"deepseek\": \"https://[::1]:9002\"},"
+             " \"upstream_ca_file\": \"%s\","
+             " \"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OPENAI\"},"
+             "   \"azure_speech\": {\"key_env\": \"BYOK_TEST_AZURE\", \"region\": \"westeurope\"}},"
+             " \"session_ttl_s\": 120, \"log_level\": \"debug\","
+             " \"limits\": {\"max_request_line\": 4096, \"max_headers\": 50,"
+             "   \"upstream_timeout_ms\": 0, \"client_high_watermark\": 65536},"
+             " \"pricing\": {\"openai\": {\"gpt-4o-mini*\": {\"input_per_1m\": 150000,"
+             "   \"output_per_1m\": 600000, \"session_per_minute\": 0}, \"*\": {\"input_per_1m\": 1}},"
+             "   \"elevenlabs\": {\"eleven_turbo_v2_5\": {\"characters_per_1m\": 50000000}}}}",
+             cert, key, ca);
+    struct config *cfg = parse_ok(text);
+    assert_string_equal(cfg->listen, "0.0.0.0:9080");
+    assert_string_equal(cfg->admin_listen, "[::1]:9081");
+    assert_string_equal(cfg->tls_listen, "localhost:9443");
+    assert_string_equal(cfg->tls_cert_file, cert);
+    assert_string_equal(cfg->tls_key_file, key);
+    assert_int_equal(cfg->workers, 3);
+    assert_string_equal(cfg->store_backend, "redis");
+    assert_string_equal(cfg->store_url, "redis://127.0.0.1:6379/0");
+    assert_null(cfg->store_path);
+    assert_string_equal(cfg->usage_jsonl_path, "u.jsonl");
+    assert_string_equal(cfg->usage_spool_dir, "sp");
+    /* Trailing slash dropped so routes can append "/v1/...". */
+    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "http://127.0.0.1:9000/prefix");
+    assert_string_equal(cfg->upstreams[PROVIDER_AZURE_SPEECH], "http://127.0.0.1:9001/{region}/tts");
+    assert_string_equal(cfg->upstream_azure_stt, "https://{region}.stt.example.test:8443");
+    assert_string_equal(cfg->upstreams[PROVIDER_DEEPSEEK], "https://[::1]:9002");
+    assert_string_equal(cfg->upstreams[PROVIDER_ELEVENLABS], "https://api.elevenlabs.io");
+    assert_string_equal(cfg->upstream_ca_file, ca);
+    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key_env, "BYOK_TEST_OPENAI");
+    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key, "sk-test-openai-value");
+    assert_null(cfg->platform_keys[PROVIDER_OPENAI].region);
+    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].key, "azure-test-value");
+    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].region, "westeurope");
+    assert_null(cfg->platform_keys[PROVIDER_DEEPGRAM].key_env);
+    assert_null(cfg->platform_keys[PROVIDER_DEEPGRAM].key);
+    assert_int_equal(cfg->session_ttl_s, 120);
+    assert_string_equal(cfg->log_level, "debug");
+    assert_int_equal(cfg->limits.max_request_line, 4096);
+    assert_int_equal(cfg->limits.max_headers, 50);
+    assert_int_equal(cfg->limits.upstream_timeout_ms, 0);
+    assert_int_equal(cfg->limits.client_high_watermark, 65536);
+    assert_int_equal(cfg->limits.max_header_bytes, 32768); /* default kept */
+    assert_int_equal(cfg->pricing[PROVIDER_OPENAI].n_prices, 2);
+    const struct config_price *pr = &cfg->pricing[PROVIDER_OPENAI].prices[0];
+    assert_string_equal(pr->model, "gpt-4o-mini*");
+    assert_int_equal(pr->input_per_1m, 150000);
+    assert_int_equal(pr->output_per_1m, 600000);
+    assert_int_equal(pr->session_per_minute, 0);
+    assert_int_equal(pr->cached_input_per_1m, -1);
+    assert_int_equal(pr->audio_per_minute, -1);
+    assert_string_equal(cfg->pricing[PROVIDER_OPENAI].prices[1].model, "*");
+    assert_int_equal(cfg->pricing[PROVIDER_ELEVENLABS].n_prices, 1);
+    assert_int_equal(cfg->pricing[PROVIDER_ELEVENLABS].prices[0].characters_per_1m, 50000000);
+    assert_int_equal(cfg->pricing[PROVIDER_DEEPGRAM].n_prices, 0);
+    config_free(cfg);
+    unlink(cert);
+    unlink(key);
+    unlink(ca);
+    rmdir(dir);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{}");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_string_equal(cfg->listen, "127.0.0.1:8080");
+    assert_string_equal(cfg->admin_listen, "127.0.0.1:8081");
+    assert_null(cfg->tls_listen);
+    assert_null(cfg->tls_cert_file);
+    assert_int_equal(cfg->workers, cores < 1 ? 1 : MIN(cores, 64));
+    assert_string_equal(cfg->store_backend, "sqlite");
+    assert_string_equal(cfg->store_path, "var/byok.db");
+    assert_null(cfg->usage_jsonl_path);
+    assert_string_equal(cfg->usage_spool_dir, "var/spool");
+    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "https://api.openai.com");
+    assert_string_equal(cfg->upstreams[PROVIDER_ELEVENLABS], "https://api.elevenlabs.io");
+    assert_string_equal(cfg->upstreams[PROVIDER_AZURE_SPEECH],
+                        "https://{region}.tts.speech.microsoft.com");
+    assert_string_equal(cfg->upstream_azure_stt, "https://{region}.stt.speech.microsoft.com");
+    assert_string_equal(cfg->upstreams[PROVIDER_DEEPGRAM], "https://api.deepgram.com");
+    assert_string_equal(cfg->upstreams[PROVIDER_ANTHROPIC], "https://api.anthropic.com");
+    assert_string_equal(cfg->upstreams[PROVIDER_CARTESIA], "https://api.cartesia.ai");
+    assert_string_equal(cfg->upstreams[PROVIDER_DEEPSEEK], "https://api.deepseek.com");
+    assert_null(cfg->upstream_ca_file);
+    for (int i = 0; i < PROVIDER__COUNT; i++) {
+        assert_null(cfg->platform_keys[i].key_env);
+        assert_null(cfg->platform_keys[i].key);
+        assert_int_equal(cfg->pricing[i].n_prices, 0);
+    }
+    assert_int_equal(cfg->session_ttl_s, 3600);
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->limits.max_request_line, 8192);
+    assert_int_equal(cfg->limits.max_header_bytes, 32768);
+    assert_int_equal(cfg->limits.max_headers, 100);
+    assert_int_equal(cfg->limits.max_body_bytes, 33554432);
+    assert_int_equal(cfg->limits.header_timeout_ms, 10000);
+    assert_int_equal(cfg->limits.idle_timeout_ms, 60000);
+    assert_int_equal(cfg->limits.upstream_connect_timeout_ms, 10000);
+    assert_int_equal(cfg->limits.upstream_timeout_ms, 600000);
+    assert_int_equal(cfg->limits.shutdown_timeout_ms, 15000);
+    assert_int_equal(cfg->limits.client_high_watermark, 262144);
+    assert_non_null(cfg->path);
+    config_free(cfg);
+
+    /* null means "default" for optional keys. */
+    cfg = parse_ok("{\"tls\": null, \"upstream_ca_file\": null, \"usage\": {\"jsonl_path\": null},"
+                   " \"upstreams\": {\"openai\": null}, \"workers\": 0}");
+    assert_null(cfg->tls_listen);
+    assert_null(cfg->usage_jsonl_path);
+    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "https://api.openai.com");
+    assert_true(cfg->workers >= 1);
+    config_free(cfg);
+    config_free(NULL);
+}
+
+static void test_unknown_keys(void **state)
+{
+    (void)state;
+    expect_error("{\"listn\": \"127.0.0.1:8080\"}", "unknown key \"listn\"",
+                 "expected one of: listen, admin_listen", NULL);
+    expect_error("{\"upstreams\": {\"opneai\": \"https://api.openai.com\"}}",
+                 "unknown key \"upstreams.opneai\" (expected one of: openai, elevenlabs, "
+                 "azure_speech_tts, azure_speech_stt, deepgram, anthropic, cartesia, deepseek)",
+                 NULL);
+    expect_error("{\"limits\": {\"max_body\": 1}}", "unknown key \"limits.max_body\"",
+                 "max_body_bytes", NULL);
+    expect_error("{\"store\": {\"backend\": \"sqlite\", \"path\": \"x\", \"pth\": \"y\"}}",
+                 "unknown key \"store.pth\"", NULL);
+    expect_error("{\"usage\": {\"jsonl\": \"x\"}}", "unknown key \"usage.jsonl\"", NULL);
+    expect_error("{\"tls\": {\"listen\": \"127.0.0.1:8443\", \"cert\": \"x\"}}",
+                 "unknown key \"tls.cert\"", NULL);
+    expect_error("{\"platform_keys\": {\"openia\": {\"key_env\": \"X\"}}}",
+                 "unknown key \"platform_keys.openia\"", NULL);
+    /* region belongs to azure_speech only. */
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"PATH\", \"region\": \"eastus\"}}}",
+                 "unknown key \"platform_keys.openai.region\" (expected one of: key_env)", NULL);
+    expect_error("{\"pricing\": {\"open_ai\": {}}}", "unknown key \"pricing.open_ai\"", NULL);
+    expect_error("{\"pricing\": {\"openai\": {\"gpt-4o\": {\"input_per_1k\": 1}}}}",
+                 "unknown key \"pricing.openai.gpt-4o.input_per_1k\"", "input_per_1m", NULL);
+}
+
+static void test_wrong_types(void **state)
+{
+    (void)state;
+    expect_error("{\"workers\": \"2\"}", "workers: expected an integer, got a string", NULL);
+    expect_error("{\"listen\": 8080}", "listen: expected a string, got an integer", NULL);
+    expect_error("{\"listen\": \"\"}", "listen: must be a non-empty string", NULL);
+    expect_error("{\"store\": \"sqlite\"}", "store: expected an object, got a string", NULL);
+    expect_error("{\"upstreams\": []}", "upstreams: expected an object, got an array", NULL);
+    expect_error("{\"session_ttl_s\": 1.5}", "session_ttl_s: expected an integer", NULL);
+    expect_error("{\"limits\": {\"max_headers\": true}}",
+                 "limits.max_headers: expected an integer, got a boolean", NULL);
+    expect_error("{\"pricing\": {\"openai\": {\"gpt-4o\": {\"input_per_1m\": 2.5}}}}",
+                 "pricing.openai.gpt-4o.input_per_1m: expected an integer", NULL);
+    expect_error("{\"pricing\": {\"openai\": {\"gpt-4o\": 5}}}",
+                 "pricing.openai.gpt-4o: expected an object", NULL);
+    expect_error("{\"platform_keys\": {\"openai\": \"OPENAI_API_KEY\"}}",
+                 "platform_keys.openai: expected an object", NULL);
+    expect_error("{\"log_level\": \"verbose\"}", "log_level: \"verbose\" is not a level", NULL);
+    expect_error("[1, 2]", "top level must be a JSON object", NULL);
+    expect_error("{\"listen\": ", "config:", NULL);
+}
+
+static void test_bad_addresses(void **state)
+{
+    (void)state;
+    expect_error("{\"listen\": \"127.0.0.1\"}",
+                 "listen: \"127.0.0.1\" is not host:port (e.g. \"127.0.0.1:8080\")", NULL);
+    expect_error("{\"listen\": \"127.0.0.1:0\"}", "listen:", "port must be", NULL);
+    expect_error("{\"listen\": \"127.0.0.1:65536\"}", "listen:", "1 to 65535", NULL);
+    expect_error("{\"listen\": \"127.0.0.1:80x\"}", "listen:", "port", NULL);
+    expect_error("{\"listen\": \":8080\"}", "listen:", "is not host:port", NULL);
+    expect_error("{\"admin_listen\": \"::1:8081\"}", "admin_listen:", "brackets", NULL);
+    expect_error("{\"admin_listen\": \"[::1]\"}", "admin_listen:", "is not host:port", NULL);
+    expect_error("{\"admin_listen\": \"[zz::1]:80\"}", "admin_listen:", "IPv6", NULL);
+    expect_error("{\"listen\": \"300.1.1.1:80\"}", "listen:", "IPv4", NULL);
+    expect_error("{\"listen\": \"bad_host:80\"}", "listen:", "not a valid host name", NULL);
+    expect_error("{\"tls\": {\"listen\": \"8443\", \"cert_file\": \"/dev/null\","
+                 " \"key_file\": \"/dev/null\"}}",
+                 "tls.listen: \"8443\" is not host:port", NULL);
+    expect_error("{\"listen\": \"127.0.0.1:9000\", \"admin_listen\": \"127.0.0.1:9000\"}",
+                 "admin_listen: must differ from listen", NULL);
+
+    char host[256], err[256];
+    int port = 0;
+    assert_int_equal(config_parse_address("[::1]:8443", host, sizeof(host), &port, err,
+                                          sizeof(err)),
+                     0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8443);
+    assert_int_equal(config_parse_address("localhost:1", host, sizeof(host), &port, err,
+                                          sizeof(err)),
+                     0);
+    assert_string_equal(host, "localhost");
+    assert_int_equal(port, 1);
+    assert_int_equal(config_parse_address("0.0.0.0:65535", host, sizeof(host), &port, err,
+                                          sizeof(err)),
+                     0);
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(port, 65535);
+    assert_int_equal(config_parse_address("a-b.example.com:80", host, sizeof(host), &port, err,
+                                          sizeof(err)),
+                     0);
+    /* A host that does not fit the caller's buffer is an error, not a truncation. */
+    char tiny[4];
+    assert_int_equal(config_parse_address("localhost:80", tiny, sizeof(tiny), &port, err,
+                                          sizeof(err)),
+                     -1);
+}
+
+static void test_platform_keys(void **state)
+{
+    (void)state;
+    unsetenv("BYOK_TEST_SURELY_UNSET");
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_SURELY_UNSET\"}}}",
+                 "platform_keys.openai.key_env: environment variable BYOK_TEST_SURELY_UNSET is "
+                 "not set",
+                 NULL);
+    assert_int_equal(setenv("BYOK_TEST_EMPTY", "", 1), 0);
+    expect_error("{\"platform_keys\": {\"deepgram\": {\"key_env\": \"BYOK_TEST_EMPTY\"}}}",
+                 "platform_keys.deepgram.key_env: environment variable BYOK_TEST_EMPTY is empty",
+                 NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"1BAD-NAME\"}}}",
+                 "platform_keys.openai.key_env:", "not a valid environment variable name", NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {}}}", "platform_keys.openai.key_env: required",
+                 NULL);
+
+    /* The value of a key never appears in an error. */
+    assert_int_equal(setenv("BYOK_TEST_AZ", "super-secret-azure-key", 1), 0);
+    char *err = NULL;
+    struct config *cfg = config_parse(
+        "{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"BYOK_TEST_AZ\"}}}", &err);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "platform_keys.azure_speech.region: required"));
+    assert_null(strstr(err, "super-secret"));
+    free(err);
+}
+
+static void test_bad_regions(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("BYOK_TEST_AZ", "k", 1), 0);
+    expect_error("{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"BYOK_TEST_AZ\","
+                 " \"region\": \"East US\"}}}",
+                 "platform_keys.azure_speech.region: \"East US\" is not an Azure short region "
+                 "name; use \"eastus\"",
+                 NULL);
+    expect_error("{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"BYOK_TEST_AZ\","
+                 " \"region\": \"eastus.evil.com\"}}}",
+                 "platform_keys.azure_speech.region: \"eastus.evil.com\" is not a known Azure",
+                 NULL);
+    expect_error("{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"BYOK_TEST_AZ\","
+                 " \"region\": \"EASTUS\"}}}",
+                 "platform_keys.azure_speech.region:", "use \"eastus\"", NULL);
+    struct config *cfg = parse_ok("{\"platform_keys\": {\"azure_speech\": {\"key_env\": "
+                                  "\"BYOK_TEST_AZ\", \"region\": \"koreacentral\"}}}");
+    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].region, "koreacentral");
+    config_free(cfg);
+}
+
+static void test_bad_urls(void **state)
+{
+    (void)state;
+    expect_error("{\"upstreams\": {\"openai\": \"ftp://api.openai.com\"}}",
+                 "upstreams.openai:", "must start with http:// or https://", NULL);
+    expect_error("{\"upstreams\": {\"openai\": \"api.openai.com\"}}", "upstreams.openai:",
+                 "http://", NULL);
+    expect_error("{\"upstreams\": {\"deepgram\": \"https://\"}}", "upstreams.deepgram:",
+                 "has no host", NULL);
+    expect_error("{\"upstreams\": {\"deepgram\": \"https:///v1\"}}", "upstreams.deepgram:",
+                 "has no host", NULL);
+    expect_error("{\"upstreams\": {\"anthropic\": \"https://user:pw@api.anthropic.com\"}}",
+                 "upstreams.anthropic:", "credentials", NULL);
+    expect_error("{\"upstreams\": {\"cartesia\": \"https://api.cartesia.ai/?x=1\"}}",
+                 "upstreams.cartesia:", "query or fragment", NULL);
+    expect_error("{\"upstreams\": {\"cartesia\": \"https://api.cartesia.ai#frag\"}}",
+                 "upstreams.cartesia:", "query or fragment", NULL);
+    expect_error("{\"upstreams\": {\"openai\": \"http://127.0.0.1:99999\"}}",
+                 "upstreams.openai:", "bad port", NULL);
+    expect_error("{\"upstreams\": {\"azure_speech_tts\": \"https://eastus.tts.speech.microsoft.com\"}}",
+                 "upstreams.azure_speech_tts:", "{region}", "exactly once", NULL);
+    expect_error("{\"upstreams\": {\"azure_speech_stt\": \"https://{region}.{region}.example\"}}",
+                 "upstreams.azure_speech_stt:", "exactly once", NULL);
+    expect_error("{\"upstreams\": {\"openai\": \"https://{region}.openai.com\"}}",
+                 "upstreams.openai:", "{region}", NULL);
+    expect_error("{\"upstreams\": {\"openai\": \"https://api.openai.com/a b\"}}",
+                 "upstreams.openai:", "spaces", NULL);
+}
+
+static void test_bad_values(void **state)
+{
+    (void)state;
+    expect_error("{\"pricing\": {\"openai\": {\"gpt-4o\": {\"input_per_1m\": -1}}}}",
+                 "pricing.openai.gpt-4o.input_per_1m: must be a non-negative integer", NULL);
+    expect_error("{\"pricing\": {\"openai\": {\"gpt 4o\": {}}}}", "pricing.openai:",
+                 "not a valid model key", NULL);
+    expect_error("{\"pricing\": {\"openai\": {\"gpt*4o\": {}}}}", "pricing.openai:",
+                 "not a valid model key", NULL);
+    expect_error("{\"workers\": 65}", "workers: 65 is out of range (0..64)", NULL);
+    expect_error("{\"workers\": -1}", "workers: -1 is out of range", NULL);
+    expect_error("{\"session_ttl_s\": 0}", "session_ttl_s:", "out of range", NULL);
+    expect_error("{\"limits\": {\"max_headers\": 1000}}", "limits.max_headers:", "out of range",
+                 NULL);
+    expect_error("{\"limits\": {\"max_request_line\": 65536, \"max_header_bytes\": 4096}}",
+                 "limits.max_header_bytes:", NULL);
+    expect_error("{\"store\": {\"backend\": \"sqlite\"}}", "store.path: required", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\"}}", "store.url: required", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"http://127.0.0.1:6379\"}}",
+                 "store.url: must start with redis://", NULL);
+    expect_error("{\"store\": {\"backend\": \"mysql\"}}", "store.backend: \"mysql\"", NULL);
+    expect_error("{\"store\": {\"backend\": \"sqlite\", \"path\": \"a.db\", \"url\": \"redis://x\"}}",
+                 "store.url:", NULL);
+    expect_error("{\"tls\": {\"listen\": \"127.0.0.1:8443\", \"cert_file\": "
+                 "\"/nonexistent/cert.pem\", \"key_file\": \"/dev/null\"}}",
+                 "tls.cert_file: cannot read \"/nonexistent/cert.pem\"", NULL);
+    expect_error("{\"tls\": {\"listen\": \"127.0.0.1:8443\", \"cert_file\": \"/dev/null\"}}",
+                 "tls.key_file: required", NULL);
+    expect_error("{\"upstream_ca_file\": \"/nonexistent/ca.pem\"}", "upstream_ca_file: cannot read",
+                 NULL);
+}
+
+static void test_duplicate_key(void **state)
+{
+    (void)state;
+    expect_error("{\"workers\": 1,\n \"workers\": 2}", "duplicate", "workers", NULL);
+    expect_error("{\"upstreams\": {\"openai\": \"https://a.example\", \"openai\": "
+                 "\"https://b.example\"}}",
+                 "duplicate", "openai", NULL);
+}
+
+static void test_load_file_errors(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    assert_null(config_load("/nonexistent/byok.json", &err));
+    assert_non_null(strstr(err, "/nonexistent/byok.json"));
+    free(err);
+
+    char path[] = "/tmp/byok-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_file(path, "{\n  \"workers\": 1,\n  \"wrokers\": 2\n}\n");
+    err = NULL;
+    assert_null(config_load(path, &err));
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "unknown key \"wrokers\""));
+    free(err);
+    write_file(path, "{\"workers\": 2}");
+    struct config *cfg = config_load(path, &err);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->path, path);
+    assert_int_equal(cfg->workers, 2);
+    config_free(cfg);
+    unlink(path);
+}
+
+/* The example shipped in config/ must load as-is (with the variables it
+ * names set), so a first run never starts with a config error. */
+static void test_shipped_example(void **state)
+{
+    (void)state;
+    char path[1024];
+    const char *src = getenv("BYOK_SOURCE_DIR");
+    if (src != NULL) {
+        snprintf(path, sizeof(path), "%s/config/byok-proxy.json", src);
+    } else {
+        /* __FILE__ is <src>/tests/unit/test_config.c under CMake. */
+        const char *suffix = "tests/unit/test_config.c";
+        size_t n = strlen(__FILE__), sl = strlen(suffix);
+        assert_true(n >= sl && strcmp(__FILE__ + n - sl, suffix) == 0);
+        snprintf(path, sizeof(path), "%.*sconfig/byok-proxy.json", (int)(n - sl), __FILE__);
+    }
+    assert_int_equal(setenv("OPENAI_API_KEY", "sk-example", 1), 0);
+    char *err = NULL;
+    struct config *cfg = config_load(path, &err);
+    if (cfg == NULL)
+        fail_msg("%s: %s", path, err);
+    assert_string_equal(cfg->listen, "127.0.0.1:8080");
+    assert_string_equal(cfg->admin_listen, "127.0.0.1:8081");
+    assert_null(cfg->tls_listen);
+    assert_string_equal(cfg->store_backend, "sqlite");
+    assert_string_equal(cfg->store_path, "var/byok.db");
+    assert_string_equal(cfg->usage_jsonl_path, "var/usage.jsonl");
+    assert_string_equal(cfg->usage_spool_dir, "var/spool");
+    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key, "sk-example");
+    assert_null(cfg->platform_keys[PROVIDER_ELEVENLABS].key_env);
+    assert_int_equal(cfg->pricing[PROVIDER_OPENAI].n_prices, 9);
+    bool seen_mini = false, seen_whisper = false;
+    for (size_t i = 0; i < cfg->pricing[PROVIDER_OPENAI].n_prices; i++) {
+        const struct config_price *p = &cfg->pricing[PROVIDER_OPENAI].prices[i];
+        if (strcmp(p->model, "gpt-4o-mini") == 0) {
+            seen_mini = true;
+            assert_int_equal(p->input_per_1m, 150000);
+            assert_int_equal(p->cached_input_per_1m, 75000);
+            assert_int_equal(p->output_per_1m, 600000);
+        } else if (strcmp(p->model, "whisper-1") == 0) {
+            seen_whisper = true;
+            assert_int_equal(p->audio_per_minute, 6000);
+            assert_int_equal(p->input_per_1m, -1);
+        }
+        assert_string_not_equal(p->model, "*");
+    }
+    assert_true(seen_mini && seen_whisper);
+    config_free(cfg);
+
+    unsetenv("OPENAI_API_KEY");
+    err = NULL;
+    assert_null(config_load(path, &err));
+    assert_non_null(strstr(err, "platform_keys.openai.key_env: environment variable "
+                                "OPENAI_API_KEY is not set"));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_config),    cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_unknown_keys),   cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_addresses),  cmocka_unit_test(test_platform_keys),
+        cmocka_unit_test(test_bad_regions),    cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_values),     cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_shipped_example),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
