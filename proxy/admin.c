@@ -27,8 +27,8 @@
 #include <strings.h>
 #include <time.h>
 
-#define ADMIN_MAX_SEGMENTS 8
-#define ADMIN_MAX_PARAMS   2
+#define ADMIN_MAX_SEGMENTS  8
+#define ADMIN_MAX_PARAMS    2
 #define USAGE_LIMIT_DEFAULT 100
 #define USAGE_LIMIT_MAX     1000
 /* Largest balance or top-up accepted: $1e9. Keeps balance arithmetic far
@@ -183,10 +183,9 @@ static json_t *time_json(int64_t ms)
 
 static json_t *tenant_json(const struct store_tenant *t)
 {
-    return json_pack("{s:s, s:s, s:{s:b, s:b}, s:o, s:b, s:I, s:I, s:o, s:o}", "id", t->id,
-                     "name", t->name, "features", "byok", t->feature_byok, "agency",
-                     t->feature_agency, "parent_id",
-                     t->parent_id[0] ? json_string(t->parent_id) : json_null(),
+    return json_pack("{s:s, s:s, s:{s:b, s:b}, s:o, s:b, s:I, s:I, s:o, s:o}", "id", t->id, "name",
+                     t->name, "features", "byok", t->feature_byok, "agency", t->feature_agency,
+                     "parent_id", t->parent_id[0] ? json_string(t->parent_id) : json_null(),
                      "wallet_deduction", t->wallet_deduction, "plan_credits_micros",
                      (json_int_t)t->plan_credits_micros, "wallet_micros",
                      (json_int_t)t->wallet_micros, "created_at", time_json(t->created_at_ms),
@@ -221,8 +220,8 @@ static int read_body(struct admin_ctx *x, bool required, json_t **out)
     json_error_t jerr;
     json_t *v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (v == NULL)
-        return bad_request(x, "request body is not valid JSON: %s (line %d, column %d)",
-                           jerr.text, jerr.line, jerr.column);
+        return bad_request(x, "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                           jerr.line, jerr.column);
     if (!json_is_object(v)) {
         json_decref(v);
         return bad_request(x, "request body must be a JSON object");
@@ -256,8 +255,8 @@ static int check_fields(struct admin_ctx *x, json_t *obj, const char *prefix,
     if (ulen == 0)
         return 0;
     for (size_t i = 0; i < n && elen < sizeof(expected); i++)
-        elen += (size_t)snprintf(expected + elen, sizeof(expected) - elen, "%s%s%s",
-                                 i ? ", " : "", prefix, allowed[i]);
+        elen += (size_t)snprintf(expected + elen, sizeof(expected) - elen, "%s%s%s", i ? ", " : "",
+                                 prefix, allowed[i]);
     return bad_request(x, "unknown field(s) %s (expected: %s)", unknown, expected);
 }
 
@@ -283,8 +282,7 @@ static int get_int(struct admin_ctx *x, json_t *obj, const char *name, int64_t m
     if (!*present)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return bad_request(x, "%s must be an integer from %" PRId64 " to %" PRId64
-                              " (micro-USD)",
+        return bad_request(x, "%s must be an integer from %" PRId64 " to %" PRId64 " (micro-USD)",
                            name, min, max);
     *out = json_integer_value(v);
     return 0;
@@ -319,8 +317,7 @@ static int get_id_field(struct admin_ctx *x, json_t *obj, const char *name, char
     if (!*present)
         return 0;
     if (!json_is_string(v) || !valid_id(json_string_value(v), json_string_length(v)))
-        return bad_request(x, "%s must be 1 to %d characters of [A-Za-z0-9._-]", name,
-                           ID_MAX - 1);
+        return bad_request(x, "%s must be 1 to %d characters of [A-Za-z0-9._-]", name, ID_MAX - 1);
     memcpy(out, json_string_value(v), json_string_length(v) + 1);
     return 0;
 }
@@ -395,13 +392,9 @@ static int check_parent(struct admin_ctx *x, const char *self_id, const char *pa
 
 static void h_tenant_create(struct admin_ctx *x)
 {
-    static const char *const fields[] = {"id",
-                                         "name",
-                                         "features",
-                                         "parent_id",
-                                         "wallet_deduction",
-                                         "plan_credits_micros",
-                                         "wallet_micros"};
+    static const char *const fields[] = {
+        "id",           "name", "features", "parent_id", "wallet_deduction", "plan_credits_micros",
+        "wallet_micros"};
     struct store_tenant t = {0};
     json_t *body = NULL;
     bool has_id, has_name, has, has_parent;
@@ -472,8 +465,9 @@ static void h_tenant_patch(struct admin_ctx *x)
     if (read_body(x, true, &body) == -1)
         goto out;
     if (json_object_get(body, "plan_credits_micros") || json_object_get(body, "wallet_micros")) {
-        bad_request(x, "balances cannot be patched: use POST /admin/tenants/%s/topup with "
-                       "{\"wallet_micros\": n, \"plan_credits_micros\": n}",
+        bad_request(x,
+                    "balances cannot be patched: use POST /admin/tenants/%s/topup with "
+                    "{\"wallet_micros\": n, \"plan_credits_micros\": n}",
                     x->params[0]);
         goto out;
     }
@@ -661,8 +655,7 @@ static void key_list_cb(void *arg, const struct store_key *k)
 {
     json_t *v = json_pack("{s:s, s:o, s:o, s:o}", "id", k->id, "label",
                           k->label[0] ? json_string(k->label) : json_null(), "created_at",
-                          time_json(k->created_at_ms), "revoked_at",
-                          time_json(k->revoked_at_ms));
+                          time_json(k->created_at_ms), "revoked_at", time_json(k->revoked_at_ms));
     if (v != NULL)
         json_array_append_new(arg, v);
 }
@@ -706,8 +699,9 @@ static void h_key_revoke(struct admin_ctx *x)
         }
         store_generation_bump();
     }
-    reply_json(x, 200, json_pack("{s:s, s:o}", "id", k.id, "revoked_at", time_json(k.revoked_at_ms)),
-               NULL, 0);
+    reply_json(x, 200,
+               json_pack("{s:s, s:o}", "id", k.id, "revoked_at", time_json(k.revoked_at_ms)), NULL,
+               0);
 out:
     OPENSSL_cleanse(k.hash, sizeof(k.hash));
 }
@@ -775,7 +769,8 @@ static void h_usage(struct admin_ctx *x)
             which = 2, dst = limit_s, dsize = sizeof(limit_s);
         if (klen > 0 && which < 0) {
             char safe[48];
-            bad_request(x, "unknown query parameter \"%s\" (expected: tenant_id, session_id, limit)",
+            bad_request(x,
+                        "unknown query parameter \"%s\" (expected: tenant_id, session_id, limit)",
                         log_safe(q, klen, safe, sizeof(safe)));
             return;
         }
@@ -786,8 +781,9 @@ static void h_usage(struct admin_ctx *x)
             }
             seen[which] = true;
             if (query_decode(val, vlen, dst, dsize) == -1) {
-                bad_request(x, "query parameter %.*s: bad percent-encoding, control character "
-                               "or longer than %zu bytes",
+                bad_request(x,
+                            "query parameter %.*s: bad percent-encoding, control character "
+                            "or longer than %zu bytes",
                             (int)klen, q, dsize - 1);
                 return;
             }
@@ -829,8 +825,8 @@ static void h_metrics(struct admin_ctx *x)
     const char *text = (const char *)evbuffer_pullup(out, -1);
     x->responded = true;
     log_request(x, 200);
-    http_respond(x->c, 200, "text/plain; version=0.0.4; charset=utf-8", text ? text : "", len,
-                 NULL, 0);
+    http_respond(x->c, 200, "text/plain; version=0.0.4; charset=utf-8", text ? text : "", len, NULL,
+                 0);
     evbuffer_free(out);
 }
 
@@ -844,8 +840,8 @@ static void h_readyz(struct admin_ctx *x)
     if (store_ping(x->a->store) == STORE_OK)
         reply_json(x, 200, json_pack("{s:s}", "status", "ready"), NULL, 0);
     else
-        reply_json(x, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason",
-                                     "store unreachable"),
+        reply_json(x, 503,
+                   json_pack("{s:s, s:s}", "status", "not_ready", "reason", "store unreachable"),
                    NULL, 0);
 }
 
@@ -906,7 +902,8 @@ static bool route_match(const char *pattern, const struct segment *segs, size_t 
         return false;
     for (size_t i = 0; i < n; i++) {
         if (ps[i].len == 2 && memcmp(ps[i].p, "{}", 2) == 0) {
-            if (*n_caps == ADMIN_MAX_PARAMS)
+            /* An empty id is a trailing-slash variant: no such path. */
+            if (*n_caps == ADMIN_MAX_PARAMS || segs[i].len == 0)
                 return false;
             caps[(*n_caps)++] = segs[i];
         } else if (ps[i].len != segs[i].len || memcmp(ps[i].p, segs[i].p, segs[i].len) != 0) {
@@ -945,8 +942,9 @@ static bool token_ok(struct admin *a, const struct httpparse_request *h)
     return ok;
 }
 
-/* Bodies are JSON: a missing Content-Type is tolerated (curl -d sends a
- * form type only when told), any other media type is refused. */
+/* Bodies are JSON: a missing Content-Type is tolerated (small scripts often
+ * omit it), any other media type is refused so a form post fails loudly
+ * instead of being half-understood. */
 static bool content_type_ok(const struct httpparse_request *h)
 {
     const struct httpparse_header *ct = httpparse_find(h, "Content-Type");
@@ -1010,7 +1008,7 @@ void admin_handle(struct http_conn *c, struct http_request *req, void *arg)
         return;
     }
     if (!path_known) {
-        admin_fail(&x, 404, "not_found", "no admin endpoint at this path (see DESIGN §6)");
+        admin_fail(&x, 404, "not_found", "no admin endpoint at this path");
         goto send_error;
     }
     if (found == NULL) {

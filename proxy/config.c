@@ -28,9 +28,12 @@
  * provider_name()) because they are the file format: renaming an enum must
  * not silently change which keys a config file accepts. */
 static const char *const provider_keys[PROVIDER__COUNT] = {
-    [PROVIDER_OPENAI] = "openai",         [PROVIDER_ELEVENLABS] = "elevenlabs",
-    [PROVIDER_AZURE_SPEECH] = "azure_speech", [PROVIDER_DEEPGRAM] = "deepgram",
-    [PROVIDER_ANTHROPIC] = "anthropic",   [PROVIDER_CARTESIA] = "cartesia",
+    [PROVIDER_OPENAI] = "openai",
+    [PROVIDER_ELEVENLABS] = "elevenlabs",
+    [PROVIDER_AZURE_SPEECH] = "azure_speech",
+    [PROVIDER_DEEPGRAM] = "deepgram",
+    [PROVIDER_ANTHROPIC] = "anthropic",
+    [PROVIDER_CARTESIA] = "cartesia",
     [PROVIDER_DEEPSEEK] = "deepseek",
 };
 
@@ -49,8 +52,8 @@ enum upstream_key {
 };
 
 static const char *const upstream_keys[UP__COUNT] = {
-    "openai",    "elevenlabs", "azure_speech_tts", "azure_speech_stt",
-    "deepgram",  "anthropic",  "cartesia",         "deepseek",
+    "openai",   "elevenlabs", "azure_speech_tts", "azure_speech_stt",
+    "deepgram", "anthropic",  "cartesia",         "deepseek",
 };
 
 static const char *const upstream_defaults[UP__COUNT] = {
@@ -68,20 +71,18 @@ static const char *const upstream_defaults[UP__COUNT] = {
  * "East US" would make the upstream host unresolvable, so it is refused here
  * rather than discovered as a DNS failure at the first request. */
 static const char *const azure_regions[] = {
-    "eastus",        "eastus2",          "westus",        "westus2",
-    "westus3",       "centralus",        "northcentralus", "southcentralus",
-    "westcentralus", "canadacentral",    "brazilsouth",   "northeurope",
-    "westeurope",    "francecentral",    "germanywestcentral", "norwayeast",
-    "swedencentral", "switzerlandnorth", "switzerlandwest", "uksouth",
-    "uaenorth",      "qatarcentral",     "southafricanorth", "eastasia",
-    "southeastasia", "australiaeast",    "centralindia",  "japaneast",
-    "japanwest",     "koreacentral",
+    "eastus",        "eastus2",        "westus",           "westus2",         "westus3",
+    "centralus",     "northcentralus", "southcentralus",   "westcentralus",   "canadacentral",
+    "brazilsouth",   "northeurope",    "westeurope",       "francecentral",   "germanywestcentral",
+    "norwayeast",    "swedencentral",  "switzerlandnorth", "switzerlandwest", "uksouth",
+    "uaenorth",      "qatarcentral",   "southafricanorth", "eastasia",        "southeastasia",
+    "australiaeast", "centralindia",   "japaneast",        "japanwest",       "koreacentral",
 };
 
 static const char *const top_keys[] = {
-    "listen",        "admin_listen",     "tls",         "workers",  "store",
-    "usage",         "upstreams",        "upstream_ca_file", "platform_keys", "session_ttl_s",
-    "log_level",     "limits",           "pricing",
+    "listen",    "admin_listen",     "tls",           "workers",       "store",     "usage",
+    "upstreams", "upstream_ca_file", "platform_keys", "session_ttl_s", "log_level", "limits",
+    "pricing",
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const store_keys[] = {"backend", "path", "url"};
@@ -99,8 +100,14 @@ struct limit_def {
     int64_t def, min, max;
 };
 
-#define LIMIT_SZ(f, d, lo, hi) {#f, offsetof(struct config_limits, f), false, d, lo, hi}
-#define LIMIT_MS(f, d, lo, hi) {#f, offsetof(struct config_limits, f), true, d, lo, hi}
+#define LIMIT_SZ(f, d, lo, hi)                                                                     \
+    {                                                                                              \
+#f, offsetof(struct config_limits, f), false, d, lo, hi                                    \
+    }
+#define LIMIT_MS(f, d, lo, hi)                                                                     \
+    {                                                                                              \
+#f, offsetof(struct config_limits, f), true, d, lo, hi                                     \
+    }
 
 static const struct limit_def limit_defs[] = {
     LIMIT_SZ(max_request_line, 8192, 256, 1048576),
@@ -121,7 +128,10 @@ struct price_def {
     size_t offset;
 };
 
-#define PRICE_FIELD(f) {#f, offsetof(struct config_price, f)}
+#define PRICE_FIELD(f)                                                                             \
+    {                                                                                              \
+#f, offsetof(struct config_price, f)                                                       \
+    }
 
 static const struct price_def price_defs[] = {
     PRICE_FIELD(input_per_1m),        PRICE_FIELD(cached_input_per_1m),
@@ -285,8 +295,8 @@ static int get_int(struct cfg_parser *p, json_t *obj, const char *parent, const 
         return fail(p, "%s: expected an integer, got %s", path, json_type_name(v));
     int64_t n = json_integer_value(v);
     if (n < min || n > max)
-        return fail(p, "%s: %" PRId64 " is out of range (%" PRId64 "..%" PRId64 ")", path, n,
-                    min, max);
+        return fail(p, "%s: %" PRId64 " is out of range (%" PRId64 "..%" PRId64 ")", path, n, min,
+                    max);
     *out = n;
     return 0;
 }
@@ -353,8 +363,8 @@ int config_parse_address(const char *addr, char *host, size_t host_size, int *po
         h = addr;
         hlen = (size_t)(colon - addr);
         if (memchr(h, ':', hlen) != NULL) {
-            snprintf(err, err_size, "\"%s\": an IPv6 address must be in brackets (e.g. \"[::1]:8080\")",
-                     show);
+            snprintf(err, err_size,
+                     "\"%s\": an IPv6 address must be in brackets (e.g. \"[::1]:8080\")", show);
             return -1;
         }
         if (looks_ipv4(h, hlen)) {
@@ -427,8 +437,8 @@ static int get_address(struct cfg_parser *p, json_t *obj, const char *parent, co
 
 /* Optional file path that must be readable now: a typo in a certificate path
  * should stop --check-config, not the first TLS handshake. */
-static int get_readable_file(struct cfg_parser *p, json_t *obj, const char *parent,
-                             const char *key, char **out)
+static int get_readable_file(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
+                             char **out)
 {
     if (get_string(p, obj, parent, key, NULL, out) == -1)
         return -1;
@@ -468,13 +478,13 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
         return fail(p, "%s: \"%s\" must not contain a query or fragment", path, show);
     size_t alen = strcspn(rest, "/");
     if (memchr(rest, '@', alen) != NULL)
-        return fail(p, "%s: \"%s\" must not contain credentials (user@host); keys come from "
-                       "platform_keys",
+        return fail(p,
+                    "%s: \"%s\" must not contain credentials (user@host); keys come from "
+                    "platform_keys",
                     path, show);
     for (const char *q = url; *q; q++)
         if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
-            return fail(p, "%s: \"%s\" must not contain spaces or control characters", path,
-                        show);
+            return fail(p, "%s: \"%s\" must not contain spaces or control characters", path, show);
     /* Host part: up to the port colon (or the closing bracket of [v6]). */
     size_t hlen = alen;
     if (rest[0] == '[') {
@@ -501,8 +511,9 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
     }
     int regions = count_substr(url, "{region}");
     if (azure && regions != 1)
-        return fail(p, "%s: \"%s\" must contain \"{region}\" exactly once (e.g. "
-                       "\"https://{region}.tts.speech.microsoft.com\")",
+        return fail(p,
+                    "%s: \"%s\" must contain \"{region}\" exactly once (e.g. "
+                    "\"https://{region}.tts.speech.microsoft.com\")",
                     path, show);
     if (!azure && regions != 0)
         return fail(p, "%s: \"{region}\" is only meaningful in the azure_speech templates", path);
@@ -568,8 +579,9 @@ static int check_region(struct cfg_parser *p, const char *path, const char *regi
     if (azure_region_known(guess))
         return fail(p, "%s: \"%s\" is not an Azure short region name; use \"%s\"", path, show,
                     guess);
-    return fail(p, "%s: \"%s\" is not a known Azure short region name (lower case, no spaces, "
-                   "e.g. \"eastus\", \"westeurope\")",
+    return fail(p,
+                "%s: \"%s\" is not a known Azure short region name (lower case, no spaces, "
+                "e.g. \"eastus\", \"westeurope\")",
                 path, show);
 }
 
@@ -607,13 +619,15 @@ static int parse_platform_keys(struct cfg_parser *p, json_t *root)
             get_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
             return -1;
         if (pk->key_env == NULL)
-            return fail(p, "%s: required (the name of the environment variable holding the "
-                           "key, e.g. \"%s\")",
+            return fail(p,
+                        "%s: required (the name of the environment variable holding the "
+                        "key, e.g. \"%s\")",
                         kpath, azure ? "AZURE_SPEECH_KEY" : "OPENAI_API_KEY");
         if (!valid_env_name(pk->key_env)) {
             char show[160];
-            return fail(p, "%s: \"%s\" is not a valid environment variable name "
-                           "([A-Za-z_][A-Za-z0-9_]*)",
+            return fail(p,
+                        "%s: \"%s\" is not a valid environment variable name "
+                        "([A-Za-z_][A-Za-z0-9_]*)",
                         kpath, shown(pk->key_env, show, sizeof(show)));
         }
         /* Only the variable's name is ever printed, never its value. */
@@ -630,8 +644,9 @@ static int parse_platform_keys(struct cfg_parser *p, json_t *root)
             if (get_string(p, e, path, "region", NULL, &pk->region) == -1)
                 return -1;
             if (pk->region == NULL)
-                return fail(p, "%s: required: the short region of the platform Azure Speech key "
-                               "(e.g. \"eastus\")",
+                return fail(p,
+                            "%s: required: the short region of the platform Azure Speech key "
+                            "(e.g. \"eastus\")",
                             rpath);
             if (check_region(p, rpath, pk->region) == -1)
                 return -1;
@@ -670,7 +685,8 @@ static int parse_price(struct cfg_parser *p, json_t *e, const char *path, const 
         join_path(fpath, sizeof(fpath), path, price_defs[i].key);
         json_t *f = get(e, price_defs[i].key);
         if (f != NULL && json_is_integer(f) && json_integer_value(f) < 0)
-            return fail(p, "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
+            return fail(p,
+                        "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
                         fpath, json_integer_value(f));
         if (get_int(p, e, path, price_defs[i].key, -1, 0, PRICE_MAX, &v) == -1)
             return -1;
@@ -708,8 +724,9 @@ static int parse_pricing(struct cfg_parser *p, json_t *root)
             char mpath[KEYPATH_MAX], show[MODEL_MAX + 8];
             join_path(mpath, sizeof(mpath), path, model);
             if (!valid_model_key(model))
-                return fail(p, "pricing.%s: \"%s\" is not a valid model key (printable, no "
-                               "spaces, < %d chars, '*' only at the end)",
+                return fail(p,
+                            "pricing.%s: \"%s\" is not a valid model key (printable, no "
+                            "spaces, < %d chars, '*' only at the end)",
                             provider_keys[i], shown(model, show, sizeof(show)), MODEL_MAX);
             /* Counted before parsing so config_free() frees a half-filled entry. */
             struct config_price *pr = &pp->prices[pp->n_prices++];
@@ -742,8 +759,9 @@ static int parse_limits(struct cfg_parser *p, json_t *root)
     }
     struct config_limits *l = &p->cfg->limits;
     if (l->max_header_bytes < l->max_request_line)
-        return fail(p, "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
-                       "(%zu); the head includes the request line",
+        return fail(p,
+                    "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
+                    "(%zu); the head includes the request line",
                     l->max_header_bytes, l->max_request_line);
     return 0;
 }
@@ -775,7 +793,8 @@ static int parse_store(struct cfg_parser *p, json_t *root)
             return fail(p, "store.url: required with backend \"redis\" (e.g. "
                            "\"redis://127.0.0.1:6379/0\")");
         if (strncmp(cfg->store_url, "redis://", 8) != 0 || cfg->store_url[8] == '\0')
-            return fail(p, "store.url: must start with redis:// (e.g. \"redis://127.0.0.1:6379/0\")");
+            return fail(p,
+                        "store.url: must start with redis:// (e.g. \"redis://127.0.0.1:6379/0\")");
         if (cfg->store_path != NULL)
             return fail(p, "store.path: only used with backend \"sqlite\"");
     } else {
@@ -810,8 +829,7 @@ static int parse_root(struct cfg_parser *p, json_t *root)
     struct config *cfg = p->cfg;
     int64_t v;
     if (!json_is_object(root))
-        return fail(p, "config: the top level must be a JSON object, got %s",
-                    json_type_name(root));
+        return fail(p, "config: the top level must be a JSON object, got %s", json_type_name(root));
     if (check_keys(p, root, "", top_keys, ARRAY_SIZE(top_keys)) == -1)
         return -1;
 
@@ -857,8 +875,9 @@ static int parse_root(struct cfg_parser *p, json_t *root)
         return -1;
     if (!in_list(cfg->log_level, log_levels, ARRAY_SIZE(log_levels))) {
         char show[64];
-        return fail(p, "log_level: \"%s\" is not a level (expected one of: debug, info, warn, "
-                       "error)",
+        return fail(p,
+                    "log_level: \"%s\" is not a level (expected one of: debug, info, warn, "
+                    "error)",
                     shown(cfg->log_level, show, sizeof(show)));
     }
 
@@ -889,28 +908,18 @@ struct config *config_load(const char *path, char **err)
 {
     json_error_t jerr;
     *err = NULL;
+    /* Messages do not repeat the path: the caller prints it once. */
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        if (jerr.line <= 0) {
-            /* jansson's text already names the file ("unable to open ..."). */
-            if (asprintf(err, "config: %s", jerr.text) == -1)
-                *err = NULL;
-        } else if (asprintf(err, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text) ==
-                   -1) {
+        int rc = jerr.line <= 0
+                     ? asprintf(err, "%s", jerr.text)
+                     : asprintf(err, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+        if (rc == -1)
             *err = NULL;
-        }
         return NULL;
     }
     struct config *cfg = config_from_json(root, path, err);
     json_decref(root);
-    if (cfg == NULL && *err != NULL) {
-        /* Prefix the file so the message stands alone in a startup log. */
-        char *full;
-        if (asprintf(&full, "%s: %s", path, *err) != -1) {
-            free(*err);
-            *err = full;
-        }
-    }
     return cfg;
 }
 
@@ -920,7 +929,7 @@ struct config *config_parse(const char *json_text, char **err)
     *err = NULL;
     json_t *root = json_loads(json_text, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        if (asprintf(err, "config:%d:%d: %s", jerr.line, jerr.column, jerr.text) == -1)
+        if (asprintf(err, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text) == -1)
             *err = NULL;
         return NULL;
     }

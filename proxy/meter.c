@@ -278,8 +278,8 @@ static void multipart_part(struct meter *m, const char *head, size_t head_len, c
 static int meter_multipart(struct meter *m, const char *body, size_t len, const char *ct,
                            size_t ct_len)
 {
-    char delim[2 + 200 + 1] = "\r\n--";
-    char boundary[200 + 1];
+    char boundary[200 + 1]; /* RFC 2046 allows 70; be lenient */
+    char delim[4 + sizeof(boundary)] = "\r\n--";
     if (ct == NULL || find_ci(ct, ct_len, "multipart/form-data") == NULL ||
         header_param(ct, ct_len, "boundary", boundary, sizeof(boundary)) == -1)
         return -1;
@@ -321,8 +321,7 @@ static int meter_multipart(struct meter *m, const char *body, size_t len, const 
         const char *next = memmem(body + content, len - content, delim, d_len);
         if (next == NULL)
             break; /* truncated body: the last part is not metered */
-        multipart_part(m, body + pos, head_len, body + content,
-                       (size_t)(next - (body + content)));
+        multipart_part(m, body + pos, head_len, body + content, (size_t)(next - (body + content)));
         pos = (size_t)(next - body) + d_len;
     }
     return 0;
@@ -567,8 +566,7 @@ static bool chat_event(struct meter *m, const char *data, size_t len)
         chat_usage(m, u);
         json_t *choices = json_object_get(root, "choices");
         /* The chunk we asked for on the client's behalf. */
-        drop = json_is_array(choices) && json_array_size(choices) == 0 &&
-               !m->client_include_usage;
+        drop = json_is_array(choices) && json_array_size(choices) == 0 && !m->client_include_usage;
     }
 done:
     json_decref(root);
@@ -580,7 +578,10 @@ static void responses_event(struct meter *m, const char *event, const char *data
     static const char delta_type[] = "response.output_text.delta";
     bool named = event[0] != '\0';
     if (named ? strcmp(event, delta_type) == 0
-              : memmem(data, len, "\"" "response.output_text.delta" "\"",
+              : memmem(data, len,
+                       "\""
+                       "response.output_text.delta"
+                       "\"",
                        sizeof(delta_type) + 1) != NULL) {
         m->output_chars += scan_string_chars(data, len, "delta");
         return;

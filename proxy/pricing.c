@@ -85,12 +85,11 @@ int64_t pricing_cost(const struct config_price *price, const struct usage_units 
     add_part(&q, &r, audio_in, price_or(price->audio_input_per_1m, price->input_per_1m), den_1m,
              den_min);
     add_part(&q, &r, text_out, price_or(price->output_per_1m, -1), den_1m, den_min);
-    add_part(&q, &r, audio_out, price_or(price->audio_output_per_1m, price->output_per_1m),
-             den_1m, den_min);
+    add_part(&q, &r, audio_out, price_or(price->audio_output_per_1m, price->output_per_1m), den_1m,
+             den_min);
     add_part(&q, &r, units_of(u->characters), price_or(price->characters_per_1m, -1), den_1m,
              den_min);
-    add_part(&q, &r, units_of(u->audio_ms), price_or(price->audio_per_minute, -1), den_min,
-             den_1m);
+    add_part(&q, &r, units_of(u->audio_ms), price_or(price->audio_per_minute, -1), den_min, den_1m);
 
     q += r / den;
     if (r % den >= den / 2)

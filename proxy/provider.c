@@ -7,9 +7,12 @@
 
 /* Indexed by enum provider_id; the order is the enum's. */
 static const char *const provider_names[PROVIDER__COUNT] = {
-    [PROVIDER_OPENAI] = "openai",       [PROVIDER_ELEVENLABS] = "elevenlabs",
-    [PROVIDER_AZURE_SPEECH] = "azure_speech", [PROVIDER_DEEPGRAM] = "deepgram",
-    [PROVIDER_ANTHROPIC] = "anthropic", [PROVIDER_CARTESIA] = "cartesia",
+    [PROVIDER_OPENAI] = "openai",
+    [PROVIDER_ELEVENLABS] = "elevenlabs",
+    [PROVIDER_AZURE_SPEECH] = "azure_speech",
+    [PROVIDER_DEEPGRAM] = "deepgram",
+    [PROVIDER_ANTHROPIC] = "anthropic",
+    [PROVIDER_CARTESIA] = "cartesia",
     [PROVIDER_DEEPSEEK] = "deepseek",
 };
 

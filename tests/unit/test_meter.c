@@ -68,13 +68,14 @@ static void test_chat_non_stream(void **state)
     assert_int_equal(m.upload_audio_ms, -1);
     char *rw = (char *)1;
     size_t rw_len = 7;
-    assert_int_equal(request(&m,
-                             "{\"model\":\"gpt-4o-mini\",\"messages\":["
-                             "{\"role\":\"system\",\"content\":\"Be brief\"},"
-                             "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"h\xc3\xa9llo\"},"
-                             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}}]}]}",
-                             &rw, &rw_len),
-                     0);
+    assert_int_equal(
+        request(&m,
+                "{\"model\":\"gpt-4o-mini\",\"messages\":["
+                "{\"role\":\"system\",\"content\":\"Be brief\"},"
+                "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"h\xc3\xa9llo\"},"
+                "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}}]}]}",
+                &rw, &rw_len),
+        0);
     assert_null(rw);
     assert_int_equal(rw_len, 0);
     assert_string_equal(m.model, "gpt-4o-mini");
@@ -106,9 +107,8 @@ static void test_chat_model_from_reply(void **state)
     meter_init(&m, METER_CHAT);
     char *rw;
     size_t rw_len;
-    assert_int_equal(request(&m, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &rw,
-                             &rw_len),
-                     0);
+    assert_int_equal(
+        request(&m, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &rw, &rw_len), 0);
     assert_string_equal(m.model, "");
     response(&m, "{\"model\":\"gpt-4o\",\"usage\":{\"prompt_tokens\":-3,\"completion_tokens\":2}}");
     assert_string_equal(m.model, "gpt-4o");
@@ -152,14 +152,16 @@ static void test_rewrite_inserts(void **state)
     assert_false(m.client_include_usage);
     assert_int_equal(m.prompt_chars, 6);
     assert_non_null(rw);
-    const char *expect = "  {\"stream_options\":{\"include_usage\":true},\"model\": \"gpt-4o-mini\","
-                         " \"stream\": true, \"temperature\": 0.7,"
-                         " \"messages\": [{\"role\": \"user\", \"content\": \"Say hi\"}]}";
+    const char *expect =
+        "  {\"stream_options\":{\"include_usage\":true},\"model\": \"gpt-4o-mini\","
+        " \"stream\": true, \"temperature\": 0.7,"
+        " \"messages\": [{\"role\": \"user\", \"content\": \"Say hi\"}]}";
     assert_int_equal(rw_len, strlen(expect));
     assert_memory_equal(rw, expect, rw_len);
     json_t *j = json_loadb(rw, rw_len, 0, NULL);
     assert_non_null(j);
-    assert_true(json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage")));
+    assert_true(
+        json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage")));
     json_decref(j);
     free(rw);
 }
@@ -243,12 +245,12 @@ static void test_no_rewrite_cases(void **state)
 }
 
 #define CHUNK(content)                                                                             \
-    "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\","              \
-    "\"choices\":[{\"index\":0,\"delta\":{\"content\":" content "},\"finish_reason\":null}],"     \
+    "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\","                \
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":" content "},\"finish_reason\":null}],"      \
     "\"usage\":null}"
 #define USAGE_CHUNK                                                                                \
-    "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\","              \
-    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,"                    \
+    "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\","                \
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,"                      \
     "\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":0}}}"
 
 static void run_chat_stream(bool client_asked)
@@ -266,8 +268,9 @@ static void run_chat_stream(bool client_asked)
     assert_int_equal(rw != NULL, !client_asked);
     free(rw);
 
-    assert_false(sse(&m, "", "{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],"
-                             "\"usage\":null}"));
+    assert_false(sse(&m, "",
+                     "{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],"
+                     "\"usage\":null}"));
     assert_false(sse(&m, "", CHUNK("\"Hel\"")));
     assert_false(sse(&m, "", CHUNK("\"lo \\\"w\\u00e9\\\"\"")));
     assert_false(m.got_usage);
@@ -297,8 +300,9 @@ static void test_chat_usage_with_choices_kept(void **state)
     (void)state;
     struct meter m;
     meter_init(&m, METER_CHAT);
-    assert_false(sse(&m, "", "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],"
-                             "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}"));
+    assert_false(sse(&m, "",
+                     "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],"
+                     "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}"));
     assert_true(m.got_usage);
 }
 
@@ -377,10 +381,11 @@ static void test_responses_stream(void **state)
                          "{\"type\":\"response.in_progress\",\"response\":{\"usage\":"
                          "{\"input_tokens\":99,\"output_tokens\":99}}}"));
         assert_false(m.got_usage);
-        assert_false(sse(&m, named ? "response.incomplete" : "",
-                         "{\"type\":\"response.incomplete\",\"response\":{\"model\":\"gpt-4.1-mini\","
-                         "\"usage\":{\"input_tokens\":5,\"input_tokens_details\":"
-                         "{\"cached_tokens\":1},\"output_tokens\":2}}}"));
+        assert_false(
+            sse(&m, named ? "response.incomplete" : "",
+                "{\"type\":\"response.incomplete\",\"response\":{\"model\":\"gpt-4.1-mini\","
+                "\"usage\":{\"input_tokens\":5,\"input_tokens_details\":"
+                "{\"cached_tokens\":1},\"output_tokens\":2}}}"));
         assert_true(m.got_usage);
         assert_int_equal(m.units.input_tokens, 5);
         assert_int_equal(m.units.cached_input_tokens, 1);
@@ -393,9 +398,8 @@ static void test_responses_stream(void **state)
     meter_init(&e, METER_RESPONSES);
     char *rw = NULL;
     size_t rw_len;
-    assert_int_equal(request(&e, "{\"model\":\"x\",\"stream\":true,\"input\":\"abcde\"}", &rw,
-                             &rw_len),
-                     0);
+    assert_int_equal(
+        request(&e, "{\"model\":\"x\",\"stream\":true,\"input\":\"abcde\"}", &rw, &rw_len), 0);
     assert_false(sse(&e, "response.output_text.delta", "{\"delta\":\"abc\"}"));
     assert_true(meter_finish(&e));
     assert_int_equal(e.units.input_tokens, 2);
@@ -409,8 +413,9 @@ static void test_embeddings(void **state)
     meter_init(&m, METER_EMBEDDINGS);
     char *rw = NULL;
     size_t rw_len;
-    assert_int_equal(request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":[\"a\",\"b\"],"
-                                 "\"encoding_format\":\"base64\"}",
+    assert_int_equal(request(&m,
+                             "{\"model\":\"text-embedding-3-small\",\"input\":[\"a\",\"b\"],"
+                             "\"encoding_format\":\"base64\"}",
                              &rw, &rw_len),
                      0);
     assert_string_equal(m.model, "text-embedding-3-small");
@@ -429,8 +434,9 @@ static void test_speech(void **state)
     meter_init(&m, METER_SPEECH);
     char *rw = NULL;
     size_t rw_len;
-    assert_int_equal(request(&m, "{\"model\":\"tts-1\",\"input\":\"h\xc3\xa9llo \xe2\x82\xac\","
-                                 "\"voice\":\"alloy\"}",
+    assert_int_equal(request(&m,
+                             "{\"model\":\"tts-1\",\"input\":\"h\xc3\xa9llo \xe2\x82\xac\","
+                             "\"voice\":\"alloy\"}",
                              &rw, &rw_len),
                      0);
     assert_null(rw);
@@ -440,14 +446,16 @@ static void test_speech(void **state)
 
     /* stream_format sse: the reported tokens replace the characters. */
     meter_init(&m, METER_SPEECH);
-    assert_int_equal(request(&m, "{\"model\":\"gpt-4o-mini-tts\",\"input\":\"hello\","
-                                 "\"stream_format\":\"sse\"}",
+    assert_int_equal(request(&m,
+                             "{\"model\":\"gpt-4o-mini-tts\",\"input\":\"hello\","
+                             "\"stream_format\":\"sse\"}",
                              &rw, &rw_len),
                      0);
     assert_false(sse(&m, "", "{\"type\":\"speech.audio.delta\",\"audio\":\"AAAA\"}"));
     assert_false(m.got_usage);
-    assert_false(sse(&m, "", "{\"type\":\"speech.audio.done\",\"usage\":{\"input_tokens\":4,"
-                             "\"output_tokens\":40,\"total_tokens\":44}}"));
+    assert_false(sse(&m, "",
+                     "{\"type\":\"speech.audio.done\",\"usage\":{\"input_tokens\":4,"
+                     "\"output_tokens\":40,\"total_tokens\":44}}"));
     assert_false(meter_finish(&m));
     assert_true(m.got_usage);
     assert_int_equal(m.units.input_tokens, 4);
@@ -470,7 +478,7 @@ static size_t make_wav(unsigned char *out, uint32_t rate, uint16_t channels, uin
 #define PUT32(v)                                                                                   \
     do {                                                                                           \
         uint32_t v_ = (v);                                                                         \
-        unsigned char b_[4] = {v_ & 0xff, (v_ >> 8) & 0xff, (v_ >> 16) & 0xff, v_ >> 24};        \
+        unsigned char b_[4] = {v_ & 0xff, (v_ >> 8) & 0xff, (v_ >> 16) & 0xff, v_ >> 24};          \
         PUT(b_, 4);                                                                                \
     } while (0)
 #define PUT16(v)                                                                                   \
@@ -581,9 +589,10 @@ static void test_transcription_multipart(void **state)
     assert_true(m.stream);
     assert_int_equal(m.upload_audio_ms, 2000);
     assert_false(sse(&m, "", "{\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}"));
-    assert_false(sse(&m, "", "{\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":{"
-                             "\"type\":\"tokens\",\"input_tokens\":20,\"input_token_details\":"
-                             "{\"audio_tokens\":18,\"text_tokens\":2},\"output_tokens\":3}}"));
+    assert_false(sse(&m, "",
+                     "{\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":{"
+                     "\"type\":\"tokens\",\"input_tokens\":20,\"input_token_details\":"
+                     "{\"audio_tokens\":18,\"text_tokens\":2},\"output_tokens\":3}}"));
     assert_false(meter_finish(&m));
     assert_int_equal(m.units.input_tokens, 20);
     assert_int_equal(m.units.audio_input_tokens, 18);
@@ -593,12 +602,27 @@ static void test_transcription_multipart(void **state)
     /* Not a WAV upload: duration unknown. */
     len = make_multipart(body, "b", "whisper-1", (const unsigned char *)"ID3....", 7, false);
     meter_init(&m, METER_TRANSCRIPTION);
-    assert_int_equal(meter_request(&m, body, len, "multipart/form-data; boundary=b", 31, &rw,
-                                   &rw_len),
-                     0);
+    assert_int_equal(
+        meter_request(&m, body, len, "multipart/form-data; boundary=b", 31, &rw, &rw_len), 0);
     assert_int_equal(m.upload_audio_ms, -1);
     assert_false(meter_finish(&m));
     assert_int_equal(m.units.audio_ms, 0);
+
+    /* The longest boundary accepted (200), and one too long. */
+    char longb[202];
+    memset(longb, 'q', 201);
+    longb[201] = '\0';
+    char ctl[260];
+    for (int extra = 0; extra < 2; extra++) {
+        longb[200 + extra] = '\0';
+        len = make_multipart(body, longb, "whisper-1", wav, wav_len, false);
+        snprintf(ctl, sizeof(ctl), "multipart/form-data; boundary=%s", longb);
+        meter_init(&m, METER_TRANSCRIPTION);
+        assert_int_equal(meter_request(&m, body, len, ctl, strlen(ctl), &rw, &rw_len),
+                         extra ? -1 : 0);
+        assert_int_equal(m.upload_audio_ms, extra ? -1 : 2000);
+        longb[200] = 'q';
+    }
 
     /* No boundary, or not multipart. */
     meter_init(&m, METER_TRANSCRIPTION);

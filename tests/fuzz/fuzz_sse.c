@@ -1,0 +1,125 @@
+/* fuzz_sse.c - libFuzzer target for the SSE parser (random splits, the raw
+ * concatenation property, overflow) and for the meter fed arbitrary bytes
+ * as request bodies, multipart uploads, JSON replies and stream events. */
+#include "common.h"
+
+#include "meter.h"
+#include "sse.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct fuzz_ctx {
+    struct meter meter;
+    char *raw; /* concatenation of delivered raw events */
+    size_t raw_len;
+    int events;
+};
+
+static int on_event(void *arg, const struct sse_event *ev)
+{
+    struct fuzz_ctx *c = arg;
+    if (ev->data[ev->data_len] != '\0' || strlen(ev->event) > ev->raw_len)
+        abort();
+    memcpy(c->raw + c->raw_len, ev->raw, ev->raw_len);
+    c->raw_len += ev->raw_len;
+    (void)meter_sse_event(&c->meter, ev->event, ev->data, ev->data_len);
+    /* Sometimes stop from the callback, to exercise that path too. */
+    return ++c->events == 1000 ? -1 : 0;
+}
+
+/* xorshift: piece sizes derived from the input, so runs are reproducible. */
+static uint32_t next_rand(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static void fuzz_sse(uint8_t mode, uint8_t split, const char *in, size_t len)
+{
+    struct fuzz_ctx c;
+    memset(&c, 0, sizeof(c));
+    meter_init(&c.meter, (enum meter_kind)(mode % (METER_TRANSCRIPTION + 1)));
+    c.raw = malloc(len + 1);
+    if (c.raw == NULL)
+        return;
+    /* Small limits reach the overflow path; large ones whole streams. */
+    size_t max_event = (mode & 0x80) ? 16 + (size_t)split * 4 : 1 << 20;
+    struct sse_parser *p = sse_new(max_event, on_event, &c);
+    if (p == NULL) {
+        free(c.raw);
+        return;
+    }
+    uint32_t seed = 0x9e3779b9u ^ split ^ ((uint32_t)mode << 8);
+    size_t at = 0;
+    int rc = 0;
+    while (at < len && rc == 0) {
+        size_t step = split == 0 ? len - at : 1 + next_rand(&seed) % split;
+        step = MIN(step, len - at);
+        rc = sse_feed(p, in + at, step);
+        at += step;
+    }
+    size_t plen;
+    const char *pend = sse_pending(p, &plen);
+    if (c.raw_len + plen != at || memcmp(c.raw, in, c.raw_len) != 0 ||
+        memcmp(pend, in + c.raw_len, plen) != 0)
+        abort(); /* delivered raw + pending must be exactly the input */
+    (void)meter_finish(&c.meter);
+    sse_free(p);
+    free(c.raw);
+}
+
+static void fuzz_meter(uint8_t mode, const char *in, size_t len)
+{
+    for (int k = METER_NONE; k <= METER_TRANSCRIPTION; k++) {
+        struct meter m;
+        meter_init(&m, (enum meter_kind)k);
+        char *rw = NULL;
+        size_t rw_len = 0;
+        const char *ct = "application/json";
+        char ct_buf[512];
+        if (k == METER_TRANSCRIPTION) {
+            /* The content type is the first line of the input, so the
+             * fuzzer can discover boundaries; else a fixed one. */
+            const char *nl = memchr(in, '\n', MIN(len, sizeof(ct_buf) - 1));
+            if (nl != NULL && (mode & 1)) {
+                memcpy(ct_buf, in, (size_t)(nl - in));
+                ct_buf[nl - in] = '\0';
+                ct = ct_buf;
+            } else {
+                ct = "multipart/form-data; boundary=b";
+            }
+        }
+        if (meter_request(&m, in, len, ct, strlen(ct), &rw, &rw_len) == 0 && rw != NULL) {
+            /* Caller-owned and NUL-terminated at its length. */
+            if (rw_len == 0 || rw[rw_len] != '\0')
+                abort();
+        }
+        free(rw);
+        meter_response_json(&m, in, len);
+        (void)meter_sse_event(&m, (mode & 2) ? "response.completed" : "", in, len);
+        (void)meter_finish(&m);
+        if (m.units.input_tokens < 0 || m.units.output_tokens < 0 || m.units.characters < 0 ||
+            m.units.audio_ms < 0 || m.model[sizeof(m.model) - 1] != '\0')
+            abort();
+    }
+    (void)meter_wav_duration_ms((const unsigned char *)in, len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    uint8_t mode = data[0];
+    uint8_t split = data[1];
+    const char *in = (const char *)data + 2;
+    size_t len = size - 2;
+    fuzz_sse(mode, split, in, len);
+    fuzz_meter(mode, in, len);
+    return 0;
+}

@@ -1,0 +1,695 @@
+/* test_store_sqlite.c - the SQLite store backend against a real database file
+ * in a fresh temporary directory. */
+#include "common.h"
+#include "config.h"
+#include "store.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fixture {
+    char dir[64];
+    char path[128]; /* in a subdirectory that does not exist yet */
+    struct store *s;
+};
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/byok-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/var/db/byok.db", f->dir);
+    char *err = NULL;
+    f->s = store_sqlite_open(f->path, &err);
+    if (f->s == NULL)
+        fail_msg("open: %s", err);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    store_close(f->s);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static struct store_tenant tenant(const char *id, const char *parent, int64_t plan, int64_t wallet)
+{
+    struct store_tenant t = {0};
+    snprintf(t.id, sizeof(t.id), "%s", id);
+    snprintf(t.name, sizeof(t.name), "Tenant %s", id);
+    snprintf(t.parent_id, sizeof(t.parent_id), "%s", parent);
+    t.plan_credits_micros = plan;
+    t.wallet_micros = wallet;
+    return t;
+}
+
+static struct usage_record record(const char *id, const char *tenant, const char *payer, int64_t ts,
+                                  int64_t cost, bool byok)
+{
+    struct usage_record r = {0};
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    r.ts_ms = ts;
+    snprintf(r.tenant_id, sizeof(r.tenant_id), "%s", tenant);
+    snprintf(r.payer_id, sizeof(r.payer_id), "%s", payer);
+    snprintf(r.key_id, sizeof(r.key_id), "k_test");
+    r.provider = PROVIDER_OPENAI;
+    r.has_slot = true;
+    snprintf(r.line, sizeof(r.line), "llm");
+    snprintf(r.endpoint, sizeof(r.endpoint), "/v1/chat/completions");
+    snprintf(r.model, sizeof(r.model), "gpt-4o-mini");
+    r.billed_byok = byok;
+    r.status = 200;
+    r.cost_micros = cost;
+    r.ttfb_ms = -1;
+    return r;
+}
+
+static void balances(struct store *s, const char *id, int64_t plan, int64_t wallet)
+{
+    struct store_tenant t;
+    assert_int_equal(store_tenant_get(s, id, &t), STORE_OK);
+    assert_int_equal(t.plan_credits_micros, plan);
+    assert_int_equal(t.wallet_micros, wallet);
+}
+
+static void test_open_backends(void **state)
+{
+    struct fixture *f = *state;
+    struct config cfg = {0};
+    char backend[16], path[160];
+    char *err = NULL;
+    cfg.store_backend = backend;
+    cfg.store_path = path;
+
+    snprintf(backend, sizeof(backend), "redis");
+    assert_null(store_open(&cfg, &err));
+    assert_non_null(err);
+    assert_string_equal(err, "the redis backend is not built yet");
+    free(err);
+
+    snprintf(backend, sizeof(backend), "mysql");
+    assert_null(store_open(&cfg, &err));
+    assert_non_null(strstr(err, "sqlite"));
+    free(err);
+
+    snprintf(backend, sizeof(backend), "sqlite");
+    snprintf(path, sizeof(path), "%s/other.db", f->dir);
+    struct store *s = store_open(&cfg, &err);
+    assert_non_null(s);
+    assert_int_equal(store_ping(s), STORE_OK);
+    store_close(s);
+
+    /* A directory is not a database: refused with a message naming it. */
+    snprintf(path, sizeof(path), "%s", f->dir);
+    assert_null(store_open(&cfg, &err));
+    assert_non_null(strstr(err, f->dir));
+    free(err);
+}
+
+static void test_tenant_crud(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 100, 200), got;
+    t.feature_byok = true;
+    uint64_t gen = store_generation();
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_ERR_EXISTS);
+
+    assert_int_equal(store_tenant_get(f->s, "t1", &got), STORE_OK);
+    assert_string_equal(got.id, "t1");
+    assert_string_equal(got.name, "Tenant t1");
+    assert_true(got.feature_byok);
+    assert_false(got.feature_agency);
+    assert_string_equal(got.parent_id, "");
+    assert_false(got.wallet_deduction);
+    assert_int_equal(got.plan_credits_micros, 100);
+    assert_int_equal(got.wallet_micros, 200);
+    assert_true(got.created_at_ms > 0);
+    assert_int_equal(got.created_at_ms, got.updated_at_ms);
+    assert_int_equal(store_tenant_get(f->s, "nope", &got), STORE_ERR_NOT_FOUND);
+
+    /* Update replaces the mutable fields but never the balances. */
+    struct store_tenant u = tenant("t1", "agency", 999, 999);
+    snprintf(u.name, sizeof(u.name), "Renamed");
+    u.feature_agency = true;
+    u.wallet_deduction = true;
+    assert_int_equal(store_tenant_update(f->s, &u), STORE_OK);
+    assert_int_equal(store_tenant_get(f->s, "t1", &got), STORE_OK);
+    assert_string_equal(got.name, "Renamed");
+    assert_false(got.feature_byok);
+    assert_true(got.feature_agency);
+    assert_true(got.wallet_deduction);
+    assert_string_equal(got.parent_id, "agency");
+    assert_int_equal(got.plan_credits_micros, 100);
+    assert_int_equal(got.wallet_micros, 200);
+    assert_true(got.updated_at_ms >= got.created_at_ms);
+    struct store_tenant missing = tenant("nope", "", 0, 0);
+    assert_int_equal(store_tenant_update(f->s, &missing), STORE_ERR_NOT_FOUND);
+
+    assert_int_equal(store_tenant_delete(f->s, "t1"), STORE_OK);
+    assert_int_equal(store_tenant_get(f->s, "t1", &got), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_tenant_delete(f->s, "t1"), STORE_ERR_NOT_FOUND);
+}
+
+struct id_list {
+    char ids[8][ID_MAX];
+    int n;
+};
+
+static void collect_tenant(void *arg, const struct store_tenant *t)
+{
+    struct id_list *l = arg;
+    assert_true(l->n < 8);
+    snprintf(l->ids[l->n++], ID_MAX, "%s", t->id);
+}
+
+static void test_tenant_list(void **state)
+{
+    struct fixture *f = *state;
+    const char *ids[] = {"b", "c", "a"};
+    for (size_t i = 0; i < ARRAY_SIZE(ids); i++) {
+        struct store_tenant t = tenant(ids[i], "", 0, 0);
+        assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    }
+    struct id_list l = {0};
+    assert_int_equal(store_tenant_list(f->s, collect_tenant, &l), STORE_OK);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.ids[0], "a");
+    assert_string_equal(l.ids[1], "b");
+    assert_string_equal(l.ids[2], "c");
+}
+
+static void test_delete_with_subaccounts(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant a = tenant("agency", "", 0, 0), s1 = tenant("sub1", "agency", 0, 0);
+    a.feature_agency = true;
+    assert_int_equal(store_tenant_create(f->s, &a), STORE_OK);
+    assert_int_equal(store_tenant_create(f->s, &s1), STORE_OK);
+    struct store_key k = {.id = "k_agency", .tenant_id = "agency"};
+    assert_int_equal(store_key_create(f->s, &k), STORE_OK);
+
+    assert_int_equal(store_tenant_delete(f->s, "agency"), STORE_ERR_CONFLICT);
+    struct store_tenant got;
+    assert_int_equal(store_tenant_get(f->s, "agency", &got), STORE_OK);
+    struct store_key kg;
+    assert_int_equal(store_key_get(f->s, "k_agency", &kg), STORE_OK);
+
+    assert_int_equal(store_tenant_delete(f->s, "sub1"), STORE_OK);
+    assert_int_equal(store_tenant_delete(f->s, "agency"), STORE_OK);
+    /* Its keys went with it. */
+    assert_int_equal(store_key_get(f->s, "k_agency", &kg), STORE_ERR_NOT_FOUND);
+}
+
+static void test_topup(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 10, 20), out;
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    assert_int_equal(store_tenant_topup(f->s, "t1", 1000, 50, &out), STORE_OK);
+    assert_int_equal(out.wallet_micros, 1020);
+    assert_int_equal(out.plan_credits_micros, 60);
+    assert_int_equal(store_tenant_topup(f->s, "t1", -2000, 0, &out), STORE_OK);
+    assert_int_equal(out.wallet_micros, -980);
+    balances(f->s, "t1", 60, -980);
+    assert_int_equal(store_tenant_topup(f->s, "nope", 1, 1, &out), STORE_ERR_NOT_FOUND);
+}
+
+struct key_list {
+    struct store_key keys[4];
+    int n;
+};
+
+static void collect_key(void *arg, const struct store_key *k)
+{
+    struct key_list *l = arg;
+    assert_true(l->n < 4);
+    l->keys[l->n++] = *k;
+}
+
+static void test_keys(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t1 = tenant("t1", "", 0, 0), t2 = tenant("t2", "", 0, 0);
+    assert_int_equal(store_tenant_create(f->s, &t1), STORE_OK);
+    assert_int_equal(store_tenant_create(f->s, &t2), STORE_OK);
+
+    struct store_key k1 = {
+        .id = "k_one", .tenant_id = "t1", .label = "prod", .created_at_ms = 1000};
+    struct store_key k2 = {.id = "k_two", .tenant_id = "t1", .label = "dev", .created_at_ms = 2000};
+    memset(k1.hash, 0xaa, sizeof(k1.hash));
+    memset(k2.hash, 0xbb, sizeof(k2.hash));
+    assert_int_equal(store_key_create(f->s, &k2), STORE_OK);
+    assert_int_equal(store_key_create(f->s, &k1), STORE_OK);
+    assert_int_equal(store_key_create(f->s, &k1), STORE_ERR_EXISTS);
+    struct store_key orphan = {.id = "k_orphan", .tenant_id = "ghost"};
+    assert_int_equal(store_key_create(f->s, &orphan), STORE_ERR_NOT_FOUND);
+
+    struct key_list l = {0};
+    assert_int_equal(store_key_list(f->s, "t1", collect_key, &l), STORE_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.keys[0].id, "k_one"); /* by creation time */
+    assert_string_equal(l.keys[1].id, "k_two");
+    assert_string_equal(l.keys[0].label, "prod");
+    assert_memory_equal(l.keys[0].hash, k1.hash, 32);
+    struct key_list empty = {0};
+    assert_int_equal(store_key_list(f->s, "t2", collect_key, &empty), STORE_OK);
+    assert_int_equal(empty.n, 0);
+
+    struct store_key got;
+    assert_int_equal(store_key_get(f->s, "k_two", &got), STORE_OK);
+    assert_string_equal(got.tenant_id, "t1");
+    assert_memory_equal(got.hash, k2.hash, 32);
+    assert_int_equal(got.created_at_ms, 2000);
+    assert_int_equal(got.revoked_at_ms, 0);
+    assert_int_equal(store_key_get(f->s, "k_nope", &got), STORE_ERR_NOT_FOUND);
+
+    /* Only the owning tenant can revoke; revoking again keeps the time. */
+    assert_int_equal(store_key_revoke(f->s, "t2", "k_two"), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_key_revoke(f->s, "t1", "k_nope"), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_key_revoke(f->s, "t1", "k_two"), STORE_OK);
+    assert_int_equal(store_key_get(f->s, "k_two", &got), STORE_OK);
+    int64_t revoked = got.revoked_at_ms;
+    assert_true(revoked > 0);
+    assert_int_equal(store_key_revoke(f->s, "t1", "k_two"), STORE_OK);
+    assert_int_equal(store_key_get(f->s, "k_two", &got), STORE_OK);
+    assert_int_equal(got.revoked_at_ms, revoked);
+    l.n = 0;
+    assert_int_equal(store_key_list(f->s, "t1", collect_key, &l), STORE_OK);
+    assert_int_equal(l.n, 2); /* revoked keys are still listed */
+    assert_int_equal(l.keys[1].revoked_at_ms, revoked);
+}
+
+static void test_usage_idempotent(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 100, 1000);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+
+    struct usage_record r = record("u1", "t1", "t1", 1000, 30, false);
+    size_t dups = 99;
+    assert_int_equal(store_usage_write(f->s, &r, 1, &dups), STORE_OK);
+    assert_int_equal(dups, 0);
+    assert_int_equal(r.charged_plan_credits_micros, 30);
+    assert_int_equal(r.charged_wallet_micros, 0);
+    balances(f->s, "t1", 70, 1000);
+
+    /* The same id again, alone and twice inside one batch: charged once. */
+    struct usage_record again[3] = {record("u1", "t1", "t1", 1000, 30, false),
+                                    record("u2", "t1", "t1", 1000, 5, false),
+                                    record("u2", "t1", "t1", 1000, 5, false)};
+    assert_int_equal(store_usage_write(f->s, again, 3, &dups), STORE_OK);
+    assert_int_equal(dups, 2);
+    balances(f->s, "t1", 65, 1000);
+
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, "t1", NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 2);
+    json_decref(arr);
+}
+
+static void test_usage_charging(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 50, 100);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+
+    /* Plan credits first, the rest from the wallet. */
+    struct usage_record r1 = record("u1", "t1", "t1", 1000, 80, false);
+    assert_int_equal(store_usage_write(f->s, &r1, 1, NULL), STORE_OK);
+    assert_int_equal(r1.charged_plan_credits_micros, 50);
+    assert_int_equal(r1.charged_wallet_micros, 30);
+    balances(f->s, "t1", 0, 70);
+
+    /* The wallet may go negative: a running session is not cut off. */
+    struct usage_record r2 = record("u2", "t1", "t1", 1001, 100, false);
+    assert_int_equal(store_usage_write(f->s, &r2, 1, NULL), STORE_OK);
+    assert_int_equal(r2.charged_plan_credits_micros, 0);
+    assert_int_equal(r2.charged_wallet_micros, 100);
+    balances(f->s, "t1", 0, -30);
+
+    /* Negative plan credits are not drawn further. */
+    struct store_tenant out;
+    assert_int_equal(store_tenant_topup(f->s, "t1", 0, -10, &out), STORE_OK);
+    struct usage_record r3 = record("u3", "t1", "t1", 1002, 7, false);
+    assert_int_equal(store_usage_write(f->s, &r3, 1, NULL), STORE_OK);
+    assert_int_equal(r3.charged_plan_credits_micros, 0);
+    assert_int_equal(r3.charged_wallet_micros, 7);
+    balances(f->s, "t1", -10, -37);
+
+    /* BYOK lines and zero-cost lines charge nothing. */
+    struct usage_record b[2] = {record("u4", "t1", "t1", 1003, 500, true),
+                                record("u5", "t1", "t1", 1004, 0, false)};
+    b[0].charged_wallet_micros = 123; /* overwritten with what was charged */
+    assert_int_equal(store_usage_write(f->s, b, 2, NULL), STORE_OK);
+    assert_int_equal(b[0].charged_plan_credits_micros, 0);
+    assert_int_equal(b[0].charged_wallet_micros, 0);
+    balances(f->s, "t1", -10, -37);
+
+    /* The stored record carries what was charged. */
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, "t1", NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 5);
+    json_t *u1 = json_array_get(arr, 4);
+    assert_string_equal(json_string_value(json_object_get(u1, "id")), "u1");
+    json_t *charged = json_object_get(u1, "charged");
+    assert_int_equal(json_integer_value(json_object_get(charged, "plan_credits_micros")), 50);
+    assert_int_equal(json_integer_value(json_object_get(charged, "wallet_micros")), 30);
+    json_t *u4 = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(u4, "billed_to")), "byok");
+    assert_int_equal(json_integer_value(json_object_get(u4, "cost_micros")), 500);
+    json_decref(arr);
+}
+
+static void test_usage_subaccount_payer(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant a = tenant("agency", "", 0, 1000), s1 = tenant("sub", "agency", 0, 0);
+    assert_int_equal(store_tenant_create(f->s, &a), STORE_OK);
+    assert_int_equal(store_tenant_create(f->s, &s1), STORE_OK);
+    struct usage_record r = record("u1", "sub", "agency", 1000, 40, false);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL), STORE_OK);
+    balances(f->s, "agency", 0, 960);
+    balances(f->s, "sub", 0, 0);
+}
+
+static void test_usage_missing_payer(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_record r = record("u1", "gone", "gone", 1000, 40, false);
+    r.charged_wallet_micros = 77;
+    size_t dups = 9;
+    assert_int_equal(store_usage_write(f->s, &r, 1, &dups), STORE_OK);
+    assert_int_equal(dups, 0);
+    assert_int_equal(r.charged_plan_credits_micros, 0);
+    assert_int_equal(r.charged_wallet_micros, 0);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, "gone", NULL, 10, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 1);
+    json_decref(arr);
+}
+
+/* A failing statement in the middle of a batch rolls all of it back. */
+static void test_usage_batch_atomic(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 0, 1000);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER no_bad BEFORE INSERT ON usage WHEN NEW.id = 'bad'"
+                                  " BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+
+    struct usage_record b[3] = {record("ok1", "t1", "t1", 1000, 10, false),
+                                record("bad", "t1", "t1", 1001, 10, false),
+                                record("ok2", "t1", "t1", 1002, 10, false)};
+    b[0].charged_wallet_micros = -1;
+    size_t dups;
+    assert_int_equal(store_usage_write(f->s, b, 3, &dups), STORE_ERR_INTERNAL);
+    balances(f->s, "t1", 0, 1000);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 0);
+    json_decref(arr);
+    assert_int_equal(b[0].charged_wallet_micros, -1); /* restored */
+
+    /* The handle still works afterwards. */
+    assert_int_equal(sqlite3_exec(db, "DROP TRIGGER no_bad", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_usage_write(f->s, b, 3, &dups), STORE_OK);
+    balances(f->s, "t1", 0, 970);
+}
+
+static const char *rec_id(json_t *arr, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(arr, i), "id"));
+}
+
+static void test_usage_query(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_record b[5] = {
+        record("a1", "ta", "ta", 1000, 0, true), record("a2", "ta", "ta", 3000, 0, true),
+        record("a3", "ta", "ta", 2000, 0, true), record("b1", "tb", "tb", 2500, 0, true),
+        record("b2", "tb", "tb", 500, 0, true),
+    };
+    snprintf(b[0].session_id, sizeof(b[0].session_id), "s1");
+    snprintf(b[2].session_id, sizeof(b[2].session_id), "s1");
+    snprintf(b[3].session_id, sizeof(b[3].session_id), "s1");
+    assert_int_equal(store_usage_write(f->s, b, 5, NULL), STORE_OK);
+
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 5);
+    const char *all[] = {"a2", "b1", "a3", "a1", "b2"}; /* newest first */
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(rec_id(arr, i), all[i]);
+    json_decref(arr);
+
+    assert_int_equal(store_usage_query(f->s, "ta", NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 3);
+    assert_string_equal(rec_id(arr, 0), "a2");
+    assert_string_equal(rec_id(arr, 2), "a1");
+    json_decref(arr);
+
+    assert_int_equal(store_usage_query(f->s, "ta", NULL, 2, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 2);
+    assert_string_equal(rec_id(arr, 0), "a2");
+    assert_string_equal(rec_id(arr, 1), "a3");
+    json_decref(arr);
+
+    assert_int_equal(store_usage_query(f->s, NULL, "s1", 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 3);
+    assert_string_equal(rec_id(arr, 0), "b1");
+    json_decref(arr);
+
+    assert_int_equal(store_usage_query(f->s, "ta", "s1", 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 2);
+    assert_string_equal(rec_id(arr, 0), "a3");
+    assert_string_equal(rec_id(arr, 1), "a1");
+    assert_true(json_is_null(json_object_get(json_array_get(arr, 0), "model")) == false);
+    json_decref(arr);
+
+    assert_int_equal(store_usage_query(f->s, "nobody", NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 0);
+    json_decref(arr);
+}
+
+static int raw_user_version(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_reopen(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 5, 6);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    struct usage_record r = record("u1", "t1", "t1", 1000, 1, false);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL), STORE_OK);
+    store_close(f->s);
+    f->s = NULL;
+
+    int v = raw_user_version(f->path);
+    assert_true(v >= 1);
+
+    /* Migrations use plain CREATE TABLE: re-running one would fail here. */
+    char *err = NULL;
+    f->s = store_sqlite_open(f->path, &err);
+    if (f->s == NULL)
+        fail_msg("reopen: %s", err);
+    balances(f->s, "t1", 4, 6);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 1);
+    json_decref(arr);
+    assert_int_equal(raw_user_version(f->path), v);
+
+    /* A database from a newer build is refused rather than misread. */
+    store_close(f->s);
+    f->s = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_null(store_sqlite_open(f->path, &err));
+    assert_non_null(strstr(err, "newer"));
+    free(err);
+}
+
+struct writer_arg {
+    const char *path;
+    int which;
+    pthread_barrier_t *barrier;
+    int rc;
+};
+
+#define THREAD_BATCHES 40
+#define THREAD_BATCH   10
+
+static void *writer_thread(void *p)
+{
+    struct writer_arg *a = p;
+    char *err = NULL;
+    struct store *s = store_sqlite_open(a->path, &err);
+    if (s == NULL) {
+        free(err);
+        a->rc = -1;
+    } else if (a->which == 0) {
+        struct store_tenant t = tenant("payer", "", 0, 100000);
+        if (store_tenant_create(s, &t) != STORE_OK)
+            a->rc = -1;
+    }
+    /* Both reach the barrier even after a failure, so neither hangs. */
+    pthread_barrier_wait(a->barrier);
+    for (int b = 0; b < THREAD_BATCHES && a->rc == 0; b++) {
+        struct usage_record recs[THREAD_BATCH];
+        for (int i = 0; i < THREAD_BATCH; i++) {
+            char id[ID_MAX];
+            snprintf(id, sizeof(id), "w%d-%d-%d", a->which, b, i);
+            recs[i] = record(id, "payer", "payer", 1000 + b, 1, false);
+        }
+        size_t dups;
+        if (store_usage_write(s, recs, THREAD_BATCH, &dups) != STORE_OK || dups != 0)
+            a->rc = -1;
+    }
+    store_close(s);
+    return NULL;
+}
+
+/* Two handles on two threads, both opened on a fresh file at the same time
+ * (concurrent migration), then writing and charging the same payer. */
+static void test_concurrent_handles(void **state)
+{
+    struct fixture *f = *state;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/fresh/concurrent.db", f->dir);
+    pthread_barrier_t barrier;
+    assert_int_equal(pthread_barrier_init(&barrier, NULL, 2), 0);
+    struct writer_arg args[2] = {{path, 0, &barrier, 0}, {path, 1, &barrier, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, writer_thread, &args[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    pthread_barrier_destroy(&barrier);
+    assert_int_equal(args[0].rc, 0);
+    assert_int_equal(args[1].rc, 0);
+
+    char *err = NULL;
+    struct store *s = store_sqlite_open(path, &err);
+    assert_non_null(s);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 2 * THREAD_BATCHES * THREAD_BATCH);
+    json_decref(arr);
+    balances(s, "payer", 0, 100000 - 2 * THREAD_BATCHES * THREAD_BATCH);
+    store_close(s);
+}
+
+#define STORM_THREADS 8
+
+struct storm_arg {
+    const char *path;
+    pthread_barrier_t *barrier;
+    int rc;
+};
+
+static void *storm_thread(void *p)
+{
+    struct storm_arg *a = p;
+    char *err = NULL;
+    pthread_barrier_wait(a->barrier); /* all open at the same instant */
+    struct store *s = store_sqlite_open(a->path, &err);
+    if (s == NULL) {
+        fprintf(stderr, "concurrent open: %s\n", err != NULL ? err : "?");
+        free(err);
+        a->rc = -1;
+        return NULL;
+    }
+    a->rc = store_ping(s) == STORE_OK ? 0 : -1;
+    store_close(s);
+    return NULL;
+}
+
+/* Startup: every worker opens its handle on a database nobody created yet. */
+static void test_concurrent_open_storm(void **state)
+{
+    struct fixture *f = *state;
+    for (int round = 0; round < 10; round++) {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/storm%d/byok.db", f->dir, round);
+        pthread_barrier_t barrier;
+        assert_int_equal(pthread_barrier_init(&barrier, NULL, STORM_THREADS), 0);
+        struct storm_arg args[STORM_THREADS];
+        pthread_t th[STORM_THREADS];
+        for (int i = 0; i < STORM_THREADS; i++) {
+            args[i] = (struct storm_arg){path, &barrier, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, storm_thread, &args[i]), 0);
+        }
+        for (int i = 0; i < STORM_THREADS; i++) {
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+            assert_int_equal(args[i].rc, 0);
+        }
+        pthread_barrier_destroy(&barrier);
+        assert_int_equal(raw_user_version(path), raw_user_version(f->path));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_backends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_with_subaccounts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_topup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_charging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_subaccount_payer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_missing_payer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_batch_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_query, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_open_storm, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
