@@ -17,7 +17,8 @@ cmake --build build -j"$jobs"
 if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
   # Sanitizer build: every test runs against it too (ASan aborts on the first
   # memory error, UBSan on the first undefined behaviour).
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBYOK_SANITIZE=ON >/dev/null
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBYOK_SANITIZE=ON \
+    -DBYOK_FUZZ=ON -DBYOK_FUZZ_REPLAY=ON >/dev/null
   cmake --build build-asan -j"$jobs"
   echo "== tests against the sanitizer build"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

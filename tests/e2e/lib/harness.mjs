@@ -70,7 +70,10 @@ export async function setup(proxyOpts = {}) {
       const all = [];
       for (const [tenantId, e] of h.issued) {
         const recs = await proxy.admin.usage({ tenant_id: tenantId, limit: 1000 });
-        assert.equal(recs.length, e.requests, `tenant ${tenantId}: one record per request`);
+        const unknown = recs.filter((r) => !e.ids.includes(r.id))
+          .map((r) => `${r.id} ${r.endpoint} status=${r.status} outcome=${r.outcome} upstream=${r.upstream_request_id}`);
+        assert.equal(recs.length, e.requests, `tenant ${tenantId}: one record per request` +
+          ` (records not matched to a reply: ${unknown.join('; ') || 'none'})`);
         for (const id of e.ids) assert.equal(recs.filter((r) => r.id === id).length, 1, `record ${id} once`);
         all.push(...recs);
       }

@@ -1,0 +1,175 @@
+// process.test.mjs - the binary as a process (DESIGN §4b): --check-config,
+// refusing to start without a valid master key, graceful SIGTERM that lets an
+// in-flight stream finish and persists its record, and no secret in any log
+// line, usage record or the store file.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { startMockOpenAI, slowChatStream, errorReply } from './lib/mock_openai.mjs';
+import { startProxy, runBinary, makeConfig, newSecrets, newTenant, readJsonl } from './lib/proxy.mjs';
+import { checkRecord } from './lib/records.mjs';
+import { httpRequest, sseEvents, randomHex } from './lib/util.mjs';
+
+const mockP = startMockOpenAI();
+after(async () => { await (await mockP).close(); });
+
+async function configFile(patch) {
+  const mock = await mockP;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'byok-e2e-cfg-'));
+  const { cfg } = await makeConfig(dir, { mockUrl: mock.url, patch });
+  const file = path.join(dir, 'config.json');
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
+  return file;
+}
+
+function envOf(s) {
+  return { BYOK_MASTER_KEY: s.masterKey, BYOK_ADMIN_TOKEN: s.adminToken, OPENAI_API_KEY: s.platformKey };
+}
+
+test('--check-config: a good config exits 0', async () => {
+  const r = await runBinary(['--config', await configFile(), '--check-config'], { env: envOf(newSecrets()) });
+  assert.equal(r.code, 0, `exit 0; stderr: ${r.stderr}`);
+});
+
+test('--check-config: an unknown key exits 1 naming the key', async () => {
+  let r = await runBinary(['--config', await configFile((c) => { c.bogus_top_key = 1; }), '--check-config'], { env: envOf(newSecrets()) });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /bogus_top_key/);
+  r = await runBinary(['--config', await configFile((c) => { c.limits = { bogus_limit_ms: 5 }; }), '--check-config'], { env: envOf(newSecrets()) });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /bogus_limit_ms/);
+  r = await runBinary(['--config', await configFile((c) => { c.upstreams.opnai = 'http://127.0.0.1:1'; }), '--check-config'], { env: envOf(newSecrets()) });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /opnai/);
+});
+
+test('--check-config: a platform key variable missing from the environment is named', async () => {
+  const v = `BYOK_E2E_MISSING_${randomHex(4).toUpperCase()}`;
+  const r = await runBinary(['--config', await configFile((c) => { c.platform_keys.openai.key_env = v; }), '--check-config'], { env: envOf(newSecrets()) });
+  assert.equal(r.code, 1);
+  assert.ok(r.stderr.includes(v), `stderr names ${v}: ${r.stderr}`);
+});
+
+test('refuses to start without a valid BYOK_MASTER_KEY', async () => {
+  const mock = await mockP;
+  const cases = [
+    ['missing', undefined],
+    ['16 bytes', crypto.randomBytes(16).toString('base64')],
+    ['not base64', 'this is not base64 at all!!'],
+  ];
+  for (const [what, value] of cases) {
+    const p = await startProxy({ mockUrl: mock.url, env: { BYOK_MASTER_KEY: value }, waitHealthy: false });
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), 5000);
+    const exit = await p.exited;
+    clearTimeout(timer);
+    assert.notEqual(exit.signal, 'SIGKILL', `${what}: exited on its own`);
+    assert.notEqual(exit.code, 0, `${what}: non-zero exit`);
+    assert.match(p.stderr(), /BYOK_MASTER_KEY/, `${what}: the message names the variable`);
+    if (value) assert.ok(!p.logs().includes(value), 'the bad key itself is not printed');
+  }
+});
+
+test('SIGTERM during an in-flight stream: the stream completes, the record is persisted, exit 0', async () => {
+  const mock = await mockP;
+  const secrets = newSecrets();
+  const p = await startProxy({ mockUrl: mock.url, secrets });
+  let restarted = null;
+  try {
+    const t = await newTenant(p);
+    const slow = slowChatStream({ chunksBefore: 3 });
+    mock.override({ path: '/v1/chat/completions', handle: slow.handle });
+    const mark = mock.requests.length;
+    const r = await fetch(`${p.url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'long answer' }], stream: true }),
+    });
+    assert.equal(r.status, 200);
+    const id = r.headers.get('x-proxy-request-id');
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let got = '';
+    while (sseEvents(got).events.length < 3) {
+      const { value, done } = await reader.read();
+      assert.ok(!done);
+      got += dec.decode(value, { stream: true });
+    }
+    p.child.kill('SIGTERM');
+    // The upstream finishes 300 ms after the signal: the proxy must keep the
+    // stream alive meanwhile (this delay is the scenario, not a wait).
+    const releaser = setTimeout(() => slow.release(), 300);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += dec.decode(value, { stream: true });
+    }
+    clearTimeout(releaser);
+    const [mr] = mock.since(mark);
+    const expected = mr.sent.filter((s) => !(typeof s === 'string' && s.includes('"choices":[]'))).join('');
+    assert.equal(got, expected, 'the whole stream arrived');
+    assert.ok(got.endsWith('data: [DONE]\n\n'));
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), 20000);
+    const exit = await p.exited;
+    clearTimeout(timer);
+    assert.equal(exit.code, 0, `exit code 0 (got ${JSON.stringify(exit)})\n${p.logs()}`);
+    const lines = readJsonl(p.jsonlPath).filter((x) => x.id === id);
+    assert.equal(lines.length, 1, 'record in the JSONL file after exit');
+    checkRecord(lines[0], { tenantId: t.tenantId, keyId: t.keyId, line: 'llm', endpoint: '/v1/chat/completions', model: 'gpt-4o-mini',
+      units: { input_tokens: 17, cached_input_tokens: 4, output_tokens: 9 }, upstreamRequestId: mr.requestId });
+    // And in the store: start again on the same files and read it back.
+    restarted = await startProxy({ dir: p.dir, secrets });
+    const recs = await restarted.admin.usage({ tenant_id: t.tenantId });
+    assert.equal(recs.length, 1);
+    assert.deepEqual(recs[0], lines[0], 'the store has the same record');
+  } finally {
+    mock.clearOverrides();
+    if (!p.exit) await p.stop();
+    if (restarted) assert.equal(await restarted.stop(), 0);
+  }
+});
+
+test('no secret in logs, usage records or the store file (canary keys)', async () => {
+  const mock = await mockP;
+  const p = await startProxy({ mockUrl: mock.url, patch: (c) => { c.log_level = 'debug'; } });
+  const wrongKey = `sk-wrong-canary-${randomHex(12)}`;
+  const wrongAdmin = `adm-wrong-canary-${randomHex(12)}`;
+  let t;
+  try {
+    t = await newTenant(p);
+    const post = (key, body, headers = {}) => httpRequest(`${p.url}/v1/chat/completions`, { method: 'POST',
+      headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), 'content-type': 'application/json', ...headers }, body });
+    const chat = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'canary' }] };
+    assert.equal((await post(t.key, chat)).status, 200);
+    assert.equal((await post(t.key, { ...chat, stream: true })).status, 200);
+    assert.equal((await post(t.key, chat, { 'x-session-id': 'canary-session' })).status, 200);
+    assert.equal((await post(wrongKey, chat)).status, 401);
+    mock.override({ path: '/v1/chat/completions', handle: errorReply(401, { code: 'invalid_api_key', message: 'Incorrect API key provided' }).handle });
+    assert.equal((await post(t.key, chat)).status, 401);
+    assert.equal((await httpRequest(`${p.url}/nope?key=${t.key}`, { headers: { authorization: `Bearer ${t.key}` } })).status, 404);
+    const bad = await fetch(`${p.adminUrl}/admin/tenants/${t.tenantId}`, { headers: { authorization: `Bearer ${wrongAdmin}` } });
+    assert.equal(bad.status, 401);
+    const okAdmin = await fetch(`${p.adminUrl}/admin/tenants/${t.tenantId}/keys`, { headers: { authorization: `Bearer ${p.adminToken}` } });
+    assert.equal(okAdmin.status, 200);
+    assert.ok(!(await okAdmin.text()).includes(t.key), 'key list carries no secret');
+    await p.admin.waitRecords(t.tenantId, 4);
+  } finally {
+    mock.clearOverrides();
+    assert.equal(await p.stop(), 0);
+  }
+  const secrets = { 'platform key': p.platformKey, 'proxy key': t.key, 'admin token': p.adminToken, 'master key': p.masterKey,
+    'wrong proxy key': wrongKey, 'wrong admin token': wrongAdmin };
+  const logs = p.logs();
+  assert.ok(logs.length > 0, 'the proxy logged something');
+  const jsonl = fs.existsSync(p.jsonlPath) ? fs.readFileSync(p.jsonlPath, 'utf8') : '';
+  assert.ok(jsonl.length > 0);
+  const store = fs.readdirSync(p.dir).filter((f) => f.startsWith('byok.db'))
+    .map((f) => fs.readFileSync(path.join(p.dir, f)).toString('latin1')).join('');
+  assert.ok(store.length > 0);
+  for (const [what, s] of Object.entries(secrets)) {
+    assert.ok(!logs.includes(s), `${what} must not appear in the logs`);
+    assert.ok(!jsonl.includes(s), `${what} must not appear in usage records`);
+    assert.ok(!store.includes(s), `${what} must not be stored in clear`);
+  }
+});
