@@ -207,10 +207,13 @@ static void join_path(char *out, size_t out_size, const char *parent, const char
 {
     char k[80];
     shown(key, k, sizeof(k));
+    int n;
     if (parent == NULL || parent[0] == '\0')
-        snprintf(out, out_size, "%s", k);
+        n = snprintf(out, out_size, "%s", k);
     else
-        snprintf(out, out_size, "%s.%s", parent, k);
+        n = snprintf(out, out_size, "%s.%s", parent, k);
+    if (n < 0 || (size_t)n >= out_size)
+        out[out_size - 1] = '\0'; /* a key path this long is cut, still named */
 }
 
 static bool in_list(const char *s, const char *const *list, size_t n)

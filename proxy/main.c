@@ -59,10 +59,15 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
     struct loop *l = arg;
     (void)fd;
     (void)what;
-    if (http_server_busy_count(l->http) == 0 || mono_ms() >= l->drain_deadline) {
-        if (http_server_busy_count(l->http) > 0)
-            log_warn("%s %d: shutdown deadline reached with %zu requests in flight; cutting them",
-                     l->name, l->index, http_server_busy_count(l->http));
+    /* Done when every connection is closed: a finished response closes its
+     * connection once its output is flushed (keep-alive is off while
+     * draining), so this waits for the bytes to reach the client too. */
+    if (http_server_conn_count(l->http) == 0 || mono_ms() >= l->drain_deadline) {
+        if (http_server_conn_count(l->http) > 0)
+            log_warn("%s %d: shutdown deadline reached with %zu connections open (%zu requests "
+                     "in flight); closing them",
+                     l->name, l->index, http_server_conn_count(l->http),
+                     http_server_busy_count(l->http));
         event_base_loopbreak(l->base);
         return;
     }

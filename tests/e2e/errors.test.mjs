@@ -252,6 +252,7 @@ test('502: upstream unreachable', async () => {
     assert.equal(recs[0].cost_micros, 0);
   } finally {
     assert.equal(await p.stop(), 0);
+    p.remove();
   }
 });
 
@@ -276,6 +277,7 @@ test('504: upstream timeout cancels the upstream request', async () => {
   } finally {
     mock().clearOverrides();
     assert.equal(await p.stop(), 0);
+    p.remove();
   }
 });
 

@@ -14,11 +14,16 @@ import { checkRecord } from './lib/records.mjs';
 import { httpRequest, sseEvents, randomHex } from './lib/util.mjs';
 
 const mockP = startMockOpenAI();
-after(async () => { await (await mockP).close(); });
+const tempDirs = [];
+after(async () => {
+  await (await mockP).close();
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 async function configFile(patch) {
   const mock = await mockP;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'byok-e2e-cfg-'));
+  tempDirs.push(dir);
   const { cfg } = await makeConfig(dir, { mockUrl: mock.url, patch });
   const file = path.join(dir, 'config.json');
   fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
@@ -62,6 +67,7 @@ test('refuses to start without a valid BYOK_MASTER_KEY', async () => {
   ];
   for (const [what, value] of cases) {
     const p = await startProxy({ mockUrl: mock.url, env: { BYOK_MASTER_KEY: value }, waitHealthy: false });
+    tempDirs.push(p.dir);
     const timer = setTimeout(() => p.child.kill('SIGKILL'), 5000);
     const exit = await p.exited;
     clearTimeout(timer);
@@ -76,6 +82,7 @@ test('SIGTERM during an in-flight stream: the stream completes, the record is pe
   const mock = await mockP;
   const secrets = newSecrets();
   const p = await startProxy({ mockUrl: mock.url, secrets });
+  tempDirs.push(p.dir);
   let restarted = null;
   try {
     const t = await newTenant(p);
@@ -100,12 +107,18 @@ test('SIGTERM during an in-flight stream: the stream completes, the record is pe
     // The upstream finishes 300 ms after the signal: the proxy must keep the
     // stream alive meanwhile (this delay is the scenario, not a wait).
     const releaser = setTimeout(() => slow.release(), 300);
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      got += dec.decode(value, { stream: true });
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        got += dec.decode(value, { stream: true });
+      }
+    } catch (e) {
+      await p.exited;
+      assert.fail(`the stream was cut during the drain (${e.message}; ${got.length} bytes arrived)\n--- proxy logs ---\n${p.logs()}`);
+    } finally {
+      clearTimeout(releaser);
     }
-    clearTimeout(releaser);
     const [mr] = mock.since(mark);
     const expected = mr.sent.filter((s) => !(typeof s === 'string' && s.includes('"choices":[]'))).join('');
     assert.equal(got, expected, 'the whole stream arrived');
@@ -133,6 +146,7 @@ test('SIGTERM during an in-flight stream: the stream completes, the record is pe
 test('no secret in logs, usage records or the store file (canary keys)', async () => {
   const mock = await mockP;
   const p = await startProxy({ mockUrl: mock.url, patch: (c) => { c.log_level = 'debug'; } });
+  tempDirs.push(p.dir);
   const wrongKey = `sk-wrong-canary-${randomHex(12)}`;
   const wrongAdmin = `adm-wrong-canary-${randomHex(12)}`;
   let t;

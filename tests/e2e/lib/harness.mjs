@@ -37,6 +37,7 @@ export async function setup(proxyOpts = {}) {
     async teardown() {
       try {
         if (proxy && !proxy.exit) await proxy.stop();
+        proxy?.remove();
       } finally {
         await mock.close();
       }

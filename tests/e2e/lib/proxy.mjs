@@ -117,6 +117,10 @@ export async function startProxy(opts = {}) {
       }
       return exit.code ?? exit.signal;
     },
+    // Deletes the temp dir (after stop()).
+    remove() {
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
   };
   proxy.admin = new AdminClient(proxy.adminUrl, secrets.adminToken);
   if (opts.waitHealthy !== false) {
