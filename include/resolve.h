@@ -9,7 +9,9 @@
  * Each worker owns one struct resolver (no locking): keys and tenants are
  * cached and the cache is dropped whenever the global store generation moved
  * (every admin write bumps it), so a revoked key fails on the next request on
- * every worker. Balances for the gate are read fresh from the store. */
+ * every worker. Payers' balances for the gate are kept too and re-read when
+ * the store's balance generation moved (a charged batch was committed); a
+ * payer with more than $1 is re-read at most once a second. */
 #ifndef BYOK_RESOLVE_H
 #define BYOK_RESOLVE_H
 

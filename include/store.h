@@ -88,7 +88,9 @@ MUST_CHECK int store_key_get(struct store *s, const char *key_id, struct store_k
 
 /* Inserts the records and charges wallet lines, all in one transaction.
  * Idempotent on record id: a record whose id exists is skipped (counted in
- * *duplicates) and charges nothing. Charging takes min(cost, max(plan,0))
+ * *duplicates) and charges nothing; a backend leaves the charged_* fields of
+ * a skipped record exactly as passed in (the writer marks them beforehand to
+ * tell new records from duplicates). Charging takes min(cost, max(plan,0))
  * from plan credits, the rest from the wallet (which may go negative: a
  * running session is not cut off); the amounts are written into each
  * record's charged_* fields (so the caller can emit the final JSON).
@@ -130,5 +132,12 @@ MUST_CHECK struct store *store_sqlite_open(const char *path, char **err);
  * moved. */
 uint64_t store_generation(void);
 void store_generation_bump(void);
+
+/* Balance generation: moved after every committed usage batch that charged
+ * a wallet line. Workers keep payers' balances for the balance gate and
+ * re-read them only when this (or the generation above) moved, so the gate
+ * costs no store read per request and lags charging by at most one batch. */
+uint64_t store_balance_generation(void);
+void store_balance_generation_bump(void);
 
 #endif

@@ -34,6 +34,50 @@ static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /* Written once at startup (before worker threads exist), read-only after. */
 static unsigned char master_key[CRYPTO_MASTER_KEY_LEN];
 static unsigned char hash_key[CRYPTO_HASH_LEN];
+/* HMAC-SHA256 under hash_key with the key schedule done once: the digest
+ * states after the ipad and opad blocks. crypto_key_hash() copies them per
+ * call, which avoids HMAC()'s algorithm fetch on every request. Read-only
+ * after init, so threads share them. */
+static EVP_MD *sha256_md;
+static EVP_MD_CTX *hmac_inner, *hmac_outer;
+
+static void hmac_states_free(void)
+{
+    EVP_MD_CTX_free(hmac_inner);
+    EVP_MD_CTX_free(hmac_outer);
+    EVP_MD_free(sha256_md);
+    hmac_inner = hmac_outer = NULL;
+    sha256_md = NULL;
+}
+
+static MUST_CHECK int hmac_states_init(void)
+{
+    unsigned char pad[64];
+    hmac_states_free();
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_inner = EVP_MD_CTX_new();
+    hmac_outer = EVP_MD_CTX_new();
+    if (sha256_md == NULL || hmac_inner == NULL || hmac_outer == NULL)
+        goto failed;
+    memset(pad, 0x36, sizeof(pad));
+    for (size_t i = 0; i < sizeof(hash_key); i++)
+        pad[i] ^= hash_key[i];
+    if (EVP_DigestInit_ex(hmac_inner, sha256_md, NULL) != 1 ||
+        EVP_DigestUpdate(hmac_inner, pad, sizeof(pad)) != 1)
+        goto failed;
+    memset(pad, 0x5c, sizeof(pad));
+    for (size_t i = 0; i < sizeof(hash_key); i++)
+        pad[i] ^= hash_key[i];
+    if (EVP_DigestInit_ex(hmac_outer, sha256_md, NULL) != 1 ||
+        EVP_DigestUpdate(hmac_outer, pad, sizeof(pad)) != 1)
+        goto failed;
+    OPENSSL_cleanse(pad, sizeof(pad));
+    return 0;
+failed:
+    OPENSSL_cleanse(pad, sizeof(pad));
+    hmac_states_free();
+    return -1;
+}
 
 /* HKDF-SHA256(master, no salt, info) -> hash_key. */
 static MUST_CHECK int derive_hash_key(void)
@@ -48,6 +92,8 @@ static MUST_CHECK int derive_hash_key(void)
         EVP_PKEY_CTX_add1_hkdf_info(ctx, (const unsigned char *)HASH_KEY_INFO,
                                     (int)strlen(HASH_KEY_INFO)) <= 0 ||
         EVP_PKEY_derive(ctx, hash_key, &out_len) <= 0 || out_len != sizeof(hash_key))
+        goto out;
+    if (hmac_states_init() == -1)
         goto out;
     rc = 0;
 out:
@@ -89,17 +135,21 @@ int crypto_init_from_env(char *err, size_t err_size)
     size_t copy_len = 0, decoded_cap = 0;
 
     const char *val = getenv(MASTER_KEY_ENV);
-    if (val == NULL || *val == '\0') {
-        snprintf(err, err_size, "%s is not set: " MASTER_KEY_ADVICE, MASTER_KEY_ENV);
-        goto out;
+    if (val != NULL) {
+        copy_len = strlen(val);
+        copy = strdup(val);
+        /* Take the key out of the environment: unsetenv keeps it from
+         * child processes, and overwriting the string in place keeps it out
+         * of /proc/<pid>/environ (which shows the original block). */
+        OPENSSL_cleanse((char *)val, copy_len);
+        unsetenv(MASTER_KEY_ENV);
+        if (copy == NULL) {
+            snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
+            goto out;
+        }
     }
-    copy_len = strlen(val);
-    copy = strdup(val);
-    /* Take the key out of the environment so child processes and
-     * /proc/self/environ readers do not see it. */
-    unsetenv(MASTER_KEY_ENV);
-    if (copy == NULL) {
-        snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
+    if (copy == NULL || copy[0] == '\0') {
+        snprintf(err, err_size, "%s is not set: " MASTER_KEY_ADVICE, MASTER_KEY_ENV);
         goto out;
     }
     decoded_cap = 3 * (copy_len / 4) + 3;
@@ -148,6 +198,7 @@ void crypto_shutdown(void)
 {
     OPENSSL_cleanse(master_key, sizeof(master_key));
     OPENSSL_cleanse(hash_key, sizeof(hash_key));
+    hmac_states_free();
 }
 
 int crypto_random(unsigned char *buf, size_t n)
@@ -282,15 +333,21 @@ int crypto_proxy_key_id(const char *key, size_t len, char key_id[ID_MAX])
 
 void crypto_key_hash(const char *key, size_t len, unsigned char out[CRYPTO_HASH_LEN])
 {
-    unsigned int out_len = CRYPTO_HASH_LEN;
-    if (HMAC(EVP_sha256(), hash_key, sizeof(hash_key), (const unsigned char *)key, len, out,
-             &out_len) == NULL) {
+    unsigned char inner[CRYPTO_HASH_LEN];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || hmac_inner == NULL || EVP_MD_CTX_copy_ex(ctx, hmac_inner) != 1 ||
+        EVP_DigestUpdate(ctx, key, len) != 1 || EVP_DigestFinal_ex(ctx, inner, NULL) != 1 ||
+        EVP_MD_CTX_copy_ex(ctx, hmac_outer) != 1 ||
+        EVP_DigestUpdate(ctx, inner, sizeof(inner)) != 1 ||
+        EVP_DigestFinal_ex(ctx, out, NULL) != 1) {
         /* Only when OpenSSL is broken. A fixed value is not an HMAC output
          * of any stored key in practice, so the compare fails closed. */
         log_error("crypto: HMAC-SHA256 failed");
         memset(out, 0, CRYPTO_HASH_LEN);
         out[0] = 0xff;
     }
+    OPENSSL_cleanse(inner, sizeof(inner));
+    EVP_MD_CTX_free(ctx);
 }
 
 bool crypto_equal(const void *a, const void *b, size_t n)

@@ -426,15 +426,59 @@ done:
 
 /* ---- replies ---- */
 
+/* The object value of the last `"usage":` key in a JSON text, or NULL. The
+ * raw bytes `"usage"` followed by a colon can only be a key: inside a
+ * string value the quotes would be escaped. OpenAI puts the top-level usage
+ * after the payload, so the last one is it. Caller owns the result. */
+static json_t *last_usage_object(const char *body, size_t len)
+{
+    const char *key = "\"usage\"";
+    const char *last = NULL;
+    const char *p = body;
+    size_t left = len;
+    const char *hit;
+    while ((hit = memmem(p, left, key, 7)) != NULL) {
+        last = hit;
+        left -= (size_t)(hit + 7 - p);
+        p = hit + 7;
+    }
+    if (last == NULL)
+        return NULL;
+    const char *q = last + 7, *end = body + len;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
+        q++;
+    if (q >= end || *q != ':')
+        return NULL;
+    q++;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
+        q++;
+    if (q >= end || *q != '{')
+        return NULL;
+    json_t *u = json_loadb(q, (size_t)(end - q), JSON_DISABLE_EOF_CHECK, NULL);
+    if (!json_is_object(u)) {
+        json_decref(u);
+        return NULL;
+    }
+    return u;
+}
+
 void meter_response_json(struct meter *m, const char *body, size_t len)
 {
     if (body == NULL || len == 0 || m->kind == METER_NONE)
         return;
-    json_t *root = json_loadb(body, len, 0, NULL);
-    if (!json_is_object(root))
-        goto done;
-    take_model(m, json_object_get(root, "model"));
-    json_t *u = json_object_get(root, "usage");
+    json_t *root = NULL, *u = NULL, *fast = NULL;
+    /* Fast path: when the model is known from the request, parse only the
+     * usage object instead of the whole reply (embeddings replies carry
+     * kilobytes of vectors before it). */
+    if (m->model[0] != '\0')
+        fast = u = last_usage_object(body, len);
+    if (u == NULL) {
+        root = json_loadb(body, len, 0, NULL);
+        if (!json_is_object(root))
+            goto done;
+        take_model(m, json_object_get(root, "model"));
+        u = json_object_get(root, "usage");
+    }
     switch (m->kind) {
     case METER_CHAT:
         if (json_is_object(u))
@@ -469,6 +513,7 @@ void meter_response_json(struct meter *m, const char *body, size_t len)
     }
 done:
     json_decref(root);
+    json_decref(fast);
 }
 
 /* True when the text holds a "usage" key whose value is an object (chunks

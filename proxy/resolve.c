@@ -9,11 +9,26 @@
 
 #define CACHE_BUCKETS 1024
 #define CACHE_MAX     8192
+/* A payer whose cached funds exceed this is re-read after charges at most
+ * every FUNDS_RECHECK_MS: one request cannot plausibly take it from above $1
+ * to zero, and a read per request would put the store on the hot path.
+ * Near zero, every committed charge triggers a re-read. */
+#define FUNDS_COMFORT_MICROS 1000000
+#define FUNDS_RECHECK_MS     1000
 
 struct cache_entry {
     struct cache_entry *next;
     struct store_key key;
     struct resolve_identity id;
+};
+
+/* A payer's plan credits + wallet as last read, for the balance gate. */
+struct balance_entry {
+    struct balance_entry *next;
+    char payer_id[ID_MAX];
+    int64_t funds;
+    uint64_t balance_generation; /* store_balance_generation() when read */
+    int64_t read_at;             /* mono_ms() when read */
 };
 
 struct resolver {
@@ -22,6 +37,8 @@ struct resolver {
     uint64_t generation;
     size_t n_entries;
     struct cache_entry *buckets[CACHE_BUCKETS];
+    size_t n_balances;
+    struct balance_entry *balances[CACHE_BUCKETS];
 };
 
 struct resolver *resolve_new(const struct config *cfg, struct store *store)
@@ -46,6 +63,15 @@ static void cache_clear(struct resolver *r)
         r->buckets[i] = NULL;
     }
     r->n_entries = 0;
+    for (size_t i = 0; i < CACHE_BUCKETS; i++) {
+        struct balance_entry *e = r->balances[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            free(e);
+        }
+        r->balances[i] = NULL;
+    }
+    r->n_balances = 0;
 }
 
 void resolve_free(struct resolver *r)
@@ -136,6 +162,50 @@ enum resolve_status resolve_auth(struct resolver *r, const char *key, size_t len
     return RESOLVE_OK;
 }
 
+/* Plan credits + wallet of payer_id, re-read from the store only when a
+ * charge or an admin write happened since the last read. */
+static enum resolve_status payer_funds(struct resolver *r, const char *payer_id, int64_t *funds)
+{
+    uint64_t gen = store_generation();
+    if (gen != r->generation) {
+        cache_clear(r);
+        r->generation = gen;
+    }
+    uint64_t bgen = store_balance_generation();
+    size_t b = bucket_of(payer_id);
+    struct balance_entry *e = r->balances[b];
+    while (e != NULL && strcmp(e->payer_id, payer_id) != 0)
+        e = e->next;
+    if (e != NULL && (e->balance_generation == bgen ||
+                      (e->funds > FUNDS_COMFORT_MICROS &&
+                       mono_ms() - e->read_at < FUNDS_RECHECK_MS))) {
+        *funds = e->funds;
+        return RESOLVE_OK;
+    }
+    struct store_tenant t;
+    int rc = store_tenant_get(r->store, payer_id, &t);
+    if (rc == STORE_ERR_NOT_FOUND)
+        return RESOLVE_UNAUTHORIZED;
+    if (rc != STORE_OK)
+        return RESOLVE_STORE_ERROR;
+    if (e == NULL) {
+        if (r->n_balances >= CACHE_MAX)
+            cache_clear(r);
+        e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            return RESOLVE_STORE_ERROR;
+        snprintf(e->payer_id, sizeof(e->payer_id), "%s", payer_id);
+        e->next = r->balances[b];
+        r->balances[b] = e;
+        r->n_balances++;
+    }
+    e->funds = t.plan_credits_micros + t.wallet_micros;
+    e->balance_generation = bgen;
+    e->read_at = mono_ms();
+    *funds = e->funds;
+    return RESOLVE_OK;
+}
+
 enum resolve_status resolve_session(struct resolver *r, const struct resolve_identity *id,
                                     enum provider_id p, const char *session_id,
                                     struct resolve_decision *out)
@@ -156,14 +226,12 @@ enum resolve_status resolve_session(struct resolver *r, const struct resolve_ide
     out->api_key = pk->key;
     out->region = pk->region;
 
-    /* Rule 4: the balance gate, on fresh balances. */
-    struct store_tenant fresh;
-    int rc = store_tenant_get(r->store, payer->id, &fresh);
-    if (rc == STORE_ERR_NOT_FOUND)
-        return RESOLVE_UNAUTHORIZED;
-    if (rc != STORE_OK)
-        return RESOLVE_STORE_ERROR;
-    if (fresh.plan_credits_micros + fresh.wallet_micros <= 0)
+    /* Rule 4: the balance gate. */
+    int64_t funds = 0;
+    enum resolve_status st = payer_funds(r, payer->id, &funds);
+    if (st != RESOLVE_OK)
+        return st;
+    if (funds <= 0)
         return RESOLVE_NO_FUNDS;
     return RESOLVE_OK;
 }

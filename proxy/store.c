@@ -11,28 +11,22 @@
 
 static _Atomic uint64_t generation = 1;
 
-static char *dup_err(const char *msg)
-{
-    char *s = strdup(msg);
-    return s;
-}
-
 struct store *store_open(const struct config *cfg, char **err)
 {
     *err = NULL;
     const char *backend = cfg->store_backend != NULL ? cfg->store_backend : "sqlite";
     if (strcmp(backend, "sqlite") == 0) {
         if (cfg->store_path == NULL || cfg->store_path[0] == '\0') {
-            *err = dup_err("store.path is required for the sqlite backend");
+            *err = strdup("store.path is required for the sqlite backend");
             return NULL;
         }
         return store_sqlite_open(cfg->store_path, err);
     }
     if (strcmp(backend, "redis") == 0) {
-        *err = dup_err("the redis backend is not built yet");
+        *err = strdup("the redis backend is not built yet");
         return NULL;
     }
-    *err = dup_err("store.backend must be \"sqlite\" or \"redis\"");
+    *err = strdup("store.backend must be \"sqlite\" or \"redis\"");
     return NULL;
 }
 
@@ -111,13 +105,35 @@ int store_key_get(struct store *s, const char *key_id, struct store_key *out)
 int store_usage_write(struct store *s, struct usage_record *records, size_t n, size_t *duplicates)
 {
     size_t dummy;
-    return s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy);
+    int rc = s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy);
+    if (rc == STORE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            if (!records[i].billed_byok && records[i].charged_plan_credits_micros +
+                                                   records[i].charged_wallet_micros > 0) {
+                store_balance_generation_bump();
+                break;
+            }
+        }
+    }
+    return rc;
 }
 
 int store_usage_query(struct store *s, const char *tenant_id, const char *session_id, int limit,
                       json_t **out)
 {
     return s->ops->usage_query(s, tenant_id, session_id, limit, out);
+}
+
+static _Atomic uint64_t balance_generation = 1;
+
+uint64_t store_balance_generation(void)
+{
+    return atomic_load_explicit(&balance_generation, memory_order_acquire);
+}
+
+void store_balance_generation_bump(void)
+{
+    atomic_fetch_add_explicit(&balance_generation, 1, memory_order_acq_rel);
 }
 
 uint64_t store_generation(void)

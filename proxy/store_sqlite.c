@@ -566,7 +566,7 @@ static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_
     json_t *obj = usage_record_to_json(r);
     if (obj == NULL)
         goto out;
-    text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(12));
+    text = json_dumps(obj, JSON_COMPACT);
     if (text == NULL)
         goto out;
     sqlite3_stmt *st = stmt(sq, ST_USAGE_INSERT);

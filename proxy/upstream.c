@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #define MAX_HEAD_LINES 128
+#define SPARE_EASY_MAX 64 /* reset easy handles kept for reuse */
 
 struct upstream_pool {
     struct event_base *base;
@@ -24,6 +25,8 @@ struct upstream_pool {
     int running;
     size_t active;
     struct upstream_xfer *xfers; /* all live transfers, for pool_free */
+    CURL *spare[SPARE_EASY_MAX]; /* curl_easy_reset() handles: reuse saves their setup */
+    size_t n_spare;
 };
 
 struct upstream_xfer {
@@ -172,7 +175,12 @@ static void xfer_unlink_free(struct upstream_xfer *x)
         x->next->prev = x->prev;
     p->active--;
     curl_multi_remove_handle(p->multi, x->easy);
-    curl_easy_cleanup(x->easy);
+    if (p->n_spare < SPARE_EASY_MAX) {
+        curl_easy_reset(x->easy);
+        p->spare[p->n_spare++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
     slist_free_wiped(x->headers);
     for (size_t i = 0; i < x->n_lines; i++)
         free(x->lines[i]);
@@ -284,7 +292,7 @@ struct upstream_xfer *upstream_start(struct upstream_pool *p, const struct upstr
     x->arg = arg;
     x->headers = req->headers;
     x->url = strdup(req->url);
-    x->easy = curl_easy_init();
+    x->easy = p->n_spare > 0 ? p->spare[--p->n_spare] : curl_easy_init();
     if (x->easy == NULL || x->url == NULL)
         goto failed;
     CURL *e = x->easy;
@@ -403,6 +411,8 @@ void upstream_pool_free(struct upstream_pool *p)
         return;
     while (p->xfers != NULL)
         xfer_unlink_free(p->xfers);
+    while (p->n_spare > 0)
+        curl_easy_cleanup(p->spare[--p->n_spare]);
     if (p->multi)
         curl_multi_cleanup(p->multi);
     if (p->timer)

@@ -23,7 +23,7 @@
 #define RETRY_MS      1000  /* spool replay and store reconnect cadence */
 #define BACKLOG_WARN  10000 /* first queue length that is logged */
 #define STOP_ATTEMPTS 3     /* at shutdown, tries before records are given up */
-#define JSON_FLAGS    (JSON_COMPACT | JSON_REAL_PRECISION(12))
+#define JSON_FLAGS    JSON_COMPACT
 #define CHARGED_UNSET (-1) /* left on duplicates by the store (see process) */
 #define SPOOL_SUFFIX  ".jsonl"
 
@@ -283,6 +283,7 @@ static struct {
     size_t backlog_warn_at;
     uint64_t submitted_seq, processed_seq;
     bool running, stopping, start_done, start_ok;
+    bool warned_stopped;
     char *start_err;
     pthread_t thread;
 } q = {
@@ -329,7 +330,10 @@ void usage_submit(const struct usage_record *r)
     bool warn = len >= q.backlog_warn_at;
     if (warn)
         q.backlog_warn_at *= 2;
-    bool running = q.running;
+    /* Once per stopped period, not per record. */
+    bool warn_stopped = !q.running && !q.warned_stopped;
+    if (warn_stopped)
+        q.warned_stopped = true;
     pthread_cond_signal(&q.work_cv);
     pthread_mutex_unlock(&q.mu);
 
@@ -337,8 +341,8 @@ void usage_submit(const struct usage_record *r)
         log_warn("usage: writer backlog is %zu records (the store is slow or down); "
                  "nothing is dropped",
                  len);
-    if (!running)
-        log_warn("usage: record %s queued while the writer is not running", r->id);
+    if (warn_stopped)
+        log_warn("usage: records are being queued while the writer is not running");
 }
 
 /* mkdir -p of dir itself (parents == false) or of the directory part of a
@@ -869,6 +873,7 @@ int usage_writer_start(const struct config *cfg, char **err)
     wr.cfg = cfg;
     q.start_done = false;
     q.start_err = NULL;
+    q.warned_stopped = false;
     q.stopping = false;
     int rc = pthread_create(&q.thread, NULL, writer_main, NULL);
     if (rc != 0) {

@@ -225,8 +225,13 @@ static void test_master_key_valid(void **state)
     (void)state;
     char err[256];
     /* Trailing newline, as from `openssl rand -base64 32 > file`. */
-    assert_int_equal(load_env(KEY_A_B64 "\n", err, sizeof(err)), 0);
+    assert_int_equal(setenv(ENV, KEY_A_B64 "\n", 1), 0);
+    char *in_env = getenv(ENV);
+    assert_int_equal(crypto_init_from_env(err, sizeof(err)), 0);
     assert_null(getenv(ENV)); /* removed from the environment */
+    /* and the string itself wiped (glibc keeps setenv strings allocated) */
+    for (size_t i = 0; i < strlen(KEY_A_B64); i++)
+        assert_int_equal(in_env[i], 0);
 
     /* The decoded bytes are exactly key_a: hashes match crypto_init_raw. */
     const char *text = "bpk_abc";

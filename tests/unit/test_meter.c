@@ -116,6 +116,41 @@ static void test_chat_model_from_reply(void **state)
     assert_int_equal(m.units.output_tokens, 2);
 }
 
+/* The fast path parses only the last "usage" key's object: a "usage" that
+ * appears inside string content (escaped quotes) must not be taken. */
+static void test_usage_fast_path(void **state)
+{
+    (void)state;
+    struct meter m;
+    meter_init(&m, METER_CHAT);
+    char *rw;
+    size_t rw_len;
+    assert_int_equal(request(&m, "{\"model\":\"gpt-4o-mini\",\"messages\":[]}", &rw, &rw_len), 0);
+    response(&m, "{\"choices\":[{\"message\":{\"content\":\"fake \\\"usage\\\": "
+                 "{\\\"prompt_tokens\\\":999}\"}}],\n \"usage\" :\n {\"prompt_tokens\":11,"
+                 "\"completion_tokens\":4}}");
+    assert_true(m.got_usage);
+    assert_int_equal(m.units.input_tokens, 11);
+    assert_int_equal(m.units.output_tokens, 4);
+
+    /* "usage" only inside a string: no usage, and no crash. */
+    meter_init(&m, METER_EMBEDDINGS);
+    assert_int_equal(request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw,
+                             &rw_len),
+                     0);
+    response(&m, "{\"data\":[{\"note\":\"\\\"usage\\\":{}\"}]}");
+    assert_false(m.got_usage);
+
+    /* A usage key whose value is not an object falls back to the full
+     * parse, which finds no usage object either. */
+    meter_init(&m, METER_EMBEDDINGS);
+    assert_int_equal(request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw,
+                             &rw_len),
+                     0);
+    response(&m, "{\"usage\":null}");
+    assert_false(m.got_usage);
+}
+
 static void test_bad_json(void **state)
 {
     (void)state;
@@ -662,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_kind_for_path),
         cmocka_unit_test(test_chat_non_stream),
         cmocka_unit_test(test_chat_model_from_reply),
+        cmocka_unit_test(test_usage_fast_path),
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_rewrite_inserts),
         cmocka_unit_test(test_rewrite_merges),
