@@ -34,28 +34,28 @@ struct config_platform_key {
 };
 
 struct config_limits {
-    size_t max_request_line;  /* 414 above (default 8192) */
-    size_t max_header_bytes;  /* 431 above (default 32768) */
-    size_t max_headers;       /* 431 above (default 100) */
-    size_t max_body_bytes;    /* 413 above (default 33554432: audio uploads) */
-    int header_timeout_ms;    /* request head must arrive within (default 10000) */
-    int idle_timeout_ms;      /* keep-alive idle (default 60000) */
+    size_t max_request_line;         /* 414 above (default 8192) */
+    size_t max_header_bytes;         /* 431 above (default 32768) */
+    size_t max_headers;              /* 431 above (default 100) */
+    size_t max_body_bytes;           /* 413 above (default 33554432: audio uploads) */
+    int header_timeout_ms;           /* request head must arrive within (default 10000) */
+    int idle_timeout_ms;             /* keep-alive idle (default 60000) */
     int upstream_connect_timeout_ms; /* default 10000 */
-    int upstream_timeout_ms;  /* whole-response deadline, 0 = none (default 600000) */
-    int shutdown_timeout_ms;  /* drain deadline on SIGTERM (default 15000) */
-    size_t client_high_watermark; /* pause upstream above (default 262144) */
+    int upstream_timeout_ms;         /* whole-response deadline, 0 = none (default 600000) */
+    int shutdown_timeout_ms;         /* drain deadline on SIGTERM (default 15000) */
+    size_t client_high_watermark;    /* pause upstream above (default 262144) */
 };
 
 struct config {
-    char *path; /* the file it was loaded from */
-    char *listen;       /* "127.0.0.1:8080" */
-    char *admin_listen; /* "127.0.0.1:8081" */
+    char *path;                                      /* the file it was loaded from */
+    char *listen;                                    /* "127.0.0.1:8080" */
+    char *admin_listen;                              /* "127.0.0.1:8081" */
     char *tls_listen, *tls_cert_file, *tls_key_file; /* NULL when no "tls" */
-    int workers;        /* 0 in the file = number of cores */
-    char *store_backend; /* "sqlite" | "redis" */
-    char *store_path;    /* sqlite */
-    char *store_url;     /* redis */
-    char *usage_jsonl_path; /* may be NULL: no JSONL sink */
+    int workers;                                     /* 0 in the file = number of cores */
+    char *store_backend;                             /* "sqlite" | "redis" */
+    char *store_path;                                /* sqlite */
+    char *store_url;                                 /* redis */
+    char *usage_jsonl_path;                          /* may be NULL: no JSONL sink */
     char *usage_spool_dir;
     char *upstreams[PROVIDER__COUNT]; /* azure_speech: the TTS template */
     char *upstream_azure_stt;         /* the STT template */

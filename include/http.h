@@ -24,7 +24,7 @@ struct http_request {
     struct httpparse_request head; /* pointers into head_buf */
     char *head_buf;
     struct evbuffer *body;
-    int64_t start_ms;  /* wall clock when the head was complete */
+    int64_t start_ms; /* wall clock when the head was complete */
     int64_t start_mono;
 };
 

@@ -68,8 +68,8 @@ enum httpparse_status {
  * wrong (safe to send to the client: it never quotes the input). */
 MUST_CHECK enum httpparse_status httpparse_request(const char *buf, size_t len,
                                                    const struct httpparse_limits *limits,
-                                                   struct httpparse_request *req,
-                                                   int *http_status, const char **why);
+                                                   struct httpparse_request *req, int *http_status,
+                                                   const char **why);
 
 /* Case-insensitive lookup of the first field called name; NULL if none. */
 const struct httpparse_header *httpparse_find(const struct httpparse_request *req,
@@ -83,7 +83,7 @@ bool httpparse_list_has(const char *value, size_t value_len, const char *token);
  * whitespace, extensions are skipped, every line ends in CRLF (bare LF → error),
  * trailers are skipped (they are not forwarded). */
 struct httpparse_chunked {
-    int state;      /* private */
+    int state;          /* private */
     uint64_t remaining; /* private: bytes left in the current chunk */
     size_t line_len;    /* private: length of the current size/trailer line */
 };
@@ -102,10 +102,8 @@ void httpparse_chunked_init(struct httpparse_chunked *st);
  * consumed. out returns -1 to stop with ERROR (e.g. body too large). *why is
  * set on ERROR. */
 typedef int (*httpparse_data_cb)(void *arg, const char *data, size_t n);
-MUST_CHECK enum httpparse_chunked_status httpparse_chunked_feed(struct httpparse_chunked *st,
-                                                                const char *in, size_t len,
-                                                                size_t *consumed,
-                                                                httpparse_data_cb out, void *arg,
-                                                                const char **why);
+MUST_CHECK enum httpparse_chunked_status
+httpparse_chunked_feed(struct httpparse_chunked *st, const char *in, size_t len, size_t *consumed,
+                       httpparse_data_cb out, void *arg, const char **why);
 
 #endif

@@ -12,12 +12,12 @@
 #include "usage.h"
 
 enum meter_kind {
-    METER_NONE = 0,        /* not metered (e.g. GET /v1/models): a record with zero units */
-    METER_CHAT,            /* /v1/chat/completions */
-    METER_RESPONSES,       /* /v1/responses */
-    METER_EMBEDDINGS,      /* /v1/embeddings */
-    METER_SPEECH,          /* /v1/audio/speech */
-    METER_TRANSCRIPTION,   /* /v1/audio/transcriptions and /v1/audio/translations */
+    METER_NONE = 0,      /* not metered (e.g. GET /v1/models): a record with zero units */
+    METER_CHAT,          /* /v1/chat/completions */
+    METER_RESPONSES,     /* /v1/responses */
+    METER_EMBEDDINGS,    /* /v1/embeddings */
+    METER_SPEECH,        /* /v1/audio/speech */
+    METER_TRANSCRIPTION, /* /v1/audio/transcriptions and /v1/audio/translations */
 };
 
 /* Path after the provider prefix, e.g. "/v1/chat/completions" (no query). */
@@ -51,8 +51,8 @@ void meter_init(struct meter *m, enum meter_kind k);
  * forwarded unchanged. Returns -1 if a JSON body does not parse (the request
  * is then forwarded unchanged and the provider answers). */
 MUST_CHECK int meter_request(struct meter *m, const char *body, size_t len,
-                             const char *content_type, size_t content_type_len,
-                             char **rewritten, size_t *rewritten_len);
+                             const char *content_type, size_t content_type_len, char **rewritten,
+                             size_t *rewritten_len);
 
 /* Whole (non-stream) JSON reply body. */
 void meter_response_json(struct meter *m, const char *body, size_t len);

@@ -36,8 +36,8 @@ struct resolve_identity {
 
 enum resolve_status {
     RESOLVE_OK = 0,
-    RESOLVE_UNAUTHORIZED, /* unknown, malformed or revoked key */
-    RESOLVE_NO_FUNDS,     /* balance gate (402) */
+    RESOLVE_UNAUTHORIZED,    /* unknown, malformed or revoked key */
+    RESOLVE_NO_FUNDS,        /* balance gate (402) */
     RESOLVE_NO_PLATFORM_KEY, /* the platform has no key for this provider */
     RESOLVE_STORE_ERROR,
 };
@@ -47,9 +47,9 @@ MUST_CHECK enum resolve_status resolve_auth(struct resolver *r, const char *key,
 
 struct resolve_decision {
     enum provider_id provider;
-    bool byok;                  /* billed_to byok */
-    const char *api_key;        /* borrowed from cfg (platform) for the request's lifetime */
-    const char *region;         /* azure only; may be NULL */
+    bool byok;           /* billed_to byok */
+    const char *api_key; /* borrowed from cfg (platform) for the request's lifetime */
+    const char *region;  /* azure only; may be NULL */
     char payer_id[ID_MAX];
     char connection_id[ID_MAX]; /* "" for platform */
     char fallback_reason[64];   /* "" when none */

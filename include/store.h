@@ -43,7 +43,7 @@ struct store_key {
     unsigned char hash[32]; /* keyed hash of the whole key (crypto_key_hash) */
     int64_t created_at_ms;
     int64_t revoked_at_ms; /* 0 = active */
-    int64_t last_used_ms; /* not maintained on the hot path; 0 */
+    int64_t last_used_ms;  /* not maintained on the hot path; 0 */
 };
 
 struct store_ops;
@@ -118,10 +118,9 @@ struct store_ops {
     int (*key_list)(struct store *s, const char *tenant_id, store_key_cb cb, void *arg);
     int (*key_revoke)(struct store *s, const char *tenant_id, const char *key_id);
     int (*key_get)(struct store *s, const char *key_id, struct store_key *out);
-    int (*usage_write)(struct store *s, struct usage_record *records, size_t n,
-                       size_t *duplicates);
-    int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id,
-                       int limit, json_t **out);
+    int (*usage_write)(struct store *s, struct usage_record *records, size_t n, size_t *duplicates);
+    int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id, int limit,
+                       json_t **out);
 };
 
 /* SQLite backend constructor (store_sqlite.c). */

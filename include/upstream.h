@@ -48,10 +48,10 @@ void upstream_pool_free(struct upstream_pool *p);
 size_t upstream_pool_active(const struct upstream_pool *p);
 
 struct upstream_request {
-    const char *method; /* "GET", "POST", ... */
-    const char *url;    /* copied */
+    const char *method;         /* "GET", "POST", ... */
+    const char *url;            /* copied */
     struct curl_slist *headers; /* takes ownership; freed with the transfer (values wiped) */
-    const char *body;   /* borrowed until on_done or upstream_cancel */
+    const char *body;           /* borrowed until on_done or upstream_cancel */
     size_t body_len;
     bool has_body;
 };

@@ -48,7 +48,7 @@ struct usage_record {
     char line[16]; /* llm | embeddings | tts | stt | realtime | platform */
     char endpoint[PATH_MAX_];
     char model[MODEL_MAX];
-    bool billed_byok; /* billed_to: byok (true) | wallet (false) */
+    bool billed_byok;           /* billed_to: byok (true) | wallet (false) */
     char connection_id[ID_MAX]; /* "" = null */
     int status;
     enum usage_outcome outcome;
@@ -58,8 +58,8 @@ struct usage_record {
     int64_t cost_micros;
     int64_t charged_plan_credits_micros; /* filled by the writer */
     int64_t charged_wallet_micros;       /* filled by the writer */
-    char upstream_request_id[128]; /* "" = null */
-    int64_t ttfb_ms;     /* -1 = null */
+    char upstream_request_id[128];       /* "" = null */
+    int64_t ttfb_ms;                     /* -1 = null */
     int64_t duration_ms;
 };
 

@@ -23,8 +23,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define SSE_MAX_EVENT   (1024 * 1024)
-#define JSON_METER_MAX  (8 * 1024 * 1024) /* replies larger than this are not metered */
+#define SSE_MAX_EVENT  (1024 * 1024)
+#define JSON_METER_MAX (8 * 1024 * 1024) /* replies larger than this are not metered */
 
 struct dataplane {
     const struct config *cfg;
@@ -149,9 +149,9 @@ static bool header_is(const char *line, size_t name_len, const char *name)
 
 static bool hop_by_hop_response(const char *line, size_t name_len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "content-length", "te", "trailer",
-                                        "upgrade", "date"};
+    static const char *const names[] = {"connection",        "keep-alive",     "proxy-connection",
+                                        "transfer-encoding", "content-length", "te",
+                                        "trailer",           "upgrade",        "date"};
     for (size_t i = 0; i < ARRAY_SIZE(names); i++)
         if (header_is(line, name_len, names[i]))
             return true;
@@ -271,8 +271,8 @@ static void on_done(struct upstream_xfer *x, CURLcode result, const char *errbuf
 
     if (outcome != USAGE_OUTCOME_OK) {
         metrics_inc(METRICS_UPSTREAM_ERRORS);
-        log_warn("request %s: upstream %s failed: %s", ex->rec.id,
-                 provider_name(ex->rec.provider), errbuf);
+        log_warn("request %s: upstream %s failed: %s", ex->rec.id, provider_name(ex->rec.provider),
+                 errbuf);
     }
     if (c != NULL) {
         http_conn_set_callbacks(c, NULL, NULL, NULL);
@@ -285,12 +285,11 @@ static void on_done(struct upstream_xfer *x, CURLcode result, const char *errbuf
                                     "malformed reply";
             struct http_kv extra[] = {{"x-billed-to", ex->decision.byok ? "byok" : "wallet"},
                                       {"x-proxy-request-id", ex->rec.id}};
-            http_respond_json(c, status,
-                              route_error_body(ex->rec.provider, status, "upstream_error",
-                                               status == 504 ? "upstream_timeout"
-                                                             : "upstream_unreachable",
-                                               msg),
-                              extra, ARRAY_SIZE(extra));
+            http_respond_json(
+                c, status,
+                route_error_body(ex->rec.provider, status, "upstream_error",
+                                 status == 504 ? "upstream_timeout" : "upstream_unreachable", msg),
+                extra, ARRAY_SIZE(extra));
         } else {
             if (ex->filter_sse && ex->sse != NULL) {
                 /* Bytes after the last complete event go out as they came. */
@@ -309,8 +308,8 @@ static const struct upstream_callbacks upstream_cbs = {on_head, on_data, on_done
 
 /* --- request handling ----------------------------------------------------- */
 
-static int build_headers(const struct httpparse_request *h, enum provider_id p,
-                         const char *api_key, struct curl_slist **out)
+static int build_headers(const struct httpparse_request *h, enum provider_id p, const char *api_key,
+                         struct curl_slist **out)
 {
     struct curl_slist *l = NULL;
     for (size_t i = 0; i < h->n_headers; i++) {
@@ -448,8 +447,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
 
     struct usage_record *r = &ex->rec;
     if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1) {
-        reply_error(c, p, 500, "server_error", "internal_error", "cannot create a request id",
-                    NULL, 0);
+        reply_error(c, p, 500, "server_error", "internal_error", "cannot create a request id", NULL,
+                    0);
         free(ex);
         return;
     }
@@ -475,8 +474,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     const char *body = body_len ? (const char *)evbuffer_pullup(req->body, -1) : NULL;
     if (kind != METER_NONE && body_len > 0) {
         const struct httpparse_header *ct = httpparse_find(h, "content-type");
-        if (meter_request(&ex->meter, body, body_len, ct ? ct->value : NULL,
-                          ct ? ct->value_len : 0, &ex->rewritten, &ex->rewritten_len) == -1)
+        if (meter_request(&ex->meter, body, body_len, ct ? ct->value : NULL, ct ? ct->value_len : 0,
+                          &ex->rewritten, &ex->rewritten_len) == -1)
             log_debug("request %s: body is not the JSON the meter expects", r->id);
     }
 
@@ -491,8 +490,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
         exchange_free(ex);
         return;
     }
-    snprintf(url, url_len + 1, "%s%.*s%s%.*s", base, (int)rt.upstream_path_len,
-             rt.upstream_path, h->query ? "?" : "", (int)h->query_len, h->query ? h->query : "");
+    snprintf(url, url_len + 1, "%s%.*s%s%.*s", base, (int)rt.upstream_path_len, rt.upstream_path,
+             h->query ? "?" : "", (int)h->query_len, h->query ? h->query : "");
 
     char method[16];
     snprintf(method, sizeof(method), "%.*s", (int)MIN(h->method_len, sizeof(method) - 1),

@@ -51,14 +51,14 @@ struct http_conn {
     int64_t body_remaining; /* Content-Length body still to read */
     bool body_chunked;
 
-    unsigned keep_alive : 1;      /* connection persists after this response */
-    unsigned head_only : 1;       /* HEAD request: no response body */
-    unsigned stream_started : 1;  /* response head sent */
-    unsigned stream_chunked : 1;  /* response body framed as chunks */
-    unsigned in_process : 1;      /* inside process_input(): no recursion */
-    unsigned close_pending : 1;   /* deferred free scheduled */
-    unsigned sent_continue : 1;   /* 100 Continue already sent */
-    unsigned has_head_bytes : 1;  /* header timer armed for this head */
+    unsigned keep_alive : 1;     /* connection persists after this response */
+    unsigned head_only : 1;      /* HEAD request: no response body */
+    unsigned stream_started : 1; /* response head sent */
+    unsigned stream_chunked : 1; /* response body framed as chunks */
+    unsigned in_process : 1;     /* inside process_input(): no recursion */
+    unsigned close_pending : 1;  /* deferred free scheduled */
+    unsigned sent_continue : 1;  /* 100 Continue already sent */
+    unsigned has_head_bytes : 1; /* header timer armed for this head */
 
     http_abort_cb on_abort;
     http_drain_cb on_drain;
@@ -88,35 +88,64 @@ static void request_reset(struct http_conn *c);
 const char *http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -206,8 +235,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_close_ev_cb(evutil_socket_t fd, short what, void *arg);
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct http_server *s = arg;
     struct http_conn *c = calloc(1, sizeof(*c));
@@ -302,7 +331,8 @@ void http_server_stop_accepting(struct http_server *s)
         next = c->next;
         if (c->state == HTTP_CONN_HANDLING)
             c->keep_alive = 0;
-        else if (c->state == HTTP_CONN_READING_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        else if (c->state == HTTP_CONN_READING_HEAD &&
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
             conn_close(c, "server shutting down");
     }
 }
@@ -796,7 +826,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_EOF) {
         conn_close(c, c->state == HTTP_CONN_HANDLING ? "client went away mid-request"
-                                                      : "client closed");
+                                                     : "client closed");
         return;
     }
     if (what & BEV_EVENT_ERROR) {

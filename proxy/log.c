@@ -87,10 +87,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&secs, &tm);
     char line[2300];
-    int len = snprintf(line, sizeof(line),
-                       "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\",\"msg\":\"%s\"}\n",
-                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                       tm.tm_sec, (int)(ms % 1000), level_names[level], esc);
+    int len = snprintf(
+        line, sizeof(line),
+        "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\",\"msg\":\"%s\"}\n",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        (int)(ms % 1000), level_names[level], esc);
     if (len > 0) {
         ssize_t w = write(STDERR_FILENO, line, (size_t)MIN((size_t)len, sizeof(line) - 1));
         (void)w;

@@ -231,8 +231,7 @@ int main(int argc, char **argv)
     if (cfg->log_level && log_level_parse(cfg->log_level, &lvl) == 0)
         log_set_level(lvl);
 
-    if (crypto_init_from_env(err, sizeof(err)) == -1 ||
-        check_admin_token(err, sizeof(err)) == -1) {
+    if (crypto_init_from_env(err, sizeof(err)) == -1 || check_admin_token(err, sizeof(err)) == -1) {
         fprintf(stderr, "byok-proxy: %s\n", err);
         log_error("refusing to start: %s", err);
         goto done;

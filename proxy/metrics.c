@@ -55,27 +55,27 @@ void metrics_observe_upstream(enum provider_id p, int status, int64_t ttfb_ms)
 void metrics_render(struct evbuffer *out)
 {
     for (int i = 0; i < METRICS__COUNT; i++) {
-        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n",
-                            counter_names[i][0], counter_names[i][1], counter_names[i][0],
-                            counter_names[i][0],
-                            (unsigned long long)atomic_load_explicit(&counters[i],
-                                                                     memory_order_relaxed));
+        evbuffer_add_printf(
+            out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_names[i][0],
+            counter_names[i][1], counter_names[i][0], counter_names[i][0],
+            (unsigned long long)atomic_load_explicit(&counters[i], memory_order_relaxed));
     }
-    evbuffer_add_printf(out, "# HELP byok_open_connections Open downstream connections.\n"
-                             "# TYPE byok_open_connections gauge\nbyok_open_connections %lld\n",
+    evbuffer_add_printf(out,
+                        "# HELP byok_open_connections Open downstream connections.\n"
+                        "# TYPE byok_open_connections gauge\nbyok_open_connections %lld\n",
                         (long long)atomic_load_explicit(&open_conns, memory_order_relaxed));
 
-    evbuffer_add_printf(out, "# HELP byok_upstream_responses_total Upstream replies by status class.\n"
-                             "# TYPE byok_upstream_responses_total counter\n");
+    evbuffer_add_printf(out,
+                        "# HELP byok_upstream_responses_total Upstream replies by status class.\n"
+                        "# TYPE byok_upstream_responses_total counter\n");
     static const char *const cls_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     for (int p = 0; p < PROVIDER__COUNT; p++)
         for (int c = 0; c < 6; c++) {
             uint64_t v = atomic_load_explicit(&upstream_by_class[p][c], memory_order_relaxed);
             if (v)
-                evbuffer_add_printf(out,
-                                    "byok_upstream_responses_total{provider=\"%s\",class=\"%s\"} %llu\n",
-                                    provider_name((enum provider_id)p), cls_names[c],
-                                    (unsigned long long)v);
+                evbuffer_add_printf(
+                    out, "byok_upstream_responses_total{provider=\"%s\",class=\"%s\"} %llu\n",
+                    provider_name((enum provider_id)p), cls_names[c], (unsigned long long)v);
         }
 
     evbuffer_add_printf(out, "# HELP byok_upstream_ttfb_ms Upstream time to first byte.\n"
@@ -86,14 +86,17 @@ void metrics_render(struct evbuffer *out)
         for (size_t b = 0; b <= N_BUCKETS; b++) {
             cum += atomic_load_explicit(&ttfb_buckets[p][b], memory_order_relaxed);
             if (b < N_BUCKETS)
-                evbuffer_add_printf(out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"%d\"} %llu\n",
-                                    pn, bucket_ms[b], (unsigned long long)cum);
+                evbuffer_add_printf(
+                    out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"%d\"} %llu\n", pn,
+                    bucket_ms[b], (unsigned long long)cum);
             else
-                evbuffer_add_printf(out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"+Inf\"} %llu\n",
-                                    pn, (unsigned long long)cum);
+                evbuffer_add_printf(
+                    out, "byok_upstream_ttfb_ms_bucket{provider=\"%s\",le=\"+Inf\"} %llu\n", pn,
+                    (unsigned long long)cum);
         }
-        evbuffer_add_printf(out, "byok_upstream_ttfb_ms_sum{provider=\"%s\"} %llu\n"
-                                 "byok_upstream_ttfb_ms_count{provider=\"%s\"} %llu\n",
+        evbuffer_add_printf(out,
+                            "byok_upstream_ttfb_ms_sum{provider=\"%s\"} %llu\n"
+                            "byok_upstream_ttfb_ms_count{provider=\"%s\"} %llu\n",
                             pn, (unsigned long long)atomic_load(&ttfb_sum_ms[p]), pn,
                             (unsigned long long)cum);
     }

@@ -176,9 +176,9 @@ static enum resolve_status payer_funds(struct resolver *r, const char *payer_id,
     struct balance_entry *e = r->balances[b];
     while (e != NULL && strcmp(e->payer_id, payer_id) != 0)
         e = e->next;
-    if (e != NULL && (e->balance_generation == bgen ||
-                      (e->funds > FUNDS_COMFORT_MICROS &&
-                       mono_ms() - e->read_at < FUNDS_RECHECK_MS))) {
+    if (e != NULL &&
+        (e->balance_generation == bgen ||
+         (e->funds > FUNDS_COMFORT_MICROS && mono_ms() - e->read_at < FUNDS_RECHECK_MS))) {
         *funds = e->funds;
         return RESOLVE_OK;
     }

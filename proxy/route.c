@@ -44,8 +44,8 @@ static bool dot_segment(const char *s, size_t n)
     for (size_t i = 0; i < n;) {
         if (s[i] == '.') {
             i++;
-        } else if (n - i >= 3 && s[i] == '%' &&
-                   s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E')) {
+        } else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
+                   (s[i + 2] == 'e' || s[i + 2] == 'E')) {
             i += 3;
         } else {
             return false;
@@ -104,11 +104,25 @@ bool route_strip_header(enum provider_id p, const struct httpparse_request *h,
                         const struct httpparse_header *hd)
 {
     static const char *const always[] = {
-        "host", "content-length", "transfer-encoding", "connection", "keep-alive",
-        "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization",
-        "proxy-authenticate", "expect", "x-session-id", "accept-encoding",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "expect",
+        "x-session-id",
+        "accept-encoding",
         /* every provider's credential positions: never forwarded, whatever the route */
-        "authorization", "xi-api-key", "ocp-apim-subscription-key", "x-api-key",
+        "authorization",
+        "xi-api-key",
+        "ocp-apim-subscription-key",
+        "x-api-key",
     };
     (void)p;
     for (size_t i = 0; i < ARRAY_SIZE(always); i++)

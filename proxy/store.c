@@ -108,8 +108,8 @@ int store_usage_write(struct store *s, struct usage_record *records, size_t n, s
     int rc = s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy);
     if (rc == STORE_OK) {
         for (size_t i = 0; i < n; i++) {
-            if (!records[i].billed_byok && records[i].charged_plan_credits_micros +
-                                                   records[i].charged_wallet_micros > 0) {
+            if (!records[i].billed_byok &&
+                records[i].charged_plan_credits_micros + records[i].charged_wallet_micros > 0) {
                 store_balance_generation_bump();
                 break;
             }

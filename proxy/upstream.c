@@ -97,7 +97,8 @@ failed:
 static void event_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream_pool *p = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     curl_multi_socket_action(p->multi, fd, action, &p->running);
     /* The timer is curl's to manage (multi_timer_cb): a transfer added from
      * inside check_done() has just armed it. */

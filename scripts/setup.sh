@@ -5,7 +5,8 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libevent-dev libssl-dev libcurl4-openssl-dev
             libhiredis-dev libjansson-dev libsqlite3-dev)
-test_pkgs=(libcmocka-dev redis-server nginx-light wrk sqlite3 openssl ca-certificates)
+test_pkgs=(libcmocka-dev redis-server nginx-light wrk sqlite3 openssl ca-certificates curl
+           clang-format)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then

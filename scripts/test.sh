@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 
 jobs=$(nproc)
+
+echo "== format (clang-format, .clang-format at the root)"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 

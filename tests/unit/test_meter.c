@@ -135,18 +135,16 @@ static void test_usage_fast_path(void **state)
 
     /* "usage" only inside a string: no usage, and no crash. */
     meter_init(&m, METER_EMBEDDINGS);
-    assert_int_equal(request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw,
-                             &rw_len),
-                     0);
+    assert_int_equal(
+        request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw, &rw_len), 0);
     response(&m, "{\"data\":[{\"note\":\"\\\"usage\\\":{}\"}]}");
     assert_false(m.got_usage);
 
     /* A usage key whose value is not an object falls back to the full
      * parse, which finds no usage object either. */
     meter_init(&m, METER_EMBEDDINGS);
-    assert_int_equal(request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw,
-                             &rw_len),
-                     0);
+    assert_int_equal(
+        request(&m, "{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", &rw, &rw_len), 0);
     response(&m, "{\"usage\":null}");
     assert_false(m.got_usage);
 }
