@@ -24,8 +24,8 @@ if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
     -DBYOK_FUZZ=ON -DBYOK_FUZZ_REPLAY=ON >/dev/null
   cmake --build build-asan -j"$jobs"
   echo "== tests against the sanitizer build"
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+  BYOK_SANITIZER=asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build-asan --output-on-failure -j"$jobs"
 fi
 
 echo "== tests against the release build"

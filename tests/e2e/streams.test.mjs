@@ -162,7 +162,10 @@ test('slow reader: the proxy pauses the upstream, memory stays bounded', { timeo
     assert.ok(received >= TOTAL, `received ${received} bytes`);
     const grow = maxRss - base;
     tc.diagnostic(`upstream stalled at ${(stalledAt / 1048576).toFixed(1)} MiB of ${TOTAL / 1048576} MiB; RSS growth max ${(grow / 1048576).toFixed(1)} MiB`);
-    assert.ok(grow < 24 * 1024 * 1024, `proxy RSS grew ${(grow / 1048576).toFixed(1)} MiB (paused: ${((pausedRss - base) / 1048576).toFixed(1)} MiB) for a ${TOTAL / 1048576} MiB stream`);
+    // Under ASan freed memory sits in the allocator's quarantine, so RSS
+    // says nothing about what the proxy holds; the stall above is the proof
+    // of back-pressure there.
+    if (!process.env.BYOK_SANITIZER) assert.ok(grow < 24 * 1024 * 1024, `proxy RSS grew ${(grow / 1048576).toFixed(1)} MiB (paused: ${((pausedRss - base) / 1048576).toFixed(1)} MiB) for a ${TOTAL / 1048576} MiB stream`);
   } finally {
     clearInterval(sampler);
     sock.destroy();
