@@ -68,6 +68,10 @@ const char *usage_outcome_name(enum usage_outcome o);
 /* The record as the JSON object of DESIGN §5. Caller owns the result
  * (json_decref). */
 json_t *usage_record_to_json(const struct usage_record *r);
+/* The record as compact JSON text, exactly what
+ * json_dumps(usage_record_to_json(r), JSON_COMPACT) gives. Returns the
+ * length, or -1 if size is too small. */
+MUST_CHECK int usage_record_format(const struct usage_record *r, char *buf, size_t size);
 /* Inverse of usage_record_to_json (spool replay). Returns -1 on a malformed
  * object. */
 MUST_CHECK int usage_record_from_json(json_t *obj, struct usage_record *r);

@@ -77,7 +77,6 @@ enum stmt_id {
     ST_KEY_LIST,
     ST_KEY_REVOKE,
     ST_KEY_GET,
-    ST_USAGE_EXISTS,
     ST_USAGE_INSERT,
     ST_PAYER_GET,
     ST_PAYER_CHARGE,
@@ -118,11 +117,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_KEY_REVOKE] = "UPDATE proxy_keys SET revoked_at_ms = CASE WHEN revoked_at_ms = 0 THEN ?3"
                       " ELSE revoked_at_ms END WHERE id = ?1 AND tenant_id = ?2",
     [ST_KEY_GET] = "SELECT " KEY_COLS " FROM proxy_keys WHERE id = ?1",
-    [ST_USAGE_EXISTS] = "SELECT 1 FROM usage WHERE id = ?1",
     [ST_USAGE_INSERT] = "INSERT INTO usage (id, ts_ms, tenant_id, payer_id, key_id, session_id,"
                         " provider, line, billed_to, cost_micros, charged_plan_credits_micros,"
                         " charged_wallet_micros, record)"
-                        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+                        " ON CONFLICT (id) DO NOTHING",
     [ST_PAYER_GET] = "SELECT plan_credits_micros, wallet_micros FROM tenants WHERE id = ?1",
     [ST_PAYER_CHARGE] = "UPDATE tenants SET plan_credits_micros = plan_credits_micros - ?2,"
                         " wallet_micros = wallet_micros - ?3 WHERE id = ?1",
@@ -137,6 +136,8 @@ struct sqlite_store {
     struct store base;
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT]; /* prepared on first use, reused after reset */
+    char *text;                     /* a usage record's JSON text, reused */
+    size_t text_cap;
 };
 
 static struct sqlite_store *to_sq(struct store *s)
@@ -244,6 +245,7 @@ static void sq_close(struct store *s)
     for (size_t i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(sq->stmts[i]);
     sqlite3_close_v2(sq->db);
+    free(sq->text);
     free(sq);
 }
 
@@ -516,62 +518,110 @@ static int sq_key_get(struct store *s, const char *key_id, struct store_key *out
     return status;
 }
 
-/* Charges a wallet line to its payer inside the open transaction and fills
- * the record's charged_* fields. */
-static MUST_CHECK int charge(struct sqlite_store *sq, struct usage_record *r)
-{
-    r->charged_plan_credits_micros = 0;
-    r->charged_wallet_micros = 0;
-    if (r->billed_byok || r->cost_micros <= 0)
-        return 0;
+/* One payer's balances while a usage batch is charged: read once, charged
+ * in memory in record order, and written back with one UPDATE before the
+ * COMMIT. Exact because BEGIN IMMEDIATE holds the write lock: nobody else
+ * changes the row in between. */
+struct payer {
+    const char *id; /* borrowed from the batch; NULL = free slot */
+    bool loaded;
+    bool missing;                     /* no such tenant: its records go uncharged */
+    int64_t plan;                     /* plan credits after the charges so far */
+    int64_t plan_taken, wallet_taken; /* charged but not yet written back */
+};
 
+/* Open-addressing table of the batch's payers, sized for no resizing. */
+struct payer_table {
+    struct payer *slots;
+    size_t mask;
+};
+
+static struct payer *payer_slot(struct payer_table *t, const char *id)
+{
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+        struct payer *p = &t->slots[i];
+        if (p->id == NULL) {
+            p->id = id;
+            return p;
+        }
+        if (strcmp(p->id, id) == 0)
+            return p;
+    }
+}
+
+static MUST_CHECK int payer_load(struct sqlite_store *sq, struct payer *p)
+{
     sqlite3_stmt *st = stmt(sq, ST_PAYER_GET);
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, r->payer_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    int64_t plan = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (rc == SQLITE_ROW)
+        p->plan = sqlite3_column_int64(st, 0);
     stmt_done(st);
-    if (rc == SQLITE_DONE) {
-        /* Deleted while the request ran: keep the record, charge nobody. */
-        char safe[ID_MAX];
-        log_warn("usage %s: payer %s no longer exists, recorded uncharged", r->id,
-                 log_safe(r->payer_id, strlen(r->payer_id), safe, sizeof(safe)));
-        return 0;
-    }
-    if (rc != SQLITE_ROW)
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return -1;
-
-    int64_t from_plan = MIN(r->cost_micros, MAX(plan, 0));
-    int64_t from_wallet = r->cost_micros - from_plan;
-    st = stmt(sq, ST_PAYER_CHARGE);
-    if (st == NULL)
-        return -1;
-    sqlite3_bind_text(st, 1, r->payer_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, from_plan);
-    sqlite3_bind_int64(st, 3, from_wallet);
-    rc = sqlite3_step(st);
-    stmt_done(st);
-    if (rc != SQLITE_DONE)
-        return -1;
-    r->charged_plan_credits_micros = from_plan;
-    r->charged_wallet_micros = from_wallet;
+    p->loaded = true;
+    p->missing = rc == SQLITE_DONE; /* deleted while the request ran */
     return 0;
 }
 
-static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_record *r)
+/* Writes what was taken from the payer so far. */
+static MUST_CHECK int payer_flush(struct sqlite_store *sq, struct payer *p)
 {
-    int rc = -1;
-    char *text = NULL;
-    json_t *obj = usage_record_to_json(r);
-    if (obj == NULL)
-        goto out;
-    text = json_dumps(obj, JSON_COMPACT);
-    if (text == NULL)
-        goto out;
+    if (p->missing || (p->plan_taken == 0 && p->wallet_taken == 0))
+        return 0;
+    sqlite3_stmt *st = stmt(sq, ST_PAYER_CHARGE);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, p->plan_taken);
+    sqlite3_bind_int64(st, 3, p->wallet_taken);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    p->plan_taken = p->wallet_taken = 0;
+    return 0;
+}
+
+/* Fills the record's charged_* from its payer's balance (p NULL: nothing to
+ * charge) and takes the amounts from it in memory. */
+static void charge(struct payer *p, struct usage_record *r)
+{
+    r->charged_plan_credits_micros = 0;
+    r->charged_wallet_micros = 0;
+    if (p == NULL || p->missing)
+        return;
+    int64_t from_plan = MIN(r->cost_micros, MAX(p->plan, 0));
+    int64_t from_wallet = r->cost_micros - from_plan;
+    p->plan -= from_plan;
+    p->plan_taken += from_plan; /* bounded by the plan balance read */
+    p->wallet_taken += from_wallet;
+    r->charged_plan_credits_micros = from_plan;
+    r->charged_wallet_micros = from_wallet;
+}
+
+/* Inserts the record unless its id exists; *inserted says which. The JSON
+ * text is formatted here, after charging, because it carries charged_*. */
+static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_record *r,
+                                    bool *inserted)
+{
+    int len;
+    while ((len = usage_record_format(r, sq->text, sq->text_cap)) == -1) {
+        size_t cap = sq->text_cap != 0 ? sq->text_cap * 2 : 4096;
+        char *grown = cap <= (1u << 20) ? realloc(sq->text, cap) : NULL;
+        if (grown == NULL)
+            return -1;
+        sq->text = grown;
+        sq->text_cap = cap;
+    }
     sqlite3_stmt *st = stmt(sq, ST_USAGE_INSERT);
     if (st == NULL)
-        goto out;
+        return -1;
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->ts_ms);
     sqlite3_bind_text(st, 3, r->tenant_id, -1, SQLITE_STATIC);
@@ -585,31 +635,41 @@ static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_
     sqlite3_bind_int64(st, 10, r->cost_micros);
     sqlite3_bind_int64(st, 11, r->charged_plan_credits_micros);
     sqlite3_bind_int64(st, 12, r->charged_wallet_micros);
-    sqlite3_bind_text(st, 13, text, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, sq->text, len, SQLITE_STATIC);
     int step = sqlite3_step(st);
     stmt_done(st);
-    rc = step == SQLITE_DONE ? 0 : -1;
-out:
-    free(text);
-    json_decref(obj);
-    return rc;
+    if (step != SQLITE_DONE)
+        return -1;
+    *inserted = sqlite3_changes(sq->db) == 1;
+    return 0;
 }
 
-/* Duplicates are left exactly as passed in (their charged_* fields are not
- * touched), which lets the writer tell them apart; on failure every record
- * is restored. */
+/* One statement per record: each record is charged tentatively, inserted
+ * with ON CONFLICT DO NOTHING, and the charge undone when nothing was
+ * inserted (a duplicate), which leaves the balances exactly as if it had
+ * been skipped beforehand. Duplicates keep their charged_* fields as passed
+ * in, which lets the writer tell them apart; on failure every record is
+ * restored. */
 static int sq_usage_write(struct store *s, struct usage_record *records, size_t n,
                           size_t *duplicates)
 {
     struct sqlite_store *sq = to_sq(s);
+    struct payer_table payers = {0};
     int64_t *saved = NULL;
-    size_t dups = 0, i = 0;
+    size_t dups = 0;
     *duplicates = 0;
     if (n == 0)
         return STORE_OK;
+    size_t slots = 16;
+    while (slots < 2 * n)
+        slots *= 2;
     saved = malloc(2 * n * sizeof(*saved));
-    if (saved == NULL) {
+    payers.slots = calloc(slots, sizeof(*payers.slots));
+    payers.mask = slots - 1;
+    if (saved == NULL || payers.slots == NULL) {
         log_error("store(sqlite): out of memory writing usage");
+        free(saved);
+        free(payers.slots);
         return STORE_ERR_INTERNAL;
     }
     for (size_t j = 0; j < n; j++) {
@@ -620,15 +680,45 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
         (void)fail(sq, "usage BEGIN");
         goto failed;
     }
-    for (i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         struct usage_record *r = &records[i];
-        int exists = step_exists(sq, ST_USAGE_EXISTS, r->id);
-        if (exists == 1) {
-            dups++;
-            continue;
+        struct payer *p = NULL;
+        if (!r->billed_byok && r->cost_micros > 0) {
+            p = payer_slot(&payers, r->payer_id);
+            if (!p->loaded && payer_load(sq, p) == -1) {
+                (void)fail(sq, "usage payer read");
+                goto failed;
+            }
+            /* Write back early rather than overflow the running sum. */
+            int64_t sum;
+            if (__builtin_add_overflow(p->wallet_taken, r->cost_micros, &sum) &&
+                payer_flush(sq, p) == -1) {
+                (void)fail(sq, "usage charge");
+                goto failed;
+            }
         }
-        if (exists == -1 || charge(sq, r) == -1 || insert_record(sq, r) == -1) {
+        struct payer before = p != NULL ? *p : (struct payer){0};
+        charge(p, r);
+        bool inserted;
+        if (insert_record(sq, r, &inserted) == -1) {
             (void)fail(sq, "usage write");
+            goto failed;
+        }
+        if (!inserted) {
+            dups++;
+            if (p != NULL)
+                *p = before;
+            r->charged_plan_credits_micros = saved[2 * i];
+            r->charged_wallet_micros = saved[2 * i + 1];
+        } else if (p != NULL && p->missing) {
+            char safe[ID_MAX];
+            log_warn("usage %s: payer %s no longer exists, recorded uncharged", r->id,
+                     log_safe(r->payer_id, strlen(r->payer_id), safe, sizeof(safe)));
+        }
+    }
+    for (size_t j = 0; j < slots; j++) {
+        if (payers.slots[j].id != NULL && payer_flush(sq, &payers.slots[j]) == -1) {
+            (void)fail(sq, "usage charge");
             goto failed;
         }
     }
@@ -638,6 +728,7 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
     }
     *duplicates = dups;
     free(saved);
+    free(payers.slots);
     return STORE_OK;
 failed:
     rollback(sq);
@@ -646,6 +737,7 @@ failed:
         records[j].charged_wallet_micros = saved[2 * j + 1];
     }
     free(saved);
+    free(payers.slots);
     return STORE_ERR_INTERNAL;
 }
 

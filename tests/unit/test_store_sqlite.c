@@ -448,6 +448,138 @@ static void test_usage_batch_atomic(void **state)
     balances(f->s, "t1", 0, 970);
 }
 
+/* Reference for charging: the per-record algorithm, one payer read per
+ * record, that the batched version must reproduce exactly. */
+struct model_payer {
+    const char *id;
+    int64_t plan, wallet;
+    bool exists;
+};
+
+static uint64_t rng = 88172645463325252ULL;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Many payers interleaved in batches larger than the writer's, with plan
+ * credits running out mid-batch, duplicates of stored records and inside
+ * the batch, BYOK and zero-cost lines and a payer that does not exist. */
+static void test_usage_batch_many_payers(void **state)
+{
+    struct fixture *f = *state;
+    struct model_payer m[] = {
+        {"p0", 5000, 100, true}, {"p1", 0, 0, true},      {"p2", -50, 1000, true},
+        {"p3", 123, -7, true},   {"p4", 100000, 0, true}, {"p5", 1, 1, true},
+        {"p6", 777, 777, true},  {"p7", 2500, 0, true},   {"p8", 0, 5000, true},
+        {"p9", 40, 40, true},    {"gone", 0, 0, false},
+    };
+    const size_t np = ARRAY_SIZE(m);
+    struct model_payer m0[ARRAY_SIZE(m)];
+    memcpy(m0, m, sizeof(m));
+    for (size_t i = 0; i < np; i++) {
+        if (!m[i].exists)
+            continue;
+        struct store_tenant t = tenant(m[i].id, "", m[i].plan, m[i].wallet);
+        assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    }
+    enum { N = 300, BATCHES = 4 };
+    char(*seen)[ID_MAX] = calloc(N * BATCHES, ID_MAX);
+    struct usage_record *b = calloc(N, sizeof(*b));
+    assert_non_null(seen);
+    assert_non_null(b);
+    size_t nseen = 0;
+    for (int batch = 0; batch < BATCHES; batch++) {
+        size_t want_dups = 0;
+        int64_t want_plan[N], want_wallet[N];
+        for (size_t i = 0; i < N; i++) {
+            char id[ID_MAX];
+            uint64_t k = rnd() % 10;
+            if (k == 0 && nseen > 0) /* stored by an earlier batch */
+                snprintf(id, sizeof(id), "%s", seen[rnd() % nseen]);
+            else if (k == 1 && i > 0) /* earlier in this batch */
+                snprintf(id, sizeof(id), "%s", b[rnd() % i].id);
+            else
+                snprintf(id, sizeof(id), "b%d-%zu", batch, i);
+            struct model_payer *p = &m[rnd() % np];
+            int64_t cost = rnd() % 7 == 0 ? 0 : (int64_t)(rnd() % 400);
+            b[i] = record(id, p->id, p->id, 1000 + (int64_t)i, cost, rnd() % 5 == 0);
+            /* What the caller passed in: must survive on a duplicate. */
+            b[i].charged_plan_credits_micros = 1000000 + (int64_t)i;
+            b[i].charged_wallet_micros = -1000000 - (int64_t)i;
+
+            bool dup = false;
+            for (size_t j = 0; j < nseen && !dup; j++)
+                dup = strcmp(seen[j], id) == 0;
+            if (dup) {
+                want_dups++;
+                want_plan[i] = b[i].charged_plan_credits_micros;
+                want_wallet[i] = b[i].charged_wallet_micros;
+                continue;
+            }
+            snprintf(seen[nseen++], ID_MAX, "%s", id);
+            want_plan[i] = want_wallet[i] = 0;
+            if (b[i].billed_byok || cost <= 0 || !p->exists)
+                continue;
+            int64_t from_plan = MIN(cost, MAX(p->plan, 0));
+            want_plan[i] = from_plan;
+            want_wallet[i] = cost - from_plan;
+            p->plan -= from_plan;
+            p->wallet -= cost - from_plan;
+        }
+        size_t dups = 0;
+        assert_int_equal(store_usage_write(f->s, b, N, &dups), STORE_OK);
+        assert_int_equal(dups, want_dups);
+        for (size_t i = 0; i < N; i++) {
+            assert_int_equal(b[i].charged_plan_credits_micros, want_plan[i]);
+            assert_int_equal(b[i].charged_wallet_micros, want_wallet[i]);
+        }
+        for (size_t i = 0; i < np; i++) {
+            if (m[i].exists)
+                balances(f->s, m[i].id, m[i].plan, m[i].wallet);
+        }
+    }
+
+    /* The stored rows carry the same amounts as the records. */
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), nseen);
+    int64_t plan_sum = 0, wallet_sum = 0, want_plan_sum = 0, want_wallet_sum = 0;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *c = json_object_get(json_array_get(arr, i), "charged");
+        plan_sum += json_integer_value(json_object_get(c, "plan_credits_micros"));
+        wallet_sum += json_integer_value(json_object_get(c, "wallet_micros"));
+    }
+    json_decref(arr);
+    for (size_t i = 0; i < np; i++) {
+        want_plan_sum += m0[i].plan - m[i].plan;
+        want_wallet_sum += m0[i].wallet - m[i].wallet;
+    }
+    assert_int_equal(plan_sum, want_plan_sum);
+    assert_int_equal(wallet_sum, want_wallet_sum);
+    free(seen);
+    free(b);
+}
+
+/* Wallet charges whose batch total does not fit in 64 bits are still exact
+ * (the running sum is written back before it would overflow). */
+static void test_usage_charge_overflow(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 0, 0);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    const int64_t half = INT64_MAX / 2 + 1; /* two of them are 2^63 */
+    struct usage_record b[2] = {record("u1", "t1", "t1", 1000, half, false),
+                                record("u2", "t1", "t1", 1001, half, false)};
+    assert_int_equal(store_usage_write(f->s, b, 2, NULL), STORE_OK);
+    assert_int_equal(b[1].charged_wallet_micros, half);
+    balances(f->s, "t1", 0, INT64_MIN);
+}
+
 static const char *rec_id(json_t *arr, size_t i)
 {
     return json_string_value(json_object_get(json_array_get(arr, i), "id"));
@@ -686,6 +818,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usage_subaccount_payer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_missing_payer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_batch_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_batch_many_payers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_charge_overflow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_handles, setup, teardown),

@@ -251,6 +251,265 @@ static void test_json_from_tolerant_and_strict(void **state)
     }
 }
 
+/* ---- hand-written serializer ---------------------------------------------- */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static size_t utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* A random string for a field of this size: empty (null in JSON) a quarter
+ * of the time, else a mix of plain ASCII, characters JSON escapes, valid
+ * multi-byte UTF-8 and stray bytes that are not UTF-8. */
+static void rand_str(char *out, size_t size)
+{
+    size_t target = rnd() % 4 == 0 ? 0 : (size_t)(rnd() % size);
+    size_t n = 0;
+    while (n < target) {
+        char seq[4];
+        size_t len = 1;
+        uint32_t cp;
+        switch (rnd() % 9) {
+        case 0:
+            seq[0] = (char)(1 + rnd() % 31); /* control */
+            break;
+        case 1:
+            seq[0] = "\"\\/\x7f"[rnd() % 4];
+            break;
+        case 2:
+            len = utf8_encode((uint32_t)(0x80 + rnd() % (0x800 - 0x80)), seq);
+            break;
+        case 3:
+            do
+                cp = (uint32_t)(0x800 + rnd() % (0x10000 - 0x800));
+            while (cp >= 0xD800 && cp <= 0xDFFF);
+            len = utf8_encode(cp, seq);
+            break;
+        case 4:
+            len = utf8_encode((uint32_t)(0x10000 + rnd() % (0x110000 - 0x10000)), seq);
+            break;
+        case 5:
+            seq[0] = (char)(0x80 + rnd() % 0x80); /* usually not UTF-8 */
+            break;
+        case 6:
+            /* a valid sequence cut short, as truncation to a field leaves it */
+            len = utf8_encode((uint32_t)(0x800 + rnd() % 0x1000), seq) - 1 - rnd() % 2;
+            break;
+        default:
+            seq[0] = (char)(' ' + rnd() % 95);
+        }
+        if (n + len >= size)
+            break;
+        memcpy(out + n, seq, len);
+        n += len;
+    }
+    out[n] = '\0';
+}
+
+static int64_t rand_i64(void)
+{
+    switch (rnd() % 8) {
+    case 0:
+        return INT64_MIN;
+    case 1:
+        return INT64_MAX;
+    case 2:
+        return 0;
+    case 3:
+        return -1 - (int64_t)(rnd() % 1000);
+    case 4:
+        return (int64_t)rnd();
+    default:
+        return (int64_t)(rnd() % 100000);
+    }
+}
+
+static void rand_record(struct usage_record *r)
+{
+    memset(r, 0, sizeof(*r));
+    rand_str(r->id, sizeof(r->id));
+    /* Years 1..9999 mostly; now and then an absurd value. */
+    r->ts_ms =
+        rnd() % 50 == 0 ? rand_i64() : -62135596800000 + (int64_t)(rnd() % 315537897600000ULL);
+    rand_str(r->tenant_id, sizeof(r->tenant_id));
+    rand_str(r->payer_id, sizeof(r->payer_id));
+    rand_str(r->key_id, sizeof(r->key_id));
+    rand_str(r->session_id, sizeof(r->session_id));
+    r->provider = (enum provider_id)(rnd() % (PROVIDER__COUNT + 1));
+    r->has_slot = rnd() % 2;
+    rand_str(r->line, sizeof(r->line));
+    rand_str(r->endpoint, sizeof(r->endpoint));
+    rand_str(r->model, sizeof(r->model));
+    r->billed_byok = rnd() % 2;
+    rand_str(r->connection_id, sizeof(r->connection_id));
+    r->status = (int)(int32_t)rnd();
+    r->outcome = (enum usage_outcome)(rnd() % 5);
+    r->estimated = rnd() % 2;
+    rand_str(r->fallback_reason, sizeof(r->fallback_reason));
+    r->units = (struct usage_units){rand_i64(), rand_i64(), rand_i64(), rand_i64(),
+                                    rand_i64(), rand_i64(), rand_i64()};
+    r->cost_micros = rand_i64();
+    r->charged_plan_credits_micros = rand_i64();
+    r->charged_wallet_micros = rand_i64();
+    rand_str(r->upstream_request_id, sizeof(r->upstream_request_id));
+    r->ttfb_ms = rand_i64();
+    r->duration_ms = rand_i64();
+}
+
+/* What json_dumps gives for the record, the reference. */
+static char *jansson_text(const struct usage_record *r)
+{
+    json_t *o = usage_record_to_json(r);
+    assert_non_null(o); /* even with invalid UTF-8 in the strings */
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    assert_non_null(text);
+    return text;
+}
+
+static void test_format_matches_jansson(void **state)
+{
+    (void)state;
+    char buf[16384];
+    for (int i = 0; i < 20000; i++) {
+        struct usage_record r;
+        rand_record(&r);
+        char *want = jansson_text(&r);
+        int n = usage_record_format(&r, buf, sizeof(buf));
+        assert_int_equal(n, (int)strlen(want));
+        if (memcmp(buf, want, (size_t)n + 1) != 0)
+            fail_msg("record %d differs:\n jansson: %s\n format:  %s", i, want, buf);
+
+        /* The timestamp is what gmtime gives (years 1..9999). */
+        if (r.ts_ms >= -62135596800000 && r.ts_ms < 253402300800000) {
+            time_t t = (time_t)((r.ts_ms - (((r.ts_ms % 1000) + 1000) % 1000)) / 1000);
+            struct tm tm;
+            assert_non_null(gmtime_r(&t, &tm));
+            char ts[64];
+            snprintf(ts, sizeof(ts), "\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(((r.ts_ms % 1000) + 1000) % 1000));
+            assert_non_null(strstr(want, ts));
+        }
+
+        /* Every smaller buffer is refused without writing past its end
+         * (exact-size heap buffers, so ASan sees an overrun). */
+        if (i % 200 == 0) {
+            for (size_t size = 0; size <= (size_t)n; size++) {
+                char *small = malloc(size > 0 ? size : 1);
+                assert_non_null(small);
+                assert_int_equal(usage_record_format(&r, small, size), -1);
+                free(small);
+            }
+            char *exact = malloc((size_t)n + 1);
+            assert_non_null(exact);
+            assert_int_equal(usage_record_format(&r, exact, (size_t)n + 1), n);
+            assert_memory_equal(exact, want, (size_t)n + 1);
+            free(exact);
+        }
+        free(want);
+    }
+}
+
+/* Fixed cases, so the rules are visible and cannot drift with the random
+ * generator: escapes, reals, and invalid UTF-8 replaced byte for byte. */
+static void test_format_cases(void **state)
+{
+    (void)state;
+    struct usage_record r;
+    full_record(&r);
+    char buf[8192];
+    int n = usage_record_format(&r, buf, sizeof(buf));
+    assert_true(n > 0);
+    char *want = jansson_text(&r);
+    assert_string_equal(buf, want);
+    free(want);
+    assert_non_null(strstr(buf, "\"audio_seconds\":1.5}"));
+
+    static const struct {
+        int64_t ms;
+        const char *text;
+    } reals[] = {{0, "0.0"},     {1500, "1.5"},   {100, "0.10000000000000001"},
+                 {-1, "-0.001"}, {1234, "1.234"}, {INT64_MAX, "9223372036854776.0"}};
+    for (size_t i = 0; i < ARRAY_SIZE(reals); i++) {
+        r.units.audio_ms = reals[i].ms;
+        assert_true(usage_record_format(&r, buf, sizeof(buf)) > 0);
+        char key[64];
+        snprintf(key, sizeof(key), "\"audio_seconds\":%s}", reals[i].text);
+        if (strstr(buf, key) == NULL)
+            fail_msg("audio_ms %lld: want %s in %s", (long long)reals[i].ms, key, buf);
+        want = jansson_text(&r);
+        assert_string_equal(buf, want);
+        free(want);
+    }
+
+    static const struct {
+        const char *in, *out;
+    } strs[] = {
+        {"gpt-4o\xe2\x82", "\"gpt-4o??\""}, /* cut mid-character */
+        {"a\xffZ", "\"a?Z\""},              /* not UTF-8 at all */
+        {"\xed\xa0\x80", "\"???\""},        /* surrogate */
+        {"\xc0\xaf", "\"??\""},             /* overlong '/' */
+        {"\xf4\x90\x80\x80", "\"????\""},   /* above U+10FFFF */
+        {"\xe2\x82\xac\xf0\x9f\x98\x80", "\"\xe2\x82\xac\xf0\x9f\x98\x80\""}, /* kept */
+        {"q\"b\\s/\x7f", "\"q\\\"b\\\\s/\x7f\""},
+        {"\x01\x1f\b\f\n\r\t", "\"\\u0001\\u001F\\b\\f\\n\\r\\t\""},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+        full_record(&r);
+        snprintf(r.model, sizeof(r.model), "%s", strs[i].in);
+        assert_true(usage_record_format(&r, buf, sizeof(buf)) > 0);
+        char key[64];
+        snprintf(key, sizeof(key), "\"model\":%s,", strs[i].out);
+        if (strstr(buf, key) == NULL)
+            fail_msg("model case %zu: want %s in %s", i, key, buf);
+        want = jansson_text(&r);
+        assert_string_equal(buf, want);
+        free(want);
+    }
+
+    /* A replaced string keeps its length, so it reads back into its field. */
+    full_record(&r);
+    memset(r.model, 'm', sizeof(r.model) - 3);
+    memcpy(r.model + sizeof(r.model) - 3, "\xe2\x82", 3);
+    json_t *o = usage_record_to_json(&r);
+    assert_non_null(o);
+    struct usage_record back;
+    assert_int_equal(usage_record_from_json(o, &back), 0);
+    json_decref(o);
+    assert_int_equal(strlen(back.model), sizeof(r.model) - 1);
+    assert_memory_equal(back.model + sizeof(r.model) - 3, "??", 3);
+}
+
 /* ---- writer -------------------------------------------------------------- */
 
 struct fixture {
@@ -357,7 +616,8 @@ static size_t jsonl_count_unique(const char *path)
     }
     free(line);
     fclose(fp);
-    qsort(ids, n, sizeof(*ids), cmp_str);
+    if (n > 0) /* the writer creates the file at start: it may be empty */
+        qsort(ids, n, sizeof(*ids), cmp_str);
     for (size_t i = 1; i < n; i++)
         assert_string_not_equal(ids[i - 1], ids[i]);
     for (size_t i = 0; i < n; i++)
@@ -595,6 +855,100 @@ static void test_writer_replay_idempotent(void **state)
     usage_writer_stop();
 }
 
+/* A record whose strings are not valid UTF-8 is written like any other
+ * (jansson refusing it used to fail the whole batch, store and spool). */
+static void test_writer_invalid_utf8(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    struct usage_record r = wallet_record("utf8-1");
+    snprintf(r.model, sizeof(r.model), "gpt-4o\xe2\x82");
+    snprintf(r.session_id, sizeof(r.session_id), "s\xff");
+    usage_submit(&r);
+    usage_writer_sync();
+    assert_int_equal(db_count(f), 1);
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 1);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 1, &arr), STORE_OK);
+    json_t *rec = json_array_get(arr, 0);
+    assert_string_equal(json_string_value(json_object_get(rec, "model")), "gpt-4o??");
+    assert_string_equal(json_string_value(json_object_get(rec, "session_id")), "s?");
+    json_decref(arr);
+    usage_writer_stop();
+}
+
+static size_t file_lines(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    size_t n = 0;
+    int c;
+    while ((c = fgetc(fp)) != EOF)
+        n += c == '\n';
+    fclose(fp);
+    return n;
+}
+
+/* logrotate either truncates the file in place (copytruncate) or renames it
+ * away; both keep every line, none twice, and renaming gets a new file. */
+static void test_writer_jsonl_rotation(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    submit_range("pre", 5);
+    usage_writer_sync();
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 5);
+
+    /* copytruncate: the next lines start the emptied file, no hole. */
+    assert_int_equal(truncate(f->jsonl_path, 0), 0);
+    submit_range("trunc", 3);
+    usage_writer_sync();
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 3);
+
+    /* rename: lines may go to the old file until the writer notices (at
+     * most once per second), then to a new file at the path. */
+    char old[256];
+    snprintf(old, sizeof(old), "%s.1", f->jsonl_path);
+    assert_int_equal(rename(f->jsonl_path, old), 0);
+    int64_t deadline = mono_ms() + 15000;
+    int sent = 0;
+    while (file_lines(f->jsonl_path) == 0) {
+        if (mono_ms() > deadline)
+            fail_msg("the JSONL file was not reopened after a rename");
+        char id[ID_MAX];
+        snprintf(id, sizeof(id), "rot-%d", sent++);
+        struct usage_record r = wallet_record(id);
+        usage_submit(&r);
+        usage_writer_sync();
+    }
+    usage_writer_stop();
+    assert_int_equal(jsonl_count_unique(old) + jsonl_count_unique(f->jsonl_path), 3 + sent);
+    assert_int_equal(db_count(f), 8 + sent);
+}
+
+static void test_writer_thread_name(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    bool found = false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && !found) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *fp = fopen(path, "r");
+        if (fp == NULL)
+            continue;
+        found = fgets(comm, sizeof(comm), fp) != NULL && strcmp(comm, "usage-writer\n") == 0;
+        fclose(fp);
+    }
+    closedir(d);
+    usage_writer_stop();
+    assert_true(found);
+}
+
 static void test_writer_start_fails(void **state)
 {
     struct fixture *f = *state;
@@ -620,6 +974,11 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_json_from_tolerant_and_strict),
+        cmocka_unit_test(test_format_matches_jansson),
+        cmocka_unit_test(test_format_cases),
+        cmocka_unit_test_setup_teardown(test_writer_invalid_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_thread_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_replay_idempotent, setup, teardown),
