@@ -292,7 +292,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* A client that does not drain its socket for the idle timeout is gone. */
     struct timeval wtv = {lim->idle_timeout_ms / 1000, (lim->idle_timeout_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, NULL, &wtv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
     c->state = HTTP_CONN_READING_HEAD;
     timer_arm(c, lim->idle_timeout_ms);
 }
@@ -432,9 +432,30 @@ static void conn_finish_and_close(struct http_conn *c, const char *reason)
 
 /* --- responses ------------------------------------------------------------ */
 
+/* Output is written straight to the socket when it is produced (flush_now)
+ * and EV_WRITE is enabled only while bytes are left over: a small response
+ * then costs one writev and no epoll change or extra loop turn. out_ready()
+ * comes before adding output, so the socket bufferevent schedules the write
+ * of whatever the socket does not take at once. */
+static void out_ready(struct http_conn *c)
+{
+    if (!(bufferevent_get_enabled(c->bev) & EV_WRITE))
+        bufferevent_enable(c->bev, EV_WRITE);
+}
+
+static void flush_now(struct http_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) > 0 && evbuffer_write(out, bufferevent_getfd(c->bev)) == -1)
+        return; /* EAGAIN, or an error the write event will report */
+    if (evbuffer_get_length(out) == 0)
+        bufferevent_disable(c->bev, EV_WRITE);
+}
+
 static void write_head(struct http_conn *c, int status, const char *reason)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    out_ready(c);
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
                         reason ? reason : http_reason(status), http_date());
     if (!c->keep_alive)
@@ -481,6 +502,7 @@ void http_respond(struct http_conn *c, int status, const char *content_type, con
         evbuffer_add(out, "\r\n", 2);
     }
     c->stream_started = 1;
+    flush_now(c);
     request_done(c);
 }
 
@@ -523,6 +545,7 @@ void http_stream_begin(struct http_conn *c, int status, const char *reason,
     }
     evbuffer_add(out, "\r\n", 2);
     c->stream_started = 1;
+    flush_now(c);
 }
 
 void http_stream_write(struct http_conn *c, const char *data, size_t len)
@@ -530,6 +553,7 @@ void http_stream_write(struct http_conn *c, const char *data, size_t len)
     if (!c->stream_started || c->head_only || len == 0 || c->state != HTTP_CONN_HANDLING)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    out_ready(c);
     if (c->stream_chunked) {
         char size_line[24];
         int n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
@@ -539,6 +563,7 @@ void http_stream_write(struct http_conn *c, const char *data, size_t len)
     } else {
         evbuffer_add(out, data, len);
     }
+    flush_now(c);
 }
 
 void http_stream_end(struct http_conn *c, bool complete)
@@ -552,8 +577,11 @@ void http_stream_end(struct http_conn *c, bool complete)
         conn_finish_and_close(c, "upstream response truncated");
         return;
     }
-    if (c->stream_chunked && !c->head_only)
+    if (c->stream_chunked && !c->head_only) {
+        out_ready(c);
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        flush_now(c);
+    }
     request_done(c);
 }
 
@@ -715,7 +743,9 @@ static bool read_head(struct http_conn *c)
     timer_arm(c, lim->idle_timeout_ms);
     if (h->expect_continue && (c->body_chunked || c->body_remaining > 0) &&
         evbuffer_get_length(in) == 0) {
+        out_ready(c);
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        flush_now(c);
         c->sent_continue = 1;
     }
     return true;
