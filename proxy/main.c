@@ -89,6 +89,9 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 static void *loop_main(void *arg)
 {
     struct loop *l = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "%s-%d", l->name, l->index);
+    pthread_setname_np(pthread_self(), name);
     event_base_dispatch(l->base);
     return NULL;
 }

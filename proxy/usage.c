@@ -27,7 +27,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH_MAX      256
+#define BATCH_MAX 256
+/* Group commit: a batch that is not full waits this long for company
+ * before it is written, so a busy proxy makes a few large transactions (and
+ * fdatasyncs) a second instead of one per request. A usage_writer_sync()
+ * caller or a stop cuts the wait short. */
+#define LINGER_MS      2
 #define RETRY_MS       1000  /* spool replay and store reconnect cadence */
 #define BACKLOG_WARN   10000 /* first queue length that is logged */
 #define STOP_ATTEMPTS  3     /* at shutdown, tries before records are given up */
@@ -659,6 +664,7 @@ static struct {
     uint64_t submitted_seq, processed_seq;
     bool running, stopping, start_done, start_ok;
     bool warned_stopped;
+    unsigned sync_waiters; /* usage_writer_sync() callers: no lingering */
     char *start_err;
     pthread_t thread;
 } q = {
@@ -718,7 +724,10 @@ void usage_submit(const struct usage_record *r)
     bool warn_stopped = !q.running && !q.warned_stopped;
     if (warn_stopped)
         q.warned_stopped = true;
-    pthread_cond_signal(&q.work_cv);
+    /* The writer needs waking only for the first record of a batch (it
+     * then lingers) and when a batch is full. */
+    if (len == 1 || len == BATCH_MAX)
+        pthread_cond_signal(&q.work_cv);
     pthread_mutex_unlock(&q.mu);
 
     if (warn)
@@ -1241,6 +1250,13 @@ static void *writer_main(void *arg)
             if (pthread_cond_timedwait(&q.work_cv, &q.mu, &ts) == ETIMEDOUT)
                 break;
         }
+        if (q.head != NULL && q.len < BATCH_MAX && !q.stopping && q.sync_waiters == 0) {
+            struct timespec ts;
+            deadline_in(&ts, LINGER_MS);
+            while (q.len < BATCH_MAX && !q.stopping && q.sync_waiters == 0 &&
+                   pthread_cond_timedwait(&q.work_cv, &q.mu, &ts) != ETIMEDOUT)
+                ;
+        }
         size_t n = dequeue(batch, BATCH_MAX);
         bool stopping = q.stopping;
         pthread_mutex_unlock(&q.mu);
@@ -1352,8 +1368,11 @@ void usage_writer_sync(void)
 {
     pthread_mutex_lock(&q.mu);
     uint64_t target = q.submitted_seq;
+    q.sync_waiters++;
+    pthread_cond_signal(&q.work_cv); /* end a linger now */
     while (q.running && q.processed_seq < target)
         pthread_cond_wait(&q.done_cv, &q.mu);
+    q.sync_waiters--;
     pthread_mutex_unlock(&q.mu);
 }
 
