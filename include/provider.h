@@ -15,6 +15,10 @@ enum provider_id {
     PROVIDER__COUNT
 };
 
+/* Indexed by enum provider_id. These names are a contract: the keys of the
+ * config's platform_keys and pricing, and the "provider" of usage records. */
+extern const char *const provider_names[PROVIDER__COUNT];
+
 /* "openai", "elevenlabs", ... ; never NULL for a valid id. */
 const char *provider_name(enum provider_id p);
 /* Returns -1 when name is not a provider. */

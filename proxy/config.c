@@ -24,18 +24,6 @@
  * tokens. Keeps units x price far from int64 overflow in pricing.c. */
 #define PRICE_MAX INT64_C(1000000000000)
 
-/* Config names of the providers, indexed by enum provider_id. Kept here (not
- * provider_name()) because they are the file format: renaming an enum must
- * not silently change which keys a config file accepts. */
-static const char *const provider_keys[PROVIDER__COUNT] = {
-    [PROVIDER_OPENAI] = "openai",
-    [PROVIDER_ELEVENLABS] = "elevenlabs",
-    [PROVIDER_AZURE_SPEECH] = "azure_speech",
-    [PROVIDER_DEEPGRAM] = "deepgram",
-    [PROVIDER_ANTHROPIC] = "anthropic",
-    [PROVIDER_CARTESIA] = "cartesia",
-    [PROVIDER_DEEPSEEK] = "deepseek",
-};
 
 /* Keys of "upstreams": one per provider except azure_speech, which has a TTS
  * and an STT host template. */
@@ -604,16 +592,16 @@ static int parse_platform_keys(struct cfg_parser *p, json_t *root)
     if (obj == NULL)
         return 0;
     if (want_object(p, obj, "platform_keys") == -1 ||
-        check_keys(p, obj, "platform_keys", provider_keys, PROVIDER__COUNT) == -1)
+        check_keys(p, obj, "platform_keys", provider_names, PROVIDER__COUNT) == -1)
         return -1;
     for (int i = 0; i < PROVIDER__COUNT; i++) {
-        json_t *e = get(obj, provider_keys[i]);
+        json_t *e = get(obj, provider_names[i]);
         if (e == NULL)
             continue;
         struct config_platform_key *pk = &p->cfg->platform_keys[i];
         bool azure = i == PROVIDER_AZURE_SPEECH;
         char path[KEYPATH_MAX], kpath[KEYPATH_MAX];
-        join_path(path, sizeof(path), "platform_keys", provider_keys[i]);
+        join_path(path, sizeof(path), "platform_keys", provider_names[i]);
         join_path(kpath, sizeof(kpath), path, "key_env");
         if (want_object(p, e, path) == -1 ||
             check_keys(p, e, path, azure ? platform_key_keys_azure : platform_key_keys,
@@ -704,14 +692,14 @@ static int parse_pricing(struct cfg_parser *p, json_t *root)
     if (obj == NULL)
         return 0;
     if (want_object(p, obj, "pricing") == -1 ||
-        check_keys(p, obj, "pricing", provider_keys, PROVIDER__COUNT) == -1)
+        check_keys(p, obj, "pricing", provider_names, PROVIDER__COUNT) == -1)
         return -1;
     for (int i = 0; i < PROVIDER__COUNT; i++) {
-        json_t *models = get(obj, provider_keys[i]);
+        json_t *models = get(obj, provider_names[i]);
         if (models == NULL)
             continue;
         char path[KEYPATH_MAX];
-        join_path(path, sizeof(path), "pricing", provider_keys[i]);
+        join_path(path, sizeof(path), "pricing", provider_names[i]);
         if (want_object(p, models, path) == -1)
             return -1;
         struct config_provider_prices *pp = &p->cfg->pricing[i];
@@ -730,7 +718,7 @@ static int parse_pricing(struct cfg_parser *p, json_t *root)
                 return fail(p,
                             "pricing.%s: \"%s\" is not a valid model key (printable, no "
                             "spaces, < %d chars, '*' only at the end)",
-                            provider_keys[i], shown(model, show, sizeof(show)), MODEL_MAX);
+                            provider_names[i], shown(model, show, sizeof(show)), MODEL_MAX);
             /* Counted before parsing so config_free() frees a half-filled entry. */
             struct config_price *pr = &pp->prices[pp->n_prices++];
             if (parse_price(p, e, mpath, model, pr) == -1)

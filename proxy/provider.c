@@ -5,8 +5,7 @@
 
 #include <string.h>
 
-/* Indexed by enum provider_id; the order is the enum's. */
-static const char *const provider_names[PROVIDER__COUNT] = {
+const char *const provider_names[PROVIDER__COUNT] = {
     [PROVIDER_OPENAI] = "openai",
     [PROVIDER_ELEVENLABS] = "elevenlabs",
     [PROVIDER_AZURE_SPEECH] = "azure_speech",
