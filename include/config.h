@@ -78,6 +78,11 @@ MUST_CHECK struct config *config_parse(const char *json_text, char **err);
 /* Wipes the platform keys and frees. config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);
 
+/* Azure Speech regions: 0 when region is a known lower-case short name
+ * (PROVIDERS.md §3 allow-list); else -1 with a message naming the expected
+ * form (and the short form of a display name such as "East US"). */
+MUST_CHECK int config_check_region(const char *region, char *err, size_t err_size);
+
 /* Splits "host:port" (IPv4, [IPv6] or a name) into its parts. Returns -1 with a
  * message in err (size err_size) on a malformed address. */
 MUST_CHECK int config_parse_address(const char *addr, char *host, size_t host_size, int *port,

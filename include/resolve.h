@@ -2,9 +2,9 @@
  *
  * resolve_auth() turns a presented proxy key into a tenant; resolve_session()
  * is the one place that decides, for a tenant and a provider, which upstream
- * key is injected and who is billed. At this stage every provider runs on the
- * platform key (billed_to wallet); BYOK connections, agency inheritance and
- * session pinning grow inside resolve_session() without its callers changing.
+ * key is injected and who is billed: agency inheritance, per-slot BYOK with
+ * platform fallback, session pinning and the balance gate. resolve_rule() is
+ * the pure rule table both it and the admin's /resolve use.
  *
  * Each worker owns one struct resolver (no locking): keys and tenants are
  * cached and the cache is dropped whenever the global store generation moved
@@ -18,6 +18,7 @@
 #include "common.h"
 #include "config.h"
 #include "provider.h"
+#include "crypto.h"
 #include "store.h"
 
 struct resolver;
@@ -32,6 +33,8 @@ struct resolve_identity {
     struct store_tenant tenant;
     bool has_parent;
     struct store_tenant parent; /* valid when has_parent */
+    struct store_byok tenant_byok;
+    struct store_byok parent_byok; /* valid when has_parent */
 };
 
 enum resolve_status {
@@ -48,20 +51,49 @@ MUST_CHECK enum resolve_status resolve_auth(struct resolver *r, const char *key,
 struct resolve_decision {
     enum provider_id provider;
     bool byok;           /* billed_to byok */
-    const char *api_key; /* borrowed from cfg (platform) for the request's lifetime */
-    const char *region;  /* azure only; may be NULL */
+    const char *api_key; /* platform: borrowed from cfg; byok: points at secret */
+    const char *region;  /* azure_speech: the key's region; else NULL */
     char payer_id[ID_MAX];
-    char connection_id[ID_MAX]; /* "" for platform */
-    char fallback_reason[64];   /* "" when none */
-    const char *reason;         /* static explanation, for /resolve and logs */
+    char connection_id[ID_MAX];         /* "" for platform */
+    char fallback_reason[64];           /* "" when none */
+    const char *reason;                 /* static explanation, for /resolve and logs */
+    char secret[CRYPTO_SECRET_MAX + 1]; /* the opened BYOK key; wiped by resolve_done() */
+    char byok_region[32];
+    bool new_session; /* this request started the session */
 };
 
-/* Decides keys and payer for a new session (or request) of id's tenant to
- * provider p, and applies the balance gate to wallet lines. session_id may
- * be NULL. */
+/* Decides keys and payer for id's tenant and provider p: the pinned
+ * decision of session_id when the session exists (sliding its TTL), else a
+ * new decision for every slot, pinned when session_id is given. A BYOK line
+ * opens its connection's current secret (so a rotation applies at once; a
+ * connection deleted since the pin falls back to the platform key with
+ * fallback_reason). The balance gate applies to a wallet line of a new
+ * session only. session_id may be NULL (the request is its own session). */
 MUST_CHECK enum resolve_status resolve_session(struct resolver *r,
                                                const struct resolve_identity *id,
                                                enum provider_id p, const char *session_id,
                                                struct resolve_decision *out);
+/* Wipes the secret of a decision once the upstream request is built. */
+void resolve_done(struct resolve_decision *d);
+
+/* --- The rules of DESIGN §3.1-3.2 as a pure function ---------------------- */
+
+struct resolve_inputs {
+    const struct store_tenant *tenant;
+    const struct store_tenant *parent; /* NULL unless tenant has an existing parent */
+    const struct store_byok *tenant_byok;
+    const struct store_byok *parent_byok; /* may be NULL when parent is NULL */
+};
+
+/* What the rules say for provider p, before any connection is opened. */
+struct resolve_rule {
+    bool byok; /* a connection is selected for p and BYOK is usable */
+    char connection_id[ID_MAX];
+    char owner_id[ID_MAX]; /* whose settings and connections apply */
+    char payer_id[ID_MAX];
+    const char *reason; /* static: why, in words (no secrets) */
+};
+
+void resolve_rule(const struct resolve_inputs *in, enum provider_id p, struct resolve_rule *out);
 
 #endif

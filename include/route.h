@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "http.h"
+#include "meter.h"
 #include "provider.h"
 
 #include <jansson.h>
@@ -22,6 +23,9 @@ struct route {
 /* Returns -1 when no route matches (→ 404). Only providers whose data plane
  * is built are routed. */
 MUST_CHECK int route_match(const char *path, size_t len, struct route *out);
+
+/* What the meter reads for this route (OpenAI-shaped providers). */
+enum meter_kind route_meter_kind(const struct route *rt);
 
 /* True when path has "." or ".." segments or a NUL / backslash: refused
  * (400) so a request cannot walk out of its provider's path space. */

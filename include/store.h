@@ -9,6 +9,8 @@
 #define BYOK_STORE_H
 
 #include "common.h"
+#include "crypto.h"
+#include "provider.h"
 #include "usage.h"
 
 #include <jansson.h>
@@ -44,6 +46,30 @@ struct store_key {
     int64_t created_at_ms;
     int64_t revoked_at_ms; /* 0 = active */
     int64_t last_used_ms;  /* not maintained on the hot path; 0 */
+};
+
+/* A tenant's stored provider credential (DESIGN §2). The secret is only
+ * ever held sealed here (crypto_seal); key_hint is its last 4 characters. */
+struct store_connection {
+    char id[ID_MAX]; /* "c_" + ULID */
+    char tenant_id[ID_MAX];
+    enum provider_id provider; /* a slot: openai, elevenlabs, azure_speech */
+    char name[128];
+    char region[32]; /* azure_speech: short region; "" otherwise */
+    char key_hint[8];
+    int key_version; /* master key version it is sealed under */
+    unsigned char sealed[CRYPTO_SEALED_MAX];
+    size_t sealed_len;
+    int64_t created_at_ms;
+    int64_t updated_at_ms;
+};
+
+/* BYOK settings of a tenant: master toggle + per slot the connection id
+ * ("" = none). Indexed by enum provider_id for the three slots. */
+struct store_byok {
+    bool enabled;
+    char slots[PROVIDER_AZURE_SPEECH + 1][ID_MAX];
+    int64_t updated_at_ms;
 };
 
 struct store_ops;
@@ -86,6 +112,43 @@ MUST_CHECK int store_key_revoke(struct store *s, const char *tenant_id, const ch
  * caller compares the hash in constant time and checks revoked_at_ms. */
 MUST_CHECK int store_key_get(struct store *s, const char *key_id, struct store_key *out);
 
+/* Connections. create: STORE_ERR_NOT_FOUND when the tenant does not exist.
+ * get: only the tenant's own (another tenant's id is NOT_FOUND). update
+ * replaces name, region, key_hint, key_version and sealed of an existing
+ * connection (rotate / rename). delete also clears every BYOK slot (of any
+ * tenant) that selected it. */
+MUST_CHECK int store_connection_create(struct store *s, const struct store_connection *c);
+MUST_CHECK int store_connection_get(struct store *s, const char *tenant_id, const char *id,
+                                    struct store_connection *out);
+MUST_CHECK int store_connection_update(struct store *s, const struct store_connection *c);
+MUST_CHECK int store_connection_delete(struct store *s, const char *tenant_id, const char *id);
+/* Connections of one tenant (tenant_id non-NULL) or of all tenants (NULL),
+ * ordered by creation. */
+typedef void (*store_connection_cb)(void *arg, const struct store_connection *c);
+MUST_CHECK int store_connection_list(struct store *s, const char *tenant_id, store_connection_cb cb,
+                                     void *arg);
+
+/* BYOK settings; a tenant without a row reads as disabled with empty slots
+ * (STORE_OK). put: STORE_ERR_NOT_FOUND when the tenant does not exist. */
+MUST_CHECK int store_byok_get(struct store *s, const char *tenant_id, struct store_byok *out);
+MUST_CHECK int store_byok_put(struct store *s, const char *tenant_id, const struct store_byok *b);
+
+/* Named sealed secrets of the proxy itself (the proxy-key hashing key).
+ * get: STORE_ERR_NOT_FOUND when absent. */
+MUST_CHECK int store_secret_get(struct store *s, const char *name, int *key_version,
+                                unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
+MUST_CHECK int store_secret_put(struct store *s, const char *name, int key_version,
+                                const unsigned char *sealed, size_t sealed_len);
+
+/* Re-seals, in ONE transaction, every connection and secret: fn(arg, ...)
+ * gets each record and must write its new sealed form and version; any -1
+ * from fn rolls everything back. *count gets the number re-sealed. */
+typedef int (*store_reseal_fn)(void *arg, const char *tenant_id, const char *id,
+                               const unsigned char *sealed, size_t sealed_len, int version,
+                               unsigned char out[CRYPTO_SEALED_MAX], size_t *out_len,
+                               int *out_version);
+MUST_CHECK int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
+
 /* Inserts the records and charges wallet lines, all in one transaction.
  * Idempotent on record id: a record whose id exists is skipped (counted in
  * *duplicates) and charges nothing; a backend leaves the charged_* fields of
@@ -121,6 +184,20 @@ struct store_ops {
     int (*usage_write)(struct store *s, struct usage_record *records, size_t n, size_t *duplicates);
     int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id, int limit,
                        json_t **out);
+    int (*connection_create)(struct store *s, const struct store_connection *c);
+    int (*connection_get)(struct store *s, const char *tenant_id, const char *id,
+                          struct store_connection *out);
+    int (*connection_update)(struct store *s, const struct store_connection *c);
+    int (*connection_delete)(struct store *s, const char *tenant_id, const char *id);
+    int (*connection_list)(struct store *s, const char *tenant_id, store_connection_cb cb,
+                           void *arg);
+    int (*byok_get)(struct store *s, const char *tenant_id, struct store_byok *out);
+    int (*byok_put)(struct store *s, const char *tenant_id, const struct store_byok *b);
+    int (*secret_get)(struct store *s, const char *name, int *key_version,
+                      unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
+    int (*secret_put)(struct store *s, const char *name, int key_version,
+                      const unsigned char *sealed, size_t sealed_len);
+    int (*reseal_all)(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
 };
 
 /* SQLite backend constructor (store_sqlite.c). */

@@ -555,7 +555,7 @@ static bool azure_region_known(const char *r)
     return in_list(r, azure_regions, ARRAY_SIZE(azure_regions));
 }
 
-static int check_region(struct cfg_parser *p, const char *path, const char *region)
+int config_check_region(const char *region, char *err, size_t err_size)
 {
     if (azure_region_known(region))
         return 0;
@@ -568,12 +568,22 @@ static int check_region(struct cfg_parser *p, const char *path, const char *regi
     guess[n] = '\0';
     shown(region, show, sizeof(show));
     if (azure_region_known(guess))
-        return fail(p, "%s: \"%s\" is not an Azure short region name; use \"%s\"", path, show,
-                    guess);
-    return fail(p,
-                "%s: \"%s\" is not a known Azure short region name (lower case, no spaces, "
-                "e.g. \"eastus\", \"westeurope\")",
-                path, show);
+        snprintf(err, err_size, "\"%s\" is not an Azure short region name; use \"%s\"", show,
+                 guess);
+    else
+        snprintf(err, err_size,
+                 "\"%s\" is not a known Azure short region name (lower case, no spaces, "
+                 "e.g. \"eastus\", \"westeurope\")",
+                 show);
+    return -1;
+}
+
+static int check_region(struct cfg_parser *p, const char *path, const char *region)
+{
+    char msg[256];
+    if (config_check_region(region, msg, sizeof(msg)) == 0)
+        return 0;
+    return fail(p, "%s: %s", path, msg);
 }
 
 static bool valid_env_name(const char *s)

@@ -1,5 +1,6 @@
-/* crypto.c - master key loading, ids (ULID), proxy keys, keyed hashing and
- * constant-time compare on top of OpenSSL 3. */
+/* crypto.c - master key loading, AES-256-GCM sealing of connection keys, ids
+ * (ULID), proxy keys, keyed hashing and constant-time compare on top of
+ * OpenSSL 3. */
 #include "common.h"
 #include "crypto.h"
 
@@ -10,7 +11,9 @@
 #include <openssl/rand.h>
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +21,8 @@
 #define MASTER_KEY_ENV "BYOK_MASTER_KEY"
 #define MASTER_KEY_ADVICE                                                                          \
     MASTER_KEY_ENV " must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)"
-#define HASH_KEY_INFO "byok-proxy proxy-key hash v1"
+#define HASH_KEY_INFO   "byok-proxy proxy-key hash v1"
+#define KEY_VERSION_ENV "BYOK_MASTER_KEY_VERSION"
 
 #define PROXY_KEY_PREFIX "bpk_"
 #define KEY_ID_CHARS     16 /* 80 random bits in base32 */
@@ -33,7 +37,10 @@ static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /* Written once at startup (before worker threads exist), read-only after. */
 static unsigned char master_key[CRYPTO_MASTER_KEY_LEN];
+static bool master_loaded; /* seal/open refuse to run on a wiped (zero) key */
+static int key_version = 1;
 static unsigned char hash_key[CRYPTO_HASH_LEN];
+static _Atomic uint64_t open_count;
 /* HMAC-SHA256 under hash_key with the key schedule done once: the digest
  * states after the ipad and opad blocks. crypto_key_hash() copies them per
  * call, which avoids HMAC()'s algorithm fetch on every request. Read-only
@@ -127,12 +134,48 @@ static long base64_decode(const char *text, unsigned char *out)
     return (long)((size_t)n - pad);
 }
 
+/* Parses BYOK_MASTER_KEY_VERSION (unset = 1) and removes it from the
+ * environment, so a rotation run cannot leak it to a child either. */
+static MUST_CHECK int read_key_version(int *out, char *err, size_t err_size)
+{
+    const char *val = getenv(KEY_VERSION_ENV);
+    *out = 1;
+    if (val == NULL)
+        return 0;
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%s", val);
+    unsetenv(KEY_VERSION_ENV);
+    const char *p = buf;
+    while (isspace((unsigned char)*p))
+        p++;
+    char *end = NULL;
+    errno = 0;
+    long v =
+        (n > 0 && (size_t)n < sizeof(buf) && isdigit((unsigned char)*p)) ? strtol(p, &end, 10) : 0;
+    if (end != NULL)
+        while (isspace((unsigned char)*end))
+            end++;
+    if (end == NULL || *end != '\0' || errno != 0 || v < 1 || v > INT_MAX) {
+        snprintf(err, err_size,
+                 "%s must be a positive integer (the master key version; 1 when unset)",
+                 KEY_VERSION_ENV);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 int crypto_init_from_env(char *err, size_t err_size)
 {
     int rc = -1;
     char *copy = NULL;
     unsigned char *decoded = NULL;
     size_t copy_len = 0, decoded_cap = 0;
+    char version_err[160] = "";
+    int version = 1;
+    /* Read (and remove) both variables before judging either, so a bad
+     * version never leaves the key behind in the environment. */
+    bool version_ok = read_key_version(&version, version_err, sizeof(version_err)) == 0;
 
     const char *val = getenv(MASTER_KEY_ENV);
     if (val != NULL) {
@@ -163,7 +206,13 @@ int crypto_init_from_env(char *err, size_t err_size)
         snprintf(err, err_size, "%s", MASTER_KEY_ADVICE);
         goto out;
     }
+    if (!version_ok) {
+        snprintf(err, err_size, "%s", version_err);
+        goto out;
+    }
     memcpy(master_key, decoded, CRYPTO_MASTER_KEY_LEN);
+    master_loaded = true;
+    key_version = version;
     if (derive_hash_key() == -1) {
         snprintf(err, err_size, "deriving the proxy-key hashing key from %s failed",
                  MASTER_KEY_ENV);
@@ -186,6 +235,8 @@ out:
 void crypto_init_raw(const unsigned char key[CRYPTO_MASTER_KEY_LEN])
 {
     memcpy(master_key, key, CRYPTO_MASTER_KEY_LEN);
+    master_loaded = true;
+    key_version = 1;
     if (derive_hash_key() == -1) {
         /* Only reachable when OpenSSL itself is broken; hashing with a zero
          * key would silently accept wrong keys later, so stop here. */
@@ -197,8 +248,178 @@ void crypto_init_raw(const unsigned char key[CRYPTO_MASTER_KEY_LEN])
 void crypto_shutdown(void)
 {
     OPENSSL_cleanse(master_key, sizeof(master_key));
+    master_loaded = false;
     OPENSSL_cleanse(hash_key, sizeof(hash_key));
     hmac_states_free();
+}
+
+int crypto_key_version(void)
+{
+    return key_version;
+}
+
+int crypto_decode_master_key(const char *b64, unsigned char key[CRYPTO_MASTER_KEY_LEN])
+{
+    if (b64 == NULL)
+        return -1;
+    size_t cap = 3 * (strlen(b64) / 4) + 3;
+    unsigned char *decoded = malloc(cap);
+    if (decoded == NULL)
+        return -1;
+    long n = base64_decode(b64, decoded);
+    int rc = -1;
+    if (n == CRYPTO_MASTER_KEY_LEN) {
+        memcpy(key, decoded, CRYPTO_MASTER_KEY_LEN);
+        rc = 0;
+    }
+    OPENSSL_cleanse(decoded, cap);
+    free(decoded);
+    return rc;
+}
+
+void crypto_set_hash_key(const unsigned char key[CRYPTO_HASH_LEN])
+{
+    memcpy(hash_key, key, CRYPTO_HASH_LEN);
+    /* crypto_key_hash works from the precomputed states, not hash_key. If
+     * this fails (OpenSSL broken) the states are gone and every compare
+     * fails closed. */
+    if (hmac_states_init() == -1)
+        log_error("crypto: HMAC key schedule failed");
+}
+
+void crypto_get_hash_key(unsigned char out[CRYPTO_HASH_LEN])
+{
+    memcpy(out, hash_key, CRYPTO_HASH_LEN);
+}
+
+/* AAD = tenant_id || 0x00 || connection_id: the separator keeps ("ab","c")
+ * and ("a","bc") apart. Fed in three updates (GCM allows several). */
+static MUST_CHECK int gcm_aad(EVP_CIPHER_CTX *ctx, bool enc, const char *tenant_id,
+                              const char *connection_id)
+{
+    static const unsigned char sep = 0x00;
+    const unsigned char *parts[3] = {(const unsigned char *)tenant_id, &sep,
+                                     (const unsigned char *)connection_id};
+    size_t lens[3] = {strlen(tenant_id), 1, strlen(connection_id)};
+    for (int i = 0; i < 3; i++) {
+        int outl = 0;
+        if (lens[i] == 0)
+            continue;
+        if (lens[i] > INT_MAX)
+            return -1;
+        int ok = enc ? EVP_EncryptUpdate(ctx, NULL, &outl, parts[i], (int)lens[i])
+                     : EVP_DecryptUpdate(ctx, NULL, &outl, parts[i], (int)lens[i]);
+        if (ok != 1)
+            return -1;
+    }
+    return 0;
+}
+
+int crypto_seal_with(const unsigned char key[CRYPTO_MASTER_KEY_LEN], const char *tenant_id,
+                     const char *connection_id, const unsigned char *pt, size_t pt_len,
+                     unsigned char out[CRYPTO_SEALED_MAX], size_t *out_len)
+{
+    int rc = -1;
+    int n = 0, fin = 0;
+    EVP_CIPHER_CTX *ctx = NULL;
+    if (tenant_id == NULL || connection_id == NULL || (pt == NULL && pt_len != 0) ||
+        pt_len > CRYPTO_SECRET_MAX)
+        goto out;
+    /* A fresh random IV per seal: GCM with a repeated (key, IV) pair leaks
+     * the XOR of the plaintexts and the authentication key. */
+    unsigned char *iv = out, *ct = out + CRYPTO_IV_LEN;
+    if (crypto_random(iv, CRYPTO_IV_LEN) == -1)
+        goto out;
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL || EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_IV_LEN, NULL) != 1 ||
+        EVP_EncryptInit_ex(ctx, NULL, NULL, key, iv) != 1 ||
+        gcm_aad(ctx, true, tenant_id, connection_id) == -1)
+        goto out;
+    if (pt_len > 0 && EVP_EncryptUpdate(ctx, ct, &n, pt, (int)pt_len) != 1)
+        goto out;
+    if (EVP_EncryptFinal_ex(ctx, ct + n, &fin) != 1 || (size_t)n + (size_t)fin != pt_len ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CRYPTO_TAG_LEN, ct + pt_len) != 1)
+        goto out;
+    *out_len = CRYPTO_IV_LEN + pt_len + CRYPTO_TAG_LEN;
+    rc = 0;
+out:
+    /* EVP_CIPHER_CTX_free cleanses the key schedule it holds. */
+    EVP_CIPHER_CTX_free(ctx);
+    if (rc == -1)
+        OPENSSL_cleanse(out, CRYPTO_SEALED_MAX);
+    return rc;
+}
+
+int crypto_open_with(const unsigned char key[CRYPTO_MASTER_KEY_LEN], const char *tenant_id,
+                     const char *connection_id, const unsigned char *sealed, size_t sealed_len,
+                     char pt[CRYPTO_SECRET_MAX + 1], size_t *pt_len)
+{
+    int rc = -1;
+    int n = 0, fin = 0;
+    EVP_CIPHER_CTX *ctx = NULL;
+    unsigned char tag[CRYPTO_TAG_LEN];
+    if (tenant_id == NULL || connection_id == NULL || sealed == NULL ||
+        sealed_len < CRYPTO_IV_LEN + CRYPTO_TAG_LEN || sealed_len > CRYPTO_SEALED_MAX)
+        goto out;
+    size_t ct_len = sealed_len - CRYPTO_IV_LEN - CRYPTO_TAG_LEN;
+    const unsigned char *iv = sealed, *ct = sealed + CRYPTO_IV_LEN;
+    /* The tag is copied because EVP's SET_TAG takes a non-const pointer. */
+    memcpy(tag, ct + ct_len, CRYPTO_TAG_LEN);
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL || EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_IV_LEN, NULL) != 1 ||
+        EVP_DecryptInit_ex(ctx, NULL, NULL, key, iv) != 1 ||
+        gcm_aad(ctx, false, tenant_id, connection_id) == -1)
+        goto out;
+    if (ct_len > 0 && EVP_DecryptUpdate(ctx, (unsigned char *)pt, &n, ct, (int)ct_len) != 1)
+        goto out;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CRYPTO_TAG_LEN, tag) != 1)
+        goto out;
+    /* The tag is checked here; before it passes, pt holds unauthenticated
+     * bytes, which the failure path wipes. */
+    if (EVP_DecryptFinal_ex(ctx, (unsigned char *)pt + n, &fin) != 1 ||
+        (size_t)n + (size_t)fin != ct_len)
+        goto out;
+    pt[ct_len] = '\0';
+    *pt_len = ct_len;
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(ctx);
+    OPENSSL_cleanse(tag, sizeof(tag));
+    if (rc == -1)
+        OPENSSL_cleanse(pt, CRYPTO_SECRET_MAX + 1);
+    return rc;
+}
+
+int crypto_seal(const char *tenant_id, const char *connection_id, const unsigned char *pt,
+                size_t pt_len, unsigned char out[CRYPTO_SEALED_MAX], size_t *out_len)
+{
+    if (!master_loaded)
+        return -1;
+    return crypto_seal_with(master_key, tenant_id, connection_id, pt, pt_len, out, out_len);
+}
+
+int crypto_open(const char *tenant_id, const char *connection_id, int version,
+                const unsigned char *sealed, size_t sealed_len, char pt[CRYPTO_SECRET_MAX + 1],
+                size_t *pt_len)
+{
+    /* Another version was sealed under another key: refusing early gives
+     * the same answer as a failed tag, without the work. */
+    if (!master_loaded || version != key_version) {
+        OPENSSL_cleanse(pt, CRYPTO_SECRET_MAX + 1);
+        return -1;
+    }
+    if (crypto_open_with(master_key, tenant_id, connection_id, sealed, sealed_len, pt, pt_len) ==
+        -1)
+        return -1;
+    atomic_fetch_add_explicit(&open_count, 1, memory_order_relaxed);
+    return 0;
+}
+
+uint64_t crypto_open_count(void)
+{
+    return atomic_load_explicit(&open_count, memory_order_relaxed);
 }
 
 int crypto_random(unsigned char *buf, size_t n)

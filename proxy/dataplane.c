@@ -364,7 +364,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     if (route_match(h->path, h->path_len, &rt) == -1) {
         char safe[96];
         snprintf(msg, sizeof(msg),
-                 "unknown route %s: the proxy serves /v1/... and /openai/v1/... (OpenAI)",
+                 "unknown route %s: the proxy serves /v1/... and /openai/v1/... (OpenAI) and "
+                 "/deepseek/... (DeepSeek)",
                  log_safe(h->path, h->path_len, safe, sizeof(safe)));
         reply_error(c, PROVIDER_OPENAI, 404, "invalid_request_error", "unknown_route", msg, NULL,
                     0);
@@ -447,6 +448,7 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
 
     struct usage_record *r = &ex->rec;
     if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1) {
+        resolve_done(&ex->decision);
         reply_error(c, p, 500, "server_error", "internal_error", "cannot create a request id", NULL,
                     0);
         free(ex);
@@ -467,7 +469,7 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     memcpy(r->endpoint, rt.upstream_path, ep);
     r->endpoint[ep] = '\0';
 
-    enum meter_kind kind = meter_kind_for_path(rt.upstream_path, rt.upstream_path_len);
+    enum meter_kind kind = route_meter_kind(&rt);
     meter_init(&ex->meter, kind);
     snprintf(r->line, sizeof(r->line), "%s", meter_line_name(kind));
     size_t body_len = evbuffer_get_length(req->body);
@@ -486,6 +488,7 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     struct curl_slist *headers = NULL;
     if (url == NULL || build_headers(h, p, ex->decision.api_key, &headers) == -1) {
         free(url);
+        resolve_done(&ex->decision);
         reply_error(c, p, 500, "server_error", "internal_error", "out of memory", NULL, 0);
         exchange_free(ex);
         return;
@@ -506,6 +509,7 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     };
     ex->xfer = upstream_start(dp->pool, &ureq, &upstream_cbs, ex);
     free(url);
+    resolve_done(&ex->decision); /* the key now lives only in the headers (wiped on free) */
     if (ex->xfer == NULL) {
         reply_error(c, p, 502, "server_error", "internal_error",
                     "the proxy could not start the upstream request", NULL, 0);

@@ -7,7 +7,9 @@
 #include "crypto.h"
 #include "dataplane.h"
 #include "http.h"
+#include "rekey.h"
 #include "resolve.h"
+#include "session.h"
 #include "store.h"
 #include "upstream.h"
 #include "usage.h"
@@ -24,7 +26,10 @@
 #include <event2/thread.h>
 #include <openssl/crypto.h>
 
-#define BYOK_VERSION "0.1.0"
+#define BYOK_VERSION "0.2.0"
+/* Pinned sessions kept at most (~600 bytes each). */
+#define MAX_SESSIONS     131072
+#define SESSION_SWEEP_MS 30000
 
 /* One event loop thread: a data-plane worker or the admin thread. */
 struct loop {
@@ -42,16 +47,19 @@ struct loop {
     struct admin *admin;         /* admin only */
     struct event *stop_ev;
     struct event *drain_timer;
+    struct event *sweep_timer; /* admin only: expired session pins */
     int64_t drain_deadline;
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: byok-proxy --config FILE [--check-config]\n"
+    fprintf(f, "usage: byok-proxy --config FILE [--check-config | --rotate-master-key]\n"
                "       byok-proxy --version\n"
                "\n"
                "Secrets come from the environment: BYOK_MASTER_KEY (base64 of 32 bytes),\n"
-               "BYOK_ADMIN_TOKEN, and each platform key from the variable its config names.\n");
+               "BYOK_ADMIN_TOKEN, and each platform key from the variable its config names.\n"
+               "--rotate-master-key re-seals every stored secret under BYOK_MASTER_KEY_NEW\n"
+               "(the current key being BYOK_MASTER_KEY, version BYOK_MASTER_KEY_VERSION).\n");
 }
 
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
@@ -86,6 +94,16 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     drain_check_cb(-1, 0, l);
 }
 
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct loop *l = arg;
+    (void)fd;
+    (void)what;
+    session_sweep();
+    struct timeval tv = {SESSION_SWEEP_MS / 1000, 0};
+    evtimer_add(l->sweep_timer, &tv);
+}
+
 static void *loop_main(void *arg)
 {
     struct loop *l = arg;
@@ -110,6 +128,8 @@ static void loop_free(struct loop *l)
         event_free(l->stop_ev);
     if (l->drain_timer)
         event_free(l->drain_timer);
+    if (l->sweep_timer)
+        event_free(l->sweep_timer);
     if (l->base)
         event_base_free(l->base);
     memset(l, 0, sizeof(*l));
@@ -156,6 +176,13 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         }
         opts.on_request = admin_handle;
         opts.arg = l->admin;
+        l->sweep_timer = evtimer_new(l->base, sweep_cb, l);
+        struct timeval tv = {SESSION_SWEEP_MS / 1000, 0};
+        if (l->sweep_timer == NULL || evtimer_add(l->sweep_timer, &tv) == -1) {
+            close(listen_fd);
+            *err = strdup("cannot start the session sweeper");
+            return -1;
+        }
     }
     l->http = http_server_new(l->base, listen_fd, &opts);
     if (l->http == NULL || l->stop_ev == NULL || l->drain_timer == NULL) {
@@ -185,6 +212,7 @@ int main(int argc, char **argv)
 {
     const char *config_path = NULL;
     bool check_only = false;
+    bool rotate = false;
     int rc = 1;
     struct config *cfg = NULL;
     struct loop *workers = NULL;
@@ -201,6 +229,8 @@ int main(int argc, char **argv)
             config_path = argv[i] + 9;
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check_only = true;
+        } else if (strcmp(argv[i], "--rotate-master-key") == 0) {
+            rotate = true;
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("byok-proxy %s\n", BYOK_VERSION);
             return 0;
@@ -229,6 +259,12 @@ int main(int argc, char **argv)
         printf("byok-proxy: config %s is valid\n", config_path);
         config_free(cfg);
         return 0;
+    }
+    if (rotate) {
+        rc = rekey_rotate(cfg, stdout);
+        crypto_shutdown();
+        config_free(cfg);
+        return rc;
     }
     enum log_level lvl;
     if (cfg->log_level && log_level_parse(cfg->log_level, &lvl) == 0)
@@ -261,7 +297,19 @@ int main(int argc, char **argv)
         log_error("refusing to start: store: %s", errp ? errp : "cannot open");
         goto done;
     }
+    /* The proxy-key hashing key lives sealed in the store: a wrong master
+     * key is found out here, before anything listens. */
+    if (rekey_load_pepper(probe, err, sizeof(err)) == -1) {
+        store_close(probe);
+        fprintf(stderr, "byok-proxy: %s\n", err);
+        log_error("refusing to start: %s", err);
+        goto done;
+    }
     store_close(probe);
+    if (session_init(MAX_SESSIONS) == -1) {
+        log_error("refusing to start: out of memory for the session table");
+        goto done;
+    }
 
     /* Bind every listener before starting anything, so a taken port is
      * reported at once. */
@@ -365,6 +413,7 @@ done:
     if (writer_started)
         usage_writer_stop();
     free(errp);
+    session_shutdown();
     crypto_shutdown();
     config_free(cfg);
     curl_global_cleanup();

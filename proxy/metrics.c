@@ -2,6 +2,8 @@
  * provider, rendered as Prometheus text. */
 #include "common.h"
 #include "metrics.h"
+#include "crypto.h"
+#include "session.h"
 #include "usage.h"
 
 #include <stdatomic.h>
@@ -100,6 +102,14 @@ void metrics_render(struct evbuffer *out)
                             pn, (unsigned long long)atomic_load(&ttfb_sum_ms[p]), pn,
                             (unsigned long long)cum);
     }
+
+    evbuffer_add_printf(out,
+                        "# HELP byok_connection_decrypts_total BYOK connection keys opened "
+                        "(audit).\n# TYPE byok_connection_decrypts_total counter\n"
+                        "byok_connection_decrypts_total %llu\n"
+                        "# HELP byok_pinned_sessions Sessions with a pinned decision.\n"
+                        "# TYPE byok_pinned_sessions gauge\nbyok_pinned_sessions %zu\n",
+                        (unsigned long long)crypto_open_count(), session_count());
 
     struct usage_stats us;
     usage_writer_stats(&us);

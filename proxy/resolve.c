@@ -1,8 +1,10 @@
 /* resolve.c - proxy-key authentication with a per-worker cache, and the
- * resolution of DESIGN §3 (platform keys at this stage). */
+ * resolution of DESIGN §3: the rule table (resolve_rule), session pinning
+ * (session.h), BYOK connections opened per request, the balance gate. */
 #include "common.h"
 #include "resolve.h"
 #include "crypto.h"
+#include "session.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,14 @@ struct balance_entry {
     int64_t read_at;             /* mono_ms() when read */
 };
 
+/* A connection as stored (sealed), cached per worker until the next admin
+ * write; opened per request, so a rotation is seen by the next request. */
+struct conn_entry {
+    struct conn_entry *next;
+    bool missing; /* negative entry: the owner has no such connection */
+    struct store_connection c;
+};
+
 struct resolver {
     const struct config *cfg;
     struct store *store;
@@ -39,6 +49,8 @@ struct resolver {
     struct cache_entry *buckets[CACHE_BUCKETS];
     size_t n_balances;
     struct balance_entry *balances[CACHE_BUCKETS];
+    size_t n_conns;
+    struct conn_entry *conns[CACHE_BUCKETS];
 };
 
 struct resolver *resolve_new(const struct config *cfg, struct store *store)
@@ -70,8 +82,16 @@ static void cache_clear(struct resolver *r)
             free(e);
         }
         r->balances[i] = NULL;
+        struct conn_entry *ce = r->conns[i], *cnext;
+        for (; ce != NULL; ce = cnext) {
+            cnext = ce->next;
+            crypto_wipe(ce->c.sealed, sizeof(ce->c.sealed));
+            free(ce);
+        }
+        r->conns[i] = NULL;
     }
     r->n_balances = 0;
+    r->n_conns = 0;
 }
 
 void resolve_free(struct resolver *r)
@@ -119,6 +139,10 @@ static enum resolve_status cache_fill(struct resolver *r, const char *key_id,
         else if (rc != STORE_ERR_NOT_FOUND)
             goto failed;
     }
+    if (store_byok_get(r->store, e->id.tenant.id, &e->id.tenant_byok) != STORE_OK ||
+        (e->id.has_parent &&
+         store_byok_get(r->store, e->id.parent.id, &e->id.parent_byok) != STORE_OK))
+        goto failed;
     snprintf(e->id.key_id, sizeof(e->id.key_id), "%s", e->key.id);
     if (r->n_entries >= CACHE_MAX)
         cache_clear(r);
@@ -206,32 +230,229 @@ static enum resolve_status payer_funds(struct resolver *r, const char *payer_id,
     return RESOLVE_OK;
 }
 
-enum resolve_status resolve_session(struct resolver *r, const struct resolve_identity *id,
-                                    enum provider_id p, const char *session_id,
-                                    struct resolve_decision *out)
-{
-    (void)session_id;
-    memset(out, 0, sizeof(*out));
-    out->provider = p;
-    /* Rule 1: a subaccount's payer is its agency owner. */
-    const struct store_tenant *payer = id->has_parent ? &id->parent : &id->tenant;
-    snprintf(out->payer_id, sizeof(out->payer_id), "%s", payer->id);
+/* --- the rules ------------------------------------------------------------ */
 
-    /* Rule 2 (this stage): platform key, billed to the wallet. */
+void resolve_rule(const struct resolve_inputs *in, enum provider_id p, struct resolve_rule *out)
+{
+    const struct store_tenant *t = in->tenant;
+    memset(out, 0, sizeof(*out));
+    const struct store_byok *settings = NULL;
+    bool usable = false;
+
+    if (in->parent != NULL) {
+        /* Rule 1: a subaccount pays through its agency owner and can only
+         * ever use the owner's keys. */
+        const struct store_tenant *a = in->parent;
+        snprintf(out->payer_id, sizeof(out->payer_id), "%s", a->id);
+        snprintf(out->owner_id, sizeof(out->owner_id), "%s", a->id);
+        if (!a->feature_byok || !a->feature_agency) {
+            out->reason = "platform key: the agency owner's plan lacks the byok or agency feature";
+        } else if (a->wallet_deduction) {
+            out->reason = "platform key: the agency owner has wallet deduction on (owner pays)";
+        } else if (in->parent_byok == NULL || !in->parent_byok->enabled) {
+            out->reason = "platform key: the agency owner's BYOK toggle is off";
+        } else {
+            settings = in->parent_byok;
+            usable = true;
+        }
+    } else {
+        snprintf(out->payer_id, sizeof(out->payer_id), "%s", t->id);
+        snprintf(out->owner_id, sizeof(out->owner_id), "%s", t->id);
+        if (!t->feature_byok)
+            out->reason = "platform key: the tenant's plan lacks the byok feature";
+        else if (in->tenant_byok == NULL || !in->tenant_byok->enabled)
+            out->reason = "platform key: the tenant's BYOK toggle is off";
+        else {
+            settings = in->tenant_byok;
+            usable = true;
+        }
+    }
+    if (!usable)
+        return;
+    /* Rule 2: per slot. */
+    if (!provider_is_slot(p)) {
+        out->reason = "platform key: this provider has no BYOK slot (platform keys only)";
+        return;
+    }
+    if (settings->slots[p][0] == '\0') {
+        out->reason = "platform key: no connection is selected for this slot";
+        return;
+    }
+    out->byok = true;
+    snprintf(out->connection_id, sizeof(out->connection_id), "%s", settings->slots[p]);
+    out->reason = in->parent != NULL ? "BYOK: the agency owner's connection for this slot"
+                                     : "BYOK: the tenant's own connection for this slot";
+}
+
+/* The owner's connection, through the per-worker cache. STORE_ERR_NOT_FOUND
+ * when it is gone. */
+static int connection_get(struct resolver *r, const char *owner_id, const char *conn_id,
+                          struct store_connection **out)
+{
+    size_t b = bucket_of(conn_id);
+    struct conn_entry *e = r->conns[b];
+    while (e != NULL && (strcmp(e->c.id, conn_id) != 0 || strcmp(e->c.tenant_id, owner_id) != 0))
+        e = e->next;
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            return STORE_ERR_INTERNAL;
+        int rc = store_connection_get(r->store, owner_id, conn_id, &e->c);
+        if (rc == STORE_ERR_NOT_FOUND) {
+            memset(&e->c, 0, sizeof(e->c));
+            snprintf(e->c.id, sizeof(e->c.id), "%s", conn_id);
+            snprintf(e->c.tenant_id, sizeof(e->c.tenant_id), "%s", owner_id);
+            e->missing = true;
+        } else if (rc != STORE_OK) {
+            free(e);
+            return rc;
+        }
+        if (r->n_conns >= CACHE_MAX)
+            cache_clear(r);
+        e->next = r->conns[b];
+        r->conns[b] = e;
+        r->n_conns++;
+    }
+    if (e->missing)
+        return STORE_ERR_NOT_FOUND;
+    *out = &e->c;
+    return STORE_OK;
+}
+
+/* Takes the pinned (or fresh) decision for slot/provider p and fills the
+ * key to inject. */
+static enum resolve_status apply_pin(struct resolver *r, const struct session_pin *pin,
+                                     enum provider_id p, struct resolve_decision *out)
+{
+    snprintf(out->payer_id, sizeof(out->payer_id), "%s", pin->payer_id);
+    if (provider_is_slot(p) && pin->byok[p]) {
+        struct store_connection *c = NULL;
+        int rc = connection_get(r, pin->owner_id, pin->connection_id[p], &c);
+        if (rc == STORE_OK) {
+            size_t n = 0;
+            if (crypto_open(c->tenant_id, c->id, c->key_version, c->sealed, c->sealed_len,
+                            out->secret, &n) == 0) {
+                out->byok = true;
+                out->api_key = out->secret;
+                snprintf(out->connection_id, sizeof(out->connection_id), "%s", c->id);
+                snprintf(out->byok_region, sizeof(out->byok_region), "%s", c->region);
+                out->region = out->byok_region[0] ? out->byok_region : NULL;
+                out->reason = pin->reason[p];
+                return RESOLVE_OK;
+            }
+            log_warn("connection %s of tenant %s does not open (master key version %d in "
+                     "force, sealed under %d): platform key used",
+                     c->id, c->tenant_id, crypto_key_version(), c->key_version);
+            snprintf(out->fallback_reason, sizeof(out->fallback_reason), "connection_unreadable");
+        } else if (rc == STORE_ERR_NOT_FOUND) {
+            snprintf(out->fallback_reason, sizeof(out->fallback_reason), "connection_deleted");
+        } else {
+            return RESOLVE_STORE_ERROR;
+        }
+        out->reason = "platform key: the pinned connection is gone or unreadable (fallback)";
+    } else {
+        out->reason = provider_is_slot(p)
+                          ? pin->reason[p]
+                          : "platform key: this provider has no BYOK slot (platform keys only)";
+    }
     out->byok = false;
-    out->reason = "platform key: BYOK is not available at this stage";
     const struct config_platform_key *pk = &r->cfg->platform_keys[p];
     if (pk->key == NULL)
         return RESOLVE_NO_PLATFORM_KEY;
     out->api_key = pk->key;
     out->region = pk->region;
-
-    /* Rule 4: the balance gate. */
-    int64_t funds = 0;
-    enum resolve_status st = payer_funds(r, payer->id, &funds);
-    if (st != RESOLVE_OK)
-        return st;
-    if (funds <= 0)
-        return RESOLVE_NO_FUNDS;
     return RESOLVE_OK;
+}
+
+static bool pin_equal(const struct session_pin *a, const struct session_pin *b)
+{
+    if (strcmp(a->payer_id, b->payer_id) != 0 || strcmp(a->owner_id, b->owner_id) != 0)
+        return false;
+    for (int s = 0; s < SESSION_SLOTS; s++)
+        if (a->byok[s] != b->byok[s] || strcmp(a->connection_id[s], b->connection_id[s]) != 0)
+            return false;
+    return true;
+}
+
+enum resolve_status resolve_session(struct resolver *r, const struct resolve_identity *id,
+                                    enum provider_id p, const char *session_id,
+                                    struct resolve_decision *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->provider = p;
+    uint64_t gen = store_generation();
+    if (gen != r->generation) {
+        cache_clear(r);
+        r->generation = gen;
+    }
+
+    struct session_pin pin;
+    bool pinned =
+        session_id != NULL && session_get(id->tenant.id, session_id, r->cfg->session_ttl_s, &pin);
+    if (!pinned) {
+        /* Rule 3: a new session decides every slot now. */
+        struct resolve_inputs in = {
+            .tenant = &id->tenant,
+            .parent = id->has_parent ? &id->parent : NULL,
+            .tenant_byok = &id->tenant_byok,
+            .parent_byok = id->has_parent ? &id->parent_byok : NULL,
+        };
+        memset(&pin, 0, sizeof(pin));
+        for (int s = 0; s < SESSION_SLOTS; s++) {
+            struct resolve_rule rule;
+            resolve_rule(&in, (enum provider_id)s, &rule);
+            pin.byok[s] = rule.byok;
+            snprintf(pin.connection_id[s], sizeof(pin.connection_id[s]), "%s", rule.connection_id);
+            pin.reason[s] = rule.reason;
+            if (s == 0) {
+                snprintf(pin.payer_id, sizeof(pin.payer_id), "%s", rule.payer_id);
+                snprintf(pin.owner_id, sizeof(pin.owner_id), "%s", rule.owner_id);
+            }
+        }
+        out->new_session = true;
+    }
+
+    enum resolve_status st = apply_pin(r, &pin, p, out);
+    if (st != RESOLVE_OK) {
+        resolve_done(out);
+        return st;
+    }
+    if (out->new_session) {
+        /* Rule 4: the balance gate, at the start of a session whose line
+         * goes to the wallet. BYOK lines never wait on the wallet. */
+        if (!out->byok) {
+            int64_t funds = 0;
+            st = payer_funds(r, pin.payer_id, &funds);
+            if (st == RESOLVE_OK && funds <= 0)
+                st = RESOLVE_NO_FUNDS;
+            if (st != RESOLVE_OK) {
+                resolve_done(out);
+                return st;
+            }
+        }
+        if (session_id != NULL) {
+            struct session_pin kept = pin;
+            session_put(id->tenant.id, session_id, r->cfg->session_ttl_s, &kept);
+            if (!pin_equal(&kept, &pin)) {
+                /* A concurrent first request of the same session won the
+                 * race: follow its decision. */
+                resolve_done(out);
+                memset(out, 0, sizeof(*out));
+                out->provider = p;
+                st = apply_pin(r, &kept, p, out);
+                if (st != RESOLVE_OK) {
+                    resolve_done(out);
+                    return st;
+                }
+            }
+        }
+    }
+    return RESOLVE_OK;
+}
+
+void resolve_done(struct resolve_decision *d)
+{
+    crypto_wipe(d->secret, sizeof(d->secret));
+    if (d->api_key == d->secret)
+        d->api_key = NULL;
 }

@@ -16,6 +16,7 @@ struct prefix {
 static const struct prefix prefixes[] = {
     {"/openai/v1", 7, PROVIDER_OPENAI},
     {"/v1", 0, PROVIDER_OPENAI},
+    {"/deepseek", 9, PROVIDER_DEEPSEEK},
 };
 
 static bool has_prefix(const char *path, size_t len, const char *prefix)
@@ -35,6 +36,22 @@ int route_match(const char *path, size_t len, struct route *out)
         }
     }
     return -1;
+}
+
+enum meter_kind route_meter_kind(const struct route *rt)
+{
+    const char *p = rt->upstream_path;
+    size_t n = rt->upstream_path_len;
+    if (rt->provider == PROVIDER_DEEPSEEK && !(n >= 4 && memcmp(p, "/v1/", 4) == 0)) {
+        /* DeepSeek serves the OpenAI paths with and without /v1. */
+        char buf[PATH_MAX_];
+        if (n + 3 >= sizeof(buf))
+            return METER_NONE;
+        memcpy(buf, "/v1", 3);
+        memcpy(buf + 3, p, n);
+        return meter_kind_for_path(buf, n + 3);
+    }
+    return meter_kind_for_path(p, n);
 }
 
 /* A segment that is "." or ".." once "%2e" is read as '.'. */

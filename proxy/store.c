@@ -102,6 +102,61 @@ int store_key_get(struct store *s, const char *key_id, struct store_key *out)
     return s->ops->key_get(s, key_id, out);
 }
 
+int store_connection_create(struct store *s, const struct store_connection *c)
+{
+    return bump_on_ok(s->ops->connection_create(s, c));
+}
+
+int store_connection_get(struct store *s, const char *tenant_id, const char *id,
+                         struct store_connection *out)
+{
+    return s->ops->connection_get(s, tenant_id, id, out);
+}
+
+int store_connection_update(struct store *s, const struct store_connection *c)
+{
+    return bump_on_ok(s->ops->connection_update(s, c));
+}
+
+int store_connection_delete(struct store *s, const char *tenant_id, const char *id)
+{
+    return bump_on_ok(s->ops->connection_delete(s, tenant_id, id));
+}
+
+int store_connection_list(struct store *s, const char *tenant_id, store_connection_cb cb, void *arg)
+{
+    return s->ops->connection_list(s, tenant_id, cb, arg);
+}
+
+int store_byok_get(struct store *s, const char *tenant_id, struct store_byok *out)
+{
+    return s->ops->byok_get(s, tenant_id, out);
+}
+
+int store_byok_put(struct store *s, const char *tenant_id, const struct store_byok *b)
+{
+    return bump_on_ok(s->ops->byok_put(s, tenant_id, b));
+}
+
+int store_secret_get(struct store *s, const char *name, int *key_version,
+                     unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len)
+{
+    return s->ops->secret_get(s, name, key_version, sealed, sealed_len);
+}
+
+int store_secret_put(struct store *s, const char *name, int key_version,
+                     const unsigned char *sealed, size_t sealed_len)
+{
+    return s->ops->secret_put(s, name, key_version, sealed, sealed_len);
+}
+
+/* Every sealed record changed: cached connections are stale. */
+int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count)
+{
+    size_t dummy;
+    return bump_on_ok(s->ops->reseal_all(s, fn, arg, count != NULL ? count : &dummy));
+}
+
 int store_usage_write(struct store *s, struct usage_record *records, size_t n, size_t *duplicates)
 {
     size_t dummy;

@@ -58,6 +58,32 @@ static const char *const migrations[] = {
     "CREATE INDEX usage_tenant_ts ON usage(tenant_id, ts_ms);"
     "CREATE INDEX usage_session ON usage(session_id);"
     "CREATE INDEX usage_ts ON usage(ts_ms);",
+    /* 2: BYOK connections (sealed secrets), BYOK settings, the proxy's own
+     * sealed secrets. Slots are plain ids, not FKs: connection delete
+     * clears them explicitly in its transaction. */
+    "CREATE TABLE connections ("
+    " id TEXT PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " provider TEXT NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " region TEXT,"
+    " key_hint TEXT NOT NULL DEFAULT '',"
+    " key_version INTEGER NOT NULL,"
+    " sealed BLOB NOT NULL,"
+    " created_at_ms INTEGER NOT NULL,"
+    " updated_at_ms INTEGER NOT NULL);"
+    "CREATE INDEX connections_tenant ON connections(tenant_id, created_at_ms);"
+    "CREATE TABLE byok_settings ("
+    " tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
+    " enabled INTEGER NOT NULL DEFAULT 0,"
+    " slot_openai TEXT,"
+    " slot_elevenlabs TEXT,"
+    " slot_azure_speech TEXT,"
+    " updated_at_ms INTEGER NOT NULL);"
+    "CREATE TABLE secrets ("
+    " name TEXT PRIMARY KEY,"
+    " key_version INTEGER NOT NULL,"
+    " sealed BLOB NOT NULL);",
 };
 
 enum stmt_id {
@@ -84,6 +110,22 @@ enum stmt_id {
     ST_USAGE_Q_TENANT,
     ST_USAGE_Q_SESSION,
     ST_USAGE_Q_BOTH,
+    ST_TENANT_CLEAR_SLOTS,
+    ST_TENANT_DELETE_CONNS,
+    ST_TENANT_DELETE_BYOK,
+    ST_CONN_INSERT,
+    ST_CONN_GET,
+    ST_CONN_UPDATE,
+    ST_CONN_DELETE,
+    ST_CONN_LIST_TENANT,
+    ST_CONN_LIST_ALL,
+    ST_CONN_RESEAL,
+    ST_SLOTS_CLEAR,
+    ST_BYOK_GET,
+    ST_BYOK_PUT,
+    ST_SECRET_GET,
+    ST_SECRET_PUT,
+    ST_SECRET_LIST,
     ST__COUNT
 };
 
@@ -92,6 +134,16 @@ enum stmt_id {
     " wallet_micros, created_at_ms, updated_at_ms"
 #define KEY_COLS    "id, tenant_id, label, hash, created_at_ms, revoked_at_ms"
 #define USAGE_ORDER " ORDER BY ts_ms DESC, id DESC LIMIT ?3"
+#define CONN_COLS                                                                                  \
+    "id, tenant_id, provider, name, region, key_hint, key_version, sealed, created_at_ms,"         \
+    " updated_at_ms"
+#define CONN_ORDER " ORDER BY created_at_ms, rowid"
+/* Clears each slot column equal to ?1 (a connection id). */
+#define SLOT_CLEAR(col) col " = CASE WHEN " col " = ?1 THEN NULL ELSE " col " END"
+/* Same for every connection of tenant ?1. */
+#define SLOT_CLEAR_TENANT(col)                                                                     \
+    col " = CASE WHEN " col " IN (SELECT id FROM connections WHERE tenant_id = ?1) THEN NULL"      \
+        " ELSE " col " END"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -130,6 +182,48 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_USAGE_Q_SESSION] = "SELECT record FROM usage WHERE session_id = ?2" USAGE_ORDER,
     [ST_USAGE_Q_BOTH] =
         "SELECT record FROM usage WHERE tenant_id = ?1 AND session_id = ?2" USAGE_ORDER,
+    /* Another tenant's slot can only name one of these by mistake, but a
+     * dangling id must never outlive its connection. */
+    [ST_TENANT_CLEAR_SLOTS] =
+        "UPDATE byok_settings SET " SLOT_CLEAR_TENANT("slot_openai") ", " SLOT_CLEAR_TENANT(
+            "slot_elevenlabs") ", " SLOT_CLEAR_TENANT("slot_azure_speech") " WHERE EXISTS (SELECT "
+                                                                           "1 FROM connections c "
+                                                                           "WHERE c.tenant_id = ?1"
+                                                                           " AND c.id IN "
+                                                                           "(slot_openai, "
+                                                                           "slot_elevenlabs, "
+                                                                           "slot_azure_speech))",
+    [ST_TENANT_DELETE_CONNS] = "DELETE FROM connections WHERE tenant_id = ?1",
+    [ST_TENANT_DELETE_BYOK] = "DELETE FROM byok_settings WHERE tenant_id = ?1",
+    [ST_CONN_INSERT] =
+        "INSERT INTO connections (" CONN_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [ST_CONN_GET] = "SELECT " CONN_COLS " FROM connections WHERE id = ?1 AND tenant_id = ?2",
+    [ST_CONN_UPDATE] = "UPDATE connections SET name = ?3, region = ?4, key_hint = ?5,"
+                       " key_version = ?6, sealed = ?7, updated_at_ms = ?8"
+                       " WHERE id = ?1 AND tenant_id = ?2",
+    [ST_CONN_DELETE] = "DELETE FROM connections WHERE id = ?1 AND tenant_id = ?2",
+    [ST_CONN_LIST_TENANT] = "SELECT " CONN_COLS " FROM connections WHERE tenant_id = ?1" CONN_ORDER,
+    [ST_CONN_LIST_ALL] = "SELECT " CONN_COLS " FROM connections" CONN_ORDER,
+    [ST_CONN_RESEAL] = "UPDATE connections SET key_version = ?2, sealed = ?3 WHERE id = ?1",
+    [ST_SLOTS_CLEAR] = "UPDATE byok_settings SET " SLOT_CLEAR("slot_openai") ", " SLOT_CLEAR(
+        "slot_elevenlabs") ", " SLOT_CLEAR("slot_azure_speech") ", updated_at_ms = ?2"
+                                                                " WHERE ?1 IN (slot_openai, "
+                                                                "slot_elevenlabs, "
+                                                                "slot_azure_speech)",
+    [ST_BYOK_GET] = "SELECT enabled, slot_openai, slot_elevenlabs, slot_azure_speech, updated_at_ms"
+                    " FROM byok_settings WHERE tenant_id = ?1",
+    [ST_BYOK_PUT] =
+        "INSERT INTO byok_settings (tenant_id, enabled, slot_openai, slot_elevenlabs,"
+        " slot_azure_speech, updated_at_ms) VALUES (?1,?2,?3,?4,?5,?6)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET enabled = excluded.enabled,"
+        " slot_openai = excluded.slot_openai, slot_elevenlabs = excluded.slot_elevenlabs,"
+        " slot_azure_speech = excluded.slot_azure_speech,"
+        " updated_at_ms = excluded.updated_at_ms",
+    [ST_SECRET_GET] = "SELECT key_version, sealed FROM secrets WHERE name = ?1",
+    [ST_SECRET_PUT] = "INSERT INTO secrets (name, key_version, sealed) VALUES (?1,?2,?3)"
+                      " ON CONFLICT (name) DO UPDATE SET key_version = excluded.key_version,"
+                      " sealed = excluded.sealed",
+    [ST_SECRET_LIST] = "SELECT name, key_version, sealed FROM secrets ORDER BY name",
 };
 
 struct sqlite_store {
@@ -366,7 +460,10 @@ static int sq_tenant_delete(struct store *s, const char *id)
     }
     /* Explicit rather than relying on the cascade, which needs
      * foreign_keys=ON on every connection that ever deletes. */
-    if (step_id(sq, ST_TENANT_DELETE_KEYS, id) == -1 || step_id(sq, ST_TENANT_DELETE, id) == -1) {
+    if (step_id(sq, ST_TENANT_CLEAR_SLOTS, id) == -1 ||
+        step_id(sq, ST_TENANT_DELETE_CONNS, id) == -1 ||
+        step_id(sq, ST_TENANT_DELETE_BYOK, id) == -1 ||
+        step_id(sq, ST_TENANT_DELETE_KEYS, id) == -1 || step_id(sq, ST_TENANT_DELETE, id) == -1) {
         status = fail(sq, "tenant delete");
         goto failed;
     }
@@ -779,6 +876,21 @@ static int sq_usage_query(struct store *s, const char *tenant_id, const char *se
     return STORE_OK;
 }
 
+static int sq_connection_create(struct store *s, const struct store_connection *c);
+static int sq_connection_get(struct store *s, const char *tenant_id, const char *id,
+                             struct store_connection *out);
+static int sq_connection_update(struct store *s, const struct store_connection *c);
+static int sq_connection_delete(struct store *s, const char *tenant_id, const char *id);
+static int sq_connection_list(struct store *s, const char *tenant_id, store_connection_cb cb,
+                              void *arg);
+static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok *out);
+static int sq_byok_put(struct store *s, const char *tenant_id, const struct store_byok *b);
+static int sq_secret_get(struct store *s, const char *name, int *key_version,
+                         unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
+static int sq_secret_put(struct store *s, const char *name, int key_version,
+                         const unsigned char *sealed, size_t sealed_len);
+static int sq_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -795,7 +907,458 @@ static const struct store_ops sqlite_ops = {
     .key_get = sq_key_get,
     .usage_write = sq_usage_write,
     .usage_query = sq_usage_query,
+    .connection_create = sq_connection_create,
+    .connection_get = sq_connection_get,
+    .connection_update = sq_connection_update,
+    .connection_delete = sq_connection_delete,
+    .connection_list = sq_connection_list,
+    .byok_get = sq_byok_get,
+    .byok_put = sq_byok_put,
+    .secret_get = sq_secret_get,
+    .secret_put = sq_secret_put,
+    .reseal_all = sq_reseal_all,
 };
+
+/* --- BYOK: connections, settings, secrets, re-sealing ------------------- */
+
+static struct sqlite_store *byok_sq(struct store *s)
+{
+    if (s == NULL || s->ops != &sqlite_ops) {
+        log_error("store: BYOK operations need the sqlite backend");
+        return NULL;
+    }
+    return to_sq(s);
+}
+
+/* Column order of CONN_COLS. -1 when the row is malformed (logged). */
+static MUST_CHECK int read_connection(sqlite3_stmt *st, struct store_connection *c)
+{
+    memset(c, 0, sizeof(*c));
+    col_text(st, 0, c->id, sizeof(c->id));
+    col_text(st, 1, c->tenant_id, sizeof(c->tenant_id));
+    const char *pname = (const char *)sqlite3_column_text(st, 2);
+    col_text(st, 3, c->name, sizeof(c->name));
+    col_text(st, 4, c->region, sizeof(c->region));
+    col_text(st, 5, c->key_hint, sizeof(c->key_hint));
+    c->key_version = sqlite3_column_int(st, 6);
+    const void *sealed = sqlite3_column_blob(st, 7);
+    int len = sqlite3_column_bytes(st, 7);
+    c->created_at_ms = sqlite3_column_int64(st, 8);
+    c->updated_at_ms = sqlite3_column_int64(st, 9);
+    if (pname == NULL || provider_parse(pname, &c->provider) == -1 || sealed == NULL || len <= 0 ||
+        (size_t)len > sizeof(c->sealed)) {
+        log_error("store(sqlite): connection %s has a malformed row", c->id);
+        return -1;
+    }
+    memcpy(c->sealed, sealed, (size_t)len);
+    c->sealed_len = (size_t)len;
+    return 0;
+}
+
+static bool connection_valid(const struct store_connection *c)
+{
+    return c->sealed_len > 0 && c->sealed_len <= sizeof(c->sealed) && (int)c->provider >= 0 &&
+           c->provider < PROVIDER__COUNT;
+}
+
+static int sq_connection_create(struct store *s, const struct store_connection *c)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL || !connection_valid(c))
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_CONN_INSERT);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    int64_t now = now_ms();
+    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, c->tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, provider_name(c->provider), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, c->name, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 5, c->region);
+    sqlite3_bind_text(st, 6, c->key_hint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, c->key_version);
+    sqlite3_bind_blob(st, 8, c->sealed, (int)c->sealed_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 9, c->created_at_ms != 0 ? c->created_at_ms : now);
+    sqlite3_bind_int64(st, 10, c->updated_at_ms != 0 ? c->updated_at_ms : now);
+    int rc = sqlite3_step(st);
+    int ext = sqlite3_extended_errcode(sq->db);
+    stmt_done(st);
+    if (rc == SQLITE_DONE)
+        return STORE_OK;
+    if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return STORE_ERR_EXISTS;
+    if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return STORE_ERR_NOT_FOUND; /* no such tenant */
+    return fail(sq, "connection create");
+}
+
+static int sq_connection_get(struct store *s, const char *tenant_id, const char *id,
+                             struct store_connection *out)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_CONN_GET);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    /* Scoped by tenant in the query itself: another tenant's id reads as
+     * absent, never as someone else's row. */
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int status;
+    if (rc == SQLITE_ROW)
+        status = read_connection(st, out) == 0 ? STORE_OK : STORE_ERR_INTERNAL;
+    else if (rc == SQLITE_DONE)
+        status = STORE_ERR_NOT_FOUND;
+    else
+        status = fail(sq, "connection get");
+    stmt_done(st);
+    return status;
+}
+
+static int sq_connection_update(struct store *s, const struct store_connection *c)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL || !connection_valid(c))
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_CONN_UPDATE);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, c->tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, c->name, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 4, c->region);
+    sqlite3_bind_text(st, 5, c->key_hint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, c->key_version);
+    sqlite3_bind_blob(st, 7, c->sealed, (int)c->sealed_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, c->updated_at_ms != 0 ? c->updated_at_ms : now_ms());
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "connection update");
+    return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
+}
+
+static int sq_connection_delete(struct store *s, const char *tenant_id, const char *id)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    int status = STORE_ERR_INTERNAL;
+    if (run(sq, ST_BEGIN) == -1)
+        return fail(sq, "BEGIN");
+    sqlite3_stmt *st = stmt(sq, ST_CONN_DELETE);
+    if (st == NULL)
+        goto failed;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        status = fail(sq, "connection delete");
+        goto failed;
+    }
+    if (sqlite3_changes(sq->db) != 1) {
+        status = STORE_ERR_NOT_FOUND;
+        goto failed;
+    }
+    /* In the same transaction: no reader ever sees a slot naming a
+     * connection that is gone. */
+    st = stmt(sq, ST_SLOTS_CLEAR);
+    if (st == NULL)
+        goto failed;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_ms());
+    rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        status = fail(sq, "connection delete (slots)");
+        goto failed;
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        status = fail(sq, "COMMIT");
+        goto failed;
+    }
+    return STORE_OK;
+failed:
+    rollback(sq);
+    return status;
+}
+
+/* cb runs while the statement is stepping: it must not use this handle. */
+static int sq_connection_list(struct store *s, const char *tenant_id, store_connection_cb cb,
+                              void *arg)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, tenant_id != NULL ? ST_CONN_LIST_TENANT : ST_CONN_LIST_ALL);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    if (tenant_id != NULL)
+        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    int rc;
+    int status = STORE_OK;
+    struct store_connection c;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (read_connection(st, &c) == -1) {
+            status = STORE_ERR_INTERNAL;
+            continue;
+        }
+        cb(arg, &c);
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "connection list");
+    return status;
+}
+
+/* Slot columns in enum provider_id order. */
+static const enum provider_id byok_slots[] = {PROVIDER_OPENAI, PROVIDER_ELEVENLABS,
+                                              PROVIDER_AZURE_SPEECH};
+
+static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok *out)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_BYOK_GET);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->enabled = sqlite3_column_int(st, 0) != 0;
+        for (size_t i = 0; i < ARRAY_SIZE(byok_slots); i++)
+            col_text(st, 1 + (int)i, out->slots[byok_slots[i]], ID_MAX);
+        out->updated_at_ms = sqlite3_column_int64(st, 4);
+    }
+    stmt_done(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail(sq, "byok get");
+    return STORE_OK; /* no row: disabled, empty slots */
+}
+
+static int sq_byok_put(struct store *s, const char *tenant_id, const struct store_byok *b)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_BYOK_PUT);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, b->enabled);
+    for (size_t i = 0; i < ARRAY_SIZE(byok_slots); i++)
+        bind_text_or_null(st, 3 + (int)i, b->slots[byok_slots[i]]);
+    sqlite3_bind_int64(st, 6, b->updated_at_ms != 0 ? b->updated_at_ms : now_ms());
+    int rc = sqlite3_step(st);
+    int ext = sqlite3_extended_errcode(sq->db);
+    stmt_done(st);
+    if (rc == SQLITE_DONE)
+        return STORE_OK;
+    if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return STORE_ERR_NOT_FOUND; /* no such tenant */
+    return fail(sq, "byok put");
+}
+
+static int sq_secret_get(struct store *s, const char *name, int *key_version,
+                         unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_SECRET_GET);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int status = STORE_OK;
+    if (rc == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(st, 1);
+        int len = sqlite3_column_bytes(st, 1);
+        if (blob == NULL || len <= 0 || len > CRYPTO_SEALED_MAX) {
+            log_error("store(sqlite): secret %s has a malformed row", name);
+            status = STORE_ERR_INTERNAL;
+        } else {
+            *key_version = sqlite3_column_int(st, 0);
+            memcpy(sealed, blob, (size_t)len);
+            *sealed_len = (size_t)len;
+        }
+    } else if (rc == SQLITE_DONE) {
+        status = STORE_ERR_NOT_FOUND;
+    } else {
+        status = fail(sq, "secret get");
+    }
+    stmt_done(st);
+    return status;
+}
+
+static int sq_secret_put(struct store *s, const char *name, int key_version,
+                         const unsigned char *sealed, size_t sealed_len)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL || sealed_len == 0 || sealed_len > CRYPTO_SEALED_MAX)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_SECRET_PUT);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, key_version);
+    sqlite3_bind_blob(st, 3, sealed, (int)sealed_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    return rc == SQLITE_DONE ? STORE_OK : fail(sq, "secret put");
+}
+
+/* One sealed record collected for re-sealing: the rows are read in full
+ * before any is updated, so no UPDATE runs while a SELECT on the same
+ * handle is still stepping. */
+struct reseal_row {
+    char tenant_id[ID_MAX]; /* "" for the proxy's own secrets */
+    char id[ID_MAX];        /* connection id or secret name */
+    int version;
+    unsigned char sealed[CRYPTO_SEALED_MAX];
+    size_t sealed_len;
+};
+
+struct reseal_rows {
+    struct reseal_row *v;
+    size_t n, cap;
+};
+
+static struct reseal_row *reseal_push(struct reseal_rows *rows)
+{
+    if (rows->n == rows->cap) {
+        size_t cap = rows->cap != 0 ? rows->cap * 2 : 64;
+        struct reseal_row *grown = realloc(rows->v, cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        rows->v = grown;
+        rows->cap = cap;
+    }
+    struct reseal_row *r = &rows->v[rows->n++];
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+/* Reads every connection (secrets = false) or secret into rows. */
+static MUST_CHECK int reseal_collect(struct sqlite_store *sq, bool secrets,
+                                     struct reseal_rows *rows)
+{
+    sqlite3_stmt *st = stmt(sq, secrets ? ST_SECRET_LIST : ST_CONN_LIST_ALL);
+    if (st == NULL)
+        return -1;
+    int rc;
+    int status = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct reseal_row *r = reseal_push(rows);
+        if (r == NULL) {
+            log_error("store(sqlite): out of memory re-sealing");
+            status = -1;
+            break;
+        }
+        const void *blob;
+        int len;
+        if (secrets) {
+            col_text(st, 0, r->id, sizeof(r->id));
+            r->version = sqlite3_column_int(st, 1);
+            blob = sqlite3_column_blob(st, 2);
+            len = sqlite3_column_bytes(st, 2);
+        } else {
+            col_text(st, 0, r->id, sizeof(r->id));
+            col_text(st, 1, r->tenant_id, sizeof(r->tenant_id));
+            r->version = sqlite3_column_int(st, 6);
+            blob = sqlite3_column_blob(st, 7);
+            len = sqlite3_column_bytes(st, 7);
+        }
+        /* A record that cannot be re-sealed would be lost with the old
+         * key: stop rather than skip it. */
+        if (blob == NULL || len <= 0 || len > CRYPTO_SEALED_MAX) {
+            log_error("store(sqlite): %s %s has a malformed sealed value",
+                      secrets ? "secret" : "connection", r->id);
+            status = -1;
+            break;
+        }
+        memcpy(r->sealed, blob, (size_t)len);
+        r->sealed_len = (size_t)len;
+    }
+    stmt_done(st);
+    if (status == 0 && rc != SQLITE_DONE) {
+        (void)fail(sq, "reseal read");
+        status = -1;
+    }
+    return status;
+}
+
+static MUST_CHECK int reseal_write(struct sqlite_store *sq, bool secret, const char *id,
+                                   int version, const unsigned char *sealed, size_t len)
+{
+    sqlite3_stmt *st = stmt(sq, secret ? ST_SECRET_PUT : ST_CONN_RESEAL);
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, version);
+    sqlite3_bind_blob(st, 3, sealed, (int)len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    stmt_done(st);
+    if (rc != SQLITE_DONE || sqlite3_changes(sq->db) != 1)
+        return -1;
+    return 0;
+}
+
+static int sq_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    struct reseal_rows conns = {0}, secrets = {0};
+    unsigned char out[CRYPTO_SEALED_MAX];
+    *count = 0;
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    int status = STORE_ERR_INTERNAL;
+    if (run(sq, ST_BEGIN) == -1) {
+        (void)fail(sq, "reseal BEGIN");
+        goto done;
+    }
+    if (reseal_collect(sq, false, &conns) == -1 || reseal_collect(sq, true, &secrets) == -1)
+        goto failed;
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const struct reseal_rows *rows = pass == 0 ? &conns : &secrets;
+        for (size_t i = 0; i < rows->n; i++) {
+            const struct reseal_row *r = &rows->v[i];
+            size_t out_len = 0;
+            int out_version = 0;
+            if (fn(arg, r->tenant_id, r->id, r->sealed, r->sealed_len, r->version, out, &out_len,
+                   &out_version) == -1)
+                goto failed;
+            if (out_len == 0 || out_len > sizeof(out)) {
+                log_error("store(sqlite): re-sealing %s gave a malformed value", r->id);
+                goto failed;
+            }
+            if (reseal_write(sq, pass == 1, r->id, out_version, out, out_len) == -1) {
+                (void)fail(sq, "reseal write");
+                goto failed;
+            }
+            total++;
+        }
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        (void)fail(sq, "reseal COMMIT");
+        goto failed;
+    }
+    *count = total;
+    status = STORE_OK;
+    goto done;
+failed:
+    rollback(sq);
+done:
+    free(conns.v);
+    free(secrets.v);
+    return status;
+}
 
 /* mkdir -p of the directory part of path. */
 static MUST_CHECK int make_parent_dirs(const char *path)

@@ -1,4 +1,5 @@
-/* test_crypto.c - ULIDs, proxy keys, keyed hashing and master key loading. */
+/* test_crypto.c - ULIDs, proxy keys, keyed hashing, master key loading and
+ * AES-256-GCM sealing of connection keys. */
 #include "common.h"
 #include "crypto.h"
 
@@ -7,10 +8,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <stdlib.h>
 #include <string.h>
 
-#define ENV "BYOK_MASTER_KEY"
+#define ENV         "BYOK_MASTER_KEY"
+#define VERSION_ENV "BYOK_MASTER_KEY_VERSION"
 
 static const unsigned char key_a[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
                                         11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
@@ -243,6 +248,275 @@ static void test_master_key_valid(void **state)
     crypto_shutdown();
 }
 
+/* --- Sealing ------------------------------------------------------------ */
+
+#define SECRET "sk-proj-canary-0123456789abcdef"
+
+struct sealed {
+    unsigned char b[CRYPTO_SEALED_MAX];
+    size_t len;
+};
+
+static struct sealed seal(const char *tenant, const char *conn, const char *secret)
+{
+    struct sealed s;
+    assert_int_equal(
+        crypto_seal(tenant, conn, (const unsigned char *)secret, strlen(secret), s.b, &s.len), 0);
+    return s;
+}
+
+/* rc of crypto_open under the version in force; on success checks pt. */
+static int open_as(const char *tenant, const char *conn, const struct sealed *s)
+{
+    char pt[CRYPTO_SECRET_MAX + 1];
+    size_t len = 0;
+    memset(pt, 'x', sizeof(pt));
+    int rc = crypto_open(tenant, conn, crypto_key_version(), s->b, s->len, pt, &len);
+    if (rc == 0) {
+        assert_int_equal(len, strlen(SECRET));
+        assert_string_equal(pt, SECRET);
+    } else {
+        /* Nothing unauthenticated is left behind in the caller's buffer. */
+        for (size_t i = 0; i < sizeof(pt); i++)
+            assert_int_equal(pt[i], 0);
+    }
+    crypto_wipe(pt, sizeof(pt));
+    return rc;
+}
+
+static void test_seal_roundtrip(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    assert_int_equal(crypto_key_version(), 1);
+    struct sealed s = seal("t1", "c_1", SECRET);
+    assert_int_equal(s.len, CRYPTO_IV_LEN + strlen(SECRET) + CRYPTO_TAG_LEN);
+    /* Not in the clear anywhere in the sealed form. */
+    assert_null(memmem(s.b, s.len, "canary", 6));
+    uint64_t before = crypto_open_count();
+    assert_int_equal(open_as("t1", "c_1", &s), 0);
+    assert_int_equal(crypto_open_count(), before + 1);
+    /* A refused open is not counted. */
+    assert_int_equal(open_as("t1", "c_2", &s), -1);
+    assert_int_equal(crypto_open_count(), before + 1);
+    crypto_shutdown();
+}
+
+static void test_seal_max_size(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    unsigned char secret[CRYPTO_SECRET_MAX];
+    assert_int_equal(crypto_random(secret, sizeof(secret)), 0);
+    unsigned char out[CRYPTO_SEALED_MAX];
+    size_t out_len = 0;
+    assert_int_equal(crypto_seal("t1", "c_1", secret, sizeof(secret), out, &out_len), 0);
+    assert_int_equal(out_len, CRYPTO_SEALED_MAX);
+    char pt[CRYPTO_SECRET_MAX + 1];
+    size_t pt_len = 0;
+    assert_int_equal(crypto_open("t1", "c_1", 1, out, out_len, pt, &pt_len), 0);
+    assert_int_equal(pt_len, CRYPTO_SECRET_MAX);
+    assert_memory_equal(pt, secret, sizeof(secret));
+    assert_int_equal(pt[CRYPTO_SECRET_MAX], '\0');
+
+    /* One byte over the limit is refused. */
+    unsigned char big[CRYPTO_SECRET_MAX + 1] = {0};
+    assert_int_equal(crypto_seal("t1", "c_1", big, sizeof(big), out, &out_len), -1);
+    /* Truncated sealed forms are refused. */
+    assert_int_equal(
+        crypto_open("t1", "c_1", 1, out, CRYPTO_IV_LEN + CRYPTO_TAG_LEN - 1, pt, &pt_len), -1);
+    assert_int_equal(crypto_open("t1", "c_1", 1, out, out_len - 1, pt, &pt_len), -1);
+    crypto_wipe(pt, sizeof(pt));
+    crypto_shutdown();
+}
+
+static void test_seal_tamper(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    struct sealed good = seal("t1", "c_1", SECRET);
+    assert_int_equal(open_as("t1", "c_1", &good), 0);
+
+    /* Every single bit of IV, ciphertext and tag matters. */
+    size_t regions[][2] = {
+        {0, CRYPTO_IV_LEN},                              /* IV */
+        {CRYPTO_IV_LEN, CRYPTO_IV_LEN + strlen(SECRET)}, /* ciphertext */
+        {CRYPTO_IV_LEN + strlen(SECRET), good.len},      /* tag */
+    };
+    for (size_t r = 0; r < ARRAY_SIZE(regions); r++) {
+        for (size_t i = regions[r][0]; i < regions[r][1]; i++) {
+            struct sealed bad = good;
+            bad.b[i] ^= (unsigned char)(1u << (i % 8));
+            assert_int_equal(open_as("t1", "c_1", &bad), -1);
+        }
+    }
+
+    /* AAD: another tenant, another connection, or the separator moved. */
+    assert_int_equal(open_as("t2", "c_1", &good), -1);
+    assert_int_equal(open_as("t1", "c_2", &good), -1);
+    assert_int_equal(open_as("", "c_1", &good), -1);
+    assert_int_equal(open_as("t1", "", &good), -1);
+    assert_int_equal(open_as("t", "1c_1", &good), -1);
+    assert_int_equal(open_as("t1c", "_1", &good), -1);
+    crypto_shutdown();
+}
+
+static void test_seal_cross_tenant(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    /* Tenant B copies tenant A's sealed record into its own connection with
+     * the same id: it still does not open as B's. */
+    struct sealed a = seal("tenant_a", "c_same", SECRET);
+    assert_int_equal(open_as("tenant_a", "c_same", &a), 0);
+    assert_int_equal(open_as("tenant_b", "c_same", &a), -1);
+    crypto_shutdown();
+}
+
+static void test_seal_fresh_iv(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    struct sealed s1 = seal("t1", "c_1", SECRET);
+    struct sealed s2 = seal("t1", "c_1", SECRET);
+    assert_int_equal(s1.len, s2.len);
+    assert_memory_not_equal(s1.b, s2.b, CRYPTO_IV_LEN);
+    assert_memory_not_equal(s1.b + CRYPTO_IV_LEN, s2.b + CRYPTO_IV_LEN,
+                            s1.len - CRYPTO_IV_LEN - CRYPTO_TAG_LEN);
+    assert_int_equal(open_as("t1", "c_1", &s1), 0);
+    assert_int_equal(open_as("t1", "c_1", &s2), 0);
+    crypto_shutdown();
+}
+
+static void test_seal_wrong_version_or_key(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    struct sealed s = seal("t1", "c_1", SECRET);
+    char pt[CRYPTO_SECRET_MAX + 1];
+    size_t len;
+    assert_int_equal(crypto_open("t1", "c_1", 2, s.b, s.len, pt, &len), -1);
+    assert_int_equal(crypto_open("t1", "c_1", 0, s.b, s.len, pt, &len), -1);
+    assert_int_equal(crypto_open("t1", "c_1", 1, s.b, s.len, pt, &len), 0);
+
+    unsigned char key_b[32];
+    memcpy(key_b, key_a, 32);
+    key_b[0] ^= 0x80;
+    assert_int_equal(crypto_open_with(key_b, "t1", "c_1", s.b, s.len, pt, &len), -1);
+    assert_int_equal(crypto_open_with(key_a, "t1", "c_1", s.b, s.len, pt, &len), 0);
+    assert_string_equal(pt, SECRET);
+
+    /* Sealed under B explicitly: opens with B, not with the master (A). */
+    struct sealed sb;
+    assert_int_equal(crypto_seal_with(key_b, "t1", "c_1", (const unsigned char *)SECRET,
+                                      strlen(SECRET), sb.b, &sb.len),
+                     0);
+    assert_int_equal(open_as("t1", "c_1", &sb), -1);
+    assert_int_equal(crypto_open_with(key_b, "t1", "c_1", sb.b, sb.len, pt, &len), 0);
+    assert_string_equal(pt, SECRET);
+
+    /* After shutdown nothing seals or opens (the key is wiped, not zero). */
+    crypto_shutdown();
+    unsigned char out[CRYPTO_SEALED_MAX];
+    size_t out_len;
+    assert_int_equal(crypto_seal("t1", "c_1", (const unsigned char *)"x", 1, out, &out_len), -1);
+    assert_int_equal(crypto_open("t1", "c_1", 1, s.b, s.len, pt, &len), -1);
+    crypto_wipe(pt, sizeof(pt));
+}
+
+static void test_master_key_version(void **state)
+{
+    (void)state;
+    char err[256];
+    /* Unset: version 1. */
+    unsetenv(VERSION_ENV);
+    assert_int_equal(load_env(KEY_A_B64, err, sizeof(err)), 0);
+    assert_int_equal(crypto_key_version(), 1);
+
+    assert_int_equal(setenv(VERSION_ENV, "7", 1), 0);
+    assert_int_equal(load_env(KEY_A_B64, err, sizeof(err)), 0);
+    assert_int_equal(crypto_key_version(), 7);
+    assert_null(getenv(VERSION_ENV));
+
+    /* Records are stamped with the version in force and open only under it. */
+    struct sealed s = seal("t1", "c_1", SECRET);
+    char pt[CRYPTO_SECRET_MAX + 1];
+    size_t len;
+    assert_int_equal(crypto_open("t1", "c_1", 7, s.b, s.len, pt, &len), 0);
+    assert_int_equal(crypto_open("t1", "c_1", 1, s.b, s.len, pt, &len), -1);
+    crypto_wipe(pt, sizeof(pt));
+
+    const char *bad[] = {
+        "0", "-1", "x", "", "1x", "2147483648", "99999999999999999999999999999999999"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        assert_int_equal(setenv(VERSION_ENV, bad[i], 1), 0);
+        assert_int_equal(load_env(KEY_A_B64, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, VERSION_ENV));
+        /* Both variables are gone even though loading failed. */
+        assert_null(getenv(VERSION_ENV));
+        assert_null(getenv(ENV));
+    }
+    /* Surrounding whitespace (a value from a file) is accepted. */
+    assert_int_equal(setenv(VERSION_ENV, " 3\n", 1), 0);
+    assert_int_equal(load_env(KEY_A_B64, err, sizeof(err)), 0);
+    assert_int_equal(crypto_key_version(), 3);
+    /* crypto_init_raw is version 1. */
+    crypto_init_raw(key_a);
+    assert_int_equal(crypto_key_version(), 1);
+    crypto_shutdown();
+}
+
+static void test_decode_master_key(void **state)
+{
+    (void)state;
+    unsigned char key[32];
+    assert_int_equal(crypto_decode_master_key(" " KEY_A_B64 "\n", key), 0);
+    assert_memory_equal(key, key_a, 32);
+    assert_int_equal(crypto_decode_master_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==", key),
+                     -1);
+    assert_int_equal(crypto_decode_master_key("", key), -1);
+    assert_int_equal(crypto_decode_master_key("not base64!", key), -1);
+}
+
+static void test_set_hash_key(void **state)
+{
+    (void)state;
+    crypto_init_raw(key_a);
+    unsigned char derived[CRYPTO_HASH_LEN], got[CRYPTO_HASH_LEN];
+    crypto_get_hash_key(derived);
+
+    const char *text = "bpk_0123456789abcdef_AAAA";
+    unsigned char pepper[CRYPTO_HASH_LEN], h[CRYPTO_HASH_LEN], ref[CRYPTO_HASH_LEN];
+    unsigned int ref_len = 0;
+    for (size_t i = 0; i < sizeof(pepper); i++)
+        pepper[i] = (unsigned char)(0xa0 + i);
+
+    /* The derived key: crypto_key_hash is HMAC-SHA256 under it. */
+    crypto_key_hash(text, strlen(text), h);
+    assert_non_null(HMAC(EVP_sha256(), derived, sizeof(derived), (const unsigned char *)text,
+                         strlen(text), ref, &ref_len));
+    assert_memory_equal(h, ref, 32);
+
+    crypto_set_hash_key(pepper);
+    crypto_get_hash_key(got);
+    assert_memory_equal(got, pepper, 32);
+    crypto_key_hash(text, strlen(text), h);
+    assert_non_null(HMAC(EVP_sha256(), pepper, sizeof(pepper), (const unsigned char *)text,
+                         strlen(text), ref, &ref_len));
+    assert_int_equal(ref_len, 32);
+    assert_memory_equal(h, ref, 32);
+    /* Differs from the hash under the derived key. */
+    assert_non_null(HMAC(EVP_sha256(), derived, sizeof(derived), (const unsigned char *)text,
+                         strlen(text), ref, &ref_len));
+    assert_memory_not_equal(h, ref, 32);
+
+    /* Setting it back restores the original hashes. */
+    crypto_set_hash_key(derived);
+    crypto_key_hash(text, strlen(text), h);
+    assert_memory_equal(h, ref, 32);
+    crypto_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +530,15 @@ int main(void)
         cmocka_unit_test(test_master_key_missing),
         cmocka_unit_test(test_master_key_bad),
         cmocka_unit_test(test_master_key_valid),
+        cmocka_unit_test(test_seal_roundtrip),
+        cmocka_unit_test(test_seal_max_size),
+        cmocka_unit_test(test_seal_tamper),
+        cmocka_unit_test(test_seal_cross_tenant),
+        cmocka_unit_test(test_seal_fresh_iv),
+        cmocka_unit_test(test_seal_wrong_version_or_key),
+        cmocka_unit_test(test_master_key_version),
+        cmocka_unit_test(test_decode_master_key),
+        cmocka_unit_test(test_set_hash_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

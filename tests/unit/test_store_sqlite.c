@@ -685,6 +685,485 @@ static void test_reopen(void **state)
     free(err);
 }
 
+/* --- BYOK: connections, settings, secrets, re-sealing ------------------- */
+
+/* A connection with a recognisable (not really sealed) blob: the store
+ * treats sealed bytes as opaque. */
+static struct store_connection connection(const char *id, const char *tenant_id, enum provider_id p,
+                                          unsigned char fill)
+{
+    struct store_connection c = {0};
+    snprintf(c.id, sizeof(c.id), "%s", id);
+    snprintf(c.tenant_id, sizeof(c.tenant_id), "%s", tenant_id);
+    c.provider = p;
+    snprintf(c.name, sizeof(c.name), "conn %s", id);
+    if (p == PROVIDER_AZURE_SPEECH)
+        snprintf(c.region, sizeof(c.region), "eastus");
+    snprintf(c.key_hint, sizeof(c.key_hint), "abcd");
+    c.key_version = 1;
+    c.sealed_len = 40 + fill % 7;
+    memset(c.sealed, fill, c.sealed_len);
+    return c;
+}
+
+static void create_tenants(struct store *s, int n)
+{
+    for (int i = 1; i <= n; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "t%d", i);
+        struct store_tenant t = tenant(id, "", 0, 0);
+        assert_int_equal(store_tenant_create(s, &t), STORE_OK);
+    }
+}
+
+struct conn_list {
+    struct store_connection v[8];
+    int n;
+};
+
+static void collect_conn(void *arg, const struct store_connection *c)
+{
+    struct conn_list *l = arg;
+    assert_true(l->n < 8);
+    l->v[l->n++] = *c;
+}
+
+static void test_connection_crud(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 2);
+    struct store_connection c = connection("c_1", "t1", PROVIDER_AZURE_SPEECH, 0xa5), got;
+    uint64_t gen = store_generation();
+    assert_int_equal(store_connection_create(f->s, &c), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(store_connection_create(f->s, &c), STORE_ERR_EXISTS);
+    struct store_connection orphan = connection("c_x", "nope", PROVIDER_OPENAI, 1);
+    assert_int_equal(store_connection_create(f->s, &orphan), STORE_ERR_NOT_FOUND);
+
+    assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_OK);
+    assert_string_equal(got.id, "c_1");
+    assert_string_equal(got.tenant_id, "t1");
+    assert_int_equal(got.provider, PROVIDER_AZURE_SPEECH);
+    assert_string_equal(got.name, "conn c_1");
+    assert_string_equal(got.region, "eastus");
+    assert_string_equal(got.key_hint, "abcd");
+    assert_int_equal(got.key_version, 1);
+    assert_int_equal(got.sealed_len, c.sealed_len);
+    assert_memory_equal(got.sealed, c.sealed, c.sealed_len);
+    assert_true(got.created_at_ms > 0);
+    assert_int_equal(store_connection_get(f->s, "t1", "c_nope", &got), STORE_ERR_NOT_FOUND);
+
+    /* Rotate + rename: new sealed value, version, hint and name. */
+    struct store_connection u = connection("c_1", "t1", PROVIDER_AZURE_SPEECH, 0x11);
+    snprintf(u.name, sizeof(u.name), "renamed");
+    snprintf(u.region, sizeof(u.region), "westeurope");
+    snprintf(u.key_hint, sizeof(u.key_hint), "wxyz");
+    u.key_version = 3;
+    gen = store_generation();
+    assert_int_equal(store_connection_update(f->s, &u), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_OK);
+    assert_string_equal(got.name, "renamed");
+    assert_string_equal(got.region, "westeurope");
+    assert_string_equal(got.key_hint, "wxyz");
+    assert_int_equal(got.key_version, 3);
+    assert_int_equal(got.sealed_len, u.sealed_len);
+    assert_memory_equal(got.sealed, u.sealed, u.sealed_len);
+    assert_int_equal(got.provider, PROVIDER_AZURE_SPEECH);
+    struct store_connection missing = connection("c_nope", "t1", PROVIDER_OPENAI, 1);
+    assert_int_equal(store_connection_update(f->s, &missing), STORE_ERR_NOT_FOUND);
+
+    /* An OpenAI connection has no region. */
+    struct store_connection o = connection("c_2", "t1", PROVIDER_OPENAI, 2);
+    assert_int_equal(store_connection_create(f->s, &o), STORE_OK);
+    assert_int_equal(store_connection_get(f->s, "t1", "c_2", &got), STORE_OK);
+    assert_string_equal(got.region, "");
+    assert_int_equal(got.provider, PROVIDER_OPENAI);
+    struct store_connection e = connection("c_3", "t2", PROVIDER_ELEVENLABS, 3);
+    assert_int_equal(store_connection_create(f->s, &e), STORE_OK);
+
+    struct conn_list l = {0};
+    assert_int_equal(store_connection_list(f->s, "t1", collect_conn, &l), STORE_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.v[0].id, "c_1");
+    assert_string_equal(l.v[1].id, "c_2");
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(store_connection_list(f->s, NULL, collect_conn, &l), STORE_OK);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.v[2].id, "c_3");
+    assert_int_equal(l.v[2].provider, PROVIDER_ELEVENLABS);
+
+    gen = store_generation();
+    assert_int_equal(store_connection_delete(f->s, "t1", "c_2"), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(store_connection_get(f->s, "t1", "c_2", &got), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_connection_delete(f->s, "t1", "c_2"), STORE_ERR_NOT_FOUND);
+}
+
+static void test_connection_cross_tenant(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 2);
+    struct store_connection c = connection("c_1", "t1", PROVIDER_OPENAI, 7), got;
+    assert_int_equal(store_connection_create(f->s, &c), STORE_OK);
+
+    /* Another tenant's id behaves exactly like an id that does not exist. */
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(store_connection_get(f->s, "t2", "c_1", &got), STORE_ERR_NOT_FOUND);
+    assert_int_not_equal(got.sealed[0], 7);
+    assert_int_equal(store_connection_delete(f->s, "t2", "c_1"), STORE_ERR_NOT_FOUND);
+    struct store_connection steal = connection("c_1", "t2", PROVIDER_OPENAI, 9);
+    assert_int_equal(store_connection_update(f->s, &steal), STORE_ERR_NOT_FOUND);
+    struct conn_list l = {0};
+    assert_int_equal(store_connection_list(f->s, "t2", collect_conn, &l), STORE_OK);
+    assert_int_equal(l.n, 0);
+
+    /* Still intact for its owner. */
+    assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_OK);
+    assert_int_equal(got.sealed[0], 7);
+}
+
+static void test_byok_settings(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 1);
+    struct store_byok b;
+    memset(&b, 0x5a, sizeof(b));
+    /* No row: disabled, empty slots. */
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_false(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "");
+    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "");
+
+    struct store_byok put = {0};
+    put.enabled = true;
+    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
+    snprintf(put.slots[PROVIDER_AZURE_SPEECH], ID_MAX, "c_a");
+    uint64_t gen = store_generation();
+    assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_true(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "c_o");
+    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "");
+    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+    assert_true(b.updated_at_ms > 0);
+
+    /* A second put replaces the whole row. */
+    struct store_byok put2 = {0};
+    snprintf(put2.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_e");
+    assert_int_equal(store_byok_put(f->s, "t1", &put2), STORE_OK);
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_false(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_e");
+    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "");
+
+    assert_int_equal(store_byok_put(f->s, "nope", &put), STORE_ERR_NOT_FOUND);
+}
+
+static void test_connection_delete_clears_slots(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 2);
+    struct store_connection o = connection("c_o", "t1", PROVIDER_OPENAI, 1);
+    struct store_connection a = connection("c_a", "t1", PROVIDER_AZURE_SPEECH, 2);
+    assert_int_equal(store_connection_create(f->s, &o), STORE_OK);
+    assert_int_equal(store_connection_create(f->s, &a), STORE_OK);
+    struct store_byok put = {.enabled = true};
+    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
+    snprintf(put.slots[PROVIDER_AZURE_SPEECH], ID_MAX, "c_a");
+    assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
+    /* A (mistaken) reference from another tenant is cleared too. */
+    struct store_byok other = {.enabled = true};
+    snprintf(other.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
+    snprintf(other.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_keep");
+    assert_int_equal(store_byok_put(f->s, "t2", &other), STORE_OK);
+
+    assert_int_equal(store_connection_delete(f->s, "t1", "c_o"), STORE_OK);
+    struct store_byok b;
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_true(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+    assert_int_equal(store_byok_get(f->s, "t2", &b), STORE_OK);
+    assert_true(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_keep");
+
+    /* A refused cross-tenant delete clears nothing. */
+    assert_int_equal(store_connection_delete(f->s, "t2", "c_a"), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+}
+
+static void test_tenant_delete_cascades(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 2);
+    struct store_connection c1 = connection("c_1", "t1", PROVIDER_OPENAI, 1);
+    struct store_connection c2 = connection("c_2", "t2", PROVIDER_OPENAI, 2);
+    assert_int_equal(store_connection_create(f->s, &c1), STORE_OK);
+    assert_int_equal(store_connection_create(f->s, &c2), STORE_OK);
+    struct store_byok put = {.enabled = true};
+    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_1");
+    assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
+    struct store_byok put2 = {.enabled = true};
+    snprintf(put2.slots[PROVIDER_OPENAI], ID_MAX, "c_1"); /* dangling once t1 goes */
+    snprintf(put2.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_2");
+    assert_int_equal(store_byok_put(f->s, "t2", &put2), STORE_OK);
+
+    assert_int_equal(store_tenant_delete(f->s, "t1"), STORE_OK);
+    struct store_connection got;
+    assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_ERR_NOT_FOUND);
+    struct conn_list l = {0};
+    assert_int_equal(store_connection_list(f->s, NULL, collect_conn, &l), STORE_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0].id, "c_2");
+    struct store_byok b;
+    assert_int_equal(store_byok_get(f->s, "t2", &b), STORE_OK);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_2");
+
+    /* The rows are gone, not just hidden: a tenant re-created with the same
+     * id starts without settings or connections. */
+    struct store_tenant t = tenant("t1", "", 0, 0);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
+    assert_false(b.enabled);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(store_connection_list(f->s, "t1", collect_conn, &l), STORE_OK);
+    assert_int_equal(l.n, 0);
+}
+
+static void test_secrets(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char sealed[CRYPTO_SEALED_MAX], in[60];
+    size_t len = 0;
+    int version = 0;
+    assert_int_equal(store_secret_get(f->s, "proxy_key_hash", &version, sealed, &len),
+                     STORE_ERR_NOT_FOUND);
+    memset(in, 0x42, sizeof(in));
+    assert_int_equal(store_secret_put(f->s, "proxy_key_hash", 1, in, sizeof(in)), STORE_OK);
+    assert_int_equal(store_secret_get(f->s, "proxy_key_hash", &version, sealed, &len), STORE_OK);
+    assert_int_equal(version, 1);
+    assert_int_equal(len, sizeof(in));
+    assert_memory_equal(sealed, in, sizeof(in));
+    /* Put replaces. */
+    memset(in, 0x43, 50);
+    assert_int_equal(store_secret_put(f->s, "proxy_key_hash", 2, in, 50), STORE_OK);
+    assert_int_equal(store_secret_get(f->s, "proxy_key_hash", &version, sealed, &len), STORE_OK);
+    assert_int_equal(version, 2);
+    assert_int_equal(len, 50);
+    assert_memory_equal(sealed, in, 50);
+    assert_int_equal(store_secret_get(f->s, "other", &version, sealed, &len), STORE_ERR_NOT_FOUND);
+}
+
+struct reseal_arg {
+    int calls;
+    int fail_at; /* 1-based call that fails; 0 = none */
+    int secrets_seen;
+    int connections_seen;
+};
+
+/* "Re-seals" by inverting every byte and bumping the version. */
+static int reseal_invert(void *arg, const char *tenant_id, const char *id,
+                         const unsigned char *sealed, size_t sealed_len, int version,
+                         unsigned char out[CRYPTO_SEALED_MAX], size_t *out_len, int *out_version)
+{
+    struct reseal_arg *a = arg;
+    a->calls++;
+    if (tenant_id[0] == '\0') {
+        a->secrets_seen++;
+        assert_string_equal(id, "proxy_key_hash");
+    } else {
+        a->connections_seen++;
+        assert_memory_equal(id, "c_", 2);
+    }
+    if (a->calls == a->fail_at)
+        return -1;
+    for (size_t i = 0; i < sealed_len; i++)
+        out[i] = (unsigned char)~sealed[i];
+    *out_len = sealed_len;
+    *out_version = version + 1;
+    return 0;
+}
+
+static void test_reseal_all(void **state)
+{
+    struct fixture *f = *state;
+    create_tenants(f->s, 2);
+    struct store_connection cs[3] = {
+        connection("c_1", "t1", PROVIDER_OPENAI, 0x10),
+        connection("c_2", "t1", PROVIDER_ELEVENLABS, 0x20),
+        connection("c_3", "t2", PROVIDER_AZURE_SPEECH, 0x30),
+    };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(store_connection_create(f->s, &cs[i]), STORE_OK);
+    unsigned char pepper[48];
+    memset(pepper, 0x77, sizeof(pepper));
+    assert_int_equal(store_secret_put(f->s, "proxy_key_hash", 1, pepper, sizeof(pepper)), STORE_OK);
+
+    /* Failing on the second record leaves every row exactly as it was. */
+    struct reseal_arg a = {.fail_at = 2};
+    size_t count = 99;
+    assert_int_equal(store_reseal_all(f->s, reseal_invert, &a, &count), STORE_ERR_INTERNAL);
+    assert_int_equal(count, 0);
+    assert_int_equal(a.calls, 2);
+    struct store_connection got;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_connection_get(f->s, cs[i].tenant_id, cs[i].id, &got), STORE_OK);
+        assert_int_equal(got.key_version, 1);
+        assert_memory_equal(got.sealed, cs[i].sealed, cs[i].sealed_len);
+    }
+    unsigned char sealed[CRYPTO_SEALED_MAX];
+    size_t len;
+    int version;
+    assert_int_equal(store_secret_get(f->s, "proxy_key_hash", &version, sealed, &len), STORE_OK);
+    assert_int_equal(version, 1);
+    assert_memory_equal(sealed, pepper, sizeof(pepper));
+
+    /* Failing on the last record (the secret) also rolls back the
+     * connections already rewritten. */
+    memset(&a, 0, sizeof(a));
+    a.fail_at = 4;
+    assert_int_equal(store_reseal_all(f->s, reseal_invert, &a, &count), STORE_ERR_INTERNAL);
+    assert_int_equal(a.connections_seen, 3);
+    assert_int_equal(a.secrets_seen, 1);
+    assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_OK);
+    assert_int_equal(got.key_version, 1);
+    assert_memory_equal(got.sealed, cs[0].sealed, cs[0].sealed_len);
+
+    /* The handle is still usable after a rollback, and a full run commits
+     * every row. */
+    memset(&a, 0, sizeof(a));
+    uint64_t gen = store_generation();
+    assert_int_equal(store_reseal_all(f->s, reseal_invert, &a, &count), STORE_OK);
+    assert_true(store_generation() > gen);
+    assert_int_equal(count, 4);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_connection_get(f->s, cs[i].tenant_id, cs[i].id, &got), STORE_OK);
+        assert_int_equal(got.key_version, 2);
+        assert_int_equal(got.sealed_len, cs[i].sealed_len);
+        for (size_t j = 0; j < got.sealed_len; j++)
+            assert_int_equal(got.sealed[j], (unsigned char)~cs[i].sealed[j]);
+        /* Everything else is untouched. */
+        assert_string_equal(got.name, cs[i].name);
+        assert_string_equal(got.key_hint, cs[i].key_hint);
+    }
+    assert_int_equal(store_secret_get(f->s, "proxy_key_hash", &version, sealed, &len), STORE_OK);
+    assert_int_equal(version, 2);
+    assert_int_equal(sealed[0], (unsigned char)~0x77);
+
+    /* Nothing to re-seal: an empty store commits zero records. */
+    char empty[160];
+    snprintf(empty, sizeof(empty), "%s/empty.db", f->dir);
+    char *err = NULL;
+    struct store *s2 = store_sqlite_open(empty, &err);
+    assert_non_null(s2);
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(store_reseal_all(s2, reseal_invert, &a, &count), STORE_OK);
+    assert_int_equal(count, 0);
+    assert_int_equal(a.calls, 0);
+    store_close(s2);
+}
+
+/* Migration 1 exactly as it shipped: a database written by the build before
+ * BYOK. */
+static const char v1_schema[] =
+    "CREATE TABLE tenants ("
+    " id TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " feature_byok INTEGER NOT NULL DEFAULT 0,"
+    " feature_agency INTEGER NOT NULL DEFAULT 0,"
+    " parent_id TEXT,"
+    " wallet_deduction INTEGER NOT NULL DEFAULT 0,"
+    " plan_credits_micros INTEGER NOT NULL DEFAULT 0,"
+    " wallet_micros INTEGER NOT NULL DEFAULT 0,"
+    " created_at_ms INTEGER NOT NULL,"
+    " updated_at_ms INTEGER NOT NULL);"
+    "CREATE INDEX tenants_parent ON tenants(parent_id);"
+    "CREATE TABLE proxy_keys ("
+    " id TEXT PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " label TEXT NOT NULL DEFAULT '',"
+    " hash BLOB NOT NULL,"
+    " created_at_ms INTEGER NOT NULL,"
+    " revoked_at_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX proxy_keys_tenant ON proxy_keys(tenant_id, created_at_ms);"
+    "CREATE TABLE usage ("
+    " id TEXT PRIMARY KEY,"
+    " ts_ms INTEGER NOT NULL,"
+    " tenant_id TEXT NOT NULL,"
+    " payer_id TEXT NOT NULL,"
+    " key_id TEXT NOT NULL,"
+    " session_id TEXT,"
+    " provider TEXT NOT NULL,"
+    " line TEXT NOT NULL,"
+    " billed_to TEXT NOT NULL,"
+    " cost_micros INTEGER NOT NULL,"
+    " charged_plan_credits_micros INTEGER NOT NULL,"
+    " charged_wallet_micros INTEGER NOT NULL,"
+    " record TEXT NOT NULL);"
+    "CREATE INDEX usage_tenant_ts ON usage(tenant_id, ts_ms);"
+    "CREATE INDEX usage_session ON usage(session_id);"
+    "CREATE INDEX usage_ts ON usage(ts_ms);"
+    "INSERT INTO tenants (id, name, feature_byok, plan_credits_micros, wallet_micros,"
+    " created_at_ms, updated_at_ms) VALUES ('old', 'Old tenant', 1, 11, 22, 1000, 1000);"
+    "INSERT INTO proxy_keys (id, tenant_id, label, hash, created_at_ms)"
+    " VALUES ('k_old', 'old', 'legacy', zeroblob(32), 1000);"
+    "PRAGMA user_version = 1;";
+
+static void test_migration_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    /* A fresh store is at the latest version. */
+    assert_int_equal(raw_user_version(f->path), 2);
+
+    char path[160];
+    snprintf(path, sizeof(path), "%s/v1.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_user_version(path), 1);
+
+    char *err = NULL;
+    struct store *s = store_sqlite_open(path, &err);
+    if (s == NULL)
+        fail_msg("open v1: %s", err);
+    assert_int_equal(raw_user_version(path), 2);
+    /* Old rows kept. */
+    struct store_tenant t;
+    assert_int_equal(store_tenant_get(s, "old", &t), STORE_OK);
+    assert_string_equal(t.name, "Old tenant");
+    assert_int_equal(t.plan_credits_micros, 11);
+    assert_int_equal(t.wallet_micros, 22);
+    struct store_key k;
+    assert_int_equal(store_key_get(s, "k_old", &k), STORE_OK);
+    assert_string_equal(k.label, "legacy");
+    /* And the new tables work for them. */
+    struct store_connection c = connection("c_1", "old", PROVIDER_OPENAI, 5), got;
+    assert_int_equal(store_connection_create(s, &c), STORE_OK);
+    assert_int_equal(store_connection_get(s, "old", "c_1", &got), STORE_OK);
+    struct store_byok b = {.enabled = true};
+    snprintf(b.slots[PROVIDER_OPENAI], ID_MAX, "c_1");
+    assert_int_equal(store_byok_put(s, "old", &b), STORE_OK);
+    store_close(s);
+
+    /* Reopening applies nothing twice. */
+    s = store_sqlite_open(path, &err);
+    if (s == NULL)
+        fail_msg("reopen: %s", err);
+    assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
+    assert_string_equal(b.slots[PROVIDER_OPENAI], "c_1");
+    store_close(s);
+    assert_int_equal(raw_user_version(path), 2);
+}
+
 struct writer_arg {
     const char *path;
     int which;
@@ -824,6 +1303,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open_storm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cross_tenant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_byok_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_delete_clears_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_delete_cascades, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reseal_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,10 @@
 // like OpenAI's (PROVIDERS.md §1), with usage numbers the test chooses.
 // Tests script failures through override(): error statuses, slow or reset
 // streams, a reply that never comes, huge streams, broken framing.
+// mock.prefixes maps a path prefix onto another for the built-in endpoints
+// (e.g. {'/ds': '/v1'}: a second, OpenAI-shaped provider on the same
+// server); mock.acceptKeys (a Set of bearer tokens, null = any) makes the
+// built-in endpoints answer OpenAI's 401 to any other key.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { wavSeconds } from './util.mjs';
@@ -33,6 +37,8 @@ export async function startMockOpenAI() {
     port: 0,
     requests,
     config: defaultConfig(),
+    prefixes: {},
+    acceptKeys: null,
     // A scripted answer for the next matching requests. spec: { path?: string
     // | RegExp, times?: number (default 1, Infinity = until cleared),
     // handle: async (ctx) => void }.
@@ -114,14 +120,25 @@ export async function startMockOpenAI() {
 }
 
 async function dispatch(mock, overrides, rec, req, res) {
-  const path = rec.url.split('?')[0];
+  const rawPath = rec.url.split('?')[0];
   const ctx = makeCtx(mock, rec, req, res);
   for (let i = 0; i < overrides.length; i++) {
     const o = overrides[i];
-    const match = o.path === undefined || (o.path instanceof RegExp ? o.path.test(path) : o.path === path);
+    const match = o.path === undefined || (o.path instanceof RegExp ? o.path.test(rawPath) : o.path === rawPath);
     if (!match) continue;
     if (--o.times <= 0) overrides.splice(i, 1);
     return o.handle(ctx);
+  }
+  let path = rawPath;
+  for (const [from, to] of Object.entries(mock.prefixes)) {
+    if (rawPath.startsWith(`${from}/`)) {
+      path = to + rawPath.slice(from.length);
+      break;
+    }
+  }
+  if (mock.acceptKeys) {
+    const key = bearerToken(rec);
+    if (!mock.acceptKeys.has(key)) return ctx.json(401, invalidKeyError(key));
   }
   if (req.method === 'POST' && path === '/v1/chat/completions') return chat(ctx);
   if (req.method === 'POST' && path === '/v1/responses') return responses(ctx);
@@ -136,6 +153,19 @@ async function dispatch(mock, overrides, rec, req, res) {
 
 export function openaiError(message, type, code) {
   return { error: { message, type, param: null, code } };
+}
+
+// The token of "Authorization: Bearer <token>" of a recorded request ('' if none).
+export function bearerToken(rec) {
+  const m = /^Bearer (.*)$/.exec(rec.headers.authorization || '');
+  return m ? m[1] : '';
+}
+
+// OpenAI's answer to a wrong key: the key is shown masked, as the real API does.
+export function invalidKeyError(key) {
+  const masked = key.length > 8 ? `${key.slice(0, 3)}${'*'.repeat(8)}${key.slice(-4)}` : '****';
+  return openaiError(`Incorrect API key provided: ${masked}. You can find your API key at https://platform.openai.com/account/api-keys.`,
+    'invalid_request_error', 'invalid_api_key');
 }
 
 function makeCtx(mock, rec, req, res) {

@@ -168,6 +168,9 @@ export class AdminClient {
   constructor(baseUrl, token) {
     this.baseUrl = baseUrl;
     this.token = token;
+    // When an array: every answer's { method, path, status, text } is
+    // appended (the secrets test scans them all).
+    this.collect = null;
   }
 
   async req(method, p, body) {
@@ -177,6 +180,7 @@ export class AdminClient {
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     const text = await r.text();
+    if (this.collect) this.collect.push({ method, path: p, status: r.status, text });
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
     return { status: r.status, json, text, headers: r.headers };
@@ -204,6 +208,48 @@ export class AdminClient {
     const k = await this.ok('POST', `/admin/tenants/${encodeURIComponent(tenantId)}/keys`, { label });
     if (!k || typeof k.id !== 'string' || typeof k.key !== 'string') throw new Error(`createKey: unexpected answer ${JSON.stringify(k)}`);
     return k;
+  }
+
+  patchTenant(id, body) {
+    return this.ok('PATCH', `/admin/tenants/${encodeURIComponent(id)}`, body);
+  }
+
+  // ---- BYOK (DESIGN §6): connections, settings, resolve, check ----
+
+  createConnection(tenantId, body) {
+    return this.ok('POST', `/admin/tenants/${encodeURIComponent(tenantId)}/connections`, body);
+  }
+
+  connectionPath(tenantId, cid) {
+    return `/admin/tenants/${encodeURIComponent(tenantId)}/connections${cid === undefined ? '' : `/${encodeURIComponent(cid)}`}`;
+  }
+
+  getConnection(tenantId, cid) {
+    return this.ok('GET', this.connectionPath(tenantId, cid));
+  }
+
+  patchConnection(tenantId, cid, body) {
+    return this.ok('PATCH', this.connectionPath(tenantId, cid), body);
+  }
+
+  deleteConnection(tenantId, cid) {
+    return this.ok('DELETE', this.connectionPath(tenantId, cid));
+  }
+
+  putByok(tenantId, body) {
+    return this.ok('PUT', `/admin/tenants/${encodeURIComponent(tenantId)}/byok`, body);
+  }
+
+  getByok(tenantId) {
+    return this.ok('GET', `/admin/tenants/${encodeURIComponent(tenantId)}/byok`);
+  }
+
+  resolve(tenantId, provider) {
+    return this.ok('GET', `/admin/tenants/${encodeURIComponent(tenantId)}/resolve?provider=${encodeURIComponent(provider)}`);
+  }
+
+  check(tenantId) {
+    return this.ok('POST', `/admin/tenants/${encodeURIComponent(tenantId)}/byok/check`);
   }
 
   revokeKey(tenantId, keyId) {

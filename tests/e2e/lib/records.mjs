@@ -27,8 +27,9 @@ export function units(partial = {}) {
 // Sum over the parts of units × price per 1M (audio: seconds × per-minute
 // price / 60, expressed in the same 1e-6 scale), divided by 1e6 and rounded
 // half up once. Cached/audio prices fall back to the input/output price.
-export function costMicros(model, partial) {
-  const p = PRICES[model];
+// prices: the provider's table (default: the OpenAI one above).
+export function costMicros(model, partial, prices = PRICES) {
+  const p = prices[model];
   if (!p) return 0;
   const u = units(partial);
   const inP = p.input_per_1m ?? 0;
@@ -54,6 +55,11 @@ export function split(cost, planBefore) {
 // sessionId (null = none), line, endpoint, model, status, outcome (default
 // ok; an array = any of), estimated (default false), units (partial; others must be 0; null =
 // don't check), cost (default computed from units), charged, upstreamRequestId.
+// BYOK fields (defaults: the platform-key OpenAI line): payerId (default
+// tenantId), provider ('openai'), slot (default = provider for the three
+// slots, else null), billedTo ('wallet'), connectionId (null),
+// fallbackReason (null), prices (the table for the cost; default PRICES).
+// endpoint may be an array (any of).
 export function checkRecord(r, exp) {
   assert.deepEqual(Object.keys(r).sort(), RECORD_KEYS, 'record has exactly the DESIGN §5 fields');
   assert.equal(typeof r.id, 'string');
@@ -63,29 +69,34 @@ export function checkRecord(r, exp) {
   assert.equal(r.payer_id, exp.payerId ?? exp.tenantId);
   assert.equal(r.key_id, exp.keyId);
   assert.equal(r.session_id, exp.sessionId ?? null);
-  assert.equal(r.provider, 'openai');
-  assert.equal(r.slot, 'openai');
+  const provider = exp.provider ?? 'openai';
+  const slot = exp.slot !== undefined ? exp.slot : (['openai', 'elevenlabs', 'azure_speech'].includes(provider) ? provider : null);
+  const billedTo = exp.billedTo ?? 'wallet';
+  assert.equal(r.provider, provider);
+  assert.equal(r.slot, slot);
   assert.equal(r.line, exp.line);
-  assert.equal(r.endpoint, exp.endpoint);
+  if (Array.isArray(exp.endpoint)) assert.ok(exp.endpoint.includes(r.endpoint), `endpoint ${r.endpoint} in ${exp.endpoint}`);
+  else assert.equal(r.endpoint, exp.endpoint);
   if (exp.model !== undefined) assert.equal(r.model, exp.model);
-  assert.equal(r.billed_to, 'wallet');
-  assert.equal(r.connection_id, null);
+  assert.equal(r.billed_to, billedTo, 'billed_to');
+  assert.equal(r.connection_id, exp.connectionId ?? null, 'connection_id');
   assert.equal(r.status, exp.status ?? 200);
   if (Array.isArray(exp.outcome)) assert.ok(exp.outcome.includes(r.outcome), `outcome ${r.outcome} in ${exp.outcome}`);
   else assert.equal(r.outcome, exp.outcome ?? 'ok');
   assert.equal(r.estimated, exp.estimated ?? false);
-  assert.equal(r.fallback_reason, null);
+  assert.equal(r.fallback_reason, exp.fallbackReason ?? null, 'fallback_reason');
   assert.deepEqual(Object.keys(r.units).sort(), UNIT_KEYS, 'units has exactly the DESIGN §5 fields');
   for (const k of UNIT_KEYS) assert.equal(typeof r.units[k], 'number', `units.${k} is a number`);
   if (exp.units !== null && exp.units !== undefined) {
     assert.deepEqual(r.units, units(exp.units), 'units as the mock reported them');
-    const cost = exp.cost ?? costMicros(exp.model, exp.units);
+    const cost = exp.cost ?? costMicros(exp.model, exp.units, exp.prices);
     assert.equal(r.cost_micros, cost, 'cost_micros per the pricing rule');
   }
   assert.equal(typeof r.cost_micros, 'number');
   assert.deepEqual(Object.keys(r.charged).sort(), CHARGED_KEYS);
   if (exp.charged) assert.deepEqual(r.charged, exp.charged, 'charged split');
-  assert.equal(r.charged.plan_credits_micros + r.charged.wallet_micros, r.cost_micros, 'a wallet line is charged its cost');
+  if (billedTo === 'wallet') assert.equal(r.charged.plan_credits_micros + r.charged.wallet_micros, r.cost_micros, 'a wallet line is charged its cost');
+  else assert.deepEqual(r.charged, { plan_credits_micros: 0, wallet_micros: 0 }, 'a BYOK line is charged nothing');
   if (exp.upstreamRequestId !== undefined) assert.equal(r.upstream_request_id, exp.upstreamRequestId);
   assert.equal(typeof r.ttfb_ms === 'number' || r.ttfb_ms === null, true, 'ttfb_ms number or null');
   if (exp.status === undefined || exp.status < 500) assert.equal(typeof r.ttfb_ms, 'number');
@@ -94,9 +105,10 @@ export function checkRecord(r, exp) {
   if (typeof r.ttfb_ms === 'number') assert.ok(r.ttfb_ms >= 0 && r.ttfb_ms <= r.duration_ms, '0 <= ttfb_ms <= duration_ms');
 }
 
-// The mock received the platform key and nothing of the proxy key.
-export function checkUpstreamAuth(mockRec, { platformKey, proxyKey }) {
-  assert.equal(mockRec.headers.authorization, `Bearer ${platformKey}`, 'platform key injected');
+// The mock received the platform key (or, BYOK: the key given as
+// platformKey) and nothing of the proxy key.
+export function checkUpstreamAuth(mockRec, { platformKey, proxyKey, what = 'platform key injected' }) {
+  assert.equal(mockRec.headers.authorization, `Bearer ${platformKey}`, what);
   const seen = [mockRec.url, mockRec.rawHeaders.join('\n'), mockRec.body ? mockRec.body.toString('latin1') : ''].join('\n');
   assert.ok(!seen.includes(proxyKey), 'proxy key must not reach the upstream (headers, url, body)');
   const authHeaders = mockRec.rawHeaders.filter((_, i) => i % 2 === 0 && mockRec.rawHeaders[i].toLowerCase() === 'authorization');

@@ -1,0 +1,153 @@
+/* test_resolve.c - the rule table of DESIGN §3.1-3.2 (resolve_rule). */
+#include "common.h"
+#include "resolve.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+struct world {
+    struct store_tenant t, a;
+    struct store_byok tb, ab;
+};
+
+static void tenant(struct store_tenant *t, const char *id, bool byok, bool agency)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->id, sizeof(t->id), "%s", id);
+    t->feature_byok = byok;
+    t->feature_agency = agency;
+}
+
+static void settings(struct store_byok *b, bool enabled, const char *openai, const char *el,
+                     const char *az)
+{
+    memset(b, 0, sizeof(*b));
+    b->enabled = enabled;
+    snprintf(b->slots[PROVIDER_OPENAI], ID_MAX, "%s", openai ? openai : "");
+    snprintf(b->slots[PROVIDER_ELEVENLABS], ID_MAX, "%s", el ? el : "");
+    snprintf(b->slots[PROVIDER_AZURE_SPEECH], ID_MAX, "%s", az ? az : "");
+}
+
+static struct resolve_rule decide(struct world *w, bool sub, enum provider_id p)
+{
+    struct resolve_inputs in = {&w->t, sub ? &w->a : NULL, &w->tb, sub ? &w->ab : NULL};
+    struct resolve_rule r;
+    resolve_rule(&in, p, &r);
+    assert_non_null(r.reason);
+    return r;
+}
+
+static void test_standalone(void **state)
+{
+    (void)state;
+    struct world w;
+    tenant(&w.t, "t1", true, false);
+    settings(&w.tb, true, "c_oa", NULL, "c_az");
+
+    struct resolve_rule r = decide(&w, false, PROVIDER_OPENAI);
+    assert_true(r.byok);
+    assert_string_equal(r.connection_id, "c_oa");
+    assert_string_equal(r.payer_id, "t1");
+    assert_string_equal(r.owner_id, "t1");
+
+    /* Empty slot: platform. */
+    r = decide(&w, false, PROVIDER_ELEVENLABS);
+    assert_false(r.byok);
+    assert_string_equal(r.connection_id, "");
+    assert_string_equal(r.payer_id, "t1");
+    r = decide(&w, false, PROVIDER_AZURE_SPEECH);
+    assert_true(r.byok);
+    assert_string_equal(r.connection_id, "c_az");
+
+    /* Platform-only providers never use BYOK. */
+    for (int p = PROVIDER_DEEPGRAM; p < PROVIDER__COUNT; p++) {
+        r = decide(&w, false, (enum provider_id)p);
+        assert_false(r.byok);
+        assert_string_equal(r.payer_id, "t1");
+    }
+
+    /* Toggle off. */
+    w.tb.enabled = false;
+    r = decide(&w, false, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_non_null(strstr(r.reason, "toggle"));
+
+    /* Feature missing, toggle on. */
+    w.tb.enabled = true;
+    w.t.feature_byok = false;
+    r = decide(&w, false, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_non_null(strstr(r.reason, "byok feature"));
+}
+
+static void test_subaccount(void **state)
+{
+    (void)state;
+    struct world w;
+    tenant(&w.t, "sub", true, false);
+    settings(&w.tb, true, "c_sub_own", "c_sub_el", NULL); /* must be ignored */
+    tenant(&w.a, "agency", true, true);
+    settings(&w.ab, true, "c_agency_oa", NULL, NULL);
+
+    /* Owner has byok + agency, wallet deduction off: the owner's keys. */
+    struct resolve_rule r = decide(&w, true, PROVIDER_OPENAI);
+    assert_true(r.byok);
+    assert_string_equal(r.connection_id, "c_agency_oa");
+    assert_string_equal(r.payer_id, "agency");
+    assert_string_equal(r.owner_id, "agency");
+    /* The subaccount's own elevenlabs slot is ignored: the owner's is empty. */
+    r = decide(&w, true, PROVIDER_ELEVENLABS);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+
+    /* Wallet deduction on: platform keys, the owner pays. */
+    w.a.wallet_deduction = true;
+    r = decide(&w, true, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+    assert_non_null(strstr(r.reason, "wallet deduction"));
+    w.a.wallet_deduction = false;
+
+    /* Owner lacking agency, or byok: platform, owner still pays. */
+    w.a.feature_agency = false;
+    r = decide(&w, true, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+    w.a.feature_agency = true;
+    w.a.feature_byok = false;
+    r = decide(&w, true, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+    w.a.feature_byok = true;
+
+    /* Owner's toggle off: platform. */
+    w.ab.enabled = false;
+    r = decide(&w, true, PROVIDER_OPENAI);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+
+    /* A subaccount without the byok feature still follows the owner. */
+    w.ab.enabled = true;
+    w.t.feature_byok = false;
+    r = decide(&w, true, PROVIDER_OPENAI);
+    assert_true(r.byok);
+    assert_string_equal(r.connection_id, "c_agency_oa");
+
+    /* Platform-only provider in an agency BYOK setup. */
+    r = decide(&w, true, PROVIDER_ANTHROPIC);
+    assert_false(r.byok);
+    assert_string_equal(r.payer_id, "agency");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_standalone),
+        cmocka_unit_test(test_subaccount),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
