@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <curl/curl.h>
 #include <event2/thread.h>
 #include <openssl/crypto.h>
@@ -50,6 +52,21 @@ struct loop {
     struct event *sweep_timer; /* admin only: expired session pins */
     int64_t drain_deadline;
 };
+
+/* jansson frees its parse buffers (which held, e.g., a connection's api_key
+ * from an admin request) without wiping them: make every free a wipe. */
+static void *json_alloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void json_free_wiped(void *p)
+{
+    if (p != NULL) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
+}
 
 static void usage(FILE *f)
 {
@@ -249,6 +266,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    json_set_alloc_funcs(json_alloc, json_free_wiped);
     cfg = config_load(config_path, &errp);
     if (cfg == NULL) {
         fprintf(stderr, "byok-proxy: config %s: %s\n", config_path, errp ? errp : "invalid");
