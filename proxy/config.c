@@ -24,7 +24,6 @@
  * tokens. Keeps units x price far from int64 overflow in pricing.c. */
 #define PRICE_MAX INT64_C(1000000000000)
 
-
 /* Keys of "upstreams": one per provider except azure_speech, which has a TTS
  * and an STT host template. */
 enum upstream_key {

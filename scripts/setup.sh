@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libevent-dev libssl-dev libcurl4-openssl-dev
-            libhiredis-dev libjansson-dev libsqlite3-dev)
+            libhiredis-dev libjansson-dev libsqlite3-dev openssl jq)
 test_pkgs=(libcmocka-dev redis-server nginx-light wrk sqlite3 openssl ca-certificates curl
            clang-format)
 
