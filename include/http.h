@@ -13,6 +13,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <openssl/ssl.h>
 
 struct http_conn;
 struct http_server;
@@ -44,7 +45,14 @@ struct http_server_opts {
     http_request_cb on_request;
     void *arg;
     const char *name; /* "data" | "admin", for logs */
+    SSL_CTX *ssl_ctx; /* TLS listener when set (borrowed; one SSL per connection) */
 };
+
+/* A server-side TLS context from PEM files: TLS 1.2+, ALPN "http/1.1".
+ * Returns NULL with a message in err (naming the file and OpenSSL's reason).
+ * Caller frees with SSL_CTX_free(). */
+MUST_CHECK SSL_CTX *http_tls_context(const char *cert_file, const char *key_file, char *err,
+                                     size_t err_size);
 
 /* Creates a server on base that accepts on listen_fd (an already bound and
  * listening socket; the server takes ownership). Caller frees with

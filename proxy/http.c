@@ -31,7 +31,9 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
 
 enum http_conn_state {
     HTTP_CONN_READING_HEAD = 0,
@@ -59,6 +61,7 @@ struct http_conn {
     unsigned close_pending : 1;  /* deferred free scheduled */
     unsigned sent_continue : 1;  /* 100 Continue already sent */
     unsigned has_head_bytes : 1; /* header timer armed for this head */
+    unsigned tls : 1;            /* OpenSSL bufferevent: no direct socket writes */
 
     http_abort_cb on_abort;
     http_drain_cb on_drain;
@@ -181,6 +184,46 @@ static bool status_has_body(int status)
 
 /* --- accepting ------------------------------------------------------------ */
 
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08http/1.1";
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no ALPN agreement: plain HTTP/1.1 anyway */
+    return SSL_TLSEXT_ERR_OK;
+}
+
+SSL_CTX *http_tls_context(const char *cert_file, const char *key_file, char *err, size_t err_size)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, err_size, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    const char *what = NULL;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1)
+        what = "tls.cert_file";
+    else if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1)
+        what = "tls.key_file";
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        what = "tls.key_file (does not match tls.cert_file)";
+    if (what != NULL) {
+        char reason[256];
+        ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
+        snprintf(err, err_size, "%s: %s", what, reason);
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 int http_listen(const char *addr, bool reuseport, char *err, size_t err_size)
 {
     char host[256];
@@ -249,13 +292,29 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = s;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (s->opts.ssl_ctx != NULL) {
+        SSL *ssl = SSL_new(s->opts.ssl_ctx);
+        c->tls = 1;
+        c->bev = ssl ? bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (c->bev == NULL) {
+            SSL_free(ssl);
+            close(fd);
+            fd = -1;
+        } else {
+            /* Clients often close without close_notify; that is an EOF. */
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        }
+    } else {
+        c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     c->timer = evtimer_new(s->base, conn_timer_cb, c);
     c->close_ev = event_new(s->base, -1, 0, conn_close_ev_cb, c);
     if (c->bev == NULL || c->timer == NULL || c->close_ev == NULL) {
         if (c->bev)
             bufferevent_free(c->bev);
-        else
+        else if (fd != -1)
             close(fd);
         if (c->timer)
             event_free(c->timer);
@@ -445,6 +504,8 @@ static void out_ready(struct http_conn *c)
 
 static void flush_now(struct http_conn *c)
 {
+    if (c->tls)
+        return; /* bytes must go through OpenSSL: the bufferevent writes them */
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) > 0 && evbuffer_write(out, bufferevent_getfd(c->bev)) == -1)
         return; /* EAGAIN, or an error the write event will report */

@@ -42,6 +42,7 @@ struct loop {
     const struct config *cfg;
     struct event_base *base;
     struct http_server *http;
+    struct http_server *https; /* workers, when the config has "tls" */
     struct store *store;
     struct upstream_pool *pool;  /* workers only */
     struct resolver *resolver;   /* workers only */
@@ -87,12 +88,12 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
     /* Done when every connection is closed: a finished response closes its
      * connection once its output is flushed (keep-alive is off while
      * draining), so this waits for the bytes to reach the client too. */
-    if (http_server_conn_count(l->http) == 0 || mono_ms() >= l->drain_deadline) {
-        if (http_server_conn_count(l->http) > 0)
-            log_warn("%s %d: shutdown deadline reached with %zu connections open (%zu requests "
-                     "in flight); closing them",
-                     l->name, l->index, http_server_conn_count(l->http),
-                     http_server_busy_count(l->http));
+    size_t open =
+        http_server_conn_count(l->http) + (l->https ? http_server_conn_count(l->https) : 0);
+    if (open == 0 || mono_ms() >= l->drain_deadline) {
+        if (open > 0)
+            log_warn("%s %d: shutdown deadline reached with %zu connections open; closing them",
+                     l->name, l->index, open);
         event_base_loopbreak(l->base);
         return;
     }
@@ -107,6 +108,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     http_server_stop_accepting(l->http);
+    if (l->https)
+        http_server_stop_accepting(l->https);
     l->drain_deadline = mono_ms() + l->cfg->limits.shutdown_timeout_ms;
     drain_check_cb(-1, 0, l);
 }
@@ -136,6 +139,7 @@ static void loop_free(struct loop *l)
     /* Order: connections first (their handlers may cancel transfers), then
      * transfers, then what the handlers used. */
     http_server_free(l->http);
+    http_server_free(l->https);
     upstream_pool_free(l->pool);
     dataplane_free(l->dataplane);
     resolve_free(l->resolver);
@@ -152,15 +156,25 @@ static void loop_free(struct loop *l)
     memset(l, 0, sizeof(*l));
 }
 
-static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
-                     int listen_fd, char **err)
+static void close_fds(int a, int b)
 {
+    if (a != -1)
+        close(a);
+    if (b != -1)
+        close(b);
+}
+
+/* Takes ownership of listen_fd and tls_fd (-1 when none). */
+static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
+                     int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, char **err)
+{
+
     l->name = name;
     l->index = index;
     l->cfg = cfg;
     l->base = event_base_new();
     if (l->base == NULL) {
-        close(listen_fd);
+        close_fds(listen_fd, tls_fd);
         *err = strdup("cannot create an event base");
         return -1;
     }
@@ -168,7 +182,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     l->drain_timer = evtimer_new(l->base, drain_check_cb, l);
     l->store = store_open(cfg, err);
     if (l->store == NULL) {
-        close(listen_fd);
+        close_fds(listen_fd, tls_fd);
         return -1;
     }
     struct http_server_opts opts = {.limits = &cfg->limits, .name = name};
@@ -177,7 +191,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         l->resolver = l->pool ? resolve_new(cfg, l->store) : NULL;
         l->dataplane = l->resolver ? dataplane_new(cfg, l->pool, l->resolver) : NULL;
         if (l->dataplane == NULL) {
-            close(listen_fd);
+            close_fds(listen_fd, tls_fd);
             *err = strdup("out of memory creating a worker");
             return -1;
         }
@@ -187,7 +201,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         const char *token = getenv("BYOK_ADMIN_TOKEN");
         l->admin = admin_new(cfg, l->store, token);
         if (l->admin == NULL) {
-            close(listen_fd);
+            close_fds(listen_fd, tls_fd);
             *err = strdup("cannot create the admin API");
             return -1;
         }
@@ -196,15 +210,25 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         l->sweep_timer = evtimer_new(l->base, sweep_cb, l);
         struct timeval tv = {SESSION_SWEEP_MS / 1000, 0};
         if (l->sweep_timer == NULL || evtimer_add(l->sweep_timer, &tv) == -1) {
-            close(listen_fd);
+            close_fds(listen_fd, tls_fd);
             *err = strdup("cannot start the session sweeper");
             return -1;
         }
     }
     l->http = http_server_new(l->base, listen_fd, &opts);
     if (l->http == NULL || l->stop_ev == NULL || l->drain_timer == NULL) {
+        if (tls_fd != -1)
+            close(tls_fd);
         *err = strdup("cannot start the listener");
         return -1;
+    }
+    if (tls_fd != -1) {
+        opts.ssl_ctx = ssl_ctx;
+        l->https = http_server_new(l->base, tls_fd, &opts);
+        if (l->https == NULL) {
+            *err = strdup("cannot start the TLS listener");
+            return -1;
+        }
     }
     return 0;
 }
@@ -235,6 +259,7 @@ int main(int argc, char **argv)
     struct loop *workers = NULL;
     struct loop admin_loop;
     bool writer_started = false;
+    SSL_CTX *ssl_ctx = NULL;
     char err[512];
     char *errp = NULL;
 
@@ -334,52 +359,65 @@ int main(int argc, char **argv)
     if (cfg->workers <= 0)
         cfg->workers = (int)MAX(1, sysconf(_SC_NPROCESSORS_ONLN));
     int nworkers = cfg->workers;
-    int *fds = calloc((size_t)nworkers, sizeof(int));
+    if (cfg->tls_listen != NULL) {
+        ssl_ctx = http_tls_context(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof(err));
+        if (ssl_ctx == NULL) {
+            fprintf(stderr, "byok-proxy: %s\n", err);
+            log_error("refusing to start: %s", err);
+            goto done;
+        }
+    }
+    /* fds: [2i] plain, [2i+1] TLS (or -1) for worker i, then the admin's. */
+    size_t n_fds = 2 * (size_t)nworkers + 1;
+    int *fds = malloc(n_fds * sizeof(int));
     workers = calloc((size_t)nworkers, sizeof(*workers));
     if (fds == NULL || workers == NULL) {
         free(fds);
         goto done;
     }
-    for (int i = 0; i < nworkers; i++) {
-        fds[i] = http_listen(cfg->listen, true, err, sizeof(err));
-        if (fds[i] == -1) {
-            fprintf(stderr, "byok-proxy: listen: %s\n", err);
-            log_error("refusing to start: listen: %s", err);
-            for (int j = 0; j < i; j++)
-                close(fds[j]);
-            free(fds);
-            goto done;
-        }
+    for (size_t i = 0; i < n_fds; i++)
+        fds[i] = -1;
+    const char *which = NULL;
+    for (int i = 0; i < nworkers && which == NULL; i++) {
+        if ((fds[2 * i] = http_listen(cfg->listen, true, err, sizeof(err))) == -1)
+            which = "listen";
+        else if (cfg->tls_listen != NULL &&
+                 (fds[2 * i + 1] = http_listen(cfg->tls_listen, true, err, sizeof(err))) == -1)
+            which = "tls.listen";
     }
-    int admin_fd = http_listen(cfg->admin_listen, false, err, sizeof(err));
-    if (admin_fd == -1) {
-        fprintf(stderr, "byok-proxy: admin_listen: %s\n", err);
-        log_error("refusing to start: admin_listen: %s", err);
-        for (int j = 0; j < nworkers; j++)
-            close(fds[j]);
-        free(fds);
-        goto done;
+    if (which == NULL &&
+        (fds[n_fds - 1] = http_listen(cfg->admin_listen, false, err, sizeof(err))) == -1)
+        which = "admin_listen";
+    if (which == NULL && usage_writer_start(cfg, &errp) == -1) {
+        which = "usage writer";
+        snprintf(err, sizeof(err), "%s", errp ? errp : "cannot start");
     }
-
-    if (usage_writer_start(cfg, &errp) == -1) {
-        fprintf(stderr, "byok-proxy: usage writer: %s\n", errp ? errp : "cannot start");
-        for (int j = 0; j < nworkers; j++)
-            close(fds[j]);
-        close(admin_fd);
+    if (which != NULL) {
+        fprintf(stderr, "byok-proxy: %s: %s\n", which, err);
+        log_error("refusing to start: %s: %s", which, err);
+        for (size_t i = 0; i < n_fds; i++)
+            if (fds[i] != -1)
+                close(fds[i]);
         free(fds);
         goto done;
     }
     writer_started = true;
 
+    /* loop_init takes ownership of the fds it is given, failing or not. */
     int init_failed = 0;
     for (int i = 0; i < nworkers; i++) {
-        if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[i], &errp) == -1)
+        if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[2 * i], fds[2 * i + 1],
+                                      ssl_ctx, &errp) == -1)
             init_failed = 1;
-        else if (init_failed)
-            close(fds[i]);
+        else if (init_failed) {
+            close(fds[2 * i]);
+            if (fds[2 * i + 1] != -1)
+                close(fds[2 * i + 1]);
+        }
     }
+    int admin_fd = fds[n_fds - 1];
     free(fds);
-    if (!init_failed && loop_init(&admin_loop, "admin", 0, cfg, admin_fd, &errp) == -1)
+    if (!init_failed && loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, &errp) == -1)
         init_failed = 1;
     else if (init_failed)
         close(admin_fd);
@@ -433,6 +471,7 @@ done:
     free(errp);
     session_shutdown();
     crypto_shutdown();
+    SSL_CTX_free(ssl_ctx);
     config_free(cfg);
     curl_global_cleanup();
     if (rc == 0)
