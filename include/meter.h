@@ -9,6 +9,7 @@
 #define BYOK_METER_H
 
 #include "common.h"
+#include "provider.h"
 #include "usage.h"
 
 enum meter_kind {
@@ -18,7 +19,20 @@ enum meter_kind {
     METER_EMBEDDINGS,    /* /v1/embeddings */
     METER_SPEECH,        /* /v1/audio/speech */
     METER_TRANSCRIPTION, /* /v1/audio/transcriptions and /v1/audio/translations */
+    /* Other providers (PROVIDERS.md §2-4); paths are after the route prefix. */
+    METER_EL_TTS,       /* elevenlabs POST /v1/text-to-speech/{voice}[/stream][/with-timestamps] */
+    METER_ANTHROPIC,    /* anthropic POST /v1/messages */
+    METER_DG_LISTEN,    /* deepgram POST /v1/listen */
+    METER_DG_SPEAK,     /* deepgram POST /v1/speak */
+    METER_CARTESIA_TTS, /* cartesia POST /tts/bytes, /tts/sse */
+    METER_AZURE_TTS,    /* azure_speech tts host POST /cognitiveservices/v1 (SSML) */
+    METER_AZURE_STT, /* azure_speech stt host POST /speech/recognition/.../cognitiveservices/v1 */
 };
+
+/* Kind for a provider's path after its route prefix (no query). For
+ * azure_speech, stt tells which host the route targets. query (may be NULL)
+ * is read for Deepgram's model= parameter by meter_request(). */
+enum meter_kind meter_kind_for(enum provider_id p, bool azure_stt, const char *path, size_t len);
 
 /* Path after the provider prefix, e.g. "/v1/chat/completions" (no query). */
 enum meter_kind meter_kind_for_path(const char *path, size_t len);
@@ -36,7 +50,15 @@ struct meter {
      * the prompt and of the streamed output text. */
     int64_t prompt_chars;
     int64_t output_chars;
-    int64_t upload_audio_ms; /* transcriptions: from the uploaded file, -1 unknown */
+    int64_t upload_audio_ms; /* transcriptions, Deepgram listen, Azure STT: from the
+                              * uploaded file (WAV or Ogg), -1 unknown */
+    /* Other providers (see proxy/meter.c for the rules). */
+    bool have_text;            /* TTS request carried its text (prompt_chars) */
+    int64_t header_characters; /* character-cost / dg-char-count reply header, -1 none */
+    int64_t anth_input_tokens; /* Anthropic input_tokens (without cache reads/writes) */
+    int64_t anth_cache_write;  /* Anthropic cache_creation_input_tokens */
+    bool usage_final;          /* Anthropic: final output count seen (message_delta / reply) */
+    bool stream_error;         /* Anthropic stream: an error event arrived */
 };
 
 void meter_init(struct meter *m, enum meter_kind k);
@@ -53,6 +75,15 @@ void meter_init(struct meter *m, enum meter_kind k);
 MUST_CHECK int meter_request(struct meter *m, const char *body, size_t len,
                              const char *content_type, size_t content_type_len, char **rewritten,
                              size_t *rewritten_len);
+
+/* One response header of the upstream reply (name case-insensitive): reads
+ * ElevenLabs' character-cost and Deepgram's dg-char-count. */
+void meter_response_header(struct meter *m, const char *name, size_t name_len, const char *value,
+                           size_t value_len);
+
+/* The request's query string (without '?'), for parameters that carry the
+ * model (Deepgram model=). Call before meter_request. */
+void meter_request_query(struct meter *m, const char *query, size_t len);
 
 /* Whole (non-stream) JSON reply body. */
 void meter_response_json(struct meter *m, const char *body, size_t len);

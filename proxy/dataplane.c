@@ -189,6 +189,8 @@ static void on_head(struct upstream_xfer *x, const struct upstream_head *h, void
             v++;
         if (hop_by_hop_response(line, nl))
             continue;
+        if (ex->meter.kind != METER_NONE)
+            meter_response_header(&ex->meter, line, nl, v, strlen(v));
         if (header_is(line, nl, "content-type")) {
             is_sse = strncasecmp(v, "text/event-stream", 17) == 0;
             is_json = strncasecmp(v, "application/json", 16) == 0;
@@ -320,16 +322,8 @@ static int build_headers(const struct httpparse_request *h, enum provider_id p, 
         if (l == NULL)
             return -1;
     }
-    /* The injected credential. */
-    size_t klen = strlen(api_key);
-    char *bearer = malloc(klen + 8);
-    if (bearer == NULL)
-        goto failed;
-    memcpy(bearer, "Bearer ", 7);
-    memcpy(bearer + 7, api_key, klen + 1);
-    l = upstream_header_append(l, "Authorization", 13, bearer, klen + 7);
-    crypto_wipe(bearer, klen + 8);
-    free(bearer);
+    /* The injected credential, where this provider expects it. */
+    l = route_inject(p, h, l, api_key);
     if (l == NULL)
         return -1;
     /* No "Expect: 100-continue" from curl for large bodies: the body is
@@ -364,8 +358,9 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     if (route_match(h->path, h->path_len, &rt) == -1) {
         char safe[96];
         snprintf(msg, sizeof(msg),
-                 "unknown route %s: the proxy serves /v1/... and /openai/v1/... (OpenAI) and "
-                 "/deepseek/... (DeepSeek)",
+                 "unknown route %s: the proxy serves /v1/ and /openai/v1/ (OpenAI), "
+                 "/elevenlabs/v1/, /azure/tts/, /azure/stt/, /deepgram/v1/, /anthropic/v1/, "
+                 "/cartesia/ and /deepseek/",
                  log_safe(h->path, h->path_len, safe, sizeof(safe)));
         reply_error(c, PROVIDER_OPENAI, 404, "invalid_request_error", "unknown_route", msg, NULL,
                     0);
@@ -474,6 +469,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     snprintf(r->line, sizeof(r->line), "%s", meter_line_name(kind));
     size_t body_len = evbuffer_get_length(req->body);
     const char *body = body_len ? (const char *)evbuffer_pullup(req->body, -1) : NULL;
+    if (kind != METER_NONE && h->query != NULL)
+        meter_request_query(&ex->meter, h->query, h->query_len);
     if (kind != METER_NONE && body_len > 0) {
         const struct httpparse_header *ct = httpparse_find(h, "content-type");
         if (meter_request(&ex->meter, body, body_len, ct ? ct->value : NULL, ct ? ct->value_len : 0,
@@ -481,20 +478,35 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
             log_debug("request %s: body is not the JSON the meter expects", r->id);
     }
 
-    /* URL = upstream base + path after the route prefix + query. */
-    const char *base = dp->cfg->upstreams[p];
+    /* URL = upstream base (Azure: of the key's region) + path after the
+     * route prefix + query without credentials. */
+    char base[1024];
+    if (route_upstream_base(dp->cfg, &rt, ex->decision.region, base, sizeof(base)) == -1) {
+        resolve_done(&ex->decision);
+        reply_error(c, p, 502, "server_error", "no_upstream",
+                    "no upstream is configured for this route (for Azure: the key has no valid "
+                    "region)",
+                    NULL, 0);
+        exchange_free(ex);
+        return;
+    }
     size_t url_len = strlen(base) + rt.upstream_path_len + h->query_len + 2;
     char *url = malloc(url_len + 1);
+    char *query = h->query ? malloc(h->query_len + 1) : NULL;
+    size_t query_len = query ? route_forward_query(h, query, h->query_len + 1) : 0;
     struct curl_slist *headers = NULL;
-    if (url == NULL || build_headers(h, p, ex->decision.api_key, &headers) == -1) {
+    if (url == NULL || (h->query && query == NULL) ||
+        build_headers(h, p, ex->decision.api_key, &headers) == -1) {
         free(url);
+        free(query);
         resolve_done(&ex->decision);
         reply_error(c, p, 500, "server_error", "internal_error", "out of memory", NULL, 0);
         exchange_free(ex);
         return;
     }
-    snprintf(url, url_len + 1, "%s%.*s%s%.*s", base, (int)rt.upstream_path_len, rt.upstream_path,
-             h->query ? "?" : "", (int)h->query_len, h->query ? h->query : "");
+    snprintf(url, url_len + 1, "%s%.*s%s%s", base, (int)rt.upstream_path_len, rt.upstream_path,
+             query_len ? "?" : "", query_len ? query : "");
+    free(query);
 
     char method[16];
     snprintf(method, sizeof(method), "%.*s", (int)MIN(h->method_len, sizeof(method) - 1),
