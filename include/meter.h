@@ -1,10 +1,11 @@
-/* meter.h - reads provider-reported usage out of OpenAI-shaped replies
- * (PROVIDERS.md §1.1–1.5) for chat completions, responses, embeddings,
- * audio/speech and audio/transcriptions, streamed or not.
+/* meter.h - what one upstream call used (PROVIDERS.md §1-4): OpenAI chat,
+ * responses, embeddings, speech and transcriptions (DeepSeek alike),
+ * ElevenLabs TTS, Anthropic messages, Deepgram listen/speak, Cartesia TTS,
+ * Azure Speech TTS/STT REST; streamed or not.
  *
- * The caller feeds the request body once (to learn the model, whether the
- * client asked for stream usage, TTS input characters and the upload's
- * audio duration), then either the whole JSON reply or each SSE event. */
+ * The caller feeds the request (query, then body) once, the reply's
+ * headers, then either the whole JSON reply or each SSE event, and calls
+ * meter_finish() at the end. The rules per provider are in meter.c. */
 #ifndef BYOK_METER_H
 #define BYOK_METER_H
 
@@ -30,8 +31,8 @@ enum meter_kind {
 };
 
 /* Kind for a provider's path after its route prefix (no query). For
- * azure_speech, stt tells which host the route targets. query (may be NULL)
- * is read for Deepgram's model= parameter by meter_request(). */
+ * azure_speech, stt tells which host the route targets. Only POST requests
+ * are metered by kind: the data plane passes METER_NONE for other methods. */
 enum meter_kind meter_kind_for(enum provider_id p, bool azure_stt, const char *path, size_t len);
 
 /* Path after the provider prefix, e.g. "/v1/chat/completions" (no query). */

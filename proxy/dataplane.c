@@ -197,8 +197,10 @@ static void on_head(struct upstream_xfer *x, const struct upstream_head *h, void
         } else if (header_is(line, nl, "x-request-id") || header_is(line, nl, "request-id")) {
             snprintf(ex->rec.upstream_request_id, sizeof(ex->rec.upstream_request_id), "%s", v);
         }
-        if (hdrs)
-            evbuffer_add_printf(hdrs, "%s\r\n", line);
+        if (hdrs) {
+            evbuffer_add(hdrs, line, strlen(line));
+            evbuffer_add(hdrs, "\r\n", 2);
+        }
     }
     if (hdrs) {
         evbuffer_add_printf(hdrs, "x-billed-to: %s\r\nx-proxy-request-id: %s\r\n",
@@ -338,6 +340,23 @@ failed:
     return -1;
 }
 
+/* The line of a call that uses nothing metered (a voices list, a models
+ * list): named after what the provider is for. */
+static const char *unmetered_line(const struct route *rt)
+{
+    switch (rt->provider) {
+    case PROVIDER_ELEVENLABS:
+    case PROVIDER_CARTESIA:
+        return "tts";
+    case PROVIDER_AZURE_SPEECH:
+        return rt->azure_stt ? "stt" : "tts";
+    case PROVIDER_DEEPGRAM:
+        return "stt";
+    default:
+        return "llm";
+    }
+}
+
 static bool session_id_ok(const char *v, size_t n)
 {
     if (n == 0 || n >= SESSION_MAX)
@@ -464,9 +483,12 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
     memcpy(r->endpoint, rt.upstream_path, ep);
     r->endpoint[ep] = '\0';
 
-    enum meter_kind kind = route_meter_kind(&rt);
+    enum meter_kind kind = (h->method_len == 4 && memcmp(h->method, "POST", 4) == 0)
+                               ? route_meter_kind(&rt)
+                               : METER_NONE;
     meter_init(&ex->meter, kind);
-    snprintf(r->line, sizeof(r->line), "%s", meter_line_name(kind));
+    snprintf(r->line, sizeof(r->line), "%s",
+             kind != METER_NONE ? meter_line_name(kind) : unmetered_line(&rt));
     size_t body_len = evbuffer_get_length(req->body);
     const char *body = body_len ? (const char *)evbuffer_pullup(req->body, -1) : NULL;
     if (kind != METER_NONE && h->query != NULL)

@@ -517,8 +517,10 @@ static void write_head(struct http_conn *c, int status, const char *reason)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     out_ready(c);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-                        reason ? reason : http_reason(status), http_date());
+    char line[160];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                     reason ? reason : http_reason(status), http_date());
+    evbuffer_add(out, line, (size_t)MIN((size_t)n, sizeof(line) - 1));
     if (!c->keep_alive)
         evbuffer_add(out, "Connection: close\r\n", 19);
 }

@@ -15,8 +15,9 @@
  *                    cache reads. Streams: message_start gives the input
  *                    side, message_delta the cumulative output (last wins).
  *                    Cut before message_delta: the output is estimated from
- *                    the streamed text (estimated); an error event before
- *                    message_start means nothing was consumed (zero units).
+ *                    the streamed text, thinking and tool input (estimated);
+ *                    an error event before message_start means nothing was
+ *                    consumed (zero units, not estimated).
  *   Deepgram listen  audio = $.metadata.duration of the reply; without it,
  *                    the uploaded WAV/Ogg duration (estimated), else 0
  *                    (estimated). model = the query's model= or "" (no
@@ -24,6 +25,9 @@
  *   Deepgram speak   characters = dg-char-count header, else code points of
  *                    "text". model = query model=, else dg-model-name.
  *   Cartesia         characters = code points of "transcript"; model_id.
+ *                    (TTS of every provider: estimated, with 0 characters,
+ *                    only when the request carried no text and no header
+ *                    reported a count.)
  *   Azure TTS        characters = XML text of the SSML: text outside tags,
  *                    an entity reference (&amp; &#65; ...) counting as one,
  *                    CDATA content counting as written, comments, processing
@@ -139,7 +143,7 @@ enum meter_kind meter_kind_for(enum provider_id p, bool azure_stt, const char *p
         /* DeepSeek serves the OpenAI paths without /v1 too. */
         if (len >= 1 && path[0] == '/') {
             for (size_t i = 0; i < ARRAY_SIZE(meter_paths); i++) {
-                const char *pp = meter_paths[i].path + 3; /* after "/v1" */
+                const char *pp = meter_paths[i].path + 3; /* every entry starts "/v1" */
                 if (path_is(path, len, pp))
                     return meter_paths[i].kind;
             }

@@ -67,7 +67,8 @@ struct curl_slist *upstream_header_append(struct curl_slist *list, const char *n
                                           size_t name_len, const char *value, size_t value_len)
 {
     size_t n = name_len + value_len + 3;
-    char *line = malloc(n);
+    char stack[512];
+    char *line = n <= sizeof(stack) ? stack : malloc(n);
     if (line == NULL)
         goto failed;
     memcpy(line, name, name_len);
@@ -83,7 +84,8 @@ struct curl_slist *upstream_header_append(struct curl_slist *list, const char *n
     }
     struct curl_slist *l = curl_slist_append(list, line);
     OPENSSL_cleanse(line, n);
-    free(line);
+    if (line != stack)
+        free(line);
     if (l == NULL)
         goto failed;
     return l;

@@ -1,6 +1,7 @@
 /* fuzz_sse.c - libFuzzer target for the SSE parser (random splits, the raw
- * concatenation property, overflow) and for the meter fed arbitrary bytes
- * as request bodies, multipart uploads, JSON replies and stream events. */
+ * concatenation property, overflow) and for the meter of every kind fed
+ * arbitrary bytes as request bodies (JSON, multipart, SSML, WAV/Ogg audio),
+ * queries, reply headers, JSON replies and stream events. */
 #include "common.h"
 
 #include "meter.h"
@@ -44,7 +45,7 @@ static void fuzz_sse(uint8_t mode, uint8_t split, const char *in, size_t len)
 {
     struct fuzz_ctx c;
     memset(&c, 0, sizeof(c));
-    meter_init(&c.meter, (enum meter_kind)(mode % (METER_TRANSCRIPTION + 1)));
+    meter_init(&c.meter, (enum meter_kind)(mode % (METER_AZURE_STT + 1)));
     c.raw = malloc(len + 1);
     if (c.raw == NULL)
         return;
@@ -74,9 +75,22 @@ static void fuzz_sse(uint8_t mode, uint8_t split, const char *in, size_t len)
     free(c.raw);
 }
 
+/* Event names that select different meter paths. */
+static const char *const event_names[] = {
+    "", "response.completed", "message_start", "message_delta", "content_block_delta", "error",
+};
+
+/* Reply headers the meter reads, and one it must ignore. */
+static const char *const header_names[] = {
+    "character-cost",
+    "DG-Char-Count",
+    "dg-model-name",
+    "content-type",
+};
+
 static void fuzz_meter(uint8_t mode, const char *in, size_t len)
 {
-    for (int k = METER_NONE; k <= METER_TRANSCRIPTION; k++) {
+    for (int k = METER_NONE; k <= METER_AZURE_STT; k++) {
         struct meter m;
         meter_init(&m, (enum meter_kind)k);
         char *rw = NULL;
@@ -94,18 +108,32 @@ static void fuzz_meter(uint8_t mode, const char *in, size_t len)
             } else {
                 ct = "multipart/form-data; boundary=b";
             }
+        } else if (k == METER_AZURE_TTS) {
+            ct = "application/ssml+xml";
         }
+        /* The query and a header value are the input's first line (or all
+         * of it), so they reach the decoders with arbitrary bytes. */
+        const char *nl = memchr(in, '\n', len);
+        size_t first = nl ? (size_t)(nl - in) : len;
+        meter_request_query(&m, in, first);
         if (meter_request(&m, in, len, ct, strlen(ct), &rw, &rw_len) == 0 && rw != NULL) {
             /* Caller-owned and NUL-terminated at its length. */
             if (rw_len == 0 || rw[rw_len] != '\0')
                 abort();
         }
         free(rw);
+        const char *hname = header_names[(mode >> 2) % ARRAY_SIZE(header_names)];
+        meter_response_header(&m, hname, strlen(hname), in, first);
         meter_response_json(&m, in, len);
-        (void)meter_sse_event(&m, (mode & 2) ? "response.completed" : "", in, len);
-        (void)meter_finish(&m);
+        const char *ev = (mode & 2) ? event_names[(mode >> 4) % ARRAY_SIZE(event_names)] : "";
+        (void)meter_sse_event(&m, ev, in, len);
+        bool estimated = meter_finish(&m);
         if (m.units.input_tokens < 0 || m.units.output_tokens < 0 || m.units.characters < 0 ||
-            m.units.audio_ms < 0 || m.model[sizeof(m.model) - 1] != '\0')
+            m.units.audio_ms < 0 || m.units.cached_input_tokens < 0 ||
+            m.model[sizeof(m.model) - 1] != '\0')
+            abort();
+        /* A header-reported count is never an estimate. */
+        if (m.header_characters >= 0 && estimated && (k == METER_EL_TTS || k == METER_DG_SPEAK))
             abort();
     }
     (void)meter_wav_duration_ms((const unsigned char *)in, len);
