@@ -108,6 +108,13 @@ void http_stream_write(struct http_conn *c, const char *data, size_t len);
 void http_stream_end(struct http_conn *c, bool complete);
 bool http_stream_started(struct http_conn *c);
 
+/* Hands the connection's bufferevent to the caller (a WebSocket upgrade):
+ * callbacks, timeouts and watermarks are cleared, bytes the client sent
+ * after the request stay in its input buffer. The http_conn is finished
+ * (freed at the next loop turn) and the request it carried with it: copy
+ * what you need from the request first. Caller owns (frees) the result. */
+MUST_CHECK struct bufferevent *http_conn_take(struct http_conn *c);
+
 /* Reason phrase for a status code. */
 const char *http_reason(int status);
 

@@ -17,7 +17,11 @@
 #include "pricing.h"
 #include "route.h"
 #include "sse.h"
+#include "relay_ws.h"
 #include "usage.h"
+#include "ws.h"
+
+#include <event2/dns.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +34,21 @@ struct dataplane {
     const struct config *cfg;
     struct upstream_pool *pool;
     struct resolver *resolver;
+    struct event_base *base;
+    struct evdns_base *dns;      /* upstream WebSocket host names */
+    SSL_CTX *tls_client;         /* upstream wss:// (borrowed) */
+    struct ws_session *sessions; /* live WebSocket sessions (for shutdown) */
+    size_t n_sessions;
+};
+
+/* One relayed WebSocket session (OpenAI Realtime) and what it used. */
+struct ws_session {
+    struct dataplane *dp;
+    struct ws_session *prev, *next;
+    struct relay_ws *relay;
+    struct usage_record rec; /* the session's record, filled at the end */
+    int64_t start_mono;
+    bool got_usage;
 };
 
 struct exchange {
@@ -51,7 +70,8 @@ struct exchange {
 };
 
 struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
-                                struct resolver *resolver)
+                                struct resolver *resolver, struct event_base *base,
+                                SSL_CTX *tls_client)
 {
     struct dataplane *dp = calloc(1, sizeof(*dp));
     if (dp == NULL)
@@ -59,12 +79,36 @@ struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *
     dp->cfg = cfg;
     dp->pool = pool;
     dp->resolver = resolver;
+    dp->base = base;
+    dp->tls_client = tls_client;
+    dp->dns =
+        evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (dp->dns == NULL)
+        dp->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (dp->dns == NULL) {
+        free(dp);
+        return NULL;
+    }
     return dp;
 }
 
 void dataplane_free(struct dataplane *dp)
 {
+    if (dp == NULL)
+        return;
+    evdns_base_free(dp->dns, 0);
     free(dp);
+}
+
+size_t dataplane_ws_sessions(const struct dataplane *dp)
+{
+    return dp->n_sessions;
+}
+
+void dataplane_shutdown(struct dataplane *dp)
+{
+    for (struct ws_session *s = dp->sessions; s != NULL; s = s->next)
+        relay_ws_shutdown(s->relay);
 }
 
 /* --- proxy-made replies --------------------------------------------------- */
@@ -194,7 +238,9 @@ static void on_head(struct upstream_xfer *x, const struct upstream_head *h, void
         if (header_is(line, nl, "content-type")) {
             is_sse = strncasecmp(v, "text/event-stream", 17) == 0;
             is_json = strncasecmp(v, "application/json", 16) == 0;
-        } else if (header_is(line, nl, "x-request-id") || header_is(line, nl, "request-id")) {
+        } else if (header_is(line, nl, "x-request-id") || header_is(line, nl, "request-id") ||
+                   header_is(line, nl, "dg-request-id") || header_is(line, nl, "x-requestid") ||
+                   header_is(line, nl, "apim-request-id")) {
             snprintf(ex->rec.upstream_request_id, sizeof(ex->rec.upstream_request_id), "%s", v);
         }
         if (hdrs) {
@@ -367,6 +413,341 @@ static bool session_id_ok(const char *v, size_t n)
     return true;
 }
 
+/* --- OpenAI Realtime over WebSocket --------------------------------------
+ *
+ * One record per session (line "realtime", the usage of every response.done
+ * and input transcription summed), written when the socket closes, plus a
+ * "platform" line (per-minute fee, always billed to the wallet) for a session
+ * that opened. Per session rather than per response: a session is what the
+ * assistant bills and pins, and one record survives a socket cut mid-reply. */
+
+#define RT_METER_MAX (256 * 1024)
+
+static void ws_session_unlink(struct ws_session *s)
+{
+    struct dataplane *dp = s->dp;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        dp->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    dp->n_sessions--;
+}
+
+static int64_t json_count(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+}
+
+static void rt_on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
+                          bool complete, char **replace, size_t *replace_len)
+{
+    struct ws_session *s = arg;
+    (void)replace;
+    (void)replace_len;
+    if (dir != RELAY_WS_FROM_UPSTREAM || !complete)
+        return;
+    /* Only two server events carry usage; skip the JSON parse of the rest
+     * (audio deltas are most of the traffic). */
+    bool done = memmem(data, len, "\"response.done\"", 15) != NULL;
+    bool transcribed =
+        !done && memmem(data, len, "input_audio_transcription.completed\"", 36) != NULL;
+    if (!done && !transcribed)
+        return;
+    json_t *root = json_loadb(data, len, 0, NULL);
+    struct usage_units *u = &s->rec.units;
+    if (done) {
+        json_t *usage = json_object_get(json_object_get(root, "response"), "usage");
+        if (json_is_object(usage)) {
+            json_t *in = json_object_get(usage, "input_token_details");
+            json_t *out = json_object_get(usage, "output_token_details");
+            u->input_tokens += json_count(usage, "input_tokens");
+            u->output_tokens += json_count(usage, "output_tokens");
+            u->cached_input_tokens += json_count(in, "cached_tokens");
+            u->audio_input_tokens += json_count(in, "audio_tokens");
+            u->audio_output_tokens += json_count(out, "audio_tokens");
+            s->got_usage = true;
+        }
+    } else {
+        json_t *usage = json_object_get(root, "usage");
+        json_t *secs = json_object_get(usage, "seconds");
+        if (json_is_number(secs) && json_number_value(secs) > 0) {
+            u->audio_ms += (int64_t)(json_number_value(secs) * 1000.0 + 0.5);
+        } else if (json_is_object(usage)) {
+            u->input_tokens += json_count(usage, "input_tokens");
+            u->output_tokens += json_count(usage, "output_tokens");
+        }
+        s->got_usage = true;
+    }
+    json_decref(root);
+}
+
+static char *rt_error_body(void *arg, int status, const char *message)
+{
+    (void)arg;
+    json_t *j = route_error_body(PROVIDER_OPENAI, status, "upstream_error",
+                                 status == 504 ? "upstream_timeout" : "upstream_error", message);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return text;
+}
+
+static void rt_on_open(void *arg)
+{
+    struct ws_session *s = arg;
+    s->rec.ttfb_ms = mono_ms() - s->start_mono;
+}
+
+static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
+{
+    struct ws_session *s = arg;
+    struct dataplane *dp = s->dp;
+    struct usage_record *r = &s->rec;
+    ws_session_unlink(s);
+    r->status = info->opened_ms ? 101 : (info->upstream_status ? info->upstream_status : 502);
+    switch (info->end) {
+    case RELAY_WS_END_OK:
+        r->outcome = USAGE_OUTCOME_OK;
+        break;
+    case RELAY_WS_END_CLIENT_GONE:
+    case RELAY_WS_END_SHUTDOWN:
+        r->outcome = USAGE_OUTCOME_CLIENT_DISCONNECT;
+        break;
+    case RELAY_WS_END_TIMEOUT:
+        r->outcome = USAGE_OUTCOME_TIMEOUT;
+        break;
+    case RELAY_WS_END_UPSTREAM_GONE:
+    case RELAY_WS_END_UPSTREAM_REFUSED:
+        r->outcome = USAGE_OUTCOME_UPSTREAM_ERROR;
+        break;
+    }
+    r->duration_ms = mono_ms() - s->start_mono;
+    r->cost_micros = pricing_cost(pricing_find(dp->cfg, r->provider, r->model), &r->units);
+    usage_submit(r);
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+
+    if (info->opened_ms) {
+        /* The platform's per-minute fee for a voice session: always the
+         * wallet's, whoever's key carried the audio. */
+        struct usage_record pl = *r;
+        if (crypto_new_ulid("", pl.id, sizeof(pl.id)) == 0) {
+            int64_t ms = MAX((int64_t)0, info->ended_ms - info->opened_ms);
+            snprintf(pl.line, sizeof(pl.line), "platform");
+            pl.billed_byok = false;
+            pl.connection_id[0] = '\0';
+            pl.fallback_reason[0] = '\0';
+            memset(&pl.units, 0, sizeof(pl.units));
+            pl.units.audio_ms = ms;
+            pl.estimated = false;
+            const struct config_price *price = pricing_find(dp->cfg, r->provider, r->model);
+            pl.cost_micros = price && price->session_per_minute > 0
+                                 ? (price->session_per_minute * ms + 30000) / 60000
+                                 : 0;
+            usage_submit(&pl);
+        }
+    }
+    free(s);
+}
+
+/* The value of query parameter name (raw), copied into out; "" if absent. */
+static void query_param(const struct httpparse_request *h, const char *name, char *out,
+                        size_t out_size)
+{
+    size_t nl = strlen(name);
+    out[0] = '\0';
+    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
+    while (q != NULL && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        if ((size_t)(pe - q) > nl && memcmp(q, name, nl) == 0 && q[nl] == '=') {
+            snprintf(out, out_size, "%.*s", (int)(pe - q - (ptrdiff_t)nl - 1), q + nl + 1);
+            return;
+        }
+        q = amp ? amp + 1 : end;
+    }
+}
+
+static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct http_request *req,
+                            const struct route *rt)
+{
+    const struct httpparse_request *h = &req->head;
+    const enum provider_id p = PROVIDER_OPENAI;
+    const char *why = NULL;
+    int st = ws_check_upgrade(h, &why);
+    if (st != 0) {
+        struct http_kv v13[] = {{"Sec-WebSocket-Version", "13"}};
+        reply_error(c, p, st, "invalid_request_error", "bad_websocket_upgrade", why,
+                    st == 426 ? v13 : NULL, st == 426 ? 1 : 0);
+        return;
+    }
+
+    /* The proxy key: Authorization: Bearer, or the browser's subprotocol
+     * "openai-insecure-api-key.<key>" (dropped from what goes upstream). */
+    size_t key_len = 0;
+    const char *key = route_credential(p, h, &key_len);
+    char protocols[512] = "";
+    size_t plen = 0;
+    bool offered_realtime = false;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const struct httpparse_header *hd = &h->headers[i];
+        if (hd->name_len != 22 || strncasecmp(hd->name, "sec-websocket-protocol", 22) != 0)
+            continue;
+        struct ws_list it;
+        const char *item;
+        size_t n;
+        ws_list_init(&it, hd->value, hd->value_len);
+        while (ws_list_next(&it, &item, &n)) {
+            if (n > 24 && strncmp(item, "openai-insecure-api-key.", 24) == 0) {
+                if (key == NULL) {
+                    key = item + 24;
+                    key_len = n - 24;
+                }
+                continue;
+            }
+            if (!ws_token_valid(item, n) || plen + n + 3 >= sizeof(protocols))
+                continue;
+            if (n == 8 && memcmp(item, "realtime", 8) == 0)
+                offered_realtime = true;
+            plen += (size_t)snprintf(protocols + plen, sizeof(protocols) - plen, "%s%.*s",
+                                     plen ? ", " : "", (int)n, item);
+        }
+    }
+
+    struct resolve_identity id;
+    enum resolve_status rs = resolve_auth(dp->resolver, key, key_len, &id);
+    if (rs != RESOLVE_OK) {
+        metrics_inc(METRICS_AUTH_FAILURES);
+        reply_error(c, p, rs == RESOLVE_STORE_ERROR ? 503 : 401, "invalid_request_error",
+                    "invalid_api_key",
+                    "Incorrect or missing proxy key: send Authorization: Bearer <proxy key> or the "
+                    "openai-insecure-api-key.<proxy key> subprotocol",
+                    NULL, 0);
+        return;
+    }
+    const struct httpparse_header *sh = httpparse_find(h, "x-session-id");
+    char session[SESSION_MAX] = "";
+    if (sh != NULL && session_id_ok(sh->value, sh->value_len))
+        snprintf(session, sizeof(session), "%.*s", (int)sh->value_len, sh->value);
+
+    struct ws_session *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        reply_error(c, p, 500, "server_error", "out_of_memory", "out of memory", NULL, 0);
+        return;
+    }
+    struct resolve_decision d;
+    rs = resolve_session(dp->resolver, &id, p, session[0] ? session : NULL, &d);
+    if (rs != RESOLVE_OK) {
+        struct http_kv extra[] = {{"x-billed-to", "wallet"}, {"x-should-retry", "false"}};
+        if (rs == RESOLVE_NO_FUNDS)
+            reply_error(c, p, 402, "insufficient_quota", "insufficient_balance",
+                        "The account's plan credits and wallet are used up. Top up the wallet "
+                        "or connect your own provider key (BYOK).",
+                        extra, ARRAY_SIZE(extra));
+        else
+            reply_error(c, p, 502, "server_error", "no_platform_key",
+                        "no key is available for this provider", extra, 1);
+        free(s);
+        return;
+    }
+
+    struct usage_record *r = &s->rec;
+    if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1) {
+        resolve_done(&d);
+        free(s);
+        reply_error(c, p, 500, "server_error", "internal_error", "cannot create an id", NULL, 0);
+        return;
+    }
+    s->dp = dp;
+    s->start_mono = req->start_mono;
+    r->ts_ms = req->start_ms;
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id.tenant.id);
+    snprintf(r->payer_id, sizeof(r->payer_id), "%s", d.payer_id);
+    snprintf(r->key_id, sizeof(r->key_id), "%s", id.key_id);
+    snprintf(r->session_id, sizeof(r->session_id), "%s", session);
+    r->provider = p;
+    r->has_slot = true;
+    snprintf(r->line, sizeof(r->line), "realtime");
+    snprintf(r->endpoint, sizeof(r->endpoint), "/v1/realtime");
+    query_param(h, "model", r->model, sizeof(r->model));
+    r->billed_byok = d.byok;
+    snprintf(r->connection_id, sizeof(r->connection_id), "%s", d.connection_id);
+    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
+    r->ttfb_ms = -1;
+
+    /* Upstream URL: the openai base with ws(s):// + /v1/realtime + query. */
+    const char *base = dp->cfg->upstreams[p];
+    char url[1024];
+    char query[512] = "";
+    size_t ql = h->query ? route_forward_query(h, query, sizeof(query)) : 0;
+    bool tls = strncmp(base, "https://", 8) == 0;
+    snprintf(url, sizeof(url), "%s%s%.*s%s%s", tls ? "wss://" : "ws://", base + (tls ? 8 : 7),
+             (int)rt->upstream_path_len, rt->upstream_path, ql ? "?" : "", ql ? query : "");
+
+    /* Upstream handshake headers: the injected key, the client's remaining
+     * subprotocols, and the OpenAI headers that select behaviour. */
+    char headers[2048];
+    int hn = snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", d.api_key);
+    resolve_done(&d);
+    if (plen > 0)
+        hn += snprintf(headers + hn, sizeof(headers) - (size_t)hn, "Sec-WebSocket-Protocol: %s\r\n",
+                       protocols);
+    static const char *const fwd[] = {"openai-beta", "openai-organization", "openai-project",
+                                      "user-agent"};
+    for (size_t i = 0; i < ARRAY_SIZE(fwd) && hn > 0 && (size_t)hn < sizeof(headers); i++) {
+        const struct httpparse_header *fh = httpparse_find(h, fwd[i]);
+        if (fh != NULL)
+            hn += snprintf(headers + hn, sizeof(headers) - (size_t)hn, "%.*s: %.*s\r\n",
+                           (int)fh->name_len, fh->name, (int)fh->value_len, fh->value);
+    }
+    const struct httpparse_header *kh = httpparse_find(h, "sec-websocket-key");
+    char client_key[64];
+    snprintf(client_key, sizeof(client_key), "%.*s", kh ? (int)kh->value_len : 0,
+             kh ? kh->value : "");
+    if (hn < 0 || (size_t)hn >= sizeof(headers)) {
+        crypto_wipe(headers, sizeof(headers));
+        free(s);
+        reply_error(c, p, 400, "invalid_request_error", "headers_too_large",
+                    "the upgrade request's headers are too large to forward", NULL, 0);
+        return;
+    }
+
+    struct relay_ws_params rp = {
+        .base = dp->base,
+        .dns = dp->dns,
+        .tls = dp->tls_client,
+        .limits = &dp->cfg->limits,
+        .client = NULL,
+        .client_key = client_key,
+        .client_protocol = offered_realtime ? "realtime" : NULL,
+        .upstream_url = url,
+        .upstream_headers = headers,
+        .max_message = 16 * 1024 * 1024,
+        .meter_max = RT_METER_MAX,
+        .on_message = rt_on_message,
+        .on_open = rt_on_open,
+        .on_end = rt_on_end,
+        .error_body = rt_error_body,
+        .arg = s,
+    };
+    /* From here the connection is the relay's: the request is gone. */
+    rp.client = http_conn_take(c);
+    s->relay = relay_ws_start(&rp);
+    crypto_wipe(headers, sizeof(headers));
+    if (s->relay == NULL) {
+        log_error("request %s: cannot start the WebSocket relay", r->id);
+        bufferevent_free(rp.client);
+        free(s);
+        return;
+    }
+    s->next = dp->sessions;
+    if (dp->sessions)
+        dp->sessions->prev = s;
+    dp->sessions = s;
+    dp->n_sessions++;
+}
+
 void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
 {
     struct dataplane *dp = arg;
@@ -393,8 +774,13 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
         return;
     }
     if (h->upgrade_websocket) {
+        if (p == PROVIDER_OPENAI && rt.upstream_path_len == 12 &&
+            memcmp(rt.upstream_path, "/v1/realtime", 12) == 0) {
+            realtime_handle(dp, c, req, &rt);
+            return;
+        }
         reply_error(c, p, 501, "invalid_request_error", "websocket_not_supported",
-                    "WebSocket routes are not served by this version of the proxy", NULL, 0);
+                    "this WebSocket route is not served yet (OpenAI Realtime is)", NULL, 0);
         return;
     }
 

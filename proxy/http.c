@@ -433,7 +433,8 @@ static void conn_free(struct http_conn *c)
     if (c->state == HTTP_CONN_HANDLING)
         s->n_busy--;
     request_reset(c);
-    bufferevent_free(c->bev);
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
     event_free(c->timer);
     event_free(c->close_ev);
     free(c);
@@ -646,6 +647,25 @@ void http_stream_end(struct http_conn *c, bool complete)
         flush_now(c);
     }
     request_done(c);
+}
+
+struct bufferevent *http_conn_take(struct http_conn *c)
+{
+    struct bufferevent *bev = c->bev;
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
+    evtimer_del(c->timer);
+    c->bev = NULL;
+    c->on_abort = NULL;
+    c->on_drain = NULL;
+    if (c->state == HTTP_CONN_HANDLING)
+        c->srv->n_busy--;
+    /* c itself may still be on the caller's stack (process_input): free it
+     * at the next loop turn. */
+    c->state = HTTP_CONN_CLOSING;
+    conn_close_deferred(c, "taken over (WebSocket)");
+    return bev;
 }
 
 bool http_stream_started(struct http_conn *c)

@@ -51,6 +51,7 @@ struct loop {
     struct event *stop_ev;
     struct event *drain_timer;
     struct event *sweep_timer; /* admin only: expired session pins */
+    bool ws_shutdown_sent;     /* draining: WebSocket sessions told to end */
     int64_t drain_deadline;
 };
 
@@ -88,9 +89,18 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
     /* Done when every connection is closed: a finished response closes its
      * connection once its output is flushed (keep-alive is off while
      * draining), so this waits for the bytes to reach the client too. */
+    size_t ws = l->dataplane ? dataplane_ws_sessions(l->dataplane) : 0;
     size_t open =
-        http_server_conn_count(l->http) + (l->https ? http_server_conn_count(l->https) : 0);
-    if (open == 0 || mono_ms() >= l->drain_deadline) {
+        ws + http_server_conn_count(l->http) + (l->https ? http_server_conn_count(l->https) : 0);
+    if (open > 0 && mono_ms() >= l->drain_deadline && ws > 0 && !l->ws_shutdown_sent) {
+        /* WebSocket sessions get a close (1001) and a moment to write
+         * their usage records. */
+        log_warn("%s %d: shutdown deadline reached: ending %zu WebSocket sessions", l->name,
+                 l->index, ws);
+        dataplane_shutdown(l->dataplane);
+        l->ws_shutdown_sent = true;
+        l->drain_deadline = mono_ms() + 2000;
+    } else if (open == 0 || mono_ms() >= l->drain_deadline) {
         if (open > 0)
             log_warn("%s %d: shutdown deadline reached with %zu connections open; closing them",
                      l->name, l->index, open);
@@ -166,7 +176,7 @@ static void close_fds(int a, int b)
 
 /* Takes ownership of listen_fd and tls_fd (-1 when none). */
 static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
-                     int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, char **err)
+                     int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, SSL_CTX *tls_client, char **err)
 {
 
     l->name = name;
@@ -189,7 +199,8 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     if (strcmp(name, "worker") == 0) {
         l->pool = upstream_pool_new(l->base, cfg);
         l->resolver = l->pool ? resolve_new(cfg, l->store) : NULL;
-        l->dataplane = l->resolver ? dataplane_new(cfg, l->pool, l->resolver) : NULL;
+        l->dataplane =
+            l->resolver ? dataplane_new(cfg, l->pool, l->resolver, l->base, tls_client) : NULL;
         if (l->dataplane == NULL) {
             close_fds(listen_fd, tls_fd);
             *err = strdup("out of memory creating a worker");
@@ -259,7 +270,8 @@ int main(int argc, char **argv)
     struct loop *workers = NULL;
     struct loop admin_loop;
     bool writer_started = false;
-    SSL_CTX *ssl_ctx = NULL;
+    SSL_CTX *ssl_ctx = NULL;    /* the TLS listener's */
+    SSL_CTX *tls_client = NULL; /* upstream wss:// */
     char err[512];
     char *errp = NULL;
 
@@ -367,6 +379,19 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    /* Upstream WebSockets verify their peers like libcurl does. */
+    tls_client = SSL_CTX_new(TLS_client_method());
+    if (tls_client == NULL ||
+        (cfg->upstream_ca_file
+             ? SSL_CTX_load_verify_locations(tls_client, cfg->upstream_ca_file, NULL)
+             : SSL_CTX_set_default_verify_paths(tls_client)) != 1) {
+        fprintf(stderr, "byok-proxy: cannot load the upstream CA certificates%s%s\n",
+                cfg->upstream_ca_file ? " from " : "",
+                cfg->upstream_ca_file ? cfg->upstream_ca_file : "");
+        goto done;
+    }
+    SSL_CTX_set_min_proto_version(tls_client, TLS1_2_VERSION);
+    SSL_CTX_set_verify(tls_client, SSL_VERIFY_PEER, NULL);
     /* fds: [2i] plain, [2i+1] TLS (or -1) for worker i, then the admin's. */
     size_t n_fds = 2 * (size_t)nworkers + 1;
     int *fds = malloc(n_fds * sizeof(int));
@@ -407,7 +432,7 @@ int main(int argc, char **argv)
     int init_failed = 0;
     for (int i = 0; i < nworkers; i++) {
         if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[2 * i], fds[2 * i + 1],
-                                      ssl_ctx, &errp) == -1)
+                                      ssl_ctx, tls_client, &errp) == -1)
             init_failed = 1;
         else if (init_failed) {
             close(fds[2 * i]);
@@ -417,7 +442,8 @@ int main(int argc, char **argv)
     }
     int admin_fd = fds[n_fds - 1];
     free(fds);
-    if (!init_failed && loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, &errp) == -1)
+    if (!init_failed &&
+        loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, NULL, &errp) == -1)
         init_failed = 1;
     else if (init_failed)
         close(admin_fd);
@@ -472,6 +498,7 @@ done:
     session_shutdown();
     crypto_shutdown();
     SSL_CTX_free(ssl_ctx);
+    SSL_CTX_free(tls_client);
     config_free(cfg);
     curl_global_cleanup();
     if (rc == 0)

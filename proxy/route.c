@@ -204,7 +204,7 @@ size_t route_forward_query(const struct httpparse_request *h, char *out, size_t 
                 strncasecmp(q, credential_params[i], name_len) == 0)
                 drop = true;
         size_t plen = (size_t)(pe - q);
-        if (!drop && plen > 0 && n + plen + 2 <= out_size) {
+        if (!drop && plen > 0 && n + (n > 0) + plen + 1 <= out_size) {
             if (n > 0)
                 out[n++] = '&';
             memcpy(out + n, q, plen);

@@ -118,6 +118,14 @@ static void test_forward_query(void **state)
     assert_null(strstr(out, "S3"));
     assert_null(strstr(out, "S4"));
 
+    /* One parameter, in a buffer of exactly its size + 1 (as the data plane
+     * sizes it). */
+    h = parse("GET /x?output_format=mp3_22050_32 HTTP/1.1\r\nHost: a\r\n\r\n");
+    char exact[sizeof("output_format=mp3_22050_32")];
+    assert_int_equal(route_forward_query(h, exact, sizeof(exact)),
+                     strlen("output_format=mp3_22050_32"));
+    assert_string_equal(exact, "output_format=mp3_22050_32");
+
     h = parse("GET /x?ocp-apim-subscription-key=only HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_int_equal(route_forward_query(h, out, sizeof(out)), 0);
     assert_string_equal(out, "");

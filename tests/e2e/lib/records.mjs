@@ -24,12 +24,31 @@ export function units(partial = {}) {
   return { ...u, ...partial };
 }
 
+// The price entry of a model (README "Pricing schema"): the exact name, then
+// the longest "prefix*" key, then "*"; null when none matches. A missing
+// model (null) is looked up as "".
+export function findPrice(prices, model) {
+  const m = model ?? '';
+  if (Object.prototype.hasOwnProperty.call(prices, m) && !m.endsWith('*')) return prices[m];
+  let best = null;
+  let bestLen = -1;
+  for (const [k, v] of Object.entries(prices)) {
+    if (!k.endsWith('*')) continue;
+    const prefix = k.slice(0, -1);
+    if (m.startsWith(prefix) && prefix.length > bestLen) {
+      best = v;
+      bestLen = prefix.length;
+    }
+  }
+  return best;
+}
+
 // Sum over the parts of units × price per 1M (audio: seconds × per-minute
 // price / 60, expressed in the same 1e-6 scale), divided by 1e6 and rounded
 // half up once. Cached/audio prices fall back to the input/output price.
 // prices: the provider's table (default: the OpenAI one above).
 export function costMicros(model, partial, prices = PRICES) {
-  const p = prices[model];
+  const p = findPrice(prices, model);
   if (!p) return 0;
   const u = units(partial);
   const inP = p.input_per_1m ?? 0;
