@@ -49,6 +49,7 @@ struct ws_session {
     struct usage_record rec; /* the session's record, filled at the end */
     int64_t start_mono;
     bool got_usage;
+    enum provider_id provider;
 };
 
 struct exchange {
@@ -413,13 +414,15 @@ static bool session_id_ok(const char *v, size_t n)
     return true;
 }
 
-/* --- OpenAI Realtime over WebSocket --------------------------------------
+/* --- WebSocket sessions: OpenAI Realtime, Deepgram live, Cartesia ----------
  *
- * One record per session (line "realtime", the usage of every response.done
- * and input transcription summed), written when the socket closes, plus a
- * "platform" line (per-minute fee, always billed to the wallet) for a session
- * that opened. Per session rather than per response: a session is what the
- * assistant bills and pins, and one record survives a socket cut mid-reply. */
+ * One record per session (OpenAI: line "realtime" with the usage of every
+ * response.done and input transcription summed; Deepgram: "stt" with the
+ * final Metadata duration; Cartesia: "tts" with the characters of the
+ * transcripts sent), written when the socket closes, plus a "platform" line
+ * (per-minute fee, always billed to the wallet) for a session that opened.
+ * Per session rather than per response: a session is what the assistant
+ * bills and pins, and one record survives a socket cut mid-reply. */
 
 #define RT_METER_MAX (256 * 1024)
 
@@ -441,13 +444,60 @@ static int64_t json_count(json_t *obj, const char *key)
     return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
 }
 
+/* Code points of the string member `field` of a JSON text message. */
+static int64_t json_string_chars(const char *data, size_t len, const char *field)
+{
+    json_t *root = json_loadb(data, len, 0, NULL);
+    const char *t = json_string_value(json_object_get(root, field));
+    int64_t n = 0;
+    for (; t != NULL && *t; t++)
+        n += ((unsigned char)*t & 0xc0) != 0x80;
+    json_decref(root);
+    return n;
+}
+
+/* Deepgram live: the final Metadata message has the billed duration;
+ * Cartesia: the characters of every transcript the client sent. */
+static void voice_ws_meter(struct ws_session *s, enum relay_ws_dir dir, const char *data,
+                           size_t len)
+{
+    struct usage_units *u = &s->rec.units;
+    if (s->provider == PROVIDER_DEEPGRAM && dir == RELAY_WS_FROM_UPSTREAM &&
+        memmem(data, len, "\"Metadata\"", 10) != NULL) {
+        json_t *root = json_loadb(data, len, 0, NULL);
+        json_t *d = json_object_get(root, "duration");
+        if (json_is_number(d) && json_number_value(d) > 0) {
+            u->audio_ms = (int64_t)(json_number_value(d) * 1000.0 + 0.5);
+            s->got_usage = true;
+        }
+        json_decref(root);
+    } else if (s->provider == PROVIDER_CARTESIA && dir == RELAY_WS_FROM_CLIENT &&
+               memmem(data, len, "\"transcript\"", 12) != NULL) {
+        u->characters += json_string_chars(data, len, "transcript");
+        if (s->rec.model[0] == '\0') {
+            json_t *root = json_loadb(data, len, 0, NULL);
+            const char *m = json_string_value(json_object_get(root, "model_id"));
+            if (m != NULL)
+                snprintf(s->rec.model, sizeof(s->rec.model), "%s", m);
+            json_decref(root);
+        }
+        s->got_usage = true;
+    }
+}
+
 static void rt_on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
                           bool complete, char **replace, size_t *replace_len)
 {
     struct ws_session *s = arg;
     (void)replace;
     (void)replace_len;
-    if (dir != RELAY_WS_FROM_UPSTREAM || !complete)
+    if (!complete)
+        return;
+    if (s->provider != PROVIDER_OPENAI) {
+        voice_ws_meter(s, dir, data, len);
+        return;
+    }
+    if (dir != RELAY_WS_FROM_UPSTREAM)
         return;
     /* Only two server events carry usage; skip the JSON parse of the rest
      * (audio deltas are most of the traffic). */
@@ -486,8 +536,8 @@ static void rt_on_message(void *arg, enum relay_ws_dir dir, const char *data, si
 
 static char *rt_error_body(void *arg, int status, const char *message)
 {
-    (void)arg;
-    json_t *j = route_error_body(PROVIDER_OPENAI, status, "upstream_error",
+    struct ws_session *s = arg;
+    json_t *j = route_error_body(s->provider, status, "upstream_error",
                                  status == 504 ? "upstream_timeout" : "upstream_error", message);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -569,11 +619,29 @@ static void query_param(const struct httpparse_request *h, const char *name, cha
     }
 }
 
-static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct http_request *req,
-                            const struct route *rt)
+/* The WebSocket routes served (the path after the route prefix). */
+static bool ws_route(const struct route *rt)
+{
+    static const struct {
+        enum provider_id p;
+        const char *path;
+    } routes[] = {
+        {PROVIDER_OPENAI, "/v1/realtime"},
+        {PROVIDER_DEEPGRAM, "/v1/listen"},
+        {PROVIDER_CARTESIA, "/tts/websocket"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(routes); i++)
+        if (rt->provider == routes[i].p && rt->upstream_path_len == strlen(routes[i].path) &&
+            memcmp(rt->upstream_path, routes[i].path, rt->upstream_path_len) == 0)
+            return true;
+    return false;
+}
+
+static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_request *req,
+                      const struct route *rt)
 {
     const struct httpparse_request *h = &req->head;
-    const enum provider_id p = PROVIDER_OPENAI;
+    const enum provider_id p = rt->provider;
     const char *why = NULL;
     int st = ws_check_upgrade(h, &why);
     if (st != 0) {
@@ -583,13 +651,32 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
         return;
     }
 
-    /* The proxy key: Authorization: Bearer, or the browser's subprotocol
-     * "openai-insecure-api-key.<key>" (dropped from what goes upstream). */
+    /* The proxy key: where the route takes it (header; Azure/Cartesia also
+     * query), or in the browsers' subprotocol forms - OpenAI's
+     * "openai-insecure-api-key.<key>", Deepgram's "token, <key>" - which are
+     * dropped from what goes upstream. */
     size_t key_len = 0;
     const char *key = route_credential(p, h, &key_len);
+    if (key == NULL && p == PROVIDER_CARTESIA) {
+        static const char *const qnames[] = {"api_key", "access_token"};
+        for (size_t i = 0; i < ARRAY_SIZE(qnames) && key == NULL; i++) {
+            size_t nl = strlen(qnames[i]);
+            const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
+            while (q != NULL && q < end && key == NULL) {
+                const char *amp = memchr(q, '&', (size_t)(end - q));
+                const char *pe = amp ? amp : end;
+                if ((size_t)(pe - q) > nl + 1 && strncasecmp(q, qnames[i], nl) == 0 &&
+                    q[nl] == '=') {
+                    key = q + nl + 1;
+                    key_len = (size_t)(pe - key);
+                }
+                q = amp ? amp + 1 : end;
+            }
+        }
+    }
     char protocols[512] = "";
     size_t plen = 0;
-    bool offered_realtime = false;
+    bool offered_realtime = false, offered_token = false, next_is_key = false;
     for (size_t i = 0; i < h->n_headers; i++) {
         const struct httpparse_header *hd = &h->headers[i];
         if (hd->name_len != 22 || strncasecmp(hd->name, "sec-websocket-protocol", 22) != 0)
@@ -599,11 +686,24 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
         size_t n;
         ws_list_init(&it, hd->value, hd->value_len);
         while (ws_list_next(&it, &item, &n)) {
-            if (n > 24 && strncmp(item, "openai-insecure-api-key.", 24) == 0) {
+            if (p == PROVIDER_OPENAI && n > 24 &&
+                strncmp(item, "openai-insecure-api-key.", 24) == 0) {
                 if (key == NULL) {
                     key = item + 24;
                     key_len = n - 24;
                 }
+                continue;
+            }
+            if (p == PROVIDER_DEEPGRAM && next_is_key) {
+                next_is_key = false;
+                if (key == NULL) {
+                    key = item;
+                    key_len = n;
+                }
+                continue;
+            }
+            if (p == PROVIDER_DEEPGRAM && n == 5 && strncasecmp(item, "token", 5) == 0) {
+                offered_token = next_is_key = true;
                 continue;
             }
             if (!ws_token_valid(item, n) || plen + n + 3 >= sizeof(protocols))
@@ -621,8 +721,8 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
         metrics_inc(METRICS_AUTH_FAILURES);
         reply_error(c, p, rs == RESOLVE_STORE_ERROR ? 503 : 401, "invalid_request_error",
                     "invalid_api_key",
-                    "Incorrect or missing proxy key: send Authorization: Bearer <proxy key> or the "
-                    "openai-insecure-api-key.<proxy key> subprotocol",
+                    "Incorrect or missing proxy key: send it where the provider's SDK sends its "
+                    "key (header, or the browser subprotocol / query forms)",
                     NULL, 0);
         return;
     }
@@ -667,16 +767,22 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
     snprintf(r->key_id, sizeof(r->key_id), "%s", id.key_id);
     snprintf(r->session_id, sizeof(r->session_id), "%s", session);
     r->provider = p;
-    r->has_slot = true;
-    snprintf(r->line, sizeof(r->line), "realtime");
-    snprintf(r->endpoint, sizeof(r->endpoint), "/v1/realtime");
-    query_param(h, "model", r->model, sizeof(r->model));
+    r->has_slot = provider_is_slot(p);
+    s->provider = p;
+    snprintf(r->line, sizeof(r->line), "%s",
+             p == PROVIDER_OPENAI     ? "realtime"
+             : p == PROVIDER_DEEPGRAM ? "stt"
+                                      : "tts");
+    snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
+             (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
+    query_param(h, p == PROVIDER_CARTESIA ? "model_id" : "model", r->model, sizeof(r->model));
     r->billed_byok = d.byok;
     snprintf(r->connection_id, sizeof(r->connection_id), "%s", d.connection_id);
     snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
     r->ttfb_ms = -1;
 
-    /* Upstream URL: the openai base with ws(s):// + /v1/realtime + query. */
+    /* Upstream URL: the provider's base with ws(s):// + path + query
+     * without credentials. */
     const char *base = dp->cfg->upstreams[p];
     char url[1024];
     char query[512] = "";
@@ -688,13 +794,19 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
     /* Upstream handshake headers: the injected key, the client's remaining
      * subprotocols, and the OpenAI headers that select behaviour. */
     char headers[2048];
-    int hn = snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", d.api_key);
+    int hn = 0;
+    struct curl_slist *inj = route_inject(p, h, NULL, d.api_key);
     resolve_done(&d);
+    if (inj != NULL) {
+        hn = snprintf(headers, sizeof(headers), "%s\r\n", inj->data);
+        crypto_wipe(inj->data, strlen(inj->data));
+        curl_slist_free_all(inj);
+    }
     if (plen > 0)
         hn += snprintf(headers + hn, sizeof(headers) - (size_t)hn, "Sec-WebSocket-Protocol: %s\r\n",
                        protocols);
     static const char *const fwd[] = {"openai-beta", "openai-organization", "openai-project",
-                                      "user-agent"};
+                                      "user-agent", "cartesia-version"};
     for (size_t i = 0; i < ARRAY_SIZE(fwd) && hn > 0 && (size_t)hn < sizeof(headers); i++) {
         const struct httpparse_header *fh = httpparse_find(h, fwd[i]);
         if (fh != NULL)
@@ -720,7 +832,9 @@ static void realtime_handle(struct dataplane *dp, struct http_conn *c, struct ht
         .limits = &dp->cfg->limits,
         .client = NULL,
         .client_key = client_key,
-        .client_protocol = offered_realtime ? "realtime" : NULL,
+        .client_protocol = offered_realtime ? "realtime"
+                           : offered_token  ? "token"
+                                            : NULL,
         .upstream_url = url,
         .upstream_headers = headers,
         .max_message = 16 * 1024 * 1024,
@@ -774,13 +888,14 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
         return;
     }
     if (h->upgrade_websocket) {
-        if (p == PROVIDER_OPENAI && rt.upstream_path_len == 12 &&
-            memcmp(rt.upstream_path, "/v1/realtime", 12) == 0) {
-            realtime_handle(dp, c, req, &rt);
+        if (ws_route(&rt)) {
+            ws_handle(dp, c, req, &rt);
             return;
         }
         reply_error(c, p, 501, "invalid_request_error", "websocket_not_supported",
-                    "this WebSocket route is not served yet (OpenAI Realtime is)", NULL, 0);
+                    "this WebSocket route is not served yet (OpenAI Realtime, Deepgram live and "
+                    "Cartesia are)",
+                    NULL, 0);
         return;
     }
 
