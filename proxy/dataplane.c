@@ -399,6 +399,11 @@ static const char *unmetered_line(const struct route *rt)
         return rt->azure_stt ? "stt" : "tts";
     case PROVIDER_DEEPGRAM:
         return "stt";
+    case PROVIDER_OPENAI:
+        /* Minting a Realtime client secret / session: a realtime line. */
+        if (rt->upstream_path_len >= 12 && memcmp(rt->upstream_path, "/v1/realtime", 12) == 0)
+            return "realtime";
+        return "llm";
     default:
         return "llm";
     }

@@ -193,3 +193,19 @@ test('a wrong proxy key is refused at the handshake (401), nothing reaches the u
   await new Promise((r) => s.once('connect', r));
   s.destroy();
 });
+
+test('minting a client secret goes through with the platform key and is recorded as a realtime line', async () => {
+  const t = 'rt-mint';
+  await proxy.admin.createTenant({ id: t, name: 'RT mint', wallet_micros: 5_000_000 });
+  const k = (await proxy.admin.createKey(t)).key;
+  const markR = mock.requests.length;
+  const client = new OpenAI({ apiKey: k, baseURL: `${proxy.url}/v1`, maxRetries: 0 });
+  const cs = await client.realtime.clientSecrets.create({ session: { type: 'realtime', model: 'gpt-realtime' } });
+  assert.match(cs.value, /^ek_/);
+  const [mr] = mock.requests.slice(markR);
+  assert.equal(mr.headers.authorization, `Bearer ${proxy.platformKey}`);
+  const recs = await proxy.admin.waitRecords(t, 1);
+  assert.equal(recs[0].line, 'realtime');
+  assert.equal(recs[0].endpoint, '/v1/realtime/client_secrets');
+  assert.equal(recs[0].billed_to, 'wallet');
+});
