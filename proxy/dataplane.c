@@ -50,6 +50,7 @@ struct ws_session {
     int64_t start_mono;
     bool got_usage;
     enum provider_id provider;
+    int64_t pcm_bytes_per_s; /* Deepgram linear16: for an estimate without Metadata */
 };
 
 struct exchange {
@@ -579,6 +580,14 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
         break;
     }
     r->duration_ms = mono_ms() - s->start_mono;
+    if (s->provider == PROVIDER_DEEPGRAM && !s->got_usage && s->pcm_bytes_per_s > 0 &&
+        info->bytes_from_client > 0) {
+        /* No final Metadata (the client never sent CloseStream, or the
+         * socket was cut): estimate the streamed audio from its bytes. */
+        r->units.audio_ms =
+            (int64_t)(info->bytes_from_client * 1000 / (uint64_t)s->pcm_bytes_per_s);
+        r->estimated = true;
+    }
     r->cost_micros = pricing_cost(pricing_find(dp->cfg, r->provider, r->model), &r->units);
     usage_submit(r);
     metrics_inc(METRICS_REQUESTS_TOTAL);
@@ -781,6 +790,15 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
     snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
              (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
     query_param(h, p == PROVIDER_CARTESIA ? "model_id" : "model", r->model, sizeof(r->model));
+    if (p == PROVIDER_DEEPGRAM) {
+        char enc[32], rate[16], ch[8];
+        query_param(h, "encoding", enc, sizeof(enc));
+        query_param(h, "sample_rate", rate, sizeof(rate));
+        query_param(h, "channels", ch, sizeof(ch));
+        long sr = strtol(rate, NULL, 10), nch = ch[0] ? strtol(ch, NULL, 10) : 1;
+        if (strcmp(enc, "linear16") == 0 && sr > 0 && sr <= 192000 && nch > 0 && nch <= 16)
+            s->pcm_bytes_per_s = (int64_t)sr * 2 * nch;
+    }
     r->billed_byok = d.byok;
     snprintf(r->connection_id, sizeof(r->connection_id), "%s", d.connection_id);
     snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
