@@ -101,6 +101,10 @@ bool meter_sse_event(struct meter *m, const char *event, const char *data, size_
  * (estimated). */
 bool meter_finish(struct meter *m);
 
+/* ElevenLabs: the characters billed for code_points characters of text
+ * with model (half, rounded up, for turbo and flash models). */
+int64_t meter_el_characters(const char *model, int64_t code_points);
+
 /* Duration of a WAV (RIFF PCM) file in ms from its header, -1 if not WAV. */
 int64_t meter_wav_duration_ms(const unsigned char *data, size_t len);
 

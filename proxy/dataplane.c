@@ -51,6 +51,7 @@ struct ws_session {
     bool got_usage;
     enum provider_id provider;
     int64_t pcm_bytes_per_s; /* Deepgram linear16: for an estimate without Metadata */
+    int64_t el_code_points;  /* ElevenLabs stream-input: text characters sent */
 };
 
 struct exchange {
@@ -477,6 +478,11 @@ static void voice_ws_meter(struct ws_session *s, enum relay_ws_dir dir, const ch
             s->got_usage = true;
         }
         json_decref(root);
+    } else if (s->provider == PROVIDER_ELEVENLABS && dir == RELAY_WS_FROM_CLIENT &&
+               memmem(data, len, "\"text\"", 6) != NULL) {
+        /* Code points sent; the model's credit rate applies at the end. */
+        s->el_code_points += json_string_chars(data, len, "text");
+        s->got_usage = true;
     } else if (s->provider == PROVIDER_CARTESIA && dir == RELAY_WS_FROM_CLIENT &&
                memmem(data, len, "\"transcript\"", 12) != NULL) {
         u->characters += json_string_chars(data, len, "transcript");
@@ -495,8 +501,23 @@ static void rt_on_message(void *arg, enum relay_ws_dir dir, const char *data, si
                           bool complete, char **replace, size_t *replace_len)
 {
     struct ws_session *s = arg;
-    (void)replace;
-    (void)replace_len;
+    if (replace != NULL && s->provider == PROVIDER_ELEVENLABS && complete &&
+        (memmem(data, len, "xi_api_key", 10) != NULL ||
+         memmem(data, len, "\"authorization\"", 15) != NULL)) {
+        /* The first message may carry a key (browsers): it never goes
+         * upstream, whatever key it is. */
+        json_t *root = json_loadb(data, len, JSON_PRESERVE_ORDER, NULL);
+        if (json_is_object(root)) {
+            json_object_del(root, "xi_api_key");
+            json_object_del(root, "authorization");
+            char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (text != NULL) {
+                *replace = text;
+                *replace_len = strlen(text);
+            }
+        }
+        json_decref(root);
+    }
     if (!complete)
         return;
     if (s->provider != PROVIDER_OPENAI) {
@@ -580,6 +601,11 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
         break;
     }
     r->duration_ms = mono_ms() - s->start_mono;
+    if (s->provider == PROVIDER_ELEVENLABS) {
+        if (r->model[0] == '\0')
+            snprintf(r->model, sizeof(r->model), "eleven_multilingual_v2"); /* the default */
+        r->units.characters = meter_el_characters(r->model, s->el_code_points);
+    }
     if (s->provider == PROVIDER_DEEPGRAM && !s->got_usage && s->pcm_bytes_per_s > 0 &&
         info->bytes_from_client > 0) {
         /* No final Metadata (the client never sent CloseStream, or the
@@ -648,7 +674,20 @@ static bool ws_route(const struct route *rt)
         if (rt->provider == routes[i].p && rt->upstream_path_len == strlen(routes[i].path) &&
             memcmp(rt->upstream_path, routes[i].path, rt->upstream_path_len) == 0)
             return true;
-    return false;
+    /* ElevenLabs /v1/text-to-speech/{voice_id}/stream-input (and multi-). */
+    static const char tts[] = "/v1/text-to-speech/";
+    const char *path = rt->upstream_path;
+    size_t n = rt->upstream_path_len;
+    if (rt->provider != PROVIDER_ELEVENLABS || n <= sizeof(tts) - 1 ||
+        memcmp(path, tts, sizeof(tts) - 1) != 0)
+        return false;
+    const char *voice = path + sizeof(tts) - 1;
+    const char *slash = memchr(voice, '/', (size_t)(path + n - voice));
+    if (slash == NULL || slash == voice)
+        return false;
+    size_t rest = (size_t)(path + n - slash);
+    return (rest == 13 && memcmp(slash, "/stream-input", 13) == 0) ||
+           (rest == 19 && memcmp(slash, "/multi-stream-input", 19) == 0);
 }
 
 static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_request *req,
@@ -789,7 +828,8 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
                                       : "tts");
     snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
              (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
-    query_param(h, p == PROVIDER_CARTESIA ? "model_id" : "model", r->model, sizeof(r->model));
+    query_param(h, p == PROVIDER_CARTESIA || p == PROVIDER_ELEVENLABS ? "model_id" : "model",
+                r->model, sizeof(r->model));
     if (p == PROVIDER_DEEPGRAM) {
         char enc[32], rate[16], ch[8];
         query_param(h, "encoding", enc, sizeof(enc));
@@ -863,6 +903,7 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
         .max_message = 16 * 1024 * 1024,
         .meter_max = RT_METER_MAX,
         .on_message = rt_on_message,
+        .hold_first_client_message = p == PROVIDER_ELEVENLABS,
         .on_open = rt_on_open,
         .on_end = rt_on_end,
         .error_body = rt_error_body,
@@ -916,8 +957,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
             return;
         }
         reply_error(c, p, 501, "invalid_request_error", "websocket_not_supported",
-                    "this WebSocket route is not served yet (OpenAI Realtime, Deepgram live and "
-                    "Cartesia are)",
+                    "this WebSocket route is not served yet (OpenAI Realtime, ElevenLabs "
+                    "stream-input, Deepgram live and Cartesia are)",
                     NULL, 0);
         return;
     }

@@ -195,6 +195,14 @@ const char *meter_line_name(enum meter_kind k)
     return "llm";
 }
 
+int64_t meter_el_characters(const char *model, int64_t code_points)
+{
+    /* Turbo and Flash models bill half a credit per character. */
+    if (strstr(model, "turbo") != NULL || strstr(model, "flash") != NULL)
+        return code_points / 2 + (code_points & 1);
+    return code_points;
+}
+
 void meter_init(struct meter *m, enum meter_kind k)
 {
     memset(m, 0, sizeof(*m));
@@ -1374,11 +1382,7 @@ bool meter_finish(struct meter *m)
             m->units.characters = m->header_characters;
             return false;
         }
-        /* Turbo and Flash models bill half a credit per character. */
-        if (strstr(m->model, "turbo") != NULL || strstr(m->model, "flash") != NULL)
-            m->units.characters = m->prompt_chars / 2 + (m->prompt_chars & 1);
-        else
-            m->units.characters = m->prompt_chars;
+        m->units.characters = meter_el_characters(m->model, m->prompt_chars);
         return !m->have_text;
     case METER_DG_SPEAK:
         if (m->header_characters >= 0) {
