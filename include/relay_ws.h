@@ -14,7 +14,35 @@
  *                  └ on_end once, then the relay frees itself
  *
  * Messages are never buffered whole for relaying; a copy of a text message
- * is kept only up to params.meter_max bytes for the on_message callback. */
+ * is kept only up to params.meter_max bytes for the on_message callback.
+ *
+ * Behaviour the caller can rely on (proxy/relay_ws.c):
+ * - wss://: SNI with the host name (never for an IP literal), the peer
+ *   certificate verified against params.tls's trust store and checked for
+ *   the URL's host name (SSL_set1_host) or IP address
+ *   (X509_VERIFY_PARAM_set1_ip_asc), ALPN "http/1.1"; dirty shutdowns (no
+ *   close_notify) count as EOF on both sides.
+ * - Upstream handshake reply: CRLF line ends only (bare LF, obs-fold and
+ *   control bytes refused), head at most 16 KiB; 101 needs Upgrade:
+ *   websocket, Connection: upgrade, the right Sec-WebSocket-Accept and no
+ *   Sec-WebSocket-Extensions (none is offered).
+ * - Deadlines: upstream_connect_timeout_ms covers DNS + TCP + TLS + the
+ *   upgrade reply (504 and RELAY_WS_END_TIMEOUT); the idle limit is a
+ *   whole period of idle_timeout_ms * 5 without a frame either way (checked
+ *   once per period, so quiet for 5x to 10x; Realtime sessions are
+ *   legitimately quiet), then close 1001 both ways; after one side's close
+ *   frame the other has 5 s to answer; at the end, queued output gets up to
+ *   5 s to flush.
+ * - Text messages are checked for UTF-8 both ways (1007 to the sender).
+ *   A protocol error on one side: that side gets a close with the parser's
+ *   code (1002/1007/1009), the other 1001 (toward the upstream) or 1011
+ *   (toward the client); TCP loss without a close frame: the client gets
+ *   1011 if the upstream died, the upstream just a TCP close if the client
+ *   did. A close frame we originate is skipped (TCP close only) if a frame
+ *   toward that side is half written.
+ * - Back-pressure: above limits->client_high_watermark (default 256 KiB)
+ *   on either side's output the other side is no longer read, until the
+ *   output drains to half of it. */
 #ifndef BYOK_RELAY_WS_H
 #define BYOK_RELAY_WS_H
 
@@ -44,18 +72,18 @@ enum relay_ws_end {
 
 struct relay_ws_end_info {
     enum relay_ws_end end;
-    int upstream_status;     /* status of the upstream's handshake reply; 0 if none */
-    int close_code;          /* code of the first close frame seen, 0 if none */
-    bool closed_by_client;   /* who sent the first close frame */
-    int64_t opened_ms;       /* mono_ms() when the upstream accepted, 0 if never */
+    int upstream_status;   /* status of the upstream's handshake reply; 0 if none */
+    int close_code;        /* code of the first close frame seen, 0 if none */
+    bool closed_by_client; /* who sent the first close frame */
+    int64_t opened_ms;     /* mono_ms() when the upstream accepted, 0 if never */
     int64_t ended_ms;
     uint64_t bytes_from_client, bytes_from_upstream; /* payload bytes relayed */
 };
 
 struct relay_ws_params {
     struct event_base *base;
-    struct evdns_base *dns;    /* for upstream host names */
-    SSL_CTX *tls;              /* client context for wss:// (verifies peers) */
+    struct evdns_base *dns; /* for upstream host names */
+    SSL_CTX *tls;           /* client context for wss:// (verifies peers) */
     const struct config_limits *limits;
 
     /* The client connection after its upgrade request was read: the relay
@@ -76,37 +104,51 @@ struct relay_ws_params {
      * sent (it holds a key). */
     const char *upstream_headers;
 
-    size_t max_message;  /* ws message size limit both ways (1009 above) */
-    size_t meter_max;    /* text messages up to this size are passed to on_message */
+    size_t max_message; /* ws message size limit both ways (1009 above) */
+    size_t meter_max;   /* text messages up to this size are passed to on_message
+                           (0: on_message only for the held first message) */
 
     /* A whole text message (or its first meter_max bytes: complete=false)
      * in either direction. The first client message may be rewritten (to
      * remove a credential): return a malloc'd replacement in *replace (the
      * relay frees and wipes it) — only for the first client text message,
      * which the relay holds back until it is complete when
-     * hold_first_client_message is set. */
+     * hold_first_client_message is set (bounded by max_message, or 1 MiB
+     * when that is 0; the held message is passed whole, complete=true,
+     * whatever meter_max). A replacement returned for any other message is
+     * wiped and ignored. data is borrowed for the call. */
     void (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
                        bool complete, char **replace, size_t *replace_len);
     bool hold_first_client_message;
     /* The upstream accepted; the client got its 101. */
     void (*on_open)(void *arg);
-    /* Exactly once, at the end; the relay frees itself right after. For
+    /* Exactly once, at the end, from an event of its own (never from inside
+     * relay_ws_start or relay_ws_shutdown); the relay frees itself right
+     * after, so the handle is invalid once this returns. For
      * RELAY_WS_END_UPSTREAM_REFUSED before any 101, the relay has already
      * answered the client with an HTTP error built by error_body. */
     void (*on_end)(void *arg, const struct relay_ws_end_info *info);
     /* Body (JSON text, malloc'd) of the HTTP error the client gets when the
-     * upstream refuses or cannot be reached; status is 502, 504, or the
-     * upstream's 4xx/5xx. */
+     * upstream refuses or cannot be reached; status is 502, 504, 503
+     * (relay_ws_shutdown before the upstream accepted), or the upstream's
+     * 4xx/5xx. message is a static English sentence, never upstream text. */
     char *(*error_body)(void *arg, int status, const char *message);
     void *arg;
 };
 
-/* Starts connecting upstream. Returns NULL on immediate failure (bad URL,
- * out of memory); the client bev is then still the caller's. */
+/* Starts connecting upstream. Returns NULL on immediate failure (bad URL:
+ * not ws:// or wss://, user info, a fragment, spaces or control bytes, a bad
+ * port; wss:// without p->tls; upstream_headers not CRLF-terminated lines or
+ * containing an empty line; a client_protocol that is not a token; out of
+ * memory); the client bev is then still the caller's. p->dns should be set:
+ * without it libevent resolves names with blocking getaddrinfo. Every
+ * string in p is copied; p itself is borrowed for the call. */
 MUST_CHECK struct relay_ws *relay_ws_start(const struct relay_ws_params *p);
 
 /* Server shutdown: sends close 1001 (going away) both ways and ends the
- * session (on_end with RELAY_WS_END_SHUTDOWN). */
+ * session (on_end with RELAY_WS_END_SHUTDOWN, from the loop). Before the
+ * upstream accepted, the client gets an HTTP 503 instead. A no-op once the
+ * end is decided (idempotent until on_end). */
 void relay_ws_shutdown(struct relay_ws *r);
 
 #endif

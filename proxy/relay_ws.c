@@ -94,19 +94,19 @@ struct relay_ws {
     struct event_base *base;
     struct evdns_base *dns;
     struct config_limits limits;
-    size_t high;         /* high-water mark of either output */
-    size_t max_message;  /* parser limit, 0 = none */
-    size_t meter_max;    /* copy bound for on_message */
-    bool hold_first;     /* hold the first client text message */
-    unsigned hold_done : 1; /* it went by */
-    unsigned activity : 1;  /* a frame moved since the idle timer last fired */
+    size_t high;              /* high-water mark of either output */
+    size_t max_message;       /* parser limit, 0 = none */
+    size_t meter_max;         /* copy bound for on_message */
+    bool hold_first;          /* hold the first client text message */
+    unsigned hold_done : 1;   /* it went by */
+    unsigned activity : 1;    /* a frame moved since the idle timer last fired */
     unsigned end_pending : 1; /* end_ev is active: on_end is next */
     struct relay_msg held;
 
     struct relay_url url;
-    char *headers;                    /* extra upstream header lines; wiped once sent */
-    char sent_key[WS_KEY_LEN + 1];    /* our Sec-WebSocket-Key to the upstream */
-    char accept[WS_ACCEPT_LEN + 1];   /* our Sec-WebSocket-Accept to the client */
+    char *headers;                  /* extra upstream header lines; wiped once sent */
+    char sent_key[WS_KEY_LEN + 1];  /* our Sec-WebSocket-Key to the upstream */
+    char accept[WS_ACCEPT_LEN + 1]; /* our Sec-WebSocket-Accept to the client */
     char *client_protocol;
 
     struct relay_side client, up;
@@ -313,8 +313,8 @@ static void side_write(struct relay_side *dst, const void *data, size_t len)
     if (len > 0 && evbuffer_add(out, data, len) == -1) {
         log_error("ws relay: out of memory writing to the %s", side_name(dst));
         dst->dead = 1;
-        relay_finish(dst->r, dst->is_client ? RELAY_WS_END_CLIENT_GONE
-                                            : RELAY_WS_END_UPSTREAM_GONE);
+        relay_finish(dst->r,
+                     dst->is_client ? RELAY_WS_END_CLIENT_GONE : RELAY_WS_END_UPSTREAM_GONE);
         return;
     }
     struct relay_side *src = other(dst);
@@ -507,8 +507,7 @@ static int on_event(struct relay_side *s, const struct ws_event *ev)
     case WS_EVENT_PONG: {
         struct relay_side *d = other(s);
         if (can_send(d))
-            send_control(d, ev->type == WS_EVENT_PING ? WS_OP_PING : WS_OP_PONG, ev->data,
-                         ev->len);
+            send_control(d, ev->type == WS_EVENT_PING ? WS_OP_PING : WS_OP_PONG, ev->data, ev->len);
         return r->state == RELAY_WS_OPEN ? 0 : 1;
     }
     case WS_EVENT_CLOSE:
@@ -582,8 +581,7 @@ static void schedule_end(struct relay_ws *r)
 
 static bool side_drained(const struct relay_side *s)
 {
-    return s->dead || s->bev == NULL ||
-           evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
+    return s->dead || s->bev == NULL || evbuffer_get_length(bufferevent_get_output(s->bev)) == 0;
 }
 
 static void check_drained(struct relay_ws *r)
@@ -936,14 +934,24 @@ static void write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
-static void log_tls_failure(struct relay_ws *r, struct bufferevent *bev)
+/* Logs why TLS to the upstream failed; true if the certificate was refused. */
+static bool log_tls_failure(struct relay_ws *r, struct bufferevent *bev)
 {
     unsigned long e;
     char buf[256];
     while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+        if (ERR_GET_LIB(e) == 0)
+            continue; /* libevent's own code for a failed handshake */
         ERR_error_string_n(e, buf, sizeof(buf));
         log_warn("ws relay: TLS to upstream %s:%d failed: %s", r->url.host, r->url.port, buf);
     }
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v == X509_V_OK)
+        return false;
+    log_warn("ws relay: upstream %s:%d certificate refused: %s", r->url.host, r->url.port,
+             X509_verify_cert_error_string(v));
+    return true;
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -974,10 +982,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             if (dns_err != 0)
                 log_warn("ws relay: cannot resolve upstream %s: %s", r->url.host,
                          evutil_gai_strerror(dns_err));
-            if (r->url.tls)
-                log_tls_failure(r, bev);
+            bool cert = r->url.tls && log_tls_failure(r, bev);
             relay_refuse(r, 502,
-                         r->state == RELAY_WS_CONNECTING
+                         cert ? "the upstream's TLS certificate could not be verified"
+                         : r->state == RELAY_WS_CONNECTING
                              ? "the upstream cannot be reached"
                              : "the upstream closed the connection during the handshake",
                          RELAY_WS_END_UPSTREAM_REFUSED);
@@ -1071,8 +1079,7 @@ static bool headers_ok(const char *h)
     size_t n = strlen(h);
     if (n == 0)
         return true;
-    if (n < 2 || memcmp(h + n - 2, "\r\n", 2) != 0 || strstr(h, "\r\n\r\n") != NULL ||
-        h[0] == '\r')
+    if (n < 2 || memcmp(h + n - 2, "\r\n", 2) != 0 || strstr(h, "\r\n\r\n") != NULL || h[0] == '\r')
         return false;
     for (size_t i = 0; i < n; i++)
         if (h[i] == '\n' && (i == 0 || h[i - 1] != '\r'))
@@ -1104,8 +1111,8 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
         r->limits.upstream_connect_timeout_ms = 10000;
         r->limits.idle_timeout_ms = 60000;
     }
-    r->high = r->limits.client_high_watermark ? r->limits.client_high_watermark
-                                              : RELAY_WS_HIGH_DEFAULT;
+    r->high =
+        r->limits.client_high_watermark ? r->limits.client_high_watermark : RELAY_WS_HIGH_DEFAULT;
     r->max_message = p->max_message;
     r->meter_max = p->meter_max;
     r->hold_first = p->hold_first_client_message;

@@ -1,0 +1,1258 @@
+/* test_relay_ws.c - the WebSocket relay over real loopback sockets: a tiny
+ * upstream server and a client, written here with libevent and ws.h, drive
+ * the handshake, echo in both directions with fragmentation, control frames,
+ * close codes, refusals and timeouts, peers dying, the first-message
+ * rewrite, metering and back-pressure. One event_base per test; the loop is
+ * driven until a condition holds, with a deadline; no sleeps. */
+#include "common.h"
+
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "relay_ws.h"
+#include "ws.h"
+
+#define DEADLINE_MS 15000
+#define MAX_MSGS    32
+#define MAX_METER   32
+
+/* Runs the loop until cond holds; fails the test past the deadline. A
+ * persistent tick (see fixture) wakes EVLOOP_ONCE at least every 10 ms. */
+#define RUN_UNTIL(cond)                                                                            \
+    do {                                                                                           \
+        int64_t dl_ = mono_ms() + DEADLINE_MS;                                                     \
+        while (!(cond)) {                                                                          \
+            assert_true(mono_ms() < dl_);                                                          \
+            event_base_loop(f->base, EVLOOP_ONCE);                                                 \
+        }                                                                                          \
+    } while (0)
+
+enum up_mode {
+    UP_ACCEPT = 0,   /* 101, then echo data frames and close frames */
+    UP_ACCEPT_HELLO, /* 101 and a text frame in the same write */
+    UP_REFUSE_401,   /* 401 with a JSON body */
+    UP_SILENT,       /* reads the request, never answers */
+    UP_BAD_ACCEPT,   /* 101 with a wrong Sec-WebSocket-Accept */
+    UP_BARE_LF,      /* 101 with bare LF line ends */
+    UP_OBS_FOLD,     /* 101 with a folded header line */
+};
+
+struct msg {
+    int opcode;
+    uint8_t *data;
+    size_t len;
+    int frames;
+};
+
+struct fixture;
+
+/* A WebSocket endpoint of the test: the client, or the mock upstream's side
+ * of the upstream connection (server). */
+struct peer {
+    struct fixture *f;
+    struct bufferevent *bev;
+    bool server;
+    bool head_done;
+    struct evbuffer *raw; /* bytes before the frames: the HTTP head (and body) */
+    char head[8192];
+    struct ws_parser parser;
+    struct msg cur;
+    struct msg msgs[MAX_MSGS];
+    size_t n_msgs;
+    int frames;
+    uint64_t data_bytes;
+    bool keep;       /* keep message bytes */
+    bool echo;       /* server: echo data frames as they come */
+    bool close_echo; /* answer a close with the same payload */
+    bool check_pattern;
+    bool pattern_ok;
+    int n_ping, n_pong;
+    uint8_t ctl[WS_CONTROL_MAX];
+    size_t ctl_len;
+    bool got_close;
+    int close_code;
+    char reason[WS_CONTROL_MAX];
+    int proto_error;
+    bool eof;
+};
+
+struct meter_rec {
+    enum relay_ws_dir dir;
+    char *data;
+    size_t len;
+    bool complete;
+};
+
+struct fixture {
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct event *tick;
+    int fds_before;
+
+    struct evconnlistener *up_lis;
+    int up_port;
+    enum up_mode up_mode;
+    struct peer up;
+    bool up_accepted;
+
+    struct bufferevent *front; /* the relay's client bev (the relay owns it) */
+    struct peer client;
+    char client_key[WS_KEY_LEN + 1];
+
+    struct config_limits limits;
+    struct relay_ws_params params;
+    struct relay_ws *relay;
+    int n_open, n_end;
+    struct relay_ws_end_info end;
+    struct meter_rec meter[MAX_METER];
+    size_t n_meter;
+    const char *replacement; /* for the first client message */
+    bool shutdown_on_open;
+
+    /* wss: the mock upstream's context and the relay's (trusting it) */
+    SSL_CTX *tls_server, *tls_client;
+    char sni[128]; /* server name the mock upstream was asked for */
+
+    /* bulk sender (back-pressure) */
+    uint64_t bulk_total, bulk_queued;
+    int64_t bulk_progress_ms;
+    size_t front_out_max;
+};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+static uint8_t pattern_byte(uint64_t off)
+{
+    return (uint8_t)(off % 251);
+}
+
+static void peer_frame(struct peer *p, int opcode, bool fin, const void *data, size_t len)
+{
+    uint8_t h[WS_FRAME_HEADER_MAX], key[4] = {0};
+    bool mask = !p->server;
+    if (mask)
+        assert_int_equal(ws_new_mask_key(key), 0);
+    size_t n = ws_frame_header(h, opcode, fin, len, mask, key);
+    assert_true(n > 0);
+    struct evbuffer *out = bufferevent_get_output(p->bev);
+    evbuffer_add(out, h, n);
+    uint8_t *copy = malloc(len + 1);
+    assert_non_null(copy);
+    if (len > 0)
+        memcpy(copy, data, len);
+    if (mask)
+        ws_mask(copy, len, key, 0);
+    evbuffer_add(out, copy, len);
+    free(copy);
+}
+
+static void peer_close(struct peer *p, int code, const char *reason)
+{
+    uint8_t pl[WS_CONTROL_MAX];
+    size_t n = ws_close_payload(pl, code, reason);
+    peer_frame(p, WS_OP_CLOSE, true, pl, n);
+}
+
+static void peer_gone(struct peer *p)
+{
+    if (p->bev != NULL)
+        bufferevent_free(p->bev);
+    p->bev = NULL;
+}
+
+static void peer_clear(struct peer *p)
+{
+    peer_gone(p);
+    if (p->raw)
+        evbuffer_free(p->raw);
+    p->raw = NULL;
+    free(p->cur.data);
+    for (size_t i = 0; i < p->n_msgs && i < MAX_MSGS; i++)
+        free(p->msgs[i].data);
+}
+
+static int peer_on_event(void *arg, const struct ws_event *ev)
+{
+    struct peer *p = arg;
+    switch (ev->type) {
+    case WS_EVENT_DATA:
+        if (ev->flags & WS_CHUNK_MSG_START) {
+            p->cur.opcode = ev->opcode;
+            p->cur.len = 0;
+            p->cur.frames = 0;
+        }
+        if (ev->flags & WS_CHUNK_FRAME_START) {
+            p->cur.frames++;
+            p->frames++;
+        }
+        if (p->check_pattern)
+            for (size_t i = 0; i < ev->len; i++)
+                if (ev->data[i] != pattern_byte(p->data_bytes + i))
+                    p->pattern_ok = false;
+        p->data_bytes += ev->len;
+        if (p->keep && ev->len > 0) {
+            p->cur.data = realloc(p->cur.data, p->cur.len + ev->len);
+            assert_non_null(p->cur.data);
+            memcpy(p->cur.data + p->cur.len, ev->data, ev->len);
+            p->cur.len += ev->len;
+        }
+        if (p->echo) {
+            struct evbuffer *out = bufferevent_get_output(p->bev);
+            if (ev->flags & WS_CHUNK_FRAME_START) {
+                uint8_t h[WS_FRAME_HEADER_MAX];
+                size_t n =
+                    ws_frame_header(h, ev->frame_opcode, ev->fin, ev->frame_len, false, NULL);
+                evbuffer_add(out, h, n);
+            }
+            evbuffer_add(out, ev->data, ev->len);
+        }
+        if ((ev->flags & WS_CHUNK_MSG_END) && p->n_msgs < MAX_MSGS) {
+            p->msgs[p->n_msgs++] = p->cur;
+            memset(&p->cur, 0, sizeof(p->cur));
+        }
+        break;
+    case WS_EVENT_PING:
+    case WS_EVENT_PONG:
+        if (ev->type == WS_EVENT_PING)
+            p->n_ping++;
+        else
+            p->n_pong++;
+        memcpy(p->ctl, ev->data, ev->len);
+        p->ctl_len = ev->len;
+        break;
+    case WS_EVENT_CLOSE:
+        p->got_close = true;
+        p->close_code = ev->close_code;
+        snprintf(p->reason, sizeof(p->reason), "%.*s", (int)ev->reason_len,
+                 ev->reason ? ev->reason : "");
+        if (p->close_echo)
+            peer_frame(p, WS_OP_CLOSE, true, ev->data, ev->len);
+        break;
+    }
+    return 0;
+}
+
+static void peer_feed(struct peer *p, struct evbuffer *in)
+{
+    while (evbuffer_get_length(in) > 0 && p->proto_error == 0) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        uint8_t *d = evbuffer_pullup(in, (ev_ssize_t)n);
+        size_t used = 0;
+        enum ws_status st = ws_parser_feed(&p->parser, d, n, &used);
+        evbuffer_drain(in, used);
+        if (st == WS_ERROR)
+            p->proto_error = ws_parser_error(&p->parser, NULL);
+        if (st == WS_CLOSED || st == WS_ERROR) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            break;
+        }
+    }
+}
+
+static void peer_init_parser(struct peer *p)
+{
+    struct ws_parser_options o = {.role = p->server ? WS_ROLE_SERVER : WS_ROLE_CLIENT};
+    ws_parser_init(&p->parser, &o, peer_on_event, p);
+}
+
+static void upstream_reply(struct fixture *f, struct peer *p)
+{
+    struct evbuffer *out = bufferevent_get_output(p->bev);
+    const char *k = strcasestr(p->head, "\r\nSec-WebSocket-Key: ");
+    char accept[WS_ACCEPT_LEN + 1] = "";
+    if (k != NULL)
+        assert_int_equal(ws_accept_key(k + 21, WS_KEY_LEN, accept), 0);
+    switch (f->up_mode) {
+    case UP_ACCEPT:
+    case UP_ACCEPT_HELLO:
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                            accept);
+        if (f->up_mode == UP_ACCEPT_HELLO)
+            peer_frame(p, WS_OP_TEXT, true, "session.created", 15);
+        break;
+    case UP_REFUSE_401:
+        evbuffer_add_printf(out, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                                 "Content-Length: 17\r\n\r\n{\"error\":\"nokey\"}");
+        break;
+    case UP_SILENT:
+        break;
+    case UP_BAD_ACCEPT:
+        evbuffer_add_printf(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                 "Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                                 "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+        break;
+    case UP_BARE_LF:
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n"
+                            "Connection: Upgrade\nSec-WebSocket-Accept: %s\n\n",
+                            accept);
+        break;
+    case UP_OBS_FOLD:
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade:\r\n websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                            accept);
+        break;
+    }
+}
+
+static void peer_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct peer *p = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (!p->head_done) {
+        evbuffer_add_buffer(p->raw, in);
+        struct evbuffer_ptr e = evbuffer_search(p->raw, "\r\n\r\n", 4, NULL);
+        if (e.pos < 0)
+            return;
+        size_t hl = (size_t)e.pos + 4;
+        if (!p->server && strncmp((char *)evbuffer_pullup(p->raw, 12), "HTTP/1.1 101", 12) != 0)
+            return; /* an error reply: kept whole in raw (head and body) */
+        assert_true(hl < sizeof(p->head));
+        evbuffer_remove(p->raw, p->head, hl);
+        p->head[hl] = '\0';
+        p->head_done = true;
+        peer_init_parser(p);
+        if (p->server) {
+            SSL *ssl = bufferevent_openssl_get_ssl(bev);
+            const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+            snprintf(p->f->sni, sizeof(p->f->sni), "%s", sni ? sni : "");
+            upstream_reply(p->f, p);
+        }
+        in = p->raw;
+    }
+    peer_feed(p, in);
+}
+
+static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct peer *p = arg;
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        p->eof = true;
+        peer_gone(p);
+    }
+}
+
+/* Bulk sender: keeps up to 256 KiB queued on the upstream's output. */
+static void bulk_fill(struct fixture *f)
+{
+    static uint8_t chunk[65536];
+    struct evbuffer *out = bufferevent_get_output(f->up.bev);
+    while (f->bulk_queued < f->bulk_total && evbuffer_get_length(out) < 262144) {
+        size_t n = (size_t)MIN((uint64_t)sizeof(chunk), f->bulk_total - f->bulk_queued);
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = pattern_byte(f->bulk_queued + i);
+        peer_frame(&f->up, WS_OP_BINARY, true, chunk, n);
+        f->bulk_queued += n;
+    }
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct fixture *f = ((struct peer *)arg)->f;
+    (void)bev;
+    if (f->bulk_total > 0) {
+        f->bulk_progress_ms = mono_ms();
+        bulk_fill(f);
+    }
+}
+
+static void up_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                         int socklen, void *arg)
+{
+    struct fixture *f = arg;
+    (void)l;
+    (void)sa;
+    (void)socklen;
+    assert_false(f->up_accepted);
+    f->up_accepted = true;
+    int small = 65536;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    if (f->tls_server != NULL) {
+        SSL *ssl = SSL_new(f->tls_server);
+        assert_non_null(ssl);
+        f->up.bev = bufferevent_openssl_socket_new(f->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_openssl_set_allow_dirty_shutdown(f->up.bev, 1);
+    } else {
+        f->up.bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    assert_non_null(f->up.bev);
+    bufferevent_setcb(f->up.bev, peer_read_cb, up_write_cb, peer_event_cb, &f->up);
+    bufferevent_setwatermark(f->up.bev, EV_WRITE, 131072, 0);
+    bufferevent_enable(f->up.bev, EV_READ | EV_WRITE);
+}
+
+/* ---- relay callbacks ----------------------------------------------------- */
+
+static void on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
+                       bool complete, char **replace, size_t *replace_len)
+{
+    struct fixture *f = arg;
+    assert_non_null(replace);
+    assert_non_null(replace_len);
+    if (f->n_meter < MAX_METER) {
+        struct meter_rec *m = &f->meter[f->n_meter];
+        m->dir = dir;
+        m->complete = complete;
+        m->len = len;
+        m->data = malloc(len + 1);
+        assert_non_null(m->data);
+        memcpy(m->data, data, len);
+        m->data[len] = '\0';
+    }
+    f->n_meter++;
+    if (dir == RELAY_WS_FROM_CLIENT && f->replacement != NULL) {
+        *replace = strdup(f->replacement);
+        *replace_len = strlen(f->replacement);
+        f->replacement = NULL;
+    }
+}
+
+static void on_open(void *arg)
+{
+    struct fixture *f = arg;
+    f->n_open++;
+    if (f->shutdown_on_open)
+        relay_ws_shutdown(f->relay);
+}
+
+static void on_end(void *arg, const struct relay_ws_end_info *info)
+{
+    struct fixture *f = arg;
+    f->n_end++;
+    f->end = *info;
+    f->relay = NULL;
+}
+
+static char *error_body(void *arg, int status, const char *message)
+{
+    (void)arg;
+    char *s = NULL;
+    assert_true(asprintf(&s, "{\"error\":{\"status\":%d,\"message\":\"%s\"}}", status, message) >
+                0);
+    return s;
+}
+
+/* ---- fixture ------------------------------------------------------------- */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    f->fds_before = count_fds();
+    f->base = event_base_new();
+    f->dns = evdns_base_new(f->base, 0);
+    f->tick = event_new(f->base, -1, EV_PERSIST, tick_cb, NULL);
+    struct timeval tv = {0, 10000};
+    assert_int_equal(event_add(f->tick, &tv), 0);
+
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    f->up_lis =
+        evconnlistener_new_bind(f->base, up_accept_cb, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                16, (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(f->up_lis);
+    socklen_t sl = sizeof(sin);
+    getsockname(evconnlistener_get_fd(f->up_lis), (struct sockaddr *)&sin, &sl);
+    f->up_port = ntohs(sin.sin_port);
+    f->up.f = f;
+    f->up.server = true;
+    f->up.keep = true;
+    f->up.echo = true;
+    f->up.close_echo = true;
+    f->up.raw = evbuffer_new();
+    f->client.f = f;
+    f->client.keep = true;
+    f->client.raw = evbuffer_new();
+
+    f->limits.upstream_connect_timeout_ms = 5000;
+    f->limits.idle_timeout_ms = 60000;
+    f->limits.client_high_watermark = 262144;
+    f->params = (struct relay_ws_params){
+        .base = f->base,
+        .dns = f->dns,
+        .limits = &f->limits,
+        .client_protocol = "realtime",
+        .upstream_headers = "Authorization: Bearer sk-test-123\r\nOpenAI-Beta: realtime=v1\r\n",
+        .max_message = 1 << 20,
+        .meter_max = 4096,
+        .on_message = on_message,
+        .on_open = on_open,
+        .on_end = on_end,
+        .error_body = error_body,
+        .arg = f,
+    };
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f->relay != NULL) {
+        relay_ws_shutdown(f->relay);
+        int64_t dl = mono_ms() + DEADLINE_MS;
+        while (f->relay != NULL && mono_ms() < dl)
+            event_base_loop(f->base, EVLOOP_ONCE);
+    }
+    peer_clear(&f->up);
+    peer_clear(&f->client);
+    for (size_t i = 0; i < f->n_meter && i < MAX_METER; i++)
+        free(f->meter[i].data);
+    evconnlistener_free(f->up_lis);
+    SSL_CTX_free(f->tls_server);
+    SSL_CTX_free(f->tls_client);
+    event_free(f->tick);
+    evdns_base_free(f->dns, 0);
+    event_base_free(f->base);
+    int fds_after = count_fds();
+    int before = f->fds_before;
+    free(f);
+    assert_int_equal(fds_after, before);
+    return 0;
+}
+
+/* A connected loopback pair: the test client's end and the relay's client
+ * end (what http.c would hand over after reading the upgrade request). */
+static void tcp_pair(int *client_fd, int *front_fd)
+{
+    int lis = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lis, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lis, 1), 0);
+    socklen_t sl = sizeof(sin);
+    getsockname(lis, (struct sockaddr *)&sin, &sl);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 65536;
+    setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    assert_int_equal(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    int a = accept(lis, NULL, NULL);
+    assert_true(a >= 0);
+    close(lis);
+    setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    evutil_make_socket_nonblocking(c);
+    evutil_make_socket_nonblocking(a);
+    *client_fd = c;
+    *front_fd = a;
+}
+
+static void url_for(char *buf, size_t n, int port)
+{
+    snprintf(buf, n, "ws://127.0.0.1:%d/v1/realtime?model=gpt-test", port);
+}
+
+/* Starts a relay toward url with the test client connected to it. */
+static void start_url(struct fixture *f, const char *url)
+{
+    int cfd, afd;
+    tcp_pair(&cfd, &afd);
+    f->client.bev = bufferevent_socket_new(f->base, cfd, BEV_OPT_CLOSE_ON_FREE);
+    f->front = bufferevent_socket_new(f->base, afd, BEV_OPT_CLOSE_ON_FREE);
+    assert_non_null(f->client.bev);
+    assert_non_null(f->front);
+    bufferevent_setcb(f->client.bev, peer_read_cb, NULL, peer_event_cb, &f->client);
+    bufferevent_enable(f->client.bev, EV_READ | EV_WRITE);
+    assert_int_equal(ws_client_key(f->client_key), 0);
+    f->params.client = f->front;
+    f->params.client_key = f->client_key;
+    f->params.upstream_url = url;
+    f->relay = relay_ws_start(&f->params);
+    assert_non_null(f->relay);
+    /* on_end is never called from inside relay_ws_start. */
+    assert_int_equal(f->n_end, 0);
+}
+
+static void start(struct fixture *f)
+{
+    char url[128];
+    url_for(url, sizeof(url), f->up_port);
+    start_url(f, url);
+}
+
+static void start_open(struct fixture *f)
+{
+    start(f);
+    RUN_UNTIL(f->client.head_done && f->n_open == 1);
+}
+
+static bool has_line(const char *head, const char *line)
+{
+    return strcasestr(head, line) != NULL;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_handshake_echo_and_close(void **state)
+{
+    struct fixture *f = *state;
+    f->up_mode = UP_ACCEPT_HELLO;
+    start(f);
+    /* A frame the client sends before its 101 waits in its input buffer. */
+    peer_frame(&f->client, WS_OP_TEXT, true, "early", 5);
+    RUN_UNTIL(f->client.head_done && f->client.n_msgs >= 2);
+
+    /* What the upstream saw. */
+    const char *uh = f->up.head;
+    assert_true(strncmp(uh, "GET /v1/realtime?model=gpt-test HTTP/1.1\r\n", 42) == 0);
+    char host[64];
+    snprintf(host, sizeof(host), "\r\nHost: 127.0.0.1:%d\r\n", f->up_port);
+    assert_true(has_line(uh, host));
+    assert_true(has_line(uh, "\r\nUpgrade: websocket\r\n"));
+    assert_true(has_line(uh, "\r\nConnection: Upgrade\r\n"));
+    assert_true(has_line(uh, "\r\nSec-WebSocket-Version: 13\r\n"));
+    assert_true(has_line(uh, "\r\nAuthorization: Bearer sk-test-123\r\n"));
+    assert_true(has_line(uh, "\r\nOpenAI-Beta: realtime=v1\r\n"));
+    assert_non_null(strcasestr(uh, "\r\nSec-WebSocket-Key: "));
+
+    /* What the client saw: the accept for its own key, the subprotocol. */
+    char accept[WS_ACCEPT_LEN + 1], line[80];
+    assert_int_equal(ws_accept_key(f->client_key, WS_KEY_LEN, accept), 0);
+    snprintf(line, sizeof(line), "\r\nSec-WebSocket-Accept: %s\r\n", accept);
+    const char *ch = f->client.head;
+    assert_true(strncmp(ch, "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
+    assert_true(has_line(ch, line));
+    assert_true(has_line(ch, "\r\nUpgrade: websocket\r\n"));
+    assert_true(has_line(ch, "\r\nConnection: Upgrade\r\n"));
+    assert_true(has_line(ch, "\r\nSec-WebSocket-Protocol: realtime\r\n"));
+    assert_int_equal(f->n_open, 1);
+
+    /* The upstream's first frame came with its 101; the early frame was
+     * echoed after it. */
+    assert_int_equal(f->client.msgs[0].opcode, WS_OP_TEXT);
+    assert_memory_equal(f->client.msgs[0].data, "session.created", 15);
+    assert_int_equal(f->client.msgs[1].len, 5);
+    assert_memory_equal(f->client.msgs[1].data, "early", 5);
+
+    /* Binary from the client in three fragments: the upstream parses them
+     * (it requires masking) and echoes them (the client requires none). */
+    uint8_t bin[300];
+    for (size_t i = 0; i < sizeof(bin); i++)
+        bin[i] = (uint8_t)(i * 7);
+    peer_frame(&f->client, WS_OP_BINARY, false, bin, 100);
+    peer_frame(&f->client, WS_OP_CONTINUATION, false, bin + 100, 150);
+    peer_frame(&f->client, WS_OP_CONTINUATION, true, bin + 250, 50);
+    RUN_UNTIL(f->client.n_msgs >= 3);
+    assert_int_equal(f->up.msgs[1].opcode, WS_OP_BINARY);
+    assert_int_equal(f->up.msgs[1].frames, 3);
+    assert_int_equal(f->up.msgs[1].len, sizeof(bin));
+    assert_memory_equal(f->up.msgs[1].data, bin, sizeof(bin));
+    assert_int_equal(f->client.msgs[2].opcode, WS_OP_BINARY);
+    assert_int_equal(f->client.msgs[2].frames, 3);
+    assert_memory_equal(f->client.msgs[2].data, bin, sizeof(bin));
+
+    /* Fragmented text from the upstream, with a ping between fragments. */
+    f->up.echo = false;
+    peer_frame(&f->up, WS_OP_TEXT, false, "{\"type\":", 8);
+    peer_frame(&f->up, WS_OP_PING, true, "mid", 3);
+    peer_frame(&f->up, WS_OP_CONTINUATION, true, "\"x\"}", 4);
+    RUN_UNTIL(f->client.n_msgs >= 4);
+    assert_int_equal(f->client.msgs[3].frames, 2);
+    assert_memory_equal(f->client.msgs[3].data, "{\"type\":\"x\"}", 12);
+    assert_int_equal(f->client.n_ping, 1);
+    assert_memory_equal(f->client.ctl, "mid", 3);
+
+    /* Ping and pong pass through both ways. */
+    peer_frame(&f->client, WS_OP_PING, true, "hello", 5);
+    RUN_UNTIL(f->up.n_ping == 1);
+    assert_int_equal(f->up.ctl_len, 5);
+    assert_memory_equal(f->up.ctl, "hello", 5);
+    peer_frame(&f->client, WS_OP_PONG, true, "mid", 3);
+    RUN_UNTIL(f->up.n_pong == 1);
+    assert_memory_equal(f->up.ctl, "mid", 3);
+    peer_frame(&f->up, WS_OP_PONG, true, "", 0);
+    RUN_UNTIL(f->client.n_pong == 1);
+    assert_int_equal(f->client.ctl_len, 0);
+
+    /* Client-initiated close 1000: the upstream answers it, the client gets
+     * the answer, the session ends OK. */
+    peer_close(&f->client, WS_CLOSE_NORMAL, "done");
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_true(f->up.got_close);
+    assert_int_equal(f->up.close_code, 1000);
+    assert_string_equal(f->up.reason, "done");
+    assert_int_equal(f->client.close_code, 1000);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_int_equal(f->end.close_code, 1000);
+    assert_true(f->end.closed_by_client);
+    assert_int_equal(f->end.upstream_status, 101);
+    assert_true(f->end.opened_ms > 0);
+    assert_true(f->end.ended_ms >= f->end.opened_ms);
+    assert_int_equal(f->end.bytes_from_client, 5 + sizeof(bin));
+    assert_int_equal(f->end.bytes_from_upstream, 15 + 5 + sizeof(bin) + 12);
+    /* Both connections are closed after the end. */
+    RUN_UNTIL(f->client.eof && f->up.eof);
+}
+
+static void test_upstream_initiated_close(void **state)
+{
+    struct fixture *f = *state;
+    f->client.close_echo = true;
+    f->up.close_echo = false;
+    start_open(f);
+    peer_close(&f->up, 4000, "bye");
+    RUN_UNTIL(f->n_end == 1 && f->up.got_close);
+    assert_true(f->client.got_close);
+    assert_int_equal(f->client.close_code, 4000);
+    assert_string_equal(f->client.reason, "bye");
+    assert_true(f->up.got_close);
+    assert_int_equal(f->up.close_code, 4000);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_int_equal(f->end.close_code, 4000);
+    assert_false(f->end.closed_by_client);
+}
+
+static void test_refused_401(void **state)
+{
+    struct fixture *f = *state;
+    f->up_mode = UP_REFUSE_401;
+    start(f);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof);
+    size_t n = evbuffer_get_length(f->client.raw);
+    char *resp = calloc(1, n + 1);
+    evbuffer_remove(f->client.raw, resp, n);
+    assert_true(strncmp(resp, "HTTP/1.1 401 Unauthorized\r\n", 27) == 0);
+    assert_true(has_line(resp, "\r\nContent-Type: application/json\r\n"));
+    assert_true(has_line(resp, "\r\nConnection: close\r\n"));
+    assert_non_null(strstr(resp, "\r\n\r\n{\"error\":{\"status\":401,"));
+    free(resp);
+    assert_int_equal(f->n_open, 0);
+    assert_int_equal(f->end.end, RELAY_WS_END_UPSTREAM_REFUSED);
+    assert_int_equal(f->end.upstream_status, 401);
+    assert_int_equal(f->end.opened_ms, 0);
+}
+
+static int closed_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t sl = sizeof(sin);
+    getsockname(s, (struct sockaddr *)&sin, &sl);
+    close(s);
+    return ntohs(sin.sin_port);
+}
+
+static void expect_error_reply(struct fixture *f, int status, enum relay_ws_end end)
+{
+    RUN_UNTIL(f->n_end == 1 && f->client.eof);
+    size_t n = evbuffer_get_length(f->client.raw);
+    char *resp = calloc(1, n + 1);
+    evbuffer_remove(f->client.raw, resp, n);
+    char want[64];
+    snprintf(want, sizeof(want), "HTTP/1.1 %d ", status);
+    assert_true(strncmp(resp, want, strlen(want)) == 0);
+    snprintf(want, sizeof(want), "{\"error\":{\"status\":%d,", status);
+    assert_non_null(strstr(resp, want));
+    free(resp);
+    assert_int_equal(f->n_open, 0);
+    assert_int_equal(f->end.end, end);
+}
+
+static void test_unreachable_502(void **state)
+{
+    struct fixture *f = *state;
+    char url[128];
+    url_for(url, sizeof(url), closed_port());
+    start_url(f, url);
+    expect_error_reply(f, 502, RELAY_WS_END_UPSTREAM_REFUSED);
+    assert_int_equal(f->end.upstream_status, 0);
+}
+
+static void test_connect_timeout_504(void **state)
+{
+    struct fixture *f = *state;
+    f->up_mode = UP_SILENT;
+    f->limits.upstream_connect_timeout_ms = 100;
+    start(f);
+    expect_error_reply(f, 504, RELAY_WS_END_TIMEOUT);
+    RUN_UNTIL(f->up.eof);
+}
+
+static void test_bad_replies_502(void **state)
+{
+    static const enum up_mode modes[] = {UP_BAD_ACCEPT, UP_BARE_LF, UP_OBS_FOLD};
+    for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
+        teardown(state);
+        setup(state);
+        struct fixture *f = *state;
+        f->up_mode = modes[i];
+        start(f);
+        expect_error_reply(f, 502, RELAY_WS_END_UPSTREAM_REFUSED);
+        RUN_UNTIL(f->up.eof);
+    }
+}
+
+static void test_upstream_dies(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    peer_frame(&f->client, WS_OP_TEXT, true, "ping?", 5);
+    RUN_UNTIL(f->client.n_msgs == 1);
+    peer_gone(&f->up);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof);
+    assert_true(f->client.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_INTERNAL);
+    assert_int_equal(f->end.end, RELAY_WS_END_UPSTREAM_GONE);
+    assert_int_equal(f->end.close_code, 0);
+}
+
+static void test_client_disappears(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    peer_gone(&f->client);
+    RUN_UNTIL(f->n_end == 1 && f->up.eof);
+    assert_false(f->up.got_close); /* just a TCP close */
+    assert_int_equal(f->end.end, RELAY_WS_END_CLIENT_GONE);
+}
+
+static void test_hold_first_message(void **state)
+{
+    struct fixture *f = *state;
+    f->params.hold_first_client_message = true;
+    f->replacement = "{\"text\":\" \"}";
+    f->up.echo = false;
+    start_open(f);
+    /* The first message, fragmented, with the credential in it. */
+    peer_frame(&f->client, WS_OP_TEXT, false, "{\"text\":\" \",", 12);
+    peer_frame(&f->client, WS_OP_CONTINUATION, true, "\"xi_api_key\":\"sk\"}", 18);
+    peer_frame(&f->client, WS_OP_TEXT, true, "{\"text\":\"hi\"}", 13);
+    RUN_UNTIL(f->up.n_msgs == 2);
+    assert_int_equal(f->up.msgs[0].frames, 1);
+    assert_int_equal(f->up.msgs[0].len, 12);
+    assert_memory_equal(f->up.msgs[0].data, "{\"text\":\" \"}", 12);
+    assert_int_equal(f->up.msgs[1].len, 13);
+    assert_memory_equal(f->up.msgs[1].data, "{\"text\":\"hi\"}", 13);
+    /* on_message saw the original, whole. */
+    assert_true(f->n_meter >= 1);
+    assert_int_equal(f->meter[0].dir, RELAY_WS_FROM_CLIENT);
+    assert_true(f->meter[0].complete);
+    assert_string_equal(f->meter[0].data, "{\"text\":\" \",\"xi_api_key\":\"sk\"}");
+    peer_close(&f->client, WS_CLOSE_NORMAL, NULL);
+    RUN_UNTIL(f->n_end == 1);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_int_equal(f->end.bytes_from_client, 12 + 13);
+}
+
+static void test_metering(void **state)
+{
+    struct fixture *f = *state;
+    f->params.meter_max = 16;
+    f->up.echo = false;
+    start_open(f);
+    char big[100];
+    memset(big, 'a', sizeof(big));
+    peer_frame(&f->up, WS_OP_TEXT, true, "{\"type\":\"done\"}", 15);
+    peer_frame(&f->up, WS_OP_BINARY, true, "audio", 5);
+    peer_frame(&f->up, WS_OP_TEXT, false, big, 10);
+    peer_frame(&f->up, WS_OP_CONTINUATION, true, big + 10, 90);
+    RUN_UNTIL(f->client.n_msgs == 3 && f->n_meter == 2);
+    peer_frame(&f->client, WS_OP_TEXT, true, "hi", 2);
+    RUN_UNTIL(f->up.n_msgs == 1 && f->n_meter == 3);
+    assert_int_equal(f->meter[0].dir, RELAY_WS_FROM_UPSTREAM);
+    assert_true(f->meter[0].complete);
+    assert_string_equal(f->meter[0].data, "{\"type\":\"done\"}");
+    assert_int_equal(f->meter[1].dir, RELAY_WS_FROM_UPSTREAM);
+    assert_false(f->meter[1].complete);
+    assert_int_equal(f->meter[1].len, 16);
+    assert_memory_equal(f->meter[1].data, big, 16);
+    /* The truncated copy did not cut what was relayed. */
+    assert_int_equal(f->client.msgs[2].len, 100);
+    assert_int_equal(f->meter[2].dir, RELAY_WS_FROM_CLIENT);
+    assert_true(f->meter[2].complete);
+    assert_string_equal(f->meter[2].data, "hi");
+}
+
+static void test_client_protocol_error(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    /* An unmasked frame from a client. */
+    uint8_t h[WS_FRAME_HEADER_MAX];
+    size_t n = ws_frame_header(h, WS_OP_TEXT, true, 2, false, NULL);
+    bufferevent_write(f->client.bev, h, n);
+    bufferevent_write(f->client.bev, "no", 2);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof && f->up.eof);
+    assert_int_equal(f->client.close_code, WS_CLOSE_PROTOCOL);
+    assert_int_equal(f->up.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->end.end, RELAY_WS_END_CLIENT_GONE);
+}
+
+static void test_upstream_protocol_error(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    /* A masked frame from a server; then an invalid close code would not
+     * even be read. */
+    uint8_t h[WS_FRAME_HEADER_MAX], key[4] = {1, 2, 3, 4};
+    size_t n = ws_frame_header(h, WS_OP_TEXT, true, 2, true, key);
+    bufferevent_write(f->up.bev, h, n);
+    bufferevent_write(f->up.bev, "no", 2);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof && f->up.eof);
+    assert_int_equal(f->up.close_code, WS_CLOSE_PROTOCOL);
+    assert_int_equal(f->client.close_code, WS_CLOSE_INTERNAL);
+    assert_int_equal(f->end.end, RELAY_WS_END_UPSTREAM_GONE);
+}
+
+static void test_invalid_close_code(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    uint8_t pl[2] = {0x03, 0xed}; /* 1005 may not be sent */
+    peer_frame(&f->client, WS_OP_CLOSE, true, pl, 2);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof && f->up.eof);
+    assert_int_equal(f->client.close_code, WS_CLOSE_PROTOCOL);
+    assert_int_equal(f->end.end, RELAY_WS_END_CLIENT_GONE);
+}
+
+static void test_back_pressure(void **state)
+{
+    struct fixture *f = *state;
+    f->up.echo = false;
+    f->up.keep = false;
+    f->client.keep = false;
+    f->client.check_pattern = true;
+    f->client.pattern_ok = true;
+    start_open(f);
+    /* The client stops reading; the upstream sends 32 MiB. */
+    bufferevent_disable(f->client.bev, EV_READ);
+    f->bulk_total = 32u << 20;
+    f->bulk_progress_ms = mono_ms();
+    bulk_fill(f);
+    /* Run until the upstream has made no progress for 300 ms: it stalled. */
+    int64_t dl = mono_ms() + 30000;
+    while (mono_ms() - f->bulk_progress_ms < 300) {
+        assert_true(mono_ms() < dl);
+        event_base_loop(f->base, EVLOOP_ONCE);
+        size_t out = evbuffer_get_length(bufferevent_get_output(f->front));
+        f->front_out_max = MAX(f->front_out_max, out);
+    }
+    size_t up_unsent = evbuffer_get_length(bufferevent_get_output(f->up.bev));
+    uint64_t up_written = f->bulk_queued - up_unsent;
+    print_message("upstream stalled after %llu bytes; relay client output max %zu\n",
+                  (unsigned long long)up_written, f->front_out_max);
+    assert_true(up_written < f->bulk_total / 2);
+    /* The relay held at most the high-water mark plus one read. */
+    assert_true(f->front_out_max <= f->limits.client_high_watermark + 65536);
+
+    /* The client reads again: everything arrives, in order. */
+    bufferevent_enable(f->client.bev, EV_READ);
+    int64_t dl2 = mono_ms() + 60000;
+    while (f->client.data_bytes < f->bulk_total) {
+        assert_true(mono_ms() < dl2);
+        event_base_loop(f->base, EVLOOP_ONCE);
+        size_t out = evbuffer_get_length(bufferevent_get_output(f->front));
+        f->front_out_max = MAX(f->front_out_max, out);
+    }
+    assert_true(f->client.pattern_ok);
+    assert_int_equal(f->client.data_bytes, f->bulk_total);
+    assert_true(f->front_out_max <= f->limits.client_high_watermark + 65536);
+    f->bulk_total = 0;
+    peer_close(&f->client, WS_CLOSE_NORMAL, NULL);
+    RUN_UNTIL(f->n_end == 1);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_int_equal(f->end.close_code, WS_CLOSE_NORMAL);
+    assert_int_equal(f->end.bytes_from_upstream, 32u << 20);
+}
+
+/* A frame far larger than one read reaches the relay in many pieces: each
+ * is re-masked at its offset, and the echo comes back whole. */
+static void test_large_frame_both_ways(void **state)
+{
+    struct fixture *f = *state;
+    const size_t n = 4u << 20;
+    f->params.max_message = 8u << 20;
+    f->up.keep = false;
+    f->client.keep = false;
+    f->up.check_pattern = f->up.pattern_ok = true;
+    f->client.check_pattern = f->client.pattern_ok = true;
+    start_open(f);
+    uint8_t *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = pattern_byte(i);
+    peer_frame(&f->client, WS_OP_BINARY, true, big, n);
+    free(big);
+    RUN_UNTIL(f->client.data_bytes == n);
+    assert_int_equal(f->up.data_bytes, n);
+    assert_true(f->up.pattern_ok);
+    assert_true(f->client.pattern_ok);
+    assert_int_equal(f->up.frames, 1);
+    assert_int_equal(f->client.frames, 1);
+}
+
+/* ---- wss:// -------------------------------------------------------------- */
+
+/* A self-signed certificate for the mock upstream with the given
+ * subjectAltName; the relay's context trusts exactly it (when trust). */
+static void tls_setup(struct fixture *f, const char *san, bool trust)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(key);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"relay-test", -1,
+                               -1, 0);
+    X509_set_issuer_name(x, name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    assert_non_null(ext);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+
+    f->tls_server = SSL_CTX_new(TLS_server_method());
+    assert_int_equal(SSL_CTX_use_certificate(f->tls_server, x), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(f->tls_server, key), 1);
+    f->tls_client = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(f->tls_client, TLS1_2_VERSION);
+    if (trust)
+        assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(f->tls_client), x), 1);
+    f->params.tls = f->tls_client;
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+static void wss_echo(struct fixture *f, const char *host)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "wss://%s:%d/v1/realtime", host, f->up_port);
+    start_url(f, url);
+    RUN_UNTIL(f->client.head_done && f->n_open == 1);
+    char hl[96];
+    snprintf(hl, sizeof(hl), "\r\nHost: %s:%d\r\n", host, f->up_port);
+    assert_true(has_line(f->up.head, hl));
+    assert_true(has_line(f->up.head, "\r\nAuthorization: Bearer sk-test-123\r\n"));
+    peer_frame(&f->client, WS_OP_TEXT, true, "over tls", 8);
+    RUN_UNTIL(f->client.n_msgs == 1);
+    assert_memory_equal(f->client.msgs[0].data, "over tls", 8);
+    peer_close(&f->client, WS_CLOSE_NORMAL, NULL);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+}
+
+static void test_wss_ip_literal(void **state)
+{
+    struct fixture *f = *state;
+    tls_setup(f, "IP:127.0.0.1", true);
+    wss_echo(f, "127.0.0.1");
+    assert_string_equal(f->sni, ""); /* no SNI for an address */
+}
+
+static void test_wss_host_name(void **state)
+{
+    struct fixture *f = *state;
+    tls_setup(f, "DNS:localhost", true);
+    /* The resolver answers "localhost" from the hosts file. */
+    assert_int_equal(evdns_base_load_hosts(f->dns, NULL), 0);
+    wss_echo(f, "localhost");
+    assert_string_equal(f->sni, "localhost");
+}
+
+static void test_wss_wrong_name_502(void **state)
+{
+    struct fixture *f = *state;
+    tls_setup(f, "DNS:api.example.com", true);
+    char url[128];
+    snprintf(url, sizeof(url), "wss://127.0.0.1:%d/", f->up_port);
+    start_url(f, url);
+    expect_error_reply(f, 502, RELAY_WS_END_UPSTREAM_REFUSED);
+    assert_false(f->up.head_done); /* the upgrade request never left */
+}
+
+static void test_wss_untrusted_502(void **state)
+{
+    struct fixture *f = *state;
+    tls_setup(f, "IP:127.0.0.1", false);
+    char url[128];
+    snprintf(url, sizeof(url), "wss://127.0.0.1:%d/", f->up_port);
+    start_url(f, url);
+    expect_error_reply(f, 502, RELAY_WS_END_UPSTREAM_REFUSED);
+    assert_false(f->up.head_done);
+}
+
+static void test_shutdown(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    relay_ws_shutdown(f->relay);
+    relay_ws_shutdown(f->relay); /* idempotent until on_end */
+    assert_int_equal(f->n_end, 0);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close && f->up.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->up.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->end.end, RELAY_WS_END_SHUTDOWN);
+}
+
+static void test_shutdown_from_on_open(void **state)
+{
+    struct fixture *f = *state;
+    f->shutdown_on_open = true;
+    start(f);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof && f->up.eof);
+    assert_int_equal(f->client.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->end.end, RELAY_WS_END_SHUTDOWN);
+}
+
+static void test_shutdown_while_connecting(void **state)
+{
+    struct fixture *f = *state;
+    f->up_mode = UP_SILENT;
+    start(f);
+    relay_ws_shutdown(f->relay);
+    expect_error_reply(f, 503, RELAY_WS_END_SHUTDOWN);
+}
+
+static void test_idle_timeout(void **state)
+{
+    struct fixture *f = *state;
+    f->limits.idle_timeout_ms = 20; /* x5 for WebSocket sessions */
+    int64_t t0 = mono_ms();
+    start_open(f);
+    RUN_UNTIL(f->n_end == 1);
+    /* 5 x 20 ms, not 20 ms (timers count from the loop's cached time, so
+     * allow for a few ms of rounding). */
+    assert_true(mono_ms() - t0 >= 90);
+    RUN_UNTIL(f->client.got_close && f->up.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->up.close_code, WS_CLOSE_GOING_AWAY);
+    assert_int_equal(f->end.end, RELAY_WS_END_TIMEOUT);
+}
+
+static void test_bad_urls(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const bad[] = {
+        "http://127.0.0.1/",
+        "ws://user@127.0.0.1/",
+        "ws://127.0.0.1/a#frag",
+        "ws://127.0.0.1:0/",
+        "ws://127.0.0.1:65536/",
+        "ws://[::1/",
+        "ws://127.0.0.1/a b",
+        "ws://",
+        "wss://h:/",
+        "ws://[nothex]/",
+        "ws://ho st/",
+        "ftp://h/",
+        "ws://h:12a/",
+        "ws://h\r\n/",
+        NULL,
+    };
+    int cfd, afd;
+    tcp_pair(&cfd, &afd);
+    struct bufferevent *bev = bufferevent_socket_new(f->base, afd, BEV_OPT_CLOSE_ON_FREE);
+    char key[WS_KEY_LEN + 1];
+    assert_int_equal(ws_client_key(key), 0);
+    f->params.client = bev;
+    f->params.client_key = key;
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        f->params.upstream_url = bad[i];
+        assert_null(relay_ws_start(&f->params));
+    }
+    /* Header lines that could end the head early are refused too. */
+    f->params.upstream_url = "ws://127.0.0.1:1/";
+    f->params.upstream_headers = "X: 1\r\n\r\nGET / HTTP/1.1\r\n";
+    assert_null(relay_ws_start(&f->params));
+    f->params.upstream_headers = "X: 1\n";
+    assert_null(relay_ws_start(&f->params));
+    /* The bev is still ours. */
+    bufferevent_free(bev);
+    close(cfd);
+    assert_int_equal(f->n_end, 0);
+}
+
+static void test_ipv6_literal_url(void **state)
+{
+    struct fixture *f = *state;
+    /* Accepted as a URL; nothing listens there, so it ends in a 502. */
+    char url[64];
+    snprintf(url, sizeof(url), "ws://[::1]:%d/x", closed_port());
+    start_url(f, url);
+    expect_error_reply(f, 502, RELAY_WS_END_UPSTREAM_REFUSED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_handshake_echo_and_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_initiated_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_401, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreachable_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout_504, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_replies_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_dies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_disappears, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_first_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_protocol_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_protocol_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_close_code, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_back_pressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_frame_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wss_ip_literal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wss_host_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wss_wrong_name_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wss_untrusted_502, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_from_on_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_while_connecting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_literal_url, setup, teardown),
+    };
+    log_set_level(getenv("RELAY_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
+    signal(SIGPIPE, SIG_IGN); /* a peer writing to a closed socket gets EPIPE */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
