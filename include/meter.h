@@ -101,6 +101,10 @@ bool meter_sse_event(struct meter *m, const char *event, const char *data, size_
  * (estimated). */
 bool meter_finish(struct meter *m);
 
+/* Azure Speech: billable characters of an SSML document (text nodes,
+ * entities as one character, markup free). */
+int64_t meter_ssml_characters(const char *ssml, size_t len);
+
 /* ElevenLabs: the characters billed for code_points characters of text
  * with model (half, rounded up, for turbo and flash models). */
 int64_t meter_el_characters(const char *model, int64_t code_points);

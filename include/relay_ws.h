@@ -120,6 +120,12 @@ struct relay_ws_params {
     void (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
                        bool complete, char **replace, size_t *replace_len);
     bool hold_first_client_message;
+    /* Every chunk of a binary message, in either direction, as it is relayed
+     * (unmasked; borrowed for the call): message_off is the chunk's offset
+     * in its message, last is set on the message's final chunk. For
+     * metering audio (Azure Speech's framed audio). May be NULL. */
+    void (*on_binary)(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
+                      uint64_t message_off, bool last);
     /* The upstream accepted; the client got its 101. */
     void (*on_open)(void *arg);
     /* Exactly once, at the end, from an event of its own (never from inside

@@ -52,6 +52,14 @@ struct ws_session {
     enum provider_id provider;
     int64_t pcm_bytes_per_s; /* Deepgram linear16: for an estimate without Metadata */
     int64_t el_code_points;  /* ElevenLabs stream-input: text characters sent */
+    /* Azure Speech STT: framed binary audio from the client, each message
+     * [2-byte header length][headers][payload]; the first payload is the
+     * WAV header with the byte rate. */
+    uint32_t az_hdr;          /* header length being read (its 2 bytes) */
+    uint64_t az_payload_from; /* message offset where the payload starts */
+    bool az_riff_seen;
+    int64_t az_byte_rate;
+    int64_t az_audio_bytes;
 };
 
 struct exchange {
@@ -463,6 +471,40 @@ static int64_t json_string_chars(const char *data, size_t len, const char *field
     return n;
 }
 
+/* Azure Speech STT: counts the audio payload bytes of the client's binary
+ * frames (PROVIDERS.md §3.3), skipping each frame's header block and the
+ * WAV header of the first; the byte rate comes from that WAV header. */
+static void az_on_binary(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
+                         uint64_t off, bool last)
+{
+    struct ws_session *s = arg;
+    (void)last;
+    if (s->provider != PROVIDER_AZURE_SPEECH || dir != RELAY_WS_FROM_CLIENT)
+        return;
+    for (size_t i = 0; i < len; i++, off++) {
+        if (off < 2) {
+            s->az_hdr = off == 0 ? data[i] : (s->az_hdr << 8) | data[i];
+            if (off == 1)
+                s->az_payload_from = 2 + (uint64_t)s->az_hdr;
+            continue;
+        }
+        if (off < s->az_payload_from)
+            continue;
+        /* Payload from here on in this chunk. */
+        const uint8_t *p = data + i;
+        size_t n = len - i;
+        if (!s->az_riff_seen && off == s->az_payload_from && n >= 44 && memcmp(p, "RIFF", 4) == 0 &&
+            memcmp(p + 8, "WAVE", 4) == 0) {
+            s->az_riff_seen = true;
+            s->az_byte_rate =
+                (int64_t)p[28] | (int64_t)p[29] << 8 | (int64_t)p[30] << 16 | (int64_t)p[31] << 24;
+            n -= 44;
+        }
+        s->az_audio_bytes += (int64_t)n;
+        return;
+    }
+}
+
 /* Deepgram live: the final Metadata message has the billed duration;
  * Cartesia: the characters of every transcript the client sent. */
 static void voice_ws_meter(struct ws_session *s, enum relay_ws_dir dir, const char *data,
@@ -478,6 +520,15 @@ static void voice_ws_meter(struct ws_session *s, enum relay_ws_dir dir, const ch
             s->got_usage = true;
         }
         json_decref(root);
+    } else if (s->provider == PROVIDER_AZURE_SPEECH && dir == RELAY_WS_FROM_CLIENT) {
+        /* TTS: the SSML of "Path: ssml" messages (CRLF headers, blank line,
+         * body) is what is billed. */
+        const char *end = memmem(data, len, "\r\n\r\n", 4);
+        if (end != NULL && memmem(data, (size_t)(end - data), "ath: ssml", 9) != NULL) {
+            const char *body = end + 4;
+            u->characters += meter_ssml_characters(body, len - (size_t)(body - data));
+            s->got_usage = true;
+        }
     } else if (s->provider == PROVIDER_ELEVENLABS && dir == RELAY_WS_FROM_CLIENT &&
                memmem(data, len, "\"text\"", 6) != NULL) {
         /* Code points sent; the model's credit rate applies at the end. */
@@ -601,6 +652,12 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
         break;
     }
     r->duration_ms = mono_ms() - s->start_mono;
+    if (s->provider == PROVIDER_AZURE_SPEECH && s->az_audio_bytes > 0) {
+        /* Without a WAV header the SDK's default format: 16 kHz 16-bit mono. */
+        int64_t rate = s->az_byte_rate > 0 ? s->az_byte_rate : 32000;
+        r->units.audio_ms += s->az_audio_bytes * 1000 / rate;
+        r->estimated = s->az_byte_rate <= 0;
+    }
     if (s->provider == PROVIDER_ELEVENLABS) {
         if (r->model[0] == '\0')
             snprintf(r->model, sizeof(r->model), "eleven_multilingual_v2"); /* the default */
@@ -674,6 +731,24 @@ static bool ws_route(const struct route *rt)
         if (rt->provider == routes[i].p && rt->upstream_path_len == strlen(routes[i].path) &&
             memcmp(rt->upstream_path, routes[i].path, rt->upstream_path_len) == 0)
             return true;
+    if (rt->provider == PROVIDER_AZURE_SPEECH) {
+        /* The Speech SDK's sockets (PROVIDERS.md §3.3). */
+        static const char *const stt[] = {
+            "/stt/speech/universal/v2",
+            "/speech/recognition/interactive/cognitiveservices/v1",
+            "/speech/recognition/conversation/cognitiveservices/v1",
+            "/speech/recognition/dictation/cognitiveservices/v1",
+        };
+        static const char tts_ws[] = "/tts/cognitiveservices/websocket/v1";
+        if (!rt->azure_stt)
+            return rt->upstream_path_len == sizeof(tts_ws) - 1 &&
+                   memcmp(rt->upstream_path, tts_ws, sizeof(tts_ws) - 1) == 0;
+        for (size_t i = 0; i < ARRAY_SIZE(stt); i++)
+            if (rt->upstream_path_len == strlen(stt[i]) &&
+                memcmp(rt->upstream_path, stt[i], rt->upstream_path_len) == 0)
+                return true;
+        return false;
+    }
     /* ElevenLabs /v1/text-to-speech/{voice_id}/stream-input (and multi-). */
     static const char tts[] = "/v1/text-to-speech/";
     const char *path = rt->upstream_path;
@@ -823,9 +898,9 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
     r->has_slot = provider_is_slot(p);
     s->provider = p;
     snprintf(r->line, sizeof(r->line), "%s",
-             p == PROVIDER_OPENAI     ? "realtime"
-             : p == PROVIDER_DEEPGRAM ? "stt"
-                                      : "tts");
+             p == PROVIDER_OPENAI                                                      ? "realtime"
+             : p == PROVIDER_DEEPGRAM || (p == PROVIDER_AZURE_SPEECH && rt->azure_stt) ? "stt"
+                                                                                       : "tts");
     snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
              (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
     query_param(h, p == PROVIDER_CARTESIA || p == PROVIDER_ELEVENLABS ? "model_id" : "model",
@@ -844,15 +919,32 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
     snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
     r->ttfb_ms = -1;
 
-    /* Upstream URL: the provider's base with ws(s):// + path + query
-     * without credentials. */
-    const char *base = dp->cfg->upstreams[p];
-    char url[1024];
+    /* Upstream URL: the provider's base (Azure: of the key's region) with
+     * ws(s):// + path + query without credentials. */
+    char base[1024];
+    if (route_upstream_base(dp->cfg, rt, d.region, base, sizeof(base)) == -1) {
+        resolve_done(&d);
+        free(s);
+        reply_error(c, p, 502, "server_error", "no_upstream",
+                    "no upstream is configured for this route (for Azure: the key has no valid "
+                    "region)",
+                    NULL, 0);
+        return;
+    }
+    char url[2048];
     char query[512] = "";
     size_t ql = h->query ? route_forward_query(h, query, sizeof(query)) : 0;
     bool tls = strncmp(base, "https://", 8) == 0;
-    snprintf(url, sizeof(url), "%s%s%.*s%s%s", tls ? "wss://" : "ws://", base + (tls ? 8 : 7),
-             (int)rt->upstream_path_len, rt->upstream_path, ql ? "?" : "", ql ? query : "");
+    int un =
+        snprintf(url, sizeof(url), "%s%s%.*s%s%s", tls ? "wss://" : "ws://", base + (tls ? 8 : 7),
+                 (int)rt->upstream_path_len, rt->upstream_path, ql ? "?" : "", ql ? query : "");
+    if (un < 0 || (size_t)un >= sizeof(url)) {
+        resolve_done(&d);
+        free(s);
+        reply_error(c, p, 414, "invalid_request_error", "url_too_long",
+                    "the upstream URL of this request is too long", NULL, 0);
+        return;
+    }
 
     /* Upstream handshake headers: the injected key, the client's remaining
      * subprotocols, and the OpenAI headers that select behaviour. */
@@ -903,6 +995,7 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
         .max_message = 16 * 1024 * 1024,
         .meter_max = RT_METER_MAX,
         .on_message = rt_on_message,
+        .on_binary = p == PROVIDER_AZURE_SPEECH ? az_on_binary : NULL,
         .hold_first_client_message = p == PROVIDER_ELEVENLABS,
         .on_open = rt_on_open,
         .on_end = rt_on_end,
@@ -957,8 +1050,8 @@ void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg)
             return;
         }
         reply_error(c, p, 501, "invalid_request_error", "websocket_not_supported",
-                    "this WebSocket route is not served yet (OpenAI Realtime, ElevenLabs "
-                    "stream-input, Deepgram live and Cartesia are)",
+                    "this WebSocket route is not served (served: OpenAI Realtime, ElevenLabs "
+                    "stream-input, Azure Speech STT/TTS, Deepgram live, Cartesia)",
                     NULL, 0);
         return;
     }

@@ -195,6 +195,15 @@ const char *meter_line_name(enum meter_kind k)
     return "llm";
 }
 
+static int64_t ssml_chars(struct meter *m, const char *s, size_t len);
+
+int64_t meter_ssml_characters(const char *ssml, size_t len)
+{
+    struct meter m;
+    meter_init(&m, METER_AZURE_TTS);
+    return ssml_chars(&m, ssml, len);
+}
+
 int64_t meter_el_characters(const char *model, int64_t code_points)
 {
     /* Turbo and Flash models bill half a credit per character. */

@@ -116,6 +116,8 @@ struct relay_ws {
 
     void (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
                        bool complete, char **replace, size_t *replace_len);
+    void (*on_binary)(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
+                      uint64_t message_off, bool last);
     void (*on_open)(void *arg);
     void (*on_end)(void *arg, const struct relay_ws_end_info *info);
     char *(*error_body)(void *arg, int status, const char *message);
@@ -441,6 +443,9 @@ static int on_data(struct relay_ws *r, struct relay_side *s, const struct ws_eve
         return held_chunk(r, s, ev);
 
     /* The metering copy comes first: forwarding masks the bytes in place. */
+    if (ev->opcode == WS_OP_BINARY && r->on_binary != NULL)
+        r->on_binary(r->arg, s->is_client ? RELAY_WS_FROM_CLIENT : RELAY_WS_FROM_UPSTREAM, ev->data,
+                     ev->len, ev->message_off, (ev->flags & WS_CHUNK_MSG_END) != 0);
     struct relay_msg *m = &s->meter;
     if (ev->flags & WS_CHUNK_MSG_START) {
         m->len = 0;
@@ -1117,6 +1122,7 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
     r->meter_max = p->meter_max;
     r->hold_first = p->hold_first_client_message;
     r->on_message = p->on_message;
+    r->on_binary = p->on_binary;
     r->on_open = p->on_open;
     r->on_end = p->on_end;
     r->error_body = p->error_body;
