@@ -209,3 +209,21 @@ test('minting a client secret goes through with the platform key and is recorded
   assert.equal(recs[0].endpoint, '/v1/realtime/client_secrets');
   assert.equal(recs[0].billed_to, 'wallet');
 });
+
+test('the upstream dies mid-session (TCP cut, no close frame): the client gets 1011, record upstream_error, no fd left', async () => {
+  const t = 'rt-dies';
+  await proxy.admin.createTenant({ id: t, name: 'RT dies', wallet_micros: 5_000_000 });
+  const k = (await proxy.admin.createKey(t)).key;
+  const before = fdCount(proxy.pid);
+  let wsctx = null;
+  mock.override({ ws: true, path: '/v1/realtime', handle: (ctx) => { wsctx = ctx; } });
+  const ws = new WebSocket(`wss://127.0.0.1:${tlsPort}/v1/realtime?model=gpt-realtime`, [], { ca: certs.ca, headers: { authorization: `Bearer ${k}` } });
+  const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  await waitFor(() => wsctx !== null, { what: 'scripted upstream session' });
+  await wsctx.terminate();
+  assert.equal(await closed, 1011);
+  const recs = await proxy.admin.waitRecords(t, 2);
+  assert.equal(recs.find((r) => r.line === 'realtime').outcome, 'upstream_error');
+  await waitFor(() => fdCount(proxy.pid) <= before, { timeout: 5000, what: 'no fd left behind' });
+});
