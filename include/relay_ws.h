@@ -42,7 +42,17 @@
  *   toward that side is half written.
  * - Back-pressure: above limits->client_high_watermark (default 256 KiB)
  *   on either side's output the other side is no longer read, until the
- *   output drains to half of it. */
+ *   output drains to half of it.
+ * - Client-first mode (params.client_first; ElevenLabs browsers put the key
+ *   in the first message): the client gets its 101 at once, its first
+ *   message (text, whole, at most max_message or 1 MiB) goes to on_first,
+ *   which decides where to connect and what to send first. Until that
+ *   message, upstream_connect_timeout_ms is the deadline (close 1008,
+ *   RELAY_WS_END_TIMEOUT); a binary message, a ping or a pong first: close
+ *   1008 (RELAY_WS_END_UNAUTHORIZED), as when on_first refuses. From then on
+ *   as in the normal mode, except that a refusal or failure of the upstream
+ *   reaches the client as a close frame (1008 for an upstream 401/403, 1011
+ *   otherwise; 1001 on shutdown) instead of an HTTP error. */
 #ifndef BYOK_RELAY_WS_H
 #define BYOK_RELAY_WS_H
 
@@ -68,6 +78,7 @@ enum relay_ws_end {
     RELAY_WS_END_UPSTREAM_REFUSED, /* upgrade refused (status in the end info) or unreachable */
     RELAY_WS_END_TIMEOUT,          /* connect/handshake deadline, or idle timeout */
     RELAY_WS_END_SHUTDOWN,         /* relay_ws_shutdown() */
+    RELAY_WS_END_UNAUTHORIZED,     /* client-first: on_first refused, or no text first */
 };
 
 struct relay_ws_end_info {
@@ -78,6 +89,19 @@ struct relay_ws_end_info {
     int64_t opened_ms;     /* mono_ms() when the upstream accepted, 0 if never */
     int64_t ended_ms;
     uint64_t bytes_from_client, bytes_from_upstream; /* payload bytes relayed */
+};
+
+/* Where a client-first session goes, filled by on_first. Every pointer is
+ * malloc'd by on_first and owned by the relay from then on (wiped and freed,
+ * on success or not). */
+struct relay_ws_target {
+    char *upstream_url;     /* as relay_ws_params.upstream_url */
+    char *upstream_headers; /* as relay_ws_params.upstream_headers; may be NULL */
+    /* Sent to the upstream as the first client text message once it
+     * accepted (the client's first message, rewritten); NULL: none. Must be
+     * UTF-8 (it is not checked). */
+    char *first_message;
+    size_t first_len;
 };
 
 struct relay_ws_params {
@@ -95,14 +119,28 @@ struct relay_ws_params {
     /* Sec-WebSocket-Protocol value to answer the client with, or NULL. */
     const char *client_protocol;
 
-    /* ws://host[:port]/path?query or wss://... (copied). */
+    /* ws://host[:port]/path?query or wss://... (copied). NULL in the
+     * client-first mode (on_first gives it). */
     const char *upstream_url;
     /* Extra upstream handshake header lines, each "Name: value\r\n" (e.g.
      * the injected credential, Sec-WebSocket-Protocol, forwarded client
      * headers). The relay adds Host, Upgrade, Connection, Sec-WebSocket-Key
      * and Sec-WebSocket-Version itself. Copied, and the copy is wiped once
-     * sent (it holds a key). */
+     * sent (it holds a key). Ignored in the client-first mode. */
     const char *upstream_headers;
+
+    /* Client-first mode: answer the client's upgrade with 101 at once, read
+     * its first message (a whole text message) and call on_first with it
+     * (msg borrowed for the call, not NUL-terminated). on_first returns 0
+     * with *out filled to connect upstream (as the normal mode does with
+     * upstream_url/upstream_headers, then first_message goes first), or -1
+     * to refuse: the client gets close 1008 "invalid or missing key" and the
+     * session ends with RELAY_WS_END_UNAUTHORIZED, nothing connected.
+     * on_message is not called for that first message (on_first sees it),
+     * and hold_first_client_message has no effect. on_first may call
+     * relay_ws_shutdown. Required when client_first is set. */
+    bool client_first;
+    int (*on_first)(void *arg, const char *msg, size_t len, struct relay_ws_target *out);
 
     size_t max_message; /* ws message size limit both ways (1009 above) */
     size_t meter_max;   /* text messages up to this size are passed to on_message
@@ -126,13 +164,15 @@ struct relay_ws_params {
      * metering audio (Azure Speech's framed audio). May be NULL. */
     void (*on_binary)(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
                       uint64_t message_off, bool last);
-    /* The upstream accepted; the client got its 101. */
+    /* The upstream accepted; the client got its 101 (and, client-first,
+     * the upstream the first message). */
     void (*on_open)(void *arg);
     /* Exactly once, at the end, from an event of its own (never from inside
      * relay_ws_start or relay_ws_shutdown); the relay frees itself right
      * after, so the handle is invalid once this returns. For
      * RELAY_WS_END_UPSTREAM_REFUSED before any 101, the relay has already
-     * answered the client with an HTTP error built by error_body. */
+     * answered the client with an HTTP error built by error_body (never in
+     * the client-first mode: error_body is not called there). */
     void (*on_end)(void *arg, const struct relay_ws_end_info *info);
     /* Body (JSON text, malloc'd) of the HTTP error the client gets when the
      * upstream refuses or cannot be reached; status is 502, 504, 503
@@ -142,18 +182,20 @@ struct relay_ws_params {
     void *arg;
 };
 
-/* Starts connecting upstream. Returns NULL on immediate failure (bad URL:
+/* Starts connecting upstream (client-first mode: answers the client with
+ * 101 and waits for its first message). Returns NULL on immediate failure (bad URL:
  * not ws:// or wss://, user info, a fragment, spaces or control bytes, a bad
  * port; wss:// without p->tls; upstream_headers not CRLF-terminated lines or
- * containing an empty line; a client_protocol that is not a token; out of
- * memory); the client bev is then still the caller's. p->dns should be set:
- * without it libevent resolves names with blocking getaddrinfo. Every
- * string in p is copied; p itself is borrowed for the call. */
+ * containing an empty line; a client_protocol that is not a token;
+ * client_first without on_first; out of memory); the client bev is then still the caller's. p->dns
+ * should be set: without it libevent resolves names with blocking getaddrinfo. Every string in p is
+ * copied; p itself is borrowed for the call. */
 MUST_CHECK struct relay_ws *relay_ws_start(const struct relay_ws_params *p);
 
 /* Server shutdown: sends close 1001 (going away) both ways and ends the
  * session (on_end with RELAY_WS_END_SHUTDOWN, from the loop). Before the
- * upstream accepted, the client gets an HTTP 503 instead. A no-op once the
+ * upstream accepted, the client gets an HTTP 503 instead (client-first: only
+ * the client gets its 1001). A no-op once the
  * end is decided (idempotent until on_end). */
 void relay_ws_shutdown(struct relay_ws *r);
 

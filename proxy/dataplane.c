@@ -41,6 +41,15 @@ struct dataplane {
     size_t n_sessions;
 };
 
+/* What the upstream handshake needs from the client's upgrade request,
+ * copied out of it: in the first-message mode (ElevenLabs browsers) the
+ * request is gone when the key arrives. */
+struct ws_prep {
+    struct route rt;    /* provider and host kind; upstream_path is the request's: unused */
+    char tail[1536];    /* upstream path and forwarded query (no credentials) */
+    char headers[1536]; /* forwarded lines: subprotocols, OpenAI/Cartesia headers */
+};
+
 /* One relayed WebSocket session (OpenAI Realtime) and what it used. */
 struct ws_session {
     struct dataplane *dp;
@@ -60,6 +69,10 @@ struct ws_session {
     bool az_riff_seen;
     int64_t az_byte_rate;
     int64_t az_audio_bytes;
+    /* What the upstream handshake needs from the upgrade request; freed
+     * once the upstream URL and headers are built. */
+    struct ws_prep *prep;
+    bool started; /* authenticated and resolved: the record is written at the end */
 };
 
 struct exchange {
@@ -453,6 +466,14 @@ static void ws_session_unlink(struct ws_session *s)
     dp->n_sessions--;
 }
 
+static void ws_session_free(struct ws_session *s)
+{
+    if (s->prep != NULL)
+        crypto_wipe(s->prep, sizeof(*s->prep)); /* the forwarded headers */
+    free(s->prep);
+    free(s);
+}
+
 static int64_t json_count(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
@@ -634,6 +655,12 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
     struct dataplane *dp = s->dp;
     struct usage_record *r = &s->rec;
     ws_session_unlink(s);
+    if (!s->started) {
+        /* Client-first and the first message never authenticated: nobody
+         * to bill, nothing reached the upstream. */
+        ws_session_free(s);
+        return;
+    }
     r->status = info->opened_ms ? 101 : (info->upstream_status ? info->upstream_status : 502);
     switch (info->end) {
     case RELAY_WS_END_OK:
@@ -641,6 +668,7 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
         break;
     case RELAY_WS_END_CLIENT_GONE:
     case RELAY_WS_END_SHUTDOWN:
+    case RELAY_WS_END_UNAUTHORIZED: /* not once started */
         r->outcome = USAGE_OUTCOME_CLIENT_DISCONNECT;
         break;
     case RELAY_WS_END_TIMEOUT:
@@ -695,7 +723,7 @@ static void rt_on_end(void *arg, const struct relay_ws_end_info *info)
             usage_submit(&pl);
         }
     }
-    free(s);
+    ws_session_free(s);
 }
 
 /* The value of query parameter name (raw), copied into out; "" if absent. */
@@ -763,6 +791,272 @@ static bool ws_route(const struct route *rt)
     size_t rest = (size_t)(path + n - slash);
     return (rest == 13 && memcmp(slash, "/stream-input", 13) == 0) ||
            (rest == 19 && memcmp(slash, "/multi-stream-input", 19) == 0);
+}
+
+/* Why a session could not be resolved into an upstream connection. */
+enum ws_begin {
+    WS_BEGIN_OK = 0,
+    WS_BEGIN_NO_FUNDS,    /* the balance gate: 402 */
+    WS_BEGIN_NO_KEY,      /* no platform key for the provider */
+    WS_BEGIN_NO_UPSTREAM, /* no upstream configured (Azure: no valid region) */
+    WS_BEGIN_URL_TOO_LONG,
+    WS_BEGIN_HEADERS_TOO_LARGE,
+    WS_BEGIN_INTERNAL,
+};
+
+/* Copies out of the upgrade request what the session needs later: the
+ * record's request fields, and s->prep (path, query, forwarded headers,
+ * protocols[0..plen) to pass on). Returns 0, or the HTTP status to refuse
+ * the upgrade with (414, 400, 500). */
+static int ws_prepare(struct dataplane *dp, struct ws_session *s, const struct http_request *req,
+                      const struct route *rt, const char *protocols, size_t plen)
+{
+    const struct httpparse_request *h = &req->head;
+    const enum provider_id p = rt->provider;
+    struct usage_record *r = &s->rec;
+    s->dp = dp;
+    s->provider = p;
+    s->start_mono = req->start_mono;
+    r->ts_ms = req->start_ms;
+    r->ttfb_ms = -1;
+    r->provider = p;
+    r->has_slot = provider_is_slot(p);
+    const struct httpparse_header *sh = httpparse_find(h, "x-session-id");
+    if (sh != NULL && session_id_ok(sh->value, sh->value_len))
+        snprintf(r->session_id, sizeof(r->session_id), "%.*s", (int)sh->value_len, sh->value);
+    snprintf(r->line, sizeof(r->line), "%s",
+             p == PROVIDER_OPENAI                                                      ? "realtime"
+             : p == PROVIDER_DEEPGRAM || (p == PROVIDER_AZURE_SPEECH && rt->azure_stt) ? "stt"
+                                                                                       : "tts");
+    snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
+             (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
+    query_param(h, p == PROVIDER_CARTESIA || p == PROVIDER_ELEVENLABS ? "model_id" : "model",
+                r->model, sizeof(r->model));
+    if (p == PROVIDER_DEEPGRAM) {
+        char enc[32], rate[16], ch[8];
+        query_param(h, "encoding", enc, sizeof(enc));
+        query_param(h, "sample_rate", rate, sizeof(rate));
+        query_param(h, "channels", ch, sizeof(ch));
+        long sr = strtol(rate, NULL, 10), nch = ch[0] ? strtol(ch, NULL, 10) : 1;
+        if (strcmp(enc, "linear16") == 0 && sr > 0 && sr <= 192000 && nch > 0 && nch <= 16)
+            s->pcm_bytes_per_s = (int64_t)sr * 2 * nch;
+    }
+
+    struct ws_prep *pp = calloc(1, sizeof(*pp));
+    if (pp == NULL)
+        return 500;
+    s->prep = pp;
+    pp->rt = *rt;
+    pp->rt.upstream_path = NULL;
+    pp->rt.upstream_path_len = 0;
+    char query[512] = "";
+    size_t ql = h->query ? route_forward_query(h, query, sizeof(query)) : 0;
+    int tn = snprintf(pp->tail, sizeof(pp->tail), "%.*s%s%s", (int)rt->upstream_path_len,
+                      rt->upstream_path, ql ? "?" : "", ql ? query : "");
+    if (tn < 0 || (size_t)tn >= sizeof(pp->tail))
+        return 414;
+    /* The client's remaining subprotocols and the headers that select
+     * behaviour (OpenAI, Cartesia). */
+    int hn = 0;
+    if (plen > 0)
+        hn =
+            snprintf(pp->headers, sizeof(pp->headers), "Sec-WebSocket-Protocol: %s\r\n", protocols);
+    static const char *const fwd[] = {"openai-beta", "openai-organization", "openai-project",
+                                      "user-agent", "cartesia-version"};
+    for (size_t i = 0; i < ARRAY_SIZE(fwd) && hn >= 0 && (size_t)hn < sizeof(pp->headers); i++) {
+        const struct httpparse_header *fh = httpparse_find(h, fwd[i]);
+        if (fh != NULL)
+            hn += snprintf(pp->headers + hn, sizeof(pp->headers) - (size_t)hn, "%.*s: %.*s\r\n",
+                           (int)fh->name_len, fh->name, (int)fh->value_len, fh->value);
+    }
+    if (hn < 0 || (size_t)hn >= sizeof(pp->headers))
+        return 400;
+    return 0;
+}
+
+/* The part shared by the handshake-key and first-message paths once the
+ * proxy key is authenticated: who pays and which key goes upstream
+ * (resolve_session), the record's identity fields, the upstream URL and
+ * the handshake header lines with the injected key (the caller wipes
+ * headers). h is the upgrade request (for Cartesia's header style), NULL
+ * once it is gone (ElevenLabs only). Frees s->prep. */
+static enum ws_begin ws_session_begin(struct dataplane *dp, struct ws_session *s,
+                                      const struct resolve_identity *id,
+                                      const struct httpparse_request *h, char *url, size_t url_size,
+                                      char *headers, size_t headers_size)
+{
+    struct usage_record *r = &s->rec;
+    const enum provider_id p = s->provider;
+    struct ws_prep *pp = s->prep;
+    enum ws_begin rc = WS_BEGIN_INTERNAL;
+    struct curl_slist *inj = NULL;
+    struct resolve_decision d;
+    headers[0] = '\0';
+    if (pp == NULL)
+        return WS_BEGIN_INTERNAL;
+    enum resolve_status rs =
+        resolve_session(dp->resolver, id, p, r->session_id[0] ? r->session_id : NULL, &d);
+    if (rs != RESOLVE_OK)
+        return rs == RESOLVE_NO_FUNDS ? WS_BEGIN_NO_FUNDS : WS_BEGIN_NO_KEY;
+
+    if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1)
+        goto done;
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id->tenant.id);
+    snprintf(r->payer_id, sizeof(r->payer_id), "%s", d.payer_id);
+    snprintf(r->key_id, sizeof(r->key_id), "%s", id->key_id);
+    r->billed_byok = d.byok;
+    snprintf(r->connection_id, sizeof(r->connection_id), "%s", d.connection_id);
+    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
+
+    /* Upstream URL: the provider's base (Azure: of the key's region) with
+     * ws(s):// + path + query without credentials. */
+    char base[1024];
+    if (route_upstream_base(dp->cfg, &pp->rt, d.region, base, sizeof(base)) == -1) {
+        rc = WS_BEGIN_NO_UPSTREAM;
+        goto done;
+    }
+    bool tls = strncmp(base, "https://", 8) == 0;
+    int un =
+        snprintf(url, url_size, "%s%s%s", tls ? "wss://" : "ws://", base + (tls ? 8 : 7), pp->tail);
+    if (un < 0 || (size_t)un >= url_size) {
+        rc = WS_BEGIN_URL_TOO_LONG;
+        goto done;
+    }
+    /* Upstream handshake headers: the injected key, then what the client's
+     * request passes on. */
+    inj = route_inject(p, h, NULL, d.api_key);
+    if (inj == NULL)
+        goto done;
+    int hn = snprintf(headers, headers_size, "%s\r\n%s", inj->data, pp->headers);
+    if (hn < 0 || (size_t)hn >= headers_size) {
+        crypto_wipe(headers, headers_size);
+        headers[0] = '\0';
+        rc = WS_BEGIN_HEADERS_TOO_LARGE;
+        goto done;
+    }
+    rc = WS_BEGIN_OK;
+
+done:
+    if (inj != NULL) {
+        crypto_wipe(inj->data, strlen(inj->data));
+        curl_slist_free_all(inj);
+    }
+    resolve_done(&d);
+    crypto_wipe(pp, sizeof(*pp));
+    free(pp);
+    s->prep = NULL;
+    return rc;
+}
+
+/* The HTTP refusal of an upgrade whose session could not begin. */
+static void ws_begin_reply(struct http_conn *c, enum provider_id p, enum ws_begin b)
+{
+    struct http_kv extra[] = {{"x-billed-to", "wallet"}, {"x-should-retry", "false"}};
+    switch (b) {
+    case WS_BEGIN_NO_FUNDS:
+        reply_error(c, p, 402, "insufficient_quota", "insufficient_balance",
+                    "The account's plan credits and wallet are used up. Top up the wallet "
+                    "or connect your own provider key (BYOK).",
+                    extra, ARRAY_SIZE(extra));
+        break;
+    case WS_BEGIN_NO_KEY:
+        reply_error(c, p, 502, "server_error", "no_platform_key",
+                    "no key is available for this provider", extra, 1);
+        break;
+    case WS_BEGIN_NO_UPSTREAM:
+        reply_error(c, p, 502, "server_error", "no_upstream",
+                    "no upstream is configured for this route (for Azure: the key has no valid "
+                    "region)",
+                    NULL, 0);
+        break;
+    case WS_BEGIN_URL_TOO_LONG:
+        reply_error(c, p, 414, "invalid_request_error", "url_too_long",
+                    "the upstream URL of this request is too long", NULL, 0);
+        break;
+    case WS_BEGIN_HEADERS_TOO_LARGE:
+        reply_error(c, p, 400, "invalid_request_error", "headers_too_large",
+                    "the upgrade request's headers are too large to forward", NULL, 0);
+        break;
+    case WS_BEGIN_OK:
+    case WS_BEGIN_INTERNAL:
+        reply_error(c, p, 500, "server_error", "internal_error", "cannot start the session", NULL,
+                    0);
+        break;
+    }
+}
+
+/* Wipes the string value of a JSON member taken out of a message (a key):
+ * jansson frees without wiping. Drops the reference. */
+static void json_wipe_string(json_t *v)
+{
+    if (json_is_string(v))
+        crypto_wipe((char *)json_string_value(v), json_string_length(v));
+    json_decref(v);
+}
+
+/* ElevenLabs stream-input with the key in the first message (browsers,
+ * PROVIDERS.md §2.3): {"xi_api_key":"<key>"} or {"authorization":"Bearer
+ * <key>"}. Authenticates and resolves the session as the handshake path
+ * does, and gives the relay the upstream and the message without either
+ * member (whatever key they held). Counts the message's text: on_message
+ * does not see it. -1 on any failure (the client gets close 1008). */
+static int el_on_first(void *arg, const char *msg, size_t len, struct relay_ws_target *out)
+{
+    struct ws_session *s = arg;
+    struct dataplane *dp = s->dp;
+    int rc = -1;
+    char url[2048], headers[2048];
+    headers[0] = '\0';
+    json_t *root = json_loadb(msg, len, 0, NULL);
+    json_t *xi = NULL, *au = NULL;
+    const char *key = NULL;
+    size_t key_len = 0;
+    if (!json_is_object(root))
+        goto failed;
+    /* Our own references: the strings are wiped after the members go. */
+    xi = json_incref(json_object_get(root, "xi_api_key"));
+    au = json_incref(json_object_get(root, "authorization"));
+    if (json_object_del(root, "xi_api_key") == 0 && !json_is_string(xi))
+        goto failed;
+    (void)json_object_del(root, "authorization");
+    if (json_is_string(xi)) {
+        key = json_string_value(xi);
+        key_len = json_string_length(xi);
+    } else if (json_is_string(au) && json_string_length(au) > 7 &&
+               strncasecmp(json_string_value(au), "Bearer ", 7) == 0) {
+        key = json_string_value(au) + 7;
+        key_len = json_string_length(au) - 7;
+    }
+    struct resolve_identity id;
+    enum resolve_status rs = resolve_auth(dp->resolver, key, key_len, &id);
+    if (rs != RESOLVE_OK) {
+        metrics_inc(METRICS_AUTH_FAILURES);
+        log_info("ws session: the first message's proxy key is missing or invalid");
+        goto failed;
+    }
+    enum ws_begin b =
+        ws_session_begin(dp, s, &id, NULL, url, sizeof(url), headers, sizeof(headers));
+    if (b != WS_BEGIN_OK) {
+        log_info("request %s: the first-message session cannot begin (%d)", s->rec.id, (int)b);
+        goto failed;
+    }
+    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    out->first_message = text;
+    out->first_len = text != NULL ? strlen(text) : 0;
+    out->upstream_url = strdup(url);
+    out->upstream_headers = strdup(headers);
+    if (text == NULL || out->upstream_url == NULL || out->upstream_headers == NULL)
+        goto failed; /* the relay frees what is in *out */
+    voice_ws_meter(s, RELAY_WS_FROM_CLIENT, text, out->first_len);
+    s->started = true;
+    rc = 0;
+
+failed:
+    crypto_wipe(headers, sizeof(headers));
+    json_wipe_string(xi);
+    json_wipe_string(au);
+    json_decref(root);
+    return rc;
 }
 
 static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_request *req,
@@ -843,142 +1137,54 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
         }
     }
 
+    /* Without a key on the handshake, ElevenLabs browsers send it in the
+     * first message: the relay answers 101 and el_on_first takes it from
+     * there. */
+    bool client_first = key == NULL && p == PROVIDER_ELEVENLABS;
     struct resolve_identity id;
-    enum resolve_status rs = resolve_auth(dp->resolver, key, key_len, &id);
-    if (rs != RESOLVE_OK) {
-        metrics_inc(METRICS_AUTH_FAILURES);
-        reply_error(c, p, rs == RESOLVE_STORE_ERROR ? 503 : 401, "invalid_request_error",
-                    "invalid_api_key",
-                    "Incorrect or missing proxy key: send it where the provider's SDK sends its "
-                    "key (header, or the browser subprotocol / query forms)",
-                    NULL, 0);
-        return;
+    if (!client_first) {
+        enum resolve_status rs = resolve_auth(dp->resolver, key, key_len, &id);
+        if (rs != RESOLVE_OK) {
+            metrics_inc(METRICS_AUTH_FAILURES);
+            reply_error(c, p, rs == RESOLVE_STORE_ERROR ? 503 : 401, "invalid_request_error",
+                        "invalid_api_key",
+                        "Incorrect or missing proxy key: send it where the provider's SDK sends "
+                        "its key (header, or the browser subprotocol / query forms)",
+                        NULL, 0);
+            return;
+        }
     }
-    const struct httpparse_header *sh = httpparse_find(h, "x-session-id");
-    char session[SESSION_MAX] = "";
-    if (sh != NULL && session_id_ok(sh->value, sh->value_len))
-        snprintf(session, sizeof(session), "%.*s", (int)sh->value_len, sh->value);
 
     struct ws_session *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         reply_error(c, p, 500, "server_error", "out_of_memory", "out of memory", NULL, 0);
         return;
     }
-    struct resolve_decision d;
-    rs = resolve_session(dp->resolver, &id, p, session[0] ? session : NULL, &d);
-    if (rs != RESOLVE_OK) {
-        struct http_kv extra[] = {{"x-billed-to", "wallet"}, {"x-should-retry", "false"}};
-        if (rs == RESOLVE_NO_FUNDS)
-            reply_error(c, p, 402, "insufficient_quota", "insufficient_balance",
-                        "The account's plan credits and wallet are used up. Top up the wallet "
-                        "or connect your own provider key (BYOK).",
-                        extra, ARRAY_SIZE(extra));
-        else
-            reply_error(c, p, 502, "server_error", "no_platform_key",
-                        "no key is available for this provider", extra, 1);
-        free(s);
+    st = ws_prepare(dp, s, req, rt, protocols, plen);
+    if (st != 0) {
+        ws_session_free(s);
+        ws_begin_reply(c, p,
+                       st == 414   ? WS_BEGIN_URL_TOO_LONG
+                       : st == 400 ? WS_BEGIN_HEADERS_TOO_LARGE
+                                   : WS_BEGIN_INTERNAL);
         return;
     }
-
-    struct usage_record *r = &s->rec;
-    if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1) {
-        resolve_done(&d);
-        free(s);
-        reply_error(c, p, 500, "server_error", "internal_error", "cannot create an id", NULL, 0);
-        return;
-    }
-    s->dp = dp;
-    s->start_mono = req->start_mono;
-    r->ts_ms = req->start_ms;
-    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id.tenant.id);
-    snprintf(r->payer_id, sizeof(r->payer_id), "%s", d.payer_id);
-    snprintf(r->key_id, sizeof(r->key_id), "%s", id.key_id);
-    snprintf(r->session_id, sizeof(r->session_id), "%s", session);
-    r->provider = p;
-    r->has_slot = provider_is_slot(p);
-    s->provider = p;
-    snprintf(r->line, sizeof(r->line), "%s",
-             p == PROVIDER_OPENAI                                                      ? "realtime"
-             : p == PROVIDER_DEEPGRAM || (p == PROVIDER_AZURE_SPEECH && rt->azure_stt) ? "stt"
-                                                                                       : "tts");
-    snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
-             (int)MIN(rt->upstream_path_len, sizeof(r->endpoint) - 1), rt->upstream_path);
-    query_param(h, p == PROVIDER_CARTESIA || p == PROVIDER_ELEVENLABS ? "model_id" : "model",
-                r->model, sizeof(r->model));
-    if (p == PROVIDER_DEEPGRAM) {
-        char enc[32], rate[16], ch[8];
-        query_param(h, "encoding", enc, sizeof(enc));
-        query_param(h, "sample_rate", rate, sizeof(rate));
-        query_param(h, "channels", ch, sizeof(ch));
-        long sr = strtol(rate, NULL, 10), nch = ch[0] ? strtol(ch, NULL, 10) : 1;
-        if (strcmp(enc, "linear16") == 0 && sr > 0 && sr <= 192000 && nch > 0 && nch <= 16)
-            s->pcm_bytes_per_s = (int64_t)sr * 2 * nch;
-    }
-    r->billed_byok = d.byok;
-    snprintf(r->connection_id, sizeof(r->connection_id), "%s", d.connection_id);
-    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d.fallback_reason);
-    r->ttfb_ms = -1;
-
-    /* Upstream URL: the provider's base (Azure: of the key's region) with
-     * ws(s):// + path + query without credentials. */
-    char base[1024];
-    if (route_upstream_base(dp->cfg, rt, d.region, base, sizeof(base)) == -1) {
-        resolve_done(&d);
-        free(s);
-        reply_error(c, p, 502, "server_error", "no_upstream",
-                    "no upstream is configured for this route (for Azure: the key has no valid "
-                    "region)",
-                    NULL, 0);
-        return;
-    }
-    char url[2048];
-    char query[512] = "";
-    size_t ql = h->query ? route_forward_query(h, query, sizeof(query)) : 0;
-    bool tls = strncmp(base, "https://", 8) == 0;
-    int un =
-        snprintf(url, sizeof(url), "%s%s%.*s%s%s", tls ? "wss://" : "ws://", base + (tls ? 8 : 7),
-                 (int)rt->upstream_path_len, rt->upstream_path, ql ? "?" : "", ql ? query : "");
-    if (un < 0 || (size_t)un >= sizeof(url)) {
-        resolve_done(&d);
-        free(s);
-        reply_error(c, p, 414, "invalid_request_error", "url_too_long",
-                    "the upstream URL of this request is too long", NULL, 0);
-        return;
-    }
-
-    /* Upstream handshake headers: the injected key, the client's remaining
-     * subprotocols, and the OpenAI headers that select behaviour. */
-    char headers[2048];
-    int hn = 0;
-    struct curl_slist *inj = route_inject(p, h, NULL, d.api_key);
-    resolve_done(&d);
-    if (inj != NULL) {
-        hn = snprintf(headers, sizeof(headers), "%s\r\n", inj->data);
-        crypto_wipe(inj->data, strlen(inj->data));
-        curl_slist_free_all(inj);
-    }
-    if (plen > 0)
-        hn += snprintf(headers + hn, sizeof(headers) - (size_t)hn, "Sec-WebSocket-Protocol: %s\r\n",
-                       protocols);
-    static const char *const fwd[] = {"openai-beta", "openai-organization", "openai-project",
-                                      "user-agent", "cartesia-version"};
-    for (size_t i = 0; i < ARRAY_SIZE(fwd) && hn > 0 && (size_t)hn < sizeof(headers); i++) {
-        const struct httpparse_header *fh = httpparse_find(h, fwd[i]);
-        if (fh != NULL)
-            hn += snprintf(headers + hn, sizeof(headers) - (size_t)hn, "%.*s: %.*s\r\n",
-                           (int)fh->name_len, fh->name, (int)fh->value_len, fh->value);
+    char url[2048], headers[2048];
+    if (!client_first) {
+        enum ws_begin b =
+            ws_session_begin(dp, s, &id, h, url, sizeof(url), headers, sizeof(headers));
+        if (b != WS_BEGIN_OK) {
+            crypto_wipe(headers, sizeof(headers));
+            ws_session_free(s);
+            ws_begin_reply(c, p, b);
+            return;
+        }
+        s->started = true;
     }
     const struct httpparse_header *kh = httpparse_find(h, "sec-websocket-key");
     char client_key[64];
     snprintf(client_key, sizeof(client_key), "%.*s", kh ? (int)kh->value_len : 0,
              kh ? kh->value : "");
-    if (hn < 0 || (size_t)hn >= sizeof(headers)) {
-        crypto_wipe(headers, sizeof(headers));
-        free(s);
-        reply_error(c, p, 400, "invalid_request_error", "headers_too_large",
-                    "the upgrade request's headers are too large to forward", NULL, 0);
-        return;
-    }
 
     struct relay_ws_params rp = {
         .base = dp->base,
@@ -990,8 +1196,10 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
         .client_protocol = offered_realtime ? "realtime"
                            : offered_token  ? "token"
                                             : NULL,
-        .upstream_url = url,
-        .upstream_headers = headers,
+        .upstream_url = client_first ? NULL : url,
+        .upstream_headers = client_first ? NULL : headers,
+        .client_first = client_first,
+        .on_first = client_first ? el_on_first : NULL,
         .max_message = 16 * 1024 * 1024,
         .meter_max = RT_METER_MAX,
         .on_message = rt_on_message,
@@ -1005,11 +1213,12 @@ static void ws_handle(struct dataplane *dp, struct http_conn *c, struct http_req
     /* From here the connection is the relay's: the request is gone. */
     rp.client = http_conn_take(c);
     s->relay = relay_ws_start(&rp);
-    crypto_wipe(headers, sizeof(headers));
+    if (!client_first)
+        crypto_wipe(headers, sizeof(headers));
     if (s->relay == NULL) {
-        log_error("request %s: cannot start the WebSocket relay", r->id);
+        log_error("request %s: cannot start the WebSocket relay", s->rec.id);
         bufferevent_free(rp.client);
-        free(s);
+        ws_session_free(s);
         return;
     }
     s->next = dp->sessions;

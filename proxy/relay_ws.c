@@ -13,6 +13,13 @@
  *                        v
  *                      on_end (deferred event) ──> freed
  *
+ * Client-first mode (the key is in the client's first message): the client
+ * gets its 101 in relay_ws_start and the relay starts in FIRST; the first
+ * text message goes to on_first, which gives the upstream URL and headers
+ * (then CONNECTING as above, the rewritten message sent first once OPEN)
+ * or refuses (close 1008, ENDING). Refusals after that reach the client as
+ * close frames, since it has had its 101.
+ *
  * Every end goes through relay_finish(r, reason): the first reason wins,
  * reading stops on both sides, what is queued is flushed, and on_end runs
  * from a zero-delay event, never from inside relay_ws_start or a callback
@@ -54,6 +61,7 @@ enum relay_ws_state {
     RELAY_WS_HANDSHAKE,      /* upgrade request sent, reading the reply head */
     RELAY_WS_OPEN,           /* frames relayed both ways */
     RELAY_WS_ENDING,         /* end decided: flushing outputs, then on_end and free */
+    RELAY_WS_FIRST,          /* client-first: the client has its 101; reading its first message */
 };
 
 /* A copy of the text message being received from one side. */
@@ -98,10 +106,14 @@ struct relay_ws {
     size_t max_message;       /* parser limit, 0 = none */
     size_t meter_max;         /* copy bound for on_message */
     bool hold_first;          /* hold the first client text message */
+    bool client_first;        /* the client had its 101 before the upstream was chosen */
     unsigned hold_done : 1;   /* it went by */
     unsigned activity : 1;    /* a frame moved since the idle timer last fired */
     unsigned end_pending : 1; /* end_ev is active: on_end is next */
-    struct relay_msg held;
+    struct relay_msg held;    /* the held first message (client-first: the one for on_first) */
+    SSL_CTX *tls;             /* for a wss:// upstream given by on_first (borrowed) */
+    char *first;              /* client-first: sent to the upstream first (wiped) */
+    size_t first_len;
 
     struct relay_url url;
     char *headers;                  /* extra upstream header lines; wiped once sent */
@@ -121,11 +133,13 @@ struct relay_ws {
     void (*on_open)(void *arg);
     void (*on_end)(void *arg, const struct relay_ws_end_info *info);
     char *(*error_body)(void *arg, int status, const char *message);
+    int (*on_first)(void *arg, const char *msg, size_t len, struct relay_ws_target *out);
     void *arg;
 };
 
 static void relay_finish(struct relay_ws *r, enum relay_ws_end end);
 static void side_process(struct relay_side *s);
+static void first_message(struct relay_ws *r);
 
 /* --- small helpers -------------------------------------------------------- */
 
@@ -499,9 +513,48 @@ static int on_close(struct relay_ws *r, struct relay_side *s, const struct ws_ev
     return 1;
 }
 
+/* Client-first: frames before (and of) the first message. Only a text
+ * message may come first: it carries the key. */
+static int first_event(struct relay_ws *r, struct relay_side *s, const struct ws_event *ev)
+{
+    switch (ev->type) {
+    case WS_EVENT_DATA:
+        if (ev->opcode == WS_OP_TEXT) {
+            size_t bound = r->max_message ? r->max_message : RELAY_WS_HOLD_MAX;
+            if (msg_append(&r->held, ev->data, ev->len, bound) == -1 || r->held.truncated) {
+                send_close(s, WS_CLOSE_TOO_BIG, "first message too big");
+                relay_finish(r, RELAY_WS_END_CLIENT_GONE);
+                return 1;
+            }
+            if (!(ev->flags & WS_CHUNK_MSG_END))
+                return 0;
+            first_message(r);
+            return 1; /* what follows waits for the upstream */
+        }
+        break;
+    case WS_EVENT_PING:
+    case WS_EVENT_PONG:
+        break;
+    case WS_EVENT_CLOSE:
+        /* Gone before saying who it is: answer its close, nothing upstream. */
+        s->got_close = 1;
+        r->info.close_code = ev->close_code;
+        r->info.closed_by_client = true;
+        s->sent_close = 1;
+        send_control(s, WS_OP_CLOSE, ev->data, ev->len);
+        relay_finish(r, RELAY_WS_END_OK);
+        return 1;
+    }
+    send_close(s, WS_CLOSE_POLICY, "the first message must be text with the key");
+    relay_finish(r, RELAY_WS_END_UNAUTHORIZED);
+    return 1;
+}
+
 static int on_event(struct relay_side *s, const struct ws_event *ev)
 {
     struct relay_ws *r = s->r;
+    if (r->state == RELAY_WS_FIRST && s->is_client)
+        return first_event(r, s, ev);
     if (r->state != RELAY_WS_OPEN)
         return 1;
     r->activity = 1;
@@ -553,7 +606,8 @@ static void side_process(struct relay_side *s)
 {
     struct relay_ws *r = s->r;
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (r->state == RELAY_WS_OPEN && !s->dead && !s->got_close) {
+    while ((r->state == RELAY_WS_OPEN || (r->state == RELAY_WS_FIRST && s->is_client)) &&
+           !s->dead && !s->got_close) {
         size_t n = evbuffer_get_contiguous_space(in);
         if (n == 0)
             break;
@@ -570,8 +624,10 @@ static void side_process(struct relay_side *s)
         if (st == WS_CLOSED)
             break;
     }
-    if (s->got_close || r->state != RELAY_WS_OPEN)
-        evbuffer_drain(in, evbuffer_get_length(in)); /* after a close: ignored */
+    /* After a close: ignored. (Client-first, once the first message went to
+     * on_first, the client's next frames wait in the buffer for the upstream.) */
+    if (s->got_close || r->state == RELAY_WS_ENDING)
+        evbuffer_drain(in, evbuffer_get_length(in));
 }
 
 /* --- the end -------------------------------------------------------------- */
@@ -631,7 +687,13 @@ static void relay_refuse(struct relay_ws *r, int status, const char *message, en
     log_info("ws relay: upstream %s:%d refused or failed (%d): %s", r->url.host, r->url.port,
              status, message);
     r->up.dead = 1;
-    if (!r->client.dead) {
+    if (r->client_first) {
+        /* The client has had its 101: it learns with a close frame. */
+        int code = end == RELAY_WS_END_SHUTDOWN     ? WS_CLOSE_GOING_AWAY
+                   : status == 401 || status == 403 ? WS_CLOSE_POLICY
+                                                    : WS_CLOSE_INTERNAL;
+        send_close(&r->client, code, message);
+    } else if (!r->client.dead) {
         char *body = r->error_body ? r->error_body(r->arg, status, message) : NULL;
         size_t bl = body ? strlen(body) : 0;
         struct evbuffer *out = bufferevent_get_output(r->client.bev);
@@ -673,6 +735,10 @@ static void relay_free(struct relay_ws *r)
     if (r->end_ev != NULL)
         event_free(r->end_ev);
     msg_wipe(&r->held);
+    if (r->first != NULL) {
+        OPENSSL_cleanse(r->first, r->first_len);
+        free(r->first);
+    }
     if (r->headers != NULL) {
         OPENSSL_cleanse(r->headers, strlen(r->headers));
         free(r->headers);
@@ -768,29 +834,37 @@ static int reply_parse(const char *p, size_t len, struct relay_reply *out)
     return -1;
 }
 
-/* The upstream accepted: answer the client's upgrade and start relaying. */
-static void relay_open(struct relay_ws *r)
+/* The client's 101 and its frame parser. */
+static int client_accept(struct relay_ws *r)
 {
-    r->state = RELAY_WS_OPEN;
-    r->info.opened_ms = mono_ms();
     struct evbuffer *out = bufferevent_get_output(r->client.bev);
-    bufferevent_enable(r->client.bev, EV_WRITE);
     if (evbuffer_add_printf(out,
                             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
                             r->accept, r->client_protocol ? "Sec-WebSocket-Protocol: " : "",
                             r->client_protocol ? r->client_protocol : "",
-                            r->client_protocol ? "\r\n" : "") < 0) {
+                            r->client_protocol ? "\r\n" : "") < 0)
+        return -1;
+    struct ws_parser_options copt = {
+        .role = WS_ROLE_SERVER, .max_message = r->max_message, .validate_utf8 = true};
+    ws_parser_init(&r->client.parser, &copt, client_event_cb, &r->client);
+    return 0;
+}
+
+/* The upstream accepted: answer the client's upgrade (unless it had its 101
+ * already: client-first) and start relaying. */
+static void relay_open(struct relay_ws *r)
+{
+    r->state = RELAY_WS_OPEN;
+    r->info.opened_ms = mono_ms();
+    bufferevent_enable(r->client.bev, EV_WRITE);
+    if (!r->client_first && client_accept(r) == -1) {
         r->client.dead = 1;
         relay_finish(r, RELAY_WS_END_CLIENT_GONE);
         return;
     }
-
-    struct ws_parser_options copt = {
-        .role = WS_ROLE_SERVER, .max_message = r->max_message, .validate_utf8 = true};
     struct ws_parser_options uopt = {
         .role = WS_ROLE_CLIENT, .max_message = r->max_message, .validate_utf8 = true};
-    ws_parser_init(&r->client.parser, &copt, client_event_cb, &r->client);
     ws_parser_init(&r->up.parser, &uopt, upstream_event_cb, &r->up);
 
     size_t low = r->high / 2;
@@ -799,6 +873,24 @@ static void relay_open(struct relay_ws *r)
     bufferevent_setwatermark(r->up.bev, EV_WRITE, low, 0);
     r->activity = 0;
     timer_arm(r, idle_ms(r)); /* 0 or less: no idle limit */
+
+    if (r->first != NULL) {
+        /* Client-first: the rewritten first message, ahead of everything
+         * the client sent after it. */
+        if (frame_start(&r->up, WS_OP_TEXT, true, r->first_len) == -1) {
+            r->up.dead = 1;
+            send_close(&r->client, WS_CLOSE_INTERNAL, "upstream connection lost");
+            relay_finish(r, RELAY_WS_END_UPSTREAM_GONE);
+            return;
+        }
+        frame_payload(&r->up, (uint8_t *)r->first, r->first_len, 0);
+        r->info.bytes_from_client += r->first_len;
+        OPENSSL_cleanse(r->first, r->first_len);
+        free(r->first);
+        r->first = NULL;
+        if (r->state != RELAY_WS_OPEN)
+            return;
+    }
 
     if (r->on_open != NULL)
         r->on_open(r->arg);
@@ -912,6 +1004,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (!s->is_client)
             handshake_read(r);
         break;
+    case RELAY_WS_FIRST:
     case RELAY_WS_OPEN:
         side_process(s);
         break;
@@ -978,6 +1071,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     s->dead = 1;
     bufferevent_disable(bev, EV_READ | EV_WRITE);
     switch (r->state) {
+    case RELAY_WS_FIRST:
+        relay_finish(r, RELAY_WS_END_CLIENT_GONE); /* only the client is connected */
+        break;
     case RELAY_WS_CONNECTING:
     case RELAY_WS_HANDSHAKE:
         if (s->is_client) {
@@ -1019,6 +1115,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     switch (r->state) {
+    case RELAY_WS_FIRST:
+        send_close(&r->client, WS_CLOSE_POLICY, "no first message with the key in time");
+        relay_finish(r, RELAY_WS_END_TIMEOUT);
+        break;
     case RELAY_WS_CONNECTING:
     case RELAY_WS_HANDSHAKE:
         relay_refuse(r, 504, "the upstream did not accept the WebSocket connection in time",
@@ -1092,71 +1192,11 @@ static bool headers_ok(const char *h)
     return true;
 }
 
-struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
+/* Starts the upstream connection (r->url set, r->up.bev made): DNS, TCP,
+ * TLS, then handshake_send from event_cb. */
+static void upstream_connect(struct relay_ws *r)
 {
-    struct relay_ws *r = NULL;
-    if (p == NULL || p->base == NULL || p->client == NULL || p->client_key == NULL ||
-        (p->upstream_headers != NULL && !headers_ok(p->upstream_headers)) ||
-        (p->client_protocol != NULL &&
-         !ws_token_valid(p->client_protocol, strlen(p->client_protocol))))
-        goto failed;
-    r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        goto failed;
-    r->url.path = NULL;
-    if (url_parse(p->upstream_url, &r->url) == -1) {
-        log_warn("ws relay: upstream URL is not a valid ws:// or wss:// URL");
-        goto failed;
-    }
-    r->base = p->base;
-    r->dns = p->dns;
-    if (p->limits != NULL) {
-        r->limits = *p->limits;
-    } else {
-        r->limits.upstream_connect_timeout_ms = 10000;
-        r->limits.idle_timeout_ms = 60000;
-    }
-    r->high =
-        r->limits.client_high_watermark ? r->limits.client_high_watermark : RELAY_WS_HIGH_DEFAULT;
-    r->max_message = p->max_message;
-    r->meter_max = p->meter_max;
-    r->hold_first = p->hold_first_client_message;
-    r->on_message = p->on_message;
-    r->on_binary = p->on_binary;
-    r->on_open = p->on_open;
-    r->on_end = p->on_end;
-    r->error_body = p->error_body;
-    r->arg = p->arg;
-    r->client.r = r;
-    r->client.is_client = true;
-    r->up.r = r;
-
-    if (ws_accept_key(p->client_key, strlen(p->client_key), r->accept) == -1 ||
-        ws_client_key(r->sent_key) == -1)
-        goto failed;
-    if (p->client_protocol != NULL && (r->client_protocol = strdup(p->client_protocol)) == NULL)
-        goto failed;
-    if (p->upstream_headers != NULL && p->upstream_headers[0] != '\0' &&
-        (r->headers = strdup(p->upstream_headers)) == NULL)
-        goto failed;
-    r->timer = evtimer_new(r->base, timer_cb, r);
-    r->end_ev = event_new(r->base, -1, 0, end_cb, r);
-    r->up.bev = upstream_bev(r, p->tls);
-    if (r->timer == NULL || r->end_ev == NULL || r->up.bev == NULL)
-        goto failed;
-
-    /* From here the client connection is ours. Until the upstream accepts,
-     * its bytes are read only up to a bound (so its EOF is still seen). */
-    r->client.bev = p->client;
-    if (bufferevent_openssl_get_ssl(r->client.bev) != NULL)
-        bufferevent_openssl_set_allow_dirty_shutdown(r->client.bev, 1);
-    bufferevent_setcb(r->client.bev, read_cb, write_cb, event_cb, &r->client);
-    bufferevent_set_timeouts(r->client.bev, NULL, NULL);
-    bufferevent_setwatermark(r->client.bev, EV_READ, 0, RELAY_WS_EARLY_READ_MAX);
-    bufferevent_setwatermark(r->client.bev, EV_WRITE, 0, 0);
-    bufferevent_enable(r->client.bev, EV_READ | EV_WRITE);
     bufferevent_setcb(r->up.bev, read_cb, write_cb, event_cb, &r->up);
-
     timer_arm(r, r->limits.upstream_connect_timeout_ms);
     /* Errors reported from here (even synchronously, by the resolver) go
      * through the callbacks, which end the session from end_ev. */
@@ -1169,6 +1209,154 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
                      evutil_gai_strerror(dns_err));
         relay_refuse(r, 502, "the upstream cannot be reached", RELAY_WS_END_UPSTREAM_REFUSED);
     }
+}
+
+static void target_wipe(struct relay_ws_target *t)
+{
+    free(t->upstream_url);
+    if (t->upstream_headers != NULL) {
+        OPENSSL_cleanse(t->upstream_headers, strlen(t->upstream_headers));
+        free(t->upstream_headers);
+    }
+    if (t->first_message != NULL) {
+        OPENSSL_cleanse(t->first_message, t->first_len);
+        free(t->first_message);
+    }
+    memset(t, 0, sizeof(*t));
+}
+
+/* Client-first: the whole first message is in r->held. on_first says where
+ * to connect (and what to send first) or refuses. */
+static void first_message(struct relay_ws *r)
+{
+    struct relay_ws_target t = {0};
+    int rc = r->on_first(r->arg, r->held.buf ? r->held.buf : "", r->held.len, &t);
+    msg_wipe(&r->held); /* it may hold a key */
+    if (r->state != RELAY_WS_FIRST) {
+        target_wipe(&t); /* on_first called relay_ws_shutdown */
+        return;
+    }
+    if (rc == -1) {
+        send_close(&r->client, WS_CLOSE_POLICY, "invalid or missing key");
+        relay_finish(r, RELAY_WS_END_UNAUTHORIZED);
+        target_wipe(&t);
+        return;
+    }
+    if (url_parse(t.upstream_url, &r->url) == -1 ||
+        (t.upstream_headers != NULL && !headers_ok(t.upstream_headers)) ||
+        (r->up.bev = upstream_bev(r, r->tls)) == NULL) {
+        log_warn("ws relay: the upstream given for the first message is not usable");
+        send_close(&r->client, WS_CLOSE_INTERNAL, "cannot connect upstream");
+        relay_finish(r, RELAY_WS_END_UPSTREAM_REFUSED);
+        target_wipe(&t);
+        return;
+    }
+    if (t.upstream_headers != NULL && t.upstream_headers[0] != '\0') {
+        r->headers = t.upstream_headers;
+        t.upstream_headers = NULL;
+    }
+    r->first = t.first_message;
+    r->first_len = t.first_message != NULL ? t.first_len : 0;
+    t.first_message = NULL;
+    target_wipe(&t);
+    /* Frames after the first wait for the upstream, as in the normal mode. */
+    r->state = RELAY_WS_CONNECTING;
+    bufferevent_setwatermark(r->client.bev, EV_READ, 0, RELAY_WS_EARLY_READ_MAX);
+    upstream_connect(r);
+}
+
+struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
+{
+    struct relay_ws *r = NULL;
+    if (p == NULL || p->base == NULL || p->client == NULL || p->client_key == NULL ||
+        (p->client_first && p->on_first == NULL) ||
+        (!p->client_first && p->upstream_headers != NULL && !headers_ok(p->upstream_headers)) ||
+        (p->client_protocol != NULL &&
+         !ws_token_valid(p->client_protocol, strlen(p->client_protocol))))
+        goto failed;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        goto failed;
+    r->url.path = NULL;
+    if (!p->client_first && url_parse(p->upstream_url, &r->url) == -1) {
+        log_warn("ws relay: upstream URL is not a valid ws:// or wss:// URL");
+        goto failed;
+    }
+    r->base = p->base;
+    r->dns = p->dns;
+    r->tls = p->tls;
+    if (p->limits != NULL) {
+        r->limits = *p->limits;
+    } else {
+        r->limits.upstream_connect_timeout_ms = 10000;
+        r->limits.idle_timeout_ms = 60000;
+    }
+    r->high =
+        r->limits.client_high_watermark ? r->limits.client_high_watermark : RELAY_WS_HIGH_DEFAULT;
+    r->max_message = p->max_message;
+    r->meter_max = p->meter_max;
+    r->hold_first = p->hold_first_client_message;
+    r->client_first = p->client_first;
+    r->hold_done = p->client_first; /* on_first has the first message */
+    r->on_message = p->on_message;
+    r->on_binary = p->on_binary;
+    r->on_open = p->on_open;
+    r->on_end = p->on_end;
+    r->error_body = p->error_body;
+    r->on_first = p->on_first;
+    r->arg = p->arg;
+    r->client.r = r;
+    r->client.is_client = true;
+    r->up.r = r;
+
+    if (ws_accept_key(p->client_key, strlen(p->client_key), r->accept) == -1 ||
+        ws_client_key(r->sent_key) == -1)
+        goto failed;
+    if (p->client_protocol != NULL && (r->client_protocol = strdup(p->client_protocol)) == NULL)
+        goto failed;
+    if (!p->client_first && p->upstream_headers != NULL && p->upstream_headers[0] != '\0' &&
+        (r->headers = strdup(p->upstream_headers)) == NULL)
+        goto failed;
+    r->timer = evtimer_new(r->base, timer_cb, r);
+    r->end_ev = event_new(r->base, -1, 0, end_cb, r);
+    if (r->timer == NULL || r->end_ev == NULL)
+        goto failed;
+    if (!p->client_first && (r->up.bev = upstream_bev(r, p->tls)) == NULL)
+        goto failed;
+    /* Client-first: the 101 goes out now (nothing else is in the client's
+     * output yet, so a failure leaves the connection the caller's). */
+    if (p->client_first) {
+        r->client.bev = p->client;
+        int rc = client_accept(r);
+        r->client.bev = NULL;
+        if (rc == -1)
+            goto failed;
+    }
+
+    /* From here the client connection is ours. Until the upstream accepts,
+     * its bytes are read only up to a bound (so its EOF is still seen). */
+    r->client.bev = p->client;
+    if (bufferevent_openssl_get_ssl(r->client.bev) != NULL)
+        bufferevent_openssl_set_allow_dirty_shutdown(r->client.bev, 1);
+    bufferevent_setcb(r->client.bev, read_cb, write_cb, event_cb, &r->client);
+    bufferevent_set_timeouts(r->client.bev, NULL, NULL);
+    bufferevent_setwatermark(r->client.bev, EV_READ, 0,
+                             p->client_first ? 0 : RELAY_WS_EARLY_READ_MAX);
+    bufferevent_setwatermark(r->client.bev, EV_WRITE, 0, 0);
+    bufferevent_enable(r->client.bev, EV_READ | EV_WRITE);
+
+    if (p->client_first) {
+        /* The first message is bounded by the parser's max_message and the
+         * connect deadline, as an unauthenticated socket must be. */
+        r->state = RELAY_WS_FIRST;
+        timer_arm(r, r->limits.upstream_connect_timeout_ms);
+        /* Frames already read with the upgrade request: from the loop, so
+         * on_first never runs inside relay_ws_start. */
+        if (evbuffer_get_length(bufferevent_get_input(r->client.bev)) > 0)
+            bufferevent_trigger(r->client.bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+        return r;
+    }
+    upstream_connect(r);
     return r;
 
 failed:
@@ -1184,6 +1372,7 @@ void relay_ws_shutdown(struct relay_ws *r)
     if (r == NULL || r->state == RELAY_WS_ENDING)
         return;
     if (r->state != RELAY_WS_OPEN) {
+        /* Client-first: the client has its 101 and gets a 1001 instead. */
         relay_refuse(r, 503, "the proxy is shutting down", RELAY_WS_END_SHUTDOWN);
         return;
     }

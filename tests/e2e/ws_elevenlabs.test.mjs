@@ -3,7 +3,9 @@
 // handshake; a key in the first message (xi_api_key / authorization) is
 // removed before forwarding; the platform key or the tenant's BYOK
 // connection is injected; audio frames come back intact; the record counts
-// the characters sent at the model's credit rate.
+// the characters sent at the model's credit rate. Browsers send no header:
+// the proxy key in the first message (xi_api_key or authorization: Bearer)
+// is authenticated there, and a wrong one is refused with close 1008.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -36,16 +38,17 @@ after(async () => {
   await oa?.close();
 });
 
-async function session(key, { model = 'eleven_turbo_v2_5', firstKey } = {}) {
+async function session(key, { model = 'eleven_turbo_v2_5', firstKey, firstAuth } = {}) {
   const q = model ? `?model_id=${model}` : '';
   const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/elevenlabs/v1/text-to-speech/voice-1/stream-input${q}`,
-    { headers: { 'xi-api-key': key } });
+    key ? { headers: { 'xi-api-key': key } } : {});
   const got = [];
   ws.on('message', (m) => got.push(JSON.parse(m.toString())));
   const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
   const first = { text: ' ', voice_settings: { stability: 0.5 } };
   if (firstKey) first.xi_api_key = firstKey;
+  if (firstAuth) first.authorization = firstAuth;
   ws.send(JSON.stringify(first));
   ws.send(JSON.stringify({ text: 'Hello wörld ' }));
   ws.send(JSON.stringify({ text: '' }));
@@ -113,5 +116,63 @@ test('a wrong proxy key is refused at the handshake in ElevenLabs shape; nothing
   });
   assert.equal(res.status, 401);
   assert.equal(typeof JSON.parse(res.body).detail.message, 'string');
+  assert.equal(el.socketsSince(mark).length, 0);
+});
+
+// Browsers: no header, the proxy key only in the first message.
+async function firstMessageSession(tenant, form) {
+  await proxy.admin.createTenant({ id: tenant, name: tenant, wallet_micros: 5_000_000 });
+  const k = (await proxy.admin.createKey(tenant)).key;
+  el.acceptKeys = [PLATFORM_EL];
+  const mark = el.sockets.length;
+  const { got, code } = await session(null, form === 'bearer' ? { firstAuth: `Bearer ${k}` } : { firstKey: k });
+  assert.equal(code, 1000);
+  const socks = el.socketsSince(mark);
+  assert.equal(socks.length, 1);
+  const rec = socks[0];
+  await rec.done;
+  assert.deepEqual(rec.credentials, [{ in: 'header', name: 'xi-api-key', value: PLATFORM_EL }],
+    'only the injected key upstream: the proxy key left the first message');
+  assert.equal(rec.textReceived, ' Hello wörld ');
+  const sent = rec.sent.map((x) => JSON.parse(x.data.toString()));
+  assert.deepEqual(got, sent, 'the client got exactly the frames the upstream sent');
+  assert.ok(got.some((m) => typeof m.audio === 'string'), 'audio relayed');
+  const recs = await proxy.admin.waitRecords(tenant, 2);
+  const line = recs.find((r) => r.line === 'tts');
+  // 13 code points, the first message's " " counted once; turbo bills half, rounded up.
+  assert.equal(line.units.characters, 7);
+  assert.equal(line.model, 'eleven_turbo_v2_5');
+  assert.equal(line.billed_to, 'wallet');
+  assert.equal(line.status, 101);
+  assert.ok(recs.find((r) => r.line === 'platform'));
+}
+
+test('no header, proxy key as xi_api_key in the first message: authenticated there, removed, metered', async () => {
+  await firstMessageSession('elfirst', 'xi');
+});
+
+test('no header, proxy key as authorization: Bearer in the first message', async () => {
+  await firstMessageSession('elbearer', 'bearer');
+});
+
+test('a wrong key in the first message: close 1008, nothing upstream', async () => {
+  const mark = el.sockets.length;
+  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/elevenlabs/v1/text-to-speech/voice-1/stream-input?model_id=eleven_turbo_v2_5`);
+  const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  ws.send(JSON.stringify({ text: ' ', xi_api_key: 'bpk_nope' }));
+  const { code, reason } = await closed;
+  assert.equal(code, 1008);
+  assert.equal(reason, 'invalid or missing key');
+  assert.equal(el.socketsSince(mark).length, 0);
+});
+
+test('no key anywhere: the first message without one is refused with 1008', async () => {
+  const mark = el.sockets.length;
+  const ws = new WebSocket(`ws://127.0.0.1:${proxy.port}/elevenlabs/v1/text-to-speech/voice-1/stream-input`);
+  const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  ws.send(JSON.stringify({ text: ' ' }));
+  assert.equal(await closed, 1008);
   assert.equal(el.socketsSince(mark).length, 0);
 });

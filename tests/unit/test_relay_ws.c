@@ -2,7 +2,8 @@
  * upstream server and a client, written here with libevent and ws.h, drive
  * the handshake, echo in both directions with fragmentation, control frames,
  * close codes, refusals and timeouts, peers dying, the first-message
- * rewrite, metering and back-pressure. One event_base per test; the loop is
+ * rewrite, the client-first mode (key in the first message), metering and
+ * back-pressure. One event_base per test; the loop is
  * driven until a condition holds, with a deadline; no sleeps. */
 #include "common.h"
 
@@ -130,6 +131,13 @@ struct fixture {
     size_t n_meter;
     const char *replacement; /* for the first client message */
     bool shutdown_on_open;
+
+    /* client-first: what on_first saw and answers */
+    int n_first;
+    char *first_seen;
+    bool first_refuse;
+    char first_url[128];
+    const char *first_reply;
 
     /* wss: the mock upstream's context and the relay's (trusting it) */
     SSL_CTX *tls_server, *tls_client;
@@ -461,6 +469,22 @@ static void on_end(void *arg, const struct relay_ws_end_info *info)
     f->relay = NULL;
 }
 
+static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_target *out)
+{
+    struct fixture *f = arg;
+    f->n_first++;
+    free(f->first_seen);
+    f->first_seen = strndup(msg, len);
+    assert_non_null(f->first_seen);
+    if (f->first_refuse)
+        return -1;
+    out->upstream_url = strdup(f->first_url);
+    out->upstream_headers = strdup("xi-api-key: sk-up-1\r\n");
+    out->first_message = strdup(f->first_reply);
+    out->first_len = strlen(f->first_reply);
+    return 0;
+}
+
 static char *error_body(void *arg, int status, const char *message)
 {
     (void)arg;
@@ -542,6 +566,7 @@ static int teardown(void **state)
     peer_clear(&f->client);
     for (size_t i = 0; i < f->n_meter && i < MAX_METER; i++)
         free(f->meter[i].data);
+    free(f->first_seen);
     evconnlistener_free(f->up_lis);
     SSL_CTX_free(f->tls_server);
     SSL_CTX_free(f->tls_client);
@@ -875,6 +900,110 @@ static void test_hold_first_message(void **state)
     RUN_UNTIL(f->n_end == 1);
     assert_int_equal(f->end.end, RELAY_WS_END_OK);
     assert_int_equal(f->end.bytes_from_client, 12 + 13);
+}
+
+/* Client-first: the relay answers 101 before anything upstream. */
+static void start_client_first(struct fixture *f)
+{
+    f->params.client_first = true;
+    f->params.on_first = on_first;
+    f->params.client_protocol = NULL;
+    f->params.upstream_headers = NULL;
+    f->params.hold_first_client_message = true; /* no effect in this mode */
+    f->first_reply = "{\"text\":\" \"}";
+    snprintf(f->first_url, sizeof(f->first_url),
+             "ws://127.0.0.1:%d/v1/text-to-speech/v/stream-input", f->up_port);
+    start_url(f, NULL);
+    RUN_UNTIL(f->client.head_done);
+    assert_true(strncmp(f->client.head, "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
+    assert_false(f->up_accepted);
+    assert_int_equal(f->n_open, 0);
+}
+
+static void test_client_first(void **state)
+{
+    struct fixture *f = *state;
+    f->up.echo = false;
+    start_client_first(f);
+    /* The first message, fragmented, with the key; a second one right
+     * behind it waits for the upstream. */
+    peer_frame(&f->client, WS_OP_TEXT, false, "{\"text\":\" \",", 12);
+    peer_frame(&f->client, WS_OP_CONTINUATION, true, "\"xi_api_key\":\"sk\"}", 18);
+    peer_frame(&f->client, WS_OP_TEXT, true, "{\"text\":\"hi\"}", 13);
+    RUN_UNTIL(f->up.n_msgs == 2);
+    assert_int_equal(f->n_first, 1);
+    assert_string_equal(f->first_seen, "{\"text\":\" \",\"xi_api_key\":\"sk\"}");
+    /* The upstream got on_first's URL and headers, then the replacement
+     * first, as one frame, then the rest. */
+    static const char get[] = "GET /v1/text-to-speech/v/stream-input HTTP/1.1\r\n";
+    assert_true(strncmp(f->up.head, get, sizeof(get) - 1) == 0);
+    assert_true(has_line(f->up.head, "\r\nxi-api-key: sk-up-1\r\n"));
+    assert_null(strcasestr(f->up.head, "sk-test-123"));
+    assert_int_equal(f->up.msgs[0].frames, 1);
+    assert_int_equal(f->up.msgs[0].len, 12);
+    assert_memory_equal(f->up.msgs[0].data, "{\"text\":\" \"}", 12);
+    assert_int_equal(f->up.msgs[1].len, 13);
+    assert_memory_equal(f->up.msgs[1].data, "{\"text\":\"hi\"}", 13);
+    assert_int_equal(f->n_open, 1);
+    /* on_message never saw the first message (on_first did), only the
+     * second: the second is not held or replaced either. */
+    RUN_UNTIL(f->n_meter >= 1);
+    assert_int_equal(f->n_meter, 1);
+    assert_string_equal(f->meter[0].data, "{\"text\":\"hi\"}");
+    /* Relaying works both ways from here. */
+    peer_frame(&f->up, WS_OP_TEXT, true, "{\"audio\":\"AA\"}", 14);
+    RUN_UNTIL(f->client.n_msgs == 1);
+    assert_memory_equal(f->client.msgs[0].data, "{\"audio\":\"AA\"}", 14);
+    peer_close(&f->client, WS_CLOSE_NORMAL, NULL);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_int_equal(f->end.upstream_status, 101);
+    assert_int_equal(f->end.bytes_from_client, 12 + 13);
+}
+
+static void test_client_first_refused(void **state)
+{
+    struct fixture *f = *state;
+    f->first_refuse = true;
+    start_client_first(f);
+    static const char first[] = "{\"text\":\" \",\"xi_api_key\":\"bad\"}";
+    peer_frame(&f->client, WS_OP_TEXT, true, first, sizeof(first) - 1);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close && f->client.eof);
+    assert_int_equal(f->n_first, 1);
+    assert_string_equal(f->first_seen, first);
+    assert_int_equal(f->client.close_code, WS_CLOSE_POLICY);
+    assert_string_equal(f->client.reason, "invalid or missing key");
+    assert_int_equal(f->end.end, RELAY_WS_END_UNAUTHORIZED);
+    assert_int_equal(f->end.opened_ms, 0);
+    assert_int_equal(f->n_open, 0);
+    assert_false(f->up_accepted); /* nothing connected upstream */
+}
+
+static void test_client_first_binary_start(void **state)
+{
+    struct fixture *f = *state;
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_BINARY, true, "\x01\x02", 2);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->n_first, 0);
+    assert_int_equal(f->client.close_code, WS_CLOSE_POLICY);
+    assert_int_equal(f->end.end, RELAY_WS_END_UNAUTHORIZED);
+    assert_false(f->up_accepted);
+}
+
+static void test_client_first_upstream_401(void **state)
+{
+    struct fixture *f = *state;
+    f->up_mode = UP_REFUSE_401;
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_TEXT, true, "{\"text\":\" \"}", 12);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_true(f->up_accepted);
+    /* The client has had its 101: a close frame, not an HTTP error. */
+    assert_int_equal(f->client.close_code, WS_CLOSE_POLICY);
+    assert_int_equal(f->end.end, RELAY_WS_END_UPSTREAM_REFUSED);
+    assert_int_equal(f->end.upstream_status, 401);
+    assert_int_equal(f->n_open, 0);
 }
 
 static void test_metering(void **state)
@@ -1235,6 +1364,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upstream_dies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_disappears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_first_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_binary_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_upstream_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_protocol_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_protocol_error, setup, teardown),
