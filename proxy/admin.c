@@ -11,7 +11,7 @@
  * rather than decoded into something that could mean another tenant. */
 #include "common.h"
 
-#include "admin.h"
+#include "admin_internal.h"
 #include "check.h"
 #include "crypto.h"
 #include "metrics.h"
@@ -30,53 +30,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#define ADMIN_MAX_SEGMENTS  8
-#define ADMIN_MAX_PARAMS    2
-#define USAGE_LIMIT_DEFAULT 100
-#define USAGE_LIMIT_MAX     1000
-/* Largest balance or top-up accepted: $1e9. Keeps balance arithmetic far
- * from int64 overflow however many top-ups are applied. */
-#define BALANCE_MAX INT64_C(1000000000000000)
-
-struct admin {
-    const struct config *cfg;
-    struct store *store;
-    /* SHA-256 of the admin token. Only the digest is kept: comparing digests
-     * in constant time does not leak the token's length either. */
-    unsigned char token_hash[32];
-    /* Check Status transfers run on the admin thread's own event base;
-     * created on the first check, freed by admin_free(). */
-    struct upstream_pool *pool;
-    struct admin_check *checks; /* checks in flight (their clients wait) */
-};
-
-/* A Check Status request answered later, when its calls finished. */
-struct admin_check {
-    struct admin *a;
-    struct http_conn *c;
-    struct check_run *run;
-    struct admin_check *prev, *next;
-    char method[16];
-    char path_log[160];
-};
-
-/* One request being handled. Handlers either answer with reply_json() or
- * record an error with admin_fail(); the dispatcher sends that error. */
-struct admin_ctx {
-    struct admin *a;
-    struct http_conn *c;
-    struct http_request *req;
-    char method[16];
-    char path_log[160]; /* log_safe()'d path, for the one log line */
-    bool responded;
-    int err_status;
-    char err_code[32];
-    char err_msg[512];
-    char params[ADMIN_MAX_PARAMS][ID_MAX]; /* ids captured from the path */
-    /* The body may carry a provider key: parse errors must not quote it. */
-    bool secret_body;
-};
 
 typedef void (*admin_handler)(struct admin_ctx *x);
 
@@ -103,8 +56,8 @@ static void log_request(struct admin_ctx *x, int status)
 }
 
 /* Takes ownership of body. */
-static void reply_json(struct admin_ctx *x, int status, json_t *body, const struct http_kv *extra,
-                       size_t n_extra)
+void admin_reply_json(struct admin_ctx *x, int status, json_t *body, const struct http_kv *extra,
+                      size_t n_extra)
 {
     if (x->responded) {
         json_decref(body);
@@ -119,15 +72,12 @@ static void reply_error_now(struct admin_ctx *x, int status, const char *code, c
                             const struct http_kv *extra, size_t n_extra)
 {
     json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-    reply_json(x, status, body, extra, n_extra);
+    admin_reply_json(x, status, body, extra, n_extra);
 }
-
-static int admin_fail(struct admin_ctx *x, int status, const char *code, const char *fmt, ...)
-    PRINTF_LIKE(4, 5);
 
 /* Records the error to send (first one wins) and returns -1, so validation
  * helpers can be chained with ||. */
-static int admin_fail(struct admin_ctx *x, int status, const char *code, const char *fmt, ...)
+int admin_fail(struct admin_ctx *x, int status, const char *code, const char *fmt, ...)
 {
     if (x->err_status != 0)
         return -1;
@@ -145,11 +95,9 @@ static int admin_fail(struct admin_ctx *x, int status, const char *code, const c
     return -1;
 }
 
-#define bad_request(x, ...) admin_fail((x), 400, "invalid_request", __VA_ARGS__)
-
 /* Maps a store status to the error the client sees. what names the object
  * for 404 ("tenant \"t1\""). */
-static int store_fail(struct admin_ctx *x, int rc, const char *what)
+int admin_store_fail(struct admin_ctx *x, int rc, const char *what)
 {
     switch (rc) {
     case STORE_ERR_NOT_FOUND:
@@ -167,7 +115,7 @@ static int store_fail(struct admin_ctx *x, int rc, const char *what)
 
 /* Ids (tenant, key): 1..63 of [A-Za-z0-9._-], not "." or ".." (which
  * clients and intermediaries rewrite in paths). */
-static bool valid_id(const char *s, size_t len)
+bool admin_valid_id(const char *s, size_t len)
 {
     if (len == 0 || len >= ID_MAX)
         return false;
@@ -192,7 +140,7 @@ static void iso_time(int64_t ms, char out[32])
     snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
 }
 
-static json_t *time_json(int64_t ms)
+json_t *admin_time_json(int64_t ms)
 {
     char buf[32];
     if (ms <= 0)
@@ -208,18 +156,18 @@ static json_t *tenant_json(const struct store_tenant *t)
                      "parent_id", t->parent_id[0] ? json_string(t->parent_id) : json_null(),
                      "wallet_deduction", t->wallet_deduction, "plan_credits_micros",
                      (json_int_t)t->plan_credits_micros, "wallet_micros",
-                     (json_int_t)t->wallet_micros, "created_at", time_json(t->created_at_ms),
-                     "updated_at", time_json(t->updated_at_ms));
+                     (json_int_t)t->wallet_micros, "created_at", admin_time_json(t->created_at_ms),
+                     "updated_at", admin_time_json(t->updated_at_ms));
 }
 
-static json_t *byok_json(const struct store_byok *b)
+json_t *admin_byok_json(const struct store_byok *b)
 {
     json_t *slots = json_object();
     for (int i = 0; slots != NULL && i <= PROVIDER_AZURE_SPEECH; i++)
         json_object_set_new(slots, provider_name((enum provider_id)i),
                             b->slots[i][0] ? json_string(b->slots[i]) : json_null());
     return json_pack("{s:b, s:o, s:o}", "enabled", b->enabled, "slots", slots, "updated_at",
-                     time_json(b->updated_at_ms));
+                     admin_time_json(b->updated_at_ms));
 }
 
 /* The tenant with its BYOK settings ("byok"). */
@@ -229,22 +177,22 @@ static void reply_tenant(struct admin_ctx *x, int status, const struct store_ten
     struct store_byok b;
     int rc = store_byok_get(x->a->store, t->id, &b);
     if (rc != STORE_OK) {
-        store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "byok settings");
+        admin_store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "byok settings");
         return;
     }
     json_t *body = tenant_json(t);
-    json_t *bj = byok_json(&b);
+    json_t *bj = admin_byok_json(&b);
     if (body == NULL || bj == NULL || json_object_set_new(body, "byok", bj) == -1) {
         json_decref(body);
         admin_fail(x, 500, "internal", "could not encode tenant");
         return;
     }
-    reply_json(x, status, body, extra, n_extra);
+    admin_reply_json(x, status, body, extra, n_extra);
 }
 
 /* Reads the request body as a JSON object. An empty body is {} unless
  * required. Sets the 400 error on failure. *out is owned by the caller. */
-static int read_body(struct admin_ctx *x, bool required, json_t **out)
+int admin_read_body(struct admin_ctx *x, bool required, json_t **out)
 {
     struct evbuffer *b = x->req->body;
     size_t len = b ? evbuffer_get_length(b) : 0;
@@ -274,8 +222,8 @@ static int read_body(struct admin_ctx *x, bool required, json_t **out)
 
 /* Fails naming every field of obj outside allowed (prefix: "" or
  * "features."). */
-static int check_fields(struct admin_ctx *x, json_t *obj, const char *prefix,
-                        const char *const *allowed, size_t n)
+int admin_check_fields(struct admin_ctx *x, json_t *obj, const char *prefix,
+                       const char *const *allowed, size_t n)
 {
     char unknown[256] = "", expected[256] = "";
     size_t ulen = 0, elen = 0;
@@ -304,7 +252,7 @@ static int check_fields(struct admin_ctx *x, json_t *obj, const char *prefix,
 
 /* Optional field getters: absent or null leaves *out untouched and *present
  * false. Each names the field in its error. */
-static int get_bool(struct admin_ctx *x, json_t *obj, const char *name, bool *out, bool *present)
+int admin_get_bool(struct admin_ctx *x, json_t *obj, const char *name, bool *out, bool *present)
 {
     json_t *v = json_object_get(obj, name);
     *present = v != NULL && !json_is_null(v);
@@ -331,8 +279,8 @@ static int get_int(struct admin_ctx *x, json_t *obj, const char *name, int64_t m
 }
 
 /* A printable string field of 1..size-1 bytes, copied into out. */
-static int get_text(struct admin_ctx *x, json_t *obj, const char *name, char *out, size_t size,
-                    bool *present)
+int admin_get_text(struct admin_ctx *x, json_t *obj, const char *name, char *out, size_t size,
+                   bool *present)
 {
     json_t *v = json_object_get(obj, name);
     *present = v != NULL && !json_is_null(v);
@@ -358,7 +306,7 @@ static int get_id_field(struct admin_ctx *x, json_t *obj, const char *name, char
     *present = v != NULL && !json_is_null(v);
     if (!*present)
         return 0;
-    if (!json_is_string(v) || !valid_id(json_string_value(v), json_string_length(v)))
+    if (!json_is_string(v) || !admin_valid_id(json_string_value(v), json_string_length(v)))
         return bad_request(x, "%s must be 1 to %d characters of [A-Za-z0-9._-]", name, ID_MAX - 1);
     memcpy(out, json_string_value(v), json_string_length(v) + 1);
     return 0;
@@ -373,14 +321,14 @@ static int get_features(struct admin_ctx *x, json_t *obj, struct store_tenant *t
         return 0;
     if (!json_is_object(f))
         return bad_request(x, "features must be an object {\"byok\": bool, \"agency\": bool}");
-    if (check_fields(x, f, "features.", names, ARRAY_SIZE(names)) == -1)
+    if (admin_check_fields(x, f, "features.", names, ARRAY_SIZE(names)) == -1)
         return -1;
     json_t *b = json_object_get(f, "byok"), *a = json_object_get(f, "agency");
     if ((b != NULL && !json_is_null(b) && !json_is_boolean(b)) ||
         (a != NULL && !json_is_null(a) && !json_is_boolean(a)))
         return bad_request(x, "features.byok and features.agency must be true or false");
-    if (get_bool(x, f, "byok", &t->feature_byok, &present) == -1 ||
-        get_bool(x, f, "agency", &t->feature_agency, &present) == -1)
+    if (admin_get_bool(x, f, "byok", &t->feature_byok, &present) == -1 ||
+        admin_get_bool(x, f, "agency", &t->feature_agency, &present) == -1)
         return -1;
     return 0;
 }
@@ -410,7 +358,7 @@ static int check_parent(struct admin_ctx *x, const char *self_id, const char *pa
     if (rc == STORE_ERR_NOT_FOUND)
         return bad_request(x, "parent_id: tenant \"%s\" does not exist", parent_id);
     if (rc != STORE_OK)
-        return store_fail(x, rc, "parent tenant");
+        return admin_store_fail(x, rc, "parent tenant");
     if (p.parent_id[0] != '\0')
         return bad_request(x,
                            "parent_id: tenant \"%s\" is itself a subaccount of \"%s\"; "
@@ -420,7 +368,7 @@ static int check_parent(struct admin_ctx *x, const char *self_id, const char *pa
         struct children_scan cs = {self_id, false};
         rc = store_tenant_list(x->a->store, children_cb, &cs);
         if (rc != STORE_OK)
-            return store_fail(x, rc, "tenant list");
+            return admin_store_fail(x, rc, "tenant list");
         if (cs.found)
             return bad_request(x,
                                "parent_id: tenant \"%s\" owns subaccounts, so it cannot "
@@ -440,13 +388,13 @@ static void h_tenant_create(struct admin_ctx *x)
     struct store_tenant t = {0};
     json_t *body = NULL;
     bool has_id, has_name, has, has_parent;
-    if (read_body(x, true, &body) == -1 ||
-        check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
+    if (admin_read_body(x, true, &body) == -1 ||
+        admin_check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
         get_id_field(x, body, "id", t.id, &has_id) == -1 ||
-        get_text(x, body, "name", t.name, sizeof(t.name), &has_name) == -1 ||
+        admin_get_text(x, body, "name", t.name, sizeof(t.name), &has_name) == -1 ||
         get_features(x, body, &t) == -1 ||
         get_id_field(x, body, "parent_id", t.parent_id, &has_parent) == -1 ||
-        get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1 ||
+        admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1 ||
         get_int(x, body, "plan_credits_micros", 0, BALANCE_MAX, &t.plan_credits_micros, &has) ==
             -1 ||
         get_int(x, body, "wallet_micros", 0, BALANCE_MAX, &t.wallet_micros, &has) == -1)
@@ -468,7 +416,7 @@ static void h_tenant_create(struct admin_ctx *x)
         goto out;
     }
     if (rc != STORE_OK) {
-        store_fail(x, rc, "tenant");
+        admin_store_fail(x, rc, "tenant");
         goto out;
     }
     store_generation_bump();
@@ -481,20 +429,20 @@ out:
 }
 
 /* Loads the tenant named by the first path parameter; 404 if absent. */
-static int load_tenant(struct admin_ctx *x, struct store_tenant *t)
+int admin_load_tenant(struct admin_ctx *x, struct store_tenant *t)
 {
     int rc = store_tenant_get(x->a->store, x->params[0], t);
     if (rc == STORE_ERR_NOT_FOUND)
         return admin_fail(x, 404, "not_found", "tenant \"%s\" does not exist", x->params[0]);
     if (rc != STORE_OK)
-        return store_fail(x, rc, "tenant");
+        return admin_store_fail(x, rc, "tenant");
     return 0;
 }
 
 static void h_tenant_get(struct admin_ctx *x)
 {
     struct store_tenant t;
-    if (load_tenant(x, &t) == 0)
+    if (admin_load_tenant(x, &t) == 0)
         reply_tenant(x, 200, &t, NULL, 0);
 }
 
@@ -504,7 +452,7 @@ static void h_tenant_patch(struct admin_ctx *x)
     struct store_tenant t;
     json_t *body = NULL;
     bool has;
-    if (read_body(x, true, &body) == -1)
+    if (admin_read_body(x, true, &body) == -1)
         goto out;
     if (json_object_get(body, "plan_credits_micros") || json_object_get(body, "wallet_micros")) {
         bad_request(x,
@@ -517,10 +465,11 @@ static void h_tenant_patch(struct admin_ctx *x)
         bad_request(x, "id cannot be changed");
         goto out;
     }
-    if (check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 || load_tenant(x, &t) == -1 ||
-        get_text(x, body, "name", t.name, sizeof(t.name), &has) == -1 ||
+    if (admin_check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
+        admin_load_tenant(x, &t) == -1 ||
+        admin_get_text(x, body, "name", t.name, sizeof(t.name), &has) == -1 ||
         get_features(x, body, &t) == -1 ||
-        get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1)
+        admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1)
         goto out;
     json_t *pv = json_object_get(body, "parent_id");
     if (pv != NULL && json_is_null(pv)) {
@@ -539,7 +488,7 @@ static void h_tenant_patch(struct admin_ctx *x)
     if (rc == STORE_OK)
         rc = store_tenant_get(x->a->store, t.id, &t);
     if (rc != STORE_OK) {
-        store_fail(x, rc, "tenant");
+        admin_store_fail(x, rc, "tenant");
         goto out;
     }
     store_generation_bump();
@@ -563,11 +512,11 @@ static void h_tenant_delete(struct admin_ctx *x)
         return;
     }
     if (rc != STORE_OK) {
-        store_fail(x, rc, "tenant");
+        admin_store_fail(x, rc, "tenant");
         return;
     }
     store_generation_bump();
-    reply_json(x, 200, json_pack("{s:s, s:b}", "id", x->params[0], "deleted", 1), NULL, 0);
+    admin_reply_json(x, 200, json_pack("{s:s, s:b}", "id", x->params[0], "deleted", 1), NULL, 0);
 }
 
 static void tenant_list_cb(void *arg, const struct store_tenant *t)
@@ -583,10 +532,10 @@ static void h_tenant_list(struct admin_ctx *x)
     int rc = arr ? store_tenant_list(x->a->store, tenant_list_cb, arr) : STORE_ERR_INTERNAL;
     if (rc != STORE_OK) {
         json_decref(arr);
-        store_fail(x, rc, "tenant list");
+        admin_store_fail(x, rc, "tenant list");
         return;
     }
-    reply_json(x, 200, json_pack("{s:o}", "tenants", arr), NULL, 0);
+    admin_reply_json(x, 200, json_pack("{s:o}", "tenants", arr), NULL, 0);
 }
 
 static void h_tenant_topup(struct admin_ctx *x)
@@ -597,8 +546,8 @@ static void h_tenant_topup(struct admin_ctx *x)
     bool has_wallet, has_plan;
     struct store_tenant t;
     /* Negative amounts are corrections (refund reversal, manual fix). */
-    if (read_body(x, true, &body) == -1 ||
-        check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
+    if (admin_read_body(x, true, &body) == -1 ||
+        admin_check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
         get_int(x, body, "wallet_micros", -BALANCE_MAX, BALANCE_MAX, &wallet, &has_wallet) == -1 ||
         get_int(x, body, "plan_credits_micros", -BALANCE_MAX, BALANCE_MAX, &plan, &has_plan) == -1)
         goto out;
@@ -612,7 +561,7 @@ static void h_tenant_topup(struct admin_ctx *x)
         goto out;
     }
     if (rc != STORE_OK) {
-        store_fail(x, rc, "tenant");
+        admin_store_fail(x, rc, "tenant");
         goto out;
     }
     store_generation_bump();
@@ -642,10 +591,10 @@ static void h_key_create(struct admin_ctx *x)
     json_t *body = NULL;
     bool has;
     int len = -1;
-    if (read_body(x, false, &body) == -1 ||
-        check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
-        get_text(x, body, "label", k.label, sizeof(k.label), &has) == -1 ||
-        load_tenant(x, &t) == -1)
+    if (admin_read_body(x, false, &body) == -1 ||
+        admin_check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
+        admin_get_text(x, body, "label", k.label, sizeof(k.label), &has) == -1 ||
+        admin_load_tenant(x, &t) == -1)
         goto out;
     if (crypto_new_proxy_key(k.id, key) == -1) {
         admin_fail(x, 500, "internal", "could not generate a key");
@@ -656,7 +605,7 @@ static void h_key_create(struct admin_ctx *x)
     k.created_at_ms = now_ms();
     int rc = store_key_create(x->a->store, &k);
     if (rc != STORE_OK) {
-        store_fail(x, rc, "key");
+        admin_store_fail(x, rc, "key");
         goto out;
     }
     store_generation_bump();
@@ -697,7 +646,8 @@ static void key_list_cb(void *arg, const struct store_key *k)
 {
     json_t *v = json_pack("{s:s, s:o, s:o, s:o}", "id", k->id, "label",
                           k->label[0] ? json_string(k->label) : json_null(), "created_at",
-                          time_json(k->created_at_ms), "revoked_at", time_json(k->revoked_at_ms));
+                          admin_time_json(k->created_at_ms), "revoked_at",
+                          admin_time_json(k->revoked_at_ms));
     if (v != NULL)
         json_array_append_new(arg, v);
 }
@@ -705,16 +655,16 @@ static void key_list_cb(void *arg, const struct store_key *k)
 static void h_key_list(struct admin_ctx *x)
 {
     struct store_tenant t;
-    if (load_tenant(x, &t) == -1)
+    if (admin_load_tenant(x, &t) == -1)
         return;
     json_t *arr = json_array();
     int rc = arr ? store_key_list(x->a->store, t.id, key_list_cb, arr) : STORE_ERR_INTERNAL;
     if (rc != STORE_OK) {
         json_decref(arr);
-        store_fail(x, rc, "key list");
+        admin_store_fail(x, rc, "key list");
         return;
     }
-    reply_json(x, 200, json_pack("{s:o}", "keys", arr), NULL, 0);
+    admin_reply_json(x, 200, json_pack("{s:o}", "keys", arr), NULL, 0);
 }
 
 static void h_key_revoke(struct admin_ctx *x)
@@ -727,7 +677,7 @@ static void h_key_revoke(struct admin_ctx *x)
         goto out;
     }
     if (rc != STORE_OK) {
-        store_fail(x, rc, "key");
+        admin_store_fail(x, rc, "key");
         goto out;
     }
     /* Revoking twice is not an error: the first revocation time stands. */
@@ -736,14 +686,14 @@ static void h_key_revoke(struct admin_ctx *x)
         if (rc == STORE_OK)
             rc = store_key_get(x->a->store, kid, &k);
         if (rc != STORE_OK) {
-            store_fail(x, rc, "key");
+            admin_store_fail(x, rc, "key");
             goto out;
         }
         store_generation_bump();
     }
-    reply_json(x, 200,
-               json_pack("{s:s, s:o}", "id", k.id, "revoked_at", time_json(k.revoked_at_ms)), NULL,
-               0);
+    admin_reply_json(
+        x, 200, json_pack("{s:s, s:o}", "id", k.id, "revoked_at", admin_time_json(k.revoked_at_ms)),
+        NULL, 0);
 out:
     OPENSSL_cleanse(k.hash, sizeof(k.hash));
 }
@@ -763,7 +713,7 @@ static int hexval(char c)
 
 /* Strict form decoding: %XX (two hex digits) and '+' for space; a stray '%'
  * or a decoded NUL/control byte is an error. */
-static int query_decode(const char *s, size_t len, char *out, size_t out_size)
+int admin_query_decode(const char *s, size_t len, char *out, size_t out_size)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
@@ -822,7 +772,7 @@ static void h_usage(struct admin_ctx *x)
                 return;
             }
             seen[which] = true;
-            if (query_decode(val, vlen, dst, dsize) == -1) {
+            if (admin_query_decode(val, vlen, dst, dsize) == -1) {
                 bad_request(x,
                             "query parameter %.*s: bad percent-encoding, control character "
                             "or longer than %zu bytes",
@@ -849,10 +799,10 @@ static void h_usage(struct admin_ctx *x)
                                limit, &arr);
     if (rc != STORE_OK || arr == NULL) {
         json_decref(arr);
-        store_fail(x, rc == STORE_OK ? STORE_ERR_INTERNAL : rc, "usage");
+        admin_store_fail(x, rc == STORE_OK ? STORE_ERR_INTERNAL : rc, "usage");
         return;
     }
-    reply_json(x, 200, json_pack("{s:o}", "records", arr), NULL, 0);
+    admin_reply_json(x, 200, json_pack("{s:o}", "records", arr), NULL, 0);
 }
 
 static void h_metrics(struct admin_ctx *x)
@@ -874,632 +824,17 @@ static void h_metrics(struct admin_ctx *x)
 
 static void h_healthz(struct admin_ctx *x)
 {
-    reply_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL, 0);
+    admin_reply_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL, 0);
 }
 
 static void h_readyz(struct admin_ctx *x)
 {
     if (store_ping(x->a->store) == STORE_OK)
-        reply_json(x, 200, json_pack("{s:s}", "status", "ready"), NULL, 0);
+        admin_reply_json(x, 200, json_pack("{s:s}", "status", "ready"), NULL, 0);
     else
-        reply_json(x, 503,
-                   json_pack("{s:s, s:s}", "status", "not_ready", "reason", "store unreachable"),
-                   NULL, 0);
-}
-
-/* ---- BYOK connections ---------------------------------------------------- */
-
-/* Wipes every copy of a provider key this request holds: the "api_key"
- * string inside the parsed body (jansson frees strings without wiping) and
- * the raw request body. Must run before the reply is sent (that releases
- * the request). */
-static void wipe_secrets(struct admin_ctx *x, json_t *body)
-{
-    json_t *k = body ? json_object_get(body, "api_key") : NULL;
-    if (json_is_string(k))
-        crypto_wipe((char *)json_string_value(k), json_string_length(k));
-    struct evbuffer *b = x->req->body;
-    size_t len = b ? evbuffer_get_length(b) : 0;
-    unsigned char *data = len > 0 ? evbuffer_pullup(b, -1) : NULL;
-    if (data != NULL)
-        crypto_wipe(data, len);
-}
-
-static json_t *connection_json(const struct store_connection *c)
-{
-    char hint[sizeof(c->key_hint) + 4];
-    snprintf(hint, sizeof(hint), "\xe2\x80\xa6%s", c->key_hint); /* "…abcd" */
-    return json_pack(
-        "{s:s, s:s, s:s, s:o, s:s, s:o, s:o}", "id", c->id, "provider", provider_name(c->provider),
-        "name", c->name, "region", c->region[0] ? json_string(c->region) : json_null(), "key_hint",
-        hint, "created_at", time_json(c->created_at_ms), "updated_at", time_json(c->updated_at_ms));
-}
-
-static int get_slot_provider(struct admin_ctx *x, json_t *obj, enum provider_id *out)
-{
-    json_t *v = json_object_get(obj, "provider");
-    if (v == NULL || json_is_null(v))
-        return bad_request(x, "provider is required: one of openai, elevenlabs, azure_speech");
-    if (json_is_string(v) && provider_parse(json_string_value(v), out) == 0 &&
-        !provider_is_slot(*out))
-        return bad_request(x,
-                           "provider \"%s\" runs on platform keys only; a connection's provider "
-                           "must be one of openai, elevenlabs, azure_speech",
-                           provider_name(*out));
-    if (!json_is_string(v) || provider_parse(json_string_value(v), out) == -1)
-        return bad_request(x, "provider must be one of openai, elevenlabs, azure_speech");
-    return 0;
-}
-
-/* The provider key: 1..CRYPTO_SECRET_MAX bytes of printable ASCII without
- * spaces. *key borrows the string inside obj. Messages never quote it. */
-static int get_api_key(struct admin_ctx *x, json_t *obj, const char **key, size_t *len,
-                       bool *present)
-{
-    json_t *v = json_object_get(obj, "api_key");
-    *present = v != NULL && !json_is_null(v);
-    if (!*present)
-        return 0;
-    if (!json_is_string(v))
-        return bad_request(x, "api_key must be a string");
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (n == 0 || n > CRYPTO_SECRET_MAX)
-        return bad_request(x, "api_key must be 1 to %d bytes long", CRYPTO_SECRET_MAX);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return bad_request(x, "api_key must be printable ASCII without spaces or line "
-                                  "breaks (check for a stray newline or quote in the pasted key)");
-    *key = s;
-    *len = n;
-    return 0;
-}
-
-/* region: required for azure_speech (an allow-listed short name, since it
- * becomes part of the upstream host name), refused for other providers. */
-static int get_region(struct admin_ctx *x, json_t *obj, enum provider_id p, bool required,
-                      char out[32], bool *present)
-{
-    json_t *v = json_object_get(obj, "region");
-    char err[256];
-    *present = v != NULL && !json_is_null(v);
-    if (p != PROVIDER_AZURE_SPEECH) {
-        if (*present)
-            return bad_request(x, "region is only accepted for azure_speech connections");
-        return 0;
-    }
-    if (!*present) {
-        if (required)
-            return bad_request(x, "region is required for azure_speech connections: the short "
-                                  "region name of the key's Speech resource, e.g. \"eastus\"");
-        return 0;
-    }
-    if (!json_is_string(v))
-        return bad_request(x, "region must be a string such as \"eastus\"");
-    if (config_check_region(json_string_value(v), err, sizeof(err)) == -1)
-        return bad_request(x, "region: %s", err);
-    snprintf(out, 32, "%s", json_string_value(v));
-    return 0;
-}
-
-/* Seals key for c (tenant and id set) and fills key_version and key_hint.
- * The hint is the last 4 characters, fewer for keys shorter than 8 so a
- * short key is never shown whole. */
-static int seal_key(struct admin_ctx *x, struct store_connection *c, const char *key, size_t len)
-{
-    if (crypto_seal(c->tenant_id, c->id, (const unsigned char *)key, len, c->sealed,
-                    &c->sealed_len) == -1)
-        return admin_fail(x, 500, "internal", "could not encrypt the key; see the proxy log");
-    c->key_version = crypto_key_version();
-    size_t h = MIN((size_t)4, len / 2);
-    memcpy(c->key_hint, key + len - h, h);
-    c->key_hint[h] = '\0';
-    return 0;
-}
-
-static int connection_not_found(struct admin_ctx *x)
-{
-    return admin_fail(x, 404, "not_found", "tenant \"%s\" has no connection \"%s\"", x->params[0],
-                      x->params[1]);
-}
-
-static void h_conn_create(struct admin_ctx *x)
-{
-    static const char *const fields[] = {"provider", "name", "api_key", "region"};
-    struct store_tenant t;
-    struct store_connection c = {0};
-    json_t *body = NULL, *resp = NULL;
-    const char *key = NULL;
-    size_t key_len = 0;
-    bool has_name, has_key, has_region;
-    char location[64 + 2 * ID_MAX];
-    struct http_kv loc = {"Location", location};
-    x->secret_body = true;
-    if (read_body(x, true, &body) == -1 ||
-        check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
-        get_slot_provider(x, body, &c.provider) == -1 ||
-        get_text(x, body, "name", c.name, sizeof(c.name), &has_name) == -1 ||
-        get_api_key(x, body, &key, &key_len, &has_key) == -1 ||
-        get_region(x, body, c.provider, true, c.region, &has_region) == -1)
-        goto out;
-    if (!has_name) {
-        bad_request(x, "name is required (a string of 1 to %zu bytes)", sizeof(c.name) - 1);
-        goto out;
-    }
-    if (!has_key) {
-        bad_request(x, "api_key is required (the provider's secret key)");
-        goto out;
-    }
-    if (load_tenant(x, &t) == -1)
-        goto out;
-    if (crypto_new_ulid("c_", c.id, sizeof(c.id)) == -1) {
-        admin_fail(x, 500, "internal", "could not generate an id");
-        goto out;
-    }
-    memcpy(c.tenant_id, t.id, sizeof(c.tenant_id));
-    if (seal_key(x, &c, key, key_len) == -1)
-        goto out;
-    c.created_at_ms = c.updated_at_ms = now_ms();
-    int rc = store_connection_create(x->a->store, &c);
-    if (rc == STORE_ERR_NOT_FOUND) {
-        admin_fail(x, 404, "not_found", "tenant \"%s\" does not exist", t.id);
-        goto out;
-    }
-    if (rc != STORE_OK) {
-        store_fail(x, rc, "connection");
-        goto out;
-    }
-    store_generation_bump();
-    snprintf(location, sizeof(location), "/admin/tenants/%s/connections/%s", t.id, c.id);
-    if ((resp = connection_json(&c)) == NULL)
-        admin_fail(x, 500, "internal", "could not encode connection");
-out:
-    /* Before replying: the reply releases the request body. */
-    wipe_secrets(x, body);
-    json_decref(body);
-    if (resp != NULL)
-        reply_json(x, 201, resp, &loc, 1);
-}
-
-static void conn_list_cb(void *arg, const struct store_connection *c)
-{
-    json_t *v = connection_json(c);
-    if (v != NULL)
-        json_array_append_new(arg, v);
-}
-
-static void h_conn_list(struct admin_ctx *x)
-{
-    struct store_tenant t;
-    if (load_tenant(x, &t) == -1)
-        return;
-    json_t *arr = json_array();
-    int rc = arr ? store_connection_list(x->a->store, t.id, conn_list_cb, arr) : STORE_ERR_INTERNAL;
-    if (rc != STORE_OK) {
-        json_decref(arr);
-        store_fail(x, rc, "connection list");
-        return;
-    }
-    reply_json(x, 200, json_pack("{s:o}", "connections", arr), NULL, 0);
-}
-
-/* Loads the connection named by the path (tenant, cid). Another tenant's
- * connection is NOT_FOUND in the store, so it is a plain 404 here. */
-static int load_connection(struct admin_ctx *x, struct store_connection *c)
-{
-    struct store_tenant t;
-    if (load_tenant(x, &t) == -1)
-        return -1;
-    int rc = store_connection_get(x->a->store, t.id, x->params[1], c);
-    if (rc == STORE_ERR_NOT_FOUND)
-        return connection_not_found(x);
-    if (rc != STORE_OK)
-        return store_fail(x, rc, "connection");
-    /* Belt and braces: never answer with another tenant's record. */
-    if (strcmp(c->tenant_id, t.id) != 0)
-        return connection_not_found(x);
-    return 0;
-}
-
-static void h_conn_get(struct admin_ctx *x)
-{
-    struct store_connection c;
-    if (load_connection(x, &c) == 0)
-        reply_json(x, 200, connection_json(&c), NULL, 0);
-}
-
-/* Rename (name), rotate (api_key: resealed under a fresh IV and the current
- * master key version; takes effect at once, also for pinned sessions), or
- * move an Azure key to another region. */
-static void h_conn_patch(struct admin_ctx *x)
-{
-    static const char *const fields[] = {"name", "api_key", "region"};
-    struct store_connection c;
-    json_t *body = NULL, *resp = NULL;
-    const char *key = NULL;
-    size_t key_len = 0;
-    bool has_name, has_key, has_region;
-    char name[sizeof(c.name)], region[sizeof(c.region)];
-    x->secret_body = true;
-    if (read_body(x, true, &body) == -1)
-        goto out;
-    if (json_object_get(body, "provider") || json_object_get(body, "id")) {
-        bad_request(x, "provider and id cannot be changed: create a new connection instead");
-        goto out;
-    }
-    if (check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1 ||
-        load_connection(x, &c) == -1 ||
-        get_text(x, body, "name", name, sizeof(name), &has_name) == -1 ||
-        get_api_key(x, body, &key, &key_len, &has_key) == -1 ||
-        get_region(x, body, c.provider, false, region, &has_region) == -1)
-        goto out;
-    if (!has_name && !has_key && !has_region) {
-        bad_request(x, "give name, api_key and/or region");
-        goto out;
-    }
-    if (has_name)
-        memcpy(c.name, name, sizeof(name));
-    if (has_region)
-        memcpy(c.region, region, sizeof(region));
-    if (has_key && seal_key(x, &c, key, key_len) == -1)
-        goto out;
-    c.updated_at_ms = now_ms();
-    int rc = store_connection_update(x->a->store, &c);
-    if (rc == STORE_ERR_NOT_FOUND) {
-        connection_not_found(x); /* deleted meanwhile */
-        goto out;
-    }
-    if (rc != STORE_OK) {
-        store_fail(x, rc, "connection");
-        goto out;
-    }
-    store_generation_bump();
-    if ((resp = connection_json(&c)) == NULL)
-        admin_fail(x, 500, "internal", "could not encode connection");
-out:
-    wipe_secrets(x, body);
-    json_decref(body);
-    if (resp != NULL)
-        reply_json(x, 200, resp, NULL, 0);
-}
-
-/* Deleting also clears every BYOK slot that selected it (store); pinned
- * sessions then fall back to platform keys with fallback_reason. */
-static void h_conn_delete(struct admin_ctx *x)
-{
-    struct store_tenant t;
-    if (load_tenant(x, &t) == -1)
-        return;
-    int rc = store_connection_delete(x->a->store, t.id, x->params[1]);
-    if (rc == STORE_ERR_NOT_FOUND) {
-        connection_not_found(x);
-        return;
-    }
-    if (rc != STORE_OK) {
-        store_fail(x, rc, "connection");
-        return;
-    }
-    store_generation_bump();
-    reply_json(x, 200, json_pack("{s:s, s:b}", "id", x->params[1], "deleted", 1), NULL, 0);
-}
-
-/* ---- BYOK settings ------------------------------------------------------- */
-
-static void reply_byok(struct admin_ctx *x, const char *tenant_id)
-{
-    struct store_byok b;
-    int rc = store_byok_get(x->a->store, tenant_id, &b);
-    if (rc != STORE_OK) {
-        store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "byok settings");
-        return;
-    }
-    json_t *body = byok_json(&b);
-    if (body == NULL) {
-        admin_fail(x, 500, "internal", "could not encode byok settings");
-        return;
-    }
-    reply_json(x, 200, body, NULL, 0);
-}
-
-static void h_byok_get(struct admin_ctx *x)
-{
-    struct store_tenant t;
-    if (load_tenant(x, &t) == 0)
-        reply_byok(x, t.id);
-}
-
-/* slots.<name>: a connection id of this tenant for that provider, or null
- * (clears the slot); absent keeps the slot as it is. */
-static int get_slot(struct admin_ctx *x, json_t *slots, const struct store_tenant *t,
-                    enum provider_id p, struct store_byok *b)
-{
-    const char *name = provider_name(p);
-    json_t *v = json_object_get(slots, name);
-    struct store_connection c;
-    if (v == NULL)
-        return 0;
-    if (json_is_null(v)) {
-        b->slots[p][0] = '\0';
-        return 0;
-    }
-    if (!json_is_string(v) || !valid_id(json_string_value(v), json_string_length(v)))
-        return bad_request(x, "slots.%s must be a connection id (\"c_…\") or null", name);
-    const char *id = json_string_value(v);
-    int rc = store_connection_get(x->a->store, t->id, id, &c);
-    /* Whether the id exists for another tenant is not revealed. */
-    if (rc == STORE_ERR_NOT_FOUND || (rc == STORE_OK && strcmp(c.tenant_id, t->id) != 0))
-        return bad_request(x, "slots.%s: \"%s\" is not a connection of tenant \"%s\"", name, id,
-                           t->id);
-    if (rc != STORE_OK)
-        return store_fail(x, rc, "connection");
-    if (c.provider != p)
-        return bad_request(x, "slots.%s: connection \"%s\" belongs to provider %s, not %s", name,
-                           id, provider_name(c.provider), name);
-    memcpy(b->slots[p], c.id, sizeof(b->slots[p]));
-    return 0;
-}
-
-static void h_byok_put(struct admin_ctx *x)
-{
-    static const char *const fields[] = {"enabled", "slots"};
-    static const char *const slot_fields[] = {"openai", "elevenlabs", "azure_speech"};
-    struct store_tenant t;
-    struct store_byok b;
-    json_t *body = NULL, *slots;
-    bool has;
-    if (load_tenant(x, &t) == -1)
-        goto out;
-    if (!t.feature_byok) {
-        admin_fail(x, 403, "forbidden",
-                   "tenant \"%s\"'s plan lacks the byok feature: set features.byok to true "
-                   "(PATCH /admin/tenants/%s) before configuring BYOK",
-                   t.id, t.id);
-        goto out;
-    }
-    if (read_body(x, true, &body) == -1 ||
-        check_fields(x, body, "", fields, ARRAY_SIZE(fields)) == -1)
-        goto out;
-    int rc = store_byok_get(x->a->store, t.id, &b);
-    if (rc != STORE_OK) {
-        store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "byok settings");
-        goto out;
-    }
-    if (get_bool(x, body, "enabled", &b.enabled, &has) == -1)
-        goto out;
-    slots = json_object_get(body, "slots");
-    if (slots != NULL && !json_is_null(slots)) {
-        if (!json_is_object(slots)) {
-            bad_request(x, "slots must be an object {\"openai\": id|null, \"elevenlabs\": "
-                           "id|null, \"azure_speech\": id|null}");
-            goto out;
-        }
-        if (check_fields(x, slots, "slots.", slot_fields, ARRAY_SIZE(slot_fields)) == -1)
-            goto out;
-        for (int p = 0; p <= PROVIDER_AZURE_SPEECH; p++)
-            if (get_slot(x, slots, &t, (enum provider_id)p, &b) == -1)
-                goto out;
-    }
-    b.updated_at_ms = now_ms();
-    rc = store_byok_put(x->a->store, t.id, &b);
-    if (rc == STORE_ERR_NOT_FOUND) {
-        admin_fail(x, 404, "not_found", "tenant \"%s\" does not exist", t.id);
-        goto out;
-    }
-    if (rc != STORE_OK) {
-        store_fail(x, rc, "byok settings");
-        goto out;
-    }
-    store_generation_bump();
-    reply_byok(x, t.id);
-out:
-    json_decref(body);
-}
-
-/* ---- resolution explain -------------------------------------------------- */
-
-/* GET …/resolve?provider=P: what a NEW session of the tenant would get now
- * (a running session keeps its pinned decision). */
-static void h_resolve(struct admin_ctx *x)
-{
-    const struct httpparse_request *h = &x->req->head;
-    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
-    char pname[32] = "";
-    bool seen = false;
-    while (q != NULL && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        const char *ke = eq ? eq : pe;
-        size_t klen = (size_t)(ke - q);
-        const char *val = eq ? eq + 1 : pe;
-        if (klen == 8 && memcmp(q, "provider", 8) == 0) {
-            if (seen) {
-                bad_request(x, "query parameter provider given twice");
-                return;
-            }
-            seen = true;
-            if (query_decode(val, (size_t)(pe - val), pname, sizeof(pname)) == -1)
-                pname[0] = '\0'; /* not a provider: reported below */
-        } else if (klen > 0) {
-            char safe[48];
-            bad_request(x, "unknown query parameter \"%s\" (expected: provider)",
-                        log_safe(q, klen, safe, sizeof(safe)));
-            return;
-        }
-        q = amp ? amp + 1 : end;
-    }
-    enum provider_id p;
-    if (!seen || provider_parse(pname, &p) == -1) {
-        bad_request(x, "query parameter provider must be one of openai, elevenlabs, "
-                       "azure_speech, deepgram, anthropic, cartesia, deepseek");
-        return;
-    }
-    struct store_tenant t, parent;
-    struct store_byok tb, pb;
-    bool has_parent = false;
-    if (load_tenant(x, &t) == -1)
-        return;
-    int rc = STORE_OK;
-    if (t.parent_id[0] != '\0') {
-        rc = store_tenant_get(x->a->store, t.parent_id, &parent);
-        has_parent = rc == STORE_OK;
-        if (rc == STORE_ERR_NOT_FOUND)
-            rc = STORE_OK;
-    }
-    if (rc == STORE_OK)
-        rc = store_byok_get(x->a->store, t.id, &tb);
-    if (rc == STORE_OK && has_parent)
-        rc = store_byok_get(x->a->store, parent.id, &pb);
-    if (rc != STORE_OK) {
-        store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "tenant");
-        return;
-    }
-    struct resolve_inputs in = {&t, has_parent ? &parent : NULL, &tb, has_parent ? &pb : NULL};
-    struct resolve_rule rule;
-    resolve_rule(&in, p, &rule);
-    bool byok = rule.byok;
-    const char *reason = rule.reason;
-    if (byok) {
-        /* The rules selected a connection: it must still exist and open,
-         * as at session start (resolve_session). */
-        struct store_connection c;
-        char pt[CRYPTO_SECRET_MAX + 1];
-        size_t pt_len = 0;
-        rc = store_connection_get(x->a->store, rule.owner_id, rule.connection_id, &c);
-        if (rc == STORE_ERR_NOT_FOUND || (rc == STORE_OK && c.provider != p)) {
-            byok = false;
-            reason = "the selected connection no longer exists: platform key, billed to the "
-                     "wallet";
-        } else if (rc != STORE_OK) {
-            store_fail(x, rc, "connection");
-            return;
-        } else if (crypto_open(c.tenant_id, c.id, c.key_version, c.sealed, c.sealed_len, pt,
-                               &pt_len) == -1) {
-            byok = false;
-            reason = "the selected connection's key cannot be decrypted (sealed under another "
-                     "master key version?): platform key, billed to the wallet";
-        }
-        crypto_wipe(pt, sizeof(pt));
-    }
-    json_t *body =
-        json_pack("{s:s, s:o, s:s, s:o, s:s, s:s, s:s}", "provider", provider_name(p), "slot",
-                  provider_is_slot(p) ? json_string(provider_name(p)) : json_null(), "billed_to",
-                  byok ? "byok" : "wallet", "connection_id",
-                  byok ? json_string(rule.connection_id) : json_null(), "payer_id", rule.payer_id,
-                  "owner_id", rule.owner_id, "reason", reason ? reason : "");
-    reply_json(x, 200, body, NULL, 0);
-}
-
-/* ---- Check Status -------------------------------------------------------- */
-
-static void admin_check_unlink(struct admin_check *ac)
-{
-    struct admin *a = ac->a;
-    if (ac->prev)
-        ac->prev->next = ac->next;
-    else
-        a->checks = ac->next;
-    if (ac->next)
-        ac->next->prev = ac->prev;
-    ac->prev = ac->next = NULL;
-}
-
-/* check_done_cb: every call finished (or timed out); answer the client. */
-static void admin_check_done(json_t *report, void *arg)
-{
-    struct admin_check *ac = arg;
-    struct http_conn *c = ac->c;
-    int status = report ? 200 : 500;
-    admin_check_unlink(ac);
-    log_info("admin %s %s -> %d", ac->method, ac->path_log, status);
-    if (report == NULL)
-        report = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message",
-                           "out of memory while checking");
-    /* ac is gone before the reply: answering may start the connection's
-     * next request right away. */
-    free(ac);
-    http_respond_json(c, status, report, NULL, 0);
-}
-
-/* http_abort_cb: the client left while the calls ran. */
-static void admin_check_abort(struct http_conn *c, void *arg)
-{
-    struct admin_check *ac = arg;
-    (void)c;
-    log_info("admin %s %s: client went away; check cancelled", ac->method, ac->path_log);
-    check_cancel(ac->run);
-    admin_check_unlink(ac);
-    free(ac);
-}
-
-static void h_byok_check(struct admin_ctx *x)
-{
-    struct admin *a = x->a;
-    struct store_tenant t;
-    struct store_byok b;
-    struct check_target targets[CHECK_SLOTS];
-    json_t *body = NULL;
-    memset(targets, 0, sizeof(targets));
-    /* No parameters; an empty body or {} is fine. */
-    if (read_body(x, false, &body) == -1)
-        goto out;
-    if (json_object_size(body) > 0) {
-        bad_request(x, "this endpoint takes no parameters: send no body or {}");
-        goto out;
-    }
-    if (load_tenant(x, &t) == -1)
-        goto out;
-    int rc = store_byok_get(a->store, t.id, &b);
-    if (rc != STORE_OK) {
-        store_fail(x, rc == STORE_ERR_NOT_FOUND ? STORE_ERR_INTERNAL : rc, "byok settings");
-        goto out;
-    }
-    /* The tenant's own settings, whatever the toggle and plan say: the
-     * check answers "do these keys work", not "are they used". */
-    for (int p = 0; p < CHECK_SLOTS; p++) {
-        struct check_target *tg = &targets[p];
-        if (b.slots[p][0] == '\0')
-            continue;
-        memcpy(tg->connection_id, b.slots[p], sizeof(tg->connection_id));
-        rc = store_connection_get(a->store, t.id, b.slots[p], &tg->conn);
-        if (rc == STORE_ERR_NOT_FOUND) {
-            tg->kind = CHECK_TARGET_MISSING;
-        } else if (rc != STORE_OK) {
-            store_fail(x, rc, "connection");
-            goto out;
-        } else {
-            tg->kind = CHECK_TARGET_CONNECTION;
-        }
-    }
-    if (a->pool == NULL && (a->pool = upstream_pool_new(http_conn_base(x->c), a->cfg)) == NULL) {
-        admin_fail(x, 500, "internal", "could not create the upstream pool");
-        goto out;
-    }
-    struct admin_check *ac = calloc(1, sizeof(*ac));
-    if (ac == NULL) {
-        admin_fail(x, 500, "internal", "out of memory");
-        goto out;
-    }
-    ac->a = a;
-    ac->c = x->c;
-    memcpy(ac->method, x->method, sizeof(ac->method));
-    memcpy(ac->path_log, x->path_log, sizeof(ac->path_log));
-    ac->run = check_start(a->pool, http_conn_base(x->c), a->cfg, targets, CHECK_DEADLINE_MS,
-                          admin_check_done, ac);
-    if (ac->run == NULL) {
-        free(ac);
-        admin_fail(x, 500, "internal", "out of memory");
-        goto out;
-    }
-    ac->next = a->checks;
-    if (a->checks)
-        a->checks->prev = ac;
-    a->checks = ac;
-    http_conn_set_callbacks(x->c, admin_check_abort, NULL, ac);
-    /* Answered by admin_check_done, from a later loop turn. */
-    x->responded = true;
-out:
-    json_decref(body);
+        admin_reply_json(
+            x, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason", "store unreachable"),
+            NULL, 0);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -1517,15 +852,15 @@ static const struct admin_route routes[] = {
     {"POST", "/admin/tenants/{}/keys", h_key_create, false},
     {"GET", "/admin/tenants/{}/keys", h_key_list, false},
     {"DELETE", "/admin/tenants/{}/keys/{}", h_key_revoke, false},
-    {"POST", "/admin/tenants/{}/connections", h_conn_create, false},
-    {"GET", "/admin/tenants/{}/connections", h_conn_list, false},
-    {"GET", "/admin/tenants/{}/connections/{}", h_conn_get, false},
-    {"PATCH", "/admin/tenants/{}/connections/{}", h_conn_patch, false},
-    {"DELETE", "/admin/tenants/{}/connections/{}", h_conn_delete, false},
-    {"GET", "/admin/tenants/{}/byok", h_byok_get, false},
-    {"PUT", "/admin/tenants/{}/byok", h_byok_put, false},
-    {"POST", "/admin/tenants/{}/byok/check", h_byok_check, false},
-    {"GET", "/admin/tenants/{}/resolve", h_resolve, false},
+    {"POST", "/admin/tenants/{}/connections", admin_conn_create, false},
+    {"GET", "/admin/tenants/{}/connections", admin_conn_list, false},
+    {"GET", "/admin/tenants/{}/connections/{}", admin_conn_get, false},
+    {"PATCH", "/admin/tenants/{}/connections/{}", admin_conn_patch, false},
+    {"DELETE", "/admin/tenants/{}/connections/{}", admin_conn_delete, false},
+    {"GET", "/admin/tenants/{}/byok", admin_byok_get, false},
+    {"PUT", "/admin/tenants/{}/byok", admin_byok_put, false},
+    {"POST", "/admin/tenants/{}/byok/check", admin_byok_check, false},
+    {"GET", "/admin/tenants/{}/resolve", admin_resolve, false},
     {"GET", "/admin/usage", h_usage, false},
 };
 
@@ -1698,7 +1033,7 @@ void admin_handle(struct http_conn *c, struct http_request *req, void *arg)
         return;
     }
     for (size_t i = 0; i < n_caps; i++) {
-        if (!valid_id(caps[i].p, caps[i].len)) {
+        if (!admin_valid_id(caps[i].p, caps[i].len)) {
             bad_request(&x,
                         "the id in the path must be 1 to %d characters of [A-Za-z0-9._-] "
                         "(percent-encoding is not decoded)",
