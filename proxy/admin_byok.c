@@ -1,12 +1,15 @@
 /* admin_byok.c - the BYOK part of the admin API (DESIGN §6): connections
  * (sealed on write, never returned), BYOK settings, resolution explain and
- * Check Status. Dispatched from admin.c. */
+ * Check Status. Dispatched from admin.c; built on admin_core.c. */
 #include "common.h"
 
-#include "admin_internal.h"
+#include "admin_byok.h"
+#include "admin_core.h"
+#include "check.h"
 #include "config.h"
 #include "crypto.h"
 #include "resolve.h"
+#include "upstream.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,11 +26,7 @@ static void wipe_secrets(struct admin_ctx *x, json_t *body)
     json_t *k = body ? json_object_get(body, "api_key") : NULL;
     if (json_is_string(k))
         crypto_wipe((char *)json_string_value(k), json_string_length(k));
-    struct evbuffer *b = x->req->body;
-    size_t len = b ? evbuffer_get_length(b) : 0;
-    unsigned char *data = len > 0 ? evbuffer_pullup(b, -1) : NULL;
-    if (data != NULL)
-        crypto_wipe(data, len);
+    admin_wipe_body(x->req);
 }
 
 static json_t *connection_json(const struct store_connection *c)
@@ -129,7 +128,7 @@ static int connection_not_found(struct admin_ctx *x)
                       x->params[1]);
 }
 
-void admin_conn_create(struct admin_ctx *x)
+void admin_byok_conn_create(struct admin_ctx *x)
 {
     static const char *const fields[] = {"provider", "name", "api_key", "region"};
     struct store_tenant t;
@@ -194,7 +193,7 @@ static void conn_list_cb(void *arg, const struct store_connection *c)
         json_array_append_new(arg, v);
 }
 
-void admin_conn_list(struct admin_ctx *x)
+void admin_byok_conn_list(struct admin_ctx *x)
 {
     struct store_tenant t;
     if (admin_load_tenant(x, &t) == -1)
@@ -227,7 +226,7 @@ static int load_connection(struct admin_ctx *x, struct store_connection *c)
     return 0;
 }
 
-void admin_conn_get(struct admin_ctx *x)
+void admin_byok_conn_get(struct admin_ctx *x)
 {
     struct store_connection c;
     if (load_connection(x, &c) == 0)
@@ -237,7 +236,7 @@ void admin_conn_get(struct admin_ctx *x)
 /* Rename (name), rotate (api_key: resealed under a fresh IV and the current
  * master key version; takes effect at once, also for pinned sessions), or
  * move an Azure key to another region. */
-void admin_conn_patch(struct admin_ctx *x)
+void admin_byok_conn_patch(struct admin_ctx *x)
 {
     static const char *const fields[] = {"name", "api_key", "region"};
     struct store_connection c;
@@ -291,7 +290,7 @@ out:
 
 /* Deleting also clears every BYOK slot that selected it (store); pinned
  * sessions then fall back to platform keys with fallback_reason. */
-void admin_conn_delete(struct admin_ctx *x)
+void admin_byok_conn_delete(struct admin_ctx *x)
 {
     struct store_tenant t;
     if (admin_load_tenant(x, &t) == -1)
@@ -425,7 +424,7 @@ out:
 
 /* GET …/resolve?provider=P: what a NEW session of the tenant would get now
  * (a running session keeps its pinned decision). */
-void admin_resolve(struct admin_ctx *x)
+void admin_byok_resolve(struct admin_ctx *x)
 {
     const struct httpparse_request *h = &x->req->head;
     const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
@@ -518,7 +517,17 @@ void admin_resolve(struct admin_ctx *x)
 
 /* ---- Check Status -------------------------------------------------------- */
 
-void admin_check_unlink(struct admin_check *ac)
+/* A Check Status request answered later, when its calls finished. */
+struct admin_check {
+    struct admin *a;
+    struct http_conn *c;
+    struct check_run *run;
+    struct admin_check *prev, *next;
+    char method[16];
+    char path_log[160];
+};
+
+static void admin_check_unlink(struct admin_check *ac)
 {
     struct admin *a = ac->a;
     if (ac->prev)
@@ -537,7 +546,7 @@ static void admin_check_done(json_t *report, void *arg)
     struct http_conn *c = ac->c;
     int status = report ? 200 : 500;
     admin_check_unlink(ac);
-    log_info("admin %s %s -> %d", ac->method, ac->path_log, status);
+    admin_log_reply(ac->method, ac->path_log, status);
     if (report == NULL)
         report = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message",
                            "out of memory while checking");
@@ -626,4 +635,14 @@ void admin_byok_check(struct admin_ctx *x)
     x->responded = true;
 out:
     json_decref(body);
+}
+
+void admin_byok_cancel_checks(struct admin *a)
+{
+    while (a->checks != NULL) {
+        struct admin_check *ac = a->checks;
+        check_cancel(ac->run);
+        admin_check_unlink(ac);
+        free(ac);
+    }
 }
