@@ -1,29 +1,76 @@
 #!/usr/bin/env bash
-# run.sh - throughput/latency of byok-proxy against nginx as a plain reverse
-# proxy, both in front of the same nginx mock upstream (DESIGN §9). Not part
-# of ctest. Usage: tests/bench/run.sh [path/to/byok-proxy]
+# run.sh - throughput, latency and CPU per request of byok-proxy against nginx
+# as a plain reverse proxy, both in front of the same nginx mock upstream
+# (DESIGN §9). Not part of ctest.
+# Usage: tests/bench/run.sh [path/to/byok-proxy [path/to/other/byok-proxy]]
+#   With a second binary (or BYOK_PROXY_BIN_B), both are measured in the same
+#   run and the ratios B/A are printed.
 # Env: BENCH_SECONDS (default 10) per measured run, BENCH_WARMUP (default 2),
-#      BENCH_CONNECTIONS (default 64), BENCH_THREADS (default 2),
-#      BYOK_PROXY_BIN (binary, if not given as $1).
+#      BENCH_CONNECTIONS (default 64; a space-separated list such as "1 16 64"
+#      runs every count, one table each), BENCH_THREADS (wrk threads, default 2,
+#      1 when pinned; never more than the connections),
+#      BENCH_PIN=1 (servers on CPU BENCH_SERVER_CPUS, default 0, wrk on CPU
+#      BENCH_WRK_CPUS, default 1, via taskset),
+#      BENCH_WORKERS (byok-proxy and nginx-proxy workers, default 2, 1 when
+#      pinned), BYOK_PROXY_BIN / BYOK_PROXY_BIN_B (binaries, if not given as
+#      $1 / $2).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=${1:-${BYOK_PROXY_BIN:-$ROOT/build/byok-proxy}}
+BIN_A=${1:-${BYOK_PROXY_BIN:-$ROOT/build/byok-proxy}}
+BIN_B=${2:-${BYOK_PROXY_BIN_B:-}}
 SECONDS_RUN=${BENCH_SECONDS:-10}
 WARMUP=${BENCH_WARMUP:-2}
-CONNS=${BENCH_CONNECTIONS:-64}
-THREADS=${BENCH_THREADS:-2}
+CONNS_LIST=${BENCH_CONNECTIONS:-64}
+PIN=${BENCH_PIN:-0}
+if [ "$PIN" = 1 ]; then
+  THREADS=${BENCH_THREADS:-1}
+  WORKERS=${BENCH_WORKERS:-1}
+else
+  THREADS=${BENCH_THREADS:-2}
+  WORKERS=${BENCH_WORKERS:-2}
+fi
+SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
+WRK_CPUS=${BENCH_WRK_CPUS:-1}
 
-for tool in nginx wrk curl node; do
-  command -v "$tool" >/dev/null || { echo "run.sh: '$tool' not found (apt-get install nginx-light wrk curl; node for free ports)" >&2; exit 2; }
+die() { echo "run.sh: $*" >&2; exit 2; }
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+for v in "$SECONDS_RUN" "$WARMUP" "$THREADS" "$WORKERS"; do
+  is_uint "$v" || die "BENCH_SECONDS, BENCH_WARMUP, BENCH_THREADS and BENCH_WORKERS must be whole numbers"
 done
-[ -x "$BIN" ] || { echo "run.sh: byok-proxy binary '$BIN' not found; build it or pass its path" >&2; exit 2; }
+if [ "$SECONDS_RUN" -eq 0 ] || [ "$THREADS" -eq 0 ] || [ "$WORKERS" -eq 0 ]; then
+  die "BENCH_SECONDS, BENCH_THREADS and BENCH_WORKERS must be > 0"
+fi
+read -r -a CONNS <<<"$CONNS_LIST"
+[ "${#CONNS[@]}" -gt 0 ] || die "BENCH_CONNECTIONS is empty"
+for c in "${CONNS[@]}"; do
+  if ! is_uint "$c" || [ "$c" -eq 0 ]; then die "BENCH_CONNECTIONS: '$c' is not a positive count"; fi
+done
+
+for tool in nginx wrk curl node timeout; do
+  command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install nginx-light wrk curl; node for free ports)"
+done
+[ -x "$BIN_A" ] || die "byok-proxy binary '$BIN_A' not found; build it or pass its path"
+[ -z "$BIN_B" ] || [ -x "$BIN_B" ] || die "second byok-proxy binary '$BIN_B' not found"
+SRV_RUN=()
+WRK_RUN=()
+if [ "$PIN" = 1 ]; then
+  command -v taskset >/dev/null || die "BENCH_PIN=1 needs taskset (apt-get install util-linux)"
+  taskset -c "$SERVER_CPUS" true 2>/dev/null || die "cannot pin to CPU(s) '$SERVER_CPUS'"
+  taskset -c "$WRK_CPUS" true 2>/dev/null || die "cannot pin to CPU(s) '$WRK_CPUS'"
+  SRV_RUN=(taskset -c "$SERVER_CPUS")
+  WRK_RUN=(taskset -c "$WRK_CPUS")
+fi
+CLK_TCK=$(getconf CLK_TCK)
 
 TMP=$(mktemp -d /tmp/byok-bench.XXXXXX)
 PIDS=()
+WRK_PID=   # the bounded wrk run in progress, if any
 cleanup() {
   local pid
+  # timeout passes the TERM on to wrk.
+  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
     # Bounded wait for each process we started, then force.
@@ -41,8 +88,8 @@ free_port() {
 
 # Polls until "url" answers (any HTTP status), at most 10 s.
 wait_http() {
-  local url=$1 i
-  for i in $(seq 1 200); do
+  local url=$1
+  for _ in $(seq 1 200); do
     if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
     sleep 0.05
   done
@@ -50,11 +97,52 @@ wait_http() {
   return 1
 }
 
+# Starts a server (pinned to the server CPUs with BENCH_PIN=1) in the
+# background; taskset execs it, so $! is the server's own pid.
+start_server() {
+  "${SRV_RUN[@]+"${SRV_RUN[@]}"}" "$@" &
+  PIDS+=($!)
+  LAST_PID=$!
+}
+
+# bounded_wrk SECONDS OUTFILE WRK-ARGS...: wrk (pinned with BENCH_PIN=1) under
+# timeout, in the background and waited for, so that a signal to this script
+# is handled at once and cleanup stops the run.
+bounded_wrk() {
+  local limit=$1 out=$2 rc=0
+  shift 2
+  timeout "$limit" "${WRK_RUN[@]+"${WRK_RUN[@]}"}" wrk "$@" >"$out" &
+  WRK_PID=$!
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=
+  [ "$rc" = 0 ] || { echo "run.sh: wrk $* failed (exit $rc)" >&2; exit 1; }
+}
+
+# --- CPU accounting from /proc/<pid>/stat --------------------------------
+# A process and its direct children (an nginx master and its workers).
+proc_tree() {
+  local root=$1 f line rest
+  echo "$root"
+  for f in /proc/[0-9]*/stat; do
+    { read -r line <"$f"; } 2>/dev/null || continue
+    rest=${line##*) }            # fields from 3 (state) on; comm may hold spaces
+    set -- $rest
+    [ "${2:-}" = "$root" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
+  done
+  return 0
+}
+# user+system clock ticks (utime+stime, fields 14 and 15: all threads of each
+# process) summed over the given pids.
+cpu_ticks() {
+  local p files=()
+  for p in "$@"; do [ -r "/proc/$p/stat" ] && files+=("/proc/$p/stat"); done
+  [ "${#files[@]}" -gt 0 ] || { echo 0; return; }
+  awk '{ sub(/.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}" 2>/dev/null || echo 0
+}
+
 MOCK_PORT=$(free_port)
 NGX_PORT=$(free_port)
-BYOK_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
-mkdir -p "$TMP/mock" "$TMP/nginx" "$TMP/byok"
+mkdir -p "$TMP/mock" "$TMP/nginx"
 
 REPLY='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},"system_fingerprint":"fp_bench"}'
 
@@ -92,13 +180,13 @@ $(http_common "$TMP/mock")
   }
 }
 CONF
-nginx -p "$TMP/mock" -c "$TMP/mock/nginx.conf" -e "$TMP/mock/error.log" &
-PIDS+=($!)
+start_server nginx -p "$TMP/mock" -c "$TMP/mock/nginx.conf" -e "$TMP/mock/error.log"
+MOCK_PID=$LAST_PID
 
 # --- the reference: nginx as a plain reverse proxy with header injection -
 cat > "$TMP/nginx/nginx.conf" <<CONF
 daemon off;
-worker_processes 2;
+worker_processes $WORKERS;
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log warn;
 events { worker_connections 8192; }
@@ -119,96 +207,225 @@ $(http_common "$TMP/nginx")
   }
 }
 CONF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" &
-PIDS+=($!)
+start_server nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+NGX_PID=$LAST_PID
 
-# --- byok-proxy, 2 workers ------------------------------------------------
-cat > "$TMP/byok/config.json" <<CONF
+wait_http "http://127.0.0.1:$MOCK_PORT/"
+wait_http "http://127.0.0.1:$NGX_PORT/"
+
+# Target tables, keyed by target name: base URL, proxy key for wrk, the pid
+# whose CPU (with its direct children) is the proxy's, label.
+declare -A URL KEY SRVPID LABEL BYOKDIR
+TARGETS=(direct nginx)
+URL[direct]="http://127.0.0.1:$MOCK_PORT"; KEY[direct]=sk-none; SRVPID[direct]=$MOCK_PID
+LABEL[direct]="mock direct"
+URL[nginx]="http://127.0.0.1:$NGX_PORT"; KEY[nginx]=sk-none; SRVPID[nginx]=$NGX_PID
+LABEL[nginx]="nginx reverse proxy"
+
+# --- byok-proxy instances: own dir, ports, store, tenant and key ----------
+# byok_admin TOKEN CURL-ARGS...: one admin API call, bounded.
+byok_admin() {
+  local token=$1
+  shift
+  curl -sS --fail-with-body --max-time 5 -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"
+}
+# start_byok NAME BIN LABEL
+start_byok() {
+  local name=$1 bin=$2 dir="$TMP/$1" port admin_port token key
+  port=$(free_port)
+  admin_port=$(free_port)
+  mkdir -p "$dir"
+  cat > "$dir/config.json" <<CONF
 {
-  "listen": "127.0.0.1:$BYOK_PORT",
-  "admin_listen": "127.0.0.1:$ADMIN_PORT",
-  "workers": 2,
+  "listen": "127.0.0.1:$port",
+  "admin_listen": "127.0.0.1:$admin_port",
+  "workers": $WORKERS,
   "log_level": "warn",
-  "store": {"backend": "sqlite", "path": "$TMP/byok/byok.db"},
-  "usage": {"jsonl_path": "$TMP/byok/usage.jsonl", "spool_dir": "$TMP/byok/spool"},
+  "store": {"backend": "sqlite", "path": "$dir/byok.db"},
+  "usage": {"jsonl_path": "$dir/usage.jsonl", "spool_dir": "$dir/spool"},
   "upstreams": {"openai": "http://127.0.0.1:$MOCK_PORT"},
   "platform_keys": {"openai": {"key_env": "OPENAI_API_KEY"}},
   "pricing": {"openai": {"gpt-4o-mini": {"input_per_1m": 150000, "cached_input_per_1m": 75000, "output_per_1m": 600000}}}
 }
 CONF
-ADMIN_TOKEN="adm-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-BYOK_MASTER_KEY=$(head -c 32 /dev/urandom | base64) BYOK_ADMIN_TOKEN=$ADMIN_TOKEN \
-  OPENAI_API_KEY=sk-bench-platform-key "$BIN" --config "$TMP/byok/config.json" \
-  >"$TMP/byok/stdout.log" 2>"$TMP/byok/stderr.log" &
-PIDS+=($!)
+  token="adm-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  BYOK_MASTER_KEY=$(head -c 32 /dev/urandom | base64) BYOK_ADMIN_TOKEN=$token \
+    OPENAI_API_KEY=sk-bench-platform-key start_server "$bin" --config "$dir/config.json" \
+    >"$dir/stdout.log" 2>"$dir/stderr.log"
+  SRVPID[$name]=$LAST_PID
+  wait_http "http://127.0.0.1:$admin_port/healthz" || { tail -5 "$dir/stderr.log" >&2; exit 1; }
 
-wait_http "http://127.0.0.1:$MOCK_PORT/"
-wait_http "http://127.0.0.1:$NGX_PORT/"
-wait_http "http://127.0.0.1:$ADMIN_PORT/healthz"
-
-admin() {
-  curl -sS --fail-with-body --max-time 5 -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' "$@"
+  byok_admin "$token" -o /dev/null -X POST "http://127.0.0.1:$admin_port/admin/tenants" \
+    -d '{"id":"bench","name":"bench","features":{"byok":false,"agency":false},"parent_id":null,"wallet_deduction":false,"plan_credits_micros":0,"wallet_micros":1000000000000000}'
+  key=$(byok_admin "$token" -X POST "http://127.0.0.1:$admin_port/admin/tenants/bench/keys" -d '{"label":"bench"}' |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).key))')
+  [ -n "$key" ] || { echo "run.sh: no proxy key from $name's admin API" >&2; exit 1; }
+  URL[$name]="http://127.0.0.1:$port"
+  KEY[$name]=$key
+  LABEL[$name]=$3
+  BYOKDIR[$name]=$dir
+  TARGETS+=("$name")
 }
-admin -o /dev/null -X POST "http://127.0.0.1:$ADMIN_PORT/admin/tenants" \
-  -d '{"id":"bench","name":"bench","features":{"byok":false,"agency":false},"parent_id":null,"wallet_deduction":false,"plan_credits_micros":0,"wallet_micros":1000000000000000}'
-BENCH_KEY=$(admin -X POST "http://127.0.0.1:$ADMIN_PORT/admin/tenants/bench/keys" -d '{"label":"bench"}' |
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).key))')
-export BENCH_KEY
+
+BYOK_TARGETS=(byok)
+if [ -n "$BIN_B" ]; then
+  BYOK_TARGETS=(byokA byokB)
+  start_byok byokA "$BIN_A" "byok-proxy A"
+  start_byok byokB "$BIN_B" "byok-proxy B"
+else
+  start_byok byok "$BIN_A" "byok-proxy"
+fi
 
 # One request through each path, so a broken setup fails loudly here.
+declare -A SERVED   # requests each target answered (the check request + every wrk run)
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-for url in "http://127.0.0.1:$MOCK_PORT" "http://127.0.0.1:$NGX_PORT" "http://127.0.0.1:$BYOK_PORT"; do
+for t in "${TARGETS[@]}"; do
   code=$(curl -s -o "$TMP/check.json" -w '%{http_code}' --max-time 5 -X POST -H 'Content-Type: application/json' \
-    -H "Authorization: Bearer $BENCH_KEY" -d "$BODY" "$url/v1/chat/completions")
+    -H "Authorization: Bearer ${KEY[$t]}" -d "$BODY" "${URL[$t]}/v1/chat/completions")
   if [ "$code" != 200 ] || ! grep -q '"usage"' "$TMP/check.json"; then
-    echo "run.sh: $url/v1/chat/completions answered $code: $(head -c 300 "$TMP/check.json")" >&2
+    echo "run.sh: ${URL[$t]}/v1/chat/completions (${LABEL[$t]}) answered $code: $(head -c 300 "$TMP/check.json")" >&2
     exit 1
   fi
+  SERVED[$t]=1
 done
+declare -A CUTOFF   # upper bound of requests in flight when a wrk run stopped
+for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 
-declare -A RPS P50 P99 NON2XX SOCKERR
+field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\\1/" <<<"$2"; }
+
+# run_wrk TARGET CONNECTIONS: warm-up, then the measured run with the CPU of
+# the proxy (process + direct children) and of the mock sampled around it.
+declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US WALL_US
 run_wrk() {
-  local name=$1 url=$2 line
+  local t=$1 c=$2 th=$THREADS out="$TMP/wrk-$1-$2" line srv_pids mock_pids s0 s1 m0 m1 w0 w1
+  [ "$th" -gt "$c" ] && th=$c
   if [ "$WARMUP" -gt 0 ]; then
-    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$HERE/chat.lua" "$url/v1/chat/completions" >/dev/null
+    BENCH_KEY=${KEY[$t]} bounded_wrk $((WARMUP + 30)) "$out.warm" \
+      -t"$th" -c"$c" -d"${WARMUP}s" -s "$HERE/chat.lua" "${URL[$t]}/v1/chat/completions"
+    line=$(grep '^BENCH_RESULT' "$out.warm")
+    SERVED[$t]=$(( SERVED[$t] + $(field requests "$line") ))
+    CUTOFF[$t]=$(( CUTOFF[$t] + c ))
   fi
-  timeout $((SECONDS_RUN + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$HERE/chat.lua" \
-    "$url/v1/chat/completions" >"$TMP/wrk-$name.txt"
-  line=$(grep '^BENCH_RESULT' "$TMP/wrk-$name.txt")
-  RPS[$name]=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$line")
-  P50[$name]=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$line")
-  P99[$name]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")
-  NON2XX[$name]=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
-  SOCKERR[$name]=$(sed -E 's/.*sockerr=([0-9]+).*/\1/' <<<"$line")
-  echo "  $name: done" >&2
+  read -r -a srv_pids <<<"$(proc_tree "${SRVPID[$t]}" | tr '\n' ' ')"
+  read -r -a mock_pids <<<"$(proc_tree "$MOCK_PID" | tr '\n' ' ')"
+  s0=$(cpu_ticks "${srv_pids[@]}"); m0=$(cpu_ticks "${mock_pids[@]}"); w0=$(date +%s%N)
+  BENCH_KEY=${KEY[$t]} bounded_wrk $((SECONDS_RUN + 30)) "$out.txt" \
+    -t"$th" -c"$c" -d"${SECONDS_RUN}s" --latency -s "$HERE/chat.lua" "${URL[$t]}/v1/chat/completions"
+  w1=$(date +%s%N); s1=$(cpu_ticks "${srv_pids[@]}"); m1=$(cpu_ticks "${mock_pids[@]}")
+  line=$(grep '^BENCH_RESULT' "$out.txt")
+  local k="$t,$c"
+  RPS[$k]=$(field rps "$line")
+  P50[$k]=$(field p50_us "$line")
+  P99[$k]=$(field p99_us "$line")
+  REQS[$k]=$(field requests "$line")
+  NON2XX[$k]=$(field non2xx "$line")
+  SOCKERR[$k]=$(field sockerr "$line")
+  CPU_US[$k]=$(( (s1 - s0) * 1000000 / CLK_TCK ))
+  MOCK_US[$k]=$(( (m1 - m0) * 1000000 / CLK_TCK ))
+  WALL_US[$k]=$(( (w1 - w0) / 1000 ))
+  SERVED[$t]=$(( SERVED[$t] + REQS[$k] ))
+  CUTOFF[$t]=$(( CUTOFF[$t] + c ))
+  echo "  $c conns, ${LABEL[$t]}: done" >&2
 }
 
-echo "bench: $CONNS connections, $THREADS wrk threads, ${SECONDS_RUN}s per target (+${WARMUP}s warm-up), $(nproc) cores" >&2
-run_wrk direct "http://127.0.0.1:$MOCK_PORT"
-run_wrk nginx "http://127.0.0.1:$NGX_PORT"
-run_wrk byok "http://127.0.0.1:$BYOK_PORT"
-
 ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
-echo
-printf '%-22s %12s %10s %10s %8s %8s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx sockerr
-for name in direct nginx byok; do
-  label=$name
-  [ "$name" = direct ] && label="mock direct"
-  [ "$name" = nginx ] && label="nginx reverse proxy"
-  [ "$name" = byok ] && label="byok-proxy"
-  printf '%-22s %12s %10s %10s %8s %8s\n' "$label" "${RPS[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" \
-    "${NON2XX[$name]}" "${SOCKERR[$name]}"
+# per_req CPU_US REQUESTS -> µs per request
+per_req() { awk -v u="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", u / n; else printf "-" }'; }
+pct() { awk -v u="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * u / w; else printf "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else printf "-" }'; }
+
+print_table() {
+  local c=$1 t k proxy_us proxy_pct
+  echo
+  echo "== $c connections =="
+  # µ is two bytes: its header cells are one wider for printf.
+  printf '%-20s %10s %8s %8s %14s %7s %13s %8s %8s\n' target 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'cpu %' 'mock µs/req' \
+    non-2xx sockerr
+  for t in "${TARGETS[@]}"; do
+    k="$t,$c"
+    if [ "$t" = direct ]; then
+      proxy_us=-; proxy_pct=-
+    else
+      proxy_us=$(per_req "${CPU_US[$k]}" "${REQS[$k]}"); proxy_pct=$(pct "${CPU_US[$k]}" "${WALL_US[$k]}")
+    fi
+    printf '%-20s %10s %8s %8s %13s %7s %12s %8s %8s\n' "${LABEL[$t]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
+      "$(ms "${P99[$k]}")" "$proxy_us" "$proxy_pct" "$(per_req "${MOCK_US[$k]}" "${REQS[$k]}")" \
+      "${NON2XX[$k]}" "${SOCKERR[$k]}"
+  done
+  echo
+  local n="nginx,$c" d="direct,$c" ncpu bcpu
+  ncpu=$(per_req "${CPU_US[$n]}" "${REQS[$n]}")
+  for t in "${BYOK_TARGETS[@]}"; do
+    k="$t,$c"
+    bcpu=$(per_req "${CPU_US[$k]}" "${REQS[$k]}")
+    printf '%-13s vs nginx: throughput %s (target ≥ 1.0), CPU/req %s (target ≤ 1.0); throughput vs direct %s\n' \
+      "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(ratio "$bcpu" "$ncpu")" "$(ratio "${RPS[$k]}" "${RPS[$d]}")"
+  done
+  printf 'added p99 vs direct: nginx %s ms' "$(awk -v a="${P99[$n]}" -v b="${P99[$d]}" 'BEGIN { printf "%+.3f", (a - b) / 1000 }')"
+  for t in "${BYOK_TARGETS[@]}"; do
+    k="$t,$c"
+    printf ', %s %s ms' "${LABEL[$t]}" "$(awk -v a="${P99[$k]}" -v b="${P99[$d]}" 'BEGIN { printf "%+.3f", (a - b) / 1000 }')"
+  done
+  echo '   (target ≤ 1 ms at 64 connections)'
+  if [ -n "$BIN_B" ]; then
+    local a="byokA,$c" bb="byokB,$c"
+    printf 'B/A: CPU µs/req %s, req/s %s\n' \
+      "$(ratio "$(per_req "${CPU_US[$bb]}" "${REQS[$bb]}")" "$(per_req "${CPU_US[$a]}" "${REQS[$a]}")")" \
+      "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
+  fi
+}
+
+# Counts a byok target's JSONL records once the usage writer has caught up:
+# polls until the count stops moving (at most ~5 s).
+usage_records() {
+  local f="${BYOKDIR[$1]}/usage.jsonl" n prev=-1
+  for _ in $(seq 1 25); do
+    n=0
+    [ -f "$f" ] && n=$(wc -l <"$f")
+    [ "$n" = "$prev" ] && [ "$n" -ge "${SERVED[$1]}" ] && break
+    prev=$n
+    sleep 0.2
+  done
+  echo "$n"
+}
+
+{
+  echo "bench: connections ${CONNS[*]}, $THREADS wrk thread(s) (at most one per connection)," \
+    "${SECONDS_RUN}s per target (+${WARMUP}s warm-up), $(nproc) cores"
+  if [ "$PIN" = 1 ]; then
+    echo "pinned: servers on CPU $SERVER_CPUS, wrk on CPU $WRK_CPUS; $WORKERS proxy worker(s), $WORKERS nginx worker(s), 1 mock worker"
+  else
+    echo "not pinned; $WORKERS proxy worker(s), $WORKERS nginx worker(s), 1 mock worker"
+  fi
+  for t in "${BYOK_TARGETS[@]}"; do
+    if [ "$t" = byokB ]; then echo "${LABEL[$t]}: $BIN_B"; else echo "${LABEL[$t]}: $BIN_A"; fi
+  done
+} >&2
+
+for c in "${CONNS[@]}"; do
+  for t in "${TARGETS[@]}"; do run_wrk "$t" "$c"; done
 done
+
+for c in "${CONNS[@]}"; do print_table "$c"; done
+
 echo
-awk -v b="${RPS[byok]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" \
-  -v bp="${P99[byok]}" -v np="${P99[nginx]}" -v dp="${P99[direct]}" 'BEGIN {
-  printf "throughput byok/nginx : %.2f\n", b / n
-  printf "throughput byok/direct: %.2f\n", b / d
-  printf "added p99 vs direct   : byok %+.3f ms, nginx %+.3f ms\n", (bp - dp) / 1000, (np - dp) / 1000
-}'
-if [ -f "$TMP/byok/usage.jsonl" ]; then
-  echo "byok usage records in JSONL: $(wc -l <"$TMP/byok/usage.jsonl")"
-fi
-if [ "${NON2XX[byok]}" != 0 ] || [ "${SOCKERR[byok]}" != 0 ]; then
-  echo "warning: byok-proxy had non-2xx answers or socket errors (see above)" >&2
-fi
+echo "CPU: user+system from /proc/<pid>/stat over each measured run (${CLK_TCK} Hz ticks): nginx master + workers," \
+  "byok-proxy's process (all threads); 'mock µs/req' is the mock upstream's."
+status=0
+for t in "${BYOK_TARGETS[@]}"; do
+  recs=$(usage_records "$t")
+  # wrk does not count requests still in flight when a run stops; the proxy
+  # may still answer and record them, at most one per connection and run.
+  if [ "$recs" -ge "${SERVED[$t]}" ] && [ "$recs" -le $(( SERVED[$t] + CUTOFF[$t] )) ]; then verdict=ok
+  else verdict=MISMATCH; status=1; fi
+  printf '%s usage records in JSONL: %s for %s requests answered (+ up to %s in flight at wrk stops): %s\n' \
+    "${LABEL[$t]}" "$recs" "${SERVED[$t]}" "${CUTOFF[$t]}" "$verdict"
+done
+for t in "${BYOK_TARGETS[@]}"; do
+  for c in "${CONNS[@]}"; do
+    if [ "${NON2XX[$t,$c]}" != 0 ] || [ "${SOCKERR[$t,$c]}" != 0 ]; then
+      echo "warning: ${LABEL[$t]} had non-2xx answers or socket errors at $c connections (see above)" >&2
+    fi
+  done
+done
+exit "$status"
