@@ -11,7 +11,7 @@
 
 #include "common.h"
 #include "provider.h"
-#include "usage.h"
+#include "usage_record.h"
 
 enum meter_kind {
     METER_NONE = 0,      /* not metered (e.g. GET /v1/models): a record with zero units */

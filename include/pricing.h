@@ -17,7 +17,7 @@
 #define BYOK_PRICING_H
 
 #include "config.h"
-#include "usage.h"
+#include "usage_record.h"
 
 /* Borrowed from cfg; NULL when no entry matches. */
 const struct config_price *pricing_find(const struct config *cfg, enum provider_id p,

@@ -11,7 +11,7 @@
 #include "common.h"
 #include "crypto.h"
 #include "provider.h"
-#include "usage.h"
+#include "usage_record.h"
 
 #include <jansson.h>
 
@@ -149,17 +149,19 @@ typedef int (*store_reseal_fn)(void *arg, const char *tenant_id, const char *id,
                                int *out_version);
 MUST_CHECK int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
 
-/* Inserts the records and charges wallet lines, all in one transaction.
+/* Inserts the records and charges wallet lines, all in one transaction,
+ * by the policy of charge.h (plan credits first, then the wallet, which may
+ * go negative; a payer that no longer exists leaves its records uncharged).
  * Idempotent on record id: a record whose id exists is skipped (counted in
- * *duplicates) and charges nothing; a backend leaves the charged_* fields of
- * a skipped record exactly as passed in (the writer marks them beforehand to
- * tell new records from duplicates). Charging takes min(cost, max(plan,0))
- * from plan credits, the rest from the wallet (which may go negative: a
- * running session is not cut off); the amounts are written into each
- * record's charged_* fields (so the caller can emit the final JSON).
- * On failure nothing of the batch is committed. */
+ * *duplicates), charges nothing, and keeps its charged_* fields exactly as
+ * passed in. Every record written gets what it was charged in charged_*,
+ * and its §5 JSON text, formatted once after charging, is both what the
+ * row stores and what is appended to *lines (when not NULL; borrowed for the
+ * call): one line per record written, in batch order, none for a duplicate,
+ * ready for the JSONL sink. On failure nothing of the batch is committed,
+ * every record is left as passed in and *lines as it was. */
 MUST_CHECK int store_usage_write(struct store *s, struct usage_record *records, size_t n,
-                                 size_t *duplicates);
+                                 size_t *duplicates, struct usage_record_lines *lines);
 /* Newest first. tenant_id/session_id NULL = any. Returns a JSON array of
  * record objects (usage_record_to_json shape); caller owns *out. */
 MUST_CHECK int store_usage_query(struct store *s, const char *tenant_id, const char *session_id,
@@ -181,7 +183,8 @@ struct store_ops {
     int (*key_list)(struct store *s, const char *tenant_id, store_key_cb cb, void *arg);
     int (*key_revoke)(struct store *s, const char *tenant_id, const char *key_id);
     int (*key_get)(struct store *s, const char *key_id, struct store_key *out);
-    int (*usage_write)(struct store *s, struct usage_record *records, size_t n, size_t *duplicates);
+    int (*usage_write)(struct store *s, struct usage_record *records, size_t n, size_t *duplicates,
+                       struct usage_record_lines *lines);
     int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id, int limit,
                        json_t **out);
     int (*connection_create)(struct store *s, const struct store_connection *c);

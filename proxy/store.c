@@ -157,10 +157,11 @@ int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *cou
     return bump_on_ok(s->ops->reseal_all(s, fn, arg, count != NULL ? count : &dummy));
 }
 
-int store_usage_write(struct store *s, struct usage_record *records, size_t n, size_t *duplicates)
+int store_usage_write(struct store *s, struct usage_record *records, size_t n, size_t *duplicates,
+                      struct usage_record_lines *lines)
 {
     size_t dummy;
-    int rc = s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy);
+    int rc = s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy, lines);
     if (rc == STORE_OK) {
         for (size_t i = 0; i < n; i++) {
             if (!records[i].billed_byok &&

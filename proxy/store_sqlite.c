@@ -1,8 +1,10 @@
 /* store_sqlite.c - the embedded SQLite store backend: one connection per
  * handle (per thread), WAL, versioned schema migrations, cached prepared
- * statements, and the charging transaction for usage batches. */
+ * statements, and the usage batch transaction: records inserted and their
+ * payers charged by the policy of charge.h. */
 #include "common.h"
 #include "store.h"
+#include "charge.h"
 
 #include <sqlite3.h>
 
@@ -105,7 +107,7 @@ enum stmt_id {
     ST_KEY_GET,
     ST_USAGE_INSERT,
     ST_PAYER_GET,
-    ST_PAYER_CHARGE,
+    ST_PAYER_SET,
     ST_USAGE_Q_ALL,
     ST_USAGE_Q_TENANT,
     ST_USAGE_Q_SESSION,
@@ -175,8 +177,10 @@ static const char *const stmt_sql[ST__COUNT] = {
                         " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
                         " ON CONFLICT (id) DO NOTHING",
     [ST_PAYER_GET] = "SELECT plan_credits_micros, wallet_micros FROM tenants WHERE id = ?1",
-    [ST_PAYER_CHARGE] = "UPDATE tenants SET plan_credits_micros = plan_credits_micros - ?2,"
-                        " wallet_micros = wallet_micros - ?3 WHERE id = ?1",
+    /* Balances computed by charge_apply() from what ST_PAYER_GET read in the
+     * same transaction. */
+    [ST_PAYER_SET] =
+        "UPDATE tenants SET plan_credits_micros = ?2, wallet_micros = ?3 WHERE id = ?1",
     [ST_USAGE_Q_ALL] = "SELECT record FROM usage" USAGE_ORDER,
     [ST_USAGE_Q_TENANT] = "SELECT record FROM usage WHERE tenant_id = ?1" USAGE_ORDER,
     [ST_USAGE_Q_SESSION] = "SELECT record FROM usage WHERE session_id = ?2" USAGE_ORDER,
@@ -229,9 +233,8 @@ static const char *const stmt_sql[ST__COUNT] = {
 struct sqlite_store {
     struct store base;
     sqlite3 *db;
-    sqlite3_stmt *stmts[ST__COUNT]; /* prepared on first use, reused after reset */
-    char *text;                     /* a usage record's JSON text, reused */
-    size_t text_cap;
+    sqlite3_stmt *stmts[ST__COUNT];    /* prepared on first use, reused after reset */
+    struct usage_record_lines scratch; /* record texts when the caller wants no lines */
 };
 
 static struct sqlite_store *to_sq(struct store *s)
@@ -339,7 +342,7 @@ static void sq_close(struct store *s)
     for (size_t i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(sq->stmts[i]);
     sqlite3_close_v2(sq->db);
-    free(sq->text);
+    usage_record_lines_free(&sq->scratch);
     free(sq);
 }
 
@@ -616,15 +619,15 @@ static int sq_key_get(struct store *s, const char *key_id, struct store_key *out
 }
 
 /* One payer's balances while a usage batch is charged: read once, charged
- * in memory in record order, and written back with one UPDATE before the
- * COMMIT. Exact because BEGIN IMMEDIATE holds the write lock: nobody else
- * changes the row in between. */
+ * in memory in record order by the policy of charge.h, and written back
+ * with one UPDATE before the COMMIT. Exact because BEGIN IMMEDIATE holds
+ * the write lock: nobody else changes the row in between. */
 struct payer {
     const char *id; /* borrowed from the batch; NULL = free slot */
     bool loaded;
-    bool missing;                     /* no such tenant: its records go uncharged */
-    int64_t plan;                     /* plan credits after the charges so far */
-    int64_t plan_taken, wallet_taken; /* charged but not yet written back */
+    bool missing; /* no such tenant: its records go uncharged */
+    bool dirty;   /* bal was charged: write it back */
+    struct charge_balance bal;
 };
 
 /* Open-addressing table of the batch's payers, sized for no resizing. */
@@ -656,8 +659,10 @@ static MUST_CHECK int payer_load(struct sqlite_store *sq, struct payer *p)
         return -1;
     sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        p->plan = sqlite3_column_int64(st, 0);
+    if (rc == SQLITE_ROW) {
+        p->bal.plan_credits_micros = sqlite3_column_int64(st, 0);
+        p->bal.wallet_micros = sqlite3_column_int64(st, 1);
+    }
     stmt_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return -1;
@@ -666,59 +671,41 @@ static MUST_CHECK int payer_load(struct sqlite_store *sq, struct payer *p)
     return 0;
 }
 
-/* Writes what was taken from the payer so far. */
+/* Writes the payer's balances back when the batch charged it. */
 static MUST_CHECK int payer_flush(struct sqlite_store *sq, struct payer *p)
 {
-    if (p->missing || (p->plan_taken == 0 && p->wallet_taken == 0))
+    if (!p->dirty)
         return 0;
-    sqlite3_stmt *st = stmt(sq, ST_PAYER_CHARGE);
+    sqlite3_stmt *st = stmt(sq, ST_PAYER_SET);
     if (st == NULL)
         return -1;
     sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, p->plan_taken);
-    sqlite3_bind_int64(st, 3, p->wallet_taken);
+    sqlite3_bind_int64(st, 2, p->bal.plan_credits_micros);
+    sqlite3_bind_int64(st, 3, p->bal.wallet_micros);
     int rc = sqlite3_step(st);
     stmt_done(st);
     if (rc != SQLITE_DONE)
         return -1;
-    p->plan_taken = p->wallet_taken = 0;
+    p->dirty = false;
     return 0;
 }
 
-/* Fills the record's charged_* from its payer's balance (p NULL: nothing to
- * charge) and takes the amounts from it in memory. */
-static void charge(struct payer *p, struct usage_record *r)
-{
-    r->charged_plan_credits_micros = 0;
-    r->charged_wallet_micros = 0;
-    if (p == NULL || p->missing)
-        return;
-    int64_t from_plan = MIN(r->cost_micros, MAX(p->plan, 0));
-    int64_t from_wallet = r->cost_micros - from_plan;
-    p->plan -= from_plan;
-    p->plan_taken += from_plan; /* bounded by the plan balance read */
-    p->wallet_taken += from_wallet;
-    r->charged_plan_credits_micros = from_plan;
-    r->charged_wallet_micros = from_wallet;
-}
-
-/* Inserts the record unless its id exists; *inserted says which. The JSON
- * text is formatted here, after charging, because it carries charged_*. */
+/* Inserts the record unless its id exists; *inserted says which. Its JSON
+ * text (it carries charged_*, so it is formatted after charging) is
+ * appended to lines as the stored row's text and, when inserted, kept
+ * there as its JSONL line; a duplicate's or a failure's is taken back. */
 static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_record *r,
-                                    bool *inserted)
+                                    struct usage_record_lines *lines, bool *inserted)
 {
-    int len;
-    while ((len = usage_record_format(r, sq->text, sq->text_cap)) == -1) {
-        size_t cap = sq->text_cap != 0 ? sq->text_cap * 2 : 4096;
-        char *grown = cap <= (1u << 20) ? realloc(sq->text, cap) : NULL;
-        if (grown == NULL)
-            return -1;
-        sq->text = grown;
-        sq->text_cap = cap;
+    size_t start = lines->len;
+    int len = usage_record_lines_add(lines, r);
+    if (len == -1) {
+        log_error("store(sqlite): out of memory formatting usage record %s", r->id);
+        return -1;
     }
     sqlite3_stmt *st = stmt(sq, ST_USAGE_INSERT);
     if (st == NULL)
-        return -1;
+        goto failed;
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, r->ts_ms);
     sqlite3_bind_text(st, 3, r->tenant_id, -1, SQLITE_STATIC);
@@ -732,23 +719,27 @@ static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_
     sqlite3_bind_int64(st, 10, r->cost_micros);
     sqlite3_bind_int64(st, 11, r->charged_plan_credits_micros);
     sqlite3_bind_int64(st, 12, r->charged_wallet_micros);
-    sqlite3_bind_text(st, 13, sq->text, len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, lines->data + start, len, SQLITE_STATIC);
     int step = sqlite3_step(st);
     stmt_done(st);
     if (step != SQLITE_DONE)
-        return -1;
+        goto failed;
     *inserted = sqlite3_changes(sq->db) == 1;
+    if (!*inserted)
+        lines->len = start;
     return 0;
+failed:
+    lines->len = start;
+    return -1;
 }
 
-/* One statement per record: each record is charged tentatively, inserted
- * with ON CONFLICT DO NOTHING, and the charge undone when nothing was
- * inserted (a duplicate), which leaves the balances exactly as if it had
- * been skipped beforehand. Duplicates keep their charged_* fields as passed
- * in, which lets the writer tell them apart; on failure every record is
- * restored. */
+/* One statement per record: each record is charged tentatively (charged_*
+ * must be in its text), inserted with ON CONFLICT DO NOTHING, and the
+ * charge kept only when it was inserted, which leaves the balances exactly
+ * as if a duplicate had been skipped beforehand. Duplicates get their
+ * charged_* back as passed in; on failure every record is restored. */
 static int sq_usage_write(struct store *s, struct usage_record *records, size_t n,
-                          size_t *duplicates)
+                          size_t *duplicates, struct usage_record_lines *lines)
 {
     struct sqlite_store *sq = to_sq(s);
     struct payer_table payers = {0};
@@ -757,6 +748,9 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
     *duplicates = 0;
     if (n == 0)
         return STORE_OK;
+    /* A caller that wants no lines still needs each row's text. */
+    struct usage_record_lines *out = lines != NULL ? lines : &sq->scratch;
+    size_t out_start = out->len;
     size_t slots = 16;
     while (slots < 2 * n)
         slots *= 2;
@@ -780,34 +774,33 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
     for (size_t i = 0; i < n; i++) {
         struct usage_record *r = &records[i];
         struct payer *p = NULL;
-        if (!r->billed_byok && r->cost_micros > 0) {
+        if (charge_needed(r->billed_byok, r->cost_micros)) {
             p = payer_slot(&payers, r->payer_id);
             if (!p->loaded && payer_load(sq, p) == -1) {
                 (void)fail(sq, "usage payer read");
                 goto failed;
             }
-            /* Write back early rather than overflow the running sum. */
-            int64_t sum;
-            if (__builtin_add_overflow(p->wallet_taken, r->cost_micros, &sum) &&
-                payer_flush(sq, p) == -1) {
-                (void)fail(sq, "usage charge");
-                goto failed;
-            }
         }
-        struct payer before = p != NULL ? *p : (struct payer){0};
-        charge(p, r);
+        struct charge c;
+        enum charge_result res = charge_apply(r->billed_byok, r->cost_micros,
+                                              p != NULL && !p->missing ? &p->bal : NULL, &c);
+        r->charged_plan_credits_micros = c.plan_credits_micros;
+        r->charged_wallet_micros = c.wallet_micros;
         bool inserted;
-        if (insert_record(sq, r, &inserted) == -1) {
+        if (lines == NULL)
+            out->len = 0;
+        if (insert_record(sq, r, out, &inserted) == -1) {
             (void)fail(sq, "usage write");
             goto failed;
         }
         if (!inserted) {
             dups++;
-            if (p != NULL)
-                *p = before;
             r->charged_plan_credits_micros = saved[2 * i];
             r->charged_wallet_micros = saved[2 * i + 1];
-        } else if (p != NULL && p->missing) {
+        } else if (res == CHARGE_APPLIED) {
+            p->bal = c.after;
+            p->dirty = true;
+        } else if (res == CHARGE_PAYER_MISSING) {
             char safe[ID_MAX];
             log_warn("usage %s: payer %s no longer exists, recorded uncharged", r->id,
                      log_safe(r->payer_id, strlen(r->payer_id), safe, sizeof(safe)));
@@ -833,6 +826,7 @@ failed:
         records[j].charged_plan_credits_micros = saved[2 * j];
         records[j].charged_wallet_micros = saved[2 * j + 1];
     }
+    out->len = out_start;
     free(saved);
     free(payers.slots);
     return STORE_ERR_INTERNAL;

@@ -312,7 +312,7 @@ static void test_usage_idempotent(void **state)
 
     struct usage_record r = record("u1", "t1", "t1", 1000, 30, false);
     size_t dups = 99;
-    assert_int_equal(store_usage_write(f->s, &r, 1, &dups), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r, 1, &dups, NULL), STORE_OK);
     assert_int_equal(dups, 0);
     assert_int_equal(r.charged_plan_credits_micros, 30);
     assert_int_equal(r.charged_wallet_micros, 0);
@@ -322,7 +322,7 @@ static void test_usage_idempotent(void **state)
     struct usage_record again[3] = {record("u1", "t1", "t1", 1000, 30, false),
                                     record("u2", "t1", "t1", 1000, 5, false),
                                     record("u2", "t1", "t1", 1000, 5, false)};
-    assert_int_equal(store_usage_write(f->s, again, 3, &dups), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, again, 3, &dups, NULL), STORE_OK);
     assert_int_equal(dups, 2);
     balances(f->s, "t1", 65, 1000);
 
@@ -340,14 +340,14 @@ static void test_usage_charging(void **state)
 
     /* Plan credits first, the rest from the wallet. */
     struct usage_record r1 = record("u1", "t1", "t1", 1000, 80, false);
-    assert_int_equal(store_usage_write(f->s, &r1, 1, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r1, 1, NULL, NULL), STORE_OK);
     assert_int_equal(r1.charged_plan_credits_micros, 50);
     assert_int_equal(r1.charged_wallet_micros, 30);
     balances(f->s, "t1", 0, 70);
 
     /* The wallet may go negative: a running session is not cut off. */
     struct usage_record r2 = record("u2", "t1", "t1", 1001, 100, false);
-    assert_int_equal(store_usage_write(f->s, &r2, 1, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r2, 1, NULL, NULL), STORE_OK);
     assert_int_equal(r2.charged_plan_credits_micros, 0);
     assert_int_equal(r2.charged_wallet_micros, 100);
     balances(f->s, "t1", 0, -30);
@@ -356,7 +356,7 @@ static void test_usage_charging(void **state)
     struct store_tenant out;
     assert_int_equal(store_tenant_topup(f->s, "t1", 0, -10, &out), STORE_OK);
     struct usage_record r3 = record("u3", "t1", "t1", 1002, 7, false);
-    assert_int_equal(store_usage_write(f->s, &r3, 1, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r3, 1, NULL, NULL), STORE_OK);
     assert_int_equal(r3.charged_plan_credits_micros, 0);
     assert_int_equal(r3.charged_wallet_micros, 7);
     balances(f->s, "t1", -10, -37);
@@ -365,7 +365,7 @@ static void test_usage_charging(void **state)
     struct usage_record b[2] = {record("u4", "t1", "t1", 1003, 500, true),
                                 record("u5", "t1", "t1", 1004, 0, false)};
     b[0].charged_wallet_micros = 123; /* overwritten with what was charged */
-    assert_int_equal(store_usage_write(f->s, b, 2, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, b, 2, NULL, NULL), STORE_OK);
     assert_int_equal(b[0].charged_plan_credits_micros, 0);
     assert_int_equal(b[0].charged_wallet_micros, 0);
     balances(f->s, "t1", -10, -37);
@@ -392,7 +392,7 @@ static void test_usage_subaccount_payer(void **state)
     assert_int_equal(store_tenant_create(f->s, &a), STORE_OK);
     assert_int_equal(store_tenant_create(f->s, &s1), STORE_OK);
     struct usage_record r = record("u1", "sub", "agency", 1000, 40, false);
-    assert_int_equal(store_usage_write(f->s, &r, 1, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL, NULL), STORE_OK);
     balances(f->s, "agency", 0, 960);
     balances(f->s, "sub", 0, 0);
 }
@@ -403,7 +403,7 @@ static void test_usage_missing_payer(void **state)
     struct usage_record r = record("u1", "gone", "gone", 1000, 40, false);
     r.charged_wallet_micros = 77;
     size_t dups = 9;
-    assert_int_equal(store_usage_write(f->s, &r, 1, &dups), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r, 1, &dups, NULL), STORE_OK);
     assert_int_equal(dups, 0);
     assert_int_equal(r.charged_plan_credits_micros, 0);
     assert_int_equal(r.charged_wallet_micros, 0);
@@ -433,7 +433,7 @@ static void test_usage_batch_atomic(void **state)
                                 record("ok2", "t1", "t1", 1002, 10, false)};
     b[0].charged_wallet_micros = -1;
     size_t dups;
-    assert_int_equal(store_usage_write(f->s, b, 3, &dups), STORE_ERR_INTERNAL);
+    assert_int_equal(store_usage_write(f->s, b, 3, &dups, NULL), STORE_ERR_INTERNAL);
     balances(f->s, "t1", 0, 1000);
     json_t *arr = NULL;
     assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
@@ -444,8 +444,115 @@ static void test_usage_batch_atomic(void **state)
     /* The handle still works afterwards. */
     assert_int_equal(sqlite3_exec(db, "DROP TRIGGER no_bad", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    assert_int_equal(store_usage_write(f->s, b, 3, &dups), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, b, 3, &dups, NULL), STORE_OK);
     balances(f->s, "t1", 0, 970);
+}
+
+/* The stored row's text of a record, read straight from the file. */
+static char *row_text(const char *path, const char *id)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT record FROM usage WHERE id = ?1", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *text = strdup((const char *)sqlite3_column_text(st, 0));
+    assert_non_null(text);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return text;
+}
+
+/* The i-th line of b from byte off (NUL-terminated copy); NULL past the end. */
+static char *nth_line(const struct usage_record_lines *b, size_t off, size_t i)
+{
+    const char *p = b->data + off, *end = b->data + b->len;
+    for (;;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (p == end || nl == NULL)
+            return NULL;
+        if (i-- == 0)
+            return strndup(p, (size_t)(nl - p));
+        p = nl + 1;
+    }
+}
+
+/* The text a write gives back is the stored row's text, formatted after
+ * charging: one line per record written, none for a duplicate, appended
+ * after what the buffer held; a failed write leaves the buffer alone. */
+static void test_usage_lines(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 10, 100);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+
+    struct usage_record_lines lines = {0};
+    const char prefix[] = "kept\n";
+    lines.data = malloc(sizeof(prefix));
+    assert_non_null(lines.data);
+    memcpy(lines.data, prefix, sizeof(prefix) - 1);
+    lines.len = lines.cap = sizeof(prefix) - 1;
+
+    struct usage_record b[3] = {record("u1", "t1", "t1", 1000, 30, false),
+                                record("u2", "t1", "t1", 1001, 500, true),
+                                record("u1", "t1", "t1", 1000, 30, false)};
+    size_t dups;
+    assert_int_equal(store_usage_write(f->s, b, 3, &dups, &lines), STORE_OK);
+    assert_int_equal(dups, 1);
+    assert_memory_equal(lines.data, prefix, sizeof(prefix) - 1);
+    const char *ids[] = {"u1", "u2"};
+    for (size_t i = 0; i < 2; i++) {
+        char *line = nth_line(&lines, sizeof(prefix) - 1, i);
+        assert_non_null(line);
+        char *row = row_text(f->path, ids[i]);
+        assert_string_equal(line, row);
+        /* The record's final form, charged_* included. */
+        char want[8192];
+        assert_true(usage_record_format(&b[i], want, sizeof(want)) > 0);
+        assert_string_equal(line, want);
+        free(row);
+        free(line);
+    }
+    assert_null(nth_line(&lines, sizeof(prefix) - 1, 2));
+    char *u1 = nth_line(&lines, sizeof(prefix) - 1, 0);
+    assert_non_null(strstr(u1, "\"charged\":{\"plan_credits_micros\":10,\"wallet_micros\":20}"));
+    free(u1);
+
+    /* Stored ids are duplicates on the next write: no line for them. */
+    size_t before = lines.len;
+    struct usage_record again[2] = {record("u1", "t1", "t1", 1000, 30, false),
+                                    record("u3", "t1", "t1", 1002, 5, false)};
+    assert_int_equal(store_usage_write(f->s, again, 2, &dups, &lines), STORE_OK);
+    assert_int_equal(dups, 1);
+    char *u3 = nth_line(&lines, before, 0);
+    assert_non_null(u3);
+    char *row = row_text(f->path, "u3");
+    assert_string_equal(u3, row);
+    free(row);
+    free(u3);
+    assert_null(nth_line(&lines, before, 1));
+    balances(f->s, "t1", 0, 75);
+
+    /* A failed batch gives nothing back. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER no_bad BEFORE INSERT ON usage WHEN NEW.id = 'bad'"
+                                  " BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    before = lines.len;
+    struct usage_record bad[2] = {record("u4", "t1", "t1", 1003, 5, false),
+                                  record("bad", "t1", "t1", 1004, 5, false)};
+    assert_int_equal(store_usage_write(f->s, bad, 2, &dups, &lines), STORE_ERR_INTERNAL);
+    assert_int_equal(lines.len, before);
+    balances(f->s, "t1", 0, 75);
+    usage_record_lines_free(&lines);
+    assert_null(lines.data);
+    assert_int_equal(lines.len, 0);
 }
 
 /* Reference for charging: the per-record algorithm, one payer read per
@@ -532,7 +639,7 @@ static void test_usage_batch_many_payers(void **state)
             p->wallet -= cost - from_plan;
         }
         size_t dups = 0;
-        assert_int_equal(store_usage_write(f->s, b, N, &dups), STORE_OK);
+        assert_int_equal(store_usage_write(f->s, b, N, &dups, NULL), STORE_OK);
         assert_int_equal(dups, want_dups);
         for (size_t i = 0; i < N; i++) {
             assert_int_equal(b[i].charged_plan_credits_micros, want_plan[i]);
@@ -575,7 +682,7 @@ static void test_usage_charge_overflow(void **state)
     const int64_t half = INT64_MAX / 2 + 1; /* two of them are 2^63 */
     struct usage_record b[2] = {record("u1", "t1", "t1", 1000, half, false),
                                 record("u2", "t1", "t1", 1001, half, false)};
-    assert_int_equal(store_usage_write(f->s, b, 2, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, b, 2, NULL, NULL), STORE_OK);
     assert_int_equal(b[1].charged_wallet_micros, half);
     balances(f->s, "t1", 0, INT64_MIN);
 }
@@ -596,7 +703,7 @@ static void test_usage_query(void **state)
     snprintf(b[0].session_id, sizeof(b[0].session_id), "s1");
     snprintf(b[2].session_id, sizeof(b[2].session_id), "s1");
     snprintf(b[3].session_id, sizeof(b[3].session_id), "s1");
-    assert_int_equal(store_usage_write(f->s, b, 5, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, b, 5, NULL, NULL), STORE_OK);
 
     json_t *arr = NULL;
     assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
@@ -654,7 +761,7 @@ static void test_reopen(void **state)
     struct store_tenant t = tenant("t1", "", 5, 6);
     assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
     struct usage_record r = record("u1", "t1", "t1", 1000, 1, false);
-    assert_int_equal(store_usage_write(f->s, &r, 1, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL, NULL), STORE_OK);
     store_close(f->s);
     f->s = NULL;
 
@@ -1197,7 +1304,7 @@ static void *writer_thread(void *p)
             recs[i] = record(id, "payer", "payer", 1000 + b, 1, false);
         }
         size_t dups;
-        if (store_usage_write(s, recs, THREAD_BATCH, &dups) != STORE_OK || dups != 0)
+        if (store_usage_write(s, recs, THREAD_BATCH, &dups, NULL) != STORE_OK || dups != 0)
             a->rc = -1;
     }
     store_close(s);
@@ -1297,6 +1404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usage_subaccount_payer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_missing_payer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_batch_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_batch_many_payers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_charge_overflow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_query, setup, teardown),

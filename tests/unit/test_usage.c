@@ -4,6 +4,7 @@
 #include "config.h"
 #include "store.h"
 #include "usage.h"
+#include "usage_record.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -825,7 +826,7 @@ static void test_writer_replay_idempotent(void **state)
     struct fixture *f = *state;
     struct usage_record recs[3] = {wallet_record("d-1"), wallet_record("d-2"),
                                    wallet_record("d-3")};
-    assert_int_equal(store_usage_write(f->s, recs, 2, NULL), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, recs, 2, NULL, NULL), STORE_OK);
     assert_int_equal(payer_wallet(f), 1000000 - 2);
 
     assert_int_equal(mkdir(f->spool_dir, 0700), 0);
@@ -949,6 +950,54 @@ static void test_writer_thread_name(void **state)
     assert_true(found);
 }
 
+/* Each JSONL line is the very text the store row holds (formatted once,
+ * after charging), and a duplicate gets neither a charge nor a line. */
+static void test_writer_jsonl_is_stored_text(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    struct usage_record recs[3] = {wallet_record("same-1"), wallet_record("same-2"),
+                                   wallet_record("same-1")};
+    for (size_t i = 0; i < 3; i++) {
+        usage_submit(&recs[i]);
+        usage_writer_sync(); /* the duplicate in a batch of its own */
+    }
+    usage_writer_stop();
+    assert_int_equal(db_count(f), 2);
+    assert_int_equal(payer_wallet(f), 1000000 - 2);
+
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->store_path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT record FROM usage WHERE id = ?1", -1, &st, NULL), SQLITE_OK);
+    FILE *fp = fopen(f->jsonl_path, "r");
+    assert_non_null(fp);
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, fp)) != -1) {
+        assert_true(len > 1 && line[len - 1] == '\n');
+        line[len - 1] = '\0';
+        const char *want_id = n == 0 ? "same-1" : "same-2";
+        char id_member[64];
+        snprintf(id_member, sizeof(id_member), "{\"id\":\"%s\",", want_id);
+        assert_true(strncmp(line, id_member, strlen(id_member)) == 0);
+        sqlite3_bind_text(st, 1, want_id, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal(line, (const char *)sqlite3_column_text(st, 0));
+        sqlite3_reset(st);
+        assert_non_null(
+            strstr(line, "\"charged\":{\"plan_credits_micros\":0,\"wallet_micros\":1}"));
+        n++;
+    }
+    assert_int_equal(n, 2);
+    free(line);
+    fclose(fp);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void test_writer_start_fails(void **state)
 {
     struct fixture *f = *state;
@@ -982,6 +1031,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_replay_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_is_stored_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_start_fails, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
