@@ -1,6 +1,8 @@
-/* httpparse.h - strict HTTP/1.1 request parsing (RFC 9112 as HAProxy and
- * Envoy apply it, DESIGN §4c). Pure functions over byte buffers: no I/O, no
- * allocation, fuzzable.
+/* httpparse.h - strict HTTP/1.1 head parsing (RFC 9112 as HAProxy and
+ * Envoy apply it, DESIGN §4c): the request heads clients send, the response
+ * heads upstreams send back (the WebSocket handshake reply), and the one
+ * RFC 9110 token class every module checks names against. Pure functions over
+ * byte buffers: no I/O, no allocation, fuzzable.
  *
  * Rejected with 400 (the caller answers and closes, nothing goes upstream):
  * Content-Length together with Transfer-Encoding; a Transfer-Encoding other
@@ -19,9 +21,12 @@
 
 #define HTTPPARSE_MAX_HEADERS 128 /* hard cap; limits.max_headers may be lower */
 
+/* A limit of 0 means the default (8 KiB request line, 32 KiB head,
+ * HTTPPARSE_MAX_HEADERS fields). */
 struct httpparse_limits {
-    size_t max_request_line;
-    size_t max_header_bytes; /* whole head incl. request line and final CRLF */
+    size_t max_request_line; /* requests only: a response's status line is
+                                bounded by max_header_bytes */
+    size_t max_header_bytes; /* whole head incl. the first line and final CRLF */
     size_t max_headers;
 };
 
@@ -70,6 +75,44 @@ MUST_CHECK enum httpparse_status httpparse_request(const char *buf, size_t len,
                                                    const struct httpparse_limits *limits,
                                                    struct httpparse_request *req, int *http_status,
                                                    const char **why);
+
+/* Response heads (RFC 9112 §4), as strict as requests: "HTTP/1.0" or
+ * "HTTP/1.1", one SP, three digits (100-999), then nothing or SP and a reason
+ * phrase (HTAB, SP, VCHAR, obs-text); field names are tokens ('_' allowed:
+ * nothing maps a response's names to variables) followed directly by ':';
+ * values without control bytes. CRLF line ends only: a bare LF, a CR without
+ * LF, obs-fold and leading empty lines are errors. Nothing is derived from
+ * the fields: the caller walks headers[] (several fields may carry one list,
+ * e.g. Connection) with httpparse_list_has. */
+struct httpparse_response {
+    int version_minor;  /* 0 or 1 */
+    int status;         /* 100..999 */
+    const char *reason; /* points into the parsed buffer; may be empty */
+    size_t reason_len;
+    struct httpparse_header headers[HTTPPARSE_MAX_HEADERS];
+    size_t n_headers;
+    size_t head_len; /* bytes of the head incl. the empty line */
+};
+
+/* Parses one response head from buf[0..len) (bytes after the head, e.g. the
+ * first WebSocket frames, are not looked at). Uses limits->max_header_bytes
+ * and max_headers (limits may be NULL: defaults). Pointers in resp point into
+ * buf and stay valid as long as buf does. INCOMPLETE only while the head can
+ * still end within the limits. On HTTPPARSE_ERROR, *code (may be NULL) is 431
+ * when the head is larger than the limit or has more fields than the limit,
+ * else 400 (malformed), and *why (may be NULL) a static reason that never
+ * quotes the input. */
+MUST_CHECK enum httpparse_status httpparse_response(const char *buf, size_t len,
+                                                    const struct httpparse_limits *limits,
+                                                    struct httpparse_response *resp, int *code,
+                                                    const char **why);
+
+/* True if c is an RFC 9110 tchar: ALPHA / DIGIT / "!#$%&'*+-.^_`|~". The
+ * one token table of the tree (field names, methods, subprotocol names). */
+bool httpparse_tchar(char c);
+
+/* True if s[0..n) is a non-empty RFC 9110 token. */
+bool httpparse_token_valid(const char *s, size_t n);
 
 /* Case-insensitive lookup of the first field called name; NULL if none. */
 const struct httpparse_header *httpparse_find(const struct httpparse_request *req,

@@ -22,8 +22,9 @@
  *   the URL's host name (SSL_set1_host) or IP address
  *   (X509_VERIFY_PARAM_set1_ip_asc), ALPN "http/1.1"; dirty shutdowns (no
  *   close_notify) count as EOF on both sides.
- * - Upstream handshake reply: CRLF line ends only (bare LF, obs-fold and
- *   control bytes refused), head at most 16 KiB; 101 needs Upgrade:
+ * - Upstream handshake reply (parsed by httpparse_response): CRLF line ends
+ *   only (bare LF, obs-fold and control bytes refused), head at most 16 KiB
+ *   and HTTPPARSE_MAX_HEADERS fields; 101 needs Upgrade:
  *   websocket, Connection: upgrade, the right Sec-WebSocket-Accept and no
  *   Sec-WebSocket-Extensions (none is offered).
  * - Deadlines: upstream_connect_timeout_ms covers DNS + TCP + TLS + the

@@ -81,7 +81,7 @@ void ws_list_init(struct ws_list *it, const char *value, size_t len);
 bool ws_list_next(struct ws_list *it, const char **item, size_t *item_len);
 
 /* True if s[0..n) is a non-empty RFC 9110 token (what a subprotocol name must
- * be, RFC 6455 §4.1). */
+ * be, RFC 6455 §4.1): httpparse_token_valid, the tree's one token table. */
 bool ws_token_valid(const char *s, size_t n);
 
 /* ---- Opening handshake, client side (RFC 6455 §4.1) ------------------- */

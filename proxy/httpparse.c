@@ -1,6 +1,7 @@
-/* httpparse.c - strict HTTP/1.1 request-head parser and incremental chunked
- * body decoder (DESIGN §4c, RFC 9112 as HAProxy/Envoy apply it): one pass over
- * the bytes, no I/O, no allocation. */
+/* httpparse.c - strict HTTP/1.1 head parser (requests from clients, response
+ * heads from upstreams) and incremental chunked body decoder (DESIGN §4c,
+ * RFC 9112 as HAProxy/Envoy apply it): one pass over the bytes, no I/O, no
+ * allocation. Both heads share the field-line scanner and the byte classes. */
 #include "common.h"
 
 #include <string.h>
@@ -56,16 +57,33 @@ static inline bool is_class(char c, uint8_t cls)
     return (char_class[(uint8_t)c] & cls) != 0;
 }
 
+bool httpparse_tchar(char c)
+{
+    return is_class(c, C_TOKEN);
+}
+
+bool httpparse_token_valid(const char *s, size_t n)
+{
+    if (s == NULL || n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_class(s[i], C_TOKEN))
+            return false;
+    }
+    return true;
+}
+
 static inline bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
 }
 
 /* Error outputs of one head parse; the flags collect what the headers said
- * until the cross-field checks at the end. */
+ * until the cross-field checks at the end (requests only). */
 struct head_parse {
     int status;
     const char *why;
+    bool response; /* a response head: names the head in reasons, allows '_' */
     bool seen_cl;
     bool seen_te;
     bool seen_host;
@@ -314,12 +332,13 @@ static int apply_field(const struct httpparse_header *h, struct httpparse_reques
 }
 
 /* line[0..n) is one field line without its CRLF; it does not start with
- * whitespace (the caller refused obs-fold). */
-static int parse_field(const char *line, size_t n, struct httpparse_request *req,
-                       struct head_parse *p)
+ * whitespace (the caller refused obs-fold). Fills *h; for a request (req not
+ * NULL) also refuses '_' in the name and derives req's framing from it. */
+static int parse_field(const char *line, size_t n, struct httpparse_header *h,
+                       struct httpparse_request *req, struct head_parse *p)
 {
     size_t i = 0;
-    while (i < n && is_class(line[i], C_TOKEN) && line[i] != '_')
+    while (i < n && is_class(line[i], C_TOKEN) && (req == NULL || line[i] != '_'))
         i++;
     if (i == n)
         return fail(p, 400, "header line without colon");
@@ -348,12 +367,11 @@ static int parse_field(const char *line, size_t n, struct httpparse_request *req
             return fail(p, 400, "control character in header value");
     }
 
-    struct httpparse_header *h = &req->headers[req->n_headers++];
     h->name = line;
     h->name_len = i;
     h->value = line + vs;
     h->value_len = ve - vs;
-    return apply_field(h, req, p);
+    return req != NULL ? apply_field(h, req, p) : 0;
 }
 
 static void request_reset(struct httpparse_request *req)
@@ -411,9 +429,12 @@ static int scan_request_line(const char *buf, size_t len, size_t max_line, size_
     return SCAN_OK;
 }
 
-/* Parses field lines from *pos up to and including the empty line. Never
- * looks at or past buf[end] (end is bounded by the head-size limit). */
+/* Parses field lines from *pos up to and including the empty line into
+ * fields[*n_fields..max_fields), counting them in *n_fields; req is the
+ * request they belong to, NULL for a response. Never looks at or past
+ * buf[end] (end is bounded by the head-size limit). */
 static int scan_fields(const char *buf, size_t end, size_t max_fields, size_t *pos,
+                       struct httpparse_header *fields, size_t *n_fields,
                        struct httpparse_request *req, struct head_parse *p)
 {
     size_t i = *pos;
@@ -425,7 +446,9 @@ static int scan_fields(const char *buf, size_t end, size_t max_fields, size_t *p
             if (i + 1 >= end)
                 return SCAN_MORE;
             if (buf[i + 1] != '\n')
-                return fail(p, 400, "CR not followed by LF in request head");
+                return fail(p, 400,
+                            p->response ? "CR not followed by LF in response head"
+                                        : "CR not followed by LF in request head");
             *pos = i + 2;
             return SCAN_OK;
         }
@@ -433,15 +456,16 @@ static int scan_fields(const char *buf, size_t end, size_t max_fields, size_t *p
             return fail(p, 400, "bare LF line ending");
         if (is_ows(c))
             return fail(p, 400, "obs-fold (header line starting with whitespace)");
-        if (req->n_headers >= max_fields)
+        if (*n_fields >= max_fields)
             return fail(p, 431, "too many header fields");
         const char *lf = memchr(buf + i, '\n', end - i);
         if (lf == NULL)
             return SCAN_MORE;
         if (lf[-1] != '\r')
             return fail(p, 400, "bare LF line ending");
-        if (parse_field(buf + i, (size_t)(lf - 1 - (buf + i)), req, p) == -1)
+        if (parse_field(buf + i, (size_t)(lf - 1 - (buf + i)), &fields[*n_fields], req, p) == -1)
             return -1;
+        (*n_fields)++;
         i = (size_t)(lf + 1 - buf);
     }
 }
@@ -459,6 +483,24 @@ static int finish_head(struct httpparse_request *req, struct head_parse *p)
         req->keep_alive = p->conn_keep_alive && !p->conn_close;
     req->upgrade_websocket = p->conn_upgrade && p->upgrade_ws;
     return 0;
+}
+
+/* The outcome of a head scan as the public status: a head that has not ended
+ * within max_head bytes is too large whatever follows. */
+static enum httpparse_status head_result(int rc, size_t len, size_t max_head, struct head_parse *p,
+                                         int *code, const char **why)
+{
+    if (rc == SCAN_MORE && len >= max_head)
+        rc = fail(p, 431, p->response ? "response head too large" : "request head too large");
+    if (rc == SCAN_OK)
+        return HTTPPARSE_DONE;
+    if (rc == SCAN_MORE)
+        return HTTPPARSE_INCOMPLETE;
+    if (code != NULL)
+        *code = p->status;
+    if (why != NULL)
+        *why = p->why;
+    return HTTPPARSE_ERROR;
 }
 
 enum httpparse_status httpparse_request(const char *buf, size_t len,
@@ -490,24 +532,113 @@ enum httpparse_status httpparse_request(const char *buf, size_t len,
     }
     /* Nothing past the head limit is looked at: a head that has not ended
      * there is too large whatever follows. */
-    rc = scan_fields(buf, MIN(len, max_head), max_fields, &pos, req, &p);
+    rc = scan_fields(buf, MIN(len, max_head), max_fields, &pos, req->headers, &req->n_headers, req,
+                     &p);
     if (rc != SCAN_OK)
         goto out;
     rc = finish_head(req, &p);
     req->head_len = pos;
 
 out:
-    if (rc == SCAN_MORE && len >= max_head)
-        rc = fail(&p, 431, "request head too large");
+    return head_result(rc, len, max_head, &p, http_status, why);
+}
+
+/* line[0..n) is the status line without its CRLF:
+ * "HTTP/1.x" SP 3DIGIT [ SP reason-phrase ]. */
+static int parse_status_line(const char *line, size_t n, struct httpparse_response *resp,
+                             struct head_parse *p)
+{
+    if (n < 8 || memcmp(line, "HTTP/", 5) != 0)
+        return fail(p, 400, "malformed status line");
+    if (memcmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1'))
+        return fail(p, 400, "HTTP version in status line is not 1.0 or 1.1");
+    if (n < 12 || line[8] != ' ')
+        return fail(p, 400, "malformed status line");
+    int status = 0;
+    for (size_t i = 9; i < 12; i++) {
+        if (line[i] < '0' || line[i] > '9')
+            return fail(p, 400, "malformed status code");
+        status = status * 10 + (line[i] - '0');
+    }
+    if (status < 100)
+        return fail(p, 400, "status code below 100");
+    if (n > 12 && line[12] != ' ')
+        return fail(p, 400, "malformed status line");
+    size_t rs = n > 12 ? 13 : 12;
+    for (size_t i = rs; i < n; i++) {
+        if (!is_class(line[i], C_VALUE))
+            return fail(p, 400, "control character in reason phrase");
+    }
+    resp->version_minor = line[7] - '0';
+    resp->status = status;
+    resp->reason = line + rs;
+    resp->reason_len = n - rs;
+    return 0;
+}
+
+/* Finds and parses the status line in buf[0..end). Unlike a request, no
+ * empty line may precede it. Bytes that cannot begin a status line are
+ * refused before the line is complete, so an upstream speaking another
+ * protocol fails at once instead of at the size limit. */
+static int scan_status_line(const char *buf, size_t end, size_t *pos,
+                            struct httpparse_response *resp, struct head_parse *p)
+{
+    static const char prefix[] = "HTTP/";
+    if (memcmp(buf, prefix, MIN(end, sizeof(prefix) - 1)) != 0) {
+        if (buf[0] == '\n' || (buf[0] == '\r' && end > 1 && buf[1] == '\n'))
+            return fail(p, 400, "empty line before the status line");
+        return fail(p, 400, "malformed status line");
+    }
+    const char *lf = memchr(buf, '\n', end);
+    if (lf == NULL)
+        return SCAN_MORE;
+    if (lf[-1] != '\r')
+        return fail(p, 400, "bare LF line ending");
+    if (parse_status_line(buf, (size_t)(lf - 1 - buf), resp, p) == -1)
+        return -1;
+    *pos = (size_t)(lf + 1 - buf);
+    return SCAN_OK;
+}
+
+static void response_reset(struct httpparse_response *resp)
+{
+    resp->version_minor = 1;
+    resp->status = 0;
+    resp->reason = NULL;
+    resp->reason_len = 0;
+    resp->n_headers = 0;
+    resp->head_len = 0;
+}
+
+enum httpparse_status httpparse_response(const char *buf, size_t len,
+                                         const struct httpparse_limits *limits,
+                                         struct httpparse_response *resp, int *code,
+                                         const char **why)
+{
+    size_t max_head = DEFAULT_MAX_HEADER_BYTES, max_fields = HTTPPARSE_MAX_HEADERS;
+    if (limits != NULL) {
+        if (limits->max_header_bytes > 0)
+            max_head = limits->max_header_bytes;
+        if (limits->max_headers > 0)
+            max_fields = MIN(limits->max_headers, (size_t)HTTPPARSE_MAX_HEADERS);
+    }
+    struct head_parse p = {.response = true};
+    /* Nothing past the head limit is looked at. */
+    size_t end = MIN(len, max_head), pos = 0;
+    int rc = SCAN_MORE;
+
+    response_reset(resp);
+    if (end == 0)
+        goto out;
+    rc = scan_status_line(buf, end, &pos, resp, &p);
+    if (rc != SCAN_OK)
+        goto out;
+    rc = scan_fields(buf, end, max_fields, &pos, resp->headers, &resp->n_headers, NULL, &p);
     if (rc == SCAN_OK)
-        return HTTPPARSE_DONE;
-    if (rc == SCAN_MORE)
-        return HTTPPARSE_INCOMPLETE;
-    if (http_status != NULL)
-        *http_status = p.status;
-    if (why != NULL)
-        *why = p.why;
-    return HTTPPARSE_ERROR;
+        resp->head_len = pos;
+
+out:
+    return head_result(rc, len, max_head, &p, code, why);
 }
 
 /* Chunked decoder. Each state names the next byte expected. */

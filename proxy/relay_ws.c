@@ -31,6 +31,7 @@
 #include "common.h"
 #include "relay_ws.h"
 #include "http.h"
+#include "httpparse.h"
 #include "ws.h"
 
 #include <arpa/inet.h>
@@ -209,30 +210,6 @@ static int msg_append(struct relay_msg *m, const uint8_t *data, size_t len, size
     memcpy(m->buf + m->len, data, take);
     m->len += take;
     return 0;
-}
-
-static bool head_char_ok(char c)
-{
-    return c == '\t' || ((unsigned char)c >= 0x20 && c != 0x7f);
-}
-
-static bool tchar(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* True if the comma-separated value lists token (case-insensitive). */
-static bool list_has(const char *v, size_t len, const char *token)
-{
-    struct ws_list it;
-    const char *item;
-    size_t n, tl = strlen(token);
-    ws_list_init(&it, v, len);
-    while (ws_list_next(&it, &item, &n))
-        if (n == tl && strncasecmp(item, token, n) == 0)
-            return true;
-    return false;
 }
 
 /* --- URL ------------------------------------------------------------------ */
@@ -763,9 +740,8 @@ static void end_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- upstream handshake --------------------------------------------------- */
 
-/* What the upstream's reply head says. */
+/* What the upstream's reply head says about the upgrade. */
 struct relay_reply {
-    int status;
     bool upgrade_ok;    /* Upgrade lists "websocket" */
     bool connection_ok; /* Connection lists "upgrade" */
     bool extensions;    /* an extension was selected: none was offered */
@@ -774,64 +750,28 @@ struct relay_reply {
     size_t accept_len;
 };
 
-/* Parses an HTTP/1.1 reply head p[0..len) that ends with CRLF CRLF. Only
- * CRLF line ends; obs-fold, control bytes and malformed lines are refused.
- * Pointers in out point into p. */
-static int reply_parse(const char *p, size_t len, struct relay_reply *out)
+/* Reads the upgrade fields of a parsed reply head (httpparse_response has
+ * checked the syntax). Several Upgrade or Connection fields form one list.
+ * Pointers in out point into the head. */
+static void reply_upgrade(const struct httpparse_response *resp, struct relay_reply *out)
 {
     memset(out, 0, sizeof(*out));
-    const char *end = p + len;
-    const char *eol = memmem(p, len, "\r\n", 2);
-    if (eol == NULL || len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-        p[8] != ' ')
-        return -1;
-    for (int i = 9; i < 12; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        out->status = out->status * 10 + (p[i] - '0');
-    }
-    if (out->status < 100 || (p + 12 < eol && p[12] != ' '))
-        return -1;
-    for (const char *c = p + 12; c < eol; c++)
-        if (!head_char_ok(*c))
-            return -1;
-    const char *line = eol + 2;
-    while (line < end) {
-        eol = memmem(line, (size_t)(end - line), "\r\n", 2);
-        if (eol == NULL)
-            return -1;
-        if (eol == line)
-            return eol + 2 == end ? 0 : -1; /* the blank line ends the head */
-        if (*line == ' ' || *line == '\t')
-            return -1; /* obs-fold */
-        const char *colon = line;
-        while (colon < eol && tchar(*colon))
-            colon++;
-        if (colon == line || colon == eol || *colon != ':')
-            return -1;
-        const char *v = colon + 1, *ve = eol;
-        for (const char *c = v; c < ve; c++)
-            if (!head_char_ok(*c))
-                return -1;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        size_t nl = (size_t)(colon - line), vl = (size_t)(ve - v);
-        if (nl == 7 && strncasecmp(line, "upgrade", 7) == 0) {
-            out->upgrade_ok = out->upgrade_ok || list_has(v, vl, "websocket");
-        } else if (nl == 10 && strncasecmp(line, "connection", 10) == 0) {
-            out->connection_ok = out->connection_ok || list_has(v, vl, "upgrade");
-        } else if (nl == 20 && strncasecmp(line, "sec-websocket-accept", 20) == 0) {
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        const struct httpparse_header *h = &resp->headers[i];
+        const char *v = h->value;
+        size_t nl = h->name_len, vl = h->value_len;
+        if (nl == 7 && strncasecmp(h->name, "upgrade", 7) == 0) {
+            out->upgrade_ok = out->upgrade_ok || httpparse_list_has(v, vl, "websocket");
+        } else if (nl == 10 && strncasecmp(h->name, "connection", 10) == 0) {
+            out->connection_ok = out->connection_ok || httpparse_list_has(v, vl, "upgrade");
+        } else if (nl == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0) {
             out->n_accept++;
             out->accept = v;
             out->accept_len = vl;
-        } else if (nl == 24 && strncasecmp(line, "sec-websocket-extensions", 24) == 0) {
+        } else if (nl == 24 && strncasecmp(h->name, "sec-websocket-extensions", 24) == 0) {
             out->extensions = out->extensions || vl > 0;
         }
-        line = eol + 2;
     }
-    return -1;
 }
 
 /* The client's 101 and its frame parser. */
@@ -906,50 +846,46 @@ static void relay_open(struct relay_ws *r)
 
 static void handshake_read(struct relay_ws *r)
 {
+    static const struct httpparse_limits head_limits = {.max_header_bytes = RELAY_WS_HEAD_MAX};
     struct evbuffer *in = bufferevent_get_input(r->up.bev);
-    size_t avail = evbuffer_get_length(in);
-    size_t scan = MIN(avail, (size_t)RELAY_WS_HEAD_MAX);
+    size_t scan = MIN(evbuffer_get_length(in), (size_t)RELAY_WS_HEAD_MAX);
     const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan);
-    size_t end = 0;
-    for (size_t i = 0; p != NULL && i < scan; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (i == 0 || p[i - 1] != '\r') {
-            relay_refuse(r, 502, "the upstream's handshake reply is malformed",
-                         RELAY_WS_END_UPSTREAM_REFUSED);
-            return;
-        }
-        if (i >= 3 && p[i - 2] == '\n' && p[i - 3] == '\r') {
-            end = i + 1;
-            break;
-        }
-    }
-    if (end == 0) {
-        if (avail >= RELAY_WS_HEAD_MAX)
-            relay_refuse(r, 502, "the upstream's handshake reply is too large",
-                         RELAY_WS_END_UPSTREAM_REFUSED);
+    if (p == NULL)
+        return; /* nothing yet (or no memory: the connect deadline ends it) */
+    /* ~4 KiB of field slots; this runs once per session, from the loop. */
+    struct httpparse_response head;
+    int code = 0;
+    const char *why = NULL;
+    switch (httpparse_response(p, scan, &head_limits, &head, &code, &why)) {
+    case HTTPPARSE_INCOMPLETE:
         return;
-    }
-    struct relay_reply rep;
-    if (reply_parse(p, end, &rep) == -1) {
-        relay_refuse(r, 502, "the upstream's handshake reply is malformed",
+    case HTTPPARSE_ERROR:
+        log_debug("ws relay: upstream %s:%d handshake reply refused: %s", r->url.host, r->url.port,
+                  why);
+        relay_refuse(r, 502,
+                     code == 431 ? "the upstream's handshake reply is too large"
+                                 : "the upstream's handshake reply is malformed",
                      RELAY_WS_END_UPSTREAM_REFUSED);
         return;
+    case HTTPPARSE_DONE:
+        break;
     }
-    r->info.upstream_status = rep.status;
-    if (rep.status != 101) {
-        int status = rep.status >= 400 && rep.status <= 599 ? rep.status : 502;
+    r->info.upstream_status = head.status;
+    if (head.status != 101) {
+        int status = head.status >= 400 && head.status <= 599 ? head.status : 502;
         relay_refuse(r, status, "the upstream refused the WebSocket connection",
                      RELAY_WS_END_UPSTREAM_REFUSED);
         return;
     }
+    struct relay_reply rep;
+    reply_upgrade(&head, &rep);
     if (!rep.upgrade_ok || !rep.connection_ok || rep.n_accept != 1 || rep.extensions ||
         !ws_check_accept(r->sent_key, rep.accept, rep.accept_len)) {
         relay_refuse(r, 502, "the upstream's WebSocket handshake reply is invalid",
                      RELAY_WS_END_UPSTREAM_REFUSED);
         return;
     }
-    evbuffer_drain(in, end);
+    evbuffer_drain(in, head.head_len);
     relay_open(r);
 }
 
@@ -1272,7 +1208,7 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
         (p->client_first && p->on_first == NULL) ||
         (!p->client_first && p->upstream_headers != NULL && !headers_ok(p->upstream_headers)) ||
         (p->client_protocol != NULL &&
-         !ws_token_valid(p->client_protocol, strlen(p->client_protocol))))
+         !httpparse_token_valid(p->client_protocol, strlen(p->client_protocol))))
         goto failed;
     r = calloc(1, sizeof(*r));
     if (r == NULL)

@@ -160,17 +160,7 @@ bool ws_list_next(struct ws_list *it, const char **item, size_t *item_len)
 
 bool ws_token_valid(const char *s, size_t n)
 {
-    static const char tchar_punct[] = "!#$%&'*+-.^_`|~";
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  (c != '\0' && strchr(tchar_punct, c) != NULL);
-        if (!ok)
-            return false;
-    }
-    return true;
+    return httpparse_token_valid(s, n);
 }
 
 /* ---- client handshake ---- */

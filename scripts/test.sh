@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Newcomer command 2 (and what CI runs): installs what is missing, builds the
 # proxy twice (release and ASan+UBSan), installs the e2e test dependencies
-# from npm, and runs every test with ctest: cmocka unit tests and the
-# end-to-end tests (real binary, mock upstreams, official SDKs).
+# from npm, and runs every test with ctest: cmocka unit tests, the
+# end-to-end tests (real binary, mock upstreams, official SDKs) and a replay
+# of the fuzz seeds and crash regressions. Then builds the fuzz targets with
+# clang + libFuzzer (build-fuzz/) and fuzzes each for BYOK_FUZZ_SECONDS
+# (default 20; they run nproc at a time); a crash fails the run.
+# BYOK_SKIP_ASAN=1 / BYOK_SKIP_FUZZ=1 skip those stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +27,7 @@ if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBYOK_SANITIZE=ON \
     -DBYOK_FUZZ=ON -DBYOK_FUZZ_REPLAY=ON >/dev/null
   cmake --build build-asan -j"$jobs"
+  rm -f build-asan/tests/fuzz/work/*.summary
   echo "== tests against the sanitizer build"
   BYOK_SANITIZER=asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build-asan --output-on-failure -j"$jobs"
@@ -30,3 +35,24 @@ fi
 
 echo "== tests against the release build"
 ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
+  echo "== fuzz seeds and regressions replayed (ASan+UBSan build)"
+  cat build-asan/tests/fuzz/work/*.summary 2>/dev/null || true
+fi
+
+if [ "${BYOK_SKIP_FUZZ:-0}" != "1" ]; then
+  fuzz_seconds=${BYOK_FUZZ_SECONDS:-20}
+  echo "== fuzzing (clang + libFuzzer + ASan/UBSan, $fuzz_seconds s per target)"
+  # Only the fuzz targets and byokcore are built here.
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBYOK_SANITIZE=ON \
+    -DBYOK_FUZZ=ON -DBYOK_FUZZ_REPLAY=OFF -DBYOK_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
+  cmake --build build-fuzz -j"$jobs" --target fuzz_targets
+  rm -f build-fuzz/tests/fuzz/work/*.summary
+  fuzz_rc=0
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$jobs" || fuzz_rc=$?
+  echo "== fuzz runs (executions per target)"
+  cat build-fuzz/tests/fuzz/work/*.summary 2>/dev/null || true
+  [ "$fuzz_rc" -eq 0 ] || exit "$fuzz_rc"
+fi

@@ -1,5 +1,6 @@
-/* test_httpparse.c - unit tests for the strict request-head parser and the
- * chunked decoder (every DESIGN §4c rejection, plus the valid shapes). */
+/* test_httpparse.c - unit tests for the strict request-head parser, the
+ * response-head parser, the token class and the chunked decoder (every
+ * DESIGN §4c rejection, plus the valid shapes). */
 #include "common.h"
 
 #include <setjmp.h>
@@ -637,6 +638,344 @@ static void test_malformed_request_line(void **state)
     expect_error("GETZQX\r\n\r\n", 400, "malformed request line");
 }
 
+/* ---- response heads ---- */
+
+/* Also ~4 KB: static like req. */
+static struct httpparse_response resp;
+
+static enum httpparse_status resp_parse_n(const char *s, size_t n,
+                                          const struct httpparse_limits *lim, int *code,
+                                          const char **why)
+{
+    *code = 0;
+    *why = NULL;
+    return httpparse_response(s, n, lim, &resp, code, why);
+}
+
+/* Parses s expecting a complete head of head_len bytes (the rest of s
+ * follows the head), and every shorter prefix to be INCOMPLETE. */
+static void expect_resp_done_n(const char *s, size_t n, size_t head_len)
+{
+    int code;
+    const char *why;
+    for (size_t i = 0; i < head_len; i++) {
+        enum httpparse_status rc = resp_parse_n(s, i, NULL, &code, &why);
+        if (rc != HTTPPARSE_INCOMPLETE)
+            fail_msg("prefix of %zu bytes: got %d (%s)", i, rc, why ? why : "");
+    }
+    enum httpparse_status rc = resp_parse_n(s, n, NULL, &code, &why);
+    if (rc != HTTPPARSE_DONE)
+        fail_msg("expected DONE, got %d (%d %s)", rc, code, why ? why : "");
+    assert_int_equal(resp.head_len, head_len);
+}
+
+static void expect_resp_done(const char *s)
+{
+    expect_resp_done_n(s, strlen(s), strlen(s));
+}
+
+/* As expect_error_n, for a response head. */
+static void expect_resp_error_n(const char *s, size_t n, const struct httpparse_limits *lim,
+                                int want_code, const char *why_part)
+{
+    int code;
+    const char *why;
+    enum httpparse_status rc = resp_parse_n(s, n, lim, &code, &why);
+    if (rc != HTTPPARSE_ERROR)
+        fail_msg("expected ERROR %d (%s), got %d", want_code, why_part, rc);
+    assert_int_equal(code, want_code);
+    assert_non_null(why);
+    if (strstr(why, why_part) == NULL)
+        fail_msg("reason \"%s\" lacks \"%s\"", why, why_part);
+    assert_true(why < s || why >= s + n);
+    assert_null(strstr(why, "ZQX"));
+}
+
+static void expect_resp_error(const char *s, const char *why_part)
+{
+    expect_resp_error_n(s, strlen(s), NULL, 400, why_part);
+}
+
+static void expect_field(size_t i, const char *name, const char *value)
+{
+    assert_true(i < resp.n_headers);
+    const struct httpparse_header *h = &resp.headers[i];
+    assert_int_equal(h->name_len, strlen(name));
+    assert_memory_equal(h->name, name, h->name_len);
+    assert_int_equal(h->value_len, strlen(value));
+    if (h->value_len > 0)
+        assert_memory_equal(h->value, value, h->value_len);
+}
+
+static void test_response_switching_protocols(void **state)
+{
+    (void)state;
+    /* The head of a real upgrade reply, then the first frame. */
+    const char *s = "HTTP/1.1 101 Switching Protocols\r\n"
+                    "Upgrade: websocket\r\n"
+                    "Connection: Upgrade\r\n"
+                    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                    "\r\n"
+                    "\x81\x02hi";
+    size_t head = strlen(s) - 4;
+    expect_resp_done_n(s, strlen(s), head);
+    assert_int_equal(resp.version_minor, 1);
+    assert_int_equal(resp.status, 101);
+    assert_int_equal(resp.reason_len, strlen("Switching Protocols"));
+    assert_memory_equal(resp.reason, "Switching Protocols", resp.reason_len);
+    assert_int_equal(resp.n_headers, 3);
+    expect_field(0, "Upgrade", "websocket");
+    expect_field(1, "Connection", "Upgrade");
+    expect_field(2, "Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_true(httpparse_list_has(resp.headers[1].value, resp.headers[1].value_len, "upgrade"));
+}
+
+static void test_response_shapes(void **state)
+{
+    (void)state;
+    /* No reason phrase, with or without its SP; HTTP/1.0; no fields. */
+    expect_resp_done("HTTP/1.1 204\r\n\r\n");
+    assert_int_equal(resp.status, 204);
+    assert_int_equal(resp.reason_len, 0);
+    assert_int_equal(resp.n_headers, 0);
+    expect_resp_done("HTTP/1.1 401 \r\nWWW-Authenticate: Bearer\r\n\r\n");
+    assert_int_equal(resp.status, 401);
+    assert_int_equal(resp.reason_len, 0);
+    expect_resp_done("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(resp.version_minor, 0);
+    assert_int_equal(resp.status, 200);
+    /* Status codes: any three digits from 100. */
+    expect_resp_done("HTTP/1.1 100 Continue\r\n\r\n");
+    assert_int_equal(resp.status, 100);
+    expect_resp_done("HTTP/1.1 999 x\r\n\r\n");
+    assert_int_equal(resp.status, 999);
+    /* A reason phrase may hold SP, HTAB and obs-text. */
+    expect_resp_done("HTTP/1.1 403 Forbidden \t \xe2\x9c\x97\r\n\r\n");
+    assert_int_equal(resp.reason_len, strlen("Forbidden \t \xe2\x9c\x97"));
+    /* OWS around values is trimmed; empty values, obs-text and '_' in names
+     * are fine in a response. */
+    const char *fields = "HTTP/1.1 200 OK\r\n"
+                         "X-A:\t v a l \t\r\n"
+                         "X-Empty:\r\n"
+                         "X-Blank:   \r\n"
+                         "X_Under_Score: 1\r\n"
+                         "X-Text: caf\xc3\xa9\r\n"
+                         "!#$%&'*+-.^_`|~09azAZ: t\r\n"
+                         "\r\n";
+    expect_resp_done(fields);
+    assert_int_equal(resp.n_headers, 6);
+    expect_field(0, "X-A", "v a l");
+    expect_field(1, "X-Empty", "");
+    expect_field(2, "X-Blank", "");
+    expect_field(3, "X_Under_Score", "1");
+    expect_field(4, "X-Text", "caf\xc3\xa9");
+    expect_field(5, "!#$%&'*+-.^_`|~09azAZ", "t");
+    /* Every pointer is into the head (no copies). */
+    assert_true(resp.reason == fields + 13);
+    for (size_t i = 0; i < resp.n_headers; i++) {
+        const struct httpparse_header *h = &resp.headers[i];
+        assert_true(h->name > fields && h->name + h->name_len < fields + resp.head_len);
+        assert_true(h->value > h->name && h->value + h->value_len < fields + resp.head_len);
+    }
+}
+
+static void test_response_bare_lf(void **state)
+{
+    (void)state;
+    expect_resp_error("HTTP/1.1 101 ZQX\nUpgrade: websocket\r\n\r\n", "bare LF");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nUpgrade: websocket\n\r\n", "bare LF");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nUpgrade: websocket\r\n\n", "bare LF");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX: a\nb\r\n\r\n", "bare LF");
+    expect_resp_error("\nHTTP/1.1 101 ZQX\r\n\r\n", "empty line before the status line");
+    /* Refused when the line ends, not when the head does. */
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX: a\nY", "bare LF");
+    expect_resp_error("HTTP/1.1 101\n", "bare LF");
+}
+
+static void test_response_cr_without_lf(void **state)
+{
+    (void)state;
+    expect_resp_error("HTTP/1.1 101 ZQX\r\n\rX\r\n\r\n", "CR not followed by LF in response head");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX: a\rb\r\n\r\n", "control character in header value");
+    expect_resp_error("HTTP/1.1 101 A\rZQX\r\n\r\n", "control character in reason phrase");
+    expect_resp_error("HTTP/1.1 101\r\r\n\r\n", "malformed status line");
+}
+
+static void test_response_obs_fold(void **state)
+{
+    (void)state;
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nUpgrade: websocket\r\n ,x\r\n\r\n", "obs-fold");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nUpgrade: websocket\r\n\tx\r\n\r\n", "obs-fold");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\n Upgrade: websocket\r\n\r\n", "obs-fold");
+}
+
+static void test_response_control_bytes(void **state)
+{
+    (void)state;
+    static const char nul[] = "HTTP/1.1 101 ZQX\r\nX: a\0b\r\n\r\n";
+    expect_resp_error_n(nul, sizeof(nul) - 1, NULL, 400, "control character in header value");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX: a\x7f\r\n\r\n", "control character in header value");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX: \x1b[0m\r\n\r\n",
+                      "control character in header value");
+    expect_resp_error("HTTP/1.1 101 A\x01ZQX\r\n\r\n", "control character in reason phrase");
+    expect_resp_error("HTTP/1.1 101 A\x7fZQX\r\n\r\n", "control character in reason phrase");
+    static const char nul_reason[] = "HTTP/1.1 101 \0ZQX\r\n\r\n";
+    expect_resp_error_n(nul_reason, sizeof(nul_reason) - 1, NULL, 400,
+                        "control character in reason phrase");
+}
+
+static void test_response_bad_names(void **state)
+{
+    (void)state;
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nUpgrade : websocket\r\n\r\n",
+                      "whitespace between header name and colon");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\n: v\r\n\r\n", "empty header name");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nNoColon\r\n\r\n", "header line without colon");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX@Y: v\r\n\r\n", "invalid character in header name");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\nX\"Y: v\r\n\r\n", "invalid character in header name");
+    expect_resp_error("HTTP/1.1 101 ZQX\r\n\xc3\xa9: v\r\n\r\n",
+                      "invalid character in header name");
+}
+
+static void test_response_bad_status_line(void **state)
+{
+    (void)state;
+    expect_resp_error("HTTP/1.2 101 ZQX\r\n\r\n", "not 1.0 or 1.1");
+    expect_resp_error("HTTP/2 101 ZQX\r\n\r\n", "not 1.0 or 1.1");
+    expect_resp_error("HTTP/2.0 101 ZQX\r\n\r\n", "not 1.0 or 1.1");
+    expect_resp_error("HTTP/1.x 101 ZQX\r\n\r\n", "not 1.0 or 1.1");
+    expect_resp_error("http/1.1 101 ZQX\r\n\r\n", "malformed status line");
+    expect_resp_error("HTTP/1.1\r\n\r\nZQX", "malformed status line");
+    expect_resp_error("HTTP/1.1 10\r\n\r\nZQX", "malformed status line");
+    expect_resp_error("HTTP/1.1  101 ZQX\r\n\r\n", "malformed status code");
+    expect_resp_error("HTTP/1.1 1a1 ZQX\r\n\r\n", "malformed status code");
+    expect_resp_error("HTTP/1.1 -10 ZQX\r\n\r\n", "malformed status code");
+    expect_resp_error("HTTP/1.1 1011 ZQX\r\n\r\n", "malformed status line");
+    expect_resp_error("HTTP/1.1 101\tZQX\r\n\r\n", "malformed status line");
+    expect_resp_error("HTTP/1.1\t101 ZQX\r\n\r\n", "malformed status line");
+    expect_resp_error("HTTP/1.1 099 ZQX\r\n\r\n", "status code below 100");
+    expect_resp_error("HTTP/1.1 000\r\n\r\nZQX", "status code below 100");
+    expect_resp_error("\r\nHTTP/1.1 101 ZQX\r\n\r\n", "empty line before the status line");
+    expect_resp_error("\r\n\r\nZQX", "empty line before the status line");
+    /* A peer speaking something else is refused from its first bytes. */
+    expect_resp_error_n("SSH-2.0-ZQX", 3, NULL, 400, "malformed status line");
+    expect_resp_error_n("ICY 200 OK\r\n", 1, NULL, 400, "malformed status line");
+    expect_resp_error_n("HTTPS", 5, NULL, 400, "malformed status line");
+    expect_resp_error_n("\x16\x03\x01", 3, NULL, 400, "malformed status line");
+    /* ... and a status line is not judged before its line ends. */
+    int code;
+    const char *why;
+    assert_int_equal(resp_parse_n("HTTP/", 5, NULL, &code, &why), HTTPPARSE_INCOMPLETE);
+    assert_int_equal(resp_parse_n("HTTP/2.0 101", 12, NULL, &code, &why), HTTPPARSE_INCOMPLETE);
+    assert_int_equal(resp_parse_n("", 0, NULL, &code, &why), HTTPPARSE_INCOMPLETE);
+    assert_int_equal(resp_parse_n("\r", 1, NULL, &code, &why), HTTPPARSE_ERROR);
+}
+
+static void test_response_too_many_headers(void **state)
+{
+    (void)state;
+    struct httpparse_limits lim = {.max_header_bytes = 8192, .max_headers = 3};
+    char buf[1024];
+    int off = snprintf(buf, sizeof(buf), "HTTP/1.1 101 ZQX\r\n");
+    for (int i = 0; i < 3; i++)
+        off += snprintf(buf + off, sizeof(buf) - (size_t)off, "X-%d: v\r\n", i);
+    int end = off;
+    off += snprintf(buf + off, sizeof(buf) - (size_t)off, "\r\n");
+    int code;
+    const char *why;
+    assert_int_equal(resp_parse_n(buf, (size_t)off, &lim, &code, &why), HTTPPARSE_DONE);
+    assert_int_equal(resp.n_headers, 3);
+    off = end + snprintf(buf + end, sizeof(buf) - (size_t)end, "X-3: v\r\n\r\n");
+    expect_resp_error_n(buf, (size_t)off, &lim, 431, "too many header fields");
+    /* Refused as soon as a fourth field starts. */
+    expect_resp_error_n(buf, (size_t)end + 1, &lim, 431, "too many header fields");
+
+    /* Without limits (or with a larger one) the hard cap applies. */
+    static char big[16384];
+    off = snprintf(big, sizeof(big), "HTTP/1.1 101 ZQX\r\n");
+    for (int i = 0; i < HTTPPARSE_MAX_HEADERS; i++)
+        off += snprintf(big + off, sizeof(big) - (size_t)off, "X-%d: v\r\n", i);
+    end = off;
+    off += snprintf(big + off, sizeof(big) - (size_t)off, "\r\n");
+    assert_int_equal(resp_parse_n(big, (size_t)off, NULL, &code, &why), HTTPPARSE_DONE);
+    assert_int_equal(resp.n_headers, HTTPPARSE_MAX_HEADERS);
+    off = end + snprintf(big + end, sizeof(big) - (size_t)end, "X-last: v\r\n\r\n");
+    expect_resp_error_n(big, (size_t)off, NULL, 431, "too many header fields");
+    lim.max_headers = 100000;
+    lim.max_header_bytes = sizeof(big);
+    expect_resp_error_n(big, (size_t)off, &lim, 431, "too many header fields");
+}
+
+static void test_response_limits(void **state)
+{
+    (void)state;
+    char buf[1024];
+    int off = snprintf(buf, sizeof(buf), "HTTP/1.1 101 ZQX\r\n");
+    for (int i = 0; i < 6; i++)
+        off += snprintf(buf + off, sizeof(buf) - (size_t)off, "X-Pad-%d: 0123456789\r\n", i);
+    off += snprintf(buf + off, sizeof(buf) - (size_t)off, "\r\n");
+    size_t head = (size_t)off;
+    int code;
+    const char *why;
+
+    /* A head of exactly the limit fits; one byte less of limit does not. */
+    struct httpparse_limits lim = {.max_header_bytes = head};
+    assert_int_equal(resp_parse_n(buf, head, &lim, &code, &why), HTTPPARSE_DONE);
+    assert_int_equal(resp.head_len, head);
+    lim.max_header_bytes = head - 1;
+    expect_resp_error_n(buf, head, &lim, 431, "response head too large");
+    /* Refused as soon as the limit is reached without the end of the head,
+     * INCOMPLETE before. */
+    expect_resp_error_n(buf, head - 1, &lim, 431, "response head too large");
+    assert_int_equal(resp_parse_n(buf, head - 2, &lim, &code, &why), HTTPPARSE_INCOMPLETE);
+    /* An endless status line is bounded by the head limit too. */
+    char line[600];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "HTTP/1.1 101 ", 13);
+    lim.max_header_bytes = 512;
+    assert_int_equal(resp_parse_n(line, 511, &lim, &code, &why), HTTPPARSE_INCOMPLETE);
+    expect_resp_error_n(line, sizeof(line), &lim, 431, "response head too large");
+    /* max_request_line does not apply to responses. */
+    lim.max_request_line = 16;
+    lim.max_header_bytes = 0; /* default: 32 KiB */
+    assert_int_equal(resp_parse_n(buf, head, &lim, &code, &why), HTTPPARSE_DONE);
+    /* Bytes after the head are not looked at, even past the limit. */
+    static char tail[40000];
+    memcpy(tail, buf, head);
+    memset(tail + head, '\n', sizeof(tail) - head);
+    assert_int_equal(resp_parse_n(tail, sizeof(tail), NULL, &code, &why), HTTPPARSE_DONE);
+    assert_int_equal(resp.head_len, head);
+    /* The default limit is 32 KiB. */
+    static char huge[40000];
+    memset(huge, 'a', sizeof(huge));
+    memcpy(huge, "HTTP/1.1 200 ", 13);
+    assert_int_equal(resp_parse_n(huge, 32767, NULL, &code, &why), HTTPPARSE_INCOMPLETE);
+    expect_resp_error_n(huge, 32768, NULL, 431, "response head too large");
+}
+
+/* ---- the token class ---- */
+
+static void test_tchar_table(void **state)
+{
+    (void)state;
+    /* RFC 9110 §5.6.2, spelled out independently of the parser's table. */
+    static const char punct[] = "!#$%&'*+-.^_`|~";
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    (c != 0 && memchr(punct, c, sizeof(punct) - 1) != NULL);
+        if (httpparse_tchar((char)c) != want)
+            fail_msg("httpparse_tchar(0x%02x) is %d", c, !want);
+        char one = (char)c;
+        assert_int_equal(httpparse_token_valid(&one, 1), want);
+    }
+    assert_true(httpparse_token_valid("openai-beta.realtime-v1", 23));
+    assert_false(httpparse_token_valid("", 0));
+    assert_false(httpparse_token_valid(NULL, 0));
+    assert_false(httpparse_token_valid("a b", 3));
+    assert_false(httpparse_token_valid("a\0b", 3));
+    assert_true(httpparse_token_valid("a\0b", 1));
+}
+
 /* ---- chunked decoder ---- */
 
 struct sink {
@@ -958,6 +1297,17 @@ int main(void)
         cmocka_unit_test(test_malformed_version),
         cmocka_unit_test(test_target_forms),
         cmocka_unit_test(test_malformed_request_line),
+        cmocka_unit_test(test_response_switching_protocols),
+        cmocka_unit_test(test_response_shapes),
+        cmocka_unit_test(test_response_bare_lf),
+        cmocka_unit_test(test_response_cr_without_lf),
+        cmocka_unit_test(test_response_obs_fold),
+        cmocka_unit_test(test_response_control_bytes),
+        cmocka_unit_test(test_response_bad_names),
+        cmocka_unit_test(test_response_bad_status_line),
+        cmocka_unit_test(test_response_too_many_headers),
+        cmocka_unit_test(test_response_limits),
+        cmocka_unit_test(test_tchar_table),
         cmocka_unit_test(test_chunked_simple),
         cmocka_unit_test(test_chunked_bytewise_ext_trailers),
         cmocka_unit_test(test_chunked_every_split),
