@@ -12,11 +12,9 @@
  *                                                          |
  *                                                    done_cb(result)
  *
- * The calls (PROVIDERS.md §1-3):
- *   openai       POST {openai}/v1/chat/completions, 1-token gpt-4o-mini
- *   elevenlabs   POST {elevenlabs}/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM
- *                     ?output_format=mp3_22050_32, "ok" with eleven_turbo_v2_5
- *   azure_speech GET  {azure_speech_tts with {region}}/cognitiveservices/voices/list */
+ * Each slot provider declares its call (struct provider_check): e.g. a
+ * 1-token completion, a short speech request, a voices list on the key's
+ * region. */
 #ifndef BYOK_CHECK_H
 #define BYOK_CHECK_H
 
@@ -29,9 +27,9 @@
 #include <event2/event.h>
 #include <jansson.h>
 
-#define CHECK_SLOTS       (PROVIDER_AZURE_SPEECH + 1) /* indexed by enum provider_id */
-#define CHECK_DEADLINE_MS 10000                       /* per call */
-#define CHECK_DETAIL_MAX  300 /* longest provider message quoted in a detail */
+#define CHECK_SLOTS       PROVIDER_SLOT_MAX /* indexed by slot number (provider.h) */
+#define CHECK_DEADLINE_MS 10000             /* per call */
+#define CHECK_DETAIL_MAX  300               /* longest provider message quoted in a detail */
 
 enum check_target_kind {
     CHECK_TARGET_NOT_CONFIGURED = 0, /* the slot selects no connection */
@@ -47,7 +45,7 @@ struct check_target {
 
 struct check_run;
 
-/* Receives the report {"openai":{…},"elevenlabs":{…},"azure_speech":{…}}
+/* Receives the report {"<slot provider>":{…}, …}
  * (each {status, detail, connection_id?, http_status?}) and takes ownership
  * of it. Called exactly once, from a timer callback of the event base (never
  * from inside check_start or an upstream callback); the run is freed right
@@ -71,19 +69,18 @@ void check_cancel(struct check_run *r);
 
 /* --- Pure helpers (exposed for unit tests) --------------------------------- */
 
-/* Writes the check URL of slot p into out. region is used for
- * azure_speech only and must be an allowed short region. -1 when p is not a
- * slot, the region is refused, or out is too small. */
-MUST_CHECK int check_build_url(const struct config *cfg, enum provider_id p, const char *region,
-                               char *out, size_t out_size);
+/* Writes the check URL of slot provider p into out (its first host; region
+ * for providers with regions, re-checked). -1 when p has no check call, the
+ * region is refused, or out is too small. */
+MUST_CHECK int check_build_url(const struct config *cfg, const struct provider *p,
+                               const char *region, char *out, size_t out_size);
 
 /* Extracts the provider's error message from an error reply body in its
- * own shape (OpenAI error.message; ElevenLabs detail.message, detail[0].msg
- * or a string detail; Azure error.message), else the body text itself.
+ * own shape (provider->error_message), else the body text itself.
  * Control characters become spaces, the result is valid UTF-8 (invalid bytes
  * become '?') and at most CHECK_DETAIL_MAX bytes (cut at a character
  * boundary, "..." marks the cut). out gets "" when there is nothing. */
-void check_error_message(enum provider_id p, const char *body, size_t len, char *out,
+void check_error_message(const struct provider *p, const char *body, size_t len, char *out,
                          size_t out_size);
 
 #endif

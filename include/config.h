@@ -30,7 +30,9 @@ struct config_provider_prices {
 struct config_platform_key {
     char *key_env; /* name of the environment variable (may be NULL: provider unused) */
     char *key;     /* its value, read at load; wiped by config_free(); NULL when unset */
-    char *region;  /* azure_speech only */
+    char *region;  /* providers whose hosts depend on the key's region */
+    /* Values of the provider's platform headers (provider.h), NULL unset. */
+    char *headers[PROVIDER_HDR_MAX];
 };
 
 struct config_limits {
@@ -57,15 +59,25 @@ struct config {
     char *store_url;                                 /* redis */
     char *usage_jsonl_path;                          /* may be NULL: no JSONL sink */
     char *usage_spool_dir;
-    char *upstreams[PROVIDER__COUNT]; /* azure_speech: the TTS template */
-    char *upstream_azure_stt;         /* the STT template */
-    char *upstream_ca_file;           /* NULL = system store */
-    struct config_platform_key platform_keys[PROVIDER__COUNT];
+    int usage_ws_interval_s; /* socket records every this many seconds (default 30) */
+    /* Per provider (registry index) and host: base URL or region template. */
+    char *upstreams[PROVIDER_MAX][PROVIDER_HOST_MAX];
+    char *upstream_ca_file; /* NULL = system store */
+    struct config_platform_key platform_keys[PROVIDER_MAX];
     int session_ttl_s;
     char *log_level;
     struct config_limits limits;
-    struct config_provider_prices pricing[PROVIDER__COUNT];
+    struct config_provider_prices pricing[PROVIDER_MAX];
 };
+
+/* The configured base URL (or template) of p's host; NULL when none. */
+const char *config_upstream(const struct config *cfg, const struct provider *p, int host);
+/* The platform key entry of p (key NULL when the platform has none). */
+const struct config_platform_key *config_platform_key(const struct config *cfg,
+                                                      const struct provider *p);
+/* The prices configured for p. */
+const struct config_provider_prices *config_prices(const struct config *cfg,
+                                                   const struct provider *p);
 
 /* Loads and validates the file. On failure returns NULL and sets *err to a
  * message naming the bad key and what is expected (caller frees with free()).
@@ -77,11 +89,6 @@ MUST_CHECK struct config *config_load(const char *path, char **err);
 MUST_CHECK struct config *config_parse(const char *json_text, char **err);
 /* Wipes the platform keys and frees. config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);
-
-/* Azure Speech regions: 0 when region is a known lower-case short name
- * (PROVIDERS.md §3 allow-list); else -1 with a message naming the expected
- * form (and the short form of a display name such as "East US"). */
-MUST_CHECK int config_check_region(const char *region, char *err, size_t err_size);
 
 /* Splits "host:port" (IPv4, [IPv6] or a name) into its parts. Returns -1 with a
  * message in err (size err_size) on a malformed address. */

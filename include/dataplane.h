@@ -1,4 +1,6 @@
-/* dataplane.h - the data-plane request handler (one per worker). */
+/* dataplane.h - the data-plane handlers of one worker: the request head
+ * (the stages of exchange.h, before any body is read) and the request
+ * (handed to its transport). */
 #ifndef BYOK_DATAPLANE_H
 #define BYOK_DATAPLANE_H
 
@@ -12,19 +14,22 @@
 
 struct dataplane;
 
-/* All arguments borrowed for the dataplane's lifetime. Caller frees with
+/* All arguments borrowed for the dataplane's lifetime. tls_client verifies
+ * upstream wss:// peers (shared by the workers). Caller frees with
  * dataplane_free(). */
-/* tls_client verifies upstream wss:// peers (shared by the workers). */
 MUST_CHECK struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
                                            struct resolver *resolver, struct event_base *base,
                                            SSL_CTX *tls_client);
 void dataplane_free(struct dataplane *dp);
-/* Live WebSocket sessions, and ending them all (server shutdown): each
- * writes its usage record when it has ended. */
-size_t dataplane_ws_sessions(const struct dataplane *dp);
+/* Exchanges still running on their own: WebSocket sessions, and replies
+ * read on after their client left. dataplane_shutdown ends them all (each
+ * writes its usage records). */
+size_t dataplane_live(const struct dataplane *dp);
 void dataplane_shutdown(struct dataplane *dp);
 
-/* http_request_cb for the data listener; arg is the struct dataplane. */
+/* http_head_cb and http_request_cb of the data listener; arg is the struct
+ * dataplane. */
+int dataplane_head(struct http_conn *c, struct http_request *req, void *arg);
 void dataplane_handle(struct http_conn *c, struct http_request *req, void *arg);
 
 #endif

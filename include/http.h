@@ -27,8 +27,20 @@ struct http_request {
     struct evbuffer *body;
     int64_t start_ms; /* wall clock when the head was complete */
     int64_t start_mono;
+    /* What the head handler made of the request, handed to the request
+     * handler; freed with ctx_free when the request ends before it gets
+     * there (the client left during the body). The request handler takes
+     * ownership (and sets ctx to NULL). */
+    void *ctx;
+    void (*ctx_free)(void *ctx);
 };
 
+/* Called when a request head is complete, before any of its body is read
+ * or "100 Continue" is sent: the place to authenticate. Return 0 to go on
+ * (the body is read, then on_request is called), or answer with
+ * http_respond*() and return -1: the body is not read and the connection
+ * closes after the answer when a body was announced. */
+typedef int (*http_head_cb)(struct http_conn *c, struct http_request *req, void *arg);
 /* Called once per request; the handler must finish it with http_respond*()
  * or http_stream_begin()/http_stream_end(), possibly later (async). */
 typedef void (*http_request_cb)(struct http_conn *c, struct http_request *req, void *arg);
@@ -42,6 +54,7 @@ typedef void (*http_drain_cb)(struct http_conn *c, void *arg);
 
 struct http_server_opts {
     const struct config_limits *limits;
+    http_head_cb on_head; /* may be NULL */
     http_request_cb on_request;
     void *arg;
     const char *name; /* "data" | "admin", for logs */

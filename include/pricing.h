@@ -20,7 +20,7 @@
 #include "usage_record.h"
 
 /* Borrowed from cfg; NULL when no entry matches. */
-const struct config_price *pricing_find(const struct config *cfg, enum provider_id p,
+const struct config_price *pricing_find(const struct config *cfg, const struct provider *p,
                                         const char *model);
 /* Cost in micro-USD; 0 when price is NULL. */
 int64_t pricing_cost(const struct config_price *price, const struct usage_units *u);

@@ -44,7 +44,7 @@
  * - Back-pressure: above limits->client_high_watermark (default 256 KiB)
  *   on either side's output the other side is no longer read, until the
  *   output drains to half of it.
- * - Client-first mode (params.client_first; ElevenLabs browsers put the key
+ * - Client-first mode (params.client_first; browsers that put the key
  *   in the first message): the client gets its 101 at once, its first
  *   message (text, whole, at most max_message or 1 MiB) goes to on_first,
  *   which decides where to connect and what to send first. Until that
@@ -80,6 +80,7 @@ enum relay_ws_end {
     RELAY_WS_END_TIMEOUT,          /* connect/handshake deadline, or idle timeout */
     RELAY_WS_END_SHUTDOWN,         /* relay_ws_shutdown() */
     RELAY_WS_END_UNAUTHORIZED,     /* client-first: on_first refused, or no text first */
+    RELAY_WS_END_POLICY,           /* on_message ended the session (close 1008) */
 };
 
 struct relay_ws_end_info {
@@ -103,6 +104,9 @@ struct relay_ws_target {
      * UTF-8 (it is not checked). */
     char *first_message;
     size_t first_len;
+    /* When on_first refuses: the client's close 1008 reason (a static
+     * string; NULL: "invalid or missing key"). */
+    const char *refuse_reason;
 };
 
 struct relay_ws_params {
@@ -129,6 +133,11 @@ struct relay_ws_params {
      * and Sec-WebSocket-Version itself. Copied, and the copy is wiped once
      * sent (it holds a key). Ignored in the client-first mode. */
     const char *upstream_headers;
+    /* Sent to the upstream as the first client text message once it
+     * accepted, before anything the client sends (copied, wiped); NULL:
+     * none. Ignored in the client-first mode (on_first gives it). */
+    const char *first_message;
+    size_t first_len;
 
     /* Client-first mode: answer the client's upgrade with 101 at once, read
      * its first message (a whole text message) and call on_first with it
@@ -148,21 +157,23 @@ struct relay_ws_params {
                            (0: on_message only for the held first message) */
 
     /* A whole text message (or its first meter_max bytes: complete=false)
-     * in either direction. The first client message may be rewritten (to
-     * remove a credential): return a malloc'd replacement in *replace (the
-     * relay frees and wipes it) — only for the first client text message,
-     * which the relay holds back until it is complete when
-     * hold_first_client_message is set (bounded by max_message, or 1 MiB
-     * when that is 0; the held message is passed whole, complete=true,
-     * whatever meter_max). A replacement returned for any other message is
-     * wiped and ignored. data is borrowed for the call. */
-    void (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
-                       bool complete, char **replace, size_t *replace_len);
+     * in either direction. A held client message (the first with
+     * hold_first_client_message, every one with hold_client_text) is passed
+     * whole (complete=true; bounded by max_message, or meter_max with
+     * hold_client_text, or 1 MiB) before it is forwarded: on_message may
+     * return a malloc'd replacement in *replace (the relay wipes and frees
+     * it; for a message that is not held it is ignored), or return -1 with a
+     * static *reason to end the session: the client gets close 1008 with
+     * that reason, the upstream 1000, the end is RELAY_WS_END_POLICY, and a
+     * held message is not forwarded. data is borrowed for the call. */
+    int (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len, bool complete,
+                      char **replace, size_t *replace_len, const char **reason);
     bool hold_first_client_message;
+    bool hold_client_text;
     /* Every chunk of a binary message, in either direction, as it is relayed
      * (unmasked; borrowed for the call): message_off is the chunk's offset
      * in its message, last is set on the message's final chunk. For
-     * metering audio (Azure Speech's framed audio). May be NULL. */
+     * metering audio (framed audio messages). May be NULL. */
     void (*on_binary)(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
                       uint64_t message_off, bool last);
     /* The upstream accepted; the client got its 101 (and, client-first,

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "provider.h"
 #include "crypto.h"
+#include "session.h"
 #include "store.h"
 
 struct resolver;
@@ -49,30 +50,52 @@ MUST_CHECK enum resolve_status resolve_auth(struct resolver *r, const char *key,
                                             struct resolve_identity *out);
 
 struct resolve_decision {
-    enum provider_id provider;
-    bool byok;           /* billed_to byok */
-    const char *api_key; /* platform: borrowed from cfg; byok: points at secret */
-    const char *region;  /* azure_speech: the key's region; else NULL */
+    const struct provider *provider;
+    bool byok; /* billed_to byok */
     char payer_id[ID_MAX];
-    char connection_id[ID_MAX];         /* "" for platform */
-    char fallback_reason[64];           /* "" when none */
-    const char *reason;                 /* static explanation, for /resolve and logs */
+    char connection_id[ID_MAX]; /* "" for platform */
+    char fallback_reason[64];   /* "" when none */
+    const char *reason;         /* static explanation, for /resolve and logs */
+    bool new_session;           /* this request started the session */
+    /* BYOK: the connection as stored (sealed), opened by resolve_open_key. */
+    struct store_connection conn;
+    /* Set by resolve_open_key(): the key to inject and its region. */
+    const char *api_key;                /* platform: borrowed from cfg; byok: points at secret */
+    const char *region;                 /* the key's region (providers with regions); else NULL */
     char secret[CRYPTO_SECRET_MAX + 1]; /* the opened BYOK key; wiped by resolve_done() */
-    char byok_region[32];
-    bool new_session; /* this request started the session */
 };
 
 /* Decides keys and payer for id's tenant and provider p: the pinned
  * decision of session_id when the session exists (sliding its TTL), else a
  * new decision for every slot, pinned when session_id is given. A BYOK line
- * opens its connection's current secret (so a rotation applies at once; a
+ * uses its connection's current secret (so a rotation applies at once; a
  * connection deleted since the pin falls back to the platform key with
  * fallback_reason). The balance gate applies to a wallet line of a new
- * session only. session_id may be NULL (the request is its own session). */
+ * session only. session_id may be NULL (the request is its own session).
+ * No secret is opened here: resolve_open_key() does that right before the
+ * upstream request is built. */
 MUST_CHECK enum resolve_status resolve_session(struct resolver *r,
                                                const struct resolve_identity *id,
-                                               enum provider_id p, const char *session_id,
+                                               const struct provider *p, const char *session_id,
                                                struct resolve_decision *out);
+/* The same, also giving the session's pin (every slot's decision), for an
+ * ephemeral token that carries it to its session. */
+MUST_CHECK enum resolve_status
+resolve_session_pin(struct resolver *r, const struct resolve_identity *id, const struct provider *p,
+                    const char *session_id, struct resolve_decision *out, struct session_pin *pin);
+/* A decision from a pin carried by an ephemeral token: what resolve_session
+ * does for a new session with that pin (the balance gate included). */
+MUST_CHECK enum resolve_status resolve_pinned(struct resolver *r, const struct session_pin *pin,
+                                              const struct provider *p,
+                                              struct resolve_decision *out);
+/* The identity of the proxy key key_id without presenting its secret (an
+ * ephemeral token minted with it): RESOLVE_UNAUTHORIZED when the key is
+ * revoked or gone. */
+MUST_CHECK enum resolve_status resolve_key_identity(struct resolver *r, const char *key_id,
+                                                    struct resolve_identity *out);
+/* Opens the decision's key (BYOK: decrypts the connection's secret into
+ * d->secret). -1 when it cannot be opened. */
+MUST_CHECK int resolve_open_key(struct resolver *r, struct resolve_decision *d);
 /* Wipes the secret of a decision once the upstream request is built. */
 void resolve_done(struct resolve_decision *d);
 
@@ -94,6 +117,7 @@ struct resolve_rule {
     const char *reason; /* static: why, in words (no secrets) */
 };
 
-void resolve_rule(const struct resolve_inputs *in, enum provider_id p, struct resolve_rule *out);
+void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
+                  struct resolve_rule *out);
 
 #endif

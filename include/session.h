@@ -10,7 +10,7 @@
 #include "common.h"
 #include "provider.h"
 
-#define SESSION_SLOTS (PROVIDER_AZURE_SPEECH + 1)
+#define SESSION_SLOTS PROVIDER_SLOT_MAX /* indexed by slot number (provider.h) */
 
 struct session_pin {
     char payer_id[ID_MAX];

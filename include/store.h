@@ -53,9 +53,9 @@ struct store_key {
 struct store_connection {
     char id[ID_MAX]; /* "c_" + ULID */
     char tenant_id[ID_MAX];
-    enum provider_id provider; /* a slot: openai, elevenlabs, azure_speech */
+    const struct provider *provider; /* a slot (provider.h) */
     char name[128];
-    char region[32]; /* azure_speech: short region; "" otherwise */
+    char region[32]; /* providers with regional keys: short region; "" otherwise */
     char key_hint[8];
     int key_version; /* master key version it is sealed under */
     unsigned char sealed[CRYPTO_SEALED_MAX];
@@ -65,10 +65,10 @@ struct store_connection {
 };
 
 /* BYOK settings of a tenant: master toggle + per slot the connection id
- * ("" = none). Indexed by enum provider_id for the three slots. */
+ * ("" = none). Indexed by slot number (provider_slot_index). */
 struct store_byok {
     bool enabled;
-    char slots[PROVIDER_AZURE_SPEECH + 1][ID_MAX];
+    char slots[PROVIDER_SLOT_MAX][ID_MAX];
     int64_t updated_at_ms;
 };
 

@@ -32,10 +32,9 @@ struct usage_record {
     char tenant_id[ID_MAX];
     char payer_id[ID_MAX];
     char key_id[ID_MAX];
-    char session_id[SESSION_MAX]; /* "" = none (JSON null) */
-    enum provider_id provider;
-    bool has_slot; /* provider is a slot: JSON "slot" = provider name, else null */
-    char line[16]; /* llm | embeddings | tts | stt | realtime | platform */
+    char session_id[SESSION_MAX];    /* "" = none (JSON null) */
+    const struct provider *provider; /* "slot" = its name when it is a slot, else null */
+    char line[16];                   /* llm | embeddings | tts | stt | realtime | platform */
     char endpoint[PATH_MAX_];
     char model[MODEL_MAX];
     bool billed_byok;           /* billed_to: byok (true) | wallet (false) */
@@ -51,6 +50,11 @@ struct usage_record {
     char upstream_request_id[128];       /* "" = null */
     int64_t ttfb_ms;                     /* -1 = null */
     int64_t duration_ms;
+    /* Optional members (DESIGN §5), written only where they apply. */
+    bool unmetered; /* "metered": false - a BYOK call to an endpoint not metered */
+    bool simulated; /* "simulated": true - a simulated upstream */
+    int seq;        /* socket records: 1, 2, ... per line of the socket; 0 = none */
+    bool final;     /* socket records: the last of its line */
 };
 
 /* "ok", "client_disconnect", ...; a static string, never NULL. */

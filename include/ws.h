@@ -6,8 +6,8 @@
  * No extension is ever negotiated (permessage-deflate is not offered and not
  * accepted), so every RSV bit must be 0. Subprotocol selection is the
  * caller's: ws_list_next() walks a Sec-WebSocket-Protocol value so a provider
- * module can drop credential entries ("openai-insecure-api-key.<key>", the
- * item after Deepgram's "token") and echo the one it picks ("realtime"). */
+ * module can drop credential entries (a "<prefix>.<key>" item, the item
+ * after a "token" item) and echo the one it picks. */
 #ifndef BYOK_WS_H
 #define BYOK_WS_H
 

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "resolve.h"
+#include "urlenc.h"
 #include "upstream.h"
 
 #include <stdio.h>
@@ -40,19 +41,19 @@ static json_t *connection_json(const struct store_connection *c)
                      admin_time_json(c->updated_at_ms));
 }
 
-static int get_slot_provider(struct admin_ctx *x, json_t *obj, enum provider_id *out)
+static int get_slot_provider(struct admin_ctx *x, json_t *obj, const struct provider **out)
 {
     json_t *v = json_object_get(obj, "provider");
     if (v == NULL || json_is_null(v))
-        return bad_request(x, "provider is required: one of openai, elevenlabs, azure_speech");
-    if (json_is_string(v) && provider_parse(json_string_value(v), out) == 0 &&
-        !provider_is_slot(*out))
+        return bad_request(x, "provider is required: one of %s", provider_slot_list());
+    *out = json_is_string(v) ? provider_find(json_string_value(v)) : NULL;
+    if (*out != NULL && !(*out)->slot)
         return bad_request(x,
                            "provider \"%s\" runs on platform keys only; a connection's provider "
-                           "must be one of openai, elevenlabs, azure_speech",
-                           provider_name(*out));
-    if (!json_is_string(v) || provider_parse(json_string_value(v), out) == -1)
-        return bad_request(x, "provider must be one of openai, elevenlabs, azure_speech");
+                           "must be one of %s",
+                           (*out)->name, provider_slot_list());
+    if (*out == NULL)
+        return bad_request(x, "provider must be one of %s", provider_slot_list());
     return 0;
 }
 
@@ -80,28 +81,35 @@ static int get_api_key(struct admin_ctx *x, json_t *obj, const char **key, size_
     return 0;
 }
 
-/* region: required for azure_speech (an allow-listed short name, since it
- * becomes part of the upstream host name), refused for other providers. */
-static int get_region(struct admin_ctx *x, json_t *obj, enum provider_id p, bool required,
+/* region: required for providers whose hosts depend on it (an allow-listed
+ * short name, since it becomes part of the upstream host name), refused for
+ * other providers. */
+static int get_region(struct admin_ctx *x, json_t *obj, const struct provider *p, bool required,
                       char out[32], bool *present)
 {
     json_t *v = json_object_get(obj, "region");
     char err[256];
     *present = v != NULL && !json_is_null(v);
-    if (p != PROVIDER_AZURE_SPEECH) {
+    if (!p->region) {
         if (*present)
-            return bad_request(x, "region is only accepted for azure_speech connections");
+            return bad_request(x,
+                               "region is not accepted for %s connections (%s keys work "
+                               "everywhere)",
+                               p->name, p->display);
         return 0;
     }
     if (!*present) {
         if (required)
-            return bad_request(x, "region is required for azure_speech connections: the short "
-                                  "region name of the key's Speech resource, e.g. \"eastus\"");
+            return bad_request(x,
+                               "region is required for %s connections: the short region name "
+                               "of the key's resource, e.g. \"%s\"",
+                               p->name, p->region_example ? p->region_example : "");
         return 0;
     }
     if (!json_is_string(v))
-        return bad_request(x, "region must be a string such as \"eastus\"");
-    if (config_check_region(json_string_value(v), err, sizeof(err)) == -1)
+        return bad_request(x, "region must be a string such as \"%s\"",
+                           p->region_example ? p->region_example : "");
+    if (p->check_region(json_string_value(v), err, sizeof(err)) == -1)
         return bad_request(x, "region: %s", err);
     snprintf(out, 32, "%s", json_string_value(v));
     return 0;
@@ -235,7 +243,7 @@ void admin_byok_conn_get(struct admin_ctx *x)
 
 /* Rename (name), rotate (api_key: resealed under a fresh IV and the current
  * master key version; takes effect at once, also for pinned sessions), or
- * move an Azure key to another region. */
+ * move a key to another region. */
 void admin_byok_conn_patch(struct admin_ctx *x)
 {
     static const char *const fields[] = {"name", "api_key", "region"};
@@ -335,16 +343,17 @@ void admin_byok_get(struct admin_ctx *x)
 
 /* slots.<name>: a connection id of this tenant for that provider, or null
  * (clears the slot); absent keeps the slot as it is. */
-static int get_slot(struct admin_ctx *x, json_t *slots, const struct store_tenant *t,
-                    enum provider_id p, struct store_byok *b)
+static int get_slot(struct admin_ctx *x, json_t *slots, const struct store_tenant *t, size_t slot,
+                    struct store_byok *b)
 {
-    const char *name = provider_name(p);
+    const struct provider *p = provider_slot_at(slot);
+    const char *name = p->name;
     json_t *v = json_object_get(slots, name);
     struct store_connection c;
     if (v == NULL)
         return 0;
     if (json_is_null(v)) {
-        b->slots[p][0] = '\0';
+        b->slots[slot][0] = '\0';
         return 0;
     }
     if (!json_is_string(v) || !admin_valid_id(json_string_value(v), json_string_length(v)))
@@ -360,18 +369,20 @@ static int get_slot(struct admin_ctx *x, json_t *slots, const struct store_tenan
     if (c.provider != p)
         return bad_request(x, "slots.%s: connection \"%s\" belongs to provider %s, not %s", name,
                            id, provider_name(c.provider), name);
-    memcpy(b->slots[p], c.id, sizeof(b->slots[p]));
+    memcpy(b->slots[slot], c.id, sizeof(b->slots[slot]));
     return 0;
 }
 
 void admin_byok_put(struct admin_ctx *x)
 {
     static const char *const fields[] = {"enabled", "slots"};
-    static const char *const slot_fields[] = {"openai", "elevenlabs", "azure_speech"};
+    const char *slot_fields[PROVIDER_SLOT_MAX];
     struct store_tenant t;
     struct store_byok b;
     json_t *body = NULL, *slots;
     bool has;
+    for (size_t i = 0; i < provider_slot_count(); i++)
+        slot_fields[i] = provider_slot_at(i)->name;
     if (admin_load_tenant(x, &t) == -1)
         goto out;
     if (!t.feature_byok) {
@@ -394,14 +405,16 @@ void admin_byok_put(struct admin_ctx *x)
     slots = json_object_get(body, "slots");
     if (slots != NULL && !json_is_null(slots)) {
         if (!json_is_object(slots)) {
-            bad_request(x, "slots must be an object {\"openai\": id|null, \"elevenlabs\": "
-                           "id|null, \"azure_speech\": id|null}");
+            bad_request(x,
+                        "slots must be an object of slot name to connection id or null "
+                        "(slots: %s)",
+                        provider_slot_list());
             goto out;
         }
-        if (admin_check_fields(x, slots, "slots.", slot_fields, ARRAY_SIZE(slot_fields)) == -1)
+        if (admin_check_fields(x, slots, "slots.", slot_fields, provider_slot_count()) == -1)
             goto out;
-        for (int p = 0; p <= PROVIDER_AZURE_SPEECH; p++)
-            if (get_slot(x, slots, &t, (enum provider_id)p, &b) == -1)
+        for (size_t i = 0; i < provider_slot_count(); i++)
+            if (get_slot(x, slots, &t, i, &b) == -1)
                 goto out;
     }
     b.updated_at_ms = now_ms();
@@ -427,36 +440,30 @@ out:
 void admin_byok_resolve(struct admin_ctx *x)
 {
     const struct httpparse_request *h = &x->req->head;
-    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
     char pname[32] = "";
     bool seen = false;
-    while (q != NULL && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        const char *ke = eq ? eq : pe;
-        size_t klen = (size_t)(ke - q);
-        const char *val = eq ? eq + 1 : pe;
-        if (klen == 8 && memcmp(q, "provider", 8) == 0) {
+    struct urlenc_query it;
+    struct urlenc_pair pair;
+    urlenc_query_init(&it, h->query, h->query_len);
+    while (urlenc_query_next(&it, &pair)) {
+        if (pair.name_len == 8 && memcmp(pair.name, "provider", 8) == 0) {
             if (seen) {
                 bad_request(x, "query parameter provider given twice");
                 return;
             }
             seen = true;
-            if (admin_query_decode(val, (size_t)(pe - val), pname, sizeof(pname)) == -1)
+            if (admin_query_decode(pair.value, pair.value_len, pname, sizeof(pname)) == -1)
                 pname[0] = '\0'; /* not a provider: reported below */
-        } else if (klen > 0) {
+        } else if (pair.name_len > 0) {
             char safe[48];
             bad_request(x, "unknown query parameter \"%s\" (expected: provider)",
-                        log_safe(q, klen, safe, sizeof(safe)));
+                        log_safe(pair.name, pair.name_len, safe, sizeof(safe)));
             return;
         }
-        q = amp ? amp + 1 : end;
     }
-    enum provider_id p;
-    if (!seen || provider_parse(pname, &p) == -1) {
-        bad_request(x, "query parameter provider must be one of openai, elevenlabs, "
-                       "azure_speech, deepgram, anthropic, cartesia, deepseek");
+    const struct provider *p = seen ? provider_find(pname) : NULL;
+    if (p == NULL) {
+        bad_request(x, "query parameter provider must be one of %s", provider_list());
         return;
     }
     struct store_tenant t, parent;
@@ -506,12 +513,11 @@ void admin_byok_resolve(struct admin_ctx *x)
         }
         crypto_wipe(pt, sizeof(pt));
     }
-    json_t *body =
-        json_pack("{s:s, s:o, s:s, s:o, s:s, s:s, s:s}", "provider", provider_name(p), "slot",
-                  provider_is_slot(p) ? json_string(provider_name(p)) : json_null(), "billed_to",
-                  byok ? "byok" : "wallet", "connection_id",
-                  byok ? json_string(rule.connection_id) : json_null(), "payer_id", rule.payer_id,
-                  "owner_id", rule.owner_id, "reason", reason ? reason : "");
+    json_t *body = json_pack(
+        "{s:s, s:o, s:s, s:o, s:s, s:s, s:s}", "provider", provider_name(p), "slot",
+        p->slot ? json_string(p->name) : json_null(), "billed_to", byok ? "byok" : "wallet",
+        "connection_id", byok ? json_string(rule.connection_id) : json_null(), "payer_id",
+        rule.payer_id, "owner_id", rule.owner_id, "reason", reason ? reason : "");
     admin_reply_json(x, 200, body, NULL, 0);
 }
 
@@ -591,7 +597,7 @@ void admin_byok_check(struct admin_ctx *x)
     }
     /* The tenant's own settings, whatever the toggle and plan say: the
      * check answers "do these keys work", not "are they used". */
-    for (int p = 0; p < CHECK_SLOTS; p++) {
+    for (size_t p = 0; p < provider_slot_count(); p++) {
         struct check_target *tg = &targets[p];
         if (b.slots[p][0] == '\0')
             continue;

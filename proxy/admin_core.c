@@ -7,6 +7,7 @@
 #include "admin_core.h"
 #include "crypto.h"
 #include "provider.h"
+#include "urlenc.h"
 
 #include <event2/buffer.h>
 #include <stdarg.h>
@@ -144,47 +145,18 @@ json_t *admin_time_json(int64_t ms)
 json_t *admin_byok_json(const struct store_byok *b)
 {
     json_t *slots = json_object();
-    for (int i = 0; slots != NULL && i <= PROVIDER_AZURE_SPEECH; i++)
-        json_object_set_new(slots, provider_name((enum provider_id)i),
+    for (size_t i = 0; slots != NULL && i < provider_slot_count(); i++)
+        json_object_set_new(slots, provider_slot_at(i)->name,
                             b->slots[i][0] ? json_string(b->slots[i]) : json_null());
     return json_pack("{s:b, s:o, s:o}", "enabled", b->enabled, "slots", slots, "updated_at",
                      admin_time_json(b->updated_at_ms));
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* %XX (two hex digits) and '+' for space; a stray '%', a decoded NUL or
  * control byte, or no room in out is an error. */
 int admin_query_decode(const char *s, size_t len, char *out, size_t out_size)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        int ch = (unsigned char)s[i];
-        if (ch == '+') {
-            ch = ' ';
-        } else if (ch == '%') {
-            int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return -1;
-            ch = hi * 16 + lo;
-            i += 2;
-        }
-        if (ch < 0x20 || ch == 0x7f || n + 1 >= out_size)
-            return -1;
-        out[n++] = (char)ch;
-    }
-    out[n] = '\0';
-    return 0;
+    return urlenc_decode(s, len, true, true, out, out_size) < 0 ? -1 : 0;
 }
 
 /* ---- request bodies ---------------------------------------------------- */

@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include "admin_core.h"
+#include "urlenc.h"
 #include "admin_tenants.h"
 #include "crypto.h"
 #include "metrics.h"
@@ -450,15 +451,12 @@ void admin_tenants_usage(struct admin_ctx *x)
     char tenant[ID_MAX] = "", session[SESSION_MAX] = "", limit_s[16] = "";
     bool seen[3] = {false, false, false};
     const struct httpparse_request *h = &x->req->head;
-    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
-    while (q != NULL && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        const char *ke = eq ? eq : pe;
-        size_t klen = (size_t)(ke - q);
-        const char *val = eq ? eq + 1 : pe;
-        size_t vlen = (size_t)(pe - val);
+    struct urlenc_query it;
+    struct urlenc_pair pair;
+    urlenc_query_init(&it, h->query, h->query_len);
+    while (urlenc_query_next(&it, &pair)) {
+        const char *q = pair.name;
+        size_t klen = pair.name_len;
         int which = -1;
         char *dst = NULL;
         size_t dsize = 0;
@@ -481,7 +479,7 @@ void admin_tenants_usage(struct admin_ctx *x)
                 return;
             }
             seen[which] = true;
-            if (admin_query_decode(val, vlen, dst, dsize) == -1) {
+            if (admin_query_decode(pair.value, pair.value_len, dst, dsize) == -1) {
                 bad_request(x,
                             "query parameter %.*s: bad percent-encoding, control character "
                             "or longer than %zu bytes",
@@ -489,7 +487,6 @@ void admin_tenants_usage(struct admin_ctx *x)
                 return;
             }
         }
-        q = amp ? amp + 1 : end;
     }
     int limit = USAGE_LIMIT_DEFAULT;
     if (limit_s[0] != '\0') {

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "check.h"
 #include "crypto.h"
+#include "route.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -11,19 +12,6 @@
 #include <string.h>
 
 #define BODY_CAP 8192 /* bytes of a reply kept to read an error message from */
-
-/* The check calls: the cheapest request of each provider that proves the
- * key works (PROVIDERS.md §1.1, §2.1, §3.1). Static: upstream_request
- * borrows the body until the transfer ends. */
-static const char openai_path[] = "/v1/chat/completions";
-static const char openai_body[] = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\","
-                                  "\"content\":\"ping\"}],\"max_tokens\":1}";
-static const char elevenlabs_path[] =
-    "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM?output_format=mp3_22050_32";
-static const char elevenlabs_body[] = "{\"text\":\"ok\",\"model_id\":\"eleven_turbo_v2_5\"}";
-static const char azure_path[] = "/cognitiveservices/voices/list";
-
-static const char *const display_names[CHECK_SLOTS] = {"OpenAI", "ElevenLabs", "Azure Speech"};
 
 enum call_state {
     CALL_IDLE = 0, /* no transfer: result already set (or nothing to do) */
@@ -33,7 +21,7 @@ enum call_state {
 
 struct check_call {
     struct check_run *run;
-    enum provider_id slot;
+    const struct provider *slot; /* NULL: an unused slot number */
     enum call_state state;
     struct upstream_xfer *xfer; /* while RUNNING */
     char connection_id[ID_MAX];
@@ -163,40 +151,12 @@ static void scrub_key(char *buf, size_t len, const unsigned char digest[32], siz
     }
 }
 
-/* The message string inside a provider's error shape, or NULL. Borrowed
- * from root. */
-static const char *shape_message(enum provider_id p, json_t *root)
-{
-    json_t *v = NULL;
-    if (!json_is_object(root))
-        return NULL;
-    if (p == PROVIDER_ELEVENLABS) {
-        json_t *d = json_object_get(root, "detail");
-        if (json_is_string(d))
-            return json_string_value(d);
-        if (json_is_object(d))
-            v = json_object_get(d, "message");
-        else if (json_is_array(d))
-            v = json_object_get(json_array_get(d, 0), "msg");
-    }
-    if (v == NULL) {
-        /* OpenAI and Azure: {"error":{"message"}}; Azure also answers
-         * {"error":{"code","message"}} and, on some endpoints, a string. */
-        json_t *e = json_object_get(root, "error");
-        if (json_is_string(e))
-            return json_string_value(e);
-        v = json_object_get(e, "message");
-        if (v == NULL)
-            v = json_object_get(root, "message");
-    }
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static void error_message(enum provider_id p, const char *body, size_t len,
+static void error_message(const struct provider *p, const char *body, size_t len,
                           const unsigned char *digest, size_t key_len, char *out, size_t out_size)
 {
     json_t *root = len > 0 ? json_loadb(body, len, 0, NULL) : NULL;
-    const char *msg = shape_message(p, root);
+    const char *msg =
+        json_is_object(root) && p->error_message != NULL ? p->error_message(root) : NULL;
     size_t mlen = msg ? strlen(msg) : len;
     char *copy = malloc(mlen + 1);
     if (out_size > 0)
@@ -212,7 +172,7 @@ static void error_message(enum provider_id p, const char *body, size_t len,
     json_decref(root);
 }
 
-void check_error_message(enum provider_id p, const char *body, size_t len, char *out,
+void check_error_message(const struct provider *p, const char *body, size_t len, char *out,
                          size_t out_size)
 {
     error_message(p, body, len, NULL, 0, out, out_size);
@@ -220,26 +180,14 @@ void check_error_message(enum provider_id p, const char *body, size_t len, char 
 
 /* ---- requests ----------------------------------------------------------------- */
 
-int check_build_url(const struct config *cfg, enum provider_id p, const char *region, char *out,
-                    size_t out_size)
+int check_build_url(const struct config *cfg, const struct provider *p, const char *region,
+                    char *out, size_t out_size)
 {
-    const char *base = provider_is_slot(p) ? cfg->upstreams[p] : NULL;
-    int n = -1;
-    if (base == NULL)
+    char base[1024];
+    if (p == NULL || p->check == NULL ||
+        route_upstream_base(cfg, p, 0, region, base, sizeof(base)) == -1)
         return -1;
-    if (p == PROVIDER_OPENAI) {
-        n = snprintf(out, out_size, "%s%s", base, openai_path);
-    } else if (p == PROVIDER_ELEVENLABS) {
-        n = snprintf(out, out_size, "%s%s", base, elevenlabs_path);
-    } else {
-        char err[256];
-        const char *at = strstr(base, "{region}");
-        /* The region goes into a host name: only allow-listed names. */
-        if (region == NULL || at == NULL || config_check_region(region, err, sizeof(err)) == -1)
-            return -1;
-        n = snprintf(out, out_size, "%.*s%s%s%s", (int)(at - base), base, region, at + 8,
-                     azure_path);
-    }
+    int n = snprintf(out, out_size, "%s%s", base, p->check->path);
     return n < 0 || (size_t)n >= out_size ? -1 : 0;
 }
 
@@ -279,34 +227,27 @@ static enum upstream_data_result on_data(struct upstream_xfer *x, const char *da
 static void result_http(struct check_call *call)
 {
     char detail[CHECK_DETAIL_MAX + 256];
-    const char *who = display_names[call->slot];
+    const struct provider *p = call->slot;
     if (call->http_status >= 200 && call->http_status < 300) {
-        if (call->slot == PROVIDER_OPENAI)
-            snprintf(detail, sizeof(detail),
-                     "the key works: a 1-token gpt-4o-mini completion succeeded (HTTP %d)",
-                     call->http_status);
-        else if (call->slot == PROVIDER_ELEVENLABS)
-            snprintf(detail, sizeof(detail),
-                     "the key works: a short eleven_turbo_v2_5 speech request succeeded "
-                     "(HTTP %d)",
-                     call->http_status);
+        if (p->region)
+            snprintf(detail, sizeof(detail), "the key works in region %s: %s succeeded (HTTP %d)",
+                     call->region, p->check->what, call->http_status);
         else
-            snprintf(detail, sizeof(detail),
-                     "the key works in region %s: the voices list was returned (HTTP %d)",
-                     call->region, call->http_status);
+            snprintf(detail, sizeof(detail), "the key works: %s succeeded (HTTP %d)",
+                     p->check->what, call->http_status);
         call->result = entry("ok", detail, call->connection_id);
     } else {
         char msg[CHECK_DETAIL_MAX + 8];
-        error_message(call->slot, call->body, call->body_len, call->key_digest, call->key_len, msg,
+        error_message(p, call->body, call->body_len, call->key_digest, call->key_len, msg,
                       sizeof(msg));
-        if (msg[0] == '\0' && call->slot == PROVIDER_AZURE_SPEECH &&
-            (call->http_status == 401 || call->http_status == 403))
+        if (msg[0] == '\0' && p->region && (call->http_status == 401 || call->http_status == 403))
             snprintf(msg, sizeof(msg),
                      "access denied: the key is wrong or belongs to another region than %s",
                      call->region);
         if (msg[0] == '\0')
             snprintf(msg, sizeof(msg), "no error message in the reply");
-        snprintf(detail, sizeof(detail), "%s answered HTTP %d: %s", who, call->http_status, msg);
+        snprintf(detail, sizeof(detail), "%s answered HTTP %d: %s", p->display, call->http_status,
+                 msg);
         call->result = entry("error", detail, call->connection_id);
     }
     if (call->result != NULL)
@@ -320,13 +261,13 @@ static void result_transport(struct check_call *call, CURLcode rc, const char *e
     char detail[CHECK_DETAIL_MAX + 256];
     bool connect_failure = rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_CONNECT ||
                            rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_SSL_CONNECT_ERROR;
-    if (call->slot == PROVIDER_AZURE_SPEECH && connect_failure)
+    if (call->slot->region && connect_failure)
         snprintf(detail, sizeof(detail),
                  "could not connect to the %s endpoint: the region is probably wrong (%s)",
                  call->region, errbuf);
     else
-        snprintf(detail, sizeof(detail), "could not reach the %s endpoint: %s",
-                 display_names[call->slot], errbuf);
+        snprintf(detail, sizeof(detail), "could not reach the %s endpoint: %s", call->slot->display,
+                 errbuf);
     call->result = entry("error", detail, call->connection_id);
 }
 
@@ -359,22 +300,20 @@ static const struct upstream_callbacks call_callbacks = {on_head, on_data, on_do
 static void call_start(struct check_call *call, const struct store_connection *conn)
 {
     struct check_run *r = call->run;
+    const struct provider *p = call->slot;
     char key[CRYPTO_SECRET_MAX + 1];
-    char bearer[CRYPTO_SECRET_MAX + 8];
+    char value[CRYPTO_SECRET_MAX + 16];
     char url[1024];
     size_t key_len = 0;
     struct curl_slist *h = NULL;
-    const char *hname = NULL, *hvalue = NULL;
-    size_t hvalue_len = 0;
+    const char *hname = NULL;
     unsigned int dl = 0;
 
-    if (check_build_url(r->cfg, call->slot, call->region, url, sizeof(url)) == -1) {
-        call->result =
-            entry("error",
-                  call->slot == PROVIDER_AZURE_SPEECH
-                      ? "the connection's region is not an allowed Azure short region name"
-                      : "the check URL is too long for the configured upstream",
-                  call->connection_id);
+    if (check_build_url(r->cfg, p, call->region, url, sizeof(url)) == -1) {
+        call->result = entry("error",
+                             p->region ? "the connection's region is not an allowed region name"
+                                       : "the check URL is too long for the configured upstream",
+                             call->connection_id);
         return;
     }
     if (crypto_open(conn->tenant_id, conn->id, conn->key_version, conn->sealed, conn->sealed_len,
@@ -389,43 +328,25 @@ static void call_start(struct check_call *call, const struct store_connection *c
         call->key_len = 0; /* no scrubbing possible; the provider masks keys itself */
     else
         call->key_len = key_len;
-    if (call->slot == PROVIDER_OPENAI) {
-        hname = "Authorization";
-        hvalue_len = (size_t)snprintf(bearer, sizeof(bearer), "Bearer %s", key);
-        hvalue = bearer;
-    } else if (call->slot == PROVIDER_ELEVENLABS) {
-        hname = "xi-api-key";
-        hvalue = key;
-        hvalue_len = key_len;
-    } else {
-        hname = "Ocp-Apim-Subscription-Key";
-        hvalue = key;
-        hvalue_len = key_len;
-    }
-    h = upstream_header_append(h, hname, strlen(hname), hvalue, hvalue_len);
+    int vl = route_inject_value(p, NULL, key, &hname, value, sizeof(value));
     crypto_wipe(key, sizeof(key));
-    crypto_wipe(bearer, sizeof(bearer));
-    if (h != NULL && call->slot != PROVIDER_AZURE_SPEECH)
-        h = upstream_header_append(h, "Content-Type", 12, "application/json", 16);
+    if (vl >= 0)
+        h = upstream_header_append(h, hname, strlen(hname), value, (size_t)vl);
+    crypto_wipe(value, sizeof(value));
+    if (h != NULL && p->check->content_type != NULL)
+        h = upstream_header_append(h, "Content-Type", 12, p->check->content_type,
+                                   strlen(p->check->content_type));
     if (h != NULL)
         h = upstream_header_append(h, "User-Agent", 10, "byok-proxy-check", 16);
     if (h == NULL) {
         call->result = entry("error", "out of memory", call->connection_id);
         goto out;
     }
-    struct upstream_request req = {.url = url, .headers = h};
-    if (call->slot == PROVIDER_OPENAI) {
-        req.method = "POST";
-        req.body = openai_body;
-        req.body_len = sizeof(openai_body) - 1;
+    struct upstream_request req = {.url = url, .headers = h, .method = p->check->method};
+    if (p->check->body != NULL) {
+        req.body = p->check->body;
+        req.body_len = strlen(p->check->body);
         req.has_body = true;
-    } else if (call->slot == PROVIDER_ELEVENLABS) {
-        req.method = "POST";
-        req.body = elevenlabs_body;
-        req.body_len = sizeof(elevenlabs_body) - 1;
-        req.has_body = true;
-    } else {
-        req.method = "GET";
     }
     /* upstream_start owns (and wipes) the header list from here on. */
     call->xfer = upstream_start(r->pool, &req, &call_callbacks, call);
@@ -438,7 +359,7 @@ static void call_start(struct check_call *call, const struct store_connection *c
     r->running++;
 out:
     crypto_wipe(key, sizeof(key));
-    crypto_wipe(bearer, sizeof(bearer));
+    crypto_wipe(value, sizeof(value));
 }
 
 /* ---- the run ---------------------------------------------------------------------- */
@@ -471,14 +392,14 @@ static void result_late(struct check_call *call)
         result_http(call);
         return;
     }
-    if (call->slot == PROVIDER_AZURE_SPEECH)
+    if (call->slot->region)
         snprintf(detail, sizeof(detail),
                  "no answer from the %s endpoint within %d.%d s: the region is probably wrong, "
                  "or the endpoint is unreachable",
                  call->region, ms / 1000, ms % 1000 / 100);
     else
         snprintf(detail, sizeof(detail), "no answer from the %s endpoint within %d.%d s",
-                 display_names[call->slot], ms / 1000, ms % 1000 / 100);
+                 call->slot->display, ms / 1000, ms % 1000 / 100);
     call->result = entry("error", detail, call->connection_id);
 }
 
@@ -490,7 +411,7 @@ static void run_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     json_t *report = json_object();
-    for (size_t i = 0; i < CHECK_SLOTS; i++) {
+    for (size_t i = 0; i < provider_slot_count(); i++) {
         struct check_call *call = &r->calls[i];
         if (call->state == CALL_RUNNING) {
             upstream_cancel(call->xfer);
@@ -501,7 +422,7 @@ static void run_timer_cb(evutil_socket_t fd, short what, void *arg)
         if (call->result == NULL)
             call->result = entry("error", "out of memory", NULL);
         if (report != NULL && call->result != NULL) {
-            json_object_set_new(report, provider_name((enum provider_id)i), call->result);
+            json_object_set_new(report, call->slot->name, call->result);
             call->result = NULL;
         }
     }
@@ -530,12 +451,12 @@ struct check_run *check_start(struct upstream_pool *pool, struct event_base *bas
         free(r);
         return NULL;
     }
-    for (size_t i = 0; i < CHECK_SLOTS; i++) {
+    for (size_t i = 0; i < provider_slot_count(); i++) {
         struct check_call *call = &r->calls[i];
         const struct check_target *t = &targets[i];
         char detail[ID_MAX + 128];
         call->run = r;
-        call->slot = (enum provider_id)i;
+        call->slot = provider_slot_at(i);
         snprintf(call->connection_id, sizeof(call->connection_id), "%s",
                  t->kind == CHECK_TARGET_NOT_CONFIGURED ? "" : t->connection_id);
         switch (t->kind) {
@@ -548,7 +469,7 @@ struct check_run *check_start(struct upstream_pool *pool, struct event_base *bas
             call->result = entry("error", detail, t->connection_id);
             break;
         case CHECK_TARGET_CONNECTION:
-            if (t->conn.provider != (enum provider_id)i) {
+            if (t->conn.provider != call->slot) {
                 call->result = entry("error", "the selected connection is of another provider",
                                      t->connection_id);
                 break;

@@ -24,48 +24,6 @@
  * tokens. Keeps units x price far from int64 overflow in pricing.c. */
 #define PRICE_MAX INT64_C(1000000000000)
 
-/* Keys of "upstreams": one per provider except azure_speech, which has a TTS
- * and an STT host template. */
-enum upstream_key {
-    UP_OPENAI = 0,
-    UP_ELEVENLABS,
-    UP_AZURE_TTS,
-    UP_AZURE_STT,
-    UP_DEEPGRAM,
-    UP_ANTHROPIC,
-    UP_CARTESIA,
-    UP_DEEPSEEK,
-    UP__COUNT
-};
-
-static const char *const upstream_keys[UP__COUNT] = {
-    "openai",   "elevenlabs", "azure_speech_tts", "azure_speech_stt",
-    "deepgram", "anthropic",  "cartesia",         "deepseek",
-};
-
-static const char *const upstream_defaults[UP__COUNT] = {
-    "https://api.openai.com",
-    "https://api.elevenlabs.io",
-    "https://{region}.tts.speech.microsoft.com",
-    "https://{region}.stt.speech.microsoft.com",
-    "https://api.deepgram.com",
-    "https://api.anthropic.com",
-    "https://api.cartesia.ai",
-    "https://api.deepseek.com",
-};
-
-/* Azure Speech short region names (PROVIDERS.md §3). A display name such as
- * "East US" would make the upstream host unresolvable, so it is refused here
- * rather than discovered as a DNS failure at the first request. */
-static const char *const azure_regions[] = {
-    "eastus",        "eastus2",        "westus",           "westus2",         "westus3",
-    "centralus",     "northcentralus", "southcentralus",   "westcentralus",   "canadacentral",
-    "brazilsouth",   "northeurope",    "westeurope",       "francecentral",   "germanywestcentral",
-    "norwayeast",    "swedencentral",  "switzerlandnorth", "switzerlandwest", "uksouth",
-    "uaenorth",      "qatarcentral",   "southafricanorth", "eastasia",        "southeastasia",
-    "australiaeast", "centralindia",   "japaneast",        "japanwest",       "koreacentral",
-};
-
 static const char *const top_keys[] = {
     "listen",    "admin_listen",     "tls",           "workers",       "store",     "usage",
     "upstreams", "upstream_ca_file", "platform_keys", "session_ttl_s", "log_level", "limits",
@@ -73,9 +31,7 @@ static const char *const top_keys[] = {
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const store_keys[] = {"backend", "path", "url"};
-static const char *const usage_keys[] = {"jsonl_path", "spool_dir"};
-static const char *const platform_key_keys[] = {"key_env"};
-static const char *const platform_key_keys_azure[] = {"key_env", "region"};
+static const char *const usage_keys[] = {"jsonl_path", "spool_dir", "ws_interval_s"};
 static const char *const log_levels[] = {"debug", "info", "warn", "error"};
 
 /* One "limits" entry: where it lives in struct config_limits, its default
@@ -113,18 +69,23 @@ static const struct limit_def limit_defs[] = {
 struct price_def {
     const char *key;
     size_t offset;
+    unsigned field; /* PROVIDER_PRICE_* */
 };
 
-#define PRICE_FIELD(f)                                                                             \
+#define PRICE_FIELD(f, bit)                                                                        \
     {                                                                                              \
-#f, offsetof(struct config_price, f)                                                       \
+#f, offsetof(struct config_price, f), bit                                                  \
     }
 
 static const struct price_def price_defs[] = {
-    PRICE_FIELD(input_per_1m),        PRICE_FIELD(cached_input_per_1m),
-    PRICE_FIELD(output_per_1m),       PRICE_FIELD(audio_input_per_1m),
-    PRICE_FIELD(audio_output_per_1m), PRICE_FIELD(characters_per_1m),
-    PRICE_FIELD(audio_per_minute),    PRICE_FIELD(session_per_minute),
+    PRICE_FIELD(input_per_1m, PROVIDER_PRICE_INPUT),
+    PRICE_FIELD(cached_input_per_1m, PROVIDER_PRICE_CACHED_INPUT),
+    PRICE_FIELD(output_per_1m, PROVIDER_PRICE_OUTPUT),
+    PRICE_FIELD(audio_input_per_1m, PROVIDER_PRICE_AUDIO_INPUT),
+    PRICE_FIELD(audio_output_per_1m, PROVIDER_PRICE_AUDIO_OUTPUT),
+    PRICE_FIELD(characters_per_1m, PROVIDER_PRICE_CHARACTERS),
+    PRICE_FIELD(audio_per_minute, PROVIDER_PRICE_AUDIO_MINUTE),
+    PRICE_FIELD(session_per_minute, PROVIDER_PRICE_SESSION_MINUTE),
 };
 
 /* Parse state: the config being filled and the first error. */
@@ -453,7 +414,7 @@ static int count_substr(const char *s, const char *sub)
 /* An upstream base URL: http(s)://host[:port][/prefix], no credentials, no
  * query or fragment. Trailing slashes are dropped so routes can append
  * "/v1/..." without producing "//". */
-static int check_upstream_url(struct cfg_parser *p, const char *path, char *url, bool azure)
+static int check_upstream_url(struct cfg_parser *p, const char *path, char *url, bool region)
 {
     char show[160];
     shown(url, show, sizeof(show));
@@ -500,89 +461,45 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
             return fail(p, "%s: \"%s\" has a bad port (1-65535)", path, show);
     }
     int regions = count_substr(url, "{region}");
-    if (azure && regions != 1)
+    if (region && regions != 1)
         return fail(p,
-                    "%s: \"%s\" must contain \"{region}\" exactly once (e.g. "
-                    "\"https://{region}.tts.speech.microsoft.com\")",
+                    "%s: \"%s\" must contain \"{region}\" exactly once (the host of the key's "
+                    "region)",
                     path, show);
-    if (!azure && regions != 0)
-        return fail(p, "%s: \"{region}\" is only meaningful in the azure_speech templates", path);
+    if (!region && regions != 0)
+        return fail(p, "%s: \"{region}\" is only meaningful in region templates", path);
     size_t len = strlen(url);
     while (len > 0 && url[len - 1] == '/' && url + len - 1 >= rest + alen)
         url[--len] = '\0';
     return 0;
 }
 
+/* "upstreams": one key per provider host, named by the providers. */
 static int parse_upstreams(struct cfg_parser *p, json_t *root)
 {
     struct config *cfg = p->cfg;
     json_t *obj = get(root, "upstreams");
-    if (obj != NULL) {
-        if (want_object(p, obj, "upstreams") == -1 ||
-            check_keys(p, obj, "upstreams", upstream_keys, UP__COUNT) == -1)
-            return -1;
+    const char *keys[PROVIDER_MAX * PROVIDER_HOST_MAX];
+    size_t n_keys = 0;
+    for (size_t i = 0; i < provider_count(); i++)
+        for (size_t h = 0; h < provider_at(i)->n_hosts; h++)
+            keys[n_keys++] = provider_at(i)->hosts[h].config_key;
+    if (obj != NULL && (want_object(p, obj, "upstreams") == -1 ||
+                        check_keys(p, obj, "upstreams", keys, n_keys) == -1))
+        return -1;
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *pr = provider_at(i);
+        for (size_t h = 0; h < pr->n_hosts; h++) {
+            const struct provider_host *ph = &pr->hosts[h];
+            char path[KEYPATH_MAX];
+            join_path(path, sizeof(path), "upstreams", ph->config_key);
+            if (get_string(p, obj, "upstreams", ph->config_key, ph->default_url,
+                           &cfg->upstreams[i][h]) == -1 ||
+                check_upstream_url(p, path, cfg->upstreams[i][h], ph->region) == -1)
+                return -1;
+        }
     }
-    char *urls[UP__COUNT] = {0};
-    int rc = -1;
-    for (int i = 0; i < UP__COUNT; i++) {
-        char path[KEYPATH_MAX];
-        join_path(path, sizeof(path), "upstreams", upstream_keys[i]);
-        if (get_string(p, obj, "upstreams", upstream_keys[i], upstream_defaults[i], &urls[i]) ==
-                -1 ||
-            check_upstream_url(p, path, urls[i], i == UP_AZURE_TTS || i == UP_AZURE_STT) == -1)
-            goto out;
-    }
-    cfg->upstreams[PROVIDER_OPENAI] = urls[UP_OPENAI];
-    cfg->upstreams[PROVIDER_ELEVENLABS] = urls[UP_ELEVENLABS];
-    cfg->upstreams[PROVIDER_AZURE_SPEECH] = urls[UP_AZURE_TTS];
-    cfg->upstream_azure_stt = urls[UP_AZURE_STT];
-    cfg->upstreams[PROVIDER_DEEPGRAM] = urls[UP_DEEPGRAM];
-    cfg->upstreams[PROVIDER_ANTHROPIC] = urls[UP_ANTHROPIC];
-    cfg->upstreams[PROVIDER_CARTESIA] = urls[UP_CARTESIA];
-    cfg->upstreams[PROVIDER_DEEPSEEK] = urls[UP_DEEPSEEK];
-    memset(urls, 0, sizeof(urls));
-    rc = 0;
-out:
-    for (int i = 0; i < UP__COUNT; i++)
-        free(urls[i]);
-    return rc;
-}
-
-/* Exact member of the Azure short-region allow-list. */
-static bool azure_region_known(const char *r)
-{
-    return in_list(r, azure_regions, ARRAY_SIZE(azure_regions));
-}
-
-int config_check_region(const char *region, char *err, size_t err_size)
-{
-    if (azure_region_known(region))
-        return 0;
-    /* Suggest the short form of a display name: "East US" -> "eastus". */
-    char guess[64], show[96];
-    size_t n = 0;
-    for (const char *q = region; *q && n + 1 < sizeof(guess); q++)
-        if (*q != ' ')
-            guess[n++] = (char)tolower((unsigned char)*q);
-    guess[n] = '\0';
-    shown(region, show, sizeof(show));
-    if (azure_region_known(guess))
-        snprintf(err, err_size, "\"%s\" is not an Azure short region name; use \"%s\"", show,
-                 guess);
-    else
-        snprintf(err, err_size,
-                 "\"%s\" is not a known Azure short region name (lower case, no spaces, "
-                 "e.g. \"eastus\", \"westeurope\")",
-                 show);
-    return -1;
-}
-
-static int check_region(struct cfg_parser *p, const char *path, const char *region)
-{
-    char msg[256];
-    if (config_check_region(region, msg, sizeof(msg)) == 0)
-        return 0;
-    return fail(p, "%s: %s", path, msg);
+    return 0;
 }
 
 static bool valid_env_name(const char *s)
@@ -595,62 +512,88 @@ static bool valid_env_name(const char *s)
     return strlen(s) <= 128;
 }
 
+/* A platform header's value goes into requests as written: printable ASCII. */
+static int check_header_value(struct cfg_parser *p, const char *path, const char *v)
+{
+    for (const char *q = v; *q; q++)
+        if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+            return fail(p, "%s: must be printable ASCII (it is sent as a header value)", path);
+    return 0;
+}
+
+static int parse_platform_key(struct cfg_parser *p, const struct provider *pr, json_t *e,
+                              struct config_platform_key *pk)
+{
+    const char *keys[2 + PROVIDER_HDR_MAX];
+    size_t n_keys = 0;
+    char path[KEYPATH_MAX], kpath[KEYPATH_MAX];
+    keys[n_keys++] = "key_env";
+    if (pr->region)
+        keys[n_keys++] = "region";
+    for (size_t h = 0; h < pr->n_platform_headers; h++)
+        keys[n_keys++] = pr->platform_headers[h].config_key;
+    join_path(path, sizeof(path), "platform_keys", pr->name);
+    join_path(kpath, sizeof(kpath), path, "key_env");
+    if (want_object(p, e, path) == -1 || check_keys(p, e, path, keys, n_keys) == -1 ||
+        get_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
+        return -1;
+    if (pk->key_env == NULL)
+        return fail(p,
+                    "%s: required (the name of the environment variable holding the key, e.g. "
+                    "\"%s\")",
+                    kpath, pr->key_env_example ? pr->key_env_example : "PROVIDER_API_KEY");
+    if (!valid_env_name(pk->key_env)) {
+        char show[160];
+        return fail(p,
+                    "%s: \"%s\" is not a valid environment variable name "
+                    "([A-Za-z_][A-Za-z0-9_]*)",
+                    kpath, shown(pk->key_env, show, sizeof(show)));
+    }
+    /* Only the variable's name is ever printed, never its value. */
+    const char *val = getenv(pk->key_env);
+    if (val == NULL)
+        return fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
+    if (val[0] == '\0')
+        return fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
+    if ((pk->key = strdup(val)) == NULL)
+        return fail(p, "%s: out of memory", kpath);
+    if (pr->region) {
+        char rpath[KEYPATH_MAX], msg[256];
+        join_path(rpath, sizeof(rpath), path, "region");
+        if (get_string(p, e, path, "region", NULL, &pk->region) == -1)
+            return -1;
+        if (pk->region == NULL)
+            return fail(p, "%s: required: the short region of the platform %s key (e.g. \"%s\")",
+                        rpath, pr->display, pr->region_example ? pr->region_example : "");
+        if (pr->check_region(pk->region, msg, sizeof(msg)) == -1)
+            return fail(p, "%s: %s", rpath, msg);
+    }
+    for (size_t h = 0; h < pr->n_platform_headers; h++) {
+        char hpath[KEYPATH_MAX];
+        const char *key = pr->platform_headers[h].config_key;
+        join_path(hpath, sizeof(hpath), path, key);
+        if (get_string(p, e, path, key, NULL, &pk->headers[h]) == -1 ||
+            (pk->headers[h] != NULL && check_header_value(p, hpath, pk->headers[h]) == -1))
+            return -1;
+    }
+    return 0;
+}
+
 static int parse_platform_keys(struct cfg_parser *p, json_t *root)
 {
     json_t *obj = get(root, "platform_keys");
+    const char *names[PROVIDER_MAX];
     if (obj == NULL)
         return 0;
+    for (size_t i = 0; i < provider_count(); i++)
+        names[i] = provider_at(i)->name;
     if (want_object(p, obj, "platform_keys") == -1 ||
-        check_keys(p, obj, "platform_keys", provider_names, PROVIDER__COUNT) == -1)
+        check_keys(p, obj, "platform_keys", names, provider_count()) == -1)
         return -1;
-    for (int i = 0; i < PROVIDER__COUNT; i++) {
-        json_t *e = get(obj, provider_names[i]);
-        if (e == NULL)
-            continue;
-        struct config_platform_key *pk = &p->cfg->platform_keys[i];
-        bool azure = i == PROVIDER_AZURE_SPEECH;
-        char path[KEYPATH_MAX], kpath[KEYPATH_MAX];
-        join_path(path, sizeof(path), "platform_keys", provider_names[i]);
-        join_path(kpath, sizeof(kpath), path, "key_env");
-        if (want_object(p, e, path) == -1 ||
-            check_keys(p, e, path, azure ? platform_key_keys_azure : platform_key_keys,
-                       azure ? ARRAY_SIZE(platform_key_keys_azure)
-                             : ARRAY_SIZE(platform_key_keys)) == -1 ||
-            get_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
+    for (size_t i = 0; i < provider_count(); i++) {
+        json_t *e = get(obj, names[i]);
+        if (e != NULL && parse_platform_key(p, provider_at(i), e, &p->cfg->platform_keys[i]) == -1)
             return -1;
-        if (pk->key_env == NULL)
-            return fail(p,
-                        "%s: required (the name of the environment variable holding the "
-                        "key, e.g. \"%s\")",
-                        kpath, azure ? "AZURE_SPEECH_KEY" : "OPENAI_API_KEY");
-        if (!valid_env_name(pk->key_env)) {
-            char show[160];
-            return fail(p,
-                        "%s: \"%s\" is not a valid environment variable name "
-                        "([A-Za-z_][A-Za-z0-9_]*)",
-                        kpath, shown(pk->key_env, show, sizeof(show)));
-        }
-        /* Only the variable's name is ever printed, never its value. */
-        const char *val = getenv(pk->key_env);
-        if (val == NULL)
-            return fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
-        if (val[0] == '\0')
-            return fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
-        if ((pk->key = strdup(val)) == NULL)
-            return fail(p, "%s: out of memory", kpath);
-        if (azure) {
-            char rpath[KEYPATH_MAX];
-            join_path(rpath, sizeof(rpath), path, "region");
-            if (get_string(p, e, path, "region", NULL, &pk->region) == -1)
-                return -1;
-            if (pk->region == NULL)
-                return fail(p,
-                            "%s: required: the short region of the platform Azure Speech key "
-                            "(e.g. \"eastus\")",
-                            rpath);
-            if (check_region(p, rpath, pk->region) == -1)
-                return -1;
-        }
     }
     return 0;
 }
@@ -669,8 +612,18 @@ static bool valid_model_key(const char *m)
     return true;
 }
 
-static int parse_price(struct cfg_parser *p, json_t *e, const char *path, const char *model,
-                       struct config_price *out)
+/* The price fields the provider bills, for a message. */
+static void billed_fields(const struct provider *pr, char *out, size_t out_size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < ARRAY_SIZE(price_defs) && n < out_size; i++)
+        if (pr->price_fields & price_defs[i].field)
+            n += (size_t)snprintf(out + n, out_size - n, "%s%s", n ? ", " : "", price_defs[i].key);
+}
+
+static int parse_price(struct cfg_parser *p, const struct provider *pr, json_t *e, const char *path,
+                       const char *model, struct config_price *out)
 {
     const char *keys[ARRAY_SIZE(price_defs)];
     for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++)
@@ -684,6 +637,12 @@ static int parse_price(struct cfg_parser *p, json_t *e, const char *path, const 
         char fpath[KEYPATH_MAX];
         join_path(fpath, sizeof(fpath), path, price_defs[i].key);
         json_t *f = get(e, price_defs[i].key);
+        if (f != NULL && !(pr->price_fields & price_defs[i].field)) {
+            char billed[256];
+            billed_fields(pr, billed, sizeof(billed));
+            return fail(p, "%s: %s does not bill by this unit (its fields: %s)", fpath, pr->name,
+                        billed);
+        }
         if (f != NULL && json_is_integer(f) && json_integer_value(f) < 0)
             return fail(p,
                         "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
@@ -698,17 +657,21 @@ static int parse_price(struct cfg_parser *p, json_t *e, const char *path, const 
 static int parse_pricing(struct cfg_parser *p, json_t *root)
 {
     json_t *obj = get(root, "pricing");
+    const char *names[PROVIDER_MAX];
     if (obj == NULL)
         return 0;
+    for (size_t i = 0; i < provider_count(); i++)
+        names[i] = provider_at(i)->name;
     if (want_object(p, obj, "pricing") == -1 ||
-        check_keys(p, obj, "pricing", provider_names, PROVIDER__COUNT) == -1)
+        check_keys(p, obj, "pricing", names, provider_count()) == -1)
         return -1;
-    for (int i = 0; i < PROVIDER__COUNT; i++) {
-        json_t *models = get(obj, provider_names[i]);
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *pr = provider_at(i);
+        json_t *models = get(obj, pr->name);
         if (models == NULL)
             continue;
         char path[KEYPATH_MAX];
-        join_path(path, sizeof(path), "pricing", provider_names[i]);
+        join_path(path, sizeof(path), "pricing", pr->name);
         if (want_object(p, models, path) == -1)
             return -1;
         struct config_provider_prices *pp = &p->cfg->pricing[i];
@@ -727,10 +690,10 @@ static int parse_pricing(struct cfg_parser *p, json_t *root)
                 return fail(p,
                             "pricing.%s: \"%s\" is not a valid model key (printable, no "
                             "spaces, < %d chars, '*' only at the end)",
-                            provider_names[i], shown(model, show, sizeof(show)), MODEL_MAX);
+                            pr->name, shown(model, show, sizeof(show)), MODEL_MAX);
             /* Counted before parsing so config_free() frees a half-filled entry. */
-            struct config_price *pr = &pp->prices[pp->n_prices++];
-            if (parse_price(p, e, mpath, model, pr) == -1)
+            struct config_price *price = &pp->prices[pp->n_prices++];
+            if (parse_price(p, pr, e, mpath, model, price) == -1)
                 return -1;
         }
     }
@@ -859,8 +822,10 @@ static int parse_root(struct cfg_parser *p, json_t *root)
                           check_keys(p, usage, "usage", usage_keys, ARRAY_SIZE(usage_keys)) == -1))
         return -1;
     if (get_string(p, usage, "usage", "jsonl_path", NULL, &cfg->usage_jsonl_path) == -1 ||
-        get_string(p, usage, "usage", "spool_dir", "var/spool", &cfg->usage_spool_dir) == -1)
+        get_string(p, usage, "usage", "spool_dir", "var/spool", &cfg->usage_spool_dir) == -1 ||
+        get_int(p, usage, "usage", "ws_interval_s", 30, 1, 3600, &v) == -1)
         return -1;
+    cfg->usage_ws_interval_s = (int)v;
 
     if (parse_upstreams(p, root) == -1 ||
         get_readable_file(p, root, "", "upstream_ca_file", &cfg->upstream_ca_file) == -1 ||
@@ -953,21 +918,42 @@ void config_free(struct config *cfg)
     free(cfg->store_url);
     free(cfg->usage_jsonl_path);
     free(cfg->usage_spool_dir);
-    free(cfg->upstream_azure_stt);
     free(cfg->upstream_ca_file);
     free(cfg->log_level);
-    for (int i = 0; i < PROVIDER__COUNT; i++) {
+    for (int i = 0; i < PROVIDER_MAX; i++) {
         struct config_platform_key *pk = &cfg->platform_keys[i];
         if (pk->key != NULL)
             OPENSSL_cleanse(pk->key, strlen(pk->key));
         free(pk->key);
         free(pk->key_env);
         free(pk->region);
-        free(cfg->upstreams[i]);
+        for (int h = 0; h < PROVIDER_HDR_MAX; h++)
+            free(pk->headers[h]);
+        for (int h = 0; h < PROVIDER_HOST_MAX; h++)
+            free(cfg->upstreams[i][h]);
         for (size_t j = 0; j < cfg->pricing[i].n_prices; j++)
             free(cfg->pricing[i].prices[j].model);
         free(cfg->pricing[i].prices);
     }
     OPENSSL_cleanse(cfg, sizeof(*cfg));
     free(cfg);
+}
+
+const char *config_upstream(const struct config *cfg, const struct provider *p, int host)
+{
+    if (host < 0 || host >= PROVIDER_HOST_MAX)
+        return NULL;
+    return cfg->upstreams[provider_index(p)][host];
+}
+
+const struct config_platform_key *config_platform_key(const struct config *cfg,
+                                                      const struct provider *p)
+{
+    return &cfg->platform_keys[provider_index(p)];
+}
+
+const struct config_provider_prices *config_prices(const struct config *cfg,
+                                                   const struct provider *p)
+{
+    return &cfg->pricing[provider_index(p)];
 }

@@ -697,7 +697,7 @@ const char *http_conn_peer(struct http_conn *c)
 }
 
 /* Protocol-level error (before any handler): answer and close. The body is
- * in OpenAI's error shape, the data plane's default. */
+ * in the data plane's default error shape. */
 static void reject(struct http_conn *c, int status, const char *why)
 {
     char body[512];
@@ -720,6 +720,10 @@ static void reject(struct http_conn *c, int status, const char *why)
 
 static void request_reset(struct http_conn *c)
 {
+    if (c->req.ctx != NULL && c->req.ctx_free != NULL)
+        c->req.ctx_free(c->req.ctx);
+    c->req.ctx = NULL;
+    c->req.ctx_free = NULL;
     free(c->req.head_buf);
     c->req.head_buf = NULL;
     if (c->req.body)
@@ -822,10 +826,24 @@ static bool read_head(struct http_conn *c)
         }
         c->body_remaining = h->content_length;
     }
+    bool body_pending = c->body_chunked || c->body_remaining > 0;
+    if (c->srv->opts.on_head != NULL) {
+        /* The head handler may answer at once: it owns the request like a
+         * request handler does. A body it did not let in cannot be skipped
+         * reliably, so such an answer closes the connection. */
+        c->state = HTTP_CONN_HANDLING;
+        c->srv->n_busy++;
+        evtimer_del(c->timer);
+        if (body_pending)
+            c->keep_alive = 0;
+        if (c->srv->opts.on_head(c, &c->req, c->srv->opts.arg) != 0)
+            return c->state == HTTP_CONN_READING_HEAD; /* answered, kept alive: next head */
+        c->srv->n_busy--;
+        c->keep_alive = h->keep_alive;
+    }
     c->state = HTTP_CONN_READING_BODY;
     timer_arm(c, lim->idle_timeout_ms);
-    if (h->expect_continue && (c->body_chunked || c->body_remaining > 0) &&
-        evbuffer_get_length(in) == 0) {
+    if (h->expect_continue && body_pending && evbuffer_get_length(in) == 0) {
         out_ready(c);
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         flush_now(c);

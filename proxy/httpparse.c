@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "httpparse.h"
+#include "urlenc.h"
 
 /* Used when a limit is 0 (unset); the same defaults as config_limits. */
 #define DEFAULT_MAX_REQUEST_LINE 8192
@@ -667,17 +668,6 @@ void httpparse_chunked_init(struct httpparse_chunked *st)
     st->line_len = 0;
 }
 
-static inline int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Control bytes (but HTAB) and DEL are not allowed in extensions/trailers. */
 static inline bool is_ctl(char c)
 {
@@ -717,7 +707,7 @@ enum httpparse_chunked_status httpparse_chunked_feed(struct httpparse_chunked *s
             continue;
         }
         case CH_SIZE_START:
-            hex = hex_value(c);
+            hex = urlenc_hex(c);
             if (hex < 0) {
                 err = c == '\n' ? "bare LF in chunked framing" : "chunk size is not hexadecimal";
                 goto failed;
@@ -727,7 +717,7 @@ enum httpparse_chunked_status httpparse_chunked_feed(struct httpparse_chunked *s
             st->state = CH_SIZE;
             break;
         case CH_SIZE:
-            hex = hex_value(c);
+            hex = urlenc_hex(c);
             if (hex >= 0) {
                 if (++st->line_len > CHUNK_SIZE_DIGITS) {
                     err = "chunk size has too many digits";

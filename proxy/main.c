@@ -6,8 +6,10 @@
 #include "config.h"
 #include "crypto.h"
 #include "dataplane.h"
+#include "ephemeral.h"
 #include "http.h"
 #include "rekey.h"
+#include "route.h"
 #include "resolve.h"
 #include "session.h"
 #include "store.h"
@@ -30,7 +32,9 @@
 
 #define BYOK_VERSION "0.2.0"
 /* Pinned sessions kept at most (~600 bytes each). */
-#define MAX_SESSIONS     131072
+#define MAX_SESSIONS 131072
+/* Ephemeral tokens kept at most (unused ones expire within minutes). */
+#define MAX_TOKENS       65536
 #define SESSION_SWEEP_MS 30000
 
 /* One event loop thread: a data-plane worker or the admin thread. */
@@ -89,14 +93,15 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
     /* Done when every connection is closed: a finished response closes its
      * connection once its output is flushed (keep-alive is off while
      * draining), so this waits for the bytes to reach the client too. */
-    size_t ws = l->dataplane ? dataplane_ws_sessions(l->dataplane) : 0;
+    size_t ws = l->dataplane ? dataplane_live(l->dataplane) : 0;
     size_t open =
         ws + http_server_conn_count(l->http) + (l->https ? http_server_conn_count(l->https) : 0);
     if (open > 0 && mono_ms() >= l->drain_deadline && ws > 0 && !l->ws_shutdown_sent) {
         /* WebSocket sessions get a close (1001) and a moment to write
          * their usage records. */
-        log_warn("%s %d: shutdown deadline reached: ending %zu WebSocket sessions", l->name,
-                 l->index, ws);
+        log_warn("%s %d: shutdown deadline reached: ending %zu WebSocket sessions and replies "
+                 "read on for metering",
+                 l->name, l->index, ws);
         dataplane_shutdown(l->dataplane);
         l->ws_shutdown_sent = true;
         l->drain_deadline = mono_ms() + 2000;
@@ -130,6 +135,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     session_sweep();
+    ephemeral_sweep();
     struct timeval tv = {SESSION_SWEEP_MS / 1000, 0};
     evtimer_add(l->sweep_timer, &tv);
 }
@@ -206,6 +212,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
             *err = strdup("out of memory creating a worker");
             return -1;
         }
+        opts.on_head = dataplane_head;
         opts.on_request = dataplane_handle;
         opts.arg = l->dataplane;
     } else {
@@ -304,6 +311,11 @@ int main(int argc, char **argv)
     }
 
     json_set_alloc_funcs(json_alloc, json_free_wiped);
+    char rerr[256];
+    if (route_init(rerr, sizeof(rerr)) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", rerr);
+        return 1;
+    }
     cfg = config_load(config_path, &errp);
     if (cfg == NULL) {
         fprintf(stderr, "byok-proxy: config %s: %s\n", config_path, errp ? errp : "invalid");
@@ -361,8 +373,8 @@ int main(int argc, char **argv)
         goto done;
     }
     store_close(probe);
-    if (session_init(MAX_SESSIONS) == -1) {
-        log_error("refusing to start: out of memory for the session table");
+    if (session_init(MAX_SESSIONS) == -1 || ephemeral_init(MAX_TOKENS) == -1) {
+        log_error("refusing to start: out of memory for the session and token tables");
         goto done;
     }
 
@@ -496,6 +508,7 @@ done:
         usage_writer_stop();
     free(errp);
     session_shutdown();
+    ephemeral_shutdown();
     crypto_shutdown();
     SSL_CTX_free(ssl_ctx);
     SSL_CTX_free(tls_client);

@@ -15,6 +15,17 @@ static const char *const counter_names[METRICS__COUNT][2] = {
     {"byok_client_disconnects_total", "Clients that went away mid-request."},
     {"byok_connections_accepted_total", "Downstream connections accepted."},
     {"byok_auth_failures_total", "Requests refused for a missing or wrong proxy key."},
+    {"byok_tokens_minted_total", "Ephemeral tokens issued for browsers."},
+};
+
+static const char *const refusal_names[METRICS_REFUSED__COUNT] = {
+    [METRICS_REFUSED_AUTH] = "auth",
+    [METRICS_REFUSED_BALANCE] = "balance",
+    [METRICS_REFUSED_ENDPOINT] = "endpoint_not_allowed",
+    [METRICS_REFUSED_MODEL] = "model_not_priced",
+    [METRICS_REFUSED_LIMITS] = "limits",
+    [METRICS_REFUSED_REQUEST] = "bad_request",
+    [METRICS_REFUSED_UNAVAILABLE] = "unavailable",
 };
 
 static _Atomic uint64_t counters[METRICS__COUNT];
@@ -22,9 +33,30 @@ static _Atomic int64_t open_conns;
 
 static const int bucket_ms[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 #define N_BUCKETS (sizeof(bucket_ms) / sizeof(bucket_ms[0]))
-static _Atomic uint64_t ttfb_buckets[PROVIDER__COUNT][N_BUCKETS + 1];
-static _Atomic uint64_t ttfb_sum_ms[PROVIDER__COUNT];
-static _Atomic uint64_t upstream_by_class[PROVIDER__COUNT][6]; /* 1xx..5xx, [0] = no reply */
+static _Atomic uint64_t ttfb_buckets[PROVIDER_MAX][N_BUCKETS + 1];
+static _Atomic uint64_t ttfb_sum_ms[PROVIDER_MAX];
+static _Atomic uint64_t upstream_by_class[PROVIDER_MAX][6]; /* 1xx..5xx, [0] = no reply */
+/* Exchanges by provider, status class of the answer and billed_to. */
+static _Atomic uint64_t exchanges[PROVIDER_MAX][6][2];
+/* Refusals by provider ([PROVIDER_MAX]: no route) and reason. */
+static _Atomic uint64_t refusals[PROVIDER_MAX + 1][METRICS_REFUSED__COUNT];
+
+static int status_class(int status)
+{
+    return (status >= 100 && status < 600) ? status / 100 : 0;
+}
+
+void metrics_refused(const struct provider *p, enum metrics_refusal why)
+{
+    size_t i = p != NULL ? provider_index(p) : PROVIDER_MAX;
+    atomic_fetch_add_explicit(&refusals[i][why], 1, memory_order_relaxed);
+}
+
+void metrics_exchange(const struct provider *p, int status, bool byok)
+{
+    atomic_fetch_add_explicit(&exchanges[provider_index(p)][status_class(status)][byok], 1,
+                              memory_order_relaxed);
+}
 
 void metrics_inc(enum metrics_counter c)
 {
@@ -41,17 +73,17 @@ void metrics_conn_open(int delta)
     atomic_fetch_add_explicit(&open_conns, delta, memory_order_relaxed);
 }
 
-void metrics_observe_upstream(enum provider_id p, int status, int64_t ttfb_ms)
+void metrics_observe_upstream(const struct provider *p, int status, int64_t ttfb_ms)
 {
-    int cls = (status >= 100 && status < 600) ? status / 100 : 0;
-    atomic_fetch_add_explicit(&upstream_by_class[p][cls], 1, memory_order_relaxed);
+    size_t i = provider_index(p);
+    atomic_fetch_add_explicit(&upstream_by_class[i][status_class(status)], 1, memory_order_relaxed);
     if (ttfb_ms < 0)
         return;
     size_t b = 0;
     while (b < N_BUCKETS && ttfb_ms > bucket_ms[b])
         b++;
-    atomic_fetch_add_explicit(&ttfb_buckets[p][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&ttfb_sum_ms[p], (uint64_t)ttfb_ms, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ttfb_buckets[i][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ttfb_sum_ms[i], (uint64_t)ttfb_ms, memory_order_relaxed);
 }
 
 void metrics_render(struct evbuffer *out)
@@ -71,20 +103,50 @@ void metrics_render(struct evbuffer *out)
                         "# HELP byok_upstream_responses_total Upstream replies by status class.\n"
                         "# TYPE byok_upstream_responses_total counter\n");
     static const char *const cls_names[6] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int p = 0; p < PROVIDER__COUNT; p++)
+    for (size_t p = 0; p < provider_count(); p++)
         for (int c = 0; c < 6; c++) {
             uint64_t v = atomic_load_explicit(&upstream_by_class[p][c], memory_order_relaxed);
             if (v)
                 evbuffer_add_printf(
                     out, "byok_upstream_responses_total{provider=\"%s\",class=\"%s\"} %llu\n",
-                    provider_name((enum provider_id)p), cls_names[c], (unsigned long long)v);
+                    provider_at(p)->name, cls_names[c], (unsigned long long)v);
         }
+
+    evbuffer_add_printf(out, "# HELP byok_exchanges_total Proxied exchanges by provider, status "
+                             "class of the answer and billed_to.\n"
+                             "# TYPE byok_exchanges_total counter\n");
+    for (size_t p = 0; p < provider_count(); p++)
+        for (int c = 0; c < 6; c++)
+            for (int b = 0; b < 2; b++) {
+                uint64_t v = atomic_load_explicit(&exchanges[p][c][b], memory_order_relaxed);
+                if (v)
+                    evbuffer_add_printf(out,
+                                        "byok_exchanges_total{provider=\"%s\",class=\"%s\","
+                                        "billed_to=\"%s\"} %llu\n",
+                                        provider_at(p)->name, cls_names[c], b ? "byok" : "wallet",
+                                        (unsigned long long)v);
+            }
+
+    evbuffer_add_printf(out, "# HELP byok_refusals_total Requests the proxy refused before "
+                             "anything went upstream, by reason.\n"
+                             "# TYPE byok_refusals_total counter\n");
+    for (size_t p = 0; p <= provider_count(); p++) {
+        size_t i = p < provider_count() ? p : PROVIDER_MAX;
+        const char *pn = p < provider_count() ? provider_at(p)->name : "none";
+        for (int r = 0; r < METRICS_REFUSED__COUNT; r++) {
+            uint64_t v = atomic_load_explicit(&refusals[i][r], memory_order_relaxed);
+            if (v)
+                evbuffer_add_printf(out,
+                                    "byok_refusals_total{provider=\"%s\",reason=\"%s\"} %llu\n", pn,
+                                    refusal_names[r], (unsigned long long)v);
+        }
+    }
 
     evbuffer_add_printf(out, "# HELP byok_upstream_ttfb_ms Upstream time to first byte.\n"
                              "# TYPE byok_upstream_ttfb_ms histogram\n");
-    for (int p = 0; p < PROVIDER__COUNT; p++) {
+    for (size_t p = 0; p < provider_count(); p++) {
         uint64_t cum = 0;
-        const char *pn = provider_name((enum provider_id)p);
+        const char *pn = provider_at(p)->name;
         for (size_t b = 0; b <= N_BUCKETS; b++) {
             cum += atomic_load_explicit(&ttfb_buckets[p][b], memory_order_relaxed);
             if (b < N_BUCKETS)

@@ -6,14 +6,14 @@
 
 #include <string.h>
 
-const struct config_price *pricing_find(const struct config *cfg, enum provider_id p,
+const struct config_price *pricing_find(const struct config *cfg, const struct provider *p,
                                         const char *model)
 {
-    if (cfg == NULL || (unsigned)p >= PROVIDER__COUNT)
+    if (cfg == NULL || p == NULL)
         return NULL;
     if (model == NULL)
         model = "";
-    const struct config_provider_prices *pp = &cfg->pricing[p];
+    const struct config_provider_prices *pp = config_prices(cfg, p);
     const struct config_price *best = NULL;
     size_t best_len = 0;
     for (size_t i = 0; i < pp->n_prices; i++) {

@@ -107,6 +107,7 @@ struct relay_ws {
     size_t max_message;       /* parser limit, 0 = none */
     size_t meter_max;         /* copy bound for on_message */
     bool hold_first;          /* hold the first client text message */
+    bool hold_all;            /* hold every client text message */
     bool client_first;        /* the client had its 101 before the upstream was chosen */
     unsigned hold_done : 1;   /* it went by */
     unsigned activity : 1;    /* a frame moved since the idle timer last fired */
@@ -127,8 +128,8 @@ struct relay_ws {
     struct event *end_ev; /* deferred on_end + free */
     struct relay_ws_end_info info;
 
-    void (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
-                       bool complete, char **replace, size_t *replace_len);
+    int (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len, bool complete,
+                      char **replace, size_t *replace_len, const char **reason);
     void (*on_binary)(void *arg, enum relay_ws_dir dir, const uint8_t *data, size_t len,
                       uint64_t message_off, bool last);
     void (*on_open)(void *arg);
@@ -377,45 +378,68 @@ static void send_close(struct relay_side *dst, int code, const char *reason)
 
 /* --- reading frames ------------------------------------------------------- */
 
-static void deliver_message(struct relay_ws *r, struct relay_side *s, const char *data, size_t len,
-                            bool complete, char **replace, size_t *replace_len)
+/* The caller ended the session over a message (a policy): the client gets
+ * close 1008 with its reason, the upstream a normal close. */
+static void policy_end(struct relay_ws *r, const char *reason)
+{
+    send_close(&r->client, WS_CLOSE_POLICY, reason != NULL ? reason : "refused by the proxy");
+    send_close(&r->up, WS_CLOSE_NORMAL, NULL);
+    relay_finish(r, RELAY_WS_END_POLICY);
+}
+
+/* Returns -1 when on_message ended the session (policy_end done). */
+static int deliver_message(struct relay_ws *r, struct relay_side *s, const char *data, size_t len,
+                           bool complete, char **replace, size_t *replace_len)
 {
     enum relay_ws_dir dir = s->is_client ? RELAY_WS_FROM_CLIENT : RELAY_WS_FROM_UPSTREAM;
     char *rep = NULL;
     size_t rep_len = 0;
-    r->on_message(r->arg, dir, data, len, complete, &rep, &rep_len);
+    const char *reason = NULL;
+    int rc = r->on_message(r->arg, dir, data, len, complete, &rep, &rep_len, &reason);
     if (replace != NULL) {
         *replace = rep;
         *replace_len = rep_len;
     } else if (rep != NULL) {
-        /* Only the held first client message can be replaced. */
+        /* Only a held client message can be replaced. */
         OPENSSL_cleanse(rep, rep_len);
         free(rep);
     }
+    if (rc == -1 && r->state == RELAY_WS_OPEN) {
+        policy_end(r, reason);
+        return -1;
+    }
+    return 0;
 }
 
-/* The first client text message, held until complete: on_message may
- * replace it (to take a credential out); it then goes out as one frame. */
+/* A held client text message (the first, or each with hold_all), whole:
+ * on_message may replace it (to take a credential out) or refuse it; it
+ * then goes out as one frame. */
 static int held_chunk(struct relay_ws *r, struct relay_side *s, const struct ws_event *ev)
 {
-    size_t bound = r->max_message ? r->max_message : RELAY_WS_HOLD_MAX;
+    size_t bound = r->hold_all && r->meter_max ? r->meter_max
+                   : r->max_message            ? r->max_message
+                                               : RELAY_WS_HOLD_MAX;
     if (msg_append(&r->held, ev->data, ev->len, bound) == -1 || r->held.truncated) {
-        send_close(s, WS_CLOSE_TOO_BIG, "first message too big");
+        send_close(s, WS_CLOSE_TOO_BIG, "message too big to inspect");
         send_close(&r->up, WS_CLOSE_GOING_AWAY, NULL);
         relay_finish(r, RELAY_WS_END_CLIENT_GONE);
         return 1;
     }
     if (!(ev->flags & WS_CHUNK_MSG_END))
         return 0;
-    r->hold_done = 1;
+    if (!r->hold_all)
+        r->hold_done = 1;
     char *rep = NULL;
     size_t rep_len = 0;
+    int refused = 0;
     if (r->on_message != NULL)
-        deliver_message(r, s, r->held.buf ? r->held.buf : "", r->held.len, true, &rep, &rep_len);
+        refused = deliver_message(r, s, r->held.buf ? r->held.buf : "", r->held.len, true, &rep,
+                                  &rep_len);
     uint8_t *data = rep != NULL ? (uint8_t *)rep : (uint8_t *)r->held.buf;
     size_t len = rep != NULL ? rep_len : r->held.len;
     struct relay_side *d = &r->up;
-    if (r->state == RELAY_WS_OPEN && can_send(d) && frame_start(d, WS_OP_TEXT, true, len) == 0) {
+    if (refused == 0 && r->state == RELAY_WS_OPEN && can_send(d) &&
+        frame_start(d, WS_OP_TEXT, true, len) == 0) {
         frame_payload(d, data, len, 0);
         r->info.bytes_from_client += len;
     }
@@ -430,7 +454,8 @@ static int held_chunk(struct relay_ws *r, struct relay_side *s, const struct ws_
 static int on_data(struct relay_ws *r, struct relay_side *s, const struct ws_event *ev)
 {
     struct relay_side *d = other(s);
-    if (s->is_client && r->hold_first && !r->hold_done && ev->opcode == WS_OP_TEXT)
+    if (s->is_client && ev->opcode == WS_OP_TEXT &&
+        (r->hold_all || (r->hold_first && !r->hold_done)))
         return held_chunk(r, s, ev);
 
     /* The metering copy comes first: forwarding masks the bytes in place. */
@@ -464,7 +489,8 @@ static int on_data(struct relay_ws *r, struct relay_side *s, const struct ws_eve
 
     if ((ev->flags & WS_CHUNK_MSG_END) && m->active) {
         m->active = false;
-        deliver_message(r, s, m->buf ? m->buf : "", m->len, !m->truncated, NULL, NULL);
+        if (deliver_message(r, s, m->buf ? m->buf : "", m->len, !m->truncated, NULL, NULL) == -1)
+            return 1;
     }
     return r->state == RELAY_WS_OPEN ? 0 : 1;
 }
@@ -1173,7 +1199,8 @@ static void first_message(struct relay_ws *r)
         return;
     }
     if (rc == -1) {
-        send_close(&r->client, WS_CLOSE_POLICY, "invalid or missing key");
+        send_close(&r->client, WS_CLOSE_POLICY,
+                   t.refuse_reason != NULL ? t.refuse_reason : "invalid or missing key");
         relay_finish(r, RELAY_WS_END_UNAUTHORIZED);
         target_wipe(&t);
         return;
@@ -1232,6 +1259,7 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
     r->max_message = p->max_message;
     r->meter_max = p->meter_max;
     r->hold_first = p->hold_first_client_message;
+    r->hold_all = p->hold_client_text;
     r->client_first = p->client_first;
     r->hold_done = p->client_first; /* on_first has the first message */
     r->on_message = p->on_message;
@@ -1253,6 +1281,13 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
     if (!p->client_first && p->upstream_headers != NULL && p->upstream_headers[0] != '\0' &&
         (r->headers = strdup(p->upstream_headers)) == NULL)
         goto failed;
+    if (!p->client_first && p->first_message != NULL) {
+        if ((r->first = malloc(p->first_len + 1)) == NULL)
+            goto failed;
+        memcpy(r->first, p->first_message, p->first_len);
+        r->first[p->first_len] = '\0';
+        r->first_len = p->first_len;
+    }
     r->timer = evtimer_new(r->base, timer_cb, r);
     r->end_ev = event_new(r->base, -1, 0, end_cb, r);
     if (r->timer == NULL || r->end_ev == NULL)

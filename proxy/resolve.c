@@ -232,7 +232,8 @@ static enum resolve_status payer_funds(struct resolver *r, const char *payer_id,
 
 /* --- the rules ------------------------------------------------------------ */
 
-void resolve_rule(const struct resolve_inputs *in, enum provider_id p, struct resolve_rule *out)
+void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
+                  struct resolve_rule *out)
 {
     const struct store_tenant *t = in->tenant;
     memset(out, 0, sizeof(*out));
@@ -270,16 +271,17 @@ void resolve_rule(const struct resolve_inputs *in, enum provider_id p, struct re
     if (!usable)
         return;
     /* Rule 2: per slot. */
-    if (!provider_is_slot(p)) {
+    int slot = provider_slot_index(p);
+    if (slot < 0) {
         out->reason = "platform key: this provider has no BYOK slot (platform keys only)";
         return;
     }
-    if (settings->slots[p][0] == '\0') {
+    if (settings->slots[slot][0] == '\0') {
         out->reason = "platform key: no connection is selected for this slot";
         return;
     }
     out->byok = true;
-    snprintf(out->connection_id, sizeof(out->connection_id), "%s", settings->slots[p]);
+    snprintf(out->connection_id, sizeof(out->connection_id), "%s", settings->slots[slot]);
     out->reason = in->parent != NULL ? "BYOK: the agency owner's connection for this slot"
                                      : "BYOK: the tenant's own connection for this slot";
 }
@@ -319,27 +321,35 @@ static int connection_get(struct resolver *r, const char *owner_id, const char *
     return STORE_OK;
 }
 
-/* Takes the pinned (or fresh) decision for slot/provider p and fills the
- * key to inject. */
-static enum resolve_status apply_pin(struct resolver *r, const struct session_pin *pin,
-                                     enum provider_id p, struct resolve_decision *out)
+/* True when the sealed key opens under the master key in force. */
+static bool conn_opens(const struct store_connection *c)
 {
+    char pt[CRYPTO_SECRET_MAX + 1];
+    size_t n = 0;
+    bool ok =
+        crypto_open(c->tenant_id, c->id, c->key_version, c->sealed, c->sealed_len, pt, &n) == 0;
+    crypto_wipe(pt, sizeof(pt));
+    return ok;
+}
+
+/* Takes the pinned (or fresh) decision for provider p: which key, and who
+ * pays. The key itself is opened later (resolve_open_key). */
+static enum resolve_status apply_pin(struct resolver *r, const struct session_pin *pin,
+                                     const struct provider *p, struct resolve_decision *out)
+{
+    int slot = provider_slot_index(p);
     snprintf(out->payer_id, sizeof(out->payer_id), "%s", pin->payer_id);
-    if (provider_is_slot(p) && pin->byok[p]) {
+    if (slot >= 0 && pin->byok[slot]) {
         struct store_connection *c = NULL;
-        int rc = connection_get(r, pin->owner_id, pin->connection_id[p], &c);
+        int rc = connection_get(r, pin->owner_id, pin->connection_id[slot], &c);
+        if (rc == STORE_OK && conn_opens(c)) {
+            out->byok = true;
+            out->conn = *c;
+            snprintf(out->connection_id, sizeof(out->connection_id), "%s", c->id);
+            out->reason = pin->reason[slot];
+            return RESOLVE_OK;
+        }
         if (rc == STORE_OK) {
-            size_t n = 0;
-            if (crypto_open(c->tenant_id, c->id, c->key_version, c->sealed, c->sealed_len,
-                            out->secret, &n) == 0) {
-                out->byok = true;
-                out->api_key = out->secret;
-                snprintf(out->connection_id, sizeof(out->connection_id), "%s", c->id);
-                snprintf(out->byok_region, sizeof(out->byok_region), "%s", c->region);
-                out->region = out->byok_region[0] ? out->byok_region : NULL;
-                out->reason = pin->reason[p];
-                return RESOLVE_OK;
-            }
             log_warn("connection %s of tenant %s does not open (master key version %d in "
                      "force, sealed under %d): platform key used",
                      c->id, c->tenant_id, crypto_key_version(), c->key_version);
@@ -351,16 +361,13 @@ static enum resolve_status apply_pin(struct resolver *r, const struct session_pi
         }
         out->reason = "platform key: the pinned connection is gone or unreadable (fallback)";
     } else {
-        out->reason = provider_is_slot(p)
-                          ? pin->reason[p]
+        out->reason = slot >= 0
+                          ? pin->reason[slot]
                           : "platform key: this provider has no BYOK slot (platform keys only)";
     }
     out->byok = false;
-    const struct config_platform_key *pk = &r->cfg->platform_keys[p];
-    if (pk->key == NULL)
+    if (config_platform_key(r->cfg, p)->key == NULL)
         return RESOLVE_NO_PLATFORM_KEY;
-    out->api_key = pk->key;
-    out->region = pk->region;
     return RESOLVE_OK;
 }
 
@@ -375,8 +382,66 @@ static bool pin_equal(const struct session_pin *a, const struct session_pin *b)
 }
 
 enum resolve_status resolve_session(struct resolver *r, const struct resolve_identity *id,
-                                    enum provider_id p, const char *session_id,
+                                    const struct provider *p, const char *session_id,
                                     struct resolve_decision *out)
+{
+    return resolve_session_pin(r, id, p, session_id, out, NULL);
+}
+
+/* Rule 4's balance gate for a wallet line of a new session. */
+static enum resolve_status gate(struct resolver *r, const char *payer_id)
+{
+    int64_t funds = 0;
+    enum resolve_status st = payer_funds(r, payer_id, &funds);
+    if (st == RESOLVE_OK && funds <= 0)
+        st = RESOLVE_NO_FUNDS;
+    return st;
+}
+
+enum resolve_status resolve_pinned(struct resolver *r, const struct session_pin *pin,
+                                   const struct provider *p, struct resolve_decision *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->provider = p;
+    out->new_session = true;
+    uint64_t gen = store_generation();
+    if (gen != r->generation) {
+        cache_clear(r);
+        r->generation = gen;
+    }
+    enum resolve_status st = apply_pin(r, pin, p, out);
+    if (st == RESOLVE_OK && !out->byok)
+        st = gate(r, pin->payer_id);
+    if (st != RESOLVE_OK)
+        resolve_done(out);
+    return st;
+}
+
+enum resolve_status resolve_key_identity(struct resolver *r, const char *key_id,
+                                         struct resolve_identity *out)
+{
+    uint64_t gen = store_generation();
+    if (gen != r->generation) {
+        cache_clear(r);
+        r->generation = gen;
+    }
+    struct cache_entry *e = r->buckets[bucket_of(key_id)];
+    while (e != NULL && strcmp(e->key.id, key_id) != 0)
+        e = e->next;
+    if (e == NULL) {
+        enum resolve_status st = cache_fill(r, key_id, &e);
+        if (st != RESOLVE_OK)
+            return st;
+    }
+    if (e->key.revoked_at_ms != 0)
+        return RESOLVE_UNAUTHORIZED;
+    *out = e->id;
+    return RESOLVE_OK;
+}
+
+enum resolve_status resolve_session_pin(struct resolver *r, const struct resolve_identity *id,
+                                        const struct provider *p, const char *session_id,
+                                        struct resolve_decision *out, struct session_pin *pin_out)
 {
     memset(out, 0, sizeof(*out));
     out->provider = p;
@@ -397,17 +462,16 @@ enum resolve_status resolve_session(struct resolver *r, const struct resolve_ide
             .tenant_byok = &id->tenant_byok,
             .parent_byok = id->has_parent ? &id->parent_byok : NULL,
         };
+        struct resolve_rule rule;
         memset(&pin, 0, sizeof(pin));
-        for (int s = 0; s < SESSION_SLOTS; s++) {
-            struct resolve_rule rule;
-            resolve_rule(&in, (enum provider_id)s, &rule);
+        resolve_rule(&in, p, &rule); /* payer and owner do not depend on the slot */
+        snprintf(pin.payer_id, sizeof(pin.payer_id), "%s", rule.payer_id);
+        snprintf(pin.owner_id, sizeof(pin.owner_id), "%s", rule.owner_id);
+        for (size_t s = 0; s < provider_slot_count(); s++) {
+            resolve_rule(&in, provider_slot_at(s), &rule);
             pin.byok[s] = rule.byok;
             snprintf(pin.connection_id[s], sizeof(pin.connection_id[s]), "%s", rule.connection_id);
             pin.reason[s] = rule.reason;
-            if (s == 0) {
-                snprintf(pin.payer_id, sizeof(pin.payer_id), "%s", rule.payer_id);
-                snprintf(pin.owner_id, sizeof(pin.owner_id), "%s", rule.owner_id);
-            }
         }
         out->new_session = true;
     }
@@ -420,15 +484,9 @@ enum resolve_status resolve_session(struct resolver *r, const struct resolve_ide
     if (out->new_session) {
         /* Rule 4: the balance gate, at the start of a session whose line
          * goes to the wallet. BYOK lines never wait on the wallet. */
-        if (!out->byok) {
-            int64_t funds = 0;
-            st = payer_funds(r, pin.payer_id, &funds);
-            if (st == RESOLVE_OK && funds <= 0)
-                st = RESOLVE_NO_FUNDS;
-            if (st != RESOLVE_OK) {
-                resolve_done(out);
-                return st;
-            }
+        if (!out->byok && (st = gate(r, pin.payer_id)) != RESOLVE_OK) {
+            resolve_done(out);
+            return st;
         }
         if (session_id != NULL) {
             struct session_pin kept = pin;
@@ -444,15 +502,39 @@ enum resolve_status resolve_session(struct resolver *r, const struct resolve_ide
                     resolve_done(out);
                     return st;
                 }
+                pin = kept;
             }
         }
     }
+    if (pin_out != NULL)
+        *pin_out = pin;
     return RESOLVE_OK;
+}
+
+int resolve_open_key(struct resolver *r, struct resolve_decision *d)
+{
+    if (d->byok) {
+        const struct store_connection *c = &d->conn;
+        size_t n = 0;
+        if (crypto_open(c->tenant_id, c->id, c->key_version, c->sealed, c->sealed_len, d->secret,
+                        &n) == -1)
+            return -1;
+        d->api_key = d->secret;
+        d->region = c->region[0] != '\0' ? c->region : NULL;
+        return 0;
+    }
+    const struct config_platform_key *pk = config_platform_key(r->cfg, d->provider);
+    if (pk->key == NULL)
+        return -1;
+    d->api_key = pk->key;
+    d->region = pk->region;
+    return 0;
 }
 
 void resolve_done(struct resolve_decision *d)
 {
     crypto_wipe(d->secret, sizeof(d->secret));
+    crypto_wipe(d->conn.sealed, sizeof(d->conn.sealed));
     if (d->api_key == d->secret)
         d->api_key = NULL;
 }

@@ -1,67 +1,174 @@
-/* route.c - path prefixes of DESIGN §4 and, per provider, where the
- * inbound proxy key sits (header, query), how the real key is injected, the
- * upstream base URL (Azure: by region) and the provider's error shape. */
+/* route.c - routing, credential positions and upstream bases, read from the
+ * provider registry (see route.h). The tables built by route_init() are
+ * read-only afterwards and shared by every worker. */
 #include "common.h"
 #include "route.h"
 #include "crypto.h"
 #include "upstream.h"
+#include "urlenc.h"
+#include "ws.h"
 
 #include <stdio.h>
-
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#define PREFIX_MAX   (PROVIDER_MAX * 4)
+#define CRED_SET_MAX 64
+
 struct prefix {
-    const char *prefix; /* matched at a segment boundary */
-    size_t strip;       /* bytes removed before appending to the upstream base */
-    enum provider_id provider;
-    bool azure_stt;
+    const char *prefix;
+    size_t len;
+    const struct provider *provider;
+    const struct provider_route *route;
 };
 
-/* Longest first where prefixes overlap. */
-static const struct prefix prefixes[] = {
-    {"/openai/v1", 7, PROVIDER_OPENAI, false},
-    {"/v1", 0, PROVIDER_OPENAI, false},
-    {"/deepseek", 9, PROVIDER_DEEPSEEK, false},
-    {"/elevenlabs/v1", 11, PROVIDER_ELEVENLABS, false},
-    {"/azure/tts", 10, PROVIDER_AZURE_SPEECH, false},
-    {"/azure/stt", 10, PROVIDER_AZURE_SPEECH, true},
-    {"/deepgram/v1", 9, PROVIDER_DEEPGRAM, false},
-    {"/anthropic/v1", 10, PROVIDER_ANTHROPIC, false},
-    {"/cartesia", 9, PROVIDER_CARTESIA, false},
+/* Longest first. */
+static struct prefix prefixes[PREFIX_MAX];
+static size_t n_prefixes;
+static char prefix_list[1024];
+
+/* Every credential position of every provider: removed from every request,
+ * whatever its route. */
+struct name_set {
+    const char *names[CRED_SET_MAX];
+    size_t n;
 };
+static struct name_set cred_headers, cred_queries, sub_prefixes, sub_pairs;
 
-/* Query parameters that carry a credential: never forwarded. */
-static const char *const credential_params[] = {"ocp-apim-subscription-key",
-                                                "authorization",
-                                                "api_key",
-                                                "access_token",
-                                                "xi_api_key",
-                                                "xi-api-key"};
-
-static bool has_prefix(const char *path, size_t len, const char *prefix)
+static int set_add(struct name_set *s, const char *name)
 {
-    size_t n = strlen(prefix);
-    return len >= n && memcmp(path, prefix, n) == 0 && (len == n || path[n] == '/');
+    for (size_t i = 0; i < s->n; i++)
+        if (strcasecmp(s->names[i], name) == 0)
+            return 0;
+    if (s->n >= CRED_SET_MAX)
+        return -1;
+    s->names[s->n++] = name;
+    return 0;
+}
+
+static int cmp_prefix(const void *a, const void *b)
+{
+    const struct prefix *x = a, *y = b;
+    return x->len == y->len ? 0 : x->len > y->len ? -1 : 1;
+}
+
+int route_init(char *err, size_t err_size)
+{
+    if (provider_registry_check(err, err_size) == -1)
+        return -1;
+    n_prefixes = 0;
+    memset(&cred_headers, 0, sizeof(cred_headers));
+    memset(&cred_queries, 0, sizeof(cred_queries));
+    memset(&sub_prefixes, 0, sizeof(sub_prefixes));
+    memset(&sub_pairs, 0, sizeof(sub_pairs));
+    /* A generic API-key header some SDKs send: never forwarded either. */
+    int rc = set_add(&cred_headers, "api-key");
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *p = provider_at(i);
+        for (size_t r = 0; r < p->n_routes; r++) {
+            if (n_prefixes >= PREFIX_MAX) {
+                snprintf(err, err_size, "route: more than %d prefixes", PREFIX_MAX);
+                return -1;
+            }
+            prefixes[n_prefixes++] =
+                (struct prefix){p->routes[r].prefix, strlen(p->routes[r].prefix), p, &p->routes[r]};
+        }
+        for (size_t c = 0; c < p->n_creds; c++) {
+            const struct provider_cred *cr = &p->creds[c];
+            switch (cr->kind) {
+            case PROVIDER_CRED_HEADER:
+            case PROVIDER_CRED_SCHEME:
+                rc |= set_add(&cred_headers, cr->name);
+                break;
+            case PROVIDER_CRED_QUERY:
+            case PROVIDER_CRED_FIRST_MESSAGE: /* never meant for a query: removed there too */
+                rc |= set_add(&cred_queries, cr->name);
+                break;
+            case PROVIDER_CRED_SUBPROTOCOL:
+                rc |= set_add(&sub_prefixes, cr->name);
+                break;
+            case PROVIDER_CRED_SUBPROTOCOL_PAIR:
+                rc |= set_add(&sub_pairs, cr->name);
+                break;
+            }
+        }
+        for (const char *const *q = p->extra_cred_query; q != NULL && *q != NULL; q++)
+            rc |= set_add(&cred_queries, *q);
+    }
+    if (rc != 0) {
+        snprintf(err, err_size, "route: more than %d credential names", CRED_SET_MAX);
+        return -1;
+    }
+    qsort(prefixes, n_prefixes, sizeof(prefixes[0]), cmp_prefix);
+    size_t pl = 0;
+    prefix_list[0] = '\0';
+    for (size_t i = 0; i < provider_count(); i++)
+        for (size_t r = 0; r < provider_at(i)->n_routes && pl < sizeof(prefix_list); r++)
+            pl += (size_t)snprintf(prefix_list + pl, sizeof(prefix_list) - pl, "%s%s/",
+                                   pl ? ", " : "", provider_at(i)->routes[r].prefix);
+    return 0;
+}
+
+const char *route_prefix_list(void)
+{
+    return prefix_list;
 }
 
 int route_match(const char *path, size_t len, struct route *out)
 {
-    for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++) {
-        if (has_prefix(path, len, prefixes[i].prefix)) {
-            out->provider = prefixes[i].provider;
-            out->upstream_path = path + prefixes[i].strip;
-            out->upstream_path_len = len - prefixes[i].strip;
-            out->azure_stt = prefixes[i].azure_stt;
+    for (size_t i = 0; i < n_prefixes; i++) {
+        const struct prefix *x = &prefixes[i];
+        if (len >= x->len && memcmp(path, x->prefix, x->len) == 0 &&
+            (len == x->len || path[x->len] == '/')) {
+            out->provider = x->provider;
+            out->host = x->route->host;
+            out->upstream_path = path + x->route->strip;
+            out->upstream_path_len = len - x->route->strip;
             return 0;
         }
     }
     return -1;
 }
 
-enum meter_kind route_meter_kind(const struct route *rt)
+/* pattern: literal bytes, "{}" = one non-empty segment. */
+static bool pattern_match(const char *pat, const char *path, size_t len)
 {
-    return meter_kind_for(rt->provider, rt->azure_stt, rt->upstream_path, rt->upstream_path_len);
+    size_t i = 0;
+    while (*pat != '\0') {
+        if (pat[0] == '{' && pat[1] == '}') {
+            size_t start = i;
+            while (i < len && path[i] != '/')
+                i++;
+            if (i == start)
+                return false;
+            pat += 2;
+            continue;
+        }
+        if (i >= len || path[i] != *pat)
+            return false;
+        i++;
+        pat++;
+    }
+    return i == len;
+}
+
+const struct provider_endpoint *route_endpoint(const struct route *rt, const char *method,
+                                               size_t method_len, bool ws)
+{
+    const struct provider *p = rt->provider;
+    for (size_t i = 0; i < p->n_endpoints; i++) {
+        const struct provider_endpoint *ep = &p->endpoints[i];
+        if (((ep->flags & PROVIDER_EP_WS) != 0) != ws)
+            continue;
+        if (ep->host >= 0 && ep->host != rt->host)
+            continue;
+        if (strlen(ep->method) != method_len || memcmp(ep->method, method, method_len) != 0)
+            continue;
+        if (pattern_match(ep->pattern, rt->upstream_path, rt->upstream_path_len))
+            return ep;
+    }
+    return NULL;
 }
 
 /* A segment that is "." or ".." once "%2e" is read as '.'. */
@@ -98,22 +205,22 @@ bool route_path_unsafe(const char *path, size_t len)
     return false;
 }
 
-static bool name_is(const struct httpparse_header *hd, const char *name)
+/* --- credentials ------------------------------------------------------------- */
+
+static bool is_protocol_header(const struct httpparse_header *hd)
 {
-    size_t n = strlen(name);
-    return hd->name_len == n && strncasecmp(hd->name, name, n) == 0;
+    return hd->name_len == 22 && strncasecmp(hd->name, "sec-websocket-protocol", 22) == 0;
 }
 
-/* The token after "<scheme> " in an Authorization header, or NULL. */
-static const char *auth_token(const struct httpparse_request *h, const char *scheme, size_t *len)
+/* The token after "<scheme> " in a header value, or NULL. */
+static const char *scheme_token(const struct httpparse_header *hd, const char *scheme, size_t *len)
 {
     size_t sl = strlen(scheme);
-    const struct httpparse_header *a = httpparse_find(h, "authorization");
-    if (a == NULL || a->value_len < sl + 1 || strncasecmp(a->value, scheme, sl) != 0 ||
-        a->value[sl] != ' ')
+    if (hd->value_len <= sl || strncasecmp(hd->value, scheme, sl) != 0 ||
+        (hd->value[sl] != ' ' && hd->value[sl] != '\t'))
         return NULL;
-    const char *v = a->value + sl + 1;
-    size_t n = a->value_len - sl - 1;
+    const char *v = hd->value + sl;
+    size_t n = hd->value_len - sl;
     while (n > 0 && (*v == ' ' || *v == '\t')) {
         v++;
         n--;
@@ -122,168 +229,103 @@ static const char *auth_token(const struct httpparse_request *h, const char *sch
     return n ? v : NULL;
 }
 
-static const char *header_value(const struct httpparse_request *h, const char *name, size_t *len)
+static const char *find_subprotocol(const struct httpparse_request *h,
+                                    const struct provider_cred *cr, size_t *len)
 {
-    const struct httpparse_header *hd = httpparse_find(h, name);
-    if (hd == NULL || hd->value_len == 0)
-        return NULL;
-    *len = hd->value_len;
-    return hd->value;
-}
-
-/* The raw value of query parameter name (case-insensitive), or NULL. */
-static const char *query_value(const struct httpparse_request *h, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
-    while (q != NULL && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        if (eq != NULL && (size_t)(eq - q) == nl && strncasecmp(q, name, nl) == 0 && pe > eq + 1) {
-            *len = (size_t)(pe - eq - 1);
-            return eq + 1;
+    size_t nl = strlen(cr->name);
+    bool next_is_key = false;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const struct httpparse_header *hd = &h->headers[i];
+        if (!is_protocol_header(hd))
+            continue;
+        struct ws_list it;
+        const char *item;
+        size_t n;
+        ws_list_init(&it, hd->value, hd->value_len);
+        while (ws_list_next(&it, &item, &n)) {
+            if (next_is_key) {
+                *len = n;
+                return item;
+            }
+            if (cr->kind == PROVIDER_CRED_SUBPROTOCOL && n > nl &&
+                strncasecmp(item, cr->name, nl) == 0) {
+                *len = n - nl;
+                return item + nl;
+            }
+            if (cr->kind == PROVIDER_CRED_SUBPROTOCOL_PAIR && n == nl &&
+                strncasecmp(item, cr->name, nl) == 0)
+                next_is_key = true;
         }
-        q = amp ? amp + 1 : end;
     }
     return NULL;
 }
 
-const char *route_credential(enum provider_id p, const struct httpparse_request *h, size_t *len)
+void route_credential(const struct provider *p, const struct httpparse_request *h, bool ws,
+                      struct route_key *out)
 {
-    const char *v = NULL;
-    *len = 0;
-    switch (p) {
-    case PROVIDER_OPENAI:
-    case PROVIDER_DEEPSEEK:
-        v = auth_token(h, "bearer", len);
-        break;
-    case PROVIDER_ELEVENLABS:
-        v = header_value(h, "xi-api-key", len);
-        break;
-    case PROVIDER_AZURE_SPEECH:
-        v = header_value(h, "ocp-apim-subscription-key", len);
-        if (v == NULL)
-            v = query_value(h, "ocp-apim-subscription-key", len);
-        break;
-    case PROVIDER_DEEPGRAM:
-        v = auth_token(h, "token", len);
-        break;
-    case PROVIDER_ANTHROPIC:
-        v = header_value(h, "x-api-key", len);
-        if (v == NULL)
-            v = auth_token(h, "bearer", len);
-        break;
-    case PROVIDER_CARTESIA:
-        v = header_value(h, "x-api-key", len);
-        if (v == NULL)
-            v = auth_token(h, "bearer", len);
-        break;
-    case PROVIDER__COUNT:
-        break;
-    }
-    if (v == NULL)
-        *len = 0;
-    return v;
-}
-
-size_t route_forward_query(const struct httpparse_request *h, char *out, size_t out_size)
-{
-    size_t n = 0;
-    const char *q = h->query, *end = h->query ? h->query + h->query_len : NULL;
-    if (out_size == 0)
-        return 0;
-    while (q != NULL && q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *pe = amp ? amp : end;
-        const char *eq = memchr(q, '=', (size_t)(pe - q));
-        size_t name_len = (size_t)((eq ? eq : pe) - q);
-        bool drop = false;
-        for (size_t i = 0; i < ARRAY_SIZE(credential_params); i++)
-            if (strlen(credential_params[i]) == name_len &&
-                strncasecmp(q, credential_params[i], name_len) == 0)
-                drop = true;
-        size_t plen = (size_t)(pe - q);
-        if (!drop && plen > 0 && n + (n > 0) + plen + 1 <= out_size) {
-            if (n > 0)
-                out[n++] = '&';
-            memcpy(out + n, q, plen);
-            n += plen;
+    memset(out, 0, sizeof(*out));
+    for (size_t c = 0; c < p->n_creds && out->key == NULL; c++) {
+        const struct provider_cred *cr = &p->creds[c];
+        const struct httpparse_header *hd;
+        const char *v = NULL;
+        size_t n = 0;
+        switch (cr->kind) {
+        case PROVIDER_CRED_HEADER:
+            hd = httpparse_find(h, cr->name);
+            if (hd != NULL && hd->value_len > 0) {
+                v = hd->value;
+                n = hd->value_len;
+            }
+            break;
+        case PROVIDER_CRED_SCHEME:
+            hd = httpparse_find(h, cr->name);
+            if (hd != NULL)
+                v = scheme_token(hd, cr->scheme, &n);
+            break;
+        case PROVIDER_CRED_QUERY: {
+            struct urlenc_query it;
+            struct urlenc_pair pair;
+            urlenc_query_init(&it, h->query, h->query_len);
+            while (v == NULL && urlenc_query_next(&it, &pair))
+                if (pair.value_len > 0 && urlenc_name_is(&pair, cr->name)) {
+                    v = pair.value;
+                    n = pair.value_len;
+                }
+            break;
         }
-        q = amp ? amp + 1 : end;
+        case PROVIDER_CRED_SUBPROTOCOL:
+        case PROVIDER_CRED_SUBPROTOCOL_PAIR:
+            if (ws)
+                v = find_subprotocol(h, cr, &n);
+            break;
+        case PROVIDER_CRED_FIRST_MESSAGE:
+            break; /* the WebSocket session reads it */
+        }
+        if (v != NULL && n > 0) {
+            out->key = v;
+            out->len = n;
+            out->cred = cr;
+        }
     }
-    out[n] = '\0';
-    return n;
 }
 
-struct curl_slist *route_inject(enum provider_id p, const struct httpparse_request *h,
-                                struct curl_slist *l, const char *key)
+static bool name_in(const struct name_set *s, const char *name, size_t len)
 {
-    const char *name = "Authorization", *prefix = "";
-    switch (p) {
-    case PROVIDER_OPENAI:
-    case PROVIDER_DEEPSEEK:
-        prefix = "Bearer ";
-        break;
-    case PROVIDER_ELEVENLABS:
-        name = "xi-api-key";
-        break;
-    case PROVIDER_AZURE_SPEECH:
-        name = "Ocp-Apim-Subscription-Key";
-        break;
-    case PROVIDER_DEEPGRAM:
-        prefix = "Token ";
-        break;
-    case PROVIDER_ANTHROPIC:
-        name = "x-api-key";
-        break;
-    case PROVIDER_CARTESIA:
-        /* Answer in the style the client used: older API versions know
-         * X-API-Key, newer ones Bearer. */
-        if (httpparse_find(h, "x-api-key") != NULL)
-            name = "X-API-Key";
-        else
-            prefix = "Bearer ";
-        break;
-    case PROVIDER__COUNT:
-        break;
-    }
-    size_t pl = strlen(prefix), kl = strlen(key);
-    char value[CRYPTO_SECRET_MAX + 16];
-    if (pl + kl >= sizeof(value)) {
-        curl_slist_free_all(l);
-        return NULL;
-    }
-    memcpy(value, prefix, pl);
-    memcpy(value + pl, key, kl);
-    struct curl_slist *r = upstream_header_append(l, name, strlen(name), value, pl + kl);
-    crypto_wipe(value, sizeof(value));
-    return r;
+    for (size_t i = 0; i < s->n; i++)
+        if (strlen(s->names[i]) == len && strncasecmp(s->names[i], name, len) == 0)
+            return true;
+    return false;
 }
 
-int route_upstream_base(const struct config *cfg, const struct route *rt, const char *region,
-                        char *out, size_t out_size)
+static bool name_listed(const char *const *list, const char *name, size_t len)
 {
-    const char *base = cfg->upstreams[rt->provider];
-    if (rt->provider == PROVIDER_AZURE_SPEECH) {
-        const char *tmpl = rt->azure_stt ? cfg->upstream_azure_stt : base;
-        const char *at = tmpl ? strstr(tmpl, "{region}") : NULL;
-        char why[160];
-        /* The region comes from a saved connection or the config, both
-         * checked against the allow-list; checked again here because it
-         * becomes part of a host name. */
-        if (at == NULL || region == NULL || config_check_region(region, why, sizeof(why)) == -1)
-            return -1;
-        int n = snprintf(out, out_size, "%.*s%s%s", (int)(at - tmpl), tmpl, region, at + 8);
-        return n < 0 || (size_t)n >= out_size ? -1 : 0;
-    }
-    if (base == NULL)
-        return -1;
-    int n = snprintf(out, out_size, "%s", base);
-    return n < 0 || (size_t)n >= out_size ? -1 : 0;
+    for (; list != NULL && *list != NULL; list++)
+        if (strlen(*list) == len && strncasecmp(*list, name, len) == 0)
+            return true;
+    return false;
 }
 
-bool route_strip_header(enum provider_id p, const struct httpparse_request *h,
+bool route_strip_header(const struct provider *p, bool byok, const struct httpparse_request *h,
                         const struct httpparse_header *hd)
 {
     static const char *const always[] = {
@@ -301,16 +343,13 @@ bool route_strip_header(enum provider_id p, const struct httpparse_request *h,
         "expect",
         "x-session-id",
         "accept-encoding",
-        /* every provider's credential positions: never forwarded, whatever the route */
-        "authorization",
-        "xi-api-key",
-        "ocp-apim-subscription-key",
-        "x-api-key",
+        NULL,
     };
-    (void)p;
-    for (size_t i = 0; i < ARRAY_SIZE(always); i++)
-        if (name_is(hd, always[i]))
-            return true;
+    if (name_listed(always, hd->name, hd->name_len) ||
+        name_in(&cred_headers, hd->name, hd->name_len))
+        return true;
+    if (!byok && name_listed(p->wallet_request_headers, hd->name, hd->name_len))
+        return true;
     /* Headers named in Connection are hop-by-hop too. */
     for (size_t i = 0; i < h->n_headers; i++) {
         const struct httpparse_header *c = &h->headers[i];
@@ -327,50 +366,194 @@ bool route_strip_header(enum provider_id p, const struct httpparse_request *h,
     return false;
 }
 
-/* Anthropic's error types by status (PROVIDERS.md §4.4). */
-static const char *anthropic_type(int status)
+static bool cred_query(const struct urlenc_pair *pair)
 {
-    switch (status) {
-    case 400:
-        return "invalid_request_error";
-    case 401:
-        return "authentication_error";
-    case 402:
-        return "billing_error";
-    case 403:
-        return "permission_error";
-    case 404:
-        return "not_found_error";
-    case 413:
-        return "request_too_large";
-    case 429:
-        return "rate_limit_error";
-    default:
-        return "api_error";
-    }
+    for (size_t i = 0; i < cred_queries.n; i++)
+        if (urlenc_name_is(pair, cred_queries.names[i]))
+            return true;
+    /* A name that does not decode cannot be shown harmless: dropped. */
+    char buf[128];
+    return urlenc_decode(pair->name, pair->name_len, true, false, buf, sizeof(buf)) < 0;
 }
 
-json_t *route_error_body(enum provider_id p, int status, const char *type, const char *code,
+int route_forward_query(const struct httpparse_request *h, char *out, size_t out_size)
+{
+    size_t n = 0;
+    struct urlenc_query it;
+    struct urlenc_pair pair;
+    if (out_size == 0)
+        return -1;
+    urlenc_query_init(&it, h->query, h->query_len);
+    while (urlenc_query_next(&it, &pair)) {
+        if (cred_query(&pair))
+            continue;
+        if (n + (n > 0) + pair.raw_len + 1 > out_size) {
+            out[0] = '\0';
+            return -1;
+        }
+        if (n > 0)
+            out[n++] = '&';
+        memcpy(out + n, pair.raw, pair.raw_len);
+        n += pair.raw_len;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+int route_forward_protocols(const struct provider *p, const struct httpparse_request *h,
+                            const struct route_key *key, char *out, size_t out_size,
+                            char answer[ROUTE_ANSWER_MAX])
+{
+    size_t n = 0;
+    bool skip_next = false;
+    const char *pair = NULL; /* the pair name the key came in */
+    answer[0] = '\0';
+    if (out_size == 0)
+        return -1;
+    out[0] = '\0';
+    if (key != NULL && key->cred != NULL && key->cred->kind == PROVIDER_CRED_SUBPROTOCOL_PAIR)
+        pair = key->cred->name;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const struct httpparse_header *hd = &h->headers[i];
+        if (!is_protocol_header(hd))
+            continue;
+        struct ws_list it;
+        const char *item;
+        size_t len;
+        ws_list_init(&it, hd->value, hd->value_len);
+        while (ws_list_next(&it, &item, &len)) {
+            if (skip_next) {
+                skip_next = false;
+                continue;
+            }
+            if (name_in(&sub_pairs, item, len)) {
+                /* Browsers compare the answer with what they offered
+                 * byte for byte: answer in the client's spelling. */
+                if (pair != NULL && answer[0] == '\0' && strlen(pair) == len &&
+                    strncasecmp(pair, item, len) == 0 && len < ROUTE_ANSWER_MAX)
+                    snprintf(answer, ROUTE_ANSWER_MAX, "%.*s", (int)len, item);
+                skip_next = true;
+                continue;
+            }
+            bool cred = false;
+            for (size_t k = 0; k < sub_prefixes.n && !cred; k++) {
+                size_t pl = strlen(sub_prefixes.names[k]);
+                cred = len >= pl && strncasecmp(item, sub_prefixes.names[k], pl) == 0;
+            }
+            if (cred || !ws_token_valid(item, len))
+                continue;
+            for (const char *const *a = p->ws_answer_protocols; a != NULL && *a != NULL; a++)
+                if (answer[0] == '\0' && pair == NULL && strlen(*a) == len &&
+                    memcmp(*a, item, len) == 0 && len < ROUTE_ANSWER_MAX)
+                    snprintf(answer, ROUTE_ANSWER_MAX, "%s", *a);
+            if (n + (n > 0 ? 2 : 0) + len + 1 > out_size)
+                return -1;
+            if (n > 0) {
+                memcpy(out + n, ", ", 2);
+                n += 2;
+            }
+            memcpy(out + n, item, len);
+            n += len;
+            out[n] = '\0';
+        }
+    }
+    return (int)n;
+}
+
+bool route_wallet_refused_query(const struct provider_endpoint *ep,
+                                const struct httpparse_request *h, const char **name)
+{
+    for (const char *const *q = ep->wallet_refused_query; q != NULL && *q != NULL; q++) {
+        struct urlenc_query it;
+        struct urlenc_pair pair;
+        urlenc_query_init(&it, h->query, h->query_len);
+        while (urlenc_query_next(&it, &pair))
+            if (urlenc_name_is(&pair, *q)) {
+                *name = *q;
+                return true;
+            }
+    }
+    return false;
+}
+
+int route_model_query_count(const struct provider_endpoint *ep, const struct httpparse_request *h)
+{
+    int n = 0;
+    struct urlenc_query it;
+    struct urlenc_pair pair;
+    if (ep->model_query == NULL || h->query == NULL)
+        return 0;
+    urlenc_query_init(&it, h->query, h->query_len);
+    while (urlenc_query_next(&it, &pair) && n < 2) {
+        if (!urlenc_name_is(&pair, ep->model_query))
+            continue;
+        char v[MODEL_MAX];
+        if (urlenc_decode(pair.value, pair.value_len, true, true, v, sizeof(v)) < 0)
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+/* --- injection and upstream -------------------------------------------------- */
+
+int route_inject_value(const struct provider *p, const struct httpparse_request *h, const char *key,
+                       const char **name, char *value, size_t value_size)
+{
+    const char *header = p->inject_header, *scheme = p->inject_scheme;
+    if (p->inject_pick != NULL)
+        p->inject_pick(h, &header, &scheme);
+    int n = scheme != NULL ? snprintf(value, value_size, "%s %s", scheme, key)
+                           : snprintf(value, value_size, "%s", key);
+    *name = header;
+    if (n < 0 || (size_t)n >= value_size) {
+        crypto_wipe(value, value_size);
+        return -1;
+    }
+    return n;
+}
+
+struct curl_slist *route_inject(const struct provider *p, const struct httpparse_request *h,
+                                struct curl_slist *l, const char *key)
+{
+    char value[CRYPTO_SECRET_MAX + 16];
+    const char *name;
+    int n = route_inject_value(p, h, key, &name, value, sizeof(value));
+    if (n < 0) {
+        curl_slist_free_all(l);
+        return NULL;
+    }
+    struct curl_slist *r = upstream_header_append(l, name, strlen(name), value, (size_t)n);
+    crypto_wipe(value, sizeof(value));
+    return r;
+}
+
+int route_upstream_base(const struct config *cfg, const struct provider *p, int host,
+                        const char *region, char *out, size_t out_size)
+{
+    if (host < 0 || (size_t)host >= p->n_hosts)
+        return -1;
+    const char *base = config_upstream(cfg, p, host);
+    if (base == NULL)
+        return -1;
+    int n;
+    if (p->hosts[host].region) {
+        const char *at = strstr(base, "{region}");
+        char why[160];
+        /* The region comes from a saved connection or the config, both
+         * checked; checked again here because it becomes a host name. */
+        if (at == NULL || region == NULL || p->check_region == NULL ||
+            p->check_region(region, why, sizeof(why)) == -1)
+            return -1;
+        n = snprintf(out, out_size, "%.*s%s%s", (int)(at - base), base, region, at + 8);
+    } else {
+        n = snprintf(out, out_size, "%s", base);
+    }
+    return n < 0 || (size_t)n >= out_size ? -1 : 0;
+}
+
+json_t *route_error_body(const struct provider *p, int status, const char *type, const char *code,
                          const char *message)
 {
-    char st[8];
-    snprintf(st, sizeof(st), "%d", status);
-    switch (p) {
-    case PROVIDER_ELEVENLABS:
-        return json_pack("{s:{s:s,s:s}}", "detail", "status", code, "message", message);
-    case PROVIDER_AZURE_SPEECH:
-        return json_pack("{s:{s:s,s:s}}", "error", "code", st, "message", message);
-    case PROVIDER_DEEPGRAM:
-        return json_pack("{s:s,s:s}", "err_code", code, "err_msg", message);
-    case PROVIDER_ANTHROPIC:
-        return json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
-                         anthropic_type(status), "message", message);
-    case PROVIDER_CARTESIA:
-        return json_pack("{s:s,s:s}", "error", message, "code", code);
-    case PROVIDER_OPENAI:
-    case PROVIDER_DEEPSEEK:
-    default:
-        return json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", message, "type", type,
-                         "param", "code", code);
-    }
+    return p->error_body(status, type, code, message);
 }

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "store.h"
 #include "charge.h"
+#include "store_sqlite_schema.h"
 
 #include <sqlite3.h>
 
@@ -15,78 +16,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Schema migrations, applied in order, each in its own transaction; the
- * number applied is kept in PRAGMA user_version. Append new entries; never
- * edit one that has shipped. Plain CREATE (no IF NOT EXISTS) so that running
- * one twice would fail loudly instead of hiding a versioning bug. */
-static const char *const migrations[] = {
-    /* 1: tenants, proxy keys, usage records. */
-    "CREATE TABLE tenants ("
-    " id TEXT PRIMARY KEY,"
-    " name TEXT NOT NULL,"
-    " feature_byok INTEGER NOT NULL DEFAULT 0,"
-    " feature_agency INTEGER NOT NULL DEFAULT 0,"
-    " parent_id TEXT," /* NULL = none; checked by the admin layer, not a FK */
-    " wallet_deduction INTEGER NOT NULL DEFAULT 0,"
-    " plan_credits_micros INTEGER NOT NULL DEFAULT 0,"
-    " wallet_micros INTEGER NOT NULL DEFAULT 0,"
-    " created_at_ms INTEGER NOT NULL,"
-    " updated_at_ms INTEGER NOT NULL);"
-    "CREATE INDEX tenants_parent ON tenants(parent_id);"
-    "CREATE TABLE proxy_keys ("
-    " id TEXT PRIMARY KEY,"
-    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
-    " label TEXT NOT NULL DEFAULT '',"
-    " hash BLOB NOT NULL,"
-    " created_at_ms INTEGER NOT NULL,"
-    " revoked_at_ms INTEGER NOT NULL DEFAULT 0);"
-    "CREATE INDEX proxy_keys_tenant ON proxy_keys(tenant_id, created_at_ms);"
-    /* No FK to tenants: usage outlives a deleted tenant. */
-    "CREATE TABLE usage ("
-    " id TEXT PRIMARY KEY,"
-    " ts_ms INTEGER NOT NULL,"
-    " tenant_id TEXT NOT NULL,"
-    " payer_id TEXT NOT NULL,"
-    " key_id TEXT NOT NULL,"
-    " session_id TEXT,"
-    " provider TEXT NOT NULL,"
-    " line TEXT NOT NULL,"
-    " billed_to TEXT NOT NULL,"
-    " cost_micros INTEGER NOT NULL,"
-    " charged_plan_credits_micros INTEGER NOT NULL,"
-    " charged_wallet_micros INTEGER NOT NULL,"
-    " record TEXT NOT NULL);"
-    "CREATE INDEX usage_tenant_ts ON usage(tenant_id, ts_ms);"
-    "CREATE INDEX usage_session ON usage(session_id);"
-    "CREATE INDEX usage_ts ON usage(ts_ms);",
-    /* 2: BYOK connections (sealed secrets), BYOK settings, the proxy's own
-     * sealed secrets. Slots are plain ids, not FKs: connection delete
-     * clears them explicitly in its transaction. */
-    "CREATE TABLE connections ("
-    " id TEXT PRIMARY KEY,"
-    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
-    " provider TEXT NOT NULL,"
-    " name TEXT NOT NULL DEFAULT '',"
-    " region TEXT,"
-    " key_hint TEXT NOT NULL DEFAULT '',"
-    " key_version INTEGER NOT NULL,"
-    " sealed BLOB NOT NULL,"
-    " created_at_ms INTEGER NOT NULL,"
-    " updated_at_ms INTEGER NOT NULL);"
-    "CREATE INDEX connections_tenant ON connections(tenant_id, created_at_ms);"
-    "CREATE TABLE byok_settings ("
-    " tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
-    " enabled INTEGER NOT NULL DEFAULT 0,"
-    " slot_openai TEXT,"
-    " slot_elevenlabs TEXT,"
-    " slot_azure_speech TEXT,"
-    " updated_at_ms INTEGER NOT NULL);"
-    "CREATE TABLE secrets ("
-    " name TEXT PRIMARY KEY,"
-    " key_version INTEGER NOT NULL,"
-    " sealed BLOB NOT NULL);",
-};
 
 enum stmt_id {
     ST_BEGIN = 0,
@@ -122,9 +51,14 @@ enum stmt_id {
     ST_CONN_LIST_TENANT,
     ST_CONN_LIST_ALL,
     ST_CONN_RESEAL,
+    ST_SLOTS_TOUCH,
     ST_SLOTS_CLEAR,
     ST_BYOK_GET,
+    ST_BYOK_SLOTS_GET,
     ST_BYOK_PUT,
+    ST_BYOK_SLOTS_DELETE,
+    ST_BYOK_SLOT_INSERT,
+    ST_BEGIN_READ,
     ST_SECRET_GET,
     ST_SECRET_PUT,
     ST_SECRET_LIST,
@@ -140,13 +74,6 @@ enum stmt_id {
     "id, tenant_id, provider, name, region, key_hint, key_version, sealed, created_at_ms,"         \
     " updated_at_ms"
 #define CONN_ORDER " ORDER BY created_at_ms, rowid"
-/* Clears each slot column equal to ?1 (a connection id). */
-#define SLOT_CLEAR(col) col " = CASE WHEN " col " = ?1 THEN NULL ELSE " col " END"
-/* Same for every connection of tenant ?1. */
-#define SLOT_CLEAR_TENANT(col)                                                                     \
-    col " = CASE WHEN " col " IN (SELECT id FROM connections WHERE tenant_id = ?1) THEN NULL"      \
-        " ELSE " col " END"
-
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -188,15 +115,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT record FROM usage WHERE tenant_id = ?1 AND session_id = ?2" USAGE_ORDER,
     /* Another tenant's slot can only name one of these by mistake, but a
      * dangling id must never outlive its connection. */
-    [ST_TENANT_CLEAR_SLOTS] =
-        "UPDATE byok_settings SET " SLOT_CLEAR_TENANT("slot_openai") ", " SLOT_CLEAR_TENANT(
-            "slot_elevenlabs") ", " SLOT_CLEAR_TENANT("slot_azure_speech") " WHERE EXISTS (SELECT "
-                                                                           "1 FROM connections c "
-                                                                           "WHERE c.tenant_id = ?1"
-                                                                           " AND c.id IN "
-                                                                           "(slot_openai, "
-                                                                           "slot_elevenlabs, "
-                                                                           "slot_azure_speech))",
+    [ST_TENANT_CLEAR_SLOTS] = "DELETE FROM byok_slots WHERE tenant_id = ?1 OR connection_id IN"
+                              " (SELECT id FROM connections WHERE tenant_id = ?1)",
     [ST_TENANT_DELETE_CONNS] = "DELETE FROM connections WHERE tenant_id = ?1",
     [ST_TENANT_DELETE_BYOK] = "DELETE FROM byok_settings WHERE tenant_id = ?1",
     [ST_CONN_INSERT] =
@@ -209,20 +129,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_CONN_LIST_TENANT] = "SELECT " CONN_COLS " FROM connections WHERE tenant_id = ?1" CONN_ORDER,
     [ST_CONN_LIST_ALL] = "SELECT " CONN_COLS " FROM connections" CONN_ORDER,
     [ST_CONN_RESEAL] = "UPDATE connections SET key_version = ?2, sealed = ?3 WHERE id = ?1",
-    [ST_SLOTS_CLEAR] = "UPDATE byok_settings SET " SLOT_CLEAR("slot_openai") ", " SLOT_CLEAR(
-        "slot_elevenlabs") ", " SLOT_CLEAR("slot_azure_speech") ", updated_at_ms = ?2"
-                                                                " WHERE ?1 IN (slot_openai, "
-                                                                "slot_elevenlabs, "
-                                                                "slot_azure_speech)",
-    [ST_BYOK_GET] = "SELECT enabled, slot_openai, slot_elevenlabs, slot_azure_speech, updated_at_ms"
-                    " FROM byok_settings WHERE tenant_id = ?1",
-    [ST_BYOK_PUT] =
-        "INSERT INTO byok_settings (tenant_id, enabled, slot_openai, slot_elevenlabs,"
-        " slot_azure_speech, updated_at_ms) VALUES (?1,?2,?3,?4,?5,?6)"
-        " ON CONFLICT (tenant_id) DO UPDATE SET enabled = excluded.enabled,"
-        " slot_openai = excluded.slot_openai, slot_elevenlabs = excluded.slot_elevenlabs,"
-        " slot_azure_speech = excluded.slot_azure_speech,"
-        " updated_at_ms = excluded.updated_at_ms",
+    [ST_SLOTS_TOUCH] = "UPDATE byok_settings SET updated_at_ms = ?2 WHERE tenant_id IN"
+                       " (SELECT tenant_id FROM byok_slots WHERE connection_id = ?1)",
+    [ST_SLOTS_CLEAR] = "DELETE FROM byok_slots WHERE connection_id = ?1",
+    [ST_BYOK_GET] = "SELECT enabled, updated_at_ms FROM byok_settings WHERE tenant_id = ?1",
+    [ST_BYOK_SLOTS_GET] = "SELECT provider, connection_id FROM byok_slots WHERE tenant_id = ?1",
+    [ST_BYOK_PUT] = "INSERT INTO byok_settings (tenant_id, enabled, updated_at_ms)"
+                    " VALUES (?1,?2,?3) ON CONFLICT (tenant_id) DO UPDATE SET"
+                    " enabled = excluded.enabled, updated_at_ms = excluded.updated_at_ms",
+    [ST_BYOK_SLOTS_DELETE] = "DELETE FROM byok_slots WHERE tenant_id = ?1",
+    [ST_BYOK_SLOT_INSERT] =
+        "INSERT INTO byok_slots (tenant_id, provider, connection_id) VALUES (?1,?2,?3)",
+    [ST_BEGIN_READ] = "BEGIN",
     [ST_SECRET_GET] = "SELECT key_version, sealed FROM secrets WHERE name = ?1",
     [ST_SECRET_PUT] = "INSERT INTO secrets (name, key_version, sealed) VALUES (?1,?2,?3)"
                       " ON CONFLICT (name) DO UPDATE SET key_version = excluded.key_version,"
@@ -939,7 +857,8 @@ static MUST_CHECK int read_connection(sqlite3_stmt *st, struct store_connection 
     int len = sqlite3_column_bytes(st, 7);
     c->created_at_ms = sqlite3_column_int64(st, 8);
     c->updated_at_ms = sqlite3_column_int64(st, 9);
-    if (pname == NULL || provider_parse(pname, &c->provider) == -1 || sealed == NULL || len <= 0 ||
+    c->provider = provider_find(pname);
+    if (c->provider == NULL || !c->provider->slot || sealed == NULL || len <= 0 ||
         (size_t)len > sizeof(c->sealed)) {
         log_error("store(sqlite): connection %s has a malformed row", c->id);
         return -1;
@@ -951,8 +870,8 @@ static MUST_CHECK int read_connection(sqlite3_stmt *st, struct store_connection 
 
 static bool connection_valid(const struct store_connection *c)
 {
-    return c->sealed_len > 0 && c->sealed_len <= sizeof(c->sealed) && (int)c->provider >= 0 &&
-           c->provider < PROVIDER__COUNT;
+    return c->sealed_len > 0 && c->sealed_len <= sizeof(c->sealed) && c->provider != NULL &&
+           c->provider->slot;
 }
 
 static int sq_connection_create(struct store *s, const struct store_connection *c)
@@ -1059,16 +978,19 @@ static int sq_connection_delete(struct store *s, const char *tenant_id, const ch
     }
     /* In the same transaction: no reader ever sees a slot naming a
      * connection that is gone. */
-    st = stmt(sq, ST_SLOTS_CLEAR);
-    if (st == NULL)
-        goto failed;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now_ms());
-    rc = sqlite3_step(st);
-    stmt_done(st);
-    if (rc != SQLITE_DONE) {
-        status = fail(sq, "connection delete (slots)");
-        goto failed;
+    for (int k = 0; k < 2; k++) {
+        st = stmt(sq, k == 0 ? ST_SLOTS_TOUCH : ST_SLOTS_CLEAR);
+        if (st == NULL)
+            goto failed;
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        if (k == 0)
+            sqlite3_bind_int64(st, 2, now_ms());
+        rc = sqlite3_step(st);
+        stmt_done(st);
+        if (rc != SQLITE_DONE) {
+            status = fail(sq, "connection delete (slots)");
+            goto failed;
+        }
     }
     if (run(sq, ST_COMMIT) == -1) {
         status = fail(sq, "COMMIT");
@@ -1108,31 +1030,54 @@ static int sq_connection_list(struct store *s, const char *tenant_id, store_conn
     return status;
 }
 
-/* Slot columns in enum provider_id order. */
-static const enum provider_id byok_slots[] = {PROVIDER_OPENAI, PROVIDER_ELEVENLABS,
-                                              PROVIDER_AZURE_SPEECH};
-
+/* Settings row and slot rows, read in one transaction. */
 static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok *out)
 {
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
+    memset(out, 0, sizeof(*out));
+    if (run(sq, ST_BEGIN_READ) == -1)
+        return fail(sq, "BEGIN");
+    int status = STORE_ERR_INTERNAL;
     sqlite3_stmt *st = stmt(sq, ST_BYOK_GET);
     if (st == NULL)
-        return STORE_ERR_INTERNAL;
-    memset(out, 0, sizeof(*out));
+        goto failed;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         out->enabled = sqlite3_column_int(st, 0) != 0;
-        for (size_t i = 0; i < ARRAY_SIZE(byok_slots); i++)
-            col_text(st, 1 + (int)i, out->slots[byok_slots[i]], ID_MAX);
-        out->updated_at_ms = sqlite3_column_int64(st, 4);
+        out->updated_at_ms = sqlite3_column_int64(st, 1);
     }
     stmt_done(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(sq, "byok get");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        status = fail(sq, "byok get");
+        goto failed;
+    }
+    st = stmt(sq, ST_BYOK_SLOTS_GET);
+    if (st == NULL)
+        goto failed;
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* A slot of a provider this build does not know is ignored. */
+        int slot = provider_slot_index(provider_find((const char *)sqlite3_column_text(st, 0)));
+        if (slot >= 0)
+            col_text(st, 1, out->slots[slot], ID_MAX);
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE) {
+        status = fail(sq, "byok get (slots)");
+        goto failed;
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        status = fail(sq, "COMMIT");
+        goto failed;
+    }
     return STORE_OK; /* no row: disabled, empty slots */
+failed:
+    rollback(sq);
+    memset(out, 0, sizeof(*out));
+    return status;
 }
 
 static int sq_byok_put(struct store *s, const char *tenant_id, const struct store_byok *b)
@@ -1140,22 +1085,51 @@ static int sq_byok_put(struct store *s, const char *tenant_id, const struct stor
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
+    if (run(sq, ST_BEGIN) == -1)
+        return fail(sq, "BEGIN");
+    int status = STORE_ERR_INTERNAL;
     sqlite3_stmt *st = stmt(sq, ST_BYOK_PUT);
     if (st == NULL)
-        return STORE_ERR_INTERNAL;
+        goto failed;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, b->enabled);
-    for (size_t i = 0; i < ARRAY_SIZE(byok_slots); i++)
-        bind_text_or_null(st, 3 + (int)i, b->slots[byok_slots[i]]);
-    sqlite3_bind_int64(st, 6, b->updated_at_ms != 0 ? b->updated_at_ms : now_ms());
+    sqlite3_bind_int64(st, 3, b->updated_at_ms != 0 ? b->updated_at_ms : now_ms());
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
     stmt_done(st);
-    if (rc == SQLITE_DONE)
-        return STORE_OK;
-    if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return STORE_ERR_NOT_FOUND; /* no such tenant */
-    return fail(sq, "byok put");
+    if (rc != SQLITE_DONE) {
+        status = ext == SQLITE_CONSTRAINT_FOREIGNKEY ? STORE_ERR_NOT_FOUND /* no such tenant */
+                                                     : fail(sq, "byok put");
+        goto failed;
+    }
+    if (step_id(sq, ST_BYOK_SLOTS_DELETE, tenant_id) == -1) {
+        status = fail(sq, "byok put (slots)");
+        goto failed;
+    }
+    for (size_t i = 0; i < provider_slot_count(); i++) {
+        if (b->slots[i][0] == '\0')
+            continue;
+        st = stmt(sq, ST_BYOK_SLOT_INSERT);
+        if (st == NULL)
+            goto failed;
+        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, provider_slot_at(i)->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, b->slots[i], -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        stmt_done(st);
+        if (rc != SQLITE_DONE) {
+            status = fail(sq, "byok put (slot)");
+            goto failed;
+        }
+    }
+    if (run(sq, ST_COMMIT) == -1) {
+        status = fail(sq, "COMMIT");
+        goto failed;
+    }
+    return STORE_OK;
+failed:
+    rollback(sq);
+    return status;
 }
 
 static int sq_secret_get(struct store *s, const char *name, int *key_version,
@@ -1383,64 +1357,6 @@ failed:
     return -1;
 }
 
-static MUST_CHECK int user_version(sqlite3 *db, int *out)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : -1;
-}
-
-/* Brings the schema up to date. Several threads (and processes) may open the
- * same file at once: each step re-reads the version under BEGIN IMMEDIATE, so
- * exactly one of them applies it. */
-static MUST_CHECK int migrate(sqlite3 *db, const char *path, char **err)
-{
-    const int latest = (int)ARRAY_SIZE(migrations);
-    for (;;) {
-        int v;
-        if (user_version(db, &v) == -1)
-            goto sql_failed;
-        if (v > latest) {
-            if (asprintf(err,
-                         "the store %s has schema version %d, newer than this build knows (%d): "
-                         "run a newer byok-proxy",
-                         path, v, latest) == -1)
-                *err = NULL;
-            return -1;
-        }
-        if (v == latest)
-            return 0;
-        if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-            goto sql_failed;
-        if (user_version(db, &v) == -1)
-            goto sql_rollback;
-        if (v < latest) {
-            char bump[64];
-            snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
-            if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
-                sqlite3_exec(db, bump, NULL, NULL, NULL) != SQLITE_OK)
-                goto sql_rollback;
-            log_info("store(sqlite): applied schema migration %d", v + 1);
-        }
-        if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-            goto sql_rollback;
-    }
-sql_rollback:
-    if (asprintf(err, "migrating the store %s failed: %s", path, sqlite3_errmsg(db)) == -1)
-        *err = NULL;
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-sql_failed:
-    if (asprintf(err, "migrating the store %s failed: %s", path, sqlite3_errmsg(db)) == -1)
-        *err = NULL;
-    return -1;
-}
-
 struct store *store_sqlite_open(const char *path, char **err)
 {
     struct sqlite_store *sq = NULL;
@@ -1500,7 +1416,7 @@ struct store *store_sqlite_open(const char *path, char **err)
         what = "setting pragmas";
         goto sql_failed;
     }
-    if (migrate(db, path, err) == -1)
+    if (store_sqlite_migrate(db, path, err) == -1)
         goto failed;
 
     sq = calloc(1, sizeof(*sq));

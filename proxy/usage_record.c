@@ -376,7 +376,7 @@ int usage_record_format(const struct usage_record *r, char *buf, size_t size)
     PUT_LIT(&o, ",\"provider\":");
     put_str(&o, pname, strlen(pname));
     PUT_LIT(&o, ",\"slot\":");
-    if (r->has_slot)
+    if (r->provider != NULL && r->provider->slot)
         put_str(&o, pname, strlen(pname));
     else
         PUT_LIT(&o, "null");
@@ -429,6 +429,18 @@ int usage_record_format(const struct usage_record *r, char *buf, size_t size)
         PUT_LIT(&o, "null");
     PUT_LIT(&o, ",\"duration_ms\":");
     put_i64(&o, r->duration_ms);
+    if (r->unmetered)
+        PUT_LIT(&o, ",\"metered\":false");
+    if (r->simulated)
+        PUT_LIT(&o, ",\"simulated\":true");
+    if (r->seq > 0) {
+        PUT_LIT(&o, ",\"seq\":");
+        put_i64(&o, r->seq);
+        if (r->final)
+            PUT_LIT(&o, ",\"final\":true");
+        else
+            PUT_LIT(&o, ",\"final\":false");
+    }
     put(&o, "}", 2); /* with the NUL */
     if (o.full)
         return -1;
@@ -471,7 +483,8 @@ json_t *usage_record_to_json(const struct usage_record *r)
     bad |= json_object_set_new(o, "key_id", json_text(FIELD(r->key_id)));
     bad |= json_object_set_new(o, "session_id", str_or_null(FIELD(r->session_id)));
     bad |= json_object_set_new(o, "provider", json_string(pname));
-    bad |= json_object_set_new(o, "slot", r->has_slot ? json_string(pname) : json_null());
+    bad |= json_object_set_new(
+        o, "slot", r->provider != NULL && r->provider->slot ? json_string(pname) : json_null());
     bad |= json_object_set_new(o, "line", json_text(FIELD(r->line)));
     bad |= json_object_set_new(o, "endpoint", json_text(FIELD(r->endpoint)));
     bad |= json_object_set_new(o, "model", str_or_null(FIELD(r->model)));
@@ -491,6 +504,14 @@ json_t *usage_record_to_json(const struct usage_record *r)
     bad |=
         json_object_set_new(o, "ttfb_ms", r->ttfb_ms >= 0 ? json_integer(r->ttfb_ms) : json_null());
     bad |= json_object_set_new(o, "duration_ms", json_integer(r->duration_ms));
+    if (r->unmetered)
+        bad |= json_object_set_new(o, "metered", json_false());
+    if (r->simulated)
+        bad |= json_object_set_new(o, "simulated", json_true());
+    if (r->seq > 0) {
+        bad |= json_object_set_new(o, "seq", json_integer(r->seq));
+        bad |= json_object_set_new(o, "final", json_boolean(r->final));
+    }
     if (bad)
         goto failed;
     return o;
@@ -541,7 +562,7 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
         get_str(obj, "key_id", r->key_id, sizeof(r->key_id), false) == -1 ||
         get_str(obj, "session_id", r->session_id, sizeof(r->session_id), false) == -1 ||
         get_str(obj, "provider", provider, sizeof(provider), true) == -1 ||
-        provider_parse(provider, &r->provider) == -1 ||
+        (r->provider = provider_find(provider)) == NULL ||
         get_str(obj, "line", r->line, sizeof(r->line), false) == -1 ||
         get_str(obj, "endpoint", r->endpoint, sizeof(r->endpoint), false) == -1 ||
         get_str(obj, "model", r->model, sizeof(r->model), false) == -1 ||
@@ -553,9 +574,6 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
         get_str(obj, "upstream_request_id", r->upstream_request_id, sizeof(r->upstream_request_id),
                 false) == -1)
         return -1;
-
-    json_t *slot = json_object_get(obj, "slot");
-    r->has_slot = json_is_string(slot);
 
     if (strcmp(billed, "byok") == 0)
         r->billed_byok = true;
@@ -605,9 +623,22 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
             get_int(charged, "wallet_micros", &r->charged_wallet_micros, 0) == -1)
             return -1;
     }
+    int64_t seq = 0;
     if (get_int(obj, "cost_micros", &r->cost_micros, 0) == -1 ||
         get_int(obj, "ttfb_ms", &r->ttfb_ms, -1) == -1 ||
-        get_int(obj, "duration_ms", &r->duration_ms, 0) == -1)
+        get_int(obj, "duration_ms", &r->duration_ms, 0) == -1 ||
+        get_int(obj, "seq", &seq, 0) == -1 || seq < 0 || seq > INT32_MAX)
+        return -1;
+    r->seq = (int)seq;
+    r->final = json_is_true(json_object_get(obj, "final"));
+    r->unmetered = json_is_false(json_object_get(obj, "metered"));
+    r->simulated = json_is_true(json_object_get(obj, "simulated"));
+    /* A record is never a credit: negative amounts are refused. */
+    const struct usage_units *u = &r->units;
+    if (r->cost_micros < 0 || r->charged_plan_credits_micros < 0 || r->charged_wallet_micros < 0 ||
+        u->input_tokens < 0 || u->cached_input_tokens < 0 || u->output_tokens < 0 ||
+        u->audio_input_tokens < 0 || u->audio_output_tokens < 0 || u->characters < 0 ||
+        u->audio_ms < 0)
         return -1;
     return 0;
 }

@@ -162,7 +162,7 @@ test('401: a revoked key is refused on the very next request, on every worker an
   }
 });
 
-test('404: a path outside every route prefix, in OpenAI shape; /v1/<unknown> is forwarded', async () => {
+test('404: a path outside every route prefix, in OpenAI shape; /v1/<unknown> is refused on a wallet line', async () => {
   const t = await h.tenant();
   const mark = mock().requests.length;
   for (const p of ['/nope', '/', '/v2/chat/completions', '/openai/v2/x']) {
@@ -170,19 +170,14 @@ test('404: a path outside every route prefix, in OpenAI shape; /v1/<unknown> is 
     assertOpenAIError(r, 404);
   }
   assert.equal(mock().since(mark).length, 0);
-  // Unknown paths under /v1 belong to OpenAI: forwarded, its 404 passed through.
+  // Unknown paths under /v1 belong to OpenAI, but the platform's key reaches
+  // only the endpoints the proxy meters (DESIGN §4a): 403, nothing upstream,
+  // no record.
   const r = await httpRequest(`${h.proxy.url}/v1/nope`, { method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' }, body: CHAT });
-  h.count(t);
-  const [mr] = mock().since(mark);
-  assert.ok(mr, 'forwarded');
-  assert.equal(mr.url, '/v1/nope');
-  assert.equal(r.status, 404);
-  assert.match(r.body.toString(), /Invalid URL \(POST \/v1\/nope\)/);
-  assert.equal(r.headers['x-request-id'], mr.requestId);
-  const recs = await h.proxy.admin.waitRecords(t.tenantId, 1);
-  assert.equal(recs[0].status, 404);
-  assert.equal(recs[0].upstream_request_id, mr.requestId);
-  h.issued.get(t.tenantId).ids.push(recs[0].id);
+  const body = assertOpenAIError(r, 403);
+  assert.equal(body.code, 'endpoint_not_allowed');
+  assert.match(body.message, /POST \/v1\/nope/);
+  assert.equal(mock().since(mark).length, 0, 'nothing went upstream');
 });
 
 test('402: zero balance is refused with x-should-retry false and no upstream request; a top-up lifts it', async () => {

@@ -385,14 +385,14 @@ test('Cartesia SDK over the proxy\'s TLS listener: Bearer out, frames intact, ch
   await noFdLeak(fds);
 });
 
-test('Cartesia X-API-Key in: X-API-Key out, model from the first message, text frames byte for byte, client close code relayed', async () => {
+test('Cartesia X-API-Key in: X-API-Key out, text frames byte for byte, client close code relayed', async () => {
   const t = await mkTenant(h);
   const mark = cart().sockets.length;
   const c = wsClient(`${wsBase()}/cartesia/tts/websocket?cartesia_version=2024-06-10`,
     { headers: { 'X-API-Key': t.key, 'Cartesia-Version': '2024-06-10' } });
   await c.opened;
   const m1 = JSON.stringify(cartBody('Hello ', { context_id: 'k1', continue: true }));
-  const m2 = JSON.stringify(cartBody('wörld 🌍', { model_id: 'sonic-other', context_id: 'k1', continue: false }));
+  const m2 = JSON.stringify(cartBody('wörld 🌍', { context_id: 'k1', continue: false }));
   c.send(m1);
   c.send(m2);
   await waitFor(() => c.texts().some((x) => JSON.parse(x).type === 'done'), { what: 'Cartesia done' });
@@ -413,8 +413,29 @@ test('Cartesia X-API-Key in: X-API-Key out, model from the first message, text f
   checkRecord(line, {
     tenantId: t.tenantId, keyId: t.keyId, provider: 'cartesia', line: 'tts', endpoint: CART_ENDPOINT, model: 'sonic-2',
     status: 101, outcome: OUTCOMES, units: { characters: codePoints('Hello ') + codePoints('wörld 🌍') }, prices: PRICES.cartesia,
+    seq: 1, final: true,
   });
   checkPlatform(plat, line, t, { provider: 'cartesia', maxMs: 60000 });
+});
+
+test('Cartesia: a message naming a model without a price ends the session (1008 model_not_priced) before it goes upstream', async () => {
+  const t = await mkTenant(h);
+  const mark = cart().sockets.length;
+  const c = wsClient(`${wsBase()}/cartesia/tts/websocket?cartesia_version=2024-06-10`,
+    { headers: { 'X-API-Key': t.key, 'Cartesia-Version': '2024-06-10' } });
+  await c.opened;
+  const m1 = JSON.stringify(cartBody('Hello ', { context_id: 'k1' }));
+  c.send(m1);
+  await waitFor(() => c.texts().some((x) => JSON.parse(x).type === 'done'), { what: 'Cartesia done' });
+  c.send(JSON.stringify(cartBody('free speech?', { model_id: 'sonic-unpriced', context_id: 'k2' })));
+  const closed = await c.closed;
+  assert.deepEqual([closed.code, closed.reason], [1008, 'model_not_priced']);
+  const rec = cart().socketsSince(mark)[0];
+  await rec.done;
+  assert.deepEqual(rec.messages.map((m) => m.text), [m1], 'the unpriced request never reached Cartesia');
+  const { line } = await takeRecords(t, 2);
+  assert.equal(line.units.characters, codePoints('Hello '), 'only the priced request is metered');
+  assert.equal(line.model, 'sonic-2');
 });
 
 test('Cartesia browser ?api_key=: removed from the query, Bearer injected, the other parameters kept in order', async () => {

@@ -1,10 +1,10 @@
 /* fuzz_sse.c - libFuzzer target for the SSE parser (random splits, the raw
- * concatenation property, overflow) and for the meter of every kind fed
- * arbitrary bytes as request bodies (JSON, multipart, SSML, WAV/Ogg audio),
- * queries, reply headers, JSON replies and stream events. */
+ * concatenation property, overflow), feeding its events to a provider's
+ * stream meter (the per-provider meters themselves: fuzz_meters.c). */
 #include "common.h"
 
 #include "meter.h"
+#include "provider.h"
 #include "sse.h"
 
 #include <stdio.h>
@@ -32,6 +32,20 @@ static int on_event(void *arg, const struct sse_event *ev)
     return ++c->events == 1000 ? -1 : 0;
 }
 
+/* The n-th REST meter of the registry that reads SSE events (cyclic). */
+static const struct meter_ops *stream_meter(uint8_t n)
+{
+    const struct meter_ops *all[64];
+    size_t count = 0;
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *p = provider_at(i);
+        for (size_t e = 0; e < p->n_endpoints && count < ARRAY_SIZE(all); e++)
+            if (p->endpoints[e].meter != NULL && (p->endpoints[e].meter->flags & METER_F_SSE))
+                all[count++] = p->endpoints[e].meter;
+    }
+    return count > 0 ? all[n % count] : NULL;
+}
+
 /* xorshift: piece sizes derived from the input, so runs are reproducible. */
 static uint32_t next_rand(uint32_t *s)
 {
@@ -45,7 +59,7 @@ static void fuzz_sse(uint8_t mode, uint8_t split, const char *in, size_t len)
 {
     struct fuzz_ctx c;
     memset(&c, 0, sizeof(c));
-    meter_init(&c.meter, (enum meter_kind)(mode % (METER_AZURE_STT + 1)));
+    meter_init(&c.meter, stream_meter(mode));
     c.raw = malloc(len + 1);
     if (c.raw == NULL)
         return;
@@ -75,70 +89,6 @@ static void fuzz_sse(uint8_t mode, uint8_t split, const char *in, size_t len)
     free(c.raw);
 }
 
-/* Event names that select different meter paths. */
-static const char *const event_names[] = {
-    "", "response.completed", "message_start", "message_delta", "content_block_delta", "error",
-};
-
-/* Reply headers the meter reads, and one it must ignore. */
-static const char *const header_names[] = {
-    "character-cost",
-    "DG-Char-Count",
-    "dg-model-name",
-    "content-type",
-};
-
-static void fuzz_meter(uint8_t mode, const char *in, size_t len)
-{
-    for (int k = METER_NONE; k <= METER_AZURE_STT; k++) {
-        struct meter m;
-        meter_init(&m, (enum meter_kind)k);
-        char *rw = NULL;
-        size_t rw_len = 0;
-        const char *ct = "application/json";
-        char ct_buf[512];
-        if (k == METER_TRANSCRIPTION) {
-            /* The content type is the first line of the input, so the
-             * fuzzer can discover boundaries; else a fixed one. */
-            const char *nl = memchr(in, '\n', MIN(len, sizeof(ct_buf) - 1));
-            if (nl != NULL && (mode & 1)) {
-                memcpy(ct_buf, in, (size_t)(nl - in));
-                ct_buf[nl - in] = '\0';
-                ct = ct_buf;
-            } else {
-                ct = "multipart/form-data; boundary=b";
-            }
-        } else if (k == METER_AZURE_TTS) {
-            ct = "application/ssml+xml";
-        }
-        /* The query and a header value are the input's first line (or all
-         * of it), so they reach the decoders with arbitrary bytes. */
-        const char *nl = memchr(in, '\n', len);
-        size_t first = nl ? (size_t)(nl - in) : len;
-        meter_request_query(&m, in, first);
-        if (meter_request(&m, in, len, ct, strlen(ct), &rw, &rw_len) == 0 && rw != NULL) {
-            /* Caller-owned and NUL-terminated at its length. */
-            if (rw_len == 0 || rw[rw_len] != '\0')
-                abort();
-        }
-        free(rw);
-        const char *hname = header_names[(mode >> 2) % ARRAY_SIZE(header_names)];
-        meter_response_header(&m, hname, strlen(hname), in, first);
-        meter_response_json(&m, in, len);
-        const char *ev = (mode & 2) ? event_names[(mode >> 4) % ARRAY_SIZE(event_names)] : "";
-        (void)meter_sse_event(&m, ev, in, len);
-        bool estimated = meter_finish(&m);
-        if (m.units.input_tokens < 0 || m.units.output_tokens < 0 || m.units.characters < 0 ||
-            m.units.audio_ms < 0 || m.units.cached_input_tokens < 0 ||
-            m.model[sizeof(m.model) - 1] != '\0')
-            abort();
-        /* A header-reported count is never an estimate. */
-        if (m.header_characters >= 0 && estimated && (k == METER_EL_TTS || k == METER_DG_SPEAK))
-            abort();
-    }
-    (void)meter_wav_duration_ms((const unsigned char *)in, len);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -148,6 +98,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *in = (const char *)data + 2;
     size_t len = size - 2;
     fuzz_sse(mode, split, in, len);
-    fuzz_meter(mode, in, len);
     return 0;
 }

@@ -1,9 +1,14 @@
 /* test_config.c - config loading: a full file, defaults, every error class
- * (each message must name the offending key) and the shipped example. */
+ * (each message must name the offending key) and the shipped example. The
+ * keys per provider (upstream hosts, platform keys and headers, regions,
+ * billed price fields) come from the provider registry. */
 #include "common.h"
 
 #include "config.h"
+#include "providers/azure_speech.h"
+#include "providers_test.h"
 
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,13 +78,14 @@ static void test_full_config(void **state)
         " \"tls\": {\"listen\": \"localhost:9443\", \"cert_file\": \"%s\", \"key_file\": \"%s\"},"
         " \"workers\": 3,"
         " \"store\": {\"backend\": \"redis\", \"url\": \"redis://127.0.0.1:6379/0\"},"
-        " \"usage\": {\"jsonl_path\": \"u.jsonl\", \"spool_dir\": \"sp\"},"
+        " \"usage\": {\"jsonl_path\": \"u.jsonl\", \"spool_dir\": \"sp\", \"ws_interval_s\": 5},"
         " \"upstreams\": {\"openai\": \"http://127.0.0.1:9000/prefix/\","
         "   \"azure_speech_tts\": \"http://127.0.0.1:9001/{region}/tts\","
         "   \"azure_speech_stt\": \"https://{region}.stt.example.test:8443\","
         "   \"deepseek\": \"https://[::1]:9002\"},"
         " \"upstream_ca_file\": \"%s\","
-        " \"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OPENAI\"},"
+        " \"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OPENAI\","
+        "   \"organization\": \"org-abc\", \"project\": \"proj_1\"},"
         "   \"azure_speech\": {\"key_env\": \"BYOK_TEST_AZURE\", \"region\": \"westeurope\"}},"
         " \"session_ttl_s\": 120, \"log_level\": \"debug\","
         " \"limits\": {\"max_request_line\": 4096, \"max_headers\": 50,"
@@ -100,21 +106,33 @@ static void test_full_config(void **state)
     assert_null(cfg->store_path);
     assert_string_equal(cfg->usage_jsonl_path, "u.jsonl");
     assert_string_equal(cfg->usage_spool_dir, "sp");
+    assert_int_equal(cfg->usage_ws_interval_s, 5);
     /* Trailing slash dropped so routes can append "/v1/...". */
-    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "http://127.0.0.1:9000/prefix");
-    assert_string_equal(cfg->upstreams[PROVIDER_AZURE_SPEECH],
+    assert_string_equal(config_upstream(cfg, P_OPENAI, 0), "http://127.0.0.1:9000/prefix");
+    assert_string_equal(config_upstream(cfg, P_AZURE_SPEECH, 0),
                         "http://127.0.0.1:9001/{region}/tts");
-    assert_string_equal(cfg->upstream_azure_stt, "https://{region}.stt.example.test:8443");
-    assert_string_equal(cfg->upstreams[PROVIDER_DEEPSEEK], "https://[::1]:9002");
-    assert_string_equal(cfg->upstreams[PROVIDER_ELEVENLABS], "https://api.elevenlabs.io");
+    assert_string_equal(config_upstream(cfg, P_AZURE_SPEECH, 1),
+                        "https://{region}.stt.example.test:8443");
+    assert_string_equal(config_upstream(cfg, P_DEEPSEEK, 0), "https://[::1]:9002");
+    assert_string_equal(config_upstream(cfg, P_ELEVENLABS, 0), "https://api.elevenlabs.io");
     assert_string_equal(cfg->upstream_ca_file, ca);
-    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key_env, "BYOK_TEST_OPENAI");
-    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key, "sk-test-openai-value");
-    assert_null(cfg->platform_keys[PROVIDER_OPENAI].region);
-    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].key, "azure-test-value");
-    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].region, "westeurope");
-    assert_null(cfg->platform_keys[PROVIDER_DEEPGRAM].key_env);
-    assert_null(cfg->platform_keys[PROVIDER_DEEPGRAM].key);
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->key_env, "BYOK_TEST_OPENAI");
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->key, "sk-test-openai-value");
+    assert_null(config_platform_key(cfg, P_OPENAI)->region);
+    /* Platform headers, in the provider's declaration order. */
+    assert_int_equal(P_OPENAI->n_platform_headers, 2);
+    assert_string_equal(P_OPENAI->platform_headers[0].config_key, "organization");
+    assert_string_equal(P_OPENAI->platform_headers[0].header, "OpenAI-Organization");
+    assert_string_equal(P_OPENAI->platform_headers[1].config_key, "project");
+    assert_string_equal(P_OPENAI->platform_headers[1].header, "OpenAI-Project");
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->headers[0], "org-abc");
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->headers[1], "proj_1");
+    assert_null(config_platform_key(cfg, P_OPENAI)->headers[2]);
+    assert_null(config_platform_key(cfg, P_AZURE_SPEECH)->headers[0]);
+    assert_string_equal(config_platform_key(cfg, P_AZURE_SPEECH)->key, "azure-test-value");
+    assert_string_equal(config_platform_key(cfg, P_AZURE_SPEECH)->region, "westeurope");
+    assert_null(config_platform_key(cfg, P_DEEPGRAM)->key_env);
+    assert_null(config_platform_key(cfg, P_DEEPGRAM)->key);
     assert_int_equal(cfg->session_ttl_s, 120);
     assert_string_equal(cfg->log_level, "debug");
     assert_int_equal(cfg->limits.max_request_line, 4096);
@@ -122,18 +140,18 @@ static void test_full_config(void **state)
     assert_int_equal(cfg->limits.upstream_timeout_ms, 0);
     assert_int_equal(cfg->limits.client_high_watermark, 65536);
     assert_int_equal(cfg->limits.max_header_bytes, 32768); /* default kept */
-    assert_int_equal(cfg->pricing[PROVIDER_OPENAI].n_prices, 2);
-    const struct config_price *pr = &cfg->pricing[PROVIDER_OPENAI].prices[0];
+    assert_int_equal(config_prices(cfg, P_OPENAI)->n_prices, 2);
+    const struct config_price *pr = &config_prices(cfg, P_OPENAI)->prices[0];
     assert_string_equal(pr->model, "gpt-4o-mini*");
     assert_int_equal(pr->input_per_1m, 150000);
     assert_int_equal(pr->output_per_1m, 600000);
     assert_int_equal(pr->session_per_minute, 0);
     assert_int_equal(pr->cached_input_per_1m, -1);
     assert_int_equal(pr->audio_per_minute, -1);
-    assert_string_equal(cfg->pricing[PROVIDER_OPENAI].prices[1].model, "*");
-    assert_int_equal(cfg->pricing[PROVIDER_ELEVENLABS].n_prices, 1);
-    assert_int_equal(cfg->pricing[PROVIDER_ELEVENLABS].prices[0].characters_per_1m, 50000000);
-    assert_int_equal(cfg->pricing[PROVIDER_DEEPGRAM].n_prices, 0);
+    assert_string_equal(config_prices(cfg, P_OPENAI)->prices[1].model, "*");
+    assert_int_equal(config_prices(cfg, P_ELEVENLABS)->n_prices, 1);
+    assert_int_equal(config_prices(cfg, P_ELEVENLABS)->prices[0].characters_per_1m, 50000000);
+    assert_int_equal(config_prices(cfg, P_DEEPGRAM)->n_prices, 0);
     config_free(cfg);
     unlink(cert);
     unlink(key);
@@ -155,21 +173,34 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->store_path, "var/byok.db");
     assert_null(cfg->usage_jsonl_path);
     assert_string_equal(cfg->usage_spool_dir, "var/spool");
-    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "https://api.openai.com");
-    assert_string_equal(cfg->upstreams[PROVIDER_ELEVENLABS], "https://api.elevenlabs.io");
-    assert_string_equal(cfg->upstreams[PROVIDER_AZURE_SPEECH],
+    assert_string_equal(config_upstream(cfg, P_OPENAI, 0), "https://api.openai.com");
+    assert_string_equal(config_upstream(cfg, P_ELEVENLABS, 0), "https://api.elevenlabs.io");
+    assert_string_equal(config_upstream(cfg, P_AZURE_SPEECH, 0),
                         "https://{region}.tts.speech.microsoft.com");
-    assert_string_equal(cfg->upstream_azure_stt, "https://{region}.stt.speech.microsoft.com");
-    assert_string_equal(cfg->upstreams[PROVIDER_DEEPGRAM], "https://api.deepgram.com");
-    assert_string_equal(cfg->upstreams[PROVIDER_ANTHROPIC], "https://api.anthropic.com");
-    assert_string_equal(cfg->upstreams[PROVIDER_CARTESIA], "https://api.cartesia.ai");
-    assert_string_equal(cfg->upstreams[PROVIDER_DEEPSEEK], "https://api.deepseek.com");
+    assert_string_equal(config_upstream(cfg, P_AZURE_SPEECH, 1),
+                        "https://{region}.stt.speech.microsoft.com");
+    assert_string_equal(config_upstream(cfg, P_DEEPGRAM, 0), "https://api.deepgram.com");
+    assert_string_equal(config_upstream(cfg, P_ANTHROPIC, 0), "https://api.anthropic.com");
+    assert_string_equal(config_upstream(cfg, P_CARTESIA, 0), "https://api.cartesia.ai");
+    assert_string_equal(config_upstream(cfg, P_DEEPSEEK, 0), "https://api.deepseek.com");
     assert_null(cfg->upstream_ca_file);
-    for (int i = 0; i < PROVIDER__COUNT; i++) {
-        assert_null(cfg->platform_keys[i].key_env);
-        assert_null(cfg->platform_keys[i].key);
-        assert_int_equal(cfg->pricing[i].n_prices, 0);
+    /* Every provider host has its default; every provider no key and no
+     * prices. */
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *p = provider_at(i);
+        for (size_t h = 0; h < p->n_hosts; h++)
+            assert_string_equal(config_upstream(cfg, p, (int)h), p->hosts[h].default_url);
+        assert_null(config_upstream(cfg, p, (int)p->n_hosts));
+        assert_null(config_platform_key(cfg, p)->key_env);
+        assert_null(config_platform_key(cfg, p)->key);
+        assert_null(config_platform_key(cfg, p)->region);
+        for (int h = 0; h < PROVIDER_HDR_MAX; h++)
+            assert_null(config_platform_key(cfg, p)->headers[h]);
+        assert_int_equal(config_prices(cfg, p)->n_prices, 0);
     }
+    assert_null(config_upstream(cfg, P_OPENAI, -1));
+    assert_null(config_upstream(cfg, P_OPENAI, PROVIDER_HOST_MAX));
+    assert_int_equal(cfg->usage_ws_interval_s, 30);
     assert_int_equal(cfg->session_ttl_s, 3600);
     assert_string_equal(cfg->log_level, "info");
     assert_int_equal(cfg->limits.max_request_line, 8192);
@@ -190,7 +221,7 @@ static void test_defaults(void **state)
                    " \"upstreams\": {\"openai\": null}, \"workers\": 0}");
     assert_null(cfg->tls_listen);
     assert_null(cfg->usage_jsonl_path);
-    assert_string_equal(cfg->upstreams[PROVIDER_OPENAI], "https://api.openai.com");
+    assert_string_equal(config_upstream(cfg, P_OPENAI, 0), "https://api.openai.com");
     assert_true(cfg->workers >= 1);
     config_free(cfg);
     config_free(NULL);
@@ -214,10 +245,30 @@ static void test_unknown_keys(void **state)
                  "unknown key \"tls.cert\"", NULL);
     expect_error("{\"platform_keys\": {\"openia\": {\"key_env\": \"X\"}}}",
                  "unknown key \"platform_keys.openia\"", NULL);
-    /* region belongs to azure_speech only. */
+    /* region belongs to providers whose hosts depend on it; platform
+     * headers to the provider that declares them. */
     expect_error(
         "{\"platform_keys\": {\"openai\": {\"key_env\": \"PATH\", \"region\": \"eastus\"}}}",
-        "unknown key \"platform_keys.openai.region\" (expected one of: key_env)", NULL);
+        "unknown key \"platform_keys.openai.region\" (expected one of: key_env, organization, "
+        "project)",
+        NULL);
+    expect_error(
+        "{\"platform_keys\": {\"deepgram\": {\"key_env\": \"PATH\", \"region\": \"eastus\"}}}",
+        "unknown key \"platform_keys.deepgram.region\" (expected one of: key_env)", NULL);
+    expect_error("{\"platform_keys\": {\"deepseek\": {\"key_env\": \"PATH\", "
+                 "\"organization\": \"org\"}}}",
+                 "unknown key \"platform_keys.deepseek.organization\" (expected one of: key_env)",
+                 NULL);
+    expect_error("{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"PATH\", "
+                 "\"region\": \"eastus\", \"project\": \"p\"}}}",
+                 "unknown key \"platform_keys.azure_speech.project\" (expected one of: key_env, "
+                 "region)",
+                 NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"PATH\", "
+                 "\"OpenAI-Organization\": \"org\"}}}",
+                 "unknown key \"platform_keys.openai.OpenAI-Organization\"", NULL);
+    expect_error("{\"usage\": {\"ws_interval\": 5}}", "unknown key \"usage.ws_interval\"",
+                 "ws_interval_s", NULL);
     expect_error("{\"pricing\": {\"open_ai\": {}}}", "unknown key \"pricing.open_ai\"", NULL);
     expect_error("{\"pricing\": {\"openai\": {\"gpt-4o\": {\"input_per_1k\": 1}}}}",
                  "unknown key \"pricing.openai.gpt-4o.input_per_1k\"", "input_per_1m", NULL);
@@ -303,6 +354,12 @@ static void test_platform_keys(void **state)
                  "platform_keys.openai.key_env:", "not a valid environment variable name", NULL);
     expect_error("{\"platform_keys\": {\"openai\": {}}}", "platform_keys.openai.key_env: required",
                  NULL);
+    /* The message names the provider's usual variable. */
+    expect_error("{\"platform_keys\": {\"openai\": {}}}", "e.g. \"OPENAI_API_KEY\"", NULL);
+    expect_error("{\"platform_keys\": {\"azure_speech\": {\"region\": \"eastus\"}}}",
+                 "platform_keys.azure_speech.key_env: required", "e.g. \"AZURE_SPEECH_KEY\"", NULL);
+    expect_error("{\"platform_keys\": {\"cartesia\": {\"key_env\": \"\"}}}",
+                 "platform_keys.cartesia.key_env: must be a non-empty string", NULL);
 
     /* The value of a key never appears in an error. */
     assert_int_equal(setenv("BYOK_TEST_AZ", "super-secret-azure-key", 1), 0);
@@ -311,6 +368,7 @@ static void test_platform_keys(void **state)
         "{\"platform_keys\": {\"azure_speech\": {\"key_env\": \"BYOK_TEST_AZ\"}}}", &err);
     assert_null(cfg);
     assert_non_null(strstr(err, "platform_keys.azure_speech.region: required"));
+    assert_non_null(strstr(err, "e.g. \"eastus\""));
     assert_null(strstr(err, "super-secret"));
     free(err);
 }
@@ -333,7 +391,7 @@ static void test_bad_regions(void **state)
                  "platform_keys.azure_speech.region:", "use \"eastus\"", NULL);
     struct config *cfg = parse_ok("{\"platform_keys\": {\"azure_speech\": {\"key_env\": "
                                   "\"BYOK_TEST_AZ\", \"region\": \"koreacentral\"}}}");
-    assert_string_equal(cfg->platform_keys[PROVIDER_AZURE_SPEECH].region, "koreacentral");
+    assert_string_equal(config_platform_key(cfg, P_AZURE_SPEECH)->region, "koreacentral");
     config_free(cfg);
 }
 
@@ -409,6 +467,163 @@ static void test_duplicate_key(void **state)
                  "duplicate", "openai", NULL);
 }
 
+static void test_platform_headers(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("BYOK_TEST_OA", "sk-x", 1), 0);
+    struct config *cfg = parse_ok("{\"platform_keys\": {\"openai\": {\"key_env\": "
+                                  "\"BYOK_TEST_OA\", \"project\": \"proj_only\"}}}");
+    assert_null(config_platform_key(cfg, P_OPENAI)->headers[0]);
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->headers[1], "proj_only");
+    config_free(cfg);
+    cfg = parse_ok("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OA\", "
+                   "\"organization\": null}}}");
+    assert_null(config_platform_key(cfg, P_OPENAI)->headers[0]);
+    config_free(cfg);
+    /* Sent as header values: printable ASCII, non-empty strings. */
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OA\", "
+                 "\"organization\": \"org\\r\\nX-Evil: 1\"}}}",
+                 "platform_keys.openai.organization: must be printable ASCII", NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OA\", "
+                 "\"project\": \"caf\u00e9\"}}}",
+                 "platform_keys.openai.project: must be printable ASCII", NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OA\", "
+                 "\"project\": \"\"}}}",
+                 "platform_keys.openai.project: must be a non-empty string", NULL);
+    expect_error("{\"platform_keys\": {\"openai\": {\"key_env\": \"BYOK_TEST_OA\", "
+                 "\"organization\": 5}}}",
+                 "platform_keys.openai.organization: expected a string, got an integer", NULL);
+    /* The key is still required with headers. */
+    expect_error("{\"platform_keys\": {\"openai\": {\"organization\": \"org\"}}}",
+                 "platform_keys.openai.key_env: required", NULL);
+    unsetenv("BYOK_TEST_OA");
+}
+
+static void test_ws_interval(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{\"usage\": {\"ws_interval_s\": 1}}");
+    assert_int_equal(cfg->usage_ws_interval_s, 1);
+    config_free(cfg);
+    cfg = parse_ok("{\"usage\": {\"ws_interval_s\": 3600}}");
+    assert_int_equal(cfg->usage_ws_interval_s, 3600);
+    config_free(cfg);
+    cfg = parse_ok("{\"usage\": {\"ws_interval_s\": null}}");
+    assert_int_equal(cfg->usage_ws_interval_s, 30);
+    config_free(cfg);
+    cfg = parse_ok("{\"usage\": {}}");
+    assert_int_equal(cfg->usage_ws_interval_s, 30);
+    config_free(cfg);
+    expect_error("{\"usage\": {\"ws_interval_s\": 0}}",
+                 "usage.ws_interval_s: 0 is out of range (1..3600)", NULL);
+    expect_error("{\"usage\": {\"ws_interval_s\": 3601}}",
+                 "usage.ws_interval_s: 3601 is out of range (1..3600)", NULL);
+    expect_error("{\"usage\": {\"ws_interval_s\": -5}}", "usage.ws_interval_s:", "out of range",
+                 NULL);
+    expect_error("{\"usage\": {\"ws_interval_s\": \"30\"}}",
+                 "usage.ws_interval_s: expected an integer, got a string", NULL);
+    expect_error("{\"usage\": {\"ws_interval_s\": 2.5}}",
+                 "usage.ws_interval_s: expected an integer", NULL);
+}
+
+/* A price field the provider does not bill is refused, naming the fields it
+ * bills: a price that would never apply is a mistake. */
+static void test_unbilled_price_fields(void **state)
+{
+    (void)state;
+    expect_error("{\"pricing\": {\"anthropic\": {\"x\": {\"characters_per_1m\": 1}}}}",
+                 "pricing.anthropic.x.characters_per_1m: anthropic does not bill by this unit",
+                 "(its fields: input_per_1m, cached_input_per_1m, output_per_1m)", NULL);
+    expect_error("{\"pricing\": {\"deepseek\": {\"deepseek-chat\": {\"input_per_1m\": 1, "
+                 "\"audio_input_per_1m\": 2}}}}",
+                 "pricing.deepseek.deepseek-chat.audio_input_per_1m: deepseek does not bill",
+                 "(its fields: input_per_1m, cached_input_per_1m, output_per_1m)", NULL);
+    expect_error("{\"pricing\": {\"deepgram\": {\"nova-3\": {\"input_per_1m\": 1}}}}",
+                 "pricing.deepgram.nova-3.input_per_1m: deepgram does not bill",
+                 "(its fields: characters_per_1m, audio_per_minute, session_per_minute)", NULL);
+    expect_error("{\"pricing\": {\"elevenlabs\": {\"*\": {\"audio_per_minute\": 1}}}}",
+                 "pricing.elevenlabs.*.audio_per_minute: elevenlabs does not bill",
+                 "(its fields: characters_per_1m, session_per_minute)", NULL);
+    expect_error("{\"pricing\": {\"cartesia\": {\"sonic-2\": {\"output_per_1m\": 1}}}}",
+                 "pricing.cartesia.sonic-2.output_per_1m: cartesia does not bill",
+                 "(its fields: characters_per_1m, session_per_minute)", NULL);
+    expect_error("{\"pricing\": {\"azure_speech\": {\"*\": {\"input_per_1m\": 1}}}}",
+                 "pricing.azure_speech.*.input_per_1m: azure_speech does not bill",
+                 "(its fields: characters_per_1m, audio_per_minute, session_per_minute)", NULL);
+    /* Refused whatever its value. */
+    expect_error("{\"pricing\": {\"anthropic\": {\"x\": {\"session_per_minute\": -1}}}}",
+                 "pricing.anthropic.x.session_per_minute: anthropic does not bill", NULL);
+
+    /* The fields each provider bills are accepted; null is absent. */
+    struct config *cfg = parse_ok(
+        "{\"pricing\": {"
+        "\"openai\": {\"gpt-realtime\": {\"input_per_1m\": 1, \"cached_input_per_1m\": 2,"
+        " \"output_per_1m\": 3, \"audio_input_per_1m\": 4, \"audio_output_per_1m\": 5,"
+        " \"characters_per_1m\": 6, \"audio_per_minute\": 7, \"session_per_minute\": 8}},"
+        "\"anthropic\": {\"claude*\": {\"input_per_1m\": 3000000, \"cached_input_per_1m\":"
+        " 300000, \"output_per_1m\": 15000000, \"characters_per_1m\": null}},"
+        "\"deepgram\": {\"nova-3\": {\"audio_per_minute\": 4300},"
+        " \"aura*\": {\"characters_per_1m\": 30000000}, \"*\": {\"session_per_minute\": 1}},"
+        "\"elevenlabs\": {\"*\": {\"characters_per_1m\": 1, \"session_per_minute\": 2}},"
+        "\"azure_speech\": {\"*\": {\"characters_per_1m\": 1, \"audio_per_minute\": 2,"
+        " \"session_per_minute\": 3}},"
+        "\"cartesia\": {\"sonic-2\": {\"characters_per_1m\": 1}},"
+        "\"deepseek\": {\"deepseek-chat\": {\"input_per_1m\": 1, \"cached_input_per_1m\": 2,"
+        " \"output_per_1m\": 3}}}}");
+    const struct config_price *o = &config_prices(cfg, P_OPENAI)->prices[0];
+    assert_int_equal(o->input_per_1m, 1);
+    assert_int_equal(o->cached_input_per_1m, 2);
+    assert_int_equal(o->output_per_1m, 3);
+    assert_int_equal(o->audio_input_per_1m, 4);
+    assert_int_equal(o->audio_output_per_1m, 5);
+    assert_int_equal(o->characters_per_1m, 6);
+    assert_int_equal(o->audio_per_minute, 7);
+    assert_int_equal(o->session_per_minute, 8);
+    const struct config_price *a = &config_prices(cfg, P_ANTHROPIC)->prices[0];
+    assert_string_equal(a->model, "claude*");
+    assert_int_equal(a->characters_per_1m, -1);
+    assert_int_equal(config_prices(cfg, P_DEEPGRAM)->n_prices, 3);
+    assert_int_equal(config_prices(cfg, P_DEEPSEEK)->prices[0].output_per_1m, 3);
+    assert_int_equal(config_prices(cfg, P_CARTESIA)->n_prices, 1);
+    config_free(cfg);
+}
+
+/* The region check moved to the provider (Azure Speech declares it). */
+static void test_region_check(void **state)
+{
+    (void)state;
+    assert_true(P_AZURE_SPEECH->region);
+    assert_ptr_equal(P_AZURE_SPEECH->check_region, azure_check_region);
+    for (size_t i = 0; i < provider_count(); i++)
+        if (provider_at(i) != P_AZURE_SPEECH)
+            assert_false(provider_at(i)->region);
+    char err[256];
+    static const char *const ok[] = {"eastus", "westeurope", "koreacentral", "swedencentral",
+                                     "australiaeast"};
+    for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
+        assert_int_equal(azure_check_region(ok[i], err, sizeof(err)), 0);
+    assert_int_equal(azure_check_region("East US", err, sizeof(err)), -1);
+    assert_string_equal(err, "\"East US\" is not an Azure short region name; use \"eastus\"");
+    assert_int_equal(azure_check_region("West Europe", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "use \"westeurope\""));
+    assert_int_equal(azure_check_region("EASTUS", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "use \"eastus\""));
+    static const char *const bad[] = {"eastus.evil.com", "", "169.254.169.254", "eastus/", "mars"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        assert_int_equal(azure_check_region(bad[i], err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "e.g. \"eastus\""));
+    }
+    /* Blanks are never part of a region; without them it would be one:
+     * suggested. */
+    assert_int_equal(azure_check_region("eastus ", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "use \"eastus\""));
+    assert_int_equal(azure_check_region(NULL, err, sizeof(err)), -1);
+    /* What the message shows of a region is printable. */
+    assert_int_equal(azure_check_region("east\nus\"\x01", err, sizeof(err)), -1);
+    assert_null(strchr(err, '\n'));
+    assert_null(strchr(err, '\x01'));
+}
+
 static void test_load_file_errors(void **state)
 {
     (void)state;
@@ -471,25 +686,57 @@ static void test_shipped_example(void **state)
     assert_string_equal(cfg->store_path, "var/byok.db");
     assert_string_equal(cfg->usage_jsonl_path, "var/usage.jsonl");
     assert_string_equal(cfg->usage_spool_dir, "var/spool");
-    assert_string_equal(cfg->platform_keys[PROVIDER_OPENAI].key, "sk-example");
-    assert_null(cfg->platform_keys[PROVIDER_ELEVENLABS].key_env);
-    assert_int_equal(cfg->pricing[PROVIDER_OPENAI].n_prices, 9);
-    bool seen_mini = false, seen_whisper = false;
-    for (size_t i = 0; i < cfg->pricing[PROVIDER_OPENAI].n_prices; i++) {
-        const struct config_price *p = &cfg->pricing[PROVIDER_OPENAI].prices[i];
-        if (strcmp(p->model, "gpt-4o-mini") == 0) {
-            seen_mini = true;
-            assert_int_equal(p->input_per_1m, 150000);
-            assert_int_equal(p->cached_input_per_1m, 75000);
-            assert_int_equal(p->output_per_1m, 600000);
-        } else if (strcmp(p->model, "whisper-1") == 0) {
+    assert_string_equal(config_platform_key(cfg, P_OPENAI)->key, "sk-example");
+    assert_null(config_platform_key(cfg, P_ELEVENLABS)->key_env);
+    assert_int_equal(cfg->usage_ws_interval_s, 30);
+    /* Every price of the file is loaded, for every provider, with the
+     * values written there (-1 for a field not written). The file changes
+     * with the providers' prices: it is read again here rather than
+     * counted by hand. */
+    static const char *const fields[] = {
+        "input_per_1m",        "cached_input_per_1m", "output_per_1m",    "audio_input_per_1m",
+        "audio_output_per_1m", "characters_per_1m",   "audio_per_minute", "session_per_minute"};
+    json_t *root = json_load_file(path, 0, NULL);
+    assert_non_null(root);
+    json_t *pricing = json_object_get(root, "pricing");
+    size_t total = 0;
+    for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *pr = provider_at(i);
+        const struct config_provider_prices *pp = config_prices(cfg, pr);
+        json_t *models = json_object_get(pricing, pr->name);
+        assert_int_equal(pp->n_prices, json_object_size(models));
+        total += pp->n_prices;
+        for (size_t k = 0; k < pp->n_prices; k++) {
+            const struct config_price *cp = &pp->prices[k];
+            json_t *e = json_object_get(models, cp->model);
+            if (e == NULL)
+                fail_msg("pricing.%s: %s not in the file", pr->name, cp->model);
+            const int64_t got[] = {cp->input_per_1m,        cp->cached_input_per_1m,
+                                   cp->output_per_1m,       cp->audio_input_per_1m,
+                                   cp->audio_output_per_1m, cp->characters_per_1m,
+                                   cp->audio_per_minute,    cp->session_per_minute};
+            for (size_t f = 0; f < ARRAY_SIZE(fields); f++) {
+                json_t *v = json_object_get(e, fields[f]);
+                int64_t want = json_is_integer(v) ? json_integer_value(v) : -1;
+                if (got[f] != want)
+                    fail_msg("pricing.%s.%s.%s: %lld, file says %lld", pr->name, cp->model,
+                             fields[f], (long long)got[f], (long long)want);
+            }
+        }
+    }
+    assert_true(total > 0);
+    json_decref(root);
+    bool seen_whisper = false;
+    for (size_t i = 0; i < config_prices(cfg, P_OPENAI)->n_prices; i++) {
+        const struct config_price *p = &config_prices(cfg, P_OPENAI)->prices[i];
+        if (strcmp(p->model, "whisper-1") == 0) {
             seen_whisper = true;
             assert_int_equal(p->audio_per_minute, 6000);
             assert_int_equal(p->input_per_1m, -1);
         }
         assert_string_not_equal(p->model, "*");
     }
-    assert_true(seen_mini && seen_whisper);
+    assert_true(seen_whisper);
     config_free(cfg);
 
     unsetenv("OPENAI_API_KEY");
@@ -503,12 +750,22 @@ static void test_shipped_example(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),      cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_unknown_keys),     cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_bad_addresses),    cmocka_unit_test(test_platform_keys),
-        cmocka_unit_test(test_bad_regions),      cmocka_unit_test(test_bad_urls),
-        cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_duplicate_key),
-        cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_addresses),
+        cmocka_unit_test(test_platform_keys),
+        cmocka_unit_test(test_bad_regions),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_load_file_errors),
+        cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_platform_headers),
+        cmocka_unit_test(test_ws_interval),
+        cmocka_unit_test(test_unbilled_price_fields),
+        cmocka_unit_test(test_region_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,9 +4,12 @@
 #include "common.h"
 
 #include "pricing.h"
+#include "providers_test.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -37,27 +40,27 @@ static void test_lookup_precedence(void **state)
     struct config_price eleven[] = {unset("eleven_turbo_v2_5")};
     struct config cfg;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.pricing[PROVIDER_OPENAI].prices = openai;
-    cfg.pricing[PROVIDER_OPENAI].n_prices = ARRAY_SIZE(openai);
-    cfg.pricing[PROVIDER_ELEVENLABS].prices = eleven;
-    cfg.pricing[PROVIDER_ELEVENLABS].n_prices = ARRAY_SIZE(eleven);
+    cfg.pricing[provider_index(P_OPENAI)].prices = openai;
+    cfg.pricing[provider_index(P_OPENAI)].n_prices = ARRAY_SIZE(openai);
+    cfg.pricing[provider_index(P_ELEVENLABS)].prices = eleven;
+    cfg.pricing[provider_index(P_ELEVENLABS)].n_prices = ARRAY_SIZE(eleven);
 
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "gpt-4o-mini"), &openai[3]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "gpt-4o-mini-2024-07-18"), &openai[1]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "gpt-4o-2024-11-20"), &openai[2]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "gpt-4o"), &openai[2]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "tts-1"), &openai[4]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "gpt-4o-mini"), &openai[3]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "gpt-4o-mini-2024-07-18"), &openai[1]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "gpt-4o-2024-11-20"), &openai[2]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "gpt-4o"), &openai[2]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "tts-1"), &openai[4]);
     /* An exact entry is not a prefix. */
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "tts-1-hd"), &openai[0]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, "o3"), &openai[0]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, ""), &openai[0]);
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_OPENAI, NULL), &openai[0]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "tts-1-hd"), &openai[0]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, "o3"), &openai[0]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, ""), &openai[0]);
+    assert_ptr_equal(pricing_find(&cfg, P_OPENAI, NULL), &openai[0]);
     /* No "*" entry: nothing. */
-    assert_ptr_equal(pricing_find(&cfg, PROVIDER_ELEVENLABS, "eleven_turbo_v2_5"), &eleven[0]);
-    assert_null(pricing_find(&cfg, PROVIDER_ELEVENLABS, "eleven_multilingual_v2"));
-    assert_null(pricing_find(&cfg, PROVIDER_DEEPGRAM, "nova-3"));
-    assert_null(pricing_find(NULL, PROVIDER_OPENAI, "gpt-4o"));
-    assert_null(pricing_find(&cfg, PROVIDER__COUNT, "gpt-4o"));
+    assert_ptr_equal(pricing_find(&cfg, P_ELEVENLABS, "eleven_turbo_v2_5"), &eleven[0]);
+    assert_null(pricing_find(&cfg, P_ELEVENLABS, "eleven_multilingual_v2"));
+    assert_null(pricing_find(&cfg, P_DEEPGRAM, "nova-3"));
+    assert_null(pricing_find(NULL, P_OPENAI, "gpt-4o"));
+    assert_null(pricing_find(&cfg, NULL, "gpt-4o"));
 }
 
 static void test_design_examples(void **state)
@@ -193,12 +196,99 @@ static void test_big_numbers(void **state)
     assert_int_equal(pricing_cost(&p, &half), 4611686018427387904LL);
 }
 
+/* DESIGN §4a: the shipped config prices every current model of the seven
+ * providers (a wallet line for an unpriced model is refused). The names
+ * are the ones the SDKs and the providers' docs use today, dated snapshots
+ * included; each must find a price with the right fields. */
+static void test_shipped_config_prices_current_models(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *provider, *model;
+        unsigned need; /* price fields that must be set */
+    } models[] = {
+        {"openai", "gpt-4o-mini", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4o-mini-2024-07-18", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4o", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4o-2024-11-20", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4.1", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4.1-mini", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-4.1-nano-2025-04-14", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-5", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-5-mini", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-5-nano", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "o3", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "o4-mini", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"openai", "gpt-realtime", PROVIDER_PRICE_AUDIO_INPUT | PROVIDER_PRICE_AUDIO_OUTPUT},
+        {"openai", "gpt-realtime-2025-08-28", PROVIDER_PRICE_AUDIO_INPUT},
+        {"openai", "gpt-realtime-mini", PROVIDER_PRICE_AUDIO_INPUT | PROVIDER_PRICE_AUDIO_OUTPUT},
+        {"openai", "gpt-4o-realtime-preview", PROVIDER_PRICE_AUDIO_INPUT},
+        {"openai", "gpt-4o-mini-realtime-preview-2024-12-17", PROVIDER_PRICE_AUDIO_INPUT},
+        {"openai", "text-embedding-3-small", PROVIDER_PRICE_INPUT},
+        {"openai", "text-embedding-3-large", PROVIDER_PRICE_INPUT},
+        {"openai", "tts-1", PROVIDER_PRICE_CHARACTERS},
+        {"openai", "tts-1-hd", PROVIDER_PRICE_CHARACTERS},
+        {"openai", "gpt-4o-mini-tts", PROVIDER_PRICE_OUTPUT},
+        {"openai", "whisper-1", PROVIDER_PRICE_AUDIO_MINUTE},
+        {"openai", "gpt-4o-transcribe", PROVIDER_PRICE_AUDIO_INPUT},
+        {"openai", "gpt-4o-mini-transcribe", PROVIDER_PRICE_AUDIO_INPUT},
+        {"elevenlabs", "eleven_multilingual_v2", PROVIDER_PRICE_CHARACTERS},
+        {"elevenlabs", "eleven_turbo_v2_5", PROVIDER_PRICE_CHARACTERS},
+        {"elevenlabs", "eleven_flash_v2_5", PROVIDER_PRICE_CHARACTERS},
+        {"elevenlabs", "eleven_v3", PROVIDER_PRICE_CHARACTERS},
+        {"azure_speech", "en-US-JennyNeural", PROVIDER_PRICE_CHARACTERS},
+        {"azure_speech", "", PROVIDER_PRICE_AUDIO_MINUTE},
+        {"deepgram", "nova-3", PROVIDER_PRICE_AUDIO_MINUTE},
+        {"deepgram", "nova-2-general", PROVIDER_PRICE_AUDIO_MINUTE},
+        {"deepgram", "aura-2-thalia-en", PROVIDER_PRICE_CHARACTERS},
+        {"deepgram", "aura-asteria-en", PROVIDER_PRICE_CHARACTERS},
+        {"anthropic", "claude-sonnet-4-5", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"anthropic", "claude-sonnet-4-20250514", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"anthropic", "claude-opus-4-1-20250805", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"anthropic", "claude-3-5-haiku-latest", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"anthropic", "claude-haiku-4-5", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"cartesia", "sonic-2", PROVIDER_PRICE_CHARACTERS},
+        {"cartesia", "sonic-3", PROVIDER_PRICE_CHARACTERS},
+        {"deepseek", "deepseek-chat", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+        {"deepseek", "deepseek-reasoner", PROVIDER_PRICE_INPUT | PROVIDER_PRICE_OUTPUT},
+    };
+    char *err = NULL;
+    setenv("OPENAI_API_KEY", "sk-test-unused", 1);
+    struct config *cfg = config_load(BYOK_SOURCE_DIR "/config/byok-proxy.json", &err);
+    if (cfg == NULL)
+        fail_msg("config/byok-proxy.json: %s", err);
+    for (size_t i = 0; i < ARRAY_SIZE(models); i++) {
+        const struct config_price *pr =
+            pricing_find(cfg, provider_find(models[i].provider), models[i].model);
+        if (pr == NULL)
+            fail_msg("%s %s has no price in the shipped config", models[i].provider,
+                     models[i].model);
+        const int64_t fields[] = {pr->input_per_1m,        pr->cached_input_per_1m,
+                                  pr->output_per_1m,       pr->audio_input_per_1m,
+                                  pr->audio_output_per_1m, pr->characters_per_1m,
+                                  pr->audio_per_minute,    pr->session_per_minute};
+        for (size_t b = 0; b < ARRAY_SIZE(fields); b++)
+            if ((models[i].need & (1u << b)) && fields[b] <= 0)
+                fail_msg("%s %s (entry %s) lacks price field %zu", models[i].provider,
+                         models[i].model, pr->model, b);
+    }
+    /* Fail-closed where the name carries the price: unknown models stay
+     * unpriced. */
+    assert_null(pricing_find(cfg, P_OPENAI, "gpt-7-ultra"));
+    assert_null(pricing_find(cfg, P_ANTHROPIC, "claude-9"));
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lookup_precedence),   cmocka_unit_test(test_design_examples),
-        cmocka_unit_test(test_rounding_once),       cmocka_unit_test(test_audio_minutes),
-        cmocka_unit_test(test_parts_and_fallbacks), cmocka_unit_test(test_big_numbers),
+        cmocka_unit_test(test_lookup_precedence),
+        cmocka_unit_test(test_design_examples),
+        cmocka_unit_test(test_rounding_once),
+        cmocka_unit_test(test_audio_minutes),
+        cmocka_unit_test(test_parts_and_fallbacks),
+        cmocka_unit_test(test_big_numbers),
+        cmocka_unit_test(test_shipped_config_prices_current_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

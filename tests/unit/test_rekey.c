@@ -30,8 +30,7 @@ static const char *const secrets[3] = {
 };
 static const char *const conn_ids[3] = {"c_1", "c_2", "c_3"};
 static const char *const conn_tenants[3] = {"t1", "t1", "t2"};
-static const enum provider_id conn_providers[3] = {PROVIDER_OPENAI, PROVIDER_ELEVENLABS,
-                                                   PROVIDER_AZURE_SPEECH};
+static const char *const conn_providers[3] = {"openai", "elevenlabs", "azure_speech"};
 
 struct fixture {
     char dir[64];
@@ -132,7 +131,7 @@ static void populate(struct fixture *f, unsigned char hash[CRYPTO_HASH_LEN])
         struct store_connection c = {0};
         snprintf(c.id, sizeof(c.id), "%s", conn_ids[i]);
         snprintf(c.tenant_id, sizeof(c.tenant_id), "%s", conn_tenants[i]);
-        c.provider = conn_providers[i];
+        c.provider = provider_find(conn_providers[i]);
         snprintf(c.name, sizeof(c.name), "conn %d", i);
         c.key_version = crypto_key_version();
         assert_int_equal(crypto_seal(c.tenant_id, c.id, (const unsigned char *)secrets[i],
@@ -319,7 +318,7 @@ static void test_rotate_end_to_end(void **state)
         assert_int_equal(c.key_version, 2);
         assert_memory_not_equal(c.sealed, before.c[i].sealed, CRYPTO_IV_LEN);
         /* Other fields untouched. */
-        assert_int_equal(c.provider, conn_providers[i]);
+        assert_ptr_equal(c.provider, provider_find(conn_providers[i]));
         assert_string_equal(c.name, before.c[i].name);
         char pt[CRYPTO_SECRET_MAX + 1];
         size_t len;

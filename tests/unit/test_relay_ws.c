@@ -429,12 +429,13 @@ static void up_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct so
 
 /* ---- relay callbacks ----------------------------------------------------- */
 
-static void on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t len,
-                       bool complete, char **replace, size_t *replace_len)
+static int on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t len, bool complete,
+                      char **replace, size_t *replace_len, const char **reason)
 {
     struct fixture *f = arg;
     assert_non_null(replace);
     assert_non_null(replace_len);
+    assert_non_null(reason);
     if (f->n_meter < MAX_METER) {
         struct meter_rec *m = &f->meter[f->n_meter];
         m->dir = dir;
@@ -451,6 +452,7 @@ static void on_message(void *arg, enum relay_ws_dir dir, const char *data, size_
         *replace_len = strlen(f->replacement);
         f->replacement = NULL;
     }
+    return 0;
 }
 
 static void on_open(void *arg)

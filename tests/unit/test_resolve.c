@@ -1,6 +1,7 @@
 /* test_resolve.c - the rule table of DESIGN §3.1-3.2 (resolve_rule). */
 #include "common.h"
 #include "resolve.h"
+#include "providers_test.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,12 +28,12 @@ static void settings(struct store_byok *b, bool enabled, const char *openai, con
 {
     memset(b, 0, sizeof(*b));
     b->enabled = enabled;
-    snprintf(b->slots[PROVIDER_OPENAI], ID_MAX, "%s", openai ? openai : "");
-    snprintf(b->slots[PROVIDER_ELEVENLABS], ID_MAX, "%s", el ? el : "");
-    snprintf(b->slots[PROVIDER_AZURE_SPEECH], ID_MAX, "%s", az ? az : "");
+    snprintf(b->slots[S_OPENAI], ID_MAX, "%s", openai ? openai : "");
+    snprintf(b->slots[S_ELEVENLABS], ID_MAX, "%s", el ? el : "");
+    snprintf(b->slots[S_AZURE_SPEECH], ID_MAX, "%s", az ? az : "");
 }
 
-static struct resolve_rule decide(struct world *w, bool sub, enum provider_id p)
+static struct resolve_rule decide(struct world *w, bool sub, const struct provider *p)
 {
     struct resolve_inputs in = {&w->t, sub ? &w->a : NULL, &w->tb, sub ? &w->ab : NULL};
     struct resolve_rule r;
@@ -48,38 +49,40 @@ static void test_standalone(void **state)
     tenant(&w.t, "t1", true, false);
     settings(&w.tb, true, "c_oa", NULL, "c_az");
 
-    struct resolve_rule r = decide(&w, false, PROVIDER_OPENAI);
+    struct resolve_rule r = decide(&w, false, P_OPENAI);
     assert_true(r.byok);
     assert_string_equal(r.connection_id, "c_oa");
     assert_string_equal(r.payer_id, "t1");
     assert_string_equal(r.owner_id, "t1");
 
     /* Empty slot: platform. */
-    r = decide(&w, false, PROVIDER_ELEVENLABS);
+    r = decide(&w, false, P_ELEVENLABS);
     assert_false(r.byok);
     assert_string_equal(r.connection_id, "");
     assert_string_equal(r.payer_id, "t1");
-    r = decide(&w, false, PROVIDER_AZURE_SPEECH);
+    r = decide(&w, false, P_AZURE_SPEECH);
     assert_true(r.byok);
     assert_string_equal(r.connection_id, "c_az");
 
     /* Platform-only providers never use BYOK. */
-    for (int p = PROVIDER_DEEPGRAM; p < PROVIDER__COUNT; p++) {
-        r = decide(&w, false, (enum provider_id)p);
+    for (size_t i = 0; i < provider_count(); i++) {
+        if (provider_at(i)->slot)
+            continue;
+        r = decide(&w, false, provider_at(i));
         assert_false(r.byok);
         assert_string_equal(r.payer_id, "t1");
     }
 
     /* Toggle off. */
     w.tb.enabled = false;
-    r = decide(&w, false, PROVIDER_OPENAI);
+    r = decide(&w, false, P_OPENAI);
     assert_false(r.byok);
     assert_non_null(strstr(r.reason, "toggle"));
 
     /* Feature missing, toggle on. */
     w.tb.enabled = true;
     w.t.feature_byok = false;
-    r = decide(&w, false, PROVIDER_OPENAI);
+    r = decide(&w, false, P_OPENAI);
     assert_false(r.byok);
     assert_non_null(strstr(r.reason, "byok feature"));
 }
@@ -94,19 +97,19 @@ static void test_subaccount(void **state)
     settings(&w.ab, true, "c_agency_oa", NULL, NULL);
 
     /* Owner has byok + agency, wallet deduction off: the owner's keys. */
-    struct resolve_rule r = decide(&w, true, PROVIDER_OPENAI);
+    struct resolve_rule r = decide(&w, true, P_OPENAI);
     assert_true(r.byok);
     assert_string_equal(r.connection_id, "c_agency_oa");
     assert_string_equal(r.payer_id, "agency");
     assert_string_equal(r.owner_id, "agency");
     /* The subaccount's own elevenlabs slot is ignored: the owner's is empty. */
-    r = decide(&w, true, PROVIDER_ELEVENLABS);
+    r = decide(&w, true, P_ELEVENLABS);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
 
     /* Wallet deduction on: platform keys, the owner pays. */
     w.a.wallet_deduction = true;
-    r = decide(&w, true, PROVIDER_OPENAI);
+    r = decide(&w, true, P_OPENAI);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
     assert_non_null(strstr(r.reason, "wallet deduction"));
@@ -114,31 +117,31 @@ static void test_subaccount(void **state)
 
     /* Owner lacking agency, or byok: platform, owner still pays. */
     w.a.feature_agency = false;
-    r = decide(&w, true, PROVIDER_OPENAI);
+    r = decide(&w, true, P_OPENAI);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
     w.a.feature_agency = true;
     w.a.feature_byok = false;
-    r = decide(&w, true, PROVIDER_OPENAI);
+    r = decide(&w, true, P_OPENAI);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
     w.a.feature_byok = true;
 
     /* Owner's toggle off: platform. */
     w.ab.enabled = false;
-    r = decide(&w, true, PROVIDER_OPENAI);
+    r = decide(&w, true, P_OPENAI);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
 
     /* A subaccount without the byok feature still follows the owner. */
     w.ab.enabled = true;
     w.t.feature_byok = false;
-    r = decide(&w, true, PROVIDER_OPENAI);
+    r = decide(&w, true, P_OPENAI);
     assert_true(r.byok);
     assert_string_equal(r.connection_id, "c_agency_oa");
 
     /* Platform-only provider in an agency BYOK setup. */
-    r = decide(&w, true, PROVIDER_ANTHROPIC);
+    r = decide(&w, true, P_ANTHROPIC);
     assert_false(r.byok);
     assert_string_equal(r.payer_id, "agency");
 }

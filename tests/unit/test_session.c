@@ -2,6 +2,7 @@
  * first writer wins, the size bound, sweeping, and concurrent use. */
 #include "common.h"
 #include "session.h"
+#include "providers_test.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,9 +19,9 @@ static struct session_pin pin_for(const char *payer, bool byok_openai)
     memset(&p, 0, sizeof(p));
     snprintf(p.payer_id, sizeof(p.payer_id), "%s", payer);
     snprintf(p.owner_id, sizeof(p.owner_id), "%s", payer);
-    p.byok[PROVIDER_OPENAI] = byok_openai;
+    p.byok[S_OPENAI] = byok_openai;
     if (byok_openai)
-        snprintf(p.connection_id[PROVIDER_OPENAI], ID_MAX, "c_1");
+        snprintf(p.connection_id[S_OPENAI], ID_MAX, "c_1");
     return p;
 }
 
@@ -46,10 +47,10 @@ static void test_scoped_by_tenant(void **state)
     assert_true(session_put("tb", "conv-1", 60, &b));
     assert_true(session_get("ta", "conv-1", 60, &out));
     assert_string_equal(out.payer_id, "ta");
-    assert_true(out.byok[PROVIDER_OPENAI]);
+    assert_true(out.byok[S_OPENAI]);
     assert_true(session_get("tb", "conv-1", 60, &out));
     assert_string_equal(out.payer_id, "tb");
-    assert_false(out.byok[PROVIDER_OPENAI]);
+    assert_false(out.byok[S_OPENAI]);
     /* ("ab","c") and ("a","bc") are different keys. */
     struct session_pin c = pin_for("x", false);
     assert_true(session_put("ab", "c", 60, &c));
@@ -64,8 +65,8 @@ static void test_first_writer_wins(void **state)
     assert_true(session_put("t", "s", 60, &first));
     assert_true(session_put("t", "s", 60, &second));
     /* The loser got the winner's decision. */
-    assert_true(second.byok[PROVIDER_OPENAI]);
-    assert_string_equal(second.connection_id[PROVIDER_OPENAI], "c_1");
+    assert_true(second.byok[S_OPENAI]);
+    assert_string_equal(second.connection_id[S_OPENAI], "c_1");
     assert_int_equal(session_count(), 1);
 }
 

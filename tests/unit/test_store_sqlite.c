@@ -3,6 +3,7 @@
 #include "common.h"
 #include "config.h"
 #include "store.h"
+#include "providers_test.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,8 +76,7 @@ static struct usage_record record(const char *id, const char *tenant, const char
     snprintf(r.tenant_id, sizeof(r.tenant_id), "%s", tenant);
     snprintf(r.payer_id, sizeof(r.payer_id), "%s", payer);
     snprintf(r.key_id, sizeof(r.key_id), "k_test");
-    r.provider = PROVIDER_OPENAI;
-    r.has_slot = true;
+    r.provider = P_OPENAI;
     snprintf(r.line, sizeof(r.line), "llm");
     snprintf(r.endpoint, sizeof(r.endpoint), "/v1/chat/completions");
     snprintf(r.model, sizeof(r.model), "gpt-4o-mini");
@@ -796,15 +796,15 @@ static void test_reopen(void **state)
 
 /* A connection with a recognisable (not really sealed) blob: the store
  * treats sealed bytes as opaque. */
-static struct store_connection connection(const char *id, const char *tenant_id, enum provider_id p,
-                                          unsigned char fill)
+static struct store_connection connection(const char *id, const char *tenant_id,
+                                          const struct provider *p, unsigned char fill)
 {
     struct store_connection c = {0};
     snprintf(c.id, sizeof(c.id), "%s", id);
     snprintf(c.tenant_id, sizeof(c.tenant_id), "%s", tenant_id);
     c.provider = p;
     snprintf(c.name, sizeof(c.name), "conn %s", id);
-    if (p == PROVIDER_AZURE_SPEECH)
+    if (p == P_AZURE_SPEECH)
         snprintf(c.region, sizeof(c.region), "eastus");
     snprintf(c.key_hint, sizeof(c.key_hint), "abcd");
     c.key_version = 1;
@@ -839,18 +839,18 @@ static void test_connection_crud(void **state)
 {
     struct fixture *f = *state;
     create_tenants(f->s, 2);
-    struct store_connection c = connection("c_1", "t1", PROVIDER_AZURE_SPEECH, 0xa5), got;
+    struct store_connection c = connection("c_1", "t1", P_AZURE_SPEECH, 0xa5), got;
     uint64_t gen = store_generation();
     assert_int_equal(store_connection_create(f->s, &c), STORE_OK);
     assert_true(store_generation() > gen);
     assert_int_equal(store_connection_create(f->s, &c), STORE_ERR_EXISTS);
-    struct store_connection orphan = connection("c_x", "nope", PROVIDER_OPENAI, 1);
+    struct store_connection orphan = connection("c_x", "nope", P_OPENAI, 1);
     assert_int_equal(store_connection_create(f->s, &orphan), STORE_ERR_NOT_FOUND);
 
     assert_int_equal(store_connection_get(f->s, "t1", "c_1", &got), STORE_OK);
     assert_string_equal(got.id, "c_1");
     assert_string_equal(got.tenant_id, "t1");
-    assert_int_equal(got.provider, PROVIDER_AZURE_SPEECH);
+    assert_ptr_equal(got.provider, P_AZURE_SPEECH);
     assert_string_equal(got.name, "conn c_1");
     assert_string_equal(got.region, "eastus");
     assert_string_equal(got.key_hint, "abcd");
@@ -861,7 +861,7 @@ static void test_connection_crud(void **state)
     assert_int_equal(store_connection_get(f->s, "t1", "c_nope", &got), STORE_ERR_NOT_FOUND);
 
     /* Rotate + rename: new sealed value, version, hint and name. */
-    struct store_connection u = connection("c_1", "t1", PROVIDER_AZURE_SPEECH, 0x11);
+    struct store_connection u = connection("c_1", "t1", P_AZURE_SPEECH, 0x11);
     snprintf(u.name, sizeof(u.name), "renamed");
     snprintf(u.region, sizeof(u.region), "westeurope");
     snprintf(u.key_hint, sizeof(u.key_hint), "wxyz");
@@ -876,17 +876,17 @@ static void test_connection_crud(void **state)
     assert_int_equal(got.key_version, 3);
     assert_int_equal(got.sealed_len, u.sealed_len);
     assert_memory_equal(got.sealed, u.sealed, u.sealed_len);
-    assert_int_equal(got.provider, PROVIDER_AZURE_SPEECH);
-    struct store_connection missing = connection("c_nope", "t1", PROVIDER_OPENAI, 1);
+    assert_ptr_equal(got.provider, P_AZURE_SPEECH);
+    struct store_connection missing = connection("c_nope", "t1", P_OPENAI, 1);
     assert_int_equal(store_connection_update(f->s, &missing), STORE_ERR_NOT_FOUND);
 
     /* An OpenAI connection has no region. */
-    struct store_connection o = connection("c_2", "t1", PROVIDER_OPENAI, 2);
+    struct store_connection o = connection("c_2", "t1", P_OPENAI, 2);
     assert_int_equal(store_connection_create(f->s, &o), STORE_OK);
     assert_int_equal(store_connection_get(f->s, "t1", "c_2", &got), STORE_OK);
     assert_string_equal(got.region, "");
-    assert_int_equal(got.provider, PROVIDER_OPENAI);
-    struct store_connection e = connection("c_3", "t2", PROVIDER_ELEVENLABS, 3);
+    assert_ptr_equal(got.provider, P_OPENAI);
+    struct store_connection e = connection("c_3", "t2", P_ELEVENLABS, 3);
     assert_int_equal(store_connection_create(f->s, &e), STORE_OK);
 
     struct conn_list l = {0};
@@ -898,7 +898,7 @@ static void test_connection_crud(void **state)
     assert_int_equal(store_connection_list(f->s, NULL, collect_conn, &l), STORE_OK);
     assert_int_equal(l.n, 3);
     assert_string_equal(l.v[2].id, "c_3");
-    assert_int_equal(l.v[2].provider, PROVIDER_ELEVENLABS);
+    assert_ptr_equal(l.v[2].provider, P_ELEVENLABS);
 
     gen = store_generation();
     assert_int_equal(store_connection_delete(f->s, "t1", "c_2"), STORE_OK);
@@ -911,7 +911,7 @@ static void test_connection_cross_tenant(void **state)
 {
     struct fixture *f = *state;
     create_tenants(f->s, 2);
-    struct store_connection c = connection("c_1", "t1", PROVIDER_OPENAI, 7), got;
+    struct store_connection c = connection("c_1", "t1", P_OPENAI, 7), got;
     assert_int_equal(store_connection_create(f->s, &c), STORE_OK);
 
     /* Another tenant's id behaves exactly like an id that does not exist. */
@@ -919,7 +919,7 @@ static void test_connection_cross_tenant(void **state)
     assert_int_equal(store_connection_get(f->s, "t2", "c_1", &got), STORE_ERR_NOT_FOUND);
     assert_int_not_equal(got.sealed[0], 7);
     assert_int_equal(store_connection_delete(f->s, "t2", "c_1"), STORE_ERR_NOT_FOUND);
-    struct store_connection steal = connection("c_1", "t2", PROVIDER_OPENAI, 9);
+    struct store_connection steal = connection("c_1", "t2", P_OPENAI, 9);
     assert_int_equal(store_connection_update(f->s, &steal), STORE_ERR_NOT_FOUND);
     struct conn_list l = {0};
     assert_int_equal(store_connection_list(f->s, "t2", collect_conn, &l), STORE_OK);
@@ -939,33 +939,33 @@ static void test_byok_settings(void **state)
     /* No row: disabled, empty slots. */
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
     assert_false(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
-    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "");
-    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "");
+    assert_string_equal(b.slots[S_OPENAI], "");
+    assert_string_equal(b.slots[S_ELEVENLABS], "");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "");
 
     struct store_byok put = {0};
     put.enabled = true;
-    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
-    snprintf(put.slots[PROVIDER_AZURE_SPEECH], ID_MAX, "c_a");
+    snprintf(put.slots[S_OPENAI], ID_MAX, "c_o");
+    snprintf(put.slots[S_AZURE_SPEECH], ID_MAX, "c_a");
     uint64_t gen = store_generation();
     assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
     assert_true(store_generation() > gen);
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
     assert_true(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "c_o");
-    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "");
-    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+    assert_string_equal(b.slots[S_OPENAI], "c_o");
+    assert_string_equal(b.slots[S_ELEVENLABS], "");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "c_a");
     assert_true(b.updated_at_ms > 0);
 
     /* A second put replaces the whole row. */
     struct store_byok put2 = {0};
-    snprintf(put2.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_e");
+    snprintf(put2.slots[S_ELEVENLABS], ID_MAX, "c_e");
     assert_int_equal(store_byok_put(f->s, "t1", &put2), STORE_OK);
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
     assert_false(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
-    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_e");
-    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "");
+    assert_string_equal(b.slots[S_OPENAI], "");
+    assert_string_equal(b.slots[S_ELEVENLABS], "c_e");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "");
 
     assert_int_equal(store_byok_put(f->s, "nope", &put), STORE_ERR_NOT_FOUND);
 }
@@ -974,51 +974,51 @@ static void test_connection_delete_clears_slots(void **state)
 {
     struct fixture *f = *state;
     create_tenants(f->s, 2);
-    struct store_connection o = connection("c_o", "t1", PROVIDER_OPENAI, 1);
-    struct store_connection a = connection("c_a", "t1", PROVIDER_AZURE_SPEECH, 2);
+    struct store_connection o = connection("c_o", "t1", P_OPENAI, 1);
+    struct store_connection a = connection("c_a", "t1", P_AZURE_SPEECH, 2);
     assert_int_equal(store_connection_create(f->s, &o), STORE_OK);
     assert_int_equal(store_connection_create(f->s, &a), STORE_OK);
     struct store_byok put = {.enabled = true};
-    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
-    snprintf(put.slots[PROVIDER_AZURE_SPEECH], ID_MAX, "c_a");
+    snprintf(put.slots[S_OPENAI], ID_MAX, "c_o");
+    snprintf(put.slots[S_AZURE_SPEECH], ID_MAX, "c_a");
     assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
     /* A (mistaken) reference from another tenant is cleared too. */
     struct store_byok other = {.enabled = true};
-    snprintf(other.slots[PROVIDER_OPENAI], ID_MAX, "c_o");
-    snprintf(other.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_keep");
+    snprintf(other.slots[S_OPENAI], ID_MAX, "c_o");
+    snprintf(other.slots[S_ELEVENLABS], ID_MAX, "c_keep");
     assert_int_equal(store_byok_put(f->s, "t2", &other), STORE_OK);
 
     assert_int_equal(store_connection_delete(f->s, "t1", "c_o"), STORE_OK);
     struct store_byok b;
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
     assert_true(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
-    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+    assert_string_equal(b.slots[S_OPENAI], "");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "c_a");
     assert_int_equal(store_byok_get(f->s, "t2", &b), STORE_OK);
     assert_true(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
-    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_keep");
+    assert_string_equal(b.slots[S_OPENAI], "");
+    assert_string_equal(b.slots[S_ELEVENLABS], "c_keep");
 
     /* A refused cross-tenant delete clears nothing. */
     assert_int_equal(store_connection_delete(f->s, "t2", "c_a"), STORE_ERR_NOT_FOUND);
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
-    assert_string_equal(b.slots[PROVIDER_AZURE_SPEECH], "c_a");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "c_a");
 }
 
 static void test_tenant_delete_cascades(void **state)
 {
     struct fixture *f = *state;
     create_tenants(f->s, 2);
-    struct store_connection c1 = connection("c_1", "t1", PROVIDER_OPENAI, 1);
-    struct store_connection c2 = connection("c_2", "t2", PROVIDER_OPENAI, 2);
+    struct store_connection c1 = connection("c_1", "t1", P_OPENAI, 1);
+    struct store_connection c2 = connection("c_2", "t2", P_OPENAI, 2);
     assert_int_equal(store_connection_create(f->s, &c1), STORE_OK);
     assert_int_equal(store_connection_create(f->s, &c2), STORE_OK);
     struct store_byok put = {.enabled = true};
-    snprintf(put.slots[PROVIDER_OPENAI], ID_MAX, "c_1");
+    snprintf(put.slots[S_OPENAI], ID_MAX, "c_1");
     assert_int_equal(store_byok_put(f->s, "t1", &put), STORE_OK);
     struct store_byok put2 = {.enabled = true};
-    snprintf(put2.slots[PROVIDER_OPENAI], ID_MAX, "c_1"); /* dangling once t1 goes */
-    snprintf(put2.slots[PROVIDER_ELEVENLABS], ID_MAX, "c_2");
+    snprintf(put2.slots[S_OPENAI], ID_MAX, "c_1"); /* dangling once t1 goes */
+    snprintf(put2.slots[S_ELEVENLABS], ID_MAX, "c_2");
     assert_int_equal(store_byok_put(f->s, "t2", &put2), STORE_OK);
 
     assert_int_equal(store_tenant_delete(f->s, "t1"), STORE_OK);
@@ -1030,8 +1030,8 @@ static void test_tenant_delete_cascades(void **state)
     assert_string_equal(l.v[0].id, "c_2");
     struct store_byok b;
     assert_int_equal(store_byok_get(f->s, "t2", &b), STORE_OK);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
-    assert_string_equal(b.slots[PROVIDER_ELEVENLABS], "c_2");
+    assert_string_equal(b.slots[S_OPENAI], "");
+    assert_string_equal(b.slots[S_ELEVENLABS], "c_2");
 
     /* The rows are gone, not just hidden: a tenant re-created with the same
      * id starts without settings or connections. */
@@ -1039,7 +1039,7 @@ static void test_tenant_delete_cascades(void **state)
     assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
     assert_int_equal(store_byok_get(f->s, "t1", &b), STORE_OK);
     assert_false(b.enabled);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "");
+    assert_string_equal(b.slots[S_OPENAI], "");
     memset(&l, 0, sizeof(l));
     assert_int_equal(store_connection_list(f->s, "t1", collect_conn, &l), STORE_OK);
     assert_int_equal(l.n, 0);
@@ -1104,9 +1104,9 @@ static void test_reseal_all(void **state)
     struct fixture *f = *state;
     create_tenants(f->s, 2);
     struct store_connection cs[3] = {
-        connection("c_1", "t1", PROVIDER_OPENAI, 0x10),
-        connection("c_2", "t1", PROVIDER_ELEVENLABS, 0x20),
-        connection("c_3", "t2", PROVIDER_AZURE_SPEECH, 0x30),
+        connection("c_1", "t1", P_OPENAI, 0x10),
+        connection("c_2", "t1", P_ELEVENLABS, 0x20),
+        connection("c_3", "t2", P_AZURE_SPEECH, 0x30),
     };
     for (int i = 0; i < 3; i++)
         assert_int_equal(store_connection_create(f->s, &cs[i]), STORE_OK);
@@ -1228,7 +1228,7 @@ static void test_migration_from_v1(void **state)
 {
     struct fixture *f = *state;
     /* A fresh store is at the latest version. */
-    assert_int_equal(raw_user_version(f->path), 2);
+    assert_int_equal(raw_user_version(f->path), 3);
 
     char path[160];
     snprintf(path, sizeof(path), "%s/v1.db", f->dir);
@@ -1242,7 +1242,7 @@ static void test_migration_from_v1(void **state)
     struct store *s = store_sqlite_open(path, &err);
     if (s == NULL)
         fail_msg("open v1: %s", err);
-    assert_int_equal(raw_user_version(path), 2);
+    assert_int_equal(raw_user_version(path), 3);
     /* Old rows kept. */
     struct store_tenant t;
     assert_int_equal(store_tenant_get(s, "old", &t), STORE_OK);
@@ -1253,11 +1253,11 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(store_key_get(s, "k_old", &k), STORE_OK);
     assert_string_equal(k.label, "legacy");
     /* And the new tables work for them. */
-    struct store_connection c = connection("c_1", "old", PROVIDER_OPENAI, 5), got;
+    struct store_connection c = connection("c_1", "old", P_OPENAI, 5), got;
     assert_int_equal(store_connection_create(s, &c), STORE_OK);
     assert_int_equal(store_connection_get(s, "old", "c_1", &got), STORE_OK);
     struct store_byok b = {.enabled = true};
-    snprintf(b.slots[PROVIDER_OPENAI], ID_MAX, "c_1");
+    snprintf(b.slots[S_OPENAI], ID_MAX, "c_1");
     assert_int_equal(store_byok_put(s, "old", &b), STORE_OK);
     store_close(s);
 
@@ -1266,9 +1266,59 @@ static void test_migration_from_v1(void **state)
     if (s == NULL)
         fail_msg("reopen: %s", err);
     assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
-    assert_string_equal(b.slots[PROVIDER_OPENAI], "c_1");
+    assert_string_equal(b.slots[S_OPENAI], "c_1");
     store_close(s);
-    assert_int_equal(raw_user_version(path), 2);
+    assert_int_equal(raw_user_version(path), 3);
+}
+
+/* Migration 2 as it first shipped kept one column per slot
+ * ("slot_<provider>"); migration 3 moves them into byok_slots rows and drops
+ * the columns. */
+static void test_migration_from_v2_slot_columns(void **state)
+{
+    struct fixture *f = *state;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/v2.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    const char *v2 =
+        "CREATE TABLE connections (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL REFERENCES "
+        "tenants(id) ON DELETE CASCADE, provider TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',"
+        " region TEXT, key_hint TEXT NOT NULL DEFAULT '', key_version INTEGER NOT NULL,"
+        " sealed BLOB NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);"
+        "CREATE INDEX connections_tenant ON connections(tenant_id, created_at_ms);"
+        "CREATE TABLE byok_settings (tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE"
+        " CASCADE, enabled INTEGER NOT NULL DEFAULT 0, slot_openai TEXT, slot_elevenlabs TEXT,"
+        " slot_azure_speech TEXT, updated_at_ms INTEGER NOT NULL);"
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, key_version INTEGER NOT NULL, sealed BLOB "
+        "NOT NULL);"
+        "INSERT INTO byok_settings (tenant_id, enabled, slot_openai, slot_elevenlabs,"
+        " slot_azure_speech, updated_at_ms) VALUES ('old', 1, 'c_o', NULL, 'c_a', 5);"
+        "PRAGMA user_version = 2;";
+    assert_int_equal(sqlite3_exec(db, v2, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    char *err = NULL;
+    struct store *s = store_sqlite_open(path, &err);
+    if (s == NULL)
+        fail_msg("open v2: %s", err);
+    assert_int_equal(raw_user_version(path), 3);
+    struct store_byok b;
+    assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
+    assert_true(b.enabled);
+    assert_string_equal(b.slots[S_OPENAI], "c_o");
+    assert_string_equal(b.slots[S_ELEVENLABS], "");
+    assert_string_equal(b.slots[S_AZURE_SPEECH], "c_a");
+    assert_int_equal(b.updated_at_ms, 5);
+    store_close(s);
+
+    /* The slot columns are gone. */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT slot_openai FROM byok_settings", -1, &st, NULL),
+                     SQLITE_ERROR);
+    sqlite3_close(db);
 }
 
 struct writer_arg {
@@ -1419,6 +1469,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reseal_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v2_slot_columns, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

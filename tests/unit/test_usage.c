@@ -33,8 +33,7 @@ static void full_record(struct usage_record *r)
     snprintf(r->payer_id, sizeof(r->payer_id), "agency1");
     snprintf(r->key_id, sizeof(r->key_id), "k_0123456789abcdef");
     snprintf(r->session_id, sizeof(r->session_id), "conv-42");
-    r->provider = PROVIDER_OPENAI;
-    r->has_slot = true;
+    r->provider = provider_find("openai");
     snprintf(r->line, sizeof(r->line), "llm");
     snprintf(r->endpoint, sizeof(r->endpoint), "/v1/chat/completions");
     snprintf(r->model, sizeof(r->model), "gpt-4o-mini");
@@ -139,9 +138,8 @@ static void test_json_shape(void **state)
     r.session_id[0] = r.model[0] = r.connection_id[0] = '\0';
     r.fallback_reason[0] = r.upstream_request_id[0] = '\0';
     r.ttfb_ms = -1;
-    r.has_slot = false;
     r.billed_byok = false;
-    r.provider = PROVIDER_DEEPGRAM;
+    r.provider = provider_find("deepgram");
     r.ts_ms = 1795521600123 + 86400000;
     o = usage_record_to_json(&r);
     const char *nulls[] = {"session_id",          "model",   "connection_id", "fallback_reason",
@@ -186,14 +184,19 @@ static void test_json_roundtrip(void **state)
     memset(r.fallback_reason, 0, sizeof(r.fallback_reason));
     memset(r.upstream_request_id, 0, sizeof(r.upstream_request_id));
     r.ttfb_ms = -1;
-    r.has_slot = false;
     r.billed_byok = false;
     r.estimated = false;
     r.outcome = USAGE_OUTCOME_TIMEOUT;
-    r.provider = PROVIDER_AZURE_SPEECH;
+    r.provider = provider_find("azure_speech");
     r.units.audio_ms = 1234; /* not exact in binary floating point */
     r.ts_ms = 1795521600999;
-    r.charged_wallet_micros = -3;
+    r.charged_wallet_micros = 3;
+    roundtrip(&r);
+
+    /* Socket records: seq and final; a BYOK call the proxy does not meter. */
+    r.seq = 7;
+    r.final = true;
+    r.unmetered = true;
     roundtrip(&r);
 }
 
@@ -218,8 +221,7 @@ static void test_json_from_tolerant_and_strict(void **state)
     json_decref(o);
     assert_string_equal(r.id, "u1");
     assert_int_equal(r.ts_ms, 1795521600000);
-    assert_int_equal(r.provider, PROVIDER_ELEVENLABS);
-    assert_false(r.has_slot);
+    assert_ptr_equal(r.provider, provider_find("elevenlabs"));
     assert_int_equal(r.ttfb_ms, -1);
     assert_string_equal(r.session_id, "");
     assert_int_equal(r.outcome, USAGE_OUTCOME_OK);
@@ -232,6 +234,13 @@ static void test_json_from_tolerant_and_strict(void **state)
         "\"provider\":\"openai\",\"billed_to\":\"wallet\"}",
         "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
         "\"provider\":\"mistral\",\"billed_to\":\"wallet\"}",
+        /* a record is never a credit: negative amounts are refused */
+        "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+        "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"cost_micros\":-5}",
+        "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+        "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"charged\":{\"wallet_micros\":-1}}",
+        "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+        "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"units\":{\"characters\":-1}}",
         "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
         "\"provider\":\"openai\",\"billed_to\":\"credit\"}",
         "{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
@@ -365,8 +374,7 @@ static void rand_record(struct usage_record *r)
     rand_str(r->payer_id, sizeof(r->payer_id));
     rand_str(r->key_id, sizeof(r->key_id));
     rand_str(r->session_id, sizeof(r->session_id));
-    r->provider = (enum provider_id)(rnd() % (PROVIDER__COUNT + 1));
-    r->has_slot = rnd() % 2;
+    r->provider = provider_at(rnd() % provider_count());
     rand_str(r->line, sizeof(r->line));
     rand_str(r->endpoint, sizeof(r->endpoint));
     rand_str(r->model, sizeof(r->model));

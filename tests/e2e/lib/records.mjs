@@ -18,6 +18,8 @@ export const RECORD_KEYS = ['id', 'ts', 'tenant_id', 'payer_id', 'key_id', 'sess
 export const UNIT_KEYS = ['input_tokens', 'cached_input_tokens', 'output_tokens', 'audio_input_tokens',
   'audio_output_tokens', 'characters', 'audio_seconds'].sort();
 export const CHARGED_KEYS = ['plan_credits_micros', 'wallet_micros'];
+// DESIGN §5: members written only where they apply.
+export const OPTIONAL_KEYS = ['metered', 'simulated', 'seq', 'final'];
 
 export function units(partial = {}) {
   const u = Object.fromEntries(UNIT_KEYS.map((k) => [k, 0]));
@@ -80,14 +82,28 @@ export function split(cost, planBefore) {
 // fallbackReason (null), prices (the table for the cost; default PRICES).
 // endpoint may be an array (any of).
 export function checkRecord(r, exp) {
-  assert.deepEqual(Object.keys(r).sort(), RECORD_KEYS, 'record has exactly the DESIGN §5 fields');
+  assert.deepEqual(Object.keys(r).filter((k) => !OPTIONAL_KEYS.includes(k)).sort(), RECORD_KEYS,
+    'record has exactly the DESIGN §5 fields');
+  if ('metered' in r) assert.equal(r.metered, false, 'metered is written only as false');
+  if ('simulated' in r) assert.equal(r.simulated, true, 'simulated is written only as true');
+  assert.equal('seq' in r, 'final' in r, 'seq and final come together (socket records)');
+  if ('seq' in r) {
+    assert.ok(Number.isInteger(r.seq) && r.seq >= 1, `seq ${r.seq} counts from 1`);
+    assert.equal(typeof r.final, 'boolean');
+  }
+  if (exp.seq !== undefined) assert.equal(r.seq, exp.seq, 'seq');
+  if (exp.final !== undefined) assert.equal(r.final, exp.final, 'final');
+  if (exp.metered !== undefined) assert.equal(r.metered ?? true, exp.metered, 'metered');
   assert.equal(typeof r.id, 'string');
   assert.ok(r.id.length > 0);
   assert.ok(!Number.isNaN(Date.parse(r.ts)) && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(r.ts), `ts is ISO-8601 UTC: ${r.ts}`);
   assert.equal(r.tenant_id, exp.tenantId);
   assert.equal(r.payer_id, exp.payerId ?? exp.tenantId);
   assert.equal(r.key_id, exp.keyId);
-  assert.equal(r.session_id, exp.sessionId ?? null);
+  // A socket without X-Session-Id is a session of its own: "ws_<id>".
+  const session = exp.sessionId !== undefined ? exp.sessionId : ('seq' in r ? /^ws_[0-9A-Z]{26}$/ : null);
+  if (session instanceof RegExp) assert.match(r.session_id, session, 'session_id');
+  else assert.equal(r.session_id, session, 'session_id');
   const provider = exp.provider ?? 'openai';
   const slot = exp.slot !== undefined ? exp.slot : (['openai', 'elevenlabs', 'azure_speech'].includes(provider) ? provider : null);
   const billedTo = exp.billedTo ?? 'wallet';

@@ -1,0 +1,137 @@
+/* exchange.h - what every data-plane exchange shares, whatever its
+ * transport (internal to the data plane: dataplane.c, exchange.c,
+ * exchange_http.c, exchange_ws.c).
+ *
+ * One pipeline, run on the request head before any body is read:
+ *
+ *   route -> endpoint -> credential -> authentication -> session -> boundary
+ *         -> record identity
+ *
+ * (exchange_begin; a WebSocket whose key comes in its first message runs
+ * the stages after the credential later, exchange_authenticated). The
+ * transports part where the bytes start to flow: exchange_http.c relays a
+ * request through libcurl, exchange_ws.c a WebSocket session through
+ * relay_ws. Both end in exchange_submit(), which prices and hands the
+ * record to the writer. Errors the proxy produces go out in the provider's
+ * shape (exchange_refuse). */
+#ifndef BYOK_EXCHANGE_H
+#define BYOK_EXCHANGE_H
+
+#include "common.h"
+#include "config.h"
+#include "http.h"
+#include "metrics.h"
+#include "resolve.h"
+#include "route.h"
+#include "upstream.h"
+#include "usage.h"
+
+#include <event2/dns.h>
+#include <openssl/ssl.h>
+
+/* One per worker: what its exchanges use. */
+struct dataplane {
+    const struct config *cfg;
+    struct upstream_pool *pool;
+    struct resolver *resolver;
+    struct event_base *base;
+    struct evdns_base *dns; /* upstream WebSocket host names */
+    SSL_CTX *tls_client;    /* upstream wss:// (borrowed) */
+    /* Exchanges that own their client connection or outlive it: WebSocket
+     * sessions, and HTTP exchanges reading a reply on after their client
+     * left. Ended by dataplane_shutdown. */
+    struct exchange *live;
+    size_t n_ws;
+    size_t n_detached;
+};
+
+enum exchange_transport {
+    EXCHANGE_HTTP = 0,
+    EXCHANGE_WS,
+};
+
+/* The stages' result, embedded first in each transport's exchange. */
+struct exchange {
+    struct dataplane *dp;
+    enum exchange_transport transport;
+    struct exchange *prev, *next; /* in dp->live while live */
+    bool live;
+    struct route rt; /* upstream_path points into the request head */
+    /* The served endpoint, or NULL: a BYOK line to an endpoint the proxy
+     * does not meter (a wallet line never gets this far without one). */
+    const struct provider_endpoint *ep;
+    struct resolve_decision decision;
+    struct usage_record rec; /* identity fields; units and outcome at the end */
+    int64_t start_mono;
+    /* WebSocket only. */
+    bool client_first;                /* the key comes in the first message */
+    char *first_message;              /* an ephemeral token's session config, sent upstream first */
+    char model[MODEL_MAX];            /* an ephemeral token's model ("" none) */
+    char session_header[SESSION_MAX]; /* the X-Session-Id as sent ("" none) */
+};
+
+/* A refusal, in the provider's error shape. */
+struct exchange_refusal {
+    int status;
+    const char *type; /* the type vocabulary of provider.h: "invalid_request_error" */
+    const char *code; /* "endpoint_not_allowed" */
+    char message[512];
+    enum metrics_refusal why;
+    bool wallet;   /* add x-billed-to: wallet */
+    bool no_retry; /* add x-should-retry: false */
+};
+
+/* Runs the stages on req's head. 0: ex is filled (ex->client_first when
+ * the key is still to come); -1: *why says how to refuse. Nothing is
+ * allocated on failure. */
+MUST_CHECK int exchange_begin(struct dataplane *dp, const struct http_request *req,
+                              struct exchange *ex, struct exchange_refusal *why);
+
+/* The stages after authentication (session, boundary, record identity),
+ * for an identity proved later (a WebSocket's first message). */
+MUST_CHECK int exchange_authenticated(struct exchange *ex, const struct resolve_identity *id,
+                                      struct exchange_refusal *why);
+
+/* Fail-closed pricing (DESIGN §4a): -1 with *why when a wallet line's
+ * model has no price. */
+MUST_CHECK int exchange_check_price(const struct exchange *ex, const char *model,
+                                    struct exchange_refusal *why);
+
+/* Answers c with the refusal in p's error shape (p NULL: the default shape,
+ * the registry's first provider) and counts it. */
+void exchange_refuse(struct http_conn *c, const struct provider *p,
+                     const struct exchange_refusal *why);
+
+/* The cost of units of model p/model (0 when it has no price). */
+int64_t exchange_cost(const struct dataplane *dp, const struct provider *p, const char *model,
+                      const struct usage_units *u);
+/* Hands r (priced) to the writer; counts it. */
+void exchange_submit(const struct dataplane *dp, struct usage_record *r);
+
+/* Takes ex into / out of dp->live. */
+void exchange_link(struct exchange *ex);
+void exchange_unlink(struct exchange *ex);
+
+/* Frees what exchange_begin kept (the decision's secrets, the first
+ * message). */
+void exchange_release(struct exchange *ex);
+
+/* The transports (exchange_http.c, exchange_ws.c). */
+struct http_exchange;
+struct ws_exchange;
+
+/* HTTP: the head passed the stages; ex_http takes ownership of ex's
+ * contents. Reads nothing: the body comes, then exchange_http_run. */
+MUST_CHECK struct http_exchange *exchange_http_new(const struct exchange *ex);
+void exchange_http_free(void *x); /* http_request.ctx_free */
+/* The whole request is here: meter it, check the price, start upstream. */
+void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http_request *req);
+/* Server shutdown: an exchange reading on after its client left stops. */
+void exchange_http_shutdown(struct exchange *ex);
+
+MUST_CHECK struct ws_exchange *exchange_ws_new(const struct exchange *ex);
+void exchange_ws_free(void *x);
+void exchange_ws_run(struct ws_exchange *x, struct http_conn *c, struct http_request *req);
+void exchange_ws_shutdown(struct exchange *ex);
+
+#endif

@@ -1,0 +1,429 @@
+/* exchange.c - the stages every data-plane exchange goes through on its
+ * request head, the pricing check, refusals in the provider's shape, and
+ * the record's end (see exchange.h). */
+#include "common.h"
+#include "exchange.h"
+#include "crypto.h"
+#include "ephemeral.h"
+#include "pricing.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int refuse(struct exchange_refusal *why, int status, const char *type, const char *code,
+                  enum metrics_refusal reason, const char *fmt, ...) PRINTF_LIKE(6, 7);
+
+static int refuse(struct exchange_refusal *why, int status, const char *type, const char *code,
+                  enum metrics_refusal reason, const char *fmt, ...)
+{
+    memset(why, 0, sizeof(*why));
+    why->status = status;
+    why->type = type;
+    why->code = code;
+    why->why = reason;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why->message, sizeof(why->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void exchange_refuse(struct http_conn *c, const struct provider *p,
+                     const struct exchange_refusal *why)
+{
+    struct http_kv extra[2];
+    size_t n = 0;
+    if (why->wallet)
+        extra[n++] = (struct http_kv){"x-billed-to", "wallet"};
+    if (why->no_retry)
+        extra[n++] = (struct http_kv){"x-should-retry", "false"};
+    if (p == NULL)
+        p = provider_at(0);
+    metrics_refused(p, why->why);
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+    if (why->status < 500)
+        metrics_inc(METRICS_REQUESTS_REJECTED);
+    if (why->why == METRICS_REFUSED_AUTH)
+        metrics_inc(METRICS_AUTH_FAILURES);
+    http_respond_json(c, why->status,
+                      route_error_body(p, why->status, why->type, why->code, why->message), extra,
+                      n);
+}
+
+static bool session_id_ok(const char *v, size_t n)
+{
+    if (n == 0 || n >= SESSION_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x21 || (unsigned char)v[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* "x-api-key" as people write it: "X-Api-Key". */
+static void canonical(const char *name, char *out, size_t size)
+{
+    size_t i = 0;
+    bool up = true;
+    for (; name[i] != '\0' && i + 1 < size; i++) {
+        char c = name[i];
+        out[i] = up && c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+        up = c == '-';
+    }
+    out[i] = '\0';
+}
+
+/* Where the provider takes its key, for a 401's message (the socket-only
+ * positions only for a socket). */
+static void key_hint(const struct provider *p, bool ws, char *out, size_t size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < p->n_creds && n < size; i++) {
+        const struct provider_cred *c = &p->creds[i];
+        const char *sep = n == 0 ? "" : ", ";
+        char name[64];
+        canonical(c->name, name, sizeof(name));
+        switch (c->kind) {
+        case PROVIDER_CRED_HEADER:
+            n += (size_t)snprintf(out + n, size - n, "%s%s: <key>", sep, name);
+            break;
+        case PROVIDER_CRED_SCHEME:
+            n += (size_t)snprintf(out + n, size - n, "%s%s: %s <key>", sep, name, c->scheme);
+            break;
+        case PROVIDER_CRED_QUERY:
+            n += (size_t)snprintf(out + n, size - n, "%s?%s=<key>", sep, c->name);
+            break;
+        case PROVIDER_CRED_SUBPROTOCOL:
+            if (ws)
+                n += (size_t)snprintf(out + n, size - n, "%ssubprotocol %s<key>", sep, c->name);
+            break;
+        case PROVIDER_CRED_SUBPROTOCOL_PAIR:
+            if (ws)
+                n += (size_t)snprintf(out + n, size - n, "%ssubprotocols \"%s, <key>\"", sep,
+                                      c->name);
+            break;
+        case PROVIDER_CRED_FIRST_MESSAGE:
+            if (ws)
+                n += (size_t)snprintf(out + n, size - n, "%s\"%s\" in the first message", sep,
+                                      c->name);
+            break;
+        }
+    }
+}
+
+static bool has_first_message_cred(const struct provider *p)
+{
+    for (size_t i = 0; i < p->n_creds; i++)
+        if (p->creds[i].kind == PROVIDER_CRED_FIRST_MESSAGE)
+            return true;
+    return false;
+}
+
+static int refuse_status(struct exchange_refusal *why, enum resolve_status st)
+{
+    switch (st) {
+    case RESOLVE_UNAUTHORIZED:
+        return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+                      "the tenant of this proxy key no longer exists, or the key was revoked");
+    case RESOLVE_NO_FUNDS:
+        refuse(why, 402, "insufficient_quota", "insufficient_balance", METRICS_REFUSED_BALANCE,
+               "The account's plan credits and wallet are used up. Top up the wallet or connect "
+               "your own provider key (BYOK).");
+        why->wallet = why->no_retry = true;
+        return -1;
+    case RESOLVE_NO_PLATFORM_KEY:
+        refuse(why, 502, "server_error", "no_platform_key", METRICS_REFUSED_UNAVAILABLE,
+               "the proxy has no platform key for this provider (platform_keys in the config)");
+        why->wallet = true;
+        return -1;
+    case RESOLVE_STORE_ERROR:
+    case RESOLVE_OK:
+        break;
+    }
+    return refuse(why, 503, "server_error", "store_unavailable", METRICS_REFUSED_UNAVAILABLE,
+                  "the proxy cannot reach its store right now; retry shortly");
+}
+
+/* DESIGN §4a: a wallet line reaches only the served endpoints. */
+static int boundary(struct exchange *ex, const struct httpparse_request *h,
+                    struct exchange_refusal *why)
+{
+    const struct provider *p = ex->rt.provider;
+    char safe[128];
+    if (ex->decision.byok)
+        return 0;
+    if (ex->ep == NULL)
+        return refuse(why, 403, "invalid_request_error", "endpoint_not_allowed",
+                      METRICS_REFUSED_ENDPOINT,
+                      "%.*s %s is not served with the platform's %s key: only the endpoints the "
+                      "proxy meters are (see the proxy's README); connect your own key (BYOK) to "
+                      "use it",
+                      (int)MIN(h->method_len, 16), h->method,
+                      log_safe(h->path, h->path_len, safe, sizeof(safe)), p->display);
+    const char *param = NULL;
+    if (route_wallet_refused_query(ex->ep, h, &param))
+        return refuse(
+            why, 403, "invalid_request_error", "endpoint_not_allowed", METRICS_REFUSED_ENDPOINT,
+            "the query parameter %s is not served with the platform's %s key", param, p->display);
+    /* The model priced must be the model served: one the provider might
+     * read differently from the meter is refused. */
+    int models = route_model_query_count(ex->ep, h);
+    if (models < 0)
+        return refuse(why, 400, "invalid_request_error", "invalid_model_parameter",
+                      METRICS_REFUSED_REQUEST,
+                      "the query parameter %s is not valid percent-encoding or is longer than %d "
+                      "bytes",
+                      ex->ep->model_query, MODEL_MAX - 1);
+    if (models > 1)
+        return refuse(
+            why, 400, "invalid_request_error", "invalid_model_parameter", METRICS_REFUSED_REQUEST,
+            "the query names %s more than once; name the model once", ex->ep->model_query);
+    return 0;
+}
+
+/* The record's identity fields, once who pays is known. */
+static int identity(struct exchange *ex, const struct resolve_identity *id,
+                    struct exchange_refusal *why)
+{
+    struct usage_record *r = &ex->rec;
+    const struct resolve_decision *d = &ex->decision;
+    if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1)
+        return refuse(why, 500, "server_error", "internal_error", METRICS_REFUSED_UNAVAILABLE,
+                      "cannot create a request id");
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id->tenant.id);
+    snprintf(r->payer_id, sizeof(r->payer_id), "%s", d->payer_id);
+    snprintf(r->key_id, sizeof(r->key_id), "%s", id->key_id);
+    r->billed_byok = d->byok;
+    snprintf(r->connection_id, sizeof(r->connection_id), "%s", d->connection_id);
+    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d->fallback_reason);
+    /* A socket without X-Session-Id is a session of its own: its records
+     * share a proxy-made id. */
+    if (ex->transport == EXCHANGE_WS && r->session_id[0] == '\0')
+        snprintf(r->session_id, sizeof(r->session_id), "ws_%s", r->id);
+    return 0;
+}
+
+int exchange_authenticated(struct exchange *ex, const struct resolve_identity *id,
+                           struct exchange_refusal *why)
+{
+    const struct provider *p = ex->rt.provider;
+    const char *session = ex->session_header[0] != '\0' ? ex->session_header : NULL;
+    enum resolve_status st = resolve_session(ex->dp->resolver, id, p, session, &ex->decision);
+    if (st != RESOLVE_OK)
+        return refuse_status(why, st);
+    ex->client_first = false;
+    return identity(ex, id, why);
+}
+
+/* An ephemeral token in the key's place: the session it was minted for. */
+static int ephemeral_session(struct exchange *ex, const struct httpparse_request *h,
+                             const char *token, size_t len, struct exchange_refusal *why)
+{
+    struct ephemeral_grant g;
+    struct resolve_identity id;
+    const struct provider *p = ex->rt.provider;
+    if (ex->transport != EXCHANGE_WS || ex->ep == NULL)
+        return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+                      "an ephemeral token only opens the WebSocket session it was minted for");
+    if (ephemeral_take(token, len, &g) == -1)
+        return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+                      "the ephemeral token is unknown, expired or already used: mint a new one");
+    int rc = -1;
+    if (g.provider != p) {
+        refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+               "the ephemeral token was minted for another provider");
+        goto done;
+    }
+    enum resolve_status st = resolve_key_identity(ex->dp->resolver, g.key_id, &id);
+    if (st == RESOLVE_OK && strcmp(id.tenant.id, g.tenant_id) != 0)
+        st = RESOLVE_UNAUTHORIZED;
+    if (st == RESOLVE_OK)
+        st = resolve_pinned(ex->dp->resolver, &g.pin, p, &ex->decision);
+    if (st != RESOLVE_OK) {
+        refuse_status(why, st);
+        goto done;
+    }
+    (void)h;
+    snprintf(ex->rec.session_id, sizeof(ex->rec.session_id), "%s", g.session_id);
+    snprintf(ex->model, sizeof(ex->model), "%s", g.model);
+    ex->first_message = g.first_message;
+    g.first_message = NULL;
+    rc = identity(ex, &id, why);
+done:
+    ephemeral_grant_free(&g);
+    return rc;
+}
+
+int exchange_begin(struct dataplane *dp, const struct http_request *req, struct exchange *ex,
+                   struct exchange_refusal *why)
+{
+    const struct httpparse_request *h = &req->head;
+    char safe[96], hint[256];
+    memset(ex, 0, sizeof(*ex));
+    ex->dp = dp;
+    ex->transport = h->upgrade_websocket ? EXCHANGE_WS : EXCHANGE_HTTP;
+    ex->start_mono = req->start_mono;
+    struct usage_record *r = &ex->rec;
+    r->ts_ms = req->start_ms;
+    r->ttfb_ms = -1;
+
+    if (route_match(h->path, h->path_len, &ex->rt) == -1)
+        return refuse(why, 404, "invalid_request_error", "unknown_route", METRICS_REFUSED_REQUEST,
+                      "unknown route %s: the proxy serves %s",
+                      log_safe(h->path, h->path_len, safe, sizeof(safe)), route_prefix_list());
+    const struct provider *p = ex->rt.provider;
+    r->provider = p;
+    if (route_path_unsafe(h->path, h->path_len))
+        return refuse(why, 400, "invalid_request_error", "invalid_path", METRICS_REFUSED_REQUEST,
+                      "the path has '.' or '..' segments or a backslash; send a normalised path");
+    /* TRACE would echo the injected key back; CONNECT makes a tunnel. No
+     * line, BYOK or not, forwards them. */
+    if ((h->method_len == 5 && memcmp(h->method, "TRACE", 5) == 0) ||
+        (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0))
+        return refuse(why, 403, "invalid_request_error", "endpoint_not_allowed",
+                      METRICS_REFUSED_ENDPOINT, "%.*s is never forwarded by this proxy",
+                      (int)h->method_len, h->method);
+    ex->ep = route_endpoint(&ex->rt, h->method, h->method_len, ex->transport == EXCHANGE_WS);
+
+    const struct httpparse_header *sh = httpparse_find(h, "x-session-id");
+    if (sh != NULL && !session_id_ok(sh->value, sh->value_len))
+        return refuse(why, 400, "invalid_request_error", "invalid_session_id",
+                      METRICS_REFUSED_REQUEST,
+                      "X-Session-Id must be 1-127 visible ASCII characters");
+    if (sh != NULL) {
+        memcpy(ex->session_header, sh->value, sh->value_len);
+        ex->session_header[sh->value_len] = '\0';
+        memcpy(r->session_id, ex->session_header, sh->value_len + 1);
+    }
+    snprintf(r->line, sizeof(r->line), "%s",
+             ex->ep != NULL ? ex->ep->line : p->hosts[ex->rt.host].line);
+    snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
+             (int)MIN(ex->rt.upstream_path_len, sizeof(r->endpoint) - 1), ex->rt.upstream_path);
+
+    struct route_key key;
+    route_credential(p, h, ex->transport == EXCHANGE_WS, &key);
+    if (key.key == NULL) {
+        /* Browsers may put the key in the first message (a provider that
+         * declares such a position): the session authenticates on it
+         * (served endpoints only). */
+        if (ex->transport == EXCHANGE_WS && ex->ep != NULL && has_first_message_cred(p)) {
+            ex->client_first = true;
+            return 0;
+        }
+        key_hint(p, ex->transport == EXCHANGE_WS, hint, sizeof(hint));
+        return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+                      "No proxy key provided. Send it where the %s SDK sends its key (%s).",
+                      p->display, hint);
+    }
+    if (ephemeral_is_token(key.key, key.len)) {
+        if (ephemeral_session(ex, h, key.key, key.len, why) == -1)
+            return -1;
+        return boundary(ex, h, why);
+    }
+    struct resolve_identity id;
+    enum resolve_status st = resolve_auth(dp->resolver, key.key, key.len, &id);
+    if (st == RESOLVE_STORE_ERROR)
+        return refuse_status(why, st);
+    if (st != RESOLVE_OK) {
+        key_hint(p, ex->transport == EXCHANGE_WS, hint, sizeof(hint));
+        return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
+                      "Incorrect proxy key provided. Use a key created with POST "
+                      "/admin/tenants/{id}/keys, sent where the %s SDK sends its key (%s).",
+                      p->display, hint);
+    }
+    if (exchange_authenticated(ex, &id, why) == -1)
+        return -1;
+    if (boundary(ex, h, why) == -1) {
+        resolve_done(&ex->decision);
+        return -1;
+    }
+    /* A BYOK line to an endpoint the proxy does not meter: recorded with
+     * zero units and metered: false. */
+    r->unmetered = ex->ep == NULL;
+    return 0;
+}
+
+int exchange_check_price(const struct exchange *ex, const char *model, struct exchange_refusal *why)
+{
+    const struct provider *p = ex->rt.provider;
+    if (ex->decision.byok || pricing_find(ex->dp->cfg, p, model) != NULL)
+        return 0;
+    char safe[MODEL_MAX];
+    if (model == NULL || model[0] == '\0')
+        refuse(why, 403, "invalid_request_error", "model_not_priced", METRICS_REFUSED_MODEL,
+               "the request names no model and the proxy has no default price for %s: add "
+               "pricing.%s.\"*\" to the config, or use your own key (BYOK)",
+               p->display, p->name);
+    else
+        refuse(why, 403, "invalid_request_error", "model_not_priced", METRICS_REFUSED_MODEL,
+               "the model \"%s\" has no price in this proxy's config, so it cannot run on the "
+               "platform's key: add pricing.%s.\"%s\" (or a prefix entry such as \"%s*\"), or "
+               "use your own key (BYOK)",
+               log_safe(model, strlen(model), safe, sizeof(safe)), p->name, safe, safe);
+    why->wallet = why->no_retry = true;
+    return -1;
+}
+
+int64_t exchange_cost(const struct dataplane *dp, const struct provider *p, const char *model,
+                      const struct usage_units *u)
+{
+    return pricing_cost(pricing_find(dp->cfg, p, model), u);
+}
+
+void exchange_submit(const struct dataplane *dp, struct usage_record *r)
+{
+    (void)dp;
+    usage_submit(r);
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+    metrics_exchange(r->provider, r->status, r->billed_byok);
+}
+
+void exchange_link(struct exchange *ex)
+{
+    struct dataplane *dp = ex->dp;
+    if (ex->live)
+        return;
+    ex->live = true;
+    ex->prev = NULL;
+    ex->next = dp->live;
+    if (dp->live != NULL)
+        dp->live->prev = ex;
+    dp->live = ex;
+    if (ex->transport == EXCHANGE_WS)
+        dp->n_ws++;
+    else
+        dp->n_detached++;
+}
+
+void exchange_unlink(struct exchange *ex)
+{
+    struct dataplane *dp = ex->dp;
+    if (!ex->live)
+        return;
+    if (ex->prev != NULL)
+        ex->prev->next = ex->next;
+    else
+        dp->live = ex->next;
+    if (ex->next != NULL)
+        ex->next->prev = ex->prev;
+    ex->prev = ex->next = NULL;
+    ex->live = false;
+    if (ex->transport == EXCHANGE_WS)
+        dp->n_ws--;
+    else
+        dp->n_detached--;
+}
+
+void exchange_release(struct exchange *ex)
+{
+    resolve_done(&ex->decision);
+    if (ex->first_message != NULL) {
+        crypto_wipe(ex->first_message, strlen(ex->first_message));
+        free(ex->first_message);
+        ex->first_message = NULL;
+    }
+}
