@@ -49,8 +49,11 @@
  *   message (text, whole, at most max_message or 1 MiB) goes to on_first,
  *   which decides where to connect and what to send first. Until that
  *   message, upstream_connect_timeout_ms is the deadline (close 1008,
- *   RELAY_WS_END_TIMEOUT); a binary message, a ping or a pong first: close
- *   1008 (RELAY_WS_END_UNAUTHORIZED), as when on_first refuses. From then on
+ *   RELAY_WS_END_TIMEOUT); a binary message, a ping or a pong before that
+ *   message is complete (even between its fragments, which RFC 6455 would
+ *   allow: no client sends its key that way, and an unauthenticated peer
+ *   gets nothing answered): close 1008 (RELAY_WS_END_UNAUTHORIZED), as when
+ *   on_first refuses. From then on
  *   as in the normal mode, except that a refusal or failure of the upstream
  *   reaches the client as a close frame (1008 for an upstream 401/403, 1011
  *   otherwise; 1001 on shutdown) instead of an HTTP error. */
@@ -144,7 +147,7 @@ struct relay_ws_params {
      * (msg borrowed for the call, not NUL-terminated). on_first returns 0
      * with *out filled to connect upstream (as the normal mode does with
      * upstream_url/upstream_headers, then first_message goes first), or -1
-     * to refuse: the client gets close 1008 "invalid or missing key" and the
+     * (any non-zero) to refuse: the client gets close 1008 "invalid or missing key" and the
      * session ends with RELAY_WS_END_UNAUTHORIZED, nothing connected.
      * on_message is not called for that first message (on_first sees it),
      * and hold_first_client_message has no effect. on_first may call
@@ -154,7 +157,9 @@ struct relay_ws_params {
 
     size_t max_message; /* ws message size limit both ways (1009 above) */
     size_t meter_max;   /* text messages up to this size are passed to on_message
-                           (0: on_message only for the held first message) */
+                           (0: only held messages: the first with
+                           hold_first_client_message, every client text
+                           with hold_client_text) */
 
     /* A whole text message (or its first meter_max bytes: complete=false)
      * in either direction. A held client message (the first with
@@ -162,8 +167,8 @@ struct relay_ws_params {
      * whole (complete=true; bounded by max_message, or meter_max with
      * hold_client_text, or 1 MiB) before it is forwarded: on_message may
      * return a malloc'd replacement in *replace (the relay wipes and frees
-     * it; for a message that is not held it is ignored), or return -1 with a
-     * static *reason to end the session: the client gets close 1008 with
+     * it; for a message that is not held it is ignored), or return -1 (any
+     * non-zero) with a static *reason to end the session: the client gets close 1008 with
      * that reason, the upstream 1000, the end is RELAY_WS_END_POLICY, and a
      * held message is not forwarded. data is borrowed for the call. */
     int (*on_message)(void *arg, enum relay_ws_dir dir, const char *data, size_t len, bool complete,

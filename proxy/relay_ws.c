@@ -404,7 +404,7 @@ static int deliver_message(struct relay_ws *r, struct relay_side *s, const char 
         OPENSSL_cleanse(rep, rep_len);
         free(rep);
     }
-    if (rc == -1 && r->state == RELAY_WS_OPEN) {
+    if (rc != 0 && r->state == RELAY_WS_OPEN) { /* any non-zero refuses */
         policy_end(r, reason);
         return -1;
     }
@@ -1198,7 +1198,7 @@ static void first_message(struct relay_ws *r)
         target_wipe(&t); /* on_first called relay_ws_shutdown */
         return;
     }
-    if (rc == -1) {
+    if (rc != 0) { /* any non-zero refuses: fail closed */
         send_close(&r->client, WS_CLOSE_POLICY,
                    t.refuse_reason != NULL ? t.refuse_reason : "invalid or missing key");
         relay_finish(r, RELAY_WS_END_UNAUTHORIZED);
