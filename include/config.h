@@ -11,7 +11,9 @@
  * audio is per minute. A price of -1 means "not set" (see pricing.h for the
  * fallbacks). */
 struct config_price {
-    char *model; /* exact model name, or a prefix ending in '*' ("gpt-4o-mini*") */
+    char *model;      /* exact model name, or a prefix ending in '*' ("gpt-4o-mini*") */
+    size_t match_len; /* strlen(model), less the '*' of a prefix */
+    bool prefix;      /* model ends in '*' */
     int64_t input_per_1m;
     int64_t cached_input_per_1m;
     int64_t output_per_1m;

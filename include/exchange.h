@@ -11,7 +11,7 @@
  * the stages after the credential later, exchange_authenticated). The
  * transports part where the bytes start to flow: exchange_http.c relays a
  * request through libcurl, exchange_ws.c a WebSocket session through
- * relay_ws. Both end in exchange_submit(), which prices and hands the
+ * relay_ws. Both end in exchange_submit(), which hands the priced
  * record to the writer. Errors the proxy produces go out in the provider's
  * shape (exchange_refuse). */
 #ifndef BYOK_EXCHANGE_H
@@ -106,7 +106,7 @@ void exchange_refuse(struct http_conn *c, const struct provider *p,
 int64_t exchange_cost(const struct dataplane *dp, const struct provider *p, const char *model,
                       const struct usage_units *u);
 /* Hands r (priced) to the writer; counts it. */
-void exchange_submit(const struct dataplane *dp, struct usage_record *r);
+void exchange_submit(struct usage_record *r);
 
 /* Takes ex into / out of dp->live. */
 void exchange_link(struct exchange *ex);

@@ -216,6 +216,8 @@ size_t provider_index(const struct provider *p);
 /* NULL when name is not a provider. */
 const struct provider *provider_find(const char *name);
 const char *provider_name(const struct provider *p);
+/* True when p takes a credential in a position of this kind. */
+bool provider_has_cred(const struct provider *p, enum provider_cred_kind kind);
 
 /* BYOK slots, numbered in registry order. */
 size_t provider_slot_count(void);

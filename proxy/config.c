@@ -632,6 +632,9 @@ static int parse_price(struct cfg_parser *p, const struct provider *pr, json_t *
         return -1;
     if ((out->model = strdup(model)) == NULL)
         return fail(p, "%s: out of memory", path);
+    out->match_len = strlen(model);
+    out->prefix = out->match_len > 0 && model[out->match_len - 1] == '*';
+    out->match_len -= out->prefix ? 1 : 0;
     for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++) {
         int64_t v;
         char fpath[KEYPATH_MAX];

@@ -115,14 +115,6 @@ static void key_hint(const struct provider *p, bool ws, char *out, size_t size)
     }
 }
 
-static bool has_first_message_cred(const struct provider *p)
-{
-    for (size_t i = 0; i < p->n_creds; i++)
-        if (p->creds[i].kind == PROVIDER_CRED_FIRST_MESSAGE)
-            return true;
-    return false;
-}
-
 static int refuse_status(struct exchange_refusal *why, enum resolve_status st)
 {
     switch (st) {
@@ -220,8 +212,8 @@ int exchange_authenticated(struct exchange *ex, const struct resolve_identity *i
 }
 
 /* An ephemeral token in the key's place: the session it was minted for. */
-static int ephemeral_session(struct exchange *ex, const struct httpparse_request *h,
-                             const char *token, size_t len, struct exchange_refusal *why)
+static int ephemeral_session(struct exchange *ex, const char *token, size_t len,
+                             struct exchange_refusal *why)
 {
     struct ephemeral_grant g;
     struct resolve_identity id;
@@ -247,7 +239,6 @@ static int ephemeral_session(struct exchange *ex, const struct httpparse_request
         refuse_status(why, st);
         goto done;
     }
-    (void)h;
     snprintf(ex->rec.session_id, sizeof(ex->rec.session_id), "%s", g.session_id);
     snprintf(ex->model, sizeof(ex->model), "%s", g.model);
     ex->first_message = g.first_message;
@@ -310,7 +301,8 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
         /* Browsers may put the key in the first message (a provider that
          * declares such a position): the session authenticates on it
          * (served endpoints only). */
-        if (ex->transport == EXCHANGE_WS && ex->ep != NULL && has_first_message_cred(p)) {
+        if (ex->transport == EXCHANGE_WS && ex->ep != NULL &&
+            provider_has_cred(p, PROVIDER_CRED_FIRST_MESSAGE)) {
             ex->client_first = true;
             return 0;
         }
@@ -320,7 +312,7 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
                       p->display, hint);
     }
     if (ephemeral_is_token(key.key, key.len)) {
-        if (ephemeral_session(ex, h, key.key, key.len, why) == -1)
+        if (ephemeral_session(ex, key.key, key.len, why) == -1)
             return -1;
         return boundary(ex, h, why);
     }
@@ -374,9 +366,8 @@ int64_t exchange_cost(const struct dataplane *dp, const struct provider *p, cons
     return pricing_cost(pricing_find(dp->cfg, p, model), u);
 }
 
-void exchange_submit(const struct dataplane *dp, struct usage_record *r)
+void exchange_submit(struct usage_record *r)
 {
-    (void)dp;
     usage_submit(r);
     metrics_inc(METRICS_REQUESTS_TOTAL);
     metrics_exchange(r->provider, r->status, r->billed_byok);

@@ -152,7 +152,7 @@ static void write_unit(struct ws_exchange *x, bool final, int status, enum usage
     int64_t cost = exchange_cost(dp, p, x->meter.model, &since);
     r.cost_micros = cost > x->cost_recorded ? cost - x->cost_recorded : 0;
     x->cost_recorded = MAX(cost, x->cost_recorded);
-    exchange_submit(dp, &r);
+    exchange_submit(&r);
 }
 
 /* The platform's per-minute fee for the time since the last one: always
@@ -189,7 +189,7 @@ static void write_platform(struct ws_exchange *x, bool final, int64_t now_mono,
     r.duration_ms = mono_ms() - x->base.start_mono;
     x->platform_ms = total_ms;
     x->platform_cost = MAX(total_cost, x->platform_cost);
-    exchange_submit(dp, &r);
+    exchange_submit(&r);
 }
 
 /* A by_unit meter completed a unit (Realtime's response.done). */
@@ -447,14 +447,6 @@ static void take_first_message_key(const struct provider *p, json_t *root, json_
     }
 }
 
-static bool has_first_message_cred(const struct provider *p)
-{
-    for (size_t i = 0; i < p->n_creds; i++)
-        if (p->creds[i].kind == PROVIDER_CRED_FIRST_MESSAGE)
-            return true;
-    return false;
-}
-
 /* The first message of a first-message session: authenticate on its key,
  * resolve, and give the relay the upstream and the message without any
  * credential member. */
@@ -516,7 +508,8 @@ static int on_message(void *arg, enum relay_ws_dir dir, const char *data, size_t
     struct exchange *ex = &x->base;
     const struct provider *p = ex->rt.provider;
     bool from_client = dir == RELAY_WS_FROM_CLIENT;
-    if (from_client && replace != NULL && complete && has_first_message_cred(p)) {
+    if (from_client && replace != NULL && complete &&
+        provider_has_cred(p, PROVIDER_CRED_FIRST_MESSAGE)) {
         /* A first message may carry a key whatever the handshake did: it
          * never goes upstream. */
         json_t *root = json_loadb(data, len, JSON_PRESERVE_ORDER, NULL);
@@ -701,7 +694,7 @@ void exchange_ws_run(struct ws_exchange *x, struct http_conn *c, struct http_req
         .max_message = WS_MESSAGE_MAX,
         .meter_max = WS_METER_MAX,
         .on_message = on_message,
-        .hold_first_client_message = has_first_message_cred(p),
+        .hold_first_client_message = provider_has_cred(p, PROVIDER_CRED_FIRST_MESSAGE),
         .hold_client_text = x->meter.ops != NULL && x->meter.ops->inspect_client_text,
         .on_binary = on_binary,
         .on_open = on_open,

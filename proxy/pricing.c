@@ -15,22 +15,19 @@ const struct config_price *pricing_find(const struct config *cfg, const struct p
         model = "";
     const struct config_provider_prices *pp = config_prices(cfg, p);
     const struct config_price *best = NULL;
-    size_t best_len = 0;
+    size_t len = strlen(model);
     for (size_t i = 0; i < pp->n_prices; i++) {
         const struct config_price *e = &pp->prices[i];
-        if (e->model == NULL)
+        if (e->model == NULL || e->match_len > len)
             continue;
-        size_t n = strlen(e->model);
-        if (n > 0 && e->model[n - 1] == '*') {
+        if (!e->prefix) {
+            if (e->match_len == len && memcmp(model, e->model, len) == 0)
+                return e; /* exact name wins over any prefix */
+        } else if ((best == NULL || e->match_len > best->match_len) &&
+                   memcmp(model, e->model, e->match_len) == 0) {
             /* "*" alone is a prefix of length 0: the provider's default,
              * chosen only when nothing longer matches. */
-            size_t plen = n - 1;
-            if (strncmp(model, e->model, plen) == 0 && (best == NULL || plen > best_len)) {
-                best = e;
-                best_len = plen;
-            }
-        } else if (strcmp(model, e->model) == 0) {
-            return e; /* exact name wins over any prefix */
+            best = e;
         }
     }
     return best;

@@ -96,6 +96,14 @@ const struct provider *provider_slot_at(size_t i)
     return i < n_slots ? slots[i] : NULL;
 }
 
+bool provider_has_cred(const struct provider *p, enum provider_cred_kind kind)
+{
+    for (size_t i = 0; p != NULL && i < p->n_creds; i++)
+        if (p->creds[i].kind == kind)
+            return true;
+    return false;
+}
+
 int provider_slot_index(const struct provider *p)
 {
     derive();

@@ -14,10 +14,15 @@
 
 #include <cmocka.h>
 
+/* An entry as config.c makes it: the model and its match length. */
 static struct config_price unset(const char *model)
 {
+    size_t n = strlen(model);
+    bool prefix = n > 0 && model[n - 1] == '*';
     return (struct config_price){
         .model = (char *)model,
+        .match_len = prefix ? n - 1 : n,
+        .prefix = prefix,
         .input_per_1m = -1,
         .cached_input_per_1m = -1,
         .output_per_1m = -1,
