@@ -50,6 +50,15 @@ struct config_limits {
     size_t client_high_watermark;    /* pause upstream above (default 262144) */
 };
 
+/* "balance" (DESIGN §3.4): what a wallet line holds while it runs. */
+#define CONFIG_HOLD_LINES 7
+struct config_balance {
+    /* [0] "default", then llm, embeddings, tts, stt, realtime, platform. */
+    int64_t hold_micros[CONFIG_HOLD_LINES];
+    int64_t ws_grace_micros; /* a socket ends at available funds <= -this */
+    int hold_ttl_s;          /* fleet mode: a hold of a dead instance expires */
+};
+
 struct config {
     char *path;                                      /* the file it was loaded from */
     char *listen;                                    /* "127.0.0.1:8080" */
@@ -69,11 +78,14 @@ struct config {
     int session_ttl_s;
     char *log_level;
     struct config_limits limits;
+    struct config_balance balance;
     struct config_provider_prices pricing[PROVIDER_MAX];
 };
 
 /* The configured base URL (or template) of p's host; NULL when none. */
 const char *config_upstream(const struct config *cfg, const struct provider *p, int host);
+/* balance.hold_micros of a line (its own entry, else "default"). */
+int64_t config_hold_micros(const struct config *cfg, const char *line);
 /* The platform key entry of p (key NULL when the platform has none). */
 const struct config_platform_key *config_platform_key(const struct config *cfg,
                                                       const struct provider *p);

@@ -35,8 +35,9 @@ struct dataplane {
     struct upstream_pool *pool;
     struct resolver *resolver;
     struct event_base *base;
-    struct evdns_base *dns; /* upstream WebSocket host names */
-    SSL_CTX *tls_client;    /* upstream wss:// (borrowed) */
+    struct evdns_base *dns;     /* upstream WebSocket host names */
+    struct event *access_timer; /* live sessions' access re-checked (DESIGN §3.3) */
+    SSL_CTX *tls_client;        /* upstream wss:// (borrowed) */
     /* Exchanges that own their client connection or outlive it: WebSocket
      * sessions, and HTTP exchanges reading a reply on after their client
      * left. Ended by dataplane_shutdown. */
@@ -63,6 +64,10 @@ struct exchange {
     struct resolve_decision decision;
     struct usage_record rec; /* identity fields; units and outcome at the end */
     int64_t start_mono;
+    /* Rule 4's hold on the payer while a wallet line runs (0: none); its
+     * first record releases it (exchange_take_hold), else exchange_release. */
+    int64_t hold_micros;
+    char parent_id[ID_MAX]; /* the tenant's parent when authenticated ("" none) */
     /* WebSocket only. */
     bool client_first;                /* the key comes in the first message */
     char *first_message;              /* an ephemeral token's session config, sent upstream first */
@@ -92,6 +97,15 @@ MUST_CHECK int exchange_begin(struct dataplane *dp, const struct http_request *r
 MUST_CHECK int exchange_authenticated(struct exchange *ex, const struct resolve_identity *id,
                                       struct exchange_refusal *why);
 
+/* Rule 4 (DESIGN §3.4): a wallet line is admitted only while its payer's
+ * available funds are > 0, and then holds balance.hold_micros of its line
+ * until its record is written. BYOK lines pass without a hold. Runs last,
+ * once every other stage passed (exchange_begin does; a first-message
+ * socket calls it after exchange_authenticated). -1 with *why (402). */
+MUST_CHECK int exchange_admit(struct exchange *ex, struct exchange_refusal *why);
+/* The hold, handed to the record that releases it (0 after the first). */
+int64_t exchange_take_hold(struct exchange *ex);
+
 /* Fail-closed pricing (DESIGN §4a): -1 with *why when a wallet line's
  * model has no price. */
 MUST_CHECK int exchange_check_price(const struct exchange *ex, const char *model,
@@ -113,7 +127,7 @@ void exchange_link(struct exchange *ex);
 void exchange_unlink(struct exchange *ex);
 
 /* Frees what exchange_begin kept (the decision's secrets, the first
- * message). */
+ * message, a hold no record took). */
 void exchange_release(struct exchange *ex);
 
 /* The transports (exchange_http.c, exchange_ws.c). */
@@ -133,5 +147,9 @@ MUST_CHECK struct ws_exchange *exchange_ws_new(const struct exchange *ex);
 void exchange_ws_free(void *x);
 void exchange_ws_run(struct ws_exchange *x, struct http_conn *c, struct http_request *req);
 void exchange_ws_shutdown(struct exchange *ex);
+/* DESIGN §3.3: when the store generation moved since the session's last
+ * check, ends an open session whose key was revoked, whose tenant was
+ * deleted or whose parent changed (close 1008). 1 when it ended it. */
+int exchange_ws_check_access(struct exchange *ex);
 
 #endif

@@ -197,6 +197,9 @@ struct provider {
      * code as OpenAI spells them ("invalid_request_error", "invalid_api_key").
      * Caller owns the result. */
     json_t *(*error_body)(int status, const char *type, const char *code, const char *message);
+    /* The same error as one message of its WebSocket sessions (the proxy
+     * ends a session: balance, access). NULL: error_body's shape. */
+    json_t *(*ws_error)(const char *type, const char *code, const char *message);
     /* The message inside an error reply of this provider (borrowed from
      * root), or NULL. */
     const char *(*error_message)(json_t *root);

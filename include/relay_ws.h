@@ -216,4 +216,12 @@ MUST_CHECK struct relay_ws *relay_ws_start(const struct relay_ws_params *p);
  * end is decided (idempotent until on_end). */
 void relay_ws_shutdown(struct relay_ws *r);
 
+/* The caller ends an open session (its balance ran out, its key was
+ * revoked): the client gets client_text as one text frame (a provider-shaped
+ * error; NULL for none) after everything already relayed, then close 1008
+ * with reason; the upstream a normal close; on_end follows from the loop
+ * with RELAY_WS_END_POLICY. May be called from the relay's callbacks. A
+ * no-op before the session is open and once its end is decided. */
+void relay_ws_end(struct relay_ws *r, const char *client_text, size_t len, const char *reason);
+
 #endif

@@ -3,15 +3,14 @@
  * resolve_auth() turns a presented proxy key into a tenant; resolve_session()
  * is the one place that decides, for a tenant and a provider, which upstream
  * key is injected and who is billed: agency inheritance, per-slot BYOK with
- * platform fallback, session pinning and the balance gate. resolve_rule() is
+ * platform fallback and session pinning. resolve_rule() is
  * the pure rule table both it and the admin's /resolve use.
  *
  * Each worker owns one struct resolver (no locking): keys and tenants are
  * cached and the cache is dropped whenever the global store generation moved
  * (every admin write bumps it), so a revoked key fails on the next request on
- * every worker. Payers' balances for the gate are kept too and re-read when
- * the store's balance generation moved (a charged batch was committed); a
- * payer with more than $1 is re-read at most once a second. */
+ * every worker. The balance gate (rule 4) is not taken here: the exchange
+ * admits a wallet line once every stage passed (exchange.c, ledger.h). */
 #ifndef BYOK_RESOLVE_H
 #define BYOK_RESOLVE_H
 
@@ -28,6 +27,8 @@ struct resolver;
  * lifetime. Caller frees with resolve_free(). */
 MUST_CHECK struct resolver *resolve_new(const struct config *cfg, struct store *store);
 void resolve_free(struct resolver *r);
+/* The worker's store handle the resolver reads through. */
+struct store *resolve_store(struct resolver *r);
 
 struct resolve_identity {
     char key_id[ID_MAX];
@@ -41,7 +42,7 @@ struct resolve_identity {
 enum resolve_status {
     RESOLVE_OK = 0,
     RESOLVE_UNAUTHORIZED,    /* unknown, malformed or revoked key */
-    RESOLVE_NO_FUNDS,        /* balance gate (402) */
+    RESOLVE_NO_FUNDS,        /* balance gate (402; exchange.c's admission) */
     RESOLVE_NO_PLATFORM_KEY, /* the platform has no key for this provider */
     RESOLVE_STORE_ERROR,
 };
@@ -70,8 +71,7 @@ struct resolve_decision {
  * new decision for every slot, pinned when session_id is given. A BYOK line
  * uses its connection's current secret (so a rotation applies at once; a
  * connection deleted since the pin falls back to the platform key with
- * fallback_reason). The balance gate applies to a wallet line of a new
- * session only. session_id may be NULL (the request is its own session).
+ * fallback_reason). session_id may be NULL (the request is its own session).
  * No secret is opened here: resolve_open_key() does that right before the
  * upstream request is built. */
 MUST_CHECK enum resolve_status resolve_session(struct resolver *r,
@@ -84,7 +84,7 @@ MUST_CHECK enum resolve_status
 resolve_session_pin(struct resolver *r, const struct resolve_identity *id, const struct provider *p,
                     const char *session_id, struct resolve_decision *out, struct session_pin *pin);
 /* A decision from a pin carried by an ephemeral token: what resolve_session
- * does for a new session with that pin (the balance gate included). */
+ * does for a new session with that pin. */
 MUST_CHECK enum resolve_status resolve_pinned(struct resolver *r, const struct session_pin *pin,
                                               const struct provider *p,
                                               struct resolve_decision *out);

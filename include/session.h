@@ -35,6 +35,9 @@ bool session_get(const char *tenant_id, const char *session_id, int ttl_s, struc
 bool session_put(const char *tenant_id, const char *session_id, int ttl_s, struct session_pin *pin);
 /* Drops expired pins (called from a worker timer). */
 void session_sweep(void);
+/* Drops every pin of tenant_id (DESIGN §3.3: its key was revoked, it was
+ * deleted or its parent changed): its next request starts a new session. */
+void session_drop_tenant(const char *tenant_id);
 size_t session_count(void);
 /* For tests: the clock expiry is measured on (default mono_ms). */
 void session_set_clock(int64_t (*clock)(void));

@@ -212,11 +212,4 @@ MUST_CHECK struct store *store_sqlite_open(const char *path, char **err);
 uint64_t store_generation(void);
 void store_generation_bump(void);
 
-/* Balance generation: moved after every committed usage batch that charged
- * a wallet line. Workers keep payers' balances for the balance gate and
- * re-read them only when this (or the generation above) moved, so the gate
- * costs no store read per request and lags charging by at most one batch. */
-uint64_t store_balance_generation(void);
-void store_balance_generation_bump(void);
-
 #endif

@@ -55,6 +55,11 @@ struct usage_record {
     bool simulated; /* "simulated": true - a simulated upstream */
     int seq;        /* socket records: 1, 2, ... per line of the socket; 0 = none */
     bool final;     /* socket records: the last of its line */
+    /* In memory only (never written): the balance ledger's bookkeeping
+     * (ledger.h). hold_micros: the admission hold this record releases;
+     * pending_micros: the charge it reserved until committed. */
+    int64_t hold_micros;
+    int64_t pending_micros;
 };
 
 /* "ok", "client_disconnect", ...; a static string, never NULL. */

@@ -7,7 +7,9 @@
 #include "urlenc.h"
 #include "admin_tenants.h"
 #include "crypto.h"
+#include "ledger.h"
 #include "metrics.h"
+#include "session.h"
 #include "usage.h"
 
 #include <event2/buffer.h>
@@ -49,7 +51,12 @@ static void reply_tenant(struct admin_ctx *x, int status, const struct store_ten
     }
     json_t *body = tenant_json(t);
     json_t *bj = admin_byok_json(&b);
-    if (body == NULL || bj == NULL || json_object_set_new(body, "byok", bj) == -1) {
+    /* What its running wallet lines hold and its uncommitted charges
+     * reserve (DESIGN §3.4): plan credits + wallet - held_micros is what
+     * the balance gate admits on. */
+    if (body == NULL || bj == NULL || json_object_set_new(body, "byok", bj) == -1 ||
+        json_object_set_new(body, "held_micros", json_integer((json_int_t)ledger_held(t->id))) ==
+            -1) {
         json_decref(body);
         admin_fail(x, 500, "internal", "could not encode tenant");
         return;
@@ -104,9 +111,9 @@ static void children_cb(void *arg, const struct store_tenant *t)
         cs->found = true;
 }
 
-/* Subaccounts may not own subaccounts (DESIGN §3 resolves one level): the
- * parent must exist, not be the tenant itself, not be a subaccount, and
- * the tenant must not already own subaccounts. */
+/* DESIGN §6: the parent must exist, have the agency feature, not be the
+ * tenant itself and not be a subaccount (§3 resolves one level), and the
+ * tenant must not already own subaccounts. */
 static int check_parent(struct admin_ctx *x, const char *self_id, const char *parent_id,
                         bool may_have_children)
 {
@@ -123,6 +130,11 @@ static int check_parent(struct admin_ctx *x, const char *self_id, const char *pa
                            "parent_id: tenant \"%s\" is itself a subaccount of \"%s\"; "
                            "subaccounts cannot own subaccounts",
                            parent_id, p.parent_id);
+    if (!p.feature_agency)
+        return bad_request(x,
+                           "parent_id: tenant \"%s\" does not have the agency feature; give it "
+                           "features.agency = true first (PATCH /admin/tenants/%s)",
+                           parent_id, parent_id);
     if (may_have_children) {
         struct children_scan cs = {self_id, false};
         rc = store_tenant_list(x->a->store, children_cb, &cs);
@@ -219,6 +231,8 @@ void admin_tenants_patch(struct admin_ctx *x)
         get_features(x, body, &t) == -1 ||
         admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1)
         goto out;
+    char parent_before[ID_MAX];
+    memcpy(parent_before, t.parent_id, sizeof(parent_before));
     json_t *pv = json_object_get(body, "parent_id");
     if (pv != NULL && json_is_null(pv)) {
         t.parent_id[0] = '\0';
@@ -238,6 +252,13 @@ void admin_tenants_patch(struct admin_ctx *x)
     if (rc != STORE_OK) {
         admin_store_fail(x, rc, "tenant");
         goto out;
+    }
+    if (strcmp(parent_before, t.parent_id) != 0) {
+        /* DESIGN §3.3: the tenant's sessions end with its old owner: pins
+         * dropped here, open sockets closed by their workers. */
+        session_drop_tenant(t.id);
+        log_info("admin: tenant %s moved from parent \"%s\" to \"%s\": its sessions end", t.id,
+                 parent_before, t.parent_id);
     }
     store_generation_bump();
     reply_tenant(x, 200, &t, NULL, 0);
@@ -263,6 +284,8 @@ void admin_tenants_delete(struct admin_ctx *x)
         admin_store_fail(x, rc, "tenant");
         return;
     }
+    session_drop_tenant(x->params[0]);
+    ledger_invalidate(x->params[0]);
     store_generation_bump();
     admin_reply_json(x, 200, json_pack("{s:s, s:b}", "id", x->params[0], "deleted", 1), NULL, 0);
 }
@@ -312,6 +335,7 @@ void admin_tenants_topup(struct admin_ctx *x)
         admin_store_fail(x, rc, "tenant");
         goto out;
     }
+    ledger_invalidate(t.id);
     store_generation_bump();
     reply_tenant(x, 200, &t, NULL, 0);
 out:
@@ -435,6 +459,8 @@ void admin_tenants_key_revoke(struct admin_ctx *x)
             admin_store_fail(x, rc, "key");
             goto out;
         }
+        /* DESIGN §3.3: no session keeps running on a revoked key. */
+        session_drop_tenant(tid);
         store_generation_bump();
     }
     admin_reply_json(

@@ -27,11 +27,15 @@
 static const char *const top_keys[] = {
     "listen",    "admin_listen",     "tls",           "workers",       "store",     "usage",
     "upstreams", "upstream_ca_file", "platform_keys", "session_ttl_s", "log_level", "limits",
-    "pricing",
+    "pricing",   "balance",
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const store_keys[] = {"backend", "path", "url"};
 static const char *const usage_keys[] = {"jsonl_path", "spool_dir", "ws_interval_s"};
+static const char *const balance_keys[] = {"hold_micros", "ws_grace_micros", "hold_ttl_s"};
+/* The lines a hold may be configured for (DESIGN §3.4), "default" first. */
+static const char *const hold_lines[CONFIG_HOLD_LINES] = {
+    "default", "llm", "embeddings", "tts", "stt", "realtime", "platform"};
 static const char *const log_levels[] = {"debug", "info", "warn", "error"};
 
 /* One "limits" entry: where it lives in struct config_limits, its default
@@ -732,6 +736,48 @@ static int parse_limits(struct cfg_parser *p, json_t *root)
     return 0;
 }
 
+/* "balance" (DESIGN §3.4, §4b): holds per line, the socket grace. */
+static int parse_balance(struct cfg_parser *p, json_t *root)
+{
+    struct config_balance *b = &p->cfg->balance;
+    json_t *obj = get(root, "balance");
+    int64_t v;
+    if (obj != NULL &&
+        (want_object(p, obj, "balance") == -1 ||
+         check_keys(p, obj, "balance", balance_keys, ARRAY_SIZE(balance_keys)) == -1))
+        return -1;
+    json_t *holds = obj != NULL ? get(obj, "hold_micros") : NULL;
+    if (holds != NULL &&
+        (want_object(p, holds, "balance.hold_micros") == -1 ||
+         check_keys(p, holds, "balance.hold_micros", hold_lines, ARRAY_SIZE(hold_lines)) == -1))
+        return -1;
+    if (get_int(p, holds, "balance.hold_micros", "default", 10000, 0, PRICE_MAX, &v) == -1)
+        return -1;
+    b->hold_micros[0] = v;
+    for (size_t i = 1; i < ARRAY_SIZE(hold_lines); i++) {
+        /* realtime holds more by default: a voice session runs for minutes. */
+        int64_t def = strcmp(hold_lines[i], "realtime") == 0 ? 100000 : b->hold_micros[0];
+        if (get_int(p, holds, "balance.hold_micros", hold_lines[i], def, 0, PRICE_MAX, &v) == -1)
+            return -1;
+        b->hold_micros[i] = v;
+    }
+    if (get_int(p, obj, "balance", "ws_grace_micros", 0, 0, PRICE_MAX, &v) == -1)
+        return -1;
+    b->ws_grace_micros = v;
+    if (get_int(p, obj, "balance", "hold_ttl_s", 900, 1, 7 * 86400, &v) == -1)
+        return -1;
+    b->hold_ttl_s = (int)v;
+    return 0;
+}
+
+int64_t config_hold_micros(const struct config *cfg, const char *line)
+{
+    for (size_t i = 1; i < ARRAY_SIZE(hold_lines); i++)
+        if (strcmp(hold_lines[i], line) == 0)
+            return cfg->balance.hold_micros[i];
+    return cfg->balance.hold_micros[0];
+}
+
 static int parse_store(struct cfg_parser *p, json_t *root)
 {
     struct config *cfg = p->cfg;
@@ -849,7 +895,7 @@ static int parse_root(struct cfg_parser *p, json_t *root)
                     shown(cfg->log_level, show, sizeof(show)));
     }
 
-    if (parse_limits(p, root) == -1 || parse_pricing(p, root) == -1)
+    if (parse_limits(p, root) == -1 || parse_pricing(p, root) == -1 || parse_balance(p, root) == -1)
         return -1;
     return 0;
 }

@@ -17,10 +17,27 @@
 #include "exchange.h"
 
 #include <event2/dns.h>
+#include <event2/event.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* DESIGN §3.3: access changes reach live sessions within a second. */
+#define ACCESS_TICK_MS 250
+
+static void access_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dataplane *dp = arg;
+    (void)fd;
+    (void)what;
+    struct exchange *ex = dp->live, *next;
+    for (; ex != NULL; ex = next) {
+        next = ex->next;
+        if (ex->transport == EXCHANGE_WS)
+            (void)exchange_ws_check_access(ex);
+    }
+}
 
 struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
                                 struct resolver *resolver, struct event_base *base,
@@ -38,7 +55,13 @@ struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *
         evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (dp->dns == NULL)
         dp->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-    if (dp->dns == NULL) {
+    struct timeval tv = {0, ACCESS_TICK_MS * 1000};
+    dp->access_timer = event_new(base, -1, EV_PERSIST, access_tick, dp);
+    if (dp->dns == NULL || dp->access_timer == NULL || evtimer_add(dp->access_timer, &tv) == -1) {
+        if (dp->access_timer != NULL)
+            event_free(dp->access_timer);
+        if (dp->dns != NULL)
+            evdns_base_free(dp->dns, 0);
         free(dp);
         return NULL;
     }
@@ -49,6 +72,7 @@ void dataplane_free(struct dataplane *dp)
 {
     if (dp == NULL)
         return;
+    event_free(dp->access_timer);
     evdns_base_free(dp->dns, 0);
     free(dp);
 }

@@ -5,6 +5,7 @@
 #include "exchange.h"
 #include "crypto.h"
 #include "ephemeral.h"
+#include "ledger.h"
 #include "pricing.h"
 
 #include <stdarg.h>
@@ -187,6 +188,7 @@ static int identity(struct exchange *ex, const struct resolve_identity *id,
         return refuse(why, 500, "server_error", "internal_error", METRICS_REFUSED_UNAVAILABLE,
                       "cannot create a request id");
     snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id->tenant.id);
+    snprintf(ex->parent_id, sizeof(ex->parent_id), "%s", id->tenant.parent_id);
     snprintf(r->payer_id, sizeof(r->payer_id), "%s", d->payer_id);
     snprintf(r->key_id, sizeof(r->key_id), "%s", id->key_id);
     r->billed_byok = d->byok;
@@ -314,7 +316,11 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     if (ephemeral_is_token(key.key, key.len)) {
         if (ephemeral_session(ex, key.key, key.len, why) == -1)
             return -1;
-        return boundary(ex, h, why);
+        if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1) {
+            resolve_done(&ex->decision);
+            return -1;
+        }
+        return 0;
     }
     struct resolve_identity id;
     enum resolve_status st = resolve_auth(dp->resolver, key.key, key.len, &id);
@@ -329,7 +335,7 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     }
     if (exchange_authenticated(ex, &id, why) == -1)
         return -1;
-    if (boundary(ex, h, why) == -1) {
+    if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1) {
         resolve_done(&ex->decision);
         return -1;
     }
@@ -337,6 +343,33 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
      * zero units and metered: false. */
     r->unmetered = ex->ep == NULL;
     return 0;
+}
+
+int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
+{
+    if (ex->decision.byok)
+        return 0;
+    struct dataplane *dp = ex->dp;
+    int64_t hold = config_hold_micros(dp->cfg, ex->rec.line);
+    switch (ledger_admit(resolve_store(dp->resolver), ex->decision.payer_id, hold)) {
+    case LEDGER_OK:
+        ex->hold_micros = hold;
+        return 0;
+    case LEDGER_NO_FUNDS:
+        return refuse_status(why, RESOLVE_NO_FUNDS);
+    case LEDGER_NO_PAYER:
+        return refuse_status(why, RESOLVE_UNAUTHORIZED);
+    case LEDGER_STORE_ERROR:
+        break;
+    }
+    return refuse_status(why, RESOLVE_STORE_ERROR);
+}
+
+int64_t exchange_take_hold(struct exchange *ex)
+{
+    int64_t h = ex->hold_micros;
+    ex->hold_micros = 0;
+    return h;
 }
 
 int exchange_check_price(const struct exchange *ex, const char *model, struct exchange_refusal *why)
@@ -411,6 +444,7 @@ void exchange_unlink(struct exchange *ex)
 
 void exchange_release(struct exchange *ex)
 {
+    ledger_release(ex->decision.payer_id, exchange_take_hold(ex));
     resolve_done(&ex->decision);
     if (ex->first_message != NULL) {
         crypto_wipe(ex->first_message, strlen(ex->first_message));

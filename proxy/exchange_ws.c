@@ -24,6 +24,7 @@
 #include "common.h"
 #include "exchange.h"
 #include "crypto.h"
+#include "ledger.h"
 #include "meter.h"
 #include "pricing.h"
 #include "relay_ws.h"
@@ -73,6 +74,7 @@ struct ws_exchange {
     struct usage_units cost_base; /* units recorded at an earlier model */
     int64_t cost_recorded;        /* cost recorded at cost_model */
     int64_t platform_ms, platform_cost;
+    uint64_t access_gen; /* store generation its access was last checked at */
 };
 
 struct ws_exchange *exchange_ws_new(const struct exchange *ex)
@@ -152,7 +154,43 @@ static void write_unit(struct ws_exchange *x, bool final, int status, enum usage
     int64_t cost = exchange_cost(dp, p, x->meter.model, &since);
     r.cost_micros = cost > x->cost_recorded ? cost - x->cost_recorded : 0;
     x->cost_recorded = MAX(cost, x->cost_recorded);
+    /* The session's hold turns into its first record's exact charge. */
+    r.hold_micros = exchange_take_hold(&x->base);
     exchange_submit(&r);
+}
+
+/* Ends the open session: the client gets the error as one of the
+ * provider's socket messages, then close 1008 with reason. */
+static void end_session(struct ws_exchange *x, int status, const char *type, const char *reason,
+                        const char *message)
+{
+    const struct provider *p = x->base.rt.provider;
+    json_t *j = p->ws_error != NULL ? p->ws_error(type, reason, message)
+                                    : route_error_body(p, status, type, reason, message);
+    char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    relay_ws_end(x->relay, text, text != NULL ? strlen(text) : 0, reason);
+    free(text);
+}
+
+/* Rule 4 at each charge of a wallet session: once the payer's available
+ * funds are at or below -balance.ws_grace_micros, the session ends after
+ * the unit just recorded. BYOK sessions are never ended for balance. */
+static void regate(struct ws_exchange *x)
+{
+    struct exchange *ex = &x->base;
+    struct dataplane *dp = ex->dp;
+    int64_t funds;
+    if (ex->decision.byok || x->relay == NULL ||
+        ledger_available(resolve_store(dp->resolver), ex->decision.payer_id, &funds) == -1 ||
+        funds > -dp->cfg->balance.ws_grace_micros)
+        return;
+    log_info("ws session %s: payer %s has %lld micro-USD available: ended (insufficient_balance)",
+             ex->rec.session_id, ex->decision.payer_id, (long long)funds);
+    metrics_refused(ex->rt.provider, METRICS_REFUSED_BALANCE);
+    end_session(x, 402, "insufficient_quota", "insufficient_balance",
+                "The account's plan credits and wallet are used up: the session ends here. Top "
+                "up the wallet or connect your own provider key (BYOK).");
 }
 
 /* The platform's per-minute fee for the time since the last one: always
@@ -197,6 +235,7 @@ static void on_unit(void *arg)
 {
     struct ws_exchange *x = arg;
     write_unit(x, false, 101, USAGE_OUTCOME_OK);
+    regate(x);
 }
 
 static bool units_zero(const struct usage_units *u)
@@ -215,8 +254,12 @@ static void interval_cb(evutil_socket_t fd, short what, void *arg)
         ws_meter_interval(&x->meter);
         struct usage_units grown = x->meter.total;
         units_sub(&grown, &x->meter.recorded);
-        if (!units_zero(&grown))
+        if (!units_zero(&grown)) {
             write_unit(x, false, 101, USAGE_OUTCOME_OK);
+            write_platform(x, false, mono_ms(), USAGE_OUTCOME_OK);
+            regate(x);
+            return;
+        }
     }
     write_platform(x, false, mono_ms(), USAGE_OUTCOME_OK);
 }
@@ -472,7 +515,7 @@ static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_targ
         metrics_inc(METRICS_AUTH_FAILURES);
         goto failed;
     }
-    if (exchange_authenticated(ex, &id, &why) == -1 ||
+    if (exchange_authenticated(ex, &id, &why) == -1 || exchange_admit(ex, &why) == -1 ||
         build_target(x, NULL, url, sizeof(url), headers, sizeof(headers), &why) == -1) {
         metrics_refused(p, why.why);
         out->refuse_reason = refusal_reason[why.why];
@@ -577,6 +620,7 @@ static void on_open(void *arg)
     struct dataplane *dp = x->base.dp;
     x->state = WSX_OPEN;
     x->opened_mono = mono_ms();
+    x->access_gen = 0; /* checked at the next tick: a change while it connected counts */
     x->base.rec.ttfb_ms = x->opened_mono - x->base.start_mono;
     metrics_observe_upstream(x->base.rt.provider, 101, x->base.rec.ttfb_ms);
     x->timer = event_new(dp->base, -1, EV_PERSIST, interval_cb, x);
@@ -720,6 +764,36 @@ refused:
     crypto_wipe(headers, sizeof(headers));
     exchange_refuse(c, p, &why);
     exchange_ws_free(x);
+}
+
+int exchange_ws_check_access(struct exchange *ex)
+{
+    struct ws_exchange *x = container_of(ex, struct ws_exchange, base);
+    uint64_t gen = store_generation();
+    if (x->access_gen == gen)
+        return 0;
+    if (x->state != WSX_OPEN || x->relay == NULL)
+        return 0; /* checked again once open */
+    struct resolve_identity id;
+    enum resolve_status st = resolve_key_identity(ex->dp->resolver, ex->rec.key_id, &id);
+    if (st == RESOLVE_STORE_ERROR)
+        return 0; /* the next tick tries again */
+    x->access_gen = gen;
+    if (st == RESOLVE_OK && strcmp(id.tenant.id, ex->rec.tenant_id) == 0 &&
+        strcmp(id.tenant.parent_id, ex->parent_id) == 0)
+        return 0;
+    bool moved = st == RESOLVE_OK && strcmp(id.tenant.id, ex->rec.tenant_id) == 0;
+    log_info("ws session %s of tenant %s: %s: ended", ex->rec.session_id, ex->rec.tenant_id,
+             moved ? "the tenant's parent changed" : "its key was revoked or its tenant deleted");
+    metrics_refused(ex->rt.provider, METRICS_REFUSED_AUTH);
+    if (moved)
+        end_session(x, 403, "invalid_request_error", "access_changed",
+                    "The tenant's agency (parent_id) changed since this session began: start a "
+                    "new session.");
+    else
+        end_session(x, 401, "invalid_request_error", "access_revoked",
+                    "The proxy key of this session was revoked, or its tenant deleted.");
+    return 1;
 }
 
 void exchange_ws_shutdown(struct exchange *ex)

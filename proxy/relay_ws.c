@@ -1351,3 +1351,19 @@ void relay_ws_shutdown(struct relay_ws *r)
     send_close(&r->up, WS_CLOSE_GOING_AWAY, "server shutting down");
     relay_finish(r, RELAY_WS_END_SHUTDOWN);
 }
+
+void relay_ws_end(struct relay_ws *r, const char *client_text, size_t len, const char *reason)
+{
+    if (r == NULL || r->state != RELAY_WS_OPEN)
+        return;
+    struct relay_side *c = &r->client;
+    uint8_t *copy =
+        client_text != NULL ? malloc(len + 1) : NULL; /* payloads are written in place */
+    if (copy != NULL && can_send(c) && c->out_left == 0 &&
+        frame_start(c, WS_OP_TEXT, true, len) == 0) {
+        memcpy(copy, client_text, len);
+        frame_payload(c, copy, len, 0);
+    }
+    free(copy);
+    policy_end(r, reason);
+}

@@ -1,6 +1,7 @@
 /* resolve.c - proxy-key authentication with a per-worker cache, and the
  * resolution of DESIGN §3: the rule table (resolve_rule), session pinning
- * (session.h), BYOK connections opened per request, the balance gate. */
+ * (session.h), BYOK connections opened per request. The balance gate is
+ * the exchange's (ledger.h). */
 #include "common.h"
 #include "resolve.h"
 #include "crypto.h"
@@ -11,26 +12,10 @@
 
 #define CACHE_BUCKETS 1024
 #define CACHE_MAX     8192
-/* A payer whose cached funds exceed this is re-read after charges at most
- * every FUNDS_RECHECK_MS: one request cannot plausibly take it from above $1
- * to zero, and a read per request would put the store on the hot path.
- * Near zero, every committed charge triggers a re-read. */
-#define FUNDS_COMFORT_MICROS 1000000
-#define FUNDS_RECHECK_MS     1000
-
 struct cache_entry {
     struct cache_entry *next;
     struct store_key key;
     struct resolve_identity id;
-};
-
-/* A payer's plan credits + wallet as last read, for the balance gate. */
-struct balance_entry {
-    struct balance_entry *next;
-    char payer_id[ID_MAX];
-    int64_t funds;
-    uint64_t balance_generation; /* store_balance_generation() when read */
-    int64_t read_at;             /* mono_ms() when read */
 };
 
 /* A connection as stored (sealed), cached per worker until the next admin
@@ -47,8 +32,6 @@ struct resolver {
     uint64_t generation;
     size_t n_entries;
     struct cache_entry *buckets[CACHE_BUCKETS];
-    size_t n_balances;
-    struct balance_entry *balances[CACHE_BUCKETS];
     size_t n_conns;
     struct conn_entry *conns[CACHE_BUCKETS];
 };
@@ -76,12 +59,6 @@ static void cache_clear(struct resolver *r)
     }
     r->n_entries = 0;
     for (size_t i = 0; i < CACHE_BUCKETS; i++) {
-        struct balance_entry *e = r->balances[i], *next;
-        for (; e != NULL; e = next) {
-            next = e->next;
-            free(e);
-        }
-        r->balances[i] = NULL;
         struct conn_entry *ce = r->conns[i], *cnext;
         for (; ce != NULL; ce = cnext) {
             cnext = ce->next;
@@ -90,8 +67,12 @@ static void cache_clear(struct resolver *r)
         }
         r->conns[i] = NULL;
     }
-    r->n_balances = 0;
     r->n_conns = 0;
+}
+
+struct store *resolve_store(struct resolver *r)
+{
+    return r->store;
 }
 
 void resolve_free(struct resolver *r)
@@ -183,50 +164,6 @@ enum resolve_status resolve_auth(struct resolver *r, const char *key, size_t len
     if (!ok || e->key.revoked_at_ms != 0)
         return RESOLVE_UNAUTHORIZED;
     *out = e->id;
-    return RESOLVE_OK;
-}
-
-/* Plan credits + wallet of payer_id, re-read from the store only when a
- * charge or an admin write happened since the last read. */
-static enum resolve_status payer_funds(struct resolver *r, const char *payer_id, int64_t *funds)
-{
-    uint64_t gen = store_generation();
-    if (gen != r->generation) {
-        cache_clear(r);
-        r->generation = gen;
-    }
-    uint64_t bgen = store_balance_generation();
-    size_t b = bucket_of(payer_id);
-    struct balance_entry *e = r->balances[b];
-    while (e != NULL && strcmp(e->payer_id, payer_id) != 0)
-        e = e->next;
-    if (e != NULL &&
-        (e->balance_generation == bgen ||
-         (e->funds > FUNDS_COMFORT_MICROS && mono_ms() - e->read_at < FUNDS_RECHECK_MS))) {
-        *funds = e->funds;
-        return RESOLVE_OK;
-    }
-    struct store_tenant t;
-    int rc = store_tenant_get(r->store, payer_id, &t);
-    if (rc == STORE_ERR_NOT_FOUND)
-        return RESOLVE_UNAUTHORIZED;
-    if (rc != STORE_OK)
-        return RESOLVE_STORE_ERROR;
-    if (e == NULL) {
-        if (r->n_balances >= CACHE_MAX)
-            cache_clear(r);
-        e = calloc(1, sizeof(*e));
-        if (e == NULL)
-            return RESOLVE_STORE_ERROR;
-        snprintf(e->payer_id, sizeof(e->payer_id), "%s", payer_id);
-        e->next = r->balances[b];
-        r->balances[b] = e;
-        r->n_balances++;
-    }
-    e->funds = t.plan_credits_micros + t.wallet_micros;
-    e->balance_generation = bgen;
-    e->read_at = mono_ms();
-    *funds = e->funds;
     return RESOLVE_OK;
 }
 
@@ -388,16 +325,6 @@ enum resolve_status resolve_session(struct resolver *r, const struct resolve_ide
     return resolve_session_pin(r, id, p, session_id, out, NULL);
 }
 
-/* Rule 4's balance gate for a wallet line of a new session. */
-static enum resolve_status gate(struct resolver *r, const char *payer_id)
-{
-    int64_t funds = 0;
-    enum resolve_status st = payer_funds(r, payer_id, &funds);
-    if (st == RESOLVE_OK && funds <= 0)
-        st = RESOLVE_NO_FUNDS;
-    return st;
-}
-
 enum resolve_status resolve_pinned(struct resolver *r, const struct session_pin *pin,
                                    const struct provider *p, struct resolve_decision *out)
 {
@@ -410,8 +337,6 @@ enum resolve_status resolve_pinned(struct resolver *r, const struct session_pin 
         r->generation = gen;
     }
     enum resolve_status st = apply_pin(r, pin, p, out);
-    if (st == RESOLVE_OK && !out->byok)
-        st = gate(r, pin->payer_id);
     if (st != RESOLVE_OK)
         resolve_done(out);
     return st;
@@ -482,12 +407,6 @@ enum resolve_status resolve_session_pin(struct resolver *r, const struct resolve
         return st;
     }
     if (out->new_session) {
-        /* Rule 4: the balance gate, at the start of a session whose line
-         * goes to the wallet. BYOK lines never wait on the wallet. */
-        if (!out->byok && (st = gate(r, pin.payer_id)) != RESOLVE_OK) {
-            resolve_done(out);
-            return st;
-        }
         if (session_id != NULL) {
             struct session_pin kept = pin;
             session_put(id->tenant.id, session_id, r->cfg->session_ttl_s, &kept);

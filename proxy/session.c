@@ -152,7 +152,8 @@ bool session_put(const char *tenant_id, const char *session_id, int ttl_s, struc
     return kept;
 }
 
-void session_sweep(void)
+/* Drops every pin that is expired, or of tenant_id when it is not NULL. */
+static void drop_where(const char *tenant_id)
 {
     if (shards == NULL)
         return;
@@ -164,7 +165,8 @@ void session_sweep(void)
             struct entry **pp = &sh->buckets[b];
             while (*pp != NULL) {
                 struct entry *e = *pp;
-                if (e->expires_ms <= now) {
+                if (e->expires_ms <= now ||
+                    (tenant_id != NULL && strcmp(e->tenant_id, tenant_id) == 0)) {
                     *pp = e->next;
                     free(e);
                     atomic_fetch_sub(&n_entries, 1);
@@ -177,6 +179,16 @@ void session_sweep(void)
     }
     if (atomic_load(&n_entries) < max_entries)
         atomic_store(&warned_full, false);
+}
+
+void session_sweep(void)
+{
+    drop_where(NULL);
+}
+
+void session_drop_tenant(const char *tenant_id)
+{
+    drop_where(tenant_id);
 }
 
 void session_set_clock(int64_t (*clock)(void))

@@ -161,35 +161,13 @@ int store_usage_write(struct store *s, struct usage_record *records, size_t n, s
                       struct usage_record_lines *lines)
 {
     size_t dummy;
-    int rc = s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy, lines);
-    if (rc == STORE_OK) {
-        for (size_t i = 0; i < n; i++) {
-            if (!records[i].billed_byok &&
-                records[i].charged_plan_credits_micros + records[i].charged_wallet_micros > 0) {
-                store_balance_generation_bump();
-                break;
-            }
-        }
-    }
-    return rc;
+    return s->ops->usage_write(s, records, n, duplicates != NULL ? duplicates : &dummy, lines);
 }
 
 int store_usage_query(struct store *s, const char *tenant_id, const char *session_id, int limit,
                       json_t **out)
 {
     return s->ops->usage_query(s, tenant_id, session_id, limit, out);
-}
-
-static _Atomic uint64_t balance_generation = 1;
-
-uint64_t store_balance_generation(void)
-{
-    return atomic_load_explicit(&balance_generation, memory_order_acquire);
-}
-
-void store_balance_generation_bump(void)
-{
-    atomic_fetch_add_explicit(&balance_generation, 1, memory_order_acq_rel);
 }
 
 uint64_t store_generation(void)

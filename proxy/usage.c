@@ -12,6 +12,7 @@
 #include "common.h"
 #include "usage.h"
 #include "config.h"
+#include "ledger.h"
 #include "store.h"
 
 #include <dirent.h>
@@ -93,6 +94,8 @@ void usage_submit(const struct usage_record *r)
     }
     n->next = NULL;
     n->rec = *r;
+    /* Its hold becomes its exact charge, reserved until committed. */
+    ledger_settle(&n->rec);
     atomic_fetch_add_explicit(&stats.submitted, 1, memory_order_relaxed);
 
     pthread_mutex_lock(&q.mu);
@@ -341,9 +344,13 @@ static MUST_CHECK int commit_batch(struct usage_record *recs, size_t n, size_t *
     }
     size_t dups = 0;
     wr.lines.len = 0;
-    if (!have_store() || store_usage_write(wr.store, recs, n, &dups, &wr.lines) != STORE_OK) {
-        if (wr.store != NULL)
-            drop_store();
+    if (!have_store())
+        return -1;
+    ledger_batch_begin(recs, n);
+    bool ok = store_usage_write(wr.store, recs, n, &dups, &wr.lines) == STORE_OK;
+    ledger_batch_end(recs, n, ok);
+    if (!ok) {
+        drop_store();
         return -1;
     }
     atomic_fetch_add_explicit(&stats.batches, 1, memory_order_relaxed);
@@ -362,6 +369,7 @@ static MUST_CHECK int process_batch(struct usage_record *recs, size_t n)
         return 0;
     if (spool_write(recs, n) == -1)
         return -1;
+    ledger_batch_spooled(recs, n);
     log_warn("usage: store unavailable, %zu records spooled for replay", n);
     atomic_fetch_add_explicit(&stats.spooled, n, memory_order_relaxed);
     if (!wr.spool_pending)

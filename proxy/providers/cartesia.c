@@ -76,6 +76,13 @@ static json_t *error_body(int status, const char *type, const char *code, const 
     return json_pack("{s:s,s:s}", "error", message, "code", code);
 }
 
+/* The socket's error message: {"type":"error", ...} (PROVIDERS.md §4.2). */
+static json_t *ws_error(const char *type, const char *code, const char *message)
+{
+    (void)type;
+    return json_pack("{s:s,s:s,s:s}", "type", "error", "error", message, "code", code);
+}
+
 static const char *error_message(json_t *root)
 {
     json_t *v = json_object_get(root, "error");
@@ -142,6 +149,7 @@ const struct provider cartesia_provider = {
     .ws_forward_headers = ws_forward,
     .key_env_example = "CARTESIA_API_KEY",
     .error_body = error_body,
+    .ws_error = ws_error,
     .error_message = error_message,
     .price_fields = PROVIDER_PRICE_CHARACTERS | PROVIDER_PRICE_SESSION_MINUTE,
 };

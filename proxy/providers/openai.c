@@ -608,6 +608,13 @@ json_t *openai_error_body(int status, const char *type, const char *code, const 
                      "code", code);
 }
 
+/* Realtime's error event (PROVIDERS.md §1.8). */
+static json_t *ws_error(const char *type, const char *code, const char *message)
+{
+    return json_pack("{s:s,s:n,s:{s:s,s:s,s:s,s:n,s:n}}", "type", "error", "event_id", "error",
+                     "type", type, "code", code, "message", message, "param", "event_id");
+}
+
 const char *openai_error_message(json_t *root)
 {
     json_t *e = json_object_get(root, "error");
@@ -811,6 +818,7 @@ const struct provider openai_provider = {
     .ws_answer_protocols = ws_answer,
     .key_env_example = "OPENAI_API_KEY",
     .error_body = openai_error_body,
+    .ws_error = ws_error,
     .error_message = openai_error_message,
     .check = &check,
     .mint = &mint,

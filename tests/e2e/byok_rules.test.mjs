@@ -31,12 +31,14 @@ async function byokTenant({ enabled = true, selectOpenai = true, ...opts } = {})
 
 // An agency owner A (features as given, BYOK on with an OpenAI connection
 // when it has byok) and a subaccount S of A.
+// A plan that lost byok or agency after the subaccount joined (a parent must
+// have agency when the subaccount is attached, DESIGN §6).
 async function agency({ byok = true, agency: isAgency = true, walletDeduction = false, sub = {}, owner = {} } = {}) {
-  const a = await mkTenant(h, { byok: true, agency: isAgency, walletDeduction, ...owner });
+  const a = await mkTenant(h, { byok: true, agency: true, walletDeduction, ...owner });
   const ca = await connect(h, a.tenantId);
   await setByok(h, a.tenantId, true, { openai: ca.id });
-  if (!byok) await admin().patchTenant(a.tenantId, { features: { byok: false, agency: isAgency } });
   const s = await mkTenant(h, { parent: a.tenantId, ...sub });
+  if (!byok || !isAgency) await admin().patchTenant(a.tenantId, { features: { byok, agency: isAgency } });
   return { a, ca, s };
 }
 
@@ -159,6 +161,33 @@ test('owner lacking agency: its subaccount runs on platform keys, the owner pays
   const { a, s } = await agency({ agency: false });
   await expectResolve(h, s.tenantId, 'openai', { billedTo: 'wallet', payerId: a.tenantId });
   await line(h, s, { key: P(), billedTo: 'wallet', payerId: a.tenantId, watch: [s.tenantId] });
+});
+
+test('parent rules: a parent_id must name an agency tenant that is not a subaccount (400 naming why)', async () => {
+  const plain = await mkTenant(h, { byok: true, key: false });
+  const a = await mkTenant(h, { agency: true, key: false });
+  const s = await mkTenant(h, { parent: a.tenantId, key: false });
+  const cases = [
+    [{ parent_id: plain.tenantId }, /does not have the agency feature/],
+    [{ parent_id: s.tenantId }, /is itself a subaccount/],
+    [{ parent_id: 'no_such_tenant' }, /does not exist/],
+  ];
+  for (const [body, why] of cases) {
+    const r = await admin().req('POST', '/admin/tenants', { id: `t_child_${Math.random().toString(16).slice(2, 8)}`,
+      name: 'child', features: { byok: false, agency: false }, ...body });
+    assert.equal(r.status, 400, `create with ${JSON.stringify(body)}: ${r.text}`);
+    assert.match(r.json.error.message, why);
+    const p = await admin().req('PATCH', `/admin/tenants/${plain.tenantId}`, body);
+    if (body.parent_id !== plain.tenantId) {
+      assert.equal(p.status, 400, `patch with ${JSON.stringify(body)}: ${p.text}`);
+      assert.match(p.json.error.message, why);
+    }
+  }
+  // An agency owner with subaccounts cannot become a subaccount itself.
+  const a2 = await mkTenant(h, { agency: true, key: false });
+  const p = await admin().req('PATCH', `/admin/tenants/${a.tenantId}`, { parent_id: a2.tenantId });
+  assert.equal(p.status, 400);
+  assert.match(p.json.error.message, /owns subaccounts/);
 });
 
 test('owner lacking byok: its subaccount runs on platform keys, the owner pays', async () => {

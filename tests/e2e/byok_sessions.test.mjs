@@ -222,7 +222,7 @@ test("balance gate for a subaccount: the owner's balance counts, never the subac
   await onWallet(s0, a.tenantId, sid(), { watch: [s0.tenantId] });
 });
 
-test('balance gate: a running wallet session is not cut off when the payer drops to zero; new sessions are', async () => {
+test('balance gate: a pinned session keeps its keys, not its credit: every new request is gated', async () => {
   const t = await mkTenant(h, { plan: 0, wallet: 500_000 });
   const s1 = sid();
   await onWallet(t, t.tenantId, s1);
@@ -230,20 +230,16 @@ test('balance gate: a running wallet session is not cut off when the payer drops
   await admin().topup(t.tenantId, { wallet_micros: -b.wallet_micros });
   const zero = await admin().getTenant(t.tenantId);
   assert.equal(zero.wallet_micros + zero.plan_credits_micros, 0);
-  // The running session continues (and may go below zero).
-  await onWallet(t, t.tenantId, s1);
-  await onWallet(t, t.tenantId, s1);
-  const after = await admin().getTenant(t.tenantId);
-  assert.ok(after.wallet_micros < 0, 'the running session was charged past zero');
-  // New sessions and header-less requests are refused.
-  for (const session of [sid(), undefined]) {
+  // Every new request of the pinned session, and new sessions, are refused.
+  for (const session of [s1, sid(), undefined]) {
     const c = await call(h, t, { session });
     assertOpenAIError(c.res, 402);
     assert.equal(c.res.headers['x-should-retry'], 'false');
     assert.equal(c.ups.length, 0);
   }
-  // A top-up lets new sessions in again.
+  // A top-up lets the same session in again, on its pinned keys.
   await admin().topup(t.tenantId, { wallet_micros: 10_000_000 });
+  await onWallet(t, t.tenantId, s1);
   await onWallet(t, t.tenantId, sid());
 });
 

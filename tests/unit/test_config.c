@@ -526,6 +526,39 @@ static void test_ws_interval(void **state)
                  "usage.ws_interval_s: expected an integer", NULL);
 }
 
+/* "balance" (DESIGN §3.4, §4b): holds per line with a default, realtime's
+ * own default, the socket grace, the fleet hold TTL. */
+static void test_balance(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{}");
+    assert_int_equal(config_hold_micros(cfg, "llm"), 10000);
+    assert_int_equal(config_hold_micros(cfg, "tts"), 10000);
+    assert_int_equal(config_hold_micros(cfg, "realtime"), 100000);
+    assert_int_equal(config_hold_micros(cfg, "no-such-line"), 10000);
+    assert_int_equal(cfg->balance.ws_grace_micros, 0);
+    assert_int_equal(cfg->balance.hold_ttl_s, 900);
+    config_free(cfg);
+    cfg = parse_ok("{\"balance\": {\"hold_micros\": {\"default\": 500, \"stt\": 0}, "
+                   "\"ws_grace_micros\": 2000, \"hold_ttl_s\": 60}}");
+    assert_int_equal(config_hold_micros(cfg, "llm"), 500);
+    assert_int_equal(config_hold_micros(cfg, "stt"), 0);
+    assert_int_equal(config_hold_micros(cfg, "realtime"), 100000);
+    assert_int_equal(cfg->balance.ws_grace_micros, 2000);
+    assert_int_equal(cfg->balance.hold_ttl_s, 60);
+    config_free(cfg);
+    expect_error("{\"balance\": {\"hold_micros\": {\"chat\": 5}}}",
+                 "unknown key \"balance.hold_micros.chat\"", "llm", "realtime", NULL);
+    expect_error("{\"balance\": {\"hold_micros\": {\"llm\": -1}}}",
+                 "balance.hold_micros.llm: -1 is out of range", NULL);
+    expect_error("{\"balance\": {\"ws_grace_micros\": -1}}",
+                 "balance.ws_grace_micros:", "out of range", NULL);
+    expect_error("{\"balance\": {\"hold_ttl_s\": 0}}", "balance.hold_ttl_s: 0 is out of range",
+                 NULL);
+    expect_error("{\"balance\": {\"holds\": 1}}", "unknown key \"balance.holds\"", NULL);
+    expect_error("{\"balance\": 5}", "balance:", NULL);
+}
+
 /* A price field the provider does not bill is refused, naming the fields it
  * bills: a price that would never apply is a mistake. */
 static void test_unbilled_price_fields(void **state)
@@ -641,7 +674,7 @@ static void test_load_file_errors(void **state)
     assert_null(config_load(path, &err));
     assert_string_equal(err, "unknown key \"wrokers\" (expected one of: listen, admin_listen, "
                              "tls, workers, store, usage, upstreams, upstream_ca_file, "
-                             "platform_keys, session_ttl_s, log_level, limits, pricing)");
+                             "platform_keys, session_ttl_s, log_level, limits, pricing, balance)");
     free(err);
     write_file(path, "{\n  \"workers\": 1,\n  \"workers\": 2\n}\n");
     err = NULL;
@@ -750,21 +783,14 @@ static void test_shipped_example(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_unknown_keys),
-        cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_bad_addresses),
-        cmocka_unit_test(test_platform_keys),
-        cmocka_unit_test(test_bad_regions),
-        cmocka_unit_test(test_bad_urls),
-        cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_duplicate_key),
-        cmocka_unit_test(test_load_file_errors),
-        cmocka_unit_test(test_shipped_example),
-        cmocka_unit_test(test_platform_headers),
-        cmocka_unit_test(test_ws_interval),
-        cmocka_unit_test(test_unbilled_price_fields),
+        cmocka_unit_test(test_full_config),      cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_unknown_keys),     cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_addresses),    cmocka_unit_test(test_platform_keys),
+        cmocka_unit_test(test_bad_regions),      cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_platform_headers), cmocka_unit_test(test_ws_interval),
+        cmocka_unit_test(test_balance),          cmocka_unit_test(test_unbilled_price_fields),
         cmocka_unit_test(test_region_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
