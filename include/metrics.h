@@ -17,6 +17,7 @@ enum metrics_counter {
     METRICS_CONNECTIONS_ACCEPTED, /* downstream connections */
     METRICS_AUTH_FAILURES,        /* 401 on the data plane */
     METRICS_TOKENS_MINTED,        /* ephemeral tokens issued */
+    METRICS_CONN_UNREADABLE,      /* BYOK lines on the platform key: connection undecryptable */
     METRICS__COUNT
 };
 

@@ -490,7 +490,8 @@ void admin_byok_resolve(struct admin_ctx *x)
     struct resolve_rule rule;
     resolve_rule(&in, p, &rule);
     bool byok = rule.byok;
-    const char *reason = rule.reason;
+    const char *reason = rule.reason, *fallback = NULL;
+    char why[512];
     if (byok) {
         /* The rules selected a connection: it must still exist and open,
          * as at session start (resolve_session). */
@@ -500,6 +501,7 @@ void admin_byok_resolve(struct admin_ctx *x)
         rc = store_connection_get(x->a->store, rule.owner_id, rule.connection_id, &c);
         if (rc == STORE_ERR_NOT_FOUND || (rc == STORE_OK && c.provider != p)) {
             byok = false;
+            fallback = "connection_deleted";
             reason = "the selected connection no longer exists: platform key, billed to the "
                      "wallet";
         } else if (rc != STORE_OK) {
@@ -508,16 +510,23 @@ void admin_byok_resolve(struct admin_ctx *x)
         } else if (crypto_open(c.tenant_id, c.id, c.key_version, c.sealed, c.sealed_len, pt,
                                &pt_len) == -1) {
             byok = false;
-            reason = "the selected connection's key cannot be decrypted (sealed under another "
-                     "master key version?): platform key, billed to the wallet";
+            fallback = "connection_unreadable";
+            snprintf(why, sizeof(why),
+                     "the selected connection %s cannot be decrypted with the master key in "
+                     "force (version %d; it was sealed under version %d): platform key, billed "
+                     "to the wallet. Start the proxy with the master key it was sealed under, "
+                     "or finish the rotation with --rotate-master-key",
+                     c.id, crypto_key_version(), c.key_version);
+            reason = why;
         }
         crypto_wipe(pt, sizeof(pt));
     }
     json_t *body = json_pack(
-        "{s:s, s:o, s:s, s:o, s:s, s:s, s:s}", "provider", provider_name(p), "slot",
+        "{s:s, s:o, s:s, s:o, s:s, s:s, s:s, s:o}", "provider", provider_name(p), "slot",
         p->slot ? json_string(p->name) : json_null(), "billed_to", byok ? "byok" : "wallet",
         "connection_id", byok ? json_string(rule.connection_id) : json_null(), "payer_id",
-        rule.payer_id, "owner_id", rule.owner_id, "reason", reason ? reason : "");
+        rule.payer_id, "owner_id", rule.owner_id, "reason", reason ? reason : "", "fallback_reason",
+        fallback != NULL ? json_string(fallback) : json_null());
     admin_reply_json(x, 200, body, NULL, 0);
 }
 

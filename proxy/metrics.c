@@ -16,6 +16,9 @@ static const char *const counter_names[METRICS__COUNT][2] = {
     {"byok_connections_accepted_total", "Downstream connections accepted."},
     {"byok_auth_failures_total", "Requests refused for a missing or wrong proxy key."},
     {"byok_tokens_minted_total", "Ephemeral tokens issued for browsers."},
+    {"byok_connection_unreadable_total",
+     "Requests that fell back to the platform key because their BYOK connection could not be "
+     "decrypted with the master key in force (fallback_reason connection_unreadable)."},
 };
 
 static const char *const refusal_names[METRICS_REFUSED__COUNT] = {

@@ -5,8 +5,10 @@
 #include "common.h"
 #include "resolve.h"
 #include "crypto.h"
+#include "metrics.h"
 #include "session.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,6 +260,29 @@ static int connection_get(struct resolver *r, const char *owner_id, const char *
     return STORE_OK;
 }
 
+/* Connections already warned about as unreadable, process-wide, so the log
+ * says it once per connection (and sealed version), not once per request. */
+#define WARNED_MAX 4096
+static struct {
+    pthread_mutex_t mu;
+    size_t n;
+    char ids[WARNED_MAX][ID_MAX + 12];
+} warned = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static bool first_warning(const struct store_connection *c)
+{
+    char key[ID_MAX + 12];
+    snprintf(key, sizeof(key), "%s/%d", c->id, c->key_version);
+    bool first = true;
+    pthread_mutex_lock(&warned.mu);
+    for (size_t i = 0; i < warned.n && first; i++)
+        first = strcmp(warned.ids[i], key) != 0;
+    if (first && warned.n < WARNED_MAX)
+        memcpy(warned.ids[warned.n++], key, sizeof(key));
+    pthread_mutex_unlock(&warned.mu);
+    return first;
+}
+
 /* True when the sealed key opens under the master key in force. */
 static bool conn_opens(const struct store_connection *c)
 {
@@ -287,9 +312,18 @@ static enum resolve_status apply_pin(struct resolver *r, const struct session_pi
             return RESOLVE_OK;
         }
         if (rc == STORE_OK) {
-            log_warn("connection %s of tenant %s does not open (master key version %d in "
-                     "force, sealed under %d): platform key used",
-                     c->id, c->tenant_id, crypto_key_version(), c->key_version);
+            /* The seed's rule stands (the platform key carries the line),
+             * but loudly: after a botched master-key rotation every BYOK
+             * tenant would be billed to its wallet. */
+            metrics_inc(METRICS_CONN_UNREADABLE);
+            if (first_warning(c))
+                log_warn("connection %s of tenant %s cannot be decrypted (master key version %d "
+                         "in force, sealed under %d): its lines run on the platform key, billed "
+                         "to the wallet, with fallback_reason connection_unreadable. Start the "
+                         "proxy with the master key it was sealed under (BYOK_MASTER_KEY, "
+                         "BYOK_MASTER_KEY_VERSION), or finish the rotation with "
+                         "--rotate-master-key.",
+                         c->id, c->tenant_id, crypto_key_version(), c->key_version);
             snprintf(out->fallback_reason, sizeof(out->fallback_reason), "connection_unreadable");
         } else if (rc == STORE_ERR_NOT_FOUND) {
             snprintf(out->fallback_reason, sizeof(out->fallback_reason), "connection_deleted");

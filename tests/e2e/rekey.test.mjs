@@ -5,7 +5,7 @@
 // no longer starts it; a wrong current key changes nothing.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -98,4 +98,45 @@ test('rotation re-seals connections and keeps proxy keys working', { timeout: 90
   assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${byokKey}`);
   const c2 = await proxy.admin.ok('GET', `/admin/tenants/rk/connections/${conn.id}`);
   assert.equal(c2.key_hint.slice(-4), byokKey.slice(-4));
+});
+
+// A connection sealed under another master key (a rotation that did not
+// reach it): the seed's fallback to the platform key stands, but loudly.
+test('an undecryptable connection: platform key with fallback_reason, one warning, a metric, /resolve says so', { timeout: 60000 }, async () => {
+  const mock = await startMockOpenAI();
+  cleanup.push(() => mock.close());
+  let proxy = await startProxy({ mockUrl: mock.url });
+  const dir = proxy.dir;
+  cleanup.push(async () => { await proxy.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
+  const a = proxy.admin;
+  await a.createTenant({ id: 'ur', name: 'Unreadable', features: { byok: true }, wallet_micros: 1000000 });
+  const k = await a.createKey('ur');
+  const conn = await a.ok('POST', '/admin/tenants/ur/connections', { provider: 'openai', name: 'main', api_key: `sk-ur-${randomHex(8)}` });
+  await a.ok('PUT', '/admin/tenants/ur/byok', { enabled: true, slots: { openai: conn.id } });
+  assert.equal(await proxy.stop(), 0);
+  // What a half-finished rotation would leave: sealed under version 7.
+  const db = path.join(dir, 'byok.db');
+  const upd = spawnSync('sqlite3', [db, `UPDATE connections SET key_version = 7 WHERE id = '${conn.id}';`]);
+  assert.equal(upd.status, 0, String(upd.stderr));
+  proxy = await startProxy({ dir, secrets: proxy.secrets });
+  const res = [];
+  for (let i = 0; i < 3; i++) {
+    const mark = mock.requests.length;
+    const r = await chat(proxy, k.key);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-billed-to'], 'wallet');
+    assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${proxy.platformKey}`);
+    res.push(r.headers['x-proxy-request-id']);
+  }
+  const recs = await proxy.admin.waitRecords('ur', 3);
+  for (const r of recs) assert.equal(r.fallback_reason, 'connection_unreadable');
+  const warnings = proxy.logs().split('\n').filter((l) => l.includes(conn.id) && l.includes('cannot be decrypted'));
+  assert.equal(warnings.length, 1, `one warning for the connection, not one per request:\n${warnings.join('\n')}`);
+  const metrics = await fetch(`${proxy.adminUrl}/metrics`, { headers: { authorization: `Bearer ${proxy.secrets.adminToken}` } }).then((r) => r.text());
+  assert.match(metrics, /^byok_connection_unreadable_total 3$/m);
+  const why = await proxy.admin.resolve('ur', 'openai');
+  assert.equal(why.billed_to, 'wallet');
+  assert.equal(why.fallback_reason, 'connection_unreadable');
+  assert.match(why.reason, /cannot be decrypted/);
+  assert.match(why.reason, new RegExp(conn.id));
 });
