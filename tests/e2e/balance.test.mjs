@@ -33,12 +33,15 @@ async function charged(proxy, tenantId) {
   return { recs, sum: recs.reduce((s, r) => s + r.charged.plan_credits_micros + r.charged.wallet_micros, 0) };
 }
 
-describe('HTTP lines', () => {
+describe('HTTP lines, and a Deepgram live socket charged by interval', () => {
   let h;
   before(async () => {
     h = await providersSetup({
       providers: ['deepgram'],
-      patch: (cfg) => { cfg.balance = { hold_micros: { default: 10000, llm: LLM_HOLD } }; },
+      patch: (cfg) => {
+        cfg.balance = { hold_micros: { default: 10000, llm: LLM_HOLD } };
+        cfg.usage.ws_interval_s = 1;
+      },
     });
   });
   after(async () => { await h?.teardown(); });
@@ -133,6 +136,44 @@ describe('HTTP lines', () => {
     assert.equal(h.mock.since(markO).length + h.mocks.deepgram.since(markD).length, 0, 'nothing upstream');
     const after = await h.proxy.admin.getTenant(t.tenantId);
     assert.equal(funds(after), 5 - rec.cost_micros, 'the overdraft stopped at one request');
+  });
+
+  test('Deepgram live on the wallet: each interval record is charged while it streams; past zero it ends (1008), in Deepgram\'s shape', async () => {
+    // nova-3 at 4300 micro-USD a minute: 10 s of audio cost 717.
+    const t = await mkTenant(h.proxy, { wallet: 1000 });
+    const ws = new WebSocket(`ws://127.0.0.1:${h.proxy.port}/deepgram/v1/listen?model=nova-3&encoding=linear16&sample_rate=16000`,
+      [], { headers: { authorization: `Token ${t.key}` } });
+    const texts = [];
+    ws.on('message', (m, binary) => { if (!binary) texts.push(JSON.parse(m.toString())); });
+    const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    const tenSeconds = makeWav(10).subarray(44);
+    ws.send(tenSeconds);
+    // The first interval record is charged while the socket is still open.
+    const first = await waitFor(async () => (await h.proxy.admin.usage({ tenant_id: t.tenantId })).find((r) => r.line === 'stt'),
+      { what: 'first interval record' });
+    assert.equal(first.final, false);
+    assert.equal(ws.readyState, WebSocket.OPEN, 'still open: 1000 - 717 > 0');
+    // The balance already moved by what the records written so far charged.
+    await waitFor(async () => {
+      const recs = await h.proxy.admin.usage({ tenant_id: t.tenantId });
+      const sum = recs.reduce((a, r) => a + r.charged.plan_credits_micros + r.charged.wallet_micros, 0);
+      return sum >= first.cost_micros && funds(await h.proxy.admin.getTenant(t.tenantId)) === 1000 - sum;
+    }, { what: 'balance moved by the interval charges while the socket is open' });
+    assert.equal(ws.readyState, WebSocket.OPEN);
+    ws.send(tenSeconds);
+    const end = await closed;
+    assert.equal(end.code, 1008);
+    assert.equal(end.reason, 'insufficient_balance');
+    assert.equal(texts.at(-1)?.err_code, 'insufficient_balance', "the last message is Deepgram's error shape");
+    const recs = await waitFor(async () => {
+      const r = await h.proxy.admin.usage({ tenant_id: t.tenantId });
+      return r.some((x) => x.line === 'stt' && x.final) ? r : null;
+    }, { what: 'final stt record' });
+    const sum = recs.reduce((a, r) => a + r.charged.plan_credits_micros + r.charged.wallet_micros, 0);
+    const after = await h.proxy.admin.getTenant(t.tenantId);
+    assert.equal(funds(after), 1000 - sum, 'Σ charged = balance drop');
+    assert.ok(funds(after) <= 0 && funds(after) > -800, `overdraft bounded by one interval (${funds(after)})`);
   });
 
   test('a subaccount that left its agency does not keep the agency\'s BYOK key in a pinned session', async () => {
