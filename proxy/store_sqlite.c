@@ -1371,14 +1371,21 @@ struct store *store_sqlite_open(const char *path, char **err)
         goto failed;
     }
     /* Create the file ourselves so it (and its -wal/-shm, which copy its
-     * mode) is not world-readable: it holds balances and key hashes. */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd == -1) {
+     * mode) is not world-readable: it holds balances and key hashes. Only
+     * when it does not exist: close() of any descriptor of the file drops
+     * every POSIX lock this process holds on it, including the SHARED locks
+     * of the connections already open (sqlite.org "How To Corrupt" 2.2).
+     * Another process (an operator's sqlite3) then believes it is the last
+     * user and deletes the WAL under them: later commits go to an unlinked
+     * file and are lost on a crash. */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd == -1 && errno != EEXIST) {
         if (asprintf(err, "cannot open the store %s: %s", path, strerror(errno)) == -1)
             *err = NULL;
         goto failed;
     }
-    close(fd);
+    if (fd != -1)
+        close(fd);
 
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

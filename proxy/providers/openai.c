@@ -6,8 +6,10 @@
  *                 proxy asks for it with stream_options.include_usage and
  *                 drops it when the client did not); cut streams are
  *                 estimated at 4 characters per token from the prompt text
- *                 and the streamed text.
- *   responses     $.usage, or the terminal event's $.response.usage.
+ *                 and the relayed text (streamed, or of a reply cut before
+ *                 its usage).
+ *   responses     $.usage, or the terminal event's $.response.usage;
+ *                 estimated as chat when cut.
  *   embeddings    $.usage.prompt_tokens.
  *   speech        characters of "input" (tts-1*), or the tokens of a
  *                 speech.audio.done event (stream_format sse).
@@ -109,6 +111,8 @@ static void chat_json(struct meter *m, const char *body, size_t len)
     const json_t *u = reply_usage(m, body, len, &root, &fast);
     if (json_is_object(u))
         chat_usage(m, u);
+    else /* cut before its usage: the estimate counts the text relayed */
+        m->output_chars = meter_scan_string_chars(body, len, "content");
     json_decref(root);
     json_decref(fast);
 }
@@ -119,6 +123,8 @@ static void responses_json(struct meter *m, const char *body, size_t len)
     const json_t *u = reply_usage(m, body, len, &root, &fast);
     if (json_is_object(u))
         responses_usage(m, u);
+    else /* cut before its usage: the estimate counts the text relayed */
+        m->output_chars = meter_scan_string_chars(body, len, "text");
     json_decref(root);
     json_decref(fast);
 }

@@ -481,6 +481,48 @@ static void test_chat_stream_estimate(void **state)
     assert_int_equal(m.units.output_tokens, 2); /* ceil(5/4) */
 }
 
+/* A non-stream reply cut before its usage (the upstream reset mid-body):
+ * estimated from the prompt and the text that was relayed, as a cut
+ * stream is, not from the prompt alone. */
+static void test_cut_reply_estimate(void **state)
+{
+    (void)state;
+    struct meter m;
+    char *rw = NULL;
+    size_t rw_len;
+    meter_init(&m, OPS_CHAT);
+    assert_int_equal(request(&m,
+                             "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"123456789\"}]}",
+                             &rw, &rw_len),
+                     0);
+    assert_null(rw);
+    response(&m, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                 "\"assistant\",\"content\":\"Hello there\",\"refusal\":null},"
+                 "\"finish_reason\":\"stop\"}],");
+    assert_false(m.got_usage);
+    assert_true(meter_finish(&m));
+    assert_int_equal(m.units.input_tokens, 3);  /* ceil(9/4) */
+    assert_int_equal(m.units.output_tokens, 3); /* ceil(11/4) */
+
+    /* Cut inside the text: what arrived counts. */
+    meter_init(&m, OPS_CHAT);
+    assert_int_equal(request(&m, "{\"model\":\"gpt-4o\",\"messages\":[]}", &rw, &rw_len), 0);
+    response(&m, "{\"choices\":[{\"message\":{\"content\":\"abcde");
+    assert_true(meter_finish(&m));
+    assert_int_equal(m.units.output_tokens, 2); /* ceil(5/4) */
+
+    meter_init(&m, OPS_RESPONSES);
+    assert_int_equal(request(&m, "{\"model\":\"gpt-4.1\",\"input\":\"hello\"}", &rw, &rw_len), 0);
+    response(&m, "{\"id\":\"resp_1\",\"output\":[{\"type\":\"message\",\"content\":[{"
+                 "\"type\":\"output_text\",\"text\":\"Hi there, friend\"}]}],\"text\":{"
+                 "\"format\":{\"type\":\"text\"}},");
+    assert_false(m.got_usage);
+    assert_true(meter_finish(&m));
+    assert_int_equal(m.units.input_tokens, 2);  /* ceil(5/4) */
+    assert_int_equal(m.units.output_tokens, 4); /* ceil(16/4) */
+}
+
 static void test_responses(void **state)
 {
     (void)state;
@@ -913,6 +955,7 @@ int main(void)
         cmocka_unit_test(test_chat_stream_drop_rule),
         cmocka_unit_test(test_chat_usage_with_choices_kept),
         cmocka_unit_test(test_chat_stream_estimate),
+        cmocka_unit_test(test_cut_reply_estimate),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_responses_stream),
         cmocka_unit_test(test_embeddings),

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -1391,6 +1392,37 @@ static void test_concurrent_handles(void **state)
     store_close(s);
 }
 
+/* A second handle on the same file (every worker's, the writer's reopen
+ * after a failure) must not drop the POSIX locks the first one holds: with
+ * them gone, another process (an operator's sqlite3) believes it is the
+ * last user when it closes, checkpoints and deletes the WAL under the
+ * proxy, whose later commits then go to an unlinked file. In WAL mode each
+ * open handle holds SHARED on the database file: the lock-byte page's
+ * shared range (sqlite.org/fileformat2.html: 510 bytes at 2^30 + 2). An
+ * open file description lock conflicts with it even in this process. */
+static bool shared_lock_held(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd != -1);
+    struct flock fl = {
+        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000002, .l_len = 510};
+    assert_int_equal(fcntl(fd, F_OFD_GETLK, &fl), 0);
+    close(fd); /* drops this process's locks too: only at the end of a test */
+    return fl.l_type != F_UNLCK;
+}
+
+static void test_second_handle_keeps_locks(void **state)
+{
+    struct fixture *f = *state;
+    char *err = NULL;
+    struct store *again = store_sqlite_open(f->path, &err);
+    assert_non_null(again);
+    assert_int_equal(store_ping(f->s), STORE_OK);
+    assert_int_equal(store_ping(again), STORE_OK);
+    assert_true(shared_lock_held(f->path));
+    store_close(again);
+}
+
 #define STORM_THREADS 8
 
 struct storm_arg {
@@ -1461,6 +1493,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open_storm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_handle_keeps_locks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cross_tenant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byok_settings, setup, teardown),
