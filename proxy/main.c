@@ -281,6 +281,7 @@ int main(int argc, char **argv)
     SSL_CTX *tls_client = NULL; /* upstream wss:// */
     char err[512];
     char *errp = NULL;
+    struct store_lock *lock = NULL; /* the store, ours for the process's life */
 
     memset(&admin_loop, 0, sizeof(admin_loop));
     for (int i = 1; i < argc; i++) {
@@ -356,6 +357,14 @@ int main(int argc, char **argv)
         goto done;
     }
 
+    /* One proxy per store, for the whole life of this one: taken before the
+     * first connection (it may create the database file, which only then
+     * is safe), released after the last. */
+    if (store_lock(cfg, &lock, &errp) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", errp ? errp : "cannot lock the store");
+        log_error("refusing to start: %s", errp ? errp : "cannot lock the store");
+        goto done;
+    }
     /* Open (and migrate) the store once here so a bad path fails before any
      * thread starts. */
     struct store *probe = store_open(cfg, &errp);
@@ -506,6 +515,7 @@ done:
         loop_free(&admin_loop);
     if (writer_started)
         usage_writer_stop();
+    store_unlock(lock); /* every connection is closed by now */
     free(errp);
     session_shutdown();
     ephemeral_shutdown();

@@ -162,6 +162,7 @@ int rekey_rotate(const struct config *cfg, FILE *out)
 {
     int rc = 1;
     struct store *s = NULL;
+    struct store_lock *lock = NULL;
     char *serr = NULL;
     char err[256];
     size_t new_len = 0, cur_len = 0;
@@ -211,6 +212,14 @@ int rekey_rotate(const struct config *cfg, FILE *out)
     }
     r->next_version = r->cur_version + 1;
 
+    /* Re-sealing under a running proxy would leave it with keys it can no
+     * longer open: refuse while one holds the store, and hold the store
+     * ourselves meanwhile so none starts. */
+    if (store_lock(cfg, &lock, &serr) == -1) {
+        fprintf(out, "byok-proxy: nothing changed: %s; stop it before rotating the master key\n",
+                serr != NULL ? serr : "cannot lock the store");
+        goto out;
+    }
     s = store_open(cfg, &serr);
     if (s == NULL) {
         fprintf(out, "byok-proxy: store: %s\n", serr != NULL ? serr : "cannot open");
@@ -238,6 +247,7 @@ int rekey_rotate(const struct config *cfg, FILE *out)
     rc = 0;
 out:
     store_close(s);
+    store_unlock(lock);
     free(serr);
     free_secret_text(new_text, new_len);
     free_secret_text(cur_text, cur_len);
