@@ -22,7 +22,7 @@
  * that returned (an acknowledged admin write, a charged batch) survives a
  * power loss too; NORMAL syncs only at checkpoints and may lose the last
  * commits. The cost is one fsync per transaction: the usage writer pays it
- * once per batch (README "Durability" has the figures). Overridable at build
+ * once per batch (README, "The SQLite store", has the figures). Overridable at build
  * time only to measure that (tests/bench/usage_writer.sh). */
 #ifndef STORE_SQLITE_SYNCHRONOUS
 #define STORE_SQLITE_SYNCHRONOUS "FULL"
