@@ -31,7 +31,8 @@ struct config_provider_prices {
 
 struct config_platform_key {
     char *key_env; /* name of the environment variable (may be NULL: provider unused) */
-    char *key;     /* its value, read at load; wiped by config_free(); NULL when unset */
+    char *key;     /* its value, read at load (secret_alloc memory, out of core dumps);
+                      wiped by config_free(); NULL when unset */
     char *region;  /* providers whose hosts depend on the key's region */
     /* Values of the provider's platform headers (provider.h), NULL unset. */
     char *headers[PROVIDER_HDR_MAX];
@@ -103,6 +104,11 @@ MUST_CHECK struct config *config_load(const char *path, char **err);
 MUST_CHECK struct config *config_parse(const char *json_text, char **err);
 /* Wipes the platform keys and frees. config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);
+/* Takes every secret the config named out of the process environment
+ * (secret_env_wipe: overwritten in place, then unset): each platform key
+ * variable. Call once the config is loaded (it holds the copies); a
+ * config_load() after it would find the variables gone. */
+void config_wipe_secret_env(const struct config *cfg);
 
 /* Splits "host:port" (IPv4, [IPv6] or a name) into its parts. Returns -1 with a
  * message in err (size err_size) on a malformed address. */

@@ -78,6 +78,23 @@ struct store {
     const struct store_ops *ops;
 };
 
+/* One process per store (DESIGN §7). The SQLite backend takes an exclusive
+ * flock(2) on "<path>.lock" next to the database (never on the database file:
+ * SQLite's own POSIX locks live there) and writes the holder's pid in it;
+ * the kernel drops it when the process ends, kill -9 included. It also
+ * creates the database file (mode 0600; SQLite gives its -wal and -shm the
+ * same mode) when there is none, so call it before the process's first
+ * store_open(): once a connection exists, nothing but SQLite may open or
+ * close the file (a close drops every POSIX lock the process holds on it).
+ * A backend shared by a fleet (Redis) takes no lock: *out = NULL. -1 with
+ * *err set (caller frees) when another process holds the store (naming its
+ * pid when known) or the lock file cannot be made. Caller releases with
+ * store_unlock() after its last store_close(). */
+struct store_lock;
+MUST_CHECK int store_lock(const struct config *cfg, struct store_lock **out, char **err);
+/* Releases the lock and frees l. store_unlock(NULL) is a no-op. */
+void store_unlock(struct store_lock *l);
+
 /* Opens a handle for the calling thread (creating/migrating the schema on
  * first use for SQLite). Returns NULL with *err set (caller frees) on failure.
  * Caller frees with store_close(). */
@@ -203,8 +220,13 @@ struct store_ops {
     int (*reseal_all)(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
 };
 
-/* SQLite backend constructor (store_sqlite.c). */
+/* SQLite backend constructor (store_sqlite.c). Never opens the file itself:
+ * a missing file is created by SQLite with the default mode, so the proxy
+ * creates it first (store_lock). */
 MUST_CHECK struct store *store_sqlite_open(const char *path, char **err);
+/* SQLite backend's store_lock() (store_sqlite.c). */
+MUST_CHECK int store_sqlite_lock(const char *path, struct store_lock **out, char **err);
+void store_sqlite_unlock(struct store_lock *l);
 
 /* Global generation number: bumped by every admin write that changes what
  * the data plane resolves (tenants, keys); workers drop their caches when it

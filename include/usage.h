@@ -11,7 +11,11 @@
  *                                                 |    text, after commit)
  *                                                 +--> spool dir (fsync'd) when
  *                                                      the store fails; replayed
- *                                                      later, none lost */
+ *                                                      later, none lost
+ *
+ * Every record, live or replayed, is checked first (usage_record_check): a
+ * refused one is logged and appended to "<spool_dir>/rejected" for a human,
+ * never stored or charged. */
 #ifndef BYOK_USAGE_H
 #define BYOK_USAGE_H
 
@@ -35,6 +39,7 @@ void usage_writer_sync(void);
 /* Counters for /metrics. */
 struct usage_stats {
     uint64_t submitted, written, duplicates, spooled, replayed, batches;
+    uint64_t rejected; /* refused by usage_record_check(): set aside, never charged */
 };
 void usage_writer_stats(struct usage_stats *out);
 

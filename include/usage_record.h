@@ -73,8 +73,30 @@ json_t *usage_record_to_json(const struct usage_record *r);
  * Returns the length, or -1 if size is too small. */
 MUST_CHECK int usage_record_format(const struct usage_record *r, char *buf, size_t size);
 /* Inverse of usage_record_to_json (spool replay). obj is borrowed. Returns
- * -1 on a malformed object. */
+ * -1 on a malformed object or one usage_record_check() refuses. */
 MUST_CHECK int usage_record_from_json(json_t *obj, struct usage_record *r);
+/* The same, saying why a record is refused in why (why_size bytes; may be
+ * NULL): field names and numbers only, never a value of the record. */
+MUST_CHECK int usage_record_parse(json_t *obj, struct usage_record *r, char *why, size_t why_size);
+
+/* Largest amount a record may carry, in micro-USD: 10^12 = $1,000,000 in
+ * one request or socket interval is a corrupt or forged record, never a real
+ * charge. Units (tokens, characters, audio milliseconds) have the same
+ * bound. */
+#define USAGE_AMOUNT_MAX INT64_C(1000000000000)
+#define USAGE_UNITS_MAX  INT64_C(1000000000000)
+
+/* What every record must satisfy before the store charges it, whether it
+ * comes from a request, the spool or a replay (DESIGN §7): record, tenant
+ * and payer ids present and well formed, a provider, no amount or unit
+ * negative or above its bound. (The charged amounts a record carries are
+ * only checked for range: the store charges from cost_micros and billed_to
+ * and writes its own.) 0, or -1 with why (as usage_record_parse). */
+MUST_CHECK int usage_record_check(const struct usage_record *r, char *why, size_t why_size);
+/* A record, tenant or payer id: 1..ID_MAX-1 of [A-Za-z0-9._-], what the
+ * proxy makes (ULIDs) and the admin API accepts for tenants. Only such an id
+ * is ever printed from a refused record. */
+bool usage_record_id_valid(const char *s);
 
 /* Records as JSON lines (JSONL), one usage_record_format text and '\n' per
  * record, in a growable buffer that is reused from batch to batch: start it

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "httpparse.h"
+#include "secret.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -559,7 +560,7 @@ static int parse_platform_key(struct cfg_parser *p, const struct provider *pr, j
         return fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
     if (val[0] == '\0')
         return fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
-    if ((pk->key = strdup(val)) == NULL)
+    if ((pk->key = secret_strdup(val)) == NULL)
         return fail(p, "%s: out of memory", kpath);
     if (pr->region) {
         char rpath[KEYPATH_MAX], msg[256];
@@ -971,9 +972,7 @@ void config_free(struct config *cfg)
     free(cfg->log_level);
     for (int i = 0; i < PROVIDER_MAX; i++) {
         struct config_platform_key *pk = &cfg->platform_keys[i];
-        if (pk->key != NULL)
-            OPENSSL_cleanse(pk->key, strlen(pk->key));
-        free(pk->key);
+        secret_free(pk->key); /* wipes */
         free(pk->key_env);
         free(pk->region);
         for (int h = 0; h < PROVIDER_HDR_MAX; h++)
@@ -986,6 +985,15 @@ void config_free(struct config *cfg)
     }
     OPENSSL_cleanse(cfg, sizeof(*cfg));
     free(cfg);
+}
+
+void config_wipe_secret_env(const struct config *cfg)
+{
+    for (int i = 0; i < PROVIDER_MAX; i++)
+        if (cfg->platform_keys[i].key_env != NULL)
+            secret_env_wipe(cfg->platform_keys[i].key_env);
+    /* A Redis password variable (fleet mode, DESIGN §7b) belongs here too
+     * once the config reads one. */
 }
 
 const char *config_upstream(const struct config *cfg, const struct provider *p, int host)

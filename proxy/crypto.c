@@ -3,6 +3,7 @@
  * OpenSSL 3. */
 #include "common.h"
 #include "crypto.h"
+#include "secret.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -35,13 +36,18 @@ static const char crockford_upper[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 static const char crockford_lower[] = "0123456789abcdefghjkmnpqrstvwxyz";
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* Written once at startup (before worker threads exist), read-only after. */
-static unsigned char master_key[CRYPTO_MASTER_KEY_LEN];
+/* The master key and the proxy-key hashing key share one secret_alloc()
+ * page (out of core dumps, locked in RAM when allowed). Written at startup
+ * (before worker threads exist), read-only after. */
+struct key_page {
+    unsigned char master[CRYPTO_MASTER_KEY_LEN];
+    unsigned char hash[CRYPTO_HASH_LEN];
+};
+static struct key_page *keys;
 static bool master_loaded; /* seal/open refuse to run on a wiped (zero) key */
 static int key_version = 1;
-static unsigned char hash_key[CRYPTO_HASH_LEN];
 static _Atomic uint64_t open_count;
-/* HMAC-SHA256 under hash_key with the key schedule done once: the digest
+/* HMAC-SHA256 under keys->hash with the key schedule done once: the digest
  * states after the ipad and opad blocks. crypto_key_hash() copies them per
  * call, which avoids HMAC()'s algorithm fetch on every request. Read-only
  * after init, so threads share them. */
@@ -57,6 +63,14 @@ static void hmac_states_free(void)
     sha256_md = NULL;
 }
 
+/* The key page, allocated at first use; NULL only when out of memory. */
+static struct key_page *keys_get(void)
+{
+    if (keys == NULL)
+        keys = secret_alloc(sizeof(*keys));
+    return keys;
+}
+
 static MUST_CHECK int hmac_states_init(void)
 {
     unsigned char pad[64];
@@ -67,14 +81,14 @@ static MUST_CHECK int hmac_states_init(void)
     if (sha256_md == NULL || hmac_inner == NULL || hmac_outer == NULL)
         goto failed;
     memset(pad, 0x36, sizeof(pad));
-    for (size_t i = 0; i < sizeof(hash_key); i++)
-        pad[i] ^= hash_key[i];
+    for (size_t i = 0; i < sizeof(keys->hash); i++)
+        pad[i] ^= keys->hash[i];
     if (EVP_DigestInit_ex(hmac_inner, sha256_md, NULL) != 1 ||
         EVP_DigestUpdate(hmac_inner, pad, sizeof(pad)) != 1)
         goto failed;
     memset(pad, 0x5c, sizeof(pad));
-    for (size_t i = 0; i < sizeof(hash_key); i++)
-        pad[i] ^= hash_key[i];
+    for (size_t i = 0; i < sizeof(keys->hash); i++)
+        pad[i] ^= keys->hash[i];
     if (EVP_DigestInit_ex(hmac_outer, sha256_md, NULL) != 1 ||
         EVP_DigestUpdate(hmac_outer, pad, sizeof(pad)) != 1)
         goto failed;
@@ -86,19 +100,19 @@ failed:
     return -1;
 }
 
-/* HKDF-SHA256(master, no salt, info) -> hash_key. */
+/* HKDF-SHA256(master, no salt, info) -> keys->hash. */
 static MUST_CHECK int derive_hash_key(void)
 {
     int rc = -1;
-    size_t out_len = sizeof(hash_key);
+    size_t out_len = sizeof(keys->hash);
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
     if (ctx == NULL)
         goto out;
     if (EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) <= 0 ||
-        EVP_PKEY_CTX_set1_hkdf_key(ctx, master_key, sizeof(master_key)) <= 0 ||
+        EVP_PKEY_CTX_set1_hkdf_key(ctx, keys->master, sizeof(keys->master)) <= 0 ||
         EVP_PKEY_CTX_add1_hkdf_info(ctx, (const unsigned char *)HASH_KEY_INFO,
                                     (int)strlen(HASH_KEY_INFO)) <= 0 ||
-        EVP_PKEY_derive(ctx, hash_key, &out_len) <= 0 || out_len != sizeof(hash_key))
+        EVP_PKEY_derive(ctx, keys->hash, &out_len) <= 0 || out_len != sizeof(keys->hash))
         goto out;
     if (hmac_states_init() == -1)
         goto out;
@@ -168,34 +182,26 @@ static MUST_CHECK int read_key_version(int *out, char *err, size_t err_size)
 int crypto_init_from_env(char *err, size_t err_size)
 {
     int rc = -1;
-    char *copy = NULL;
     unsigned char *decoded = NULL;
-    size_t copy_len = 0, decoded_cap = 0;
+    size_t decoded_cap = 0;
     char version_err[160] = "";
     int version = 1;
+    bool oom = false;
     /* Read (and remove) both variables before judging either, so a bad
      * version never leaves the key behind in the environment. */
     bool version_ok = read_key_version(&version, version_err, sizeof(version_err)) == 0;
-
-    const char *val = getenv(MASTER_KEY_ENV);
-    if (val != NULL) {
-        copy_len = strlen(val);
-        copy = strdup(val);
-        /* Take the key out of the environment: unsetenv keeps it from
-         * child processes, and overwriting the string in place keeps it out
-         * of /proc/<pid>/environ (which shows the original block). */
-        OPENSSL_cleanse((char *)val, copy_len);
-        unsetenv(MASTER_KEY_ENV);
-        if (copy == NULL) {
-            snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
-            goto out;
-        }
+    /* Out of the environment at once: wiped in place, so it is gone from
+     * /proc/<pid>/environ too, and unset, so no child inherits it. */
+    char *copy = secret_env_take(MASTER_KEY_ENV, &oom);
+    if (oom) {
+        snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
+        goto out;
     }
     if (copy == NULL || copy[0] == '\0') {
         snprintf(err, err_size, "%s is not set: " MASTER_KEY_ADVICE, MASTER_KEY_ENV);
         goto out;
     }
-    decoded_cap = 3 * (copy_len / 4) + 3;
+    decoded_cap = 3 * (strlen(copy) / 4) + 3;
     decoded = malloc(decoded_cap);
     if (decoded == NULL) {
         snprintf(err, err_size, "out of memory reading %s", MASTER_KEY_ENV);
@@ -210,7 +216,11 @@ int crypto_init_from_env(char *err, size_t err_size)
         snprintf(err, err_size, "%s", version_err);
         goto out;
     }
-    memcpy(master_key, decoded, CRYPTO_MASTER_KEY_LEN);
+    if (keys_get() == NULL) {
+        snprintf(err, err_size, "out of memory for the keys");
+        goto out;
+    }
+    memcpy(keys->master, decoded, CRYPTO_MASTER_KEY_LEN);
     master_loaded = true;
     key_version = version;
     if (derive_hash_key() == -1) {
@@ -221,10 +231,7 @@ int crypto_init_from_env(char *err, size_t err_size)
     }
     rc = 0;
 out:
-    if (copy != NULL) {
-        OPENSSL_cleanse(copy, copy_len);
-        free(copy);
-    }
+    secret_free(copy);
     if (decoded != NULL) {
         OPENSSL_cleanse(decoded, decoded_cap);
         free(decoded);
@@ -234,12 +241,17 @@ out:
 
 void crypto_init_raw(const unsigned char key[CRYPTO_MASTER_KEY_LEN])
 {
-    memcpy(master_key, key, CRYPTO_MASTER_KEY_LEN);
+    /* Only reachable failures: no memory for one page, or OpenSSL itself
+     * broken; hashing with a zero key would silently accept wrong keys
+     * later, so stop here. */
+    if (keys_get() == NULL) {
+        log_error("crypto: out of memory for the keys");
+        abort();
+    }
+    memcpy(keys->master, key, CRYPTO_MASTER_KEY_LEN);
     master_loaded = true;
     key_version = 1;
     if (derive_hash_key() == -1) {
-        /* Only reachable when OpenSSL itself is broken; hashing with a zero
-         * key would silently accept wrong keys later, so stop here. */
         log_error("crypto: HKDF derivation failed");
         abort();
     }
@@ -247,9 +259,9 @@ void crypto_init_raw(const unsigned char key[CRYPTO_MASTER_KEY_LEN])
 
 void crypto_shutdown(void)
 {
-    OPENSSL_cleanse(master_key, sizeof(master_key));
+    secret_free(keys); /* wipes */
+    keys = NULL;
     master_loaded = false;
-    OPENSSL_cleanse(hash_key, sizeof(hash_key));
     hmac_states_free();
 }
 
@@ -279,8 +291,12 @@ int crypto_decode_master_key(const char *b64, unsigned char key[CRYPTO_MASTER_KE
 
 void crypto_set_hash_key(const unsigned char key[CRYPTO_HASH_LEN])
 {
-    memcpy(hash_key, key, CRYPTO_HASH_LEN);
-    /* crypto_key_hash works from the precomputed states, not hash_key. If
+    if (keys_get() == NULL) {
+        log_error("crypto: out of memory for the keys");
+        abort();
+    }
+    memcpy(keys->hash, key, CRYPTO_HASH_LEN);
+    /* crypto_key_hash works from the precomputed states, not keys->hash. If
      * this fails (OpenSSL broken) the states are gone and every compare
      * fails closed. */
     if (hmac_states_init() == -1)
@@ -289,7 +305,11 @@ void crypto_set_hash_key(const unsigned char key[CRYPTO_HASH_LEN])
 
 void crypto_get_hash_key(unsigned char out[CRYPTO_HASH_LEN])
 {
-    memcpy(out, hash_key, CRYPTO_HASH_LEN);
+    if (keys == NULL) {
+        memset(out, 0, CRYPTO_HASH_LEN);
+        return;
+    }
+    memcpy(out, keys->hash, CRYPTO_HASH_LEN);
 }
 
 /* AAD = tenant_id || 0x00 || connection_id: the separator keeps ("ab","c")
@@ -397,7 +417,7 @@ int crypto_seal(const char *tenant_id, const char *connection_id, const unsigned
 {
     if (!master_loaded)
         return -1;
-    return crypto_seal_with(master_key, tenant_id, connection_id, pt, pt_len, out, out_len);
+    return crypto_seal_with(keys->master, tenant_id, connection_id, pt, pt_len, out, out_len);
 }
 
 int crypto_open(const char *tenant_id, const char *connection_id, int version,
@@ -410,7 +430,7 @@ int crypto_open(const char *tenant_id, const char *connection_id, int version,
         OPENSSL_cleanse(pt, CRYPTO_SECRET_MAX + 1);
         return -1;
     }
-    if (crypto_open_with(master_key, tenant_id, connection_id, sealed, sealed_len, pt, pt_len) ==
+    if (crypto_open_with(keys->master, tenant_id, connection_id, sealed, sealed_len, pt, pt_len) ==
         -1)
         return -1;
     atomic_fetch_add_explicit(&open_count, 1, memory_order_relaxed);

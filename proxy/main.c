@@ -11,6 +11,7 @@
 #include "rekey.h"
 #include "route.h"
 #include "resolve.h"
+#include "secret.h"
 #include "session.h"
 #include "store.h"
 #include "upstream.h"
@@ -36,6 +37,7 @@
 /* Ephemeral tokens kept at most (unused ones expire within minutes). */
 #define MAX_TOKENS       65536
 #define SESSION_SWEEP_MS 30000
+#define ADMIN_TOKEN_ENV  "BYOK_ADMIN_TOKEN"
 
 /* One event loop thread: a data-plane worker or the admin thread. */
 struct loop {
@@ -180,9 +182,11 @@ static void close_fds(int a, int b)
         close(b);
 }
 
-/* Takes ownership of listen_fd and tls_fd (-1 when none). */
+/* Takes ownership of listen_fd and tls_fd (-1 when none). admin_token is
+ * borrowed for the call (the admin thread keeps only its hash). */
 static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
-                     int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, SSL_CTX *tls_client, char **err)
+                     int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, SSL_CTX *tls_client,
+                     const char *admin_token, char **err)
 {
 
     l->name = name;
@@ -216,8 +220,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         opts.on_request = dataplane_handle;
         opts.arg = l->dataplane;
     } else {
-        const char *token = getenv("BYOK_ADMIN_TOKEN");
-        l->admin = admin_new(cfg, l->store, token);
+        l->admin = admin_new(cfg, l->store, admin_token);
         if (l->admin == NULL) {
             close_fds(listen_fd, tls_fd);
             *err = strdup("cannot create the admin API");
@@ -251,9 +254,8 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     return 0;
 }
 
-static int check_admin_token(char *err, size_t err_size)
+static int check_admin_token(const char *t, char *err, size_t err_size)
 {
-    const char *t = getenv("BYOK_ADMIN_TOKEN");
     if (t == NULL || t[0] == '\0') {
         snprintf(err, err_size,
                  "BYOK_ADMIN_TOKEN is not set: the admin API needs a bearer token "
@@ -281,6 +283,9 @@ int main(int argc, char **argv)
     SSL_CTX *tls_client = NULL; /* upstream wss:// */
     char err[512];
     char *errp = NULL;
+    char *admin_token = NULL;       /* secret_alloc(): until the admin API hashed it */
+    struct store_lock *lock = NULL; /* the store, ours for the process's life */
+    bool oom = false;
 
     memset(&admin_loop, 0, sizeof(admin_loop));
     for (int i = 1; i < argc; i++) {
@@ -310,6 +315,12 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* Before any secret is read: no core file, nothing of this process
+     * readable through /proc or ptrace by other users. */
+    if (secret_harden_process(err, sizeof(err)) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", err);
+        return 1;
+    }
     json_set_alloc_funcs(json_alloc, json_free_wiped);
     char rerr[256];
     if (route_init(rerr, sizeof(rerr)) == -1) {
@@ -322,12 +333,19 @@ int main(int argc, char **argv)
         free(errp);
         return 1;
     }
+    /* Every secret leaves the environment as soon as it is loaded: the
+     * platform keys (the config holds them now), the admin token (here),
+     * the master key (crypto_init_from_env, or the rotation's). */
+    config_wipe_secret_env(cfg);
+    admin_token = secret_env_take(ADMIN_TOKEN_ENV, &oom);
     if (check_only) {
         printf("byok-proxy: config %s is valid\n", config_path);
+        secret_free(admin_token);
         config_free(cfg);
         return 0;
     }
     if (rotate) {
+        secret_free(admin_token);
         rc = rekey_rotate(cfg, stdout);
         crypto_shutdown();
         config_free(cfg);
@@ -337,7 +355,10 @@ int main(int argc, char **argv)
     if (cfg->log_level && log_level_parse(cfg->log_level, &lvl) == 0)
         log_set_level(lvl);
 
-    if (crypto_init_from_env(err, sizeof(err)) == -1 || check_admin_token(err, sizeof(err)) == -1) {
+    if (oom)
+        snprintf(err, sizeof(err), "out of memory reading %s", ADMIN_TOKEN_ENV);
+    if (oom || crypto_init_from_env(err, sizeof(err)) == -1 ||
+        check_admin_token(admin_token, err, sizeof(err)) == -1) {
         fprintf(stderr, "byok-proxy: %s\n", err);
         log_error("refusing to start: %s", err);
         goto done;
@@ -356,6 +377,14 @@ int main(int argc, char **argv)
         goto done;
     }
 
+    /* One proxy per store, for the whole life of this one: taken before the
+     * first connection (it may create the database file, which only then
+     * is safe), released after the last. */
+    if (store_lock(cfg, &lock, &errp) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", errp ? errp : "cannot lock the store");
+        log_error("refusing to start: %s", errp ? errp : "cannot lock the store");
+        goto done;
+    }
     /* Open (and migrate) the store once here so a bad path fails before any
      * thread starts. */
     struct store *probe = store_open(cfg, &errp);
@@ -444,7 +473,7 @@ int main(int argc, char **argv)
     int init_failed = 0;
     for (int i = 0; i < nworkers; i++) {
         if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[2 * i], fds[2 * i + 1],
-                                      ssl_ctx, tls_client, &errp) == -1)
+                                      ssl_ctx, tls_client, NULL, &errp) == -1)
             init_failed = 1;
         else if (init_failed) {
             close(fds[2 * i]);
@@ -455,12 +484,13 @@ int main(int argc, char **argv)
     int admin_fd = fds[n_fds - 1];
     free(fds);
     if (!init_failed &&
-        loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, NULL, &errp) == -1)
+        loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, NULL, admin_token, &errp) == -1)
         init_failed = 1;
     else if (init_failed)
         close(admin_fd);
-    /* The token is in the admin module now; the environment forgets it. */
-    unsetenv("BYOK_ADMIN_TOKEN");
+    /* The admin module keeps only the token's hash. */
+    secret_free(admin_token);
+    admin_token = NULL;
     if (init_failed) {
         fprintf(stderr, "byok-proxy: %s\n", errp ? errp : "startup failed");
         log_error("refusing to start: %s", errp ? errp : "startup failed");
@@ -506,6 +536,8 @@ done:
         loop_free(&admin_loop);
     if (writer_started)
         usage_writer_stop();
+    store_unlock(lock); /* every connection is closed by now */
+    secret_free(admin_token);
     free(errp);
     session_shutdown();
     ephemeral_shutdown();

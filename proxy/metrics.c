@@ -185,8 +185,9 @@ void metrics_render(struct evbuffer *out)
                         "byok_usage_records_total{state=\"written\"} %llu\n"
                         "byok_usage_records_total{state=\"duplicate\"} %llu\n"
                         "byok_usage_records_total{state=\"spooled\"} %llu\n"
-                        "byok_usage_records_total{state=\"replayed\"} %llu\n",
+                        "byok_usage_records_total{state=\"replayed\"} %llu\n"
+                        "byok_usage_records_total{state=\"rejected\"} %llu\n",
                         (unsigned long long)us.submitted, (unsigned long long)us.written,
                         (unsigned long long)us.duplicates, (unsigned long long)us.spooled,
-                        (unsigned long long)us.replayed);
+                        (unsigned long long)us.replayed, (unsigned long long)us.rejected);
 }

@@ -5,6 +5,7 @@
 #include "rekey.h"
 #include "config.h"
 #include "crypto.h"
+#include "secret.h"
 #include "store.h"
 
 #include <limits.h>
@@ -134,46 +135,24 @@ out:
     return rc;
 }
 
-/* Copies an environment variable and removes it (wiping the original
- * string, as crypto_init_from_env does). NULL when unset; caller wipes and
- * frees. */
-static char *take_env(const char *name, size_t *len)
-{
-    char *val = getenv(name);
-    *len = 0;
-    if (val == NULL)
-        return NULL;
-    *len = strlen(val);
-    char *copy = strdup(val);
-    crypto_wipe(val, *len);
-    unsetenv(name);
-    return copy;
-}
-
-static void free_secret_text(char *p, size_t len)
-{
-    if (p == NULL)
-        return;
-    crypto_wipe(p, len);
-    free(p);
-}
-
 int rekey_rotate(const struct config *cfg, FILE *out)
 {
     int rc = 1;
     struct store *s = NULL;
+    struct store_lock *lock = NULL;
     char *serr = NULL;
     char err[256];
-    size_t new_len = 0, cur_len = 0;
-    struct rotation *r = calloc(1, sizeof(*r));
-    /* Both variables leave the environment before anything can fail. */
-    char *new_text = take_env(NEW_KEY_ENV, &new_len);
+    bool oom = false;
+    /* The keys of the run live out of core dumps, like the proxy's. */
+    struct rotation *r = secret_alloc(sizeof(*r));
+    /* Both variables leave the environment before anything can fail
+     * (crypto_init_from_env() takes the current one out). */
+    char *new_text = secret_env_take(NEW_KEY_ENV, &oom);
     const char *cur_env = getenv(MASTER_KEY_ENV);
-    cur_len = cur_env != NULL ? strlen(cur_env) : 0;
-    char *cur_text = cur_env != NULL ? strdup(cur_env) : NULL;
+    char *cur_text = cur_env != NULL ? secret_strdup(cur_env) : NULL;
 
-    if (r == NULL || (cur_env != NULL && cur_text == NULL)) {
-        unsetenv(MASTER_KEY_ENV);
+    if (r == NULL || oom || (cur_env != NULL && cur_text == NULL)) {
+        secret_env_wipe(MASTER_KEY_ENV);
         fprintf(out, "byok-proxy: out of memory\n");
         goto out;
     }
@@ -211,6 +190,14 @@ int rekey_rotate(const struct config *cfg, FILE *out)
     }
     r->next_version = r->cur_version + 1;
 
+    /* Re-sealing under a running proxy would leave it with keys it can no
+     * longer open: refuse while one holds the store, and hold the store
+     * ourselves meanwhile so none starts. */
+    if (store_lock(cfg, &lock, &serr) == -1) {
+        fprintf(out, "byok-proxy: nothing changed: %s; stop it before rotating the master key\n",
+                serr != NULL ? serr : "cannot lock the store");
+        goto out;
+    }
     s = store_open(cfg, &serr);
     if (s == NULL) {
         fprintf(out, "byok-proxy: store: %s\n", serr != NULL ? serr : "cannot open");
@@ -238,13 +225,11 @@ int rekey_rotate(const struct config *cfg, FILE *out)
     rc = 0;
 out:
     store_close(s);
+    store_unlock(lock);
     free(serr);
-    free_secret_text(new_text, new_len);
-    free_secret_text(cur_text, cur_len);
-    if (r != NULL) {
-        crypto_wipe(r, sizeof(*r));
-        free(r);
-    }
+    secret_free(new_text);
+    secret_free(cur_text);
+    secret_free(r); /* wipes */
     /* A one-shot command: nothing may use the key after it. */
     crypto_shutdown();
     return rc;

@@ -30,6 +30,25 @@ struct store *store_open(const struct config *cfg, char **err)
     return NULL;
 }
 
+int store_lock(const struct config *cfg, struct store_lock **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    const char *backend = cfg->store_backend != NULL ? cfg->store_backend : "sqlite";
+    if (strcmp(backend, "sqlite") != 0)
+        return 0; /* shared by design: no lock */
+    if (cfg->store_path == NULL || cfg->store_path[0] == '\0') {
+        *err = strdup("store.path is required for the sqlite backend");
+        return -1;
+    }
+    return store_sqlite_lock(cfg->store_path, out, err);
+}
+
+void store_unlock(struct store_lock *l)
+{
+    store_sqlite_unlock(l);
+}
+
 void store_close(struct store *s)
 {
     if (s == NULL)

@@ -37,7 +37,8 @@
 #define BACKLOG_WARN   10000 /* first queue length that is logged */
 #define STOP_ATTEMPTS  3     /* at shutdown, tries before records are given up */
 #define SPOOL_SUFFIX   ".jsonl"
-#define JSONL_CHECK_MS 1000 /* rotation check cadence */
+#define REJECTED_NAME  "rejected" /* in the spool dir: refused records, for a human */
+#define JSONL_CHECK_MS 1000       /* rotation check cadence */
 
 struct qnode {
     struct qnode *next;
@@ -69,7 +70,7 @@ static struct {
 };
 
 static struct {
-    _Atomic uint64_t submitted, written, duplicates, spooled, replayed, batches;
+    _Atomic uint64_t submitted, written, duplicates, spooled, replayed, batches, rejected;
 } stats;
 
 /* Owned by the writer thread alone. */
@@ -361,10 +362,72 @@ static MUST_CHECK int commit_batch(struct usage_record *recs, size_t n, size_t *
     return 0;
 }
 
+/* Appends whole lines to the spool directory's "rejected" file and syncs
+ * it. Refused records are rare: one open per call. */
+static MUST_CHECK int rejected_append(const char *buf, size_t len)
+{
+    const char *dir = wr.cfg->usage_spool_dir;
+    char path[4096];
+    if (dir == NULL || dir[0] == '\0') {
+        errno = ENOENT;
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/" REJECTED_NAME, dir);
+    int fd = -1;
+    if (make_dirs(dir, false) == -1 ||
+        (fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1)
+        return -1;
+    int rc = write_all(fd, buf, len) == -1 || fdatasync(fd) == -1 ? -1 : 0;
+    int e = errno;
+    close(fd);
+    if (rc == 0 && fsync_dir(dir) == -1)
+        log_warn("usage: fsync of spool directory %s failed: %s", dir, strerror(errno));
+    errno = e;
+    return rc;
+}
+
+/* Every record is checked before the store charges it (DESIGN §7: a
+ * negative or absurd amount, a bad id...): a refused one is logged (its id,
+ * what was wrong) and set aside in the rejected file, never stored or
+ * charged. Compacts recs; returns how many are left. */
+static size_t refuse_invalid(struct usage_record *recs, size_t n)
+{
+    struct usage_record_lines aside = {0};
+    size_t kept = 0, refused = 0;
+    for (size_t i = 0; i < n; i++) {
+        char why[192];
+        if (usage_record_check(&recs[i], why, sizeof(why)) == 0) {
+            if (kept != i)
+                recs[kept] = recs[i];
+            kept++;
+            continue;
+        }
+        refused++;
+        log_error("usage: record %s refused: %s; set aside in %s/" REJECTED_NAME,
+                  usage_record_id_valid(recs[i].id) ? recs[i].id : "(malformed id)", why,
+                  wr.cfg->usage_spool_dir ? wr.cfg->usage_spool_dir : "(no spool_dir)");
+        if (usage_record_lines_add(&aside, &recs[i]) == -1)
+            log_error("usage: out of memory setting record %s aside; it is lost",
+                      usage_record_id_valid(recs[i].id) ? recs[i].id : "(malformed id)");
+    }
+    if (refused > 0) {
+        atomic_fetch_add_explicit(&stats.rejected, refused, memory_order_relaxed);
+        if (aside.len > 0 && rejected_append(aside.data, aside.len) == -1)
+            log_error("usage: setting %zu refused records aside in %s/" REJECTED_NAME
+                      " failed: %s; they are lost (their ids are logged above)",
+                      refused, wr.cfg->usage_spool_dir ? wr.cfg->usage_spool_dir : "",
+                      strerror(errno));
+    }
+    usage_record_lines_free(&aside);
+    return kept;
+}
+
 /* Live batch: store, else spool. -1 only when both failed. */
 static MUST_CHECK int process_batch(struct usage_record *recs, size_t n)
 {
     size_t fresh;
+    if ((n = refuse_invalid(recs, n)) == 0)
+        return 0;
     if (commit_batch(recs, n, &fresh) == 0)
         return 0;
     if (spool_write(recs, n) == -1)
@@ -390,21 +453,79 @@ static bool is_spool_name(const char *name)
            strcmp(name + len - slen, SPOOL_SUFFIX) == 0;
 }
 
-/* Reads one spool file into a record array; *bad counts unparseable lines. */
+/* One refused line of a spool file: where it was and why. */
+struct spool_refused_line {
+    size_t line;
+    char id[ID_MAX]; /* "" unless a well-formed id could be read */
+    char why[192];
+};
+
+/* The refused lines of a spool file: their text (each line with its '\n')
+ * and what the log will say of each. */
+struct spool_refused {
+    char *text;
+    size_t len, cap;
+    struct spool_refused_line *items;
+    size_t n, items_cap;
+};
+
+static void spool_refused_free(struct spool_refused *b)
+{
+    free(b->text);
+    free(b->items);
+    *b = (struct spool_refused){0};
+}
+
+static MUST_CHECK int spool_refused_add(struct spool_refused *b, const char *line, size_t len,
+                                        size_t lineno, json_t *obj, const char *why)
+{
+    bool nl = len == 0 || line[len - 1] != '\n';
+    if (b->cap - b->len < len + nl) {
+        size_t cap = MAX(b->cap * 2, b->len + len + nl + 256);
+        char *t = realloc(b->text, cap);
+        if (t == NULL)
+            return -1;
+        b->text = t;
+        b->cap = cap;
+    }
+    if (b->n == b->items_cap) {
+        size_t cap = b->items_cap ? b->items_cap * 2 : 8;
+        struct spool_refused_line *it = realloc(b->items, cap * sizeof(*b->items));
+        if (it == NULL)
+            return -1;
+        b->items = it;
+        b->items_cap = cap;
+    }
+    memcpy(b->text + b->len, line, len);
+    b->len += len;
+    if (nl)
+        b->text[b->len++] = '\n';
+    b->items[b->n].line = lineno;
+    b->items[b->n].id[0] = '\0';
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    if (id != NULL && usage_record_id_valid(id))
+        snprintf(b->items[b->n].id, sizeof(b->items[b->n].id), "%s", id);
+    snprintf(b->items[b->n].why, sizeof(b->items[b->n].why), "%s", why);
+    b->n++;
+    return 0;
+}
+
+/* Reads one spool file into a record array; the lines that are not a
+ * record usage_record_parse() accepts go to *refused. */
 static MUST_CHECK int spool_read(const char *path, struct usage_record **out, size_t *n,
-                                 size_t *bad)
+                                 struct spool_refused *refused)
 {
     FILE *f = fopen(path, "re");
     *out = NULL;
     *n = 0;
-    *bad = 0;
     if (f == NULL)
         return -1;
     char *line = NULL;
-    size_t line_cap = 0, cap = 0;
+    size_t line_cap = 0, cap = 0, lineno = 0;
     ssize_t len;
     int rc = -1;
     while ((len = getline(&line, &line_cap, f)) != -1) {
+        lineno++;
         if (len <= 1)
             continue;
         json_error_t jerr;
@@ -418,10 +539,17 @@ static MUST_CHECK int spool_read(const char *path, struct usage_record **out, si
             }
             *out = grown;
         }
-        if (obj == NULL || usage_record_from_json(obj, &(*out)[*n]) == -1)
-            (*bad)++;
-        else
+        char why[192];
+        if (obj == NULL)
+            snprintf(why, sizeof(why), "not a JSON object");
+        if (obj == NULL || usage_record_parse(obj, &(*out)[*n], why, sizeof(why)) == -1) {
+            if (spool_refused_add(refused, line, (size_t)len, lineno, obj, why) == -1) {
+                json_decref(obj);
+                goto out;
+            }
+        } else {
             (*n)++;
+        }
         json_decref(obj);
     }
     rc = ferror(f) ? -1 : 0;
@@ -436,15 +564,19 @@ out:
     return rc;
 }
 
-/* Replays one spool file; 0 when it is done with (removed or set aside). */
+/* Replays one spool file; 0 when it is done with (removed). Its refused
+ * lines are set aside in the rejected file (and logged) only once the rest
+ * is committed, so a store still down logs nothing twice. */
 static MUST_CHECK int replay_file(const char *dir, const char *name)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     struct usage_record *recs;
-    size_t n, bad;
-    if (spool_read(path, &recs, &n, &bad) == -1) {
+    struct spool_refused refused = {0};
+    size_t n;
+    if (spool_read(path, &recs, &n, &refused) == -1) {
         log_error("usage: reading spool file %s failed: %s", path, strerror(errno));
+        spool_refused_free(&refused);
         return -1;
     }
     int rc = -1;
@@ -457,24 +589,35 @@ static MUST_CHECK int replay_file(const char *dir, const char *name)
         fresh_total += fresh;
     }
     atomic_fetch_add_explicit(&stats.replayed, fresh_total, memory_order_relaxed);
-    if (bad > 0) {
-        /* Keep what could not be read for a human; never replay it again. */
-        char aside[4096 + 8];
-        snprintf(aside, sizeof(aside), "%s.bad", path);
-        log_error("usage: spool file %s had %zu unreadable lines; kept as %s", path, bad, aside);
-        if (rename(path, aside) == -1)
+    if (refused.n > 0) {
+        /* Kept for a human, never replayed again (the name is no spool
+         * file's), never charged. */
+        if (rejected_append(refused.text, refused.len) == -1) {
+            log_error("usage: setting %zu refused lines of spool file %s aside in %s/" REJECTED_NAME
+                      " failed: %s; the file is kept",
+                      refused.n, path, dir, strerror(errno));
             goto out;
-    } else if (unlink(path) == -1) {
+        }
+        for (size_t i = 0; i < refused.n; i++)
+            log_error("usage: spool file %s line %zu: record %s refused: %s; set aside in "
+                      "%s/" REJECTED_NAME,
+                      name, refused.items[i].line,
+                      refused.items[i].id[0] != '\0' ? refused.items[i].id : "(no valid id)",
+                      refused.items[i].why, dir);
+        atomic_fetch_add_explicit(&stats.rejected, refused.n, memory_order_relaxed);
+    }
+    if (unlink(path) == -1) {
         log_error("usage: removing replayed spool file %s failed: %s", path, strerror(errno));
         goto out;
     }
     if (fsync_dir(dir) == -1)
         log_warn("usage: fsync of spool directory %s failed: %s", dir, strerror(errno));
-    log_info("usage: replayed spool file %s (%zu new, %zu already stored)", name, fresh_total,
-             n - fresh_total);
+    log_info("usage: replayed spool file %s (%zu new, %zu already stored, %zu refused)", name,
+             fresh_total, n - fresh_total, refused.n);
     rc = 0;
 out:
     free(recs);
+    spool_refused_free(&refused);
     return rc;
 }
 
@@ -742,4 +885,5 @@ void usage_writer_stats(struct usage_stats *out)
     out->spooled = atomic_load_explicit(&stats.spooled, memory_order_relaxed);
     out->replayed = atomic_load_explicit(&stats.replayed, memory_order_relaxed);
     out->batches = atomic_load_explicit(&stats.batches, memory_order_relaxed);
+    out->rejected = atomic_load_explicit(&stats.rejected, memory_order_relaxed);
 }

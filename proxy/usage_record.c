@@ -7,6 +7,7 @@
 
 #include <locale.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,50 +550,136 @@ static MUST_CHECK int get_int(json_t *obj, const char *key, int64_t *out, int64_
     return 0;
 }
 
-int usage_record_from_json(json_t *obj, struct usage_record *r)
+/* Says why a record is refused, in why (may be NULL); returns -1. The
+ * reasons name fields and numbers only, never a string value. */
+static PRINTF_LIKE(3, 4) int refuse(char *why, size_t why_size, const char *fmt, ...)
+{
+    if (why != NULL && why_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_size, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+bool usage_record_id_valid(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len >= ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static MUST_CHECK int check_range(const char *name, int64_t v, int64_t max, char *why,
+                                  size_t why_size)
+{
+    if (v < 0)
+        return refuse(why, why_size, "%s %lld is negative (a record is never a credit)", name,
+                      (long long)v);
+    if (v > max)
+        return refuse(why, why_size, "%s %lld is above the bound of %lld", name, (long long)v,
+                      (long long)max);
+    return 0;
+}
+
+int usage_record_check(const struct usage_record *r, char *why, size_t why_size)
+{
+    if (!usage_record_id_valid(r->id))
+        return refuse(why, why_size, "id missing or malformed");
+    if (!usage_record_id_valid(r->tenant_id))
+        return refuse(why, why_size, "tenant_id missing or malformed");
+    if (!usage_record_id_valid(r->payer_id))
+        return refuse(why, why_size, "payer_id missing or malformed");
+    if (r->provider == NULL)
+        return refuse(why, why_size, "no provider");
+    if (r->ts_ms < 0)
+        return refuse(why, why_size, "ts before 1970");
+    const struct usage_units *u = &r->units;
+    const struct {
+        const char *name;
+        int64_t v, max;
+    } amounts[] = {
+        {"cost_micros", r->cost_micros, USAGE_AMOUNT_MAX},
+        {"charged.plan_credits_micros", r->charged_plan_credits_micros, USAGE_AMOUNT_MAX},
+        {"charged.wallet_micros", r->charged_wallet_micros, USAGE_AMOUNT_MAX},
+        {"units.input_tokens", u->input_tokens, USAGE_UNITS_MAX},
+        {"units.cached_input_tokens", u->cached_input_tokens, USAGE_UNITS_MAX},
+        {"units.output_tokens", u->output_tokens, USAGE_UNITS_MAX},
+        {"units.audio_input_tokens", u->audio_input_tokens, USAGE_UNITS_MAX},
+        {"units.audio_output_tokens", u->audio_output_tokens, USAGE_UNITS_MAX},
+        {"units.characters", u->characters, USAGE_UNITS_MAX},
+        {"units.audio_seconds (ms)", u->audio_ms, USAGE_UNITS_MAX},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(amounts); i++)
+        if (check_range(amounts[i].name, amounts[i].v, amounts[i].max, why, why_size) == -1)
+            return -1;
+    return 0;
+}
+
+int usage_record_parse(json_t *obj, struct usage_record *r, char *why, size_t why_size)
 {
     memset(r, 0, sizeof(*r));
     if (!json_is_object(obj))
-        return -1;
+        return refuse(why, why_size, "not a JSON object");
     char ts[40], provider[32], billed[16], outcome[32];
-    if (get_str(obj, "id", r->id, sizeof(r->id), true) == -1 ||
-        get_str(obj, "ts", ts, sizeof(ts), true) == -1 || parse_ts(ts, &r->ts_ms) == -1 ||
-        get_str(obj, "tenant_id", r->tenant_id, sizeof(r->tenant_id), true) == -1 ||
-        get_str(obj, "payer_id", r->payer_id, sizeof(r->payer_id), true) == -1 ||
-        get_str(obj, "key_id", r->key_id, sizeof(r->key_id), false) == -1 ||
-        get_str(obj, "session_id", r->session_id, sizeof(r->session_id), false) == -1 ||
-        get_str(obj, "provider", provider, sizeof(provider), true) == -1 ||
-        (r->provider = provider_find(provider)) == NULL ||
-        get_str(obj, "line", r->line, sizeof(r->line), false) == -1 ||
-        get_str(obj, "endpoint", r->endpoint, sizeof(r->endpoint), false) == -1 ||
-        get_str(obj, "model", r->model, sizeof(r->model), false) == -1 ||
-        get_str(obj, "billed_to", billed, sizeof(billed), true) == -1 ||
-        get_str(obj, "connection_id", r->connection_id, sizeof(r->connection_id), false) == -1 ||
-        get_str(obj, "outcome", outcome, sizeof(outcome), false) == -1 ||
-        get_str(obj, "fallback_reason", r->fallback_reason, sizeof(r->fallback_reason), false) ==
-            -1 ||
-        get_str(obj, "upstream_request_id", r->upstream_request_id, sizeof(r->upstream_request_id),
-                false) == -1)
-        return -1;
-
-    if (strcmp(billed, "byok") == 0)
-        r->billed_byok = true;
-    else if (strcmp(billed, "wallet") != 0)
-        return -1;
+    static const struct {
+        const char *name;
+        size_t off, size;
+        bool required;
+    } strs[] = {
+#define STR_FIELD(f, req)                                                                          \
+    {#f, offsetof(struct usage_record, f), sizeof(((struct usage_record *)0)->f), req}
+        STR_FIELD(id, true),
+        STR_FIELD(tenant_id, true),
+        STR_FIELD(payer_id, true),
+        STR_FIELD(key_id, false),
+        STR_FIELD(session_id, false),
+        STR_FIELD(line, false),
+        STR_FIELD(endpoint, false),
+        STR_FIELD(model, false),
+        STR_FIELD(connection_id, false),
+        STR_FIELD(fallback_reason, false),
+        STR_FIELD(upstream_request_id, false),
+#undef STR_FIELD
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++)
+        if (get_str(obj, strs[i].name, (char *)r + strs[i].off, strs[i].size, strs[i].required) ==
+            -1)
+            return refuse(why, why_size, "%s %s", strs[i].name,
+                          strs[i].required ? "missing, not a string or too long"
+                                           : "not a string or too long");
+    if (get_str(obj, "ts", ts, sizeof(ts), true) == -1 || parse_ts(ts, &r->ts_ms) == -1)
+        return refuse(why, why_size, "ts missing or not a UTC time (YYYY-MM-DDTHH:MM:SS[.fff]Z)");
+    if (get_str(obj, "provider", provider, sizeof(provider), true) == -1 ||
+        (r->provider = provider_find(provider)) == NULL)
+        return refuse(why, why_size, "provider missing or unknown");
+    if (get_str(obj, "billed_to", billed, sizeof(billed), true) == -1 ||
+        (strcmp(billed, "byok") != 0 && strcmp(billed, "wallet") != 0))
+        return refuse(why, why_size, "billed_to is neither \"byok\" nor \"wallet\"");
+    r->billed_byok = strcmp(billed, "byok") == 0;
 
     r->outcome = USAGE_OUTCOME_OK;
+    if (get_str(obj, "outcome", outcome, sizeof(outcome), false) == -1)
+        return refuse(why, why_size, "outcome is not a string");
     if (outcome[0] != '\0') {
         size_t i = 0;
         while (i < ARRAY_SIZE(outcome_names) && strcmp(outcome_names[i], outcome) != 0)
             i++;
         if (i == ARRAY_SIZE(outcome_names))
-            return -1;
+            return refuse(why, why_size, "outcome unknown");
         r->outcome = (enum usage_outcome)i;
     }
 
     int64_t status;
     if (get_int(obj, "status", &status, 0) == -1 || status < 0 || status > 999)
-        return -1;
+        return refuse(why, why_size, "status is not an integer in 0..999");
     r->status = (int)status;
     json_t *est = json_object_get(obj, "estimated");
     r->estimated = json_is_true(est);
@@ -600,19 +687,33 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
     json_t *units = json_object_get(obj, "units");
     if (units != NULL && !json_is_null(units)) {
         if (!json_is_object(units))
-            return -1;
-        if (get_int(units, "input_tokens", &r->units.input_tokens, 0) == -1 ||
-            get_int(units, "cached_input_tokens", &r->units.cached_input_tokens, 0) == -1 ||
-            get_int(units, "output_tokens", &r->units.output_tokens, 0) == -1 ||
-            get_int(units, "audio_input_tokens", &r->units.audio_input_tokens, 0) == -1 ||
-            get_int(units, "audio_output_tokens", &r->units.audio_output_tokens, 0) == -1 ||
-            get_int(units, "characters", &r->units.characters, 0) == -1)
-            return -1;
+            return refuse(why, why_size, "units is not an object");
+        const struct {
+            const char *name;
+            int64_t *out;
+        } ints[] = {
+            {"input_tokens", &r->units.input_tokens},
+            {"cached_input_tokens", &r->units.cached_input_tokens},
+            {"output_tokens", &r->units.output_tokens},
+            {"audio_input_tokens", &r->units.audio_input_tokens},
+            {"audio_output_tokens", &r->units.audio_output_tokens},
+            {"characters", &r->units.characters},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(ints); i++)
+            if (get_int(units, ints[i].name, ints[i].out, 0) == -1)
+                return refuse(why, why_size, "units.%s is not an integer", ints[i].name);
         json_t *secs = json_object_get(units, "audio_seconds");
         if (secs != NULL && !json_is_null(secs)) {
             if (!json_is_number(secs))
-                return -1;
-            r->units.audio_ms = llround(json_number_value(secs) * 1000.0);
+                return refuse(why, why_size, "units.audio_seconds is not a number");
+            /* Bounded before llround, which has no answer for huge values. */
+            double v = json_number_value(secs);
+            if (!(v >= 0.0))
+                return refuse(why, why_size, "units.audio_seconds is negative");
+            if (v > (double)USAGE_UNITS_MAX / 1000.0)
+                return refuse(why, why_size, "units.audio_seconds is above the bound of %lld",
+                              (long long)(USAGE_UNITS_MAX / 1000));
+            r->units.audio_ms = llround(v * 1000.0);
         }
     }
 
@@ -621,26 +722,26 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
         if (!json_is_object(charged) ||
             get_int(charged, "plan_credits_micros", &r->charged_plan_credits_micros, 0) == -1 ||
             get_int(charged, "wallet_micros", &r->charged_wallet_micros, 0) == -1)
-            return -1;
+            return refuse(why, why_size, "charged is not an object of integers");
     }
     int64_t seq = 0;
-    if (get_int(obj, "cost_micros", &r->cost_micros, 0) == -1 ||
-        get_int(obj, "ttfb_ms", &r->ttfb_ms, -1) == -1 ||
-        get_int(obj, "duration_ms", &r->duration_ms, 0) == -1 ||
-        get_int(obj, "seq", &seq, 0) == -1 || seq < 0 || seq > INT32_MAX)
-        return -1;
+    if (get_int(obj, "cost_micros", &r->cost_micros, 0) == -1)
+        return refuse(why, why_size, "cost_micros is not an integer");
+    if (get_int(obj, "ttfb_ms", &r->ttfb_ms, -1) == -1 ||
+        get_int(obj, "duration_ms", &r->duration_ms, 0) == -1)
+        return refuse(why, why_size, "ttfb_ms or duration_ms is not an integer");
+    if (get_int(obj, "seq", &seq, 0) == -1 || seq < 0 || seq > INT32_MAX)
+        return refuse(why, why_size, "seq is not an integer in 0..2^31-1");
     r->seq = (int)seq;
     r->final = json_is_true(json_object_get(obj, "final"));
     r->unmetered = json_is_false(json_object_get(obj, "metered"));
     r->simulated = json_is_true(json_object_get(obj, "simulated"));
-    /* A record is never a credit: negative amounts are refused. */
-    const struct usage_units *u = &r->units;
-    if (r->cost_micros < 0 || r->charged_plan_credits_micros < 0 || r->charged_wallet_micros < 0 ||
-        u->input_tokens < 0 || u->cached_input_tokens < 0 || u->output_tokens < 0 ||
-        u->audio_input_tokens < 0 || u->audio_output_tokens < 0 || u->characters < 0 ||
-        u->audio_ms < 0)
-        return -1;
-    return 0;
+    return usage_record_check(r, why, why_size);
+}
+
+int usage_record_from_json(json_t *obj, struct usage_record *r)
+{
+    return usage_record_parse(obj, r, NULL, 0);
 }
 
 int usage_record_lines_add(struct usage_record_lines *b, const struct usage_record *r)

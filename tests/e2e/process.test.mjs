@@ -1,17 +1,19 @@
 // process.test.mjs - the binary as a process (DESIGN §4b): --check-config,
 // refusing to start without a valid master key, graceful SIGTERM that lets an
-// in-flight stream finish and persists its record, and no secret in any log
-// line, usage record or the store file.
+// in-flight stream finish and persists its record, no secret in any log
+// line, usage record or the store file, and secrets out of reach (DESIGN §7):
+// wiped from /proc/PID/environ, no core file, not dumpable.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { spawn, execFileSync } from 'node:child_process';
 import { startMockOpenAI, slowChatStream, errorReply } from './lib/mock_openai.mjs';
-import { startProxy, runBinary, makeConfig, newSecrets, newTenant, readJsonl } from './lib/proxy.mjs';
+import { startProxy, runBinary, makeConfig, newSecrets, newTenant, readJsonl, proxyBin } from './lib/proxy.mjs';
 import { checkRecord } from './lib/records.mjs';
-import { httpRequest, sseEvents, randomHex } from './lib/util.mjs';
+import { httpRequest, sseEvents, randomHex, waitFor } from './lib/util.mjs';
 
 const mockP = startMockOpenAI();
 const tempDirs = [];
@@ -187,3 +189,109 @@ test('no secret in logs, usage records or the store file (canary keys)', async (
     assert.ok(!store.includes(s), `${what} must not be stored in clear`);
   }
 });
+
+// The environment block /proc/PID/environ shows (the one the process was
+// started with: unsetenv() alone leaves it there), as NAME -> value; null
+// when it cannot be read (a non-dumpable process of another user).
+function procEnviron(pid) {
+  let raw;
+  try {
+    raw = fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+  } catch (e) {
+    if (e.code === 'EACCES' || e.code === 'EPERM') return null;
+    throw e;
+  }
+  const env = new Map();
+  for (const entry of raw.split('\0')) {
+    const i = entry.indexOf('=');
+    if (i > 0 && !env.has(entry.slice(0, i))) env.set(entry.slice(0, i), entry.slice(i + 1));
+  }
+  return Object.assign(env, { raw });
+}
+
+function assertEnvironClean(pid, secrets) {
+  const env = procEnviron(pid);
+  if (env === null) return; // unreadable: nothing to leak
+  for (const [name, value] of Object.entries(secrets)) {
+    assert.ok(!env.raw.includes(value), `${name}'s value is not in /proc/${pid}/environ`);
+    if (env.has(name)) assert.equal(env.get(name), '', `${name} is wiped in place in /proc/${pid}/environ`);
+  }
+}
+
+function procUid(pid) {
+  return Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+}
+
+test('secrets leave /proc/PID/environ (wiped in place), core files are off', async () => {
+  const mock = await mockP;
+  const p = await startProxy({ mockUrl: mock.url });
+  tempDirs.push(p.dir);
+  try {
+    assertEnvironClean(p.pid, { BYOK_MASTER_KEY: p.masterKey, BYOK_ADMIN_TOKEN: p.adminToken, OPENAI_API_KEY: p.platformKey });
+    const limits = fs.readFileSync(`/proc/${p.pid}/limits`, 'utf8');
+    assert.match(limits, /^Max core file size\s+0\s+0\s+bytes/m, 'RLIMIT_CORE is 0 (soft and hard)');
+    if (procUid(p.pid) !== 0) {
+      // Not dumpable: the kernel hands its /proc files to root.
+      assert.equal(fs.statSync(`/proc/${p.pid}/environ`).uid, 0, '/proc/PID/environ belongs to root: not dumpable');
+    }
+    // Still serving with what it took out of the environment.
+    const t = await newTenant(p);
+    const r = await httpRequest(`${p.url}/v1/chat/completions`, { method: 'POST',
+      headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' },
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'env' }] } });
+    assert.equal(r.status, 200);
+    assert.equal(mock.requests.at(-1).headers.authorization, `Bearer ${p.platformKey}`, 'the platform key still reaches upstream');
+  } finally {
+    assert.equal(await p.stop(), 0);
+  }
+});
+
+function hasSetpriv() {
+  try {
+    execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// Run as root, every /proc file is root's anyway: the proxy is started as
+// another user (nobody) to see the kernel hand its files to root.
+test('the process is not dumpable: its /proc files belong to root, not to the user it runs as',
+  { skip: (process.getuid() !== 0 && 'covered by the test above when not run as root') ||
+    (!hasSetpriv() && 'setpriv (util-linux) is not installed') }, async () => {
+    const mock = await mockP;
+    const secrets = newSecrets();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'byok-e2e-nobody-'));
+    tempDirs.push(dir);
+    const { cfg, adminPort } = await makeConfig(dir, { mockUrl: mock.url });
+    const cfgFile = path.join(dir, 'config.json');
+    fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+    const NOBODY = 65534;
+    fs.chownSync(dir, NOBODY, NOBODY);
+    fs.chownSync(cfgFile, NOBODY, NOBODY);
+    const env = { ...process.env };
+    for (const k of Object.keys(env)) if (/^(BYOK_|OPENAI_API_KEY)/.test(k)) delete env[k];
+    Object.assign(env, { BYOK_MASTER_KEY: secrets.masterKey, BYOK_ADMIN_TOKEN: secrets.adminToken, OPENAI_API_KEY: secrets.platformKey });
+    const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', proxyBin(), '--config', cfgFile],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let logs = '';
+    child.stdout.on('data', (d) => { logs += d; });
+    child.stderr.on('data', (d) => { logs += d; });
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${adminPort}/healthz`).catch(() => null))?.status === 200,
+        { timeout: 10000, what: `the proxy running as uid ${NOBODY} (logs: ${logs})` });
+      assert.equal(procUid(child.pid), NOBODY, `the proxy runs as uid ${NOBODY}`);
+      for (const f of ['environ', 'mem', 'fd']) {
+        assert.equal(fs.statSync(`/proc/${child.pid}/${f}`).uid, 0, `/proc/PID/${f} belongs to root: the process is not dumpable`);
+      }
+      assertEnvironClean(child.pid, { BYOK_MASTER_KEY: secrets.masterKey, BYOK_ADMIN_TOKEN: secrets.adminToken, OPENAI_API_KEY: secrets.platformKey });
+    } finally {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20000);
+      const exit = await exited;
+      clearTimeout(t);
+      assert.equal(exit.code, 0, `clean exit; logs:\n${logs}`);
+    }
+  });

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct fixture {
@@ -1472,6 +1473,108 @@ static void test_concurrent_open_storm(void **state)
     }
 }
 
+/* Does this process hold a POSIX (fcntl) lock on the file? /proc/locks
+ * lines: "N: POSIX  ADVISORY  READ  <pid> <maj>:<min>:<inode> <start> <end>". */
+static bool holds_posix_lock(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    FILE *fp = fopen("/proc/locks", "r");
+    assert_non_null(fp);
+    char line[256];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), fp) != NULL) {
+        char kind[16], mode[16];
+        long pid;
+        unsigned long long ino;
+        if (sscanf(line, "%*d: %15s %*s %15s %ld %*x:%*x:%llu", kind, mode, &pid, &ino) == 4)
+            found = strcmp(kind, "POSIX") == 0 && pid == (long)getpid() && ino == st.st_ino;
+    }
+    fclose(fp);
+    return found;
+}
+
+/* Nothing but SQLite opens or closes the database file: opening and closing
+ * more handles (the writer reconnecting, a worker starting) never drops the
+ * locks SQLite holds for the handles already open. Were one of them lost,
+ * an outside sqlite3 would take the WAL for its own and delete it. */
+static void test_handles_keep_locks(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(store_ping(f->s), STORE_OK);
+    assert_true(holds_posix_lock(f->path));
+    for (int i = 0; i < 3; i++) {
+        char *err = NULL;
+        struct store *s = store_sqlite_open(f->path, &err);
+        assert_non_null(s);
+        assert_int_equal(store_ping(s), STORE_OK);
+        store_close(s);
+        assert_true(holds_posix_lock(f->path));
+    }
+    assert_int_equal(store_ping(f->s), STORE_OK);
+    assert_true(holds_posix_lock(f->path));
+}
+
+/* One process per store: an exclusive lock on "<path>.lock" with the
+ * holder's pid, the database file created private before any connection. */
+static void test_lock(void **state)
+{
+    struct fixture *f = *state;
+    char path[160], lock_path[170];
+    snprintf(path, sizeof(path), "%s/locked/dir/byok.db", f->dir);
+    snprintf(lock_path, sizeof(lock_path), "%s.lock", path);
+    struct store_lock *l = NULL, *l2 = NULL;
+    char *err = NULL;
+    assert_int_equal(store_sqlite_lock(path, &l, &err), 0);
+    assert_non_null(l);
+    assert_null(err);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_size, 0);
+    FILE *fp = fopen(lock_path, "r");
+    assert_non_null(fp);
+    long pid = 0;
+    assert_int_equal(fscanf(fp, "%ld", &pid), 1);
+    fclose(fp);
+    assert_int_equal(pid, (long)getpid());
+
+    /* Taken: refused, naming the holder (flock conflicts between two open
+     * files even in one process). */
+    assert_int_equal(store_sqlite_lock(path, &l2, &err), -1);
+    assert_null(l2);
+    assert_non_null(err);
+    char want[64];
+    snprintf(want, sizeof(want), "in use by another byok-proxy (pid %ld holds", (long)getpid());
+    if (strstr(err, want) == NULL)
+        fail_msg("want \"%s\" in \"%s\"", want, err);
+    free(err);
+    err = NULL;
+
+    /* SQLite takes the empty file as a new database, and gives its -wal
+     * and -shm the file's mode. */
+    struct store *s = store_sqlite_open(path, &err);
+    assert_non_null(s);
+    assert_int_equal(store_ping(s), STORE_OK);
+    char wal[180];
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    store_close(s);
+
+    store_sqlite_unlock(l);
+    assert_int_equal(store_sqlite_lock(path, &l, &err), 0); /* free again */
+    store_unlock(l);
+    store_unlock(NULL);
+
+    /* Through the backend switch: a fleet store (Redis) takes no lock. */
+    struct config cfg = {0};
+    char backend[16] = "redis";
+    cfg.store_backend = backend;
+    assert_int_equal(store_lock(&cfg, &l, &err), 0);
+    assert_null(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1494,6 +1597,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_open_storm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_handle_keeps_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handles_keep_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cross_tenant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byok_settings, setup, teardown),

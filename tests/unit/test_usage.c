@@ -261,6 +261,110 @@ static void test_json_from_tolerant_and_strict(void **state)
     }
 }
 
+/* Every record, live or replayed, is checked before it is charged: what is
+ * refused and the reason given (field names and numbers only). */
+static void test_record_check(void **state)
+{
+    (void)state;
+    struct usage_record r;
+    char why[192];
+    full_record(&r);
+    r.charged_plan_credits_micros = r.charged_wallet_micros = 0;
+    assert_int_equal(usage_record_check(&r, why, sizeof(why)), 0);
+    r.cost_micros = USAGE_AMOUNT_MAX; /* the bound itself is allowed */
+    assert_int_equal(usage_record_check(&r, why, sizeof(why)), 0);
+
+    static const struct {
+        const char *what; /* field to spoil */
+        int64_t value;
+        const char *why;
+    } cases[] = {
+        {"cost", -5000, "cost_micros -5000 is negative (a record is never a credit)"},
+        {"cost", USAGE_AMOUNT_MAX + 1,
+         "cost_micros 1000000000001 is above the bound of 1000000000000"},
+        {"cost", INT64_MIN, "cost_micros -9223372036854775808 is negative"},
+        {"wallet", -1, "charged.wallet_micros -1 is negative"},
+        {"plan", INT64_MAX, "charged.plan_credits_micros 9223372036854775807 is above"},
+        {"chars", -1, "units.characters -1 is negative"},
+        {"tokens", USAGE_UNITS_MAX + 1, "units.output_tokens 1000000000001 is above"},
+        {"audio", -1, "units.audio_seconds (ms) -1 is negative"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        full_record(&r);
+        r.charged_plan_credits_micros = r.charged_wallet_micros = 0;
+        if (strcmp(cases[i].what, "cost") == 0)
+            r.cost_micros = cases[i].value;
+        else if (strcmp(cases[i].what, "wallet") == 0)
+            r.charged_wallet_micros = cases[i].value;
+        else if (strcmp(cases[i].what, "plan") == 0)
+            r.charged_plan_credits_micros = cases[i].value;
+        else if (strcmp(cases[i].what, "chars") == 0)
+            r.units.characters = cases[i].value;
+        else if (strcmp(cases[i].what, "tokens") == 0)
+            r.units.output_tokens = cases[i].value;
+        else
+            r.units.audio_ms = cases[i].value;
+        why[0] = '\0';
+        assert_int_equal(usage_record_check(&r, why, sizeof(why)), -1);
+        if (strncmp(why, cases[i].why, strlen(cases[i].why)) != 0)
+            fail_msg("case %zu: want \"%s...\", got \"%s\"", i, cases[i].why, why);
+    }
+
+    /* Ids: present and of the id alphabet; nothing of them is echoed. */
+    const char *bad_ids[] = {"", "has space", "quote\"", "new\nline", "uni\xc3\xa9"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_ids); i++) {
+        full_record(&r);
+        snprintf(r.id, sizeof(r.id), "%s", bad_ids[i]);
+        assert_int_equal(usage_record_check(&r, why, sizeof(why)), -1);
+        assert_string_equal(why, "id missing or malformed");
+        assert_false(usage_record_id_valid(bad_ids[i]));
+    }
+    full_record(&r);
+    r.payer_id[0] = '\0';
+    assert_int_equal(usage_record_check(&r, why, sizeof(why)), -1);
+    assert_string_equal(why, "payer_id missing or malformed");
+    full_record(&r);
+    r.provider = NULL;
+    assert_int_equal(usage_record_check(&r, NULL, 0), -1); /* why may be NULL */
+
+    /* The parse gives the reason too, and bounds audio_seconds before
+     * rounding it (llround has no answer for 1e300). */
+    static const struct {
+        const char *json, *why;
+    } parsed[] = {
+        {"{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"credit\"}",
+         "billed_to is neither \"byok\" nor \"wallet\""},
+        {"{\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\"}",
+         "id missing, not a string or too long"},
+        {"{\"id\":\"\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\"}",
+         "id missing or malformed"},
+        {"{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"cost_micros\":-1}",
+         "cost_micros -1 is negative (a record is never a credit)"},
+        {"{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"units\":{\"audio_seconds\":1e300}}",
+         "units.audio_seconds is above the bound of 1000000000"},
+        {"{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"units\":{\"audio_seconds\":-0.5}}",
+         "units.audio_seconds is negative"},
+        {"{\"id\":\"u\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"t\",\"payer_id\":\"p\","
+         "\"provider\":\"mistral\",\"billed_to\":\"wallet\"}",
+         "provider missing or unknown"},
+        {"[]", "not a JSON object"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(parsed); i++) {
+        json_t *o = parse(parsed[i].json);
+        why[0] = '\0';
+        assert_int_equal(usage_record_parse(o, &r, why, sizeof(why)), -1);
+        json_decref(o);
+        if (strcmp(why, parsed[i].why) != 0)
+            fail_msg("parse case %zu: want \"%s\", got \"%s\"", i, parsed[i].why, why);
+    }
+}
+
 /* ---- hand-written serializer ---------------------------------------------- */
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
@@ -1006,6 +1110,127 @@ static void test_writer_jsonl_is_stored_text(void **state)
     sqlite3_close(db);
 }
 
+static size_t rejected_lines(struct fixture *f, char ***out)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/rejected", f->spool_dir);
+    FILE *fp = fopen(path, "r");
+    *out = NULL;
+    if (fp == NULL)
+        return 0;
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, fp)) != -1) {
+        assert_true(len > 0 && line[len - 1] == '\n');
+        line[len - 1] = '\0';
+        *out = realloc(*out, (n + 1) * sizeof(**out));
+        assert_non_null(*out);
+        (*out)[n++] = strdup(line);
+    }
+    free(line);
+    fclose(fp);
+    return n;
+}
+
+static void free_lines(char **lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
+}
+
+/* A live record with an impossible amount is neither stored nor charged:
+ * it goes to the rejected file, the rest of its batch goes on. */
+static void test_writer_refuses_invalid(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_stats base, st;
+    usage_writer_stats(&base);
+    start_writer(f);
+    struct usage_record recs[4] = {wallet_record("live-ok-1"), wallet_record("live-neg"),
+                                   wallet_record("live-huge"), wallet_record("live-ok-2")};
+    recs[1].cost_micros = -5000;
+    recs[2].cost_micros = USAGE_AMOUNT_MAX + 1;
+    for (size_t i = 0; i < ARRAY_SIZE(recs); i++)
+        usage_submit(&recs[i]);
+    usage_writer_sync();
+    usage_writer_stop();
+    assert_int_equal(db_count(f), 2);
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 2);
+    assert_int_equal(payer_wallet(f), 1000000 - 2);
+    usage_writer_stats(&st);
+    assert_int_equal(st.rejected - base.rejected, 2);
+    char **lines;
+    size_t n = rejected_lines(f, &lines);
+    assert_int_equal(n, 2);
+    assert_non_null(strstr(lines[0], "\"id\":\"live-neg\""));
+    assert_non_null(strstr(lines[0], "\"cost_micros\":-5000"));
+    assert_non_null(strstr(lines[1], "\"id\":\"live-huge\""));
+    free_lines(lines, n);
+}
+
+/* A spool file with refused lines: the rest is replayed, the refused lines
+ * are set aside as they were (once, even though the first replay attempts
+ * failed), never charged, and the file is done with. */
+static void test_writer_spool_refuses_invalid(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_record ok = wallet_record("sp-ok");
+    json_t *o = usage_record_to_json(&ok);
+    char *ok_text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    const char *bad[] = {
+        "{\"id\":\"sp-neg\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\","
+        "\"payer_id\":\"payer\",\"provider\":\"openai\",\"billed_to\":\"wallet\","
+        "\"cost_micros\":-5000}",
+        "{\"id\":\"sp-huge\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\","
+        "\"payer_id\":\"payer\",\"provider\":\"openai\",\"billed_to\":\"wallet\","
+        "\"cost_micros\":10000000000000}",
+        "{\"id\":\"sp-credit\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\","
+        "\"payer_id\":\"payer\",\"provider\":\"openai\",\"billed_to\":\"credit\","
+        "\"cost_micros\":1}",
+        "{\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\",\"payer_id\":\"payer\","
+        "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"cost_micros\":1}",
+        "{\"id\":\"sp-torn\",\"ts\":\"2026-1",
+    };
+    assert_int_equal(mkdir(f->spool_dir, 0700), 0);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/usage-0000000000000001-00000001-00000000.jsonl", f->spool_dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "%s\n", bad[0]);
+    fprintf(fp, "%s\n", ok_text);
+    for (size_t i = 1; i < ARRAY_SIZE(bad); i++)
+        fprintf(fp, "%s\n", bad[i]);
+    fclose(fp);
+    free(ok_text);
+
+    /* The store is down at start: the replay waits, nothing is set aside
+     * yet. */
+    exec_sql(f->store_path, BREAK_STORE);
+    struct usage_stats base, st;
+    usage_writer_stats(&base);
+    start_writer(f);
+    char **lines;
+    assert_int_equal(rejected_lines(f, &lines), 0);
+    assert_int_equal(spool_files(f), 1);
+    exec_sql(f->store_path, FIX_STORE);
+    wait_replayed(base.replayed, 1);
+    usage_writer_stop();
+
+    assert_int_equal(db_count(f), 1);
+    assert_int_equal(payer_wallet(f), 1000000 - 1);
+    assert_int_equal(spool_files(f), 0); /* no .bad either: the file is done with */
+    size_t n = rejected_lines(f, &lines);
+    assert_int_equal(n, ARRAY_SIZE(bad));
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(lines[i], bad[i]);
+    free_lines(lines, n);
+    usage_writer_stats(&st);
+    assert_int_equal(st.rejected - base.rejected, ARRAY_SIZE(bad));
+}
+
 static void test_writer_start_fails(void **state)
 {
     struct fixture *f = *state;
@@ -1031,6 +1256,7 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_json_from_tolerant_and_strict),
+        cmocka_unit_test(test_record_check),
         cmocka_unit_test(test_format_matches_jansson),
         cmocka_unit_test(test_format_cases),
         cmocka_unit_test_setup_teardown(test_writer_invalid_utf8, setup, teardown),
@@ -1040,6 +1266,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_spool_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_replay_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_jsonl_is_stored_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_refuses_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_spool_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_start_fails, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

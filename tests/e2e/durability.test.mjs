@@ -1,0 +1,230 @@
+// durability.test.mjs - the SQLite store under a running proxy (DESIGN §7
+// "Durability"): an outside sqlite3 read does not take the WAL away from the
+// proxy (the proxy keeps its POSIX locks on the database: nothing but SQLite
+// opens or closes the file), every acknowledged admin write survives kill -9,
+// one proxy per store (a second one and --rotate-master-key refuse while it
+// runs), and spooled records with impossible amounts are refused, logged and
+// set aside instead of charged.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startMockOpenAI } from './lib/mock_openai.mjs';
+import { startProxy, runBinary, balances } from './lib/proxy.mjs';
+import { freePort, httpRequest, randomHex, waitFor } from './lib/util.mjs';
+
+const mockP = startMockOpenAI();
+const cleanup = [];
+after(async () => {
+  for (const f of cleanup.reverse()) await f();
+  await (await mockP).close();
+});
+
+// Starts a proxy that the file's cleanup stops and removes.
+async function proxy(opts = {}) {
+  const p = await startProxy({ mockUrl: (await mockP).url, ...opts });
+  cleanup.push(async () => { if (!p.exit) await p.stop(); });
+  if (!opts.dir) cleanup.push(() => p.remove());
+  return p;
+}
+
+function hasSqlite3() {
+  try {
+    execFileSync('sqlite3', ['-version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const NO_SQLITE3 = !hasSqlite3() && 'the sqlite3 CLI is not installed (scripts/setup.sh installs it)';
+
+function chat(p, key) {
+  return httpRequest(`${p.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'durable?' }] },
+  });
+}
+
+const dbPath = (p) => p.config.store.path;
+const inode = (f) => (fs.existsSync(f) ? fs.statSync(f).ino : null);
+
+// The locks /proc/locks lists for a process: [{ kind: 'POSIX'|'FLOCK'|…, ino }].
+function locksOf(pid) {
+  return fs.readFileSync('/proc/locks', 'utf8').split('\n').map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 6 && f[4] === String(pid))
+    .map((f) => ({ kind: f[1], mode: f[3], ino: Number(f[5].split(':')[2]) }));
+}
+
+function assertHoldsStore(p, what) {
+  const locks = locksOf(p.pid);
+  const db = inode(dbPath(p));
+  assert.ok(locks.some((l) => l.kind === 'POSIX' && l.ino === db),
+    `${what}: the proxy holds SQLite's POSIX lock on the database (inode ${db}); /proc/locks has ${JSON.stringify(locks)}`);
+  const lockFile = inode(`${dbPath(p)}.lock`);
+  assert.ok(locks.some((l) => l.kind === 'FLOCK' && l.mode === 'WRITE' && l.ino === lockFile),
+    `${what}: the proxy holds the exclusive flock on ${dbPath(p)}.lock; /proc/locks has ${JSON.stringify(locks)}`);
+}
+
+function sqlite3(db, sql) {
+  return execFileSync('sqlite3', [db, sql], { encoding: 'utf8' }).trim();
+}
+
+test('an outside sqlite3 read leaves the WAL to the proxy; acknowledged admin writes survive kill -9',
+  { skip: NO_SQLITE3, timeout: 60000 }, async () => {
+    const p = await proxy();
+    const a = p.admin;
+    const tenant = `dur_${randomHex(4)}`;
+    await a.createTenant({ id: tenant, name: 'Durable', features: { byok: true }, wallet_micros: 1_000_000 });
+    const doomed = await a.createKey(tenant, 'to revoke');
+    assert.equal((await chat(p, doomed.key)).status, 200, 'the key works before it is revoked');
+    await a.waitRecords(tenant, 1); // charged: the balances below are final
+    const before = balances(await a.getTenant(tenant));
+
+    const db = dbPath(p);
+    const wal = { ino: inode(`${db}-wal`), shm: inode(`${db}-shm`) };
+    assert.ok(wal.ino && wal.shm, 'the running proxy has its -wal and -shm files');
+    assertHoldsStore(p, 'before the outside read');
+
+    // What an operator does to look at the store. Closing the last
+    // connection it knows of, sqlite3 checkpoints and deletes the WAL unless
+    // it sees another process's lock on the database.
+    assert.equal(sqlite3(db, `SELECT count(*) FROM tenants WHERE id = '${tenant}'`), '1');
+    assert.equal(inode(`${db}-wal`), wal.ino, 'the -wal file is the same file after the outside read (not unlinked)');
+    assert.equal(inode(`${db}-shm`), wal.shm, 'the -shm file is the same file after the outside read');
+    assertHoldsStore(p, 'after the outside read');
+
+    // Admin writes, each acknowledged (2xx) by the proxy.
+    const fresh = await a.createKey(tenant, 'created after the read');
+    await a.revokeKey(tenant, doomed.id);
+    await a.topup(tenant, { wallet_micros: 2_000_000, plan_credits_micros: 300 });
+    const conn = await a.createConnection(tenant, { provider: 'openai', name: 'durable', api_key: `sk-durable-${randomHex(12)}` });
+    assert.equal(inode(`${db}-wal`), wal.ino, 'the writes went into the same -wal file');
+    // An outsider sees them too: they are in the live WAL, not in a
+    // deleted one only the proxy still holds.
+    assert.equal(sqlite3(db, `SELECT revoked_at_ms > 0 FROM proxy_keys WHERE id = '${doomed.id}'`), '1');
+    assert.equal(sqlite3(db, `SELECT count(*) FROM connections WHERE id = '${conn.id}'`), '1');
+    assertHoldsStore(p, 'after the second outside read');
+
+    p.child.kill('SIGKILL');
+    assert.equal((await p.exited).signal, 'SIGKILL');
+
+    const q = await proxy({ dir: p.dir, secrets: p.secrets });
+    assert.equal((await chat(q, doomed.key)).status, 401, 'the revoked key stays revoked');
+    const t = await q.admin.getTenant(tenant);
+    assert.deepEqual(balances(t), { plan: before.plan + 300, wallet: before.wallet + 2_000_000 }, 'the topup is there');
+    const c = await q.admin.getConnection(tenant, conn.id);
+    assert.equal(c.id, conn.id, 'the connection is there');
+    assert.equal((await chat(q, fresh.key)).status, 200, 'the key created after the read works');
+    assert.equal(await q.stop(), 0);
+  });
+
+test('one proxy per store: a second proxy on the same store refuses to start, naming the first',
+  { timeout: 60000 }, async () => {
+    const p = await proxy();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'byok-e2e-second-'));
+    cleanup.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    // Other ports, JSONL and spool: only the store is shared, so the lock is
+    // what refuses.
+    const cfg = { ...p.config, listen: `127.0.0.1:${await freePort()}`, admin_listen: `127.0.0.1:${await freePort()}`,
+      usage: { jsonl_path: path.join(dir, 'usage.jsonl'), spool_dir: path.join(dir, 'spool') } };
+    const cfgFile = path.join(dir, 'config.json');
+    fs.writeFileSync(cfgFile, JSON.stringify(cfg));
+    const r = await runBinary(['--config', cfgFile], {
+      env: { BYOK_MASTER_KEY: p.masterKey, BYOK_ADMIN_TOKEN: p.adminToken, OPENAI_API_KEY: p.platformKey },
+    });
+    assert.notEqual(r.code, 0, `the second proxy exits non-zero; stderr: ${r.stderr}`);
+    assert.ok(!r.timedOut, 'it exits on its own');
+    assert.match(r.stderr, /in use by another byok-proxy/);
+    assert.ok(r.stderr.includes(`pid ${p.pid}`), `the message names the running proxy's pid ${p.pid}: ${r.stderr}`);
+    assert.ok(r.stderr.includes(dbPath(p)), 'the message names the store');
+    // The first one is untouched.
+    assertHoldsStore(p, 'after the refused start');
+    assert.equal((await fetch(`${p.adminUrl}/healthz`)).status, 200);
+  });
+
+test('--rotate-master-key refuses while a proxy holds the store and works once it stopped',
+  { timeout: 60000 }, async () => {
+    const p = await proxy();
+    await p.admin.createTenant({ id: 'rot', name: 'Rotate', wallet_micros: 1_000_000 });
+    const k = await p.admin.createKey('rot');
+    const newKey = crypto.randomBytes(32).toString('base64');
+    const rotate = () => runBinary(['--config', p.configPath, '--rotate-master-key'], {
+      env: { BYOK_MASTER_KEY: p.masterKey, BYOK_MASTER_KEY_NEW: newKey, OPENAI_API_KEY: p.platformKey },
+      timeout: 20000,
+    });
+
+    let r = await rotate();
+    assert.notEqual(r.code, 0, `refused while the proxy runs: ${r.stdout}${r.stderr}`);
+    const out = r.stdout + r.stderr;
+    assert.match(out, /nothing changed/);
+    assert.ok(out.includes(`pid ${p.pid}`), `names the running proxy's pid: ${out}`);
+    assert.match(out, /stop it before rotating/);
+    assert.ok(!out.includes(p.masterKey) && !out.includes(newKey), 'no key material printed');
+    assert.equal((await chat(p, k.key)).status, 200, 'the running proxy is untouched');
+
+    assert.equal(await p.stop(), 0);
+    r = await rotate();
+    assert.equal(r.code, 0, `works once the proxy stopped: ${r.stdout}${r.stderr}`);
+    assert.match(r.stdout, /version 2/);
+
+    const q = await proxy({ dir: p.dir, secrets: { ...p.secrets, masterKey: newKey }, env: { BYOK_MASTER_KEY_VERSION: '2' } });
+    assert.equal((await chat(q, k.key)).status, 200, 'the proxy key works under the new master key');
+    assert.equal(await q.stop(), 0);
+  });
+
+test('spooled records with negative or absurd amounts, a bad billed_to or no id are refused, logged and set aside',
+  { timeout: 60000 }, async () => {
+    const p = await proxy();
+    const tenant = `sp_${randomHex(4)}`;
+    await p.admin.createTenant({ id: tenant, name: 'Spool', wallet_micros: 1_000_000 });
+    assert.equal(await p.stop(), 0);
+
+    const rec = (id, extra = {}) => ({ id, ts: '2026-11-24T12:00:00.000Z', tenant_id: tenant, payer_id: tenant,
+      key_id: 'k_x', provider: 'openai', line: 'llm', endpoint: '/v1/chat/completions', model: 'gpt-4o-mini',
+      billed_to: 'wallet', status: 200, outcome: 'ok', cost_micros: 7, ...extra });
+    const good = rec(`ok_${randomHex(4)}`);
+    const bad = [
+      [rec(`neg_${randomHex(4)}`, { cost_micros: -5000 }), /cost_micros -5000 is negative/],
+      [rec(`big_${randomHex(4)}`, { cost_micros: 10 ** 13 }), /cost_micros 10000000000000 is above the bound of 1000000000000/],
+      [rec(`credit_${randomHex(4)}`, { billed_to: 'credit' }), /billed_to is neither/],
+      [rec(`negunits_${randomHex(4)}`, { units: { audio_seconds: -60 } }), /audio_seconds is negative/],
+      [(({ id, ...rest }) => rest)(rec('none')), /record \(no valid id\) refused: id missing/],
+    ];
+    const badLines = bad.map(([r]) => JSON.stringify(r));
+    badLines.push('{"id": "torn_line", "ts": "2026-11-2');
+    const spool = p.config.usage.spool_dir;
+    fs.mkdirSync(spool, { recursive: true });
+    const file = 'usage-0000000000000001-00000001-00000000.jsonl';
+    fs.writeFileSync(path.join(spool, file), [JSON.stringify(good), ...badLines].map((l) => `${l}\n`).join(''));
+
+    const q = await proxy({ dir: p.dir, secrets: p.secrets });
+    const t = await q.admin.getTenant(tenant);
+    assert.equal(balances(t).wallet, 1_000_000 - 7, 'only the valid record is charged; nothing is credited');
+    const recs = await q.admin.usage({ tenant_id: tenant });
+    assert.deepEqual(recs.map((r) => r.id), [good.id], 'only the valid record is stored');
+    assert.deepEqual(fs.readdirSync(spool).sort(), ['rejected'], 'the spool file is done with; the refused lines are set aside');
+    assert.deepEqual(fs.readFileSync(path.join(spool, 'rejected'), 'utf8').split('\n').filter(Boolean), badLines,
+      'every refused line, as it was, in the rejected file');
+    const logs = q.logs();
+    for (const [r, why] of bad) {
+      const line = logs.split('\n').find((l) => l.includes(r.id ? `record ${r.id} refused` : 'record (no valid id) refused'));
+      assert.ok(line, `a log line names ${r.id || 'the record without id'}:\n${logs}`);
+      assert.match(line, why);
+      assert.match(line, /set aside in .*rejected/);
+    }
+    assert.match(logs, /line 7: record \(no valid id\) refused: not a JSON object/);
+    const metrics = await (await fetch(`${q.adminUrl}/metrics`, { headers: { authorization: `Bearer ${q.adminToken}` } })).text();
+    assert.match(metrics, /byok_usage_records_total\{state="rejected"\} 6/);
+
+    // Nothing is replayed twice across a restart.
+    assert.equal(await q.stop(), 0);
+    const again = await proxy({ dir: p.dir, secrets: p.secrets });
+    await waitFor(async () => (await again.admin.getTenant(tenant)) !== null, { what: 'the tenant' });
+    assert.equal(balances(await again.admin.getTenant(tenant)).wallet, 1_000_000 - 7);
+    assert.equal(fs.readFileSync(path.join(spool, 'rejected'), 'utf8').split('\n').filter(Boolean).length, 6);
+    assert.equal(await again.stop(), 0);
+  });
