@@ -6,7 +6,9 @@
 #include "session.h"
 #include "usage.h"
 
+#include <dirent.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 
 static const char *const counter_names[METRICS__COUNT][2] = {
     {"byok_requests_total", "Data-plane requests answered."},
@@ -97,6 +99,23 @@ void metrics_render(struct evbuffer *out)
             counter_names[i][1], counter_names[i][0], counter_names[i][0],
             (unsigned long long)atomic_load_explicit(&counters[i], memory_order_relaxed));
     }
+    /* The process's descriptors (standard process_* names): readable here
+     * although the process is not dumpable (its /proc files are root's). */
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    struct rlimit rl;
+    evbuffer_add_printf(out,
+                        "# HELP process_open_fds Open file descriptors.\n"
+                        "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n"
+                        "# HELP process_max_fds Descriptor limit (RLIMIT_NOFILE).\n"
+                        "# TYPE process_max_fds gauge\nprocess_max_fds %lld\n",
+                        fds, getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (long long)rl.rlim_cur : -1LL);
     evbuffer_add_printf(out,
                         "# HELP byok_open_connections Open downstream connections.\n"
                         "# TYPE byok_open_connections gauge\nbyok_open_connections %lld\n",

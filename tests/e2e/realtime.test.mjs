@@ -46,9 +46,8 @@ after(async () => {
   await mock?.close();
 });
 
-function fdCount(pid) {
-  return fs.readdirSync(`/proc/${pid}/fd`).length;
-}
+// The proxy's open descriptors (from its /metrics: its /proc files are root's).
+const fdCount = () => proxy.openFds();
 
 function expectedCost(u) {
   const inText = u.input_text_tokens, inAudio = u.input_audio_tokens, cached = u.cached_tokens;
@@ -91,7 +90,7 @@ const wssUrl = (q = 'model=gpt-realtime') => `wss://127.0.0.1:${tlsPort}/v1/real
 
 test('openai SDK over wss: platform key injected, frames intact; a record per response.done, a final one, platform lines', async () => {
   const markS = mock.sockets.length;
-  const before = fdCount(proxy.pid);
+  const before = await fdCount();
   const { rt, d, types } = await sdkSession(key, { responses: 2 });
   rt.close();
   const rec = mock.socketsSince(markS)[0];
@@ -126,7 +125,7 @@ test('openai SDK over wss: platform key injected, frames intact; a record per re
   const sessions = new Set(all.map((r) => r.session_id));
   assert.equal(sessions.size, 1, 'every record of the socket carries its session id');
   assert.match([...sessions][0], /^ws_[0-9A-Z]{26}$/);
-  await waitFor(() => fdCount(proxy.pid) <= before, { timeout: 5000, what: 'no fd left behind' });
+  await waitFor(async () => (await fdCount()) <= before, { timeout: 5000, what: 'no fd left behind' });
 });
 
 test('browser subprotocol key (any case): removed upstream, the client gets "realtime"', async () => {
@@ -176,7 +175,7 @@ test('client vanishes mid-session: upstream closed, final record client_disconne
   const t = 'rt-cut';
   await proxy.admin.createTenant({ id: t, name: 'RT cut', wallet_micros: 5_000_000 });
   const k = (await proxy.admin.createKey(t)).key;
-  const before = fdCount(proxy.pid);
+  const before = await fdCount();
   const markS = mock.sockets.length;
   const ws = new WebSocket(wssUrl(), [], { ca: certs.ca, headers: { authorization: `Bearer ${k}`, 'x-session-id': 'call-77' } });
   await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
@@ -188,7 +187,7 @@ test('client vanishes mid-session: upstream closed, final record client_disconne
   assert.equal(line[0].final, true);
   assert.equal(line[0].session_id, 'call-77', 'the X-Session-Id names the socket\'s records');
   assert.equal(plat[0].session_id, 'call-77');
-  await waitFor(() => fdCount(proxy.pid) <= before, { timeout: 5000, what: 'no fd left behind' });
+  await waitFor(async () => (await fdCount()) <= before, { timeout: 5000, what: 'no fd left behind' });
 });
 
 for (const [code, outcome] of [[1000, 'ok'], [1011, 'upstream_error'], [4000, 'upstream_error']]) {
@@ -384,7 +383,7 @@ test('the upstream dies mid-session (TCP cut, no close frame): the client gets 1
   const t = 'rt-dies';
   await proxy.admin.createTenant({ id: t, name: 'RT dies', wallet_micros: 5_000_000 });
   const k = (await proxy.admin.createKey(t)).key;
-  const before = fdCount(proxy.pid);
+  const before = await fdCount();
   let wsctx = null;
   mock.override({ ws: true, path: '/v1/realtime', handle: (ctx) => { wsctx = ctx; } });
   const ws = new WebSocket(wssUrl(), [], { ca: certs.ca, headers: { authorization: `Bearer ${k}` } });
@@ -395,5 +394,5 @@ test('the upstream dies mid-session (TCP cut, no close frame): the client gets 1
   assert.equal(await closed, 1011);
   const { line } = await sessionRecords(t, 2);
   assert.equal(line[0].outcome, 'upstream_error');
-  await waitFor(() => fdCount(proxy.pid) <= before, { timeout: 5000, what: 'no fd left behind' });
+  await waitFor(async () => (await fdCount()) <= before, { timeout: 5000, what: 'no fd left behind' });
 });

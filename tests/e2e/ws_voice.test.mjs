@@ -60,12 +60,11 @@ const cart = () => h.mocks.cartesia;
 const wsBase = () => `ws://127.0.0.1:${h.proxy.port}`;
 const dgUrl = (q = DG_QUERY) => `${wsBase()}/deepgram/v1/listen?${new URLSearchParams(q)}`;
 
-function fdCount() {
-  return fs.readdirSync(`/proc/${h.proxy.pid}/fd`).length;
-}
+// The proxy's open descriptors (from its /metrics: its /proc files are root's).
+const fdCount = () => h.proxy.openFds();
 
 function noFdLeak(before) {
-  return waitFor(() => fdCount() <= before, { timeout: 5000, what: `proxy fds back to ${before} (now ${fdCount()})` });
+  return waitFor(async () => (await fdCount()) <= before, { timeout: 5000, what: `proxy fds back to ${before}` });
 }
 
 const deepgram = (key, headers) => new DeepgramClient({
@@ -178,7 +177,7 @@ async function dgSdkSession(t, { headers } = {}) {
 
 test('Deepgram SDK live: Token key swapped, frames intact both ways, stt record = Metadata duration, platform line', async () => {
   const t = await mkTenant(h);
-  const fds = fdCount();
+  const fds = await fdCount();
   const { rec, msgs, frames, closeCode, elapsed } = await dgSdkSession(t);
 
   // Upstream: same path and query, exactly the platform key as Token, nothing of the proxy key.
@@ -214,7 +213,7 @@ test('Deepgram SDK live: Token key swapped, frames intact both ways, stt record 
 
 test('Deepgram browser subprotocols "token, <key>": the client gets "token", none upstream; large frames intact; client close 1000 relayed', async () => {
   const t = await mkTenant(h);
-  const fds = fdCount();
+  const fds = await fdCount();
   const mark = dg().sockets.length;
   const c = wsClient(dgUrl(), { protocols: ['token', t.key] });
   await c.opened;
@@ -277,7 +276,7 @@ test('Deepgram inside a BYOK session: still the platform key, both lines billed 
 
 test('Deepgram: upstream close 4000 reaches the client; a client that drops its TCP connection closes the upstream (client_disconnect); no fd left', async () => {
   const t = await mkTenant(h);
-  const fds = fdCount();
+  const fds = await fdCount();
 
   // The mock closes with 4000.
   let mark = dg().sockets.length;
@@ -322,7 +321,7 @@ test('Deepgram: upstream close 4000 reaches the client; a client that drops its 
 test('Deepgram: a wrong proxy key is refused with 401 at the handshake (header and subprotocol forms), nothing reaches the mock', async () => {
   const t = await mkTenant(h);
   const mark = dg().sockets.length;
-  const fds = fdCount();
+  const fds = await fdCount();
   for (const opts of [{ headers: { authorization: 'Token bpk_wrong_key' } }, { protocols: ['token', 'bpk_wrong_key'] }, {}]) {
     const r = await refusedUpgrade(dgUrl(), opts);
     assert.equal(r.status, 401, JSON.stringify(opts));
@@ -342,7 +341,7 @@ test('Deepgram: a wrong proxy key is refused with 401 at the handshake (header a
 
 test('Cartesia SDK over the proxy\'s TLS listener: Bearer out, frames intact, characters = code points of every transcript, platform line', async () => {
   const t = await mkTenant(h);
-  const fds = fdCount();
+  const fds = await fdCount();
   const mark = cart().sockets.length;
   const started = Date.now();
   const client = new Cartesia({ apiKey: t.key, baseURL: `https://127.0.0.1:${tlsPort}/cartesia`, maxRetries: 0 });
@@ -462,7 +461,7 @@ test('Cartesia browser ?api_key=: removed from the query, Bearer injected, the o
 
 test('Cartesia: upstream close 4000 reaches the client; a client cut mid-generation closes the upstream (client_disconnect, characters kept); no fd left', async () => {
   const t = await mkTenant(h);
-  const fds = fdCount();
+  const fds = await fdCount();
 
   let mark = cart().sockets.length;
   let wsctx = null;
@@ -509,7 +508,7 @@ test('Cartesia: upstream close 4000 reaches the client; a client cut mid-generat
 
 test('Cartesia: a wrong proxy key is refused with 401 at the handshake (header, Bearer, query), nothing reaches the mock', async () => {
   const mark = cart().sockets.length;
-  const fds = fdCount();
+  const fds = await fdCount();
   const url = `${wsBase()}/cartesia/tts/websocket`;
   for (const [u, headers] of [[url, { 'X-API-Key': 'bpk_wrong' }], [url, { authorization: 'Bearer bpk_wrong' }],
     [`${url}?api_key=bpk_wrong&cartesia_version=2025-04-16`, undefined], [url, undefined]]) {

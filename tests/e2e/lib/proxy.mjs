@@ -117,6 +117,14 @@ export async function startProxy(opts = {}) {
       }
       return exit.code ?? exit.signal;
     },
+    // Its open descriptors, as it reports them on /metrics (its /proc files
+    // are root's: the process is not dumpable).
+    async openFds() {
+      const r = await fetch(`${proxy.adminUrl}/metrics`, { headers: { authorization: `Bearer ${secrets.adminToken}` } });
+      const m = /^process_open_fds (\d+)$/m.exec(await r.text());
+      if (!m) throw new Error('process_open_fds missing from /metrics');
+      return Number(m[1]);
+    },
     // Deletes the temp dir (after stop()).
     remove() {
       fs.rmSync(dir, { recursive: true, force: true });
