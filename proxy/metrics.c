@@ -16,6 +16,7 @@ static const char *const counter_names[METRICS__COUNT][2] = {
     {"byok_connections_accepted_total", "Downstream connections accepted."},
     {"byok_auth_failures_total", "Requests refused for a missing or wrong proxy key."},
     {"byok_tokens_minted_total", "Ephemeral tokens issued for browsers."},
+    {"byok_accept_paused_total", "Listener pauses after accept() failed (out of descriptors)."},
 };
 
 static const char *const refusal_names[METRICS_REFUSED__COUNT] = {
@@ -26,6 +27,8 @@ static const char *const refusal_names[METRICS_REFUSED__COUNT] = {
     [METRICS_REFUSED_LIMITS] = "limits",
     [METRICS_REFUSED_REQUEST] = "bad_request",
     [METRICS_REFUSED_UNAVAILABLE] = "unavailable",
+    [METRICS_REFUSED_CONNECTIONS] = "max_connections",
+    [METRICS_REFUSED_CONNECTIONS_CLIENT] = "max_connections_per_client",
 };
 
 static _Atomic uint64_t counters[METRICS__COUNT];
