@@ -244,6 +244,7 @@ test('caps: per client address (127.0.0.2 vs 127.0.0.3) and in all; 429/503 with
   assert.ok(refused.every((c) => c.responses()[0]?.status === 503));
   const seconds = Math.ceil((Date.now() - t0) / 1000) + 1;
   const lines = logLines(proxy, /refused: too many connections/);
+  console.log(`caps: 53 connections refused (1 per address, 52 in all, 1 of them TLS) in ${Date.now() - t0} ms of burst; ${lines.length} log line(s)`);
   assert.ok(lines.length >= 1 && lines.length <= seconds + 2,
     `${lines.length} log lines for 53 refusals (at most one a second)`);
 
