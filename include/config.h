@@ -49,6 +49,20 @@ struct config_limits {
     int upstream_timeout_ms;         /* whole-response deadline, 0 = none (default 600000) */
     int shutdown_timeout_ms;         /* drain deadline on SIGTERM (default 15000) */
     size_t client_high_watermark;    /* pause upstream above (default 262144) */
+    /* The whole request body must arrive within this from the end of its
+     * head, however it trickles (default 300000: 32 MiB at ~0.9 Mbit/s). */
+    int body_timeout_ms;
+    /* Open data-plane connections (plain, TLS and WebSocket sessions), in
+     * the process and from one client address (IPv6: its /64); above
+     * either a new connection is refused at accept (default 8192, 1024). */
+    size_t max_connections;
+    size_t max_connections_per_client;
+    /* First-message credential sockets (the key in the first WebSocket
+     * message): that message must be whole within this of the 101
+     * (default 2000; else close 1008) and at most this big (default 65536;
+     * else close 1009). */
+    int ws_first_message_timeout_ms;
+    size_t ws_first_message_max_bytes;
 };
 
 /* "balance" (DESIGN §3.4): what a wallet line holds while it runs. */

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "conncap.h"
 #include "httpparse.h"
 
 #include <event2/buffer.h>
@@ -59,6 +60,12 @@ struct http_server_opts {
     void *arg;
     const char *name; /* "data" | "admin", for logs */
     SSL_CTX *ssl_ctx; /* TLS listener when set (borrowed; one SSL per connection) */
+    /* Caps on open connections (borrowed, may be shared by servers on
+     * several threads; NULL: none). A connection over a cap is refused at
+     * accept without reading it: on a plain listener with one write of a
+     * fixed 503 (429 for the per-address cap) with Retry-After, on a TLS
+     * listener by closing it (no handshake is spent on it). */
+    struct conncap *cap;
 };
 
 /* A server-side TLS context from PEM files: TLS 1.2+, ALPN "http/1.1".
@@ -68,8 +75,11 @@ MUST_CHECK SSL_CTX *http_tls_context(const char *cert_file, const char *key_file
                                      size_t err_size);
 
 /* Creates a server on base that accepts on listen_fd (an already bound and
- * listening socket; the server takes ownership). Caller frees with
- * http_server_free(). */
+ * listening socket; the server takes ownership). When accept() fails for
+ * want of descriptors (or another non-transient error) the listener is
+ * paused - no busy loop, one log line per episode at most once a second -
+ * and resumed when one of its connections closes or after a backoff of
+ * 50 ms doubling to 1 s. Caller frees with http_server_free(). */
 MUST_CHECK struct http_server *http_server_new(struct event_base *base, int listen_fd,
                                                const struct http_server_opts *opts);
 /* Stops accepting; idle keep-alive connections are closed at once, busy
@@ -125,8 +135,10 @@ bool http_stream_started(struct http_conn *c);
  * callbacks, timeouts and watermarks are cleared, bytes the client sent
  * after the request stay in its input buffer. The http_conn is finished
  * (freed at the next loop turn) and the request it carried with it: copy
- * what you need from the request first. Caller owns (frees) the result. */
-MUST_CHECK struct bufferevent *http_conn_take(struct http_conn *c);
+ * what you need from the request first. Caller owns (frees) the result,
+ * and the connection's place under the caps, moved to *slot: the caller
+ * gives it back with conncap_leave() when it closes the socket. */
+MUST_CHECK struct bufferevent *http_conn_take(struct http_conn *c, struct conncap_slot *slot);
 
 /* Reason phrase for a status code. */
 const char *http_reason(int status);

@@ -7,6 +7,7 @@
 #ifndef BYOK_LOG_H
 #define BYOK_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
@@ -18,6 +19,19 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 /* Copies at most out_size-1 printable ASCII bytes of s (len bytes) into out,
  * replacing anything else (quotes, backslashes, control bytes) by '?'. */
 const char *log_safe(const char *s, size_t len, char *out, size_t out_size);
+
+/* A rate limit for one kind of line (a static per call site, shared by the
+ * threads): at most one line per interval, however often the event
+ * happens. Zero-initialised. */
+struct log_limit {
+    _Atomic long long next_ms;     /* mono_ms() from which the next line may go */
+    _Atomic unsigned long skipped; /* events not logged since the last line */
+};
+
+/* True when a line may be written now (the caller writes it), and then
+ * *skipped is how many events were not logged since the previous line;
+ * false (the event is counted) otherwise. */
+bool log_limit_allow(struct log_limit *l, int interval_ms, unsigned long *skipped);
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)

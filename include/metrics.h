@@ -18,18 +18,21 @@ enum metrics_counter {
     METRICS_AUTH_FAILURES,        /* 401 on the data plane */
     METRICS_TOKENS_MINTED,        /* ephemeral tokens issued */
     METRICS_CONN_UNREADABLE,      /* BYOK lines on the platform key: connection undecryptable */
+    METRICS_ACCEPT_PAUSES,        /* listener paused: accept failed (out of descriptors) */
     METRICS__COUNT
 };
 
 /* Why the proxy refused a request before anything went upstream. */
 enum metrics_refusal {
-    METRICS_REFUSED_AUTH = 0,    /* no or wrong proxy key (401) */
-    METRICS_REFUSED_BALANCE,     /* balance gate (402) */
-    METRICS_REFUSED_ENDPOINT,    /* endpoint_not_allowed (403) */
-    METRICS_REFUSED_MODEL,       /* model_not_priced (403) */
-    METRICS_REFUSED_LIMITS,      /* size, rate and tenant limits (413, 414, 429, 431) */
-    METRICS_REFUSED_REQUEST,     /* malformed request, unknown route (400, 404) */
-    METRICS_REFUSED_UNAVAILABLE, /* store or configuration (5xx before upstream) */
+    METRICS_REFUSED_AUTH = 0,           /* no or wrong proxy key (401) */
+    METRICS_REFUSED_BALANCE,            /* balance gate (402) */
+    METRICS_REFUSED_ENDPOINT,           /* endpoint_not_allowed (403) */
+    METRICS_REFUSED_MODEL,              /* model_not_priced (403) */
+    METRICS_REFUSED_LIMITS,             /* size, rate and tenant limits (413, 414, 429, 431) */
+    METRICS_REFUSED_REQUEST,            /* malformed request, unknown route (400, 404) */
+    METRICS_REFUSED_UNAVAILABLE,        /* store or configuration (5xx before upstream) */
+    METRICS_REFUSED_CONNECTIONS,        /* connection refused at accept: limits.max_connections */
+    METRICS_REFUSED_CONNECTIONS_CLIENT, /* ... limits.max_connections_per_client */
     METRICS_REFUSED__COUNT
 };
 

@@ -46,10 +46,13 @@
  *   output drains to half of it.
  * - Client-first mode (params.client_first; browsers that put the key
  *   in the first message): the client gets its 101 at once, its first
- *   message (text, whole, at most max_message or 1 MiB) goes to on_first,
- *   which decides where to connect and what to send first. Until that
- *   message, upstream_connect_timeout_ms is the deadline (close 1008,
- *   RELAY_WS_END_TIMEOUT); a binary message, a ping or a pong before that
+ *   message (text, whole, at most limits->ws_first_message_max_bytes,
+ *   default 64 KiB: a frame announcing more gets close 1009 before its
+ *   payload is read, RELAY_WS_END_CLIENT_GONE) goes to on_first, which
+ *   decides where to connect and what to send first. That message must be
+ *   complete within limits->ws_first_message_timeout_ms of the 101
+ *   (default 2 s; else close 1008, RELAY_WS_END_TIMEOUT); nothing is
+ *   connected upstream before it; a binary message, a ping or a pong before that
  *   message is complete (even between its fragments, which RFC 6455 would
  *   allow: no client sends its key that way, and an unauthenticated peer
  *   gets nothing answered): close 1008 (RELAY_WS_END_UNAUTHORIZED), as when
@@ -91,6 +94,7 @@ struct relay_ws_end_info {
     int upstream_status;   /* status of the upstream's handshake reply; 0 if none */
     int close_code;        /* code of the first close frame seen, 0 if none */
     bool closed_by_client; /* who sent the first close frame */
+    int client_close_sent; /* code of a close the relay itself sent the client, 0 if none */
     int64_t opened_ms;     /* mono_ms() when the upstream accepted, 0 if never */
     int64_t ended_ms;
     uint64_t bytes_from_client, bytes_from_upstream; /* payload bytes relayed */

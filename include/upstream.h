@@ -12,6 +12,10 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+/* Idle upstream connections one worker's pool keeps for reuse, at most
+ * (descriptors: see main.c). */
+#define UPSTREAM_IDLE_MAX 256
+
 struct upstream_pool;
 struct upstream_xfer;
 

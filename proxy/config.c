@@ -68,6 +68,11 @@ static const struct limit_def limit_defs[] = {
     LIMIT_MS(upstream_timeout_ms, 600000, 0, 86400000),
     LIMIT_MS(shutdown_timeout_ms, 15000, 0, 3600000),
     LIMIT_SZ(client_high_watermark, 262144, 4096, 1073741824),
+    LIMIT_MS(body_timeout_ms, 300000, 100, 86400000),
+    LIMIT_SZ(max_connections, 8192, 1, 1000000),
+    LIMIT_SZ(max_connections_per_client, 1024, 1, 1000000),
+    LIMIT_MS(ws_first_message_timeout_ms, 2000, 100, 60000),
+    LIMIT_SZ(ws_first_message_max_bytes, 65536, 1024, 16777216),
 };
 
 /* Price fields in file order, with their place in struct config_price. */
@@ -734,6 +739,16 @@ static int parse_limits(struct cfg_parser *p, json_t *root)
                     "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
                     "(%zu); the head includes the request line",
                     l->max_header_bytes, l->max_request_line);
+    /* One address may not be allowed more than the whole process; the
+     * default per-address cap follows a smaller max_connections. */
+    if (l->max_connections_per_client > l->max_connections) {
+        if (obj != NULL && get(obj, "max_connections_per_client") != NULL)
+            return fail(p,
+                        "limits.max_connections_per_client: %zu is larger than "
+                        "limits.max_connections (%zu)",
+                        l->max_connections_per_client, l->max_connections);
+        l->max_connections_per_client = l->max_connections;
+    }
     return 0;
 }
 

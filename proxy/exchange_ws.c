@@ -23,6 +23,7 @@
  * free. */
 #include "common.h"
 #include "exchange.h"
+#include "conncap.h"
 #include "crypto.h"
 #include "ledger.h"
 #include "meter.h"
@@ -65,6 +66,9 @@ struct ws_exchange {
     struct ws_prep *prep; /* until the upstream target is built */
     struct ws_meter meter;
     struct event *timer; /* interval records */
+    /* The client connection's place under the caps (conncap.h), taken over
+     * with the socket; given back when the session ends. */
+    struct conncap_slot slot;
     bool started;        /* authenticated: records are written at the end */
     int64_t opened_mono; /* the upstream accepted; 0 never */
     int seq_unit, seq_platform;
@@ -109,6 +113,7 @@ void exchange_ws_free(void *arg)
         event_free(x->timer);
     ws_meter_free(&x->meter);
     prep_free(x);
+    conncap_leave(&x->slot);
     free(x);
 }
 
@@ -676,6 +681,11 @@ static void on_end(void *arg, const struct relay_ws_end_info *info)
         }
         write_unit(x, true, status, outcome);
         write_platform(x, true, info->ended_ms, outcome);
+    } else if (x->state == WSX_FIRST &&
+               (info->end == RELAY_WS_END_TIMEOUT || info->client_close_sent == WS_CLOSE_TOO_BIG)) {
+        /* The key's message came too late or too big: refused before
+         * anything went upstream (limits.ws_first_message_*). */
+        metrics_refused(x->base.rt.provider, METRICS_REFUSED_LIMITS);
     }
     exchange_ws_free(x);
 }
@@ -749,7 +759,7 @@ void exchange_ws_run(struct ws_exchange *x, struct http_conn *c, struct http_req
     /* A first-message session's meter (and its inspection) is known only
      * once it authenticated: per-message inspection is not offered there. */
     /* From here the connection is the relay's: the request is gone. */
-    rp.client = http_conn_take(c);
+    rp.client = http_conn_take(c, &x->slot);
     x->relay = relay_ws_start(&rp);
     crypto_wipe(headers, sizeof(headers));
     if (x->relay == NULL) {

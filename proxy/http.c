@@ -1,4 +1,5 @@
-/* http.c - downstream HTTP/1.1 connections: accept, strict parsing, bodies,
+/* http.c - downstream HTTP/1.1 connections: accept (connection caps, pause
+ * when descriptors run out), strict parsing, bodies (within their deadline),
  * keep-alive, in-order pipelining, limits, timeouts and the response API.
  *
  *   accept ──> READING_HEAD ──head ok──> READING_BODY ──body complete──> HANDLING
@@ -13,7 +14,14 @@
  * complete, which answers pipelined requests in order by construction.
  * Every close goes through conn_close(c, reason); when a close is asked for
  * from inside an API call the free is deferred to a zero-delay event so no
- * caller up the stack is left holding a freed connection. */
+ * caller up the stack is left holding a freed connection. A connection
+ * answered before its request was read whole gets a FIN and is closed
+ * HTTP_LINGER_MS later (CLOSING, lingering), so a reset does not destroy
+ * the answer.
+ *
+ * Before any of that, accept_cb counts the connection under the caps
+ * (conncap.h) or refuses it unread; an accept() failure pauses the
+ * listener (accept_error_cb) instead of spinning on it. */
 #include "common.h"
 #include "http.h"
 #include "metrics.h"
@@ -53,15 +61,18 @@ struct http_conn {
     int64_t body_remaining; /* Content-Length body still to read */
     bool body_chunked;
 
-    unsigned keep_alive : 1;     /* connection persists after this response */
-    unsigned head_only : 1;      /* HEAD request: no response body */
-    unsigned stream_started : 1; /* response head sent */
-    unsigned stream_chunked : 1; /* response body framed as chunks */
-    unsigned in_process : 1;     /* inside process_input(): no recursion */
-    unsigned close_pending : 1;  /* deferred free scheduled */
-    unsigned sent_continue : 1;  /* 100 Continue already sent */
-    unsigned has_head_bytes : 1; /* header timer armed for this head */
-    unsigned tls : 1;            /* OpenSSL bufferevent: no direct socket writes */
+    unsigned keep_alive : 1;          /* connection persists after this response */
+    unsigned head_only : 1;           /* HEAD request: no response body */
+    unsigned stream_started : 1;      /* response head sent */
+    unsigned stream_chunked : 1;      /* response body framed as chunks */
+    unsigned in_process : 1;          /* inside process_input(): no recursion */
+    unsigned close_pending : 1;       /* deferred free scheduled */
+    unsigned sent_continue : 1;       /* 100 Continue already sent */
+    unsigned has_head_bytes : 1;      /* header timer armed for this head */
+    unsigned tls : 1;                 /* OpenSSL bufferevent: no direct socket writes */
+    unsigned body_deadline_armed : 1; /* the timer stands for body_deadline, not idleness */
+    unsigned linger : 1;              /* answered before the request was read: closing_flushed() */
+    unsigned lingering : 1;           /* FIN sent, waiting HTTP_LINGER_MS before the close */
 
     http_abort_cb on_abort;
     http_drain_cb on_drain;
@@ -71,6 +82,8 @@ struct http_conn {
     struct event *close_ev; /* deferred close */
     const char *close_reason;
     char peer[64];
+    struct conncap_slot slot; /* place under the connection caps */
+    int64_t body_deadline;    /* mono_ms() by which the whole body must be in */
 };
 
 struct http_server {
@@ -80,10 +93,27 @@ struct http_server {
     struct http_conn *conns;
     size_t n_conns, n_busy;
     bool accepting;
+    /* accept() failed (descriptors exhausted): the listener is disabled
+     * until resume_ev fires or a connection closes. */
+    bool paused;
+    bool starving;  /* accept has failed since the last success (logged once) */
+    int backoff_ms; /* the next pause's length */
+    struct event *resume_ev;
 };
+
+/* A connection answered before its request was read whole (a refusal on
+ * the head, a bad or late body) is closed this long after its FIN. */
+#define HTTP_LINGER_MS 1000
+
+/* A paused listener waits this long, doubling up to the max, unless one
+ * of its connections closes first. */
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
 
 static void conn_close(struct http_conn *c, const char *reason);
 static void process_input(struct http_conn *c);
+static void body_timer_arm(struct http_conn *c);
+static void accept_resume(struct http_server *s);
 static void request_reset(struct http_conn *c);
 
 /* --- helpers -------------------------------------------------------------- */
@@ -278,18 +308,89 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_close_ev_cb(evutil_socket_t fd, short what, void *arg);
 
+/* "127.0.0.1:53412", "[::1]:53412" (for logs; addresses are not secrets). */
+static void format_peer(const struct sockaddr *sa, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(out, size, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        char ip[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, size, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+}
+
+/* A connection over a cap, refused before anything of it is read and
+ * without a bufferevent: a plain listener writes a fixed answer in one
+ * non-blocking send (if the socket does not take it, the client sees the
+ * close), a TLS listener just closes (a handshake would cost more than the
+ * connection is worth). One log line a second at most. */
+static void refuse_connection(struct http_server *s, evutil_socket_t fd, const struct sockaddr *sa,
+                              enum conncap_result why)
+{
+    static struct log_limit limit;
+    bool client = why == CONNCAP_CLIENT_FULL;
+    metrics_refused(NULL,
+                    client ? METRICS_REFUSED_CONNECTIONS_CLIENT : METRICS_REFUSED_CONNECTIONS);
+    if (s->opts.ssl_ctx == NULL) {
+        int status = client ? 429 : 503;
+        const char *body =
+            client ? "{\"error\":{\"message\":\"Too many connections from this address "
+                     "(limits.max_connections_per_client); retry later.\",\"type\":"
+                     "\"rate_limit_error\",\"code\":\"too_many_connections\"}}\n"
+                   : "{\"error\":{\"message\":\"The proxy has as many connections open as it "
+                     "takes (limits.max_connections); retry later.\",\"type\":\"server_error\","
+                     "\"code\":\"too_many_connections\"}}\n";
+        char buf[512];
+        int n = snprintf(buf, sizeof(buf),
+                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                         "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                         status, http_reason(status), strlen(body), body);
+        if (n > 0 && (size_t)n < sizeof(buf)) {
+            ssize_t w = send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            (void)w;
+        }
+    }
+    close(fd);
+    unsigned long skipped = 0;
+    if (log_limit_allow(&limit, 1000, &skipped)) {
+        char peer[64];
+        format_peer(sa, peer, sizeof(peer));
+        log_warn("%s listener: connection from %s refused: %s (limits.%s); %lu other connections "
+                 "refused since the last such line",
+                 s->opts.name ? s->opts.name : "http", peer,
+                 client ? "too many connections from this address" : "too many connections",
+                 client ? "max_connections_per_client" : "max_connections", skipped);
+    }
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
     struct http_server *s = arg;
-    struct http_conn *c = calloc(1, sizeof(*c));
+    struct conncap_slot slot;
     (void)l;
     (void)salen;
+    s->starving = false;
+    s->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+    enum conncap_result cr = conncap_enter(s->opts.cap, sa, &slot);
+    if (cr != CONNCAP_OK) {
+        refuse_connection(s, fd, sa, cr);
+        return;
+    }
+    struct http_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        conncap_leave(&slot);
         close(fd);
         return;
     }
     c->srv = s;
+    c->slot = slot;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (s->opts.ssl_ctx != NULL) {
@@ -320,20 +421,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
             event_free(c->timer);
         if (c->close_ev)
             event_free(c->close_ev);
+        conncap_leave(&c->slot);
         free(c);
         return;
     }
-    if (sa->sa_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)sa;
-        char ip[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
-        char ip[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(in6->sin6_port));
-    }
+    format_peer(sa, c->peer, sizeof(c->peer));
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
@@ -356,6 +448,56 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     timer_arm(c, lim->idle_timeout_ms);
 }
 
+static void accept_resume(struct http_server *s)
+{
+    if (!s->paused)
+        return;
+    s->paused = false;
+    evtimer_del(s->resume_ev);
+    if (s->listener != NULL)
+        evconnlistener_enable(s->listener);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    accept_resume(arg);
+}
+
+/* accept() failed with an error libevent does not retry by itself
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...): the listening socket stays
+ * readable, so without a pause the loop would spin on it. Pending
+ * connections wait in the kernel's backlog meanwhile. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    static struct log_limit limit;
+    struct http_server *s = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    (void)l;
+    if (s->paused || s->listener == NULL)
+        return;
+    evconnlistener_disable(s->listener);
+    s->paused = true;
+    metrics_inc(METRICS_ACCEPT_PAUSES);
+    int wait_ms = s->backoff_ms;
+    struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+    evtimer_add(s->resume_ev, &tv);
+    s->backoff_ms = MIN(s->backoff_ms * 2, ACCEPT_BACKOFF_MAX_MS);
+    if (s->starving)
+        return; /* this episode is logged already */
+    s->starving = true;
+    unsigned long skipped = 0;
+    if (log_limit_allow(&limit, 1000, &skipped))
+        log_warn("%s listener: accept() failed: %s; not accepting until a connection closes "
+                 "(%zu open on this listener) or for %d ms, backing off to %d ms%s",
+                 s->opts.name ? s->opts.name : "http", evutil_socket_error_to_string(err),
+                 s->n_conns, wait_ms, ACCEPT_BACKOFF_MAX_MS,
+                 err == EMFILE || err == ENFILE ? " (out of file descriptors: see ulimit -n and "
+                                                  "limits.max_connections)"
+                                                : "");
+}
+
 struct http_server *http_server_new(struct event_base *base, int listen_fd,
                                     const struct http_server_opts *opts)
 {
@@ -366,12 +508,19 @@ struct http_server *http_server_new(struct event_base *base, int listen_fd,
     }
     s->base = base;
     s->opts = *opts;
-    s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
+    s->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+    s->resume_ev = evtimer_new(base, resume_cb, s);
+    s->listener = s->resume_ev != NULL
+                      ? evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd)
+                      : NULL;
     if (s->listener == NULL) {
         close(listen_fd);
+        if (s->resume_ev != NULL)
+            event_free(s->resume_ev);
         free(s);
         return NULL;
     }
+    evconnlistener_set_error_cb(s->listener, accept_error_cb);
     s->accepting = true;
     return s;
 }
@@ -383,6 +532,8 @@ void http_server_stop_accepting(struct http_server *s)
     s->accepting = false;
     evconnlistener_free(s->listener);
     s->listener = NULL;
+    s->paused = false;
+    evtimer_del(s->resume_ev);
     /* Idle connections go now; busy ones lose keep-alive and close after
      * their current response. */
     struct http_conn *c = s->conns, *next;
@@ -414,6 +565,7 @@ void http_server_free(struct http_server *s)
         conn_close(s->conns, "server stopped");
     if (s->listener)
         evconnlistener_free(s->listener);
+    event_free(s->resume_ev);
     free(s);
 }
 
@@ -435,9 +587,13 @@ static void conn_free(struct http_conn *c)
     request_reset(c);
     if (c->bev != NULL)
         bufferevent_free(c->bev);
+    conncap_leave(&c->slot);
     event_free(c->timer);
     event_free(c->close_ev);
     free(c);
+    /* A descriptor is free again: a listener paused for want of one may
+     * try at once. */
+    accept_resume(s);
 }
 
 /* Closes now. If a request is in flight its handler is told first (and must
@@ -473,6 +629,25 @@ static void conn_close_deferred(struct http_conn *c, const char *reason)
     event_active(c->close_ev, 0, 0);
 }
 
+/* The answer is flushed. Closing a socket whose input holds unread bytes
+ * makes the kernel send a reset, and a reset can destroy the answer before
+ * the client read it (it is still sending its body when we refuse it on
+ * the head). So such a connection gets a FIN first and is closed a moment
+ * later, without reading any more of it: its descriptor is held for
+ * HTTP_LINGER_MS, no memory and no CPU. */
+static void closing_flushed(struct http_conn *c)
+{
+    if (c->linger && !c->lingering) {
+        c->lingering = 1;
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        if (fd != -1 && shutdown(fd, SHUT_WR) == 0) {
+            timer_arm(c, HTTP_LINGER_MS);
+            return;
+        }
+    }
+    conn_close_deferred(c, c->close_reason);
+}
+
 /* Stops reading, flushes what is queued, then closes. */
 static void conn_finish_and_close(struct http_conn *c, const char *reason)
 {
@@ -483,7 +658,7 @@ static void conn_finish_and_close(struct http_conn *c, const char *reason)
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        conn_close_deferred(c, reason);
+        closing_flushed(c);
     /* else conn_write_cb closes once drained (watermark 0 is not guaranteed,
      * so it checks the length itself). */
     else
@@ -649,9 +824,11 @@ void http_stream_end(struct http_conn *c, bool complete)
     request_done(c);
 }
 
-struct bufferevent *http_conn_take(struct http_conn *c)
+struct bufferevent *http_conn_take(struct http_conn *c, struct conncap_slot *slot)
 {
     struct bufferevent *bev = c->bev;
+    *slot = c->slot;
+    memset(&c->slot, 0, sizeof(c->slot));
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     bufferevent_set_timeouts(bev, NULL, NULL);
     bufferevent_setwatermark(bev, EV_READ | EV_WRITE, 0, 0);
@@ -707,6 +884,7 @@ static void reject(struct http_conn *c, int status, const char *why)
                      why, status);
     metrics_inc(METRICS_REQUESTS_REJECTED);
     c->keep_alive = 0;
+    c->linger = 1; /* the client may still be sending what we refused */
     if (c->state != HTTP_CONN_HANDLING) {
         c->state = HTTP_CONN_HANDLING;
         c->srv->n_busy++;
@@ -737,6 +915,7 @@ static void request_reset(struct http_conn *c)
     c->head_only = 0;
     c->sent_continue = 0;
     c->has_head_bytes = 0;
+    c->linger = 0;
 }
 
 /* Moves every pointer of a parsed head from the input buffer to head_buf. */
@@ -834,15 +1013,19 @@ static bool read_head(struct http_conn *c)
         c->state = HTTP_CONN_HANDLING;
         c->srv->n_busy++;
         evtimer_del(c->timer);
-        if (body_pending)
+        if (body_pending) {
             c->keep_alive = 0;
+            c->linger = 1;
+        }
         if (c->srv->opts.on_head(c, &c->req, c->srv->opts.arg) != 0)
             return c->state == HTTP_CONN_READING_HEAD; /* answered, kept alive: next head */
         c->srv->n_busy--;
         c->keep_alive = h->keep_alive;
+        c->linger = 0;
     }
     c->state = HTTP_CONN_READING_BODY;
-    timer_arm(c, lim->idle_timeout_ms);
+    c->body_deadline = c->req.start_mono + lim->body_timeout_ms;
+    body_timer_arm(c);
     if (h->expect_continue && body_pending && evbuffer_get_length(in) == 0) {
         out_ready(c);
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -850,6 +1033,17 @@ static bool read_head(struct http_conn *c)
         c->sent_continue = 1;
     }
     return true;
+}
+
+/* While a body is read: the idle timeout between its bytes, but never past
+ * the deadline for the whole body (limits.body_timeout_ms from the end of
+ * the head), so a trickle of bytes cannot hold the connection longer. */
+static void body_timer_arm(struct http_conn *c)
+{
+    int64_t left = c->body_deadline - mono_ms();
+    int idle = c->srv->opts.limits->idle_timeout_ms;
+    c->body_deadline_armed = left <= idle;
+    timer_arm(c, (int)MAX((int64_t)1, MIN((int64_t)idle, left)));
 }
 
 /* Returns true when the body is complete (and the request dispatched). */
@@ -879,7 +1073,7 @@ static bool read_body(struct http_conn *c)
                 return true;
             }
         }
-        timer_arm(c, c->srv->opts.limits->idle_timeout_ms);
+        body_timer_arm(c);
         return false;
     }
     if (c->body_remaining > 0) {
@@ -888,7 +1082,7 @@ static bool read_body(struct http_conn *c)
         if (take > 0) {
             evbuffer_remove_buffer(in, c->req.body, take);
             c->body_remaining -= (int64_t)take;
-            timer_arm(c, c->srv->opts.limits->idle_timeout_ms);
+            body_timer_arm(c);
         }
         if (c->body_remaining > 0)
             return false;
@@ -937,8 +1131,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     struct http_conn *c = arg;
     (void)bev;
     if (c->state == HTTP_CONN_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_close_deferred(c, c->close_reason);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !c->lingering)
+            closing_flushed(c);
         return;
     }
     if (c->state == HTTP_CONN_HANDLING && c->on_drain != NULL)
@@ -973,12 +1167,21 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (c->close_pending)
         return;
+    if (c->state == HTTP_CONN_CLOSING) {
+        conn_close(c, c->close_reason ? c->close_reason : "closed after the answer");
+        return;
+    }
     if (c->state == HTTP_CONN_READING_HEAD && c->has_head_bytes) {
         reject(c, 408, "request head not received in time (limits.header_timeout_ms)");
         return;
     }
     if (c->state == HTTP_CONN_READING_BODY) {
-        reject(c, 408, "request body not received in time (limits.idle_timeout_ms)");
+        /* Nothing was answered yet (an answer before the body closes the
+         * connection), so the client gets a 408; no request went upstream. */
+        reject(c, 408,
+               c->body_deadline_armed
+                   ? "request body not complete in time (limits.body_timeout_ms)"
+                   : "request body not received in time (limits.idle_timeout_ms)");
         return;
     }
     conn_close(c, "idle timeout");

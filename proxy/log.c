@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -96,4 +97,19 @@ void log_msg(enum log_level level, const char *fmt, ...)
         ssize_t w = write(STDERR_FILENO, line, (size_t)MIN((size_t)len, sizeof(line) - 1));
         (void)w;
     }
+}
+
+bool log_limit_allow(struct log_limit *l, int interval_ms, unsigned long *skipped)
+{
+    long long now = (long long)mono_ms();
+    long long next = atomic_load_explicit(&l->next_ms, memory_order_relaxed);
+    /* One thread wins the slot of this interval; the others count. */
+    if (now < next ||
+        !atomic_compare_exchange_strong_explicit(&l->next_ms, &next, now + interval_ms,
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&l->skipped, 1, memory_order_relaxed);
+        return false;
+    }
+    *skipped = atomic_exchange_explicit(&l->skipped, 0, memory_order_relaxed);
+    return true;
 }

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "admin.h"
 #include "config.h"
+#include "conncap.h"
 #include "crypto.h"
 #include "dataplane.h"
 #include "ephemeral.h"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <malloc.h>
@@ -38,6 +40,12 @@
 #define MAX_TOKENS       65536
 #define SESSION_SWEEP_MS 30000
 #define ADMIN_TOKEN_ENV  "BYOK_ADMIN_TOKEN"
+/* The admin listener's own cap on open connections (operators and
+ * monitoring, not clients). */
+#define ADMIN_MAX_CONNECTIONS 64
+/* Descriptors the process needs besides its connections: listeners, event
+ * bases, the store, the logs, resolvers, spool files. */
+#define FD_RESERVE 256
 
 /* One event loop thread: a data-plane worker or the admin thread. */
 struct loop {
@@ -46,6 +54,7 @@ struct loop {
     pthread_t thread;
     bool started;
     const struct config *cfg;
+    struct conncap *cap; /* shared by the workers; the admin loop has its own */
     struct event_base *base;
     struct http_server *http;
     struct http_server *https; /* workers, when the config has "tls" */
@@ -183,13 +192,15 @@ static void close_fds(int a, int b)
 }
 
 /* Takes ownership of listen_fd and tls_fd (-1 when none). admin_token is
- * borrowed for the call (the admin thread keeps only its hash). */
+ * borrowed for the call (the admin thread keeps only its hash); cap is
+ * borrowed (outlives the loop). */
 static int loop_init(struct loop *l, const char *name, int index, const struct config *cfg,
                      int listen_fd, int tls_fd, SSL_CTX *ssl_ctx, SSL_CTX *tls_client,
-                     const char *admin_token, char **err)
+                     const char *admin_token, struct conncap *cap, char **err)
 {
 
     l->name = name;
+    l->cap = cap;
     l->index = index;
     l->cfg = cfg;
     l->base = event_base_new();
@@ -205,7 +216,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
         close_fds(listen_fd, tls_fd);
         return -1;
     }
-    struct http_server_opts opts = {.limits = &cfg->limits, .name = name};
+    struct http_server_opts opts = {.limits = &cfg->limits, .name = name, .cap = l->cap};
     if (strcmp(name, "worker") == 0) {
         l->pool = upstream_pool_new(l->base, cfg);
         l->resolver = l->pool ? resolve_new(cfg, l->store) : NULL;
@@ -254,6 +265,34 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     return 0;
 }
 
+/* Each data-plane connection may hold a second descriptor upstream (a
+ * transfer or a relayed socket) and each worker's libcurl keeps idle
+ * upstream connections: raise the soft descriptor limit toward what the
+ * caps need (never past the hard limit), and say so once when it stays
+ * short (accept then pauses when descriptors run out). */
+static void fit_descriptor_limit(const struct config *cfg, int nworkers)
+{
+    unsigned long long need = (unsigned long long)cfg->limits.max_connections * 2 +
+                              (unsigned long long)nworkers * UPSTREAM_IDLE_MAX +
+                              ADMIN_MAX_CONNECTIONS + FD_RESERVE;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)need : MIN((rlim_t)need, rl.rlim_max);
+    if (want > rl.rlim_cur) {
+        struct rlimit raised = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur < need)
+        log_warn("limits.max_connections (%zu) with %d workers needs about %llu file descriptors; "
+                 "the process may open %llu (ulimit -n, hard limit %llu): lower "
+                 "limits.max_connections or raise the limit. Until then accept() pauses "
+                 "whenever descriptors run out",
+                 cfg->limits.max_connections, nworkers, need, (unsigned long long)rl.rlim_cur,
+                 rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max);
+}
+
 static int check_admin_token(const char *t, char *err, size_t err_size)
 {
     if (t == NULL || t[0] == '\0') {
@@ -281,6 +320,7 @@ int main(int argc, char **argv)
     bool writer_started = false;
     SSL_CTX *ssl_ctx = NULL;    /* the TLS listener's */
     SSL_CTX *tls_client = NULL; /* upstream wss:// */
+    struct conncap *data_cap = NULL, *admin_cap = NULL;
     char err[512];
     char *errp = NULL;
     char *admin_token = NULL;       /* secret_alloc(): until the admin API hashed it */
@@ -412,6 +452,15 @@ int main(int argc, char **argv)
     if (cfg->workers <= 0)
         cfg->workers = (int)MAX(1, sysconf(_SC_NPROCESSORS_ONLN));
     int nworkers = cfg->workers;
+    fit_descriptor_limit(cfg, nworkers);
+    /* One cap for the data plane's listeners on every worker (plain and
+     * TLS, WebSocket sessions included); the admin listener has its own. */
+    data_cap = conncap_new(cfg->limits.max_connections, cfg->limits.max_connections_per_client);
+    admin_cap = conncap_new(ADMIN_MAX_CONNECTIONS, 0);
+    if (data_cap == NULL || admin_cap == NULL) {
+        log_error("refusing to start: out of memory for the connection caps");
+        goto done;
+    }
     if (cfg->tls_listen != NULL) {
         ssl_ctx = http_tls_context(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof(err));
         if (ssl_ctx == NULL) {
@@ -473,7 +522,7 @@ int main(int argc, char **argv)
     int init_failed = 0;
     for (int i = 0; i < nworkers; i++) {
         if (!init_failed && loop_init(&workers[i], "worker", i, cfg, fds[2 * i], fds[2 * i + 1],
-                                      ssl_ctx, tls_client, NULL, &errp) == -1)
+                                      ssl_ctx, tls_client, NULL, data_cap, &errp) == -1)
             init_failed = 1;
         else if (init_failed) {
             close(fds[2 * i]);
@@ -483,8 +532,8 @@ int main(int argc, char **argv)
     }
     int admin_fd = fds[n_fds - 1];
     free(fds);
-    if (!init_failed &&
-        loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, NULL, admin_token, &errp) == -1)
+    if (!init_failed && loop_init(&admin_loop, "admin", 0, cfg, admin_fd, -1, NULL, NULL,
+                                  admin_token, admin_cap, &errp) == -1)
         init_failed = 1;
     else if (init_failed)
         close(admin_fd);
@@ -538,6 +587,8 @@ done:
         usage_writer_stop();
     store_unlock(lock); /* every connection is closed by now */
     secret_free(admin_token);
+    conncap_free(data_cap);
+    conncap_free(admin_cap);
     free(errp);
     session_shutdown();
     ephemeral_shutdown();

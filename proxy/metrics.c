@@ -21,6 +21,7 @@ static const char *const counter_names[METRICS__COUNT][2] = {
     {"byok_connection_unreadable_total",
      "Requests that fell back to the platform key because their BYOK connection could not be "
      "decrypted with the master key in force (fallback_reason connection_unreadable)."},
+    {"byok_accept_paused_total", "Listener pauses after accept() failed (out of descriptors)."},
 };
 
 static const char *const refusal_names[METRICS_REFUSED__COUNT] = {
@@ -31,6 +32,8 @@ static const char *const refusal_names[METRICS_REFUSED__COUNT] = {
     [METRICS_REFUSED_LIMITS] = "limits",
     [METRICS_REFUSED_REQUEST] = "bad_request",
     [METRICS_REFUSED_UNAVAILABLE] = "unavailable",
+    [METRICS_REFUSED_CONNECTIONS] = "max_connections",
+    [METRICS_REFUSED_CONNECTIONS_CLIENT] = "max_connections_per_client",
 };
 
 static _Atomic uint64_t counters[METRICS__COUNT];

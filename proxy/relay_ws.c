@@ -53,8 +53,11 @@
 #define RELAY_WS_IDLE_FACTOR    5           /* idle limit = idle_timeout_ms * this */
 #define RELAY_WS_LINGER_MS      5000        /* close reply wait, and output flush at the end */
 #define RELAY_WS_HOLD_MAX       (1u << 20)  /* held first message when max_message is 0 */
-#define RELAY_WS_HIGH_DEFAULT   262144      /* client_high_watermark when unset */
-#define RELAY_WS_EARLY_READ_MAX 65536       /* client bytes read before the upstream accepts */
+#define RELAY_WS_FIRST_MS       2000        /* client-first defaults when limits has none */
+#define RELAY_WS_FIRST_MAX      65536
+#define RELAY_WS_CUT_LINGER_MS  1000   /* FIN before the close of a client cut mid-message */
+#define RELAY_WS_HIGH_DEFAULT   262144 /* client_high_watermark when unset */
+#define RELAY_WS_EARLY_READ_MAX 65536  /* client bytes read before the upstream accepts */
 #define RELAY_WS_HOST_MAX       256
 
 enum relay_ws_state {
@@ -112,6 +115,8 @@ struct relay_ws {
     unsigned hold_done : 1;   /* it went by */
     unsigned activity : 1;    /* a frame moved since the idle timer last fired */
     unsigned end_pending : 1; /* end_ev is active: on_end is next */
+    unsigned cut_client : 1;  /* the client was cut while it may still be sending */
+    unsigned lingering : 1;   /* its FIN is sent: the timer ends the session */
     struct relay_msg held;    /* the held first message (client-first: the one for on_first) */
     SSL_CTX *tls;             /* for a wss:// upstream given by on_first (borrowed) */
     char *first;              /* client-first: sent to the upstream first (wiped) */
@@ -369,6 +374,8 @@ static void send_close(struct relay_side *dst, int code, const char *reason)
     if (dst->dead || dst->sent_close || dst->bev == NULL)
         return;
     dst->sent_close = 1;
+    if (dst->is_client)
+        dst->r->info.client_close_sent = code;
     if (dst->out_left > 0)
         return;
     uint8_t payload[WS_CONTROL_MAX];
@@ -517,15 +524,23 @@ static int on_close(struct relay_ws *r, struct relay_side *s, const struct ws_ev
 }
 
 /* Client-first: frames before (and of) the first message. Only a text
- * message may come first: it carries the key. */
+ * message may come first: it carries the key. It is held whole, so it is
+ * bounded by ws_first_message_max_bytes (an unauthenticated peer gets no
+ * more of our memory): a frame that announces more is refused at its
+ * header, before its payload is read. */
 static int first_event(struct relay_ws *r, struct relay_side *s, const struct ws_event *ev)
 {
     switch (ev->type) {
     case WS_EVENT_DATA:
         if (ev->opcode == WS_OP_TEXT) {
-            size_t bound = r->max_message ? r->max_message : RELAY_WS_HOLD_MAX;
-            if (msg_append(&r->held, ev->data, ev->len, bound) == -1 || r->held.truncated) {
+            size_t bound = r->limits.ws_first_message_max_bytes;
+            if (r->max_message != 0)
+                bound = MIN(bound, r->max_message);
+            uint64_t frame_rest = ev->frame_len - ev->frame_off;
+            if (frame_rest > bound - MIN(bound, r->held.len) ||
+                msg_append(&r->held, ev->data, ev->len, bound) == -1 || r->held.truncated) {
                 send_close(s, WS_CLOSE_TOO_BIG, "first message too big");
+                r->cut_client = 1;
                 relay_finish(r, RELAY_WS_END_CLIENT_GONE);
                 return 1;
             }
@@ -650,8 +665,21 @@ static bool side_drained(const struct relay_side *s)
 
 static void check_drained(struct relay_ws *r)
 {
-    if (r->state == RELAY_WS_ENDING && side_drained(&r->client) && side_drained(&r->up))
-        schedule_end(r);
+    if (r->state != RELAY_WS_ENDING || r->lingering || !side_drained(&r->client) ||
+        !side_drained(&r->up))
+        return;
+    if (r->cut_client && !r->client.dead && r->client.bev != NULL) {
+        /* Closing a socket with unread input sends a reset, which can
+         * destroy our close frame before the client read it: FIN first,
+         * then the close a moment later (nothing more is read). */
+        evutil_socket_t fd = bufferevent_getfd(r->client.bev);
+        if (fd != -1 && shutdown(fd, SHUT_WR) == 0) {
+            r->lingering = 1;
+            timer_arm(r, RELAY_WS_CUT_LINGER_MS);
+            return;
+        }
+    }
+    schedule_end(r);
 }
 
 static void side_stop(struct relay_side *s)
@@ -1079,6 +1107,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     switch (r->state) {
     case RELAY_WS_FIRST:
         send_close(&r->client, WS_CLOSE_POLICY, "no first message with the key in time");
+        r->cut_client = 1;
         relay_finish(r, RELAY_WS_END_TIMEOUT);
         break;
     case RELAY_WS_CONNECTING:
@@ -1254,6 +1283,10 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
         r->limits.upstream_connect_timeout_ms = 10000;
         r->limits.idle_timeout_ms = 60000;
     }
+    if (r->limits.ws_first_message_timeout_ms <= 0)
+        r->limits.ws_first_message_timeout_ms = RELAY_WS_FIRST_MS;
+    if (r->limits.ws_first_message_max_bytes == 0)
+        r->limits.ws_first_message_max_bytes = RELAY_WS_FIRST_MAX;
     r->high =
         r->limits.client_high_watermark ? r->limits.client_high_watermark : RELAY_WS_HIGH_DEFAULT;
     r->max_message = p->max_message;
@@ -1317,10 +1350,10 @@ struct relay_ws *relay_ws_start(const struct relay_ws_params *p)
     bufferevent_enable(r->client.bev, EV_READ | EV_WRITE);
 
     if (p->client_first) {
-        /* The first message is bounded by the parser's max_message and the
-         * connect deadline, as an unauthenticated socket must be. */
+        /* The first message is bounded in size (first_event) and in time
+         * from the 101, as an unauthenticated socket must be. */
         r->state = RELAY_WS_FIRST;
-        timer_arm(r, r->limits.upstream_connect_timeout_ms);
+        timer_arm(r, r->limits.ws_first_message_timeout_ms);
         /* Frames already read with the upgrade request: from the loop, so
          * on_first never runs inside relay_ws_start. */
         if (evbuffer_get_length(bufferevent_get_input(r->client.bev)) > 0)

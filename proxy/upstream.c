@@ -404,7 +404,7 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct co
     curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 256L);
+    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_IDLE_MAX);
     return p;
 }
 

@@ -213,6 +213,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->limits.upstream_timeout_ms, 600000);
     assert_int_equal(cfg->limits.shutdown_timeout_ms, 15000);
     assert_int_equal(cfg->limits.client_high_watermark, 262144);
+    assert_int_equal(cfg->limits.body_timeout_ms, 300000);
+    assert_int_equal(cfg->limits.max_connections, 8192);
+    assert_int_equal(cfg->limits.max_connections_per_client, 1024);
+    assert_int_equal(cfg->limits.ws_first_message_timeout_ms, 2000);
+    assert_int_equal(cfg->limits.ws_first_message_max_bytes, 65536);
     assert_non_null(cfg->path);
     config_free(cfg);
 
@@ -559,6 +564,48 @@ static void test_balance(void **state)
     expect_error("{\"balance\": 5}", "balance:", NULL);
 }
 
+/* The limits checked before authentication (issue 9): body deadline,
+ * connection caps, first-message bounds. */
+static void test_pre_auth_limits(void **state)
+{
+    (void)state;
+    struct config *cfg =
+        parse_ok("{\"limits\": {\"body_timeout_ms\": 1500, \"max_connections\": 100, "
+                 "\"max_connections_per_client\": 10, \"ws_first_message_timeout_ms\": 500, "
+                 "\"ws_first_message_max_bytes\": 4096}}");
+    assert_int_equal(cfg->limits.body_timeout_ms, 1500);
+    assert_int_equal(cfg->limits.max_connections, 100);
+    assert_int_equal(cfg->limits.max_connections_per_client, 10);
+    assert_int_equal(cfg->limits.ws_first_message_timeout_ms, 500);
+    assert_int_equal(cfg->limits.ws_first_message_max_bytes, 4096);
+    config_free(cfg);
+    /* A smaller process cap lowers the default per-address cap with it... */
+    cfg = parse_ok("{\"limits\": {\"max_connections\": 500}}");
+    assert_int_equal(cfg->limits.max_connections_per_client, 500);
+    config_free(cfg);
+    cfg = parse_ok("{\"limits\": {\"max_connections\": 500, \"max_connections_per_client\": 500}}");
+    assert_int_equal(cfg->limits.max_connections_per_client, 500);
+    config_free(cfg);
+    /* ... but an explicit one above it is a mistake. */
+    expect_error("{\"limits\": {\"max_connections\": 500, \"max_connections_per_client\": 501}}",
+                 "limits.max_connections_per_client: 501 is larger than limits.max_connections "
+                 "(500)",
+                 NULL);
+    expect_error("{\"limits\": {\"body_timeout_ms\": 99}}",
+                 "limits.body_timeout_ms: 99 is out of range (100..86400000)", NULL);
+    expect_error("{\"limits\": {\"max_connections\": 0}}",
+                 "limits.max_connections: 0 is out of range (1..1000000)", NULL);
+    expect_error("{\"limits\": {\"max_connections_per_client\": 0}}",
+                 "limits.max_connections_per_client: 0 is out of range", NULL);
+    expect_error("{\"limits\": {\"ws_first_message_timeout_ms\": 60001}}",
+                 "limits.ws_first_message_timeout_ms: 60001 is out of range (100..60000)", NULL);
+    expect_error("{\"limits\": {\"ws_first_message_max_bytes\": 16777217}}",
+                 "limits.ws_first_message_max_bytes: 16777217 is out of range (1024..16777216)",
+                 NULL);
+    expect_error("{\"limits\": {\"max_connections\": \"8192\"}}",
+                 "limits.max_connections: expected an integer, got a string", NULL);
+}
+
 /* A price field the provider does not bill is refused, naming the fields it
  * bills: a price that would never apply is a mistake. */
 static void test_unbilled_price_fields(void **state)
@@ -783,14 +830,23 @@ static void test_shipped_example(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),      cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_unknown_keys),     cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_bad_addresses),    cmocka_unit_test(test_platform_keys),
-        cmocka_unit_test(test_bad_regions),      cmocka_unit_test(test_bad_urls),
-        cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_duplicate_key),
-        cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_shipped_example),
-        cmocka_unit_test(test_platform_headers), cmocka_unit_test(test_ws_interval),
-        cmocka_unit_test(test_balance),          cmocka_unit_test(test_unbilled_price_fields),
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_addresses),
+        cmocka_unit_test(test_platform_keys),
+        cmocka_unit_test(test_bad_regions),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_load_file_errors),
+        cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_platform_headers),
+        cmocka_unit_test(test_ws_interval),
+        cmocka_unit_test(test_balance),
+        cmocka_unit_test(test_pre_auth_limits),
+        cmocka_unit_test(test_unbilled_price_fields),
         cmocka_unit_test(test_region_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -322,6 +322,77 @@ static void test_client_first_binary_start(void **state)
     assert_false(f->up_accepted);
 }
 
+/* The first message must be whole within ws_first_message_timeout_ms of
+ * the 101: nothing sent, or a message that never ends, gets 1008 then. */
+static void test_client_first_timeout(void **state)
+{
+    struct fixture *f = *state;
+    f->limits.ws_first_message_timeout_ms = 300;
+    int64_t t0 = mono_ms();
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_TEXT, false, "{\"text\":\" \",", 12); /* no FIN, ever */
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_true(mono_ms() - t0 >= 280);
+    assert_int_equal(f->client.close_code, WS_CLOSE_POLICY);
+    assert_int_equal(f->end.end, RELAY_WS_END_TIMEOUT);
+    assert_int_equal(f->end.client_close_sent, WS_CLOSE_POLICY);
+    assert_int_equal(f->n_first, 0);
+    assert_false(f->up_accepted);
+}
+
+/* At most ws_first_message_max_bytes: a frame announcing more is refused
+ * with 1009 at its header, a message growing past it by fragments at the
+ * fragment that crosses it; exactly the limit is read whole. */
+static void test_client_first_too_big(void **state)
+{
+    struct fixture *f = *state;
+    static char big[2048];
+    memset(big, 'a', sizeof(big));
+    f->limits.ws_first_message_max_bytes = 1024;
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_TEXT, true, big, 1025);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_TOO_BIG);
+    assert_int_equal(f->end.end, RELAY_WS_END_CLIENT_GONE);
+    assert_int_equal(f->end.client_close_sent, WS_CLOSE_TOO_BIG);
+    assert_int_equal(f->n_first, 0);
+    assert_false(f->up_accepted);
+}
+
+static void test_client_first_too_big_fragments(void **state)
+{
+    struct fixture *f = *state;
+    static char big[2048];
+    memset(big, 'a', sizeof(big));
+    f->limits.ws_first_message_max_bytes = 1024;
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_TEXT, false, big, 600);
+    peer_frame(&f->client, WS_OP_CONTINUATION, true, big, 600);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_TOO_BIG);
+    assert_int_equal(f->n_first, 0);
+    assert_false(f->up_accepted);
+}
+
+static void test_client_first_at_limit(void **state)
+{
+    struct fixture *f = *state;
+    static char msg[1024];
+    memset(msg, ' ', sizeof(msg));
+    memcpy(msg, "{\"text\":\"", 9);
+    msg[sizeof(msg) - 2] = '"';
+    msg[sizeof(msg) - 1] = '}';
+    f->first_refuse = true;
+    f->limits.ws_first_message_max_bytes = 1024;
+    start_client_first(f);
+    peer_frame(&f->client, WS_OP_TEXT, false, msg, 512);
+    peer_frame(&f->client, WS_OP_CONTINUATION, true, msg + 512, 512);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->n_first, 1); /* read whole: on_first judged it */
+    assert_int_equal(strlen(f->first_seen), 1024);
+    assert_int_equal(f->client.close_code, WS_CLOSE_POLICY);
+}
+
 static void test_client_first_upstream_401(void **state)
 {
     struct fixture *f = *state;
@@ -699,6 +770,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_first_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_first_binary_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_first_upstream_401, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_too_big, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_too_big_fragments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_first_at_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metering, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_protocol_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_protocol_error, setup, teardown),

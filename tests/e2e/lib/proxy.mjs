@@ -50,7 +50,8 @@ export async function makeConfig(dir, { mockUrl, limits, patch } = {}) {
 // answers 200. opts: mockUrl, limits, patch, secrets (reuse across restarts),
 // dir (reuse a previous run's dir and config), env (extra/overriding
 // variables; a value of undefined removes the variable), args (extra
-// arguments), waitHealthy (default true).
+// arguments), nofile (descriptor limit, `ulimit -n`), waitHealthy (default
+// true).
 export async function startProxy(opts = {}) {
   const bin = proxyBin();
   const secrets = opts.secrets || newSecrets();
@@ -76,7 +77,13 @@ export async function startProxy(opts = {}) {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const child = spawn(bin, ['--config', cfgFile, ...(opts.args || [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = ['--config', cfgFile, ...(opts.args || [])];
+  // opts.nofile: start under `ulimit -n N` (soft and hard), through bash,
+  // which then execs the proxy (same pid).
+  const child = opts.nofile
+    ? spawn('bash', ['-c', `ulimit -n ${Number(opts.nofile)} && exec "$0" "$@"`, bin, ...args],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => { out += d; });
