@@ -11,7 +11,7 @@
  * charge it leaves the ledger and enters the balance in one step under the
  * same lock (ledger_batch_end): available funds never jump up in between.
  *
- * One process holds a SQLite store at a time (store_sqlite_lock), so in
+ * One process holds a SQLite store at a time (store_sqlite_lock.c), so in
  * SQLite mode this process-wide table is the whole truth. Holds live as long
  * as their requests: a process that dies takes both with it. Thread-safe:
  * one mutex, held for a hash lookup (and, when a payer is first seen or was

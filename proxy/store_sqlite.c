@@ -6,6 +6,7 @@
 #include "store.h"
 #include "charge.h"
 #include "store_sqlite_schema.h"
+#include "fsutil.h"
 
 #include <sqlite3.h>
 
@@ -1339,35 +1340,6 @@ done:
     return status;
 }
 
-/* mkdir -p of the directory part of path. */
-static MUST_CHECK int make_parent_dirs(const char *path)
-{
-    char *dir = strdup(path);
-    if (dir == NULL)
-        return -1;
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir) {
-        free(dir);
-        return 0;
-    }
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0750) == -1 && errno != EEXIST)
-            goto failed;
-        *p = '/';
-    }
-    if (mkdir(dir, 0750) == -1 && errno != EEXIST)
-        goto failed;
-    free(dir);
-    return 0;
-failed:
-    free(dir);
-    return -1;
-}
-
 struct store *store_sqlite_open(const char *path, char **err)
 {
     struct sqlite_store *sq = NULL;
@@ -1375,7 +1347,7 @@ struct store *store_sqlite_open(const char *path, char **err)
     const char *what = NULL;
     *err = NULL;
 
-    if (make_parent_dirs(path) == -1) {
+    if (fs_make_dirs(path, true) == -1) {
         if (asprintf(err, "cannot create the directory of the store %s: %s", path,
                      strerror(errno)) == -1)
             *err = NULL;
@@ -1441,114 +1413,4 @@ sql_failed:
 failed:
     sqlite3_close_v2(db);
     return NULL;
-}
-
-/* ---- one process per store ----------------------------------------------- */
-
-struct store_lock {
-    int fd; /* "<path>.lock", flock(LOCK_EX) held */
-};
-
-/* The pid written in a lock file, or 0 when unreadable. */
-static long lock_holder(int fd)
-{
-    char buf[32];
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *end = NULL;
-    long pid = strtol(buf, &end, 10);
-    return end != buf && pid > 0 ? pid : 0;
-}
-
-int store_sqlite_lock(const char *path, struct store_lock **out, char **err)
-{
-    char *lock_path = NULL;
-    int fd = -1;
-    *out = NULL;
-    *err = NULL;
-
-    if (make_parent_dirs(path) == -1) {
-        if (asprintf(err, "cannot create the directory of the store %s: %s", path,
-                     strerror(errno)) == -1)
-            *err = NULL;
-        goto failed;
-    }
-    if (asprintf(&lock_path, "%s.lock", path) == -1) {
-        lock_path = NULL;
-        *err = strdup("out of memory locking the store");
-        goto failed;
-    }
-    /* A file of its own: flock() on the database file would be fine with
-     * SQLite's fcntl() locks, but a second descriptor of it is exactly what
-     * must not exist. O_CLOEXEC: no child may inherit the lock. */
-    fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd == -1) {
-        if (asprintf(err, "cannot open the store's lock file %s: %s", lock_path, strerror(errno)) ==
-            -1)
-            *err = NULL;
-        goto failed;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
-        int e = errno;
-        long pid = e == EWOULDBLOCK ? lock_holder(fd) : 0;
-        int n;
-        if (e != EWOULDBLOCK)
-            n = asprintf(err, "cannot lock the store's lock file %s: %s", lock_path, strerror(e));
-        else if (pid > 0)
-            n = asprintf(err,
-                         "the store %s is in use by another byok-proxy (pid %ld holds %s): one "
-                         "process per store",
-                         path, pid, lock_path);
-        else
-            n = asprintf(err,
-                         "the store %s is in use by another byok-proxy (another process holds "
-                         "%s): one process per store",
-                         path, lock_path);
-        if (n == -1)
-            *err = NULL;
-        goto failed;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) == -1 || pwrite(fd, pid, (size_t)n, 0) != n)
-        log_warn("store(sqlite): cannot write our pid into %s: %s", lock_path, strerror(errno));
-
-    /* Nobody else holds the store and this process has no connection yet:
-     * the one moment the file may be created by hand, with a mode that
-     * keeps balances and key hashes private (its -wal and -shm copy it).
-     * O_EXCL: an existing file is never opened here. */
-    int db_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (db_fd != -1) {
-        close(db_fd);
-    } else if (errno != EEXIST) {
-        if (asprintf(err, "cannot create the store %s: %s", path, strerror(errno)) == -1)
-            *err = NULL;
-        goto failed;
-    }
-    struct store_lock *l = malloc(sizeof(*l));
-    if (l == NULL) {
-        *err = strdup("out of memory locking the store");
-        goto failed;
-    }
-    l->fd = fd;
-    *out = l;
-    free(lock_path);
-    return 0;
-failed:
-    if (fd != -1)
-        close(fd); /* drops the flock, if taken */
-    free(lock_path);
-    return -1;
-}
-
-void store_sqlite_unlock(struct store_lock *l)
-{
-    if (l == NULL)
-        return;
-    /* The file stays: removing it would let a starting process lock a
-     * fresh file while another still holds the old one. */
-    close(l->fd);
-    free(l);
 }

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "usage.h"
 #include "config.h"
+#include "fsutil.h"
 #include "ledger.h"
 #include "store.h"
 
@@ -129,38 +130,6 @@ void usage_submit(const struct usage_record *r)
         log_warn("usage: records are being queued while the writer is not running");
 }
 
-/* mkdir -p of dir itself (parents == false) or of the directory part of a
- * file path (parents == true). */
-static MUST_CHECK int make_dirs(const char *path, bool parent_of_file)
-{
-    char *dir = strdup(path);
-    int rc = -1;
-    if (dir == NULL)
-        return -1;
-    if (parent_of_file) {
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || slash == dir) {
-            rc = 0;
-            goto out;
-        }
-        *slash = '\0';
-    }
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(dir, 0750) == -1 && errno != EEXIST)
-            goto out;
-        *p = '/';
-    }
-    if (mkdir(dir, 0750) == -1 && errno != EEXIST)
-        goto out;
-    rc = 0;
-out:
-    free(dir);
-    return rc;
-}
-
 static MUST_CHECK int write_all(int fd, const char *buf, size_t len)
 {
     while (len > 0) {
@@ -176,16 +145,6 @@ static MUST_CHECK int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-static MUST_CHECK int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd == -1)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Opens the JSONL file for appending. O_APPEND is what makes copytruncate
  * work. A crash or a failed write may have left half a line at the end:
  * finish it, so the damage stays one unreadable line instead of also
@@ -194,7 +153,7 @@ static MUST_CHECK int jsonl_open(void)
 {
     const char *path = wr.cfg->usage_jsonl_path;
     int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd == -1 && errno == ENOENT && make_dirs(path, true) == 0)
+    if (fd == -1 && errno == ENOENT && fs_make_dirs(path, true) == 0)
         fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640); /* dir removed */
     if (fd == -1)
         return -1;
@@ -280,7 +239,7 @@ static MUST_CHECK int spool_write(const struct usage_record *recs, size_t n)
     snprintf(path, sizeof(path), "%s/usage-%016lld-%08ld-%08u" SPOOL_SUFFIX, dir,
              (long long)now_ms(), (long)getpid(), wr.spool_seq++);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (make_dirs(dir, false) == -1 ||
+    if (fs_make_dirs(dir, false) == -1 ||
         (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
         goto out;
     if (write_all(fd, b->data, b->len) == -1 || fsync(fd) == -1) {
@@ -295,7 +254,7 @@ static MUST_CHECK int spool_write(const struct usage_record *recs, size_t n)
         unlink(tmp);
         goto out;
     }
-    if (fsync_dir(dir) == -1)
+    if (fs_sync_dir(dir) == -1)
         goto out; /* the file exists; only its durability is in doubt */
     rc = 0;
 out:
@@ -374,13 +333,13 @@ static MUST_CHECK int rejected_append(const char *buf, size_t len)
     }
     snprintf(path, sizeof(path), "%s/" REJECTED_NAME, dir);
     int fd = -1;
-    if (make_dirs(dir, false) == -1 ||
+    if (fs_make_dirs(dir, false) == -1 ||
         (fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1)
         return -1;
     int rc = write_all(fd, buf, len) == -1 || fdatasync(fd) == -1 ? -1 : 0;
     int e = errno;
     close(fd);
-    if (rc == 0 && fsync_dir(dir) == -1)
+    if (rc == 0 && fs_sync_dir(dir) == -1)
         log_warn("usage: fsync of spool directory %s failed: %s", dir, strerror(errno));
     errno = e;
     return rc;
@@ -610,7 +569,7 @@ static MUST_CHECK int replay_file(const char *dir, const char *name)
         log_error("usage: removing replayed spool file %s failed: %s", path, strerror(errno));
         goto out;
     }
-    if (fsync_dir(dir) == -1)
+    if (fs_sync_dir(dir) == -1)
         log_warn("usage: fsync of spool directory %s failed: %s", dir, strerror(errno));
     log_info("usage: replayed spool file %s (%zu new, %zu already stored, %zu refused)", name,
              fresh_total, n - fresh_total, refused.n);
@@ -720,7 +679,8 @@ static void *writer_main(void *arg)
         const char *path = wr.cfg->usage_jsonl_path;
         /* Not fatal: the store is the record of truth, and every batch
          * tries to open the file again. */
-        if (path != NULL && path[0] != '\0' && (make_dirs(path, true) == -1 || jsonl_open() == -1))
+        if (path != NULL && path[0] != '\0' &&
+            (fs_make_dirs(path, true) == -1 || jsonl_open() == -1))
             log_error("usage: opening the JSONL file %s failed: %s", path, strerror(errno));
         replay_spool(); /* before any new record, so old ones go first */
     } else if (err == NULL) {
