@@ -394,7 +394,7 @@ static int prepare(struct ws_exchange *x, const struct httpparse_request *h, cha
     memcpy(pp->query, query, (size_t)ql + 1);
     if (ex->model[0] != '\0' && ex->ep != NULL && ex->ep->model_query != NULL) {
         /* The token's model, not the client's. */
-        char rest[1024], enc[3 * MODEL_MAX];
+        char rest[1024] = "", enc[3 * MODEL_MAX];
         size_t rl = 0;
         struct urlenc_query it;
         struct urlenc_pair pair;

@@ -270,10 +270,15 @@ test('the process is not dumpable: its /proc files belong to root, not to the us
     const NOBODY = 65534;
     fs.chownSync(dir, NOBODY, NOBODY);
     fs.chownSync(cfgFile, NOBODY, NOBODY);
+    // A copy of the binary in nobody's directory: the checkout may sit under
+    // a home directory nobody cannot enter.
+    const bin = path.join(dir, 'byok-proxy');
+    fs.copyFileSync(proxyBin(), bin);
+    fs.chmodSync(bin, 0o755);
     const env = { ...process.env };
     for (const k of Object.keys(env)) if (/^(BYOK_|OPENAI_API_KEY)/.test(k)) delete env[k];
     Object.assign(env, { BYOK_MASTER_KEY: secrets.masterKey, BYOK_ADMIN_TOKEN: secrets.adminToken, OPENAI_API_KEY: secrets.platformKey });
-    const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', proxyBin(), '--config', cfgFile],
+    const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', bin, '--config', cfgFile],
       { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let logs = '';
     child.stdout.on('data', (d) => { logs += d; });
