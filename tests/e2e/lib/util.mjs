@@ -5,9 +5,12 @@ import http from 'node:http';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 
-// Binds 127.0.0.1:0, reads the port the kernel chose, closes. (A tiny race
-// with other processes is accepted: every test run picks fresh ports.)
-export function freePort() {
+// Binds 127.0.0.1:0, reads the port the kernel chose, closes. A port this
+// process already handed out is never handed out again (the kernel may offer
+// a just-closed port twice: a proxy's listen and admin_listen must differ).
+// (A tiny race with other processes is accepted: every run picks fresh ports.)
+const handedOut = new Set();
+function kernelPort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -17,6 +20,17 @@ export function freePort() {
       srv.close(() => resolve(port));
     });
   });
+}
+
+export async function freePort() {
+  for (let i = 0; i < 100; i++) {
+    const port = await kernelPort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('freePort: no fresh port in 100 tries');
 }
 
 // Polls fn (sync or async) until it returns a truthy value, which is
