@@ -24,6 +24,7 @@
 #include "resolve.h"
 #include "route.h"
 #include "upstream.h"
+#include "live.h"
 #include "usage.h"
 
 #include <event2/dns.h>
@@ -67,7 +68,9 @@ struct exchange {
     /* Rule 4's hold on the payer while a wallet line runs (0: none); its
      * first record releases it (exchange_take_hold), else exchange_release. */
     int64_t hold_micros;
-    char parent_id[ID_MAX]; /* the tenant's parent when authenticated ("" none) */
+    char parent_id[ID_MAX];                /* the tenant's parent when authenticated ("" none) */
+    int64_t live_limit, parent_live_limit; /* their limits.live_sessions (0 none) */
+    struct live_slot live_slot;            /* counted as a live session (exchange_go_live) */
     /* WebSocket only. */
     bool client_first;                /* the key comes in the first message */
     char *first_message;              /* an ephemeral token's session config, sent upstream first */
@@ -84,6 +87,7 @@ struct exchange_refusal {
     enum metrics_refusal why;
     bool wallet;   /* add x-billed-to: wallet */
     bool no_retry; /* add x-should-retry: false */
+    bool retry;    /* add x-should-retry: true, retry-after: 1 */
 };
 
 /* Runs the stages on req's head. 0: ex is filled (ex->client_first when
@@ -105,6 +109,11 @@ MUST_CHECK int exchange_authenticated(struct exchange *ex, const struct resolve_
 MUST_CHECK int exchange_admit(struct exchange *ex, struct exchange_refusal *why);
 /* The hold, handed to the record that releases it (0 after the first). */
 int64_t exchange_take_hold(struct exchange *ex);
+/* DESIGN §6 limits.live_sessions: counts a WebSocket session or streaming
+ * response against its tenant's limit and its agency owner's; -1 with *why
+ * (429 tenant_limit, x-should-retry: true, retry-after) when one is
+ * reached. Uncounted by exchange_release. */
+MUST_CHECK int exchange_go_live(struct exchange *ex, struct exchange_refusal *why);
 
 /* Fail-closed pricing (DESIGN §4a): -1 with *why when a wallet line's
  * model has no price. */

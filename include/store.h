@@ -34,6 +34,9 @@ struct store_tenant {
     bool wallet_deduction;
     int64_t plan_credits_micros;
     int64_t wallet_micros;
+    /* limits.live_sessions (DESIGN §6): WebSocket sessions and streaming
+     * responses open at once; 0 = no limit. */
+    int64_t live_sessions;
     int64_t created_at_ms;
     int64_t updated_at_ms;
 };
@@ -106,8 +109,8 @@ MUST_CHECK int store_ping(struct store *s);
 
 MUST_CHECK int store_tenant_create(struct store *s, const struct store_tenant *t);
 MUST_CHECK int store_tenant_get(struct store *s, const char *id, struct store_tenant *out);
-/* Replaces the mutable fields (name, features, parent_id, wallet_deduction)
- * of an existing tenant; balances are only changed by topup and charging. */
+/* Replaces the mutable fields (name, features, parent_id, wallet_deduction,
+ * live_sessions) of an existing tenant; balances are only changed by topup and charging. */
 MUST_CHECK int store_tenant_update(struct store *s, const struct store_tenant *t);
 /* Deletes the tenant and its keys. STORE_ERR_CONFLICT while subaccounts
  * point at it. Usage records are kept. */

@@ -30,13 +30,52 @@
 
 static json_t *tenant_json(const struct store_tenant *t)
 {
-    return json_pack("{s:s, s:s, s:{s:b, s:b}, s:o, s:b, s:I, s:I, s:o, s:o}", "id", t->id, "name",
-                     t->name, "features", "byok", t->feature_byok, "agency", t->feature_agency,
-                     "parent_id", t->parent_id[0] ? json_string(t->parent_id) : json_null(),
-                     "wallet_deduction", t->wallet_deduction, "plan_credits_micros",
-                     (json_int_t)t->plan_credits_micros, "wallet_micros",
-                     (json_int_t)t->wallet_micros, "created_at", admin_time_json(t->created_at_ms),
-                     "updated_at", admin_time_json(t->updated_at_ms));
+    return json_pack(
+        "{s:s, s:s, s:{s:b, s:b}, s:o, s:b, s:I, s:I, s:{s:o}, s:o, s:o}", "id", t->id, "name",
+        t->name, "features", "byok", t->feature_byok, "agency", t->feature_agency, "parent_id",
+        t->parent_id[0] ? json_string(t->parent_id) : json_null(), "wallet_deduction",
+        t->wallet_deduction, "plan_credits_micros", (json_int_t)t->plan_credits_micros,
+        "wallet_micros", (json_int_t)t->wallet_micros, "limits", "live_sessions",
+        t->live_sessions > 0 ? json_integer((json_int_t)t->live_sessions) : json_null(),
+        "created_at", admin_time_json(t->created_at_ms), "updated_at",
+        admin_time_json(t->updated_at_ms));
+}
+
+/* "limits": {"live_sessions": N} (DESIGN §6); null clears the limit, absent
+ * leaves it as it is. */
+#define LIVE_SESSIONS_MAX 1000000
+static int get_limits(struct admin_ctx *x, json_t *obj, struct store_tenant *t)
+{
+    static const char *const names[] = {"live_sessions"};
+    json_t *l = json_object_get(obj, "limits");
+    if (l == NULL)
+        return 0;
+    if (json_is_null(l)) {
+        t->live_sessions = 0;
+        return 0;
+    }
+    if (!json_is_object(l))
+        return bad_request(x,
+                           "limits must be an object {\"live_sessions\": n} (n from 1 to %d, "
+                           "or null for no limit)",
+                           LIVE_SESSIONS_MAX);
+    if (admin_check_fields(x, l, "limits.", names, ARRAY_SIZE(names)) == -1)
+        return -1;
+    json_t *v = json_object_get(l, "live_sessions");
+    if (v == NULL)
+        return 0;
+    if (json_is_null(v)) {
+        t->live_sessions = 0;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > LIVE_SESSIONS_MAX)
+        return bad_request(x,
+                           "limits.live_sessions must be an integer from 1 to %d (WebSocket "
+                           "sessions and streaming responses open at once), or null for no limit",
+                           LIVE_SESSIONS_MAX);
+    t->live_sessions = json_integer_value(v);
+    return 0;
 }
 
 /* The tenant with its BYOK settings ("byok"). */
@@ -153,9 +192,14 @@ static int check_parent(struct admin_ctx *x, const char *self_id, const char *pa
 
 void admin_tenants_create(struct admin_ctx *x)
 {
-    static const char *const fields[] = {
-        "id",           "name", "features", "parent_id", "wallet_deduction", "plan_credits_micros",
-        "wallet_micros"};
+    static const char *const fields[] = {"id",
+                                         "name",
+                                         "features",
+                                         "parent_id",
+                                         "wallet_deduction",
+                                         "plan_credits_micros",
+                                         "wallet_micros",
+                                         "limits"};
     struct store_tenant t = {0};
     json_t *body = NULL;
     bool has_id, has_name, has, has_parent;
@@ -168,7 +212,8 @@ void admin_tenants_create(struct admin_ctx *x)
         admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1 ||
         get_int(x, body, "plan_credits_micros", 0, BALANCE_MAX, &t.plan_credits_micros, &has) ==
             -1 ||
-        get_int(x, body, "wallet_micros", 0, BALANCE_MAX, &t.wallet_micros, &has) == -1)
+        get_int(x, body, "wallet_micros", 0, BALANCE_MAX, &t.wallet_micros, &has) == -1 ||
+        get_limits(x, body, &t) == -1)
         goto out;
     if (!has_name) {
         bad_request(x, "name is required (a string of 1 to %zu bytes)", sizeof(t.name) - 1);
@@ -208,7 +253,8 @@ void admin_tenants_get(struct admin_ctx *x)
 
 void admin_tenants_patch(struct admin_ctx *x)
 {
-    static const char *const fields[] = {"name", "features", "parent_id", "wallet_deduction"};
+    static const char *const fields[] = {"name", "features", "parent_id", "wallet_deduction",
+                                         "limits"};
     struct store_tenant t;
     json_t *body = NULL;
     bool has;
@@ -229,7 +275,8 @@ void admin_tenants_patch(struct admin_ctx *x)
         admin_load_tenant(x, &t) == -1 ||
         admin_get_text(x, body, "name", t.name, sizeof(t.name), &has) == -1 ||
         get_features(x, body, &t) == -1 ||
-        admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1)
+        admin_get_bool(x, body, "wallet_deduction", &t.wallet_deduction, &has) == -1 ||
+        get_limits(x, body, &t) == -1)
         goto out;
     char parent_before[ID_MAX];
     memcpy(parent_before, t.parent_id, sizeof(parent_before));

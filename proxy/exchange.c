@@ -35,12 +35,16 @@ static int refuse(struct exchange_refusal *why, int status, const char *type, co
 void exchange_refuse(struct http_conn *c, const struct provider *p,
                      const struct exchange_refusal *why)
 {
-    struct http_kv extra[2];
+    struct http_kv extra[4];
     size_t n = 0;
     if (why->wallet)
         extra[n++] = (struct http_kv){"x-billed-to", "wallet"};
     if (why->no_retry)
         extra[n++] = (struct http_kv){"x-should-retry", "false"};
+    if (why->retry) {
+        extra[n++] = (struct http_kv){"x-should-retry", "true"};
+        extra[n++] = (struct http_kv){"retry-after", "1"};
+    }
     if (p == NULL)
         p = provider_at(0);
     metrics_refused(p, why->why);
@@ -189,6 +193,8 @@ static int identity(struct exchange *ex, const struct resolve_identity *id,
                       "cannot create a request id");
     snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id->tenant.id);
     snprintf(ex->parent_id, sizeof(ex->parent_id), "%s", id->tenant.parent_id);
+    ex->live_limit = id->tenant.live_sessions;
+    ex->parent_live_limit = id->has_parent ? id->parent.live_sessions : 0;
     snprintf(r->payer_id, sizeof(r->payer_id), "%s", d->payer_id);
     snprintf(r->key_id, sizeof(r->key_id), "%s", id->key_id);
     r->billed_byok = d->byok;
@@ -316,8 +322,9 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     if (ephemeral_is_token(key.key, key.len)) {
         if (ephemeral_session(ex, key.key, key.len, why) == -1)
             return -1;
-        if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1) {
-            resolve_done(&ex->decision);
+        if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1 ||
+            exchange_go_live(ex, why) == -1) {
+            exchange_release(ex);
             return -1;
         }
         return 0;
@@ -335,8 +342,9 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     }
     if (exchange_authenticated(ex, &id, why) == -1)
         return -1;
-    if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1) {
-        resolve_done(&ex->decision);
+    if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1 ||
+        (ex->transport == EXCHANGE_WS && exchange_go_live(ex, why) == -1)) {
+        exchange_release(ex);
         return -1;
     }
     /* A BYOK line to an endpoint the proxy does not meter: recorded with
@@ -363,6 +371,22 @@ int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
         break;
     }
     return refuse_status(why, RESOLVE_STORE_ERROR);
+}
+
+int exchange_go_live(struct exchange *ex, struct exchange_refusal *why)
+{
+    const char *which = NULL;
+    if (ex->live_slot.held || live_acquire(ex->rec.tenant_id, ex->live_limit, ex->parent_id,
+                                           ex->parent_live_limit, &ex->live_slot, &which) == 0)
+        return 0;
+    bool own = strcmp(which, ex->rec.tenant_id) == 0;
+    refuse(why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
+           "%s has %lld WebSocket sessions and streaming responses open, its limit "
+           "(limits.live_sessions): retry when one ends",
+           own ? "This tenant" : "The agency owner of this tenant",
+           (long long)(own ? ex->live_limit : ex->parent_live_limit));
+    why->retry = true;
+    return -1;
 }
 
 int64_t exchange_take_hold(struct exchange *ex)
@@ -445,6 +469,7 @@ void exchange_unlink(struct exchange *ex)
 void exchange_release(struct exchange *ex)
 {
     ledger_release(ex->decision.payer_id, exchange_take_hold(ex));
+    live_release(&ex->live_slot);
     resolve_done(&ex->decision);
     if (ex->first_message != NULL) {
         crypto_wipe(ex->first_message, strlen(ex->first_message));

@@ -421,6 +421,11 @@ void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http
         refuse_and_free(x, c, &why);
         return;
     }
+    /* A streaming response counts as a live session (DESIGN §6). */
+    if (x->meter.stream && exchange_go_live(ex, &why) == -1) {
+        refuse_and_free(x, c, &why);
+        return;
+    }
 
     /* URL = upstream base (of the key's region where it has one) + path
      * after the route prefix + query without credentials. */

@@ -521,6 +521,7 @@ static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_targ
         goto failed;
     }
     if (exchange_authenticated(ex, &id, &why) == -1 || exchange_admit(ex, &why) == -1 ||
+        exchange_go_live(ex, &why) == -1 ||
         build_target(x, NULL, url, sizeof(url), headers, sizeof(headers), &why) == -1) {
         metrics_refused(p, why.why);
         out->refuse_reason = refusal_reason[why.why];

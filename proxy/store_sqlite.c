@@ -79,7 +79,7 @@ enum stmt_id {
 
 #define TENANT_COLS                                                                                \
     "id, name, feature_byok, feature_agency, parent_id, wallet_deduction, plan_credits_micros,"    \
-    " wallet_micros, created_at_ms, updated_at_ms"
+    " wallet_micros, created_at_ms, updated_at_ms, live_sessions"
 #define KEY_COLS    "id, tenant_id, label, hash, created_at_ms, revoked_at_ms"
 #define USAGE_ORDER " ORDER BY ts_ms DESC, id DESC LIMIT ?3"
 #define CONN_COLS                                                                                  \
@@ -92,10 +92,12 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1",
     [ST_TENANT_INSERT] =
-        "INSERT INTO tenants (" TENANT_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+        "INSERT INTO tenants (" TENANT_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [ST_TENANT_GET] = "SELECT " TENANT_COLS " FROM tenants WHERE id = ?1",
-    [ST_TENANT_UPDATE] = "UPDATE tenants SET name = ?2, feature_byok = ?3, feature_agency = ?4,"
-                         " parent_id = ?5, wallet_deduction = ?6, updated_at_ms = ?7 WHERE id = ?1",
+    [ST_TENANT_UPDATE] =
+        "UPDATE tenants SET name = ?2, feature_byok = ?3, feature_agency = ?4,"
+        " parent_id = ?5, wallet_deduction = ?6, updated_at_ms = ?7, live_sessions = ?8"
+        " WHERE id = ?1",
     [ST_TENANT_HAS_CHILDREN] = "SELECT 1 FROM tenants WHERE parent_id = ?1 LIMIT 1",
     [ST_TENANT_DELETE_KEYS] = "DELETE FROM proxy_keys WHERE tenant_id = ?1",
     [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
@@ -247,6 +249,7 @@ static void read_tenant(sqlite3_stmt *st, struct store_tenant *t)
     t->wallet_micros = sqlite3_column_int64(st, 7);
     t->created_at_ms = sqlite3_column_int64(st, 8);
     t->updated_at_ms = sqlite3_column_int64(st, 9);
+    t->live_sessions = sqlite3_column_int64(st, 10);
 }
 
 static MUST_CHECK int read_key(sqlite3_stmt *st, struct store_key *k)
@@ -304,6 +307,7 @@ static int sq_tenant_create(struct store *s, const struct store_tenant *t)
     sqlite3_bind_int64(st, 8, t->wallet_micros);
     sqlite3_bind_int64(st, 9, t->created_at_ms != 0 ? t->created_at_ms : now);
     sqlite3_bind_int64(st, 10, t->updated_at_ms != 0 ? t->updated_at_ms : now);
+    sqlite3_bind_int64(st, 11, t->live_sessions);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
     stmt_done(st);
@@ -345,6 +349,7 @@ static int sq_tenant_update(struct store *s, const struct store_tenant *t)
     bind_text_or_null(st, 5, t->parent_id);
     sqlite3_bind_int(st, 6, t->wallet_deduction);
     sqlite3_bind_int64(st, 7, now_ms());
+    sqlite3_bind_int64(st, 8, t->live_sessions);
     int rc = sqlite3_step(st);
     stmt_done(st);
     if (rc != SQLITE_DONE)

@@ -85,6 +85,8 @@ static const char *const migrations[] = {
     " connection_id TEXT NOT NULL,"
     " PRIMARY KEY (tenant_id, provider));"
     "CREATE INDEX byok_slots_connection ON byok_slots(connection_id);",
+    /* 4: tenant limits (DESIGN §6): live_sessions, 0 = none. */
+    "ALTER TABLE tenants ADD COLUMN live_sessions INTEGER NOT NULL DEFAULT 0;",
 };
 
 static MUST_CHECK int user_version(sqlite3 *db, int *out)

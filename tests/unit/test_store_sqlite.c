@@ -152,6 +152,7 @@ static void test_tenant_crud(void **state)
     assert_int_equal(got.wallet_micros, 200);
     assert_true(got.created_at_ms > 0);
     assert_int_equal(got.created_at_ms, got.updated_at_ms);
+    assert_int_equal(got.live_sessions, 0);
     assert_int_equal(store_tenant_get(f->s, "nope", &got), STORE_ERR_NOT_FOUND);
 
     /* Update replaces the mutable fields but never the balances. */
@@ -159,9 +160,11 @@ static void test_tenant_crud(void **state)
     snprintf(u.name, sizeof(u.name), "Renamed");
     u.feature_agency = true;
     u.wallet_deduction = true;
+    u.live_sessions = 3;
     assert_int_equal(store_tenant_update(f->s, &u), STORE_OK);
     assert_int_equal(store_tenant_get(f->s, "t1", &got), STORE_OK);
     assert_string_equal(got.name, "Renamed");
+    assert_int_equal(got.live_sessions, 3);
     assert_false(got.feature_byok);
     assert_true(got.feature_agency);
     assert_true(got.wallet_deduction);
@@ -1230,7 +1233,7 @@ static void test_migration_from_v1(void **state)
 {
     struct fixture *f = *state;
     /* A fresh store is at the latest version. */
-    assert_int_equal(raw_user_version(f->path), 3);
+    assert_int_equal(raw_user_version(f->path), 4);
 
     char path[160];
     snprintf(path, sizeof(path), "%s/v1.db", f->dir);
@@ -1244,13 +1247,14 @@ static void test_migration_from_v1(void **state)
     struct store *s = store_sqlite_open(path, &err);
     if (s == NULL)
         fail_msg("open v1: %s", err);
-    assert_int_equal(raw_user_version(path), 3);
+    assert_int_equal(raw_user_version(path), 4);
     /* Old rows kept. */
     struct store_tenant t;
     assert_int_equal(store_tenant_get(s, "old", &t), STORE_OK);
     assert_string_equal(t.name, "Old tenant");
     assert_int_equal(t.plan_credits_micros, 11);
     assert_int_equal(t.wallet_micros, 22);
+    assert_int_equal(t.live_sessions, 0); /* migration 4's default */
     struct store_key k;
     assert_int_equal(store_key_get(s, "k_old", &k), STORE_OK);
     assert_string_equal(k.label, "legacy");
@@ -1270,7 +1274,7 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
     assert_string_equal(b.slots[S_OPENAI], "c_1");
     store_close(s);
-    assert_int_equal(raw_user_version(path), 3);
+    assert_int_equal(raw_user_version(path), 4);
 }
 
 /* Migration 2 as it first shipped kept one column per slot
@@ -1305,7 +1309,7 @@ static void test_migration_from_v2_slot_columns(void **state)
     struct store *s = store_sqlite_open(path, &err);
     if (s == NULL)
         fail_msg("open v2: %s", err);
-    assert_int_equal(raw_user_version(path), 3);
+    assert_int_equal(raw_user_version(path), 4);
     struct store_byok b;
     assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
     assert_true(b.enabled);
