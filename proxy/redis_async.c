@@ -1,0 +1,382 @@
+/* redis_async.c - a non-blocking Redis connection on an event base
+ * (redis_async.h).
+ *
+ *   DOWN --connect--> CONNECTING --connected--> UP --error/timeout--> DOWN
+ *     ^                     |                                          |
+ *     +---- backoff timer --+------------------------------------------+
+ *
+ * Every queued request is on r->pending in send order; hiredis answers in
+ * that order, so the head is the oldest: one timer at its deadline is
+ * enough. Dropping the connection (redisAsyncFree) makes hiredis call every
+ * pending callback with no reply. */
+#include "common.h"
+#include "redis_async.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <openssl/sha.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+enum rstate { R_DOWN = 0, R_CONNECTING, R_UP };
+
+struct rasync_req {
+    struct rasync *r;
+    struct rasync_req *prev, *next; /* in r->pending */
+    rasync_cb cb;                   /* NULL once cancelled */
+    void *arg;
+    int64_t deadline; /* mono ms */
+    /* Kept for an EVAL after NOSCRIPT: the script and a copy of argv. */
+    const struct rasync_script *script;
+    int numkeys, argc;
+    char **argv;
+    size_t *argvlen;
+    bool retried;
+};
+
+struct rasync {
+    struct event_base *base;
+    struct rasync_opts o;
+    char *host, *password, *name;
+    redisAsyncContext *ac;
+    enum rstate state;
+    bool was_up;    /* for one log line per change */
+    bool announced; /* the current down period was logged */
+    int backoff_ms;
+    struct event *retry_timer;
+    struct event *deadline_timer;
+    struct rasync_req *head, *tail;
+};
+
+void rasync_script_init(struct rasync_script *s)
+{
+    unsigned char d[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)s->text, strlen(s->text), d);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", d[i]);
+}
+
+static void unlink_req(struct rasync *r, struct rasync_req *q)
+{
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else if (r->head == q)
+        r->head = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+    else if (r->tail == q)
+        r->tail = q->prev;
+    q->prev = q->next = NULL;
+}
+
+static void free_req(struct rasync_req *q)
+{
+    if (q->argv != NULL)
+        for (int i = 0; i < q->argc; i++)
+            free(q->argv[i]);
+    free(q->argv);
+    free(q->argvlen);
+    free(q);
+}
+
+static void arm_deadline(struct rasync *r)
+{
+    if (r->head == NULL) {
+        evtimer_del(r->deadline_timer);
+        return;
+    }
+    int64_t left = MAX((int64_t)1, r->head->deadline - mono_ms());
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+    evtimer_add(r->deadline_timer, &tv);
+}
+
+static void schedule_retry(struct rasync *r)
+{
+    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    evtimer_add(r->retry_timer, &tv);
+    r->backoff_ms = MIN(r->backoff_ms * 2, BACKOFF_MAX_MS);
+}
+
+static void went_down(struct rasync *r, const char *why)
+{
+    r->state = R_DOWN;
+    r->ac = NULL;
+    if (r->was_up || !r->announced)
+        log_warn("redis (%s): %s:%d is down: %s; reconnecting", r->name, r->host, r->o.port, why);
+    r->was_up = false;
+    r->announced = true;
+    schedule_retry(r);
+}
+
+static int send_req(struct rasync *r, struct rasync_req *q);
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    (void)ac;
+    struct rasync_req *q = privdata;
+    struct rasync *r = q->r;
+    redisReply *reply = reply_;
+    unlink_req(r, q);
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && q->script != NULL && !q->retried &&
+        strncmp(reply->str, "NOSCRIPT", 8) == 0 && r->state == R_UP) {
+        /* The server forgot the script (restart, SCRIPT FLUSH): the text
+         * once more, as EVAL; the server caches it again. */
+        q->retried = true;
+        if (send_req(r, q) == 0) {
+            arm_deadline(r);
+            return;
+        }
+        reply = NULL;
+    }
+    if (q->cb != NULL)
+        q->cb(q->arg, reply);
+    free_req(q);
+    arm_deadline(r);
+}
+
+static void on_auth(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    (void)ac;
+    struct rasync *r = privdata;
+    redisReply *reply = reply_;
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        log_error("redis (%s): AUTH/SELECT refused: %s", r->name, reply->str);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rasync *r = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        went_down(r, ac->errstr);
+        return;
+    }
+    r->state = R_UP;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (!r->was_up)
+        log_info("redis (%s): connected to %s:%d", r->name, r->host, r->o.port);
+    r->was_up = true;
+    r->announced = false;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rasync *r = ac->data;
+    if (r == NULL)
+        return; /* rasync_free */
+    went_down(r, status == REDIS_OK ? "connection closed" : ac->errstr);
+}
+
+static void connect_now(struct rasync *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->o.port);
+    if (ac == NULL) {
+        went_down(r, "out of memory");
+        return;
+    }
+    if (ac->err) {
+        char why[128];
+        snprintf(why, sizeof(why), "%s", ac->errstr);
+        redisAsyncFree(ac);
+        went_down(r, why);
+        return;
+    }
+    ac->data = r;
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        went_down(r, "cannot attach to the event base");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    r->state = R_CONNECTING;
+    /* Queued now, sent first once connected. */
+    if (r->password != NULL)
+        redisAsyncCommand(ac, on_auth, r, "AUTH %s", r->password);
+    if (r->o.db > 0)
+        redisAsyncCommand(ac, on_auth, r, "SELECT %d", r->o.db);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connect_now(arg);
+}
+
+/* The oldest request is late: the connection is dropped (every pending
+ * request gets no reply) and made again. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct rasync *r = arg;
+    if (r->head == NULL || r->head->deadline > mono_ms()) {
+        arm_deadline(r);
+        return;
+    }
+    redisAsyncContext *ac = r->ac;
+    if (ac == NULL)
+        return;
+    log_warn("redis (%s): no reply within %d ms: dropping the connection", r->name,
+             r->o.timeout_ms);
+    r->was_up = true; /* the down line follows */
+    ac->data = NULL;  /* no disconnect callback into a half-torn state */
+    redisAsyncFree(ac);
+    went_down(r, "timeout");
+}
+
+struct rasync *rasync_new(struct event_base *base, const struct rasync_opts *opts)
+{
+    struct rasync *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->base = base;
+    r->o = *opts;
+    r->host = strdup(opts->host);
+    r->name = strdup(opts->name != NULL ? opts->name : "redis");
+    r->password = opts->password != NULL ? strdup(opts->password) : NULL;
+    r->retry_timer = evtimer_new(base, retry_cb, r);
+    r->deadline_timer = evtimer_new(base, deadline_cb, r);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (r->host == NULL || r->name == NULL || (opts->password != NULL && r->password == NULL) ||
+        r->retry_timer == NULL || r->deadline_timer == NULL) {
+        rasync_free(r);
+        return NULL;
+    }
+    if (r->o.timeout_ms <= 0)
+        r->o.timeout_ms = 1000;
+    connect_now(r);
+    return r;
+}
+
+void rasync_free(struct rasync *r)
+{
+    if (r == NULL)
+        return;
+    for (struct rasync_req *q = r->head; q != NULL; q = q->next)
+        q->cb = NULL;
+    if (r->ac != NULL) {
+        r->ac->data = NULL;
+        redisAsyncFree(r->ac); /* on_reply frees every pending request */
+    }
+    if (r->retry_timer != NULL)
+        event_free(r->retry_timer);
+    if (r->deadline_timer != NULL)
+        event_free(r->deadline_timer);
+    if (r->password != NULL)
+        memset(r->password, 0, strlen(r->password));
+    free(r->password);
+    free(r->host);
+    free(r->name);
+    free(r);
+}
+
+bool rasync_up(const struct rasync *r)
+{
+    return r->state == R_UP;
+}
+
+static int send_req(struct rasync *r, struct rasync_req *q)
+{
+    int rc;
+    if (q->script == NULL) {
+        rc = redisAsyncCommandArgv(r->ac, on_reply, q, q->argc, (const char **)q->argv, q->argvlen);
+    } else {
+        /* EVALSHA sha numkeys ... (or EVAL text numkeys ... after NOSCRIPT) */
+        int n = q->argc + 3;
+        const char **v = malloc((size_t)n * sizeof(*v));
+        size_t *vl = malloc((size_t)n * sizeof(*vl));
+        char nk[16];
+        if (v == NULL || vl == NULL) {
+            free(v);
+            free(vl);
+            return -1;
+        }
+        snprintf(nk, sizeof(nk), "%d", q->numkeys);
+        v[0] = q->retried ? "EVAL" : "EVALSHA";
+        vl[0] = strlen(v[0]);
+        v[1] = q->retried ? q->script->text : q->script->sha;
+        vl[1] = strlen(v[1]);
+        v[2] = nk;
+        vl[2] = strlen(nk);
+        for (int i = 0; i < q->argc; i++) {
+            v[3 + i] = q->argv[i];
+            vl[3 + i] = q->argvlen[i];
+        }
+        rc = redisAsyncCommandArgv(r->ac, on_reply, q, n, v, vl);
+        free(v);
+        free(vl);
+    }
+    if (rc != REDIS_OK)
+        return -1;
+    q->deadline = mono_ms() + r->o.timeout_ms;
+    q->prev = r->tail;
+    if (r->tail != NULL)
+        r->tail->next = q;
+    else
+        r->head = q;
+    r->tail = q;
+    return 0;
+}
+
+static struct rasync_req *queue(struct rasync *r, const struct rasync_script *script, int numkeys,
+                                rasync_cb cb, void *arg, int argc, const char **argv,
+                                const size_t *argvlen)
+{
+    if (r->state != R_UP || r->ac == NULL)
+        return NULL;
+    struct rasync_req *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return NULL;
+    q->r = r;
+    q->cb = cb;
+    q->arg = arg;
+    q->script = script;
+    q->numkeys = numkeys;
+    q->argc = argc;
+    q->argv = calloc((size_t)MAX(argc, 1), sizeof(*q->argv));
+    q->argvlen = calloc((size_t)MAX(argc, 1), sizeof(*q->argvlen));
+    if (q->argv == NULL || q->argvlen == NULL)
+        goto failed;
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+        if ((q->argv[i] = malloc(n + 1)) == NULL)
+            goto failed;
+        memcpy(q->argv[i], argv[i], n);
+        q->argv[i][n] = '\0';
+        q->argvlen[i] = n;
+    }
+    if (send_req(r, q) == -1)
+        goto failed;
+    arm_deadline(r);
+    return q;
+failed:
+    free_req(q);
+    return NULL;
+}
+
+struct rasync_req *rasync_command(struct rasync *r, rasync_cb cb, void *arg, int argc,
+                                  const char **argv, const size_t *argvlen)
+{
+    return queue(r, NULL, 0, cb, arg, argc, argv, argvlen);
+}
+
+struct rasync_req *rasync_eval(struct rasync *r, const struct rasync_script *script, rasync_cb cb,
+                               void *arg, int numkeys, int argc, const char **argv,
+                               const size_t *argvlen)
+{
+    return queue(r, script, numkeys, cb, arg, argc, argv, argvlen);
+}
+
+void rasync_cancel(struct rasync_req *q)
+{
+    if (q != NULL)
+        q->cb = NULL;
+}
