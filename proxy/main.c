@@ -211,7 +211,10 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     }
     l->stop_ev = event_new(l->base, -1, 0, stop_cb, l);
     l->drain_timer = evtimer_new(l->base, drain_check_cb, l);
-    l->store = store_open(cfg, err);
+    /* The admin thread is the control side: it may use a fleet (Redis)
+     * store synchronously; workers go through the data plane's client. */
+    l->store = store_open_role(
+        cfg, strcmp(name, "worker") == 0 ? STORE_ROLE_DATA_PLANE : STORE_ROLE_CONTROL, err);
     if (l->store == NULL) {
         close_fds(listen_fd, tls_fd);
         return -1;
