@@ -6,7 +6,8 @@
  *
  * A connection that failed (I/O error, timeout, a reply that never came) is
  * dropped, because its stream of replies can no longer be trusted; the next
- * call connects again. Messages name host:port and what failed, never an
+ * call connects again. So is one that answered READONLY (a primary demoted
+ * by a failover), before its next command. Messages name host:port and what failed, never an
  * argument of a command (they carry sealed keys and balances) nor the
  * password. Not thread-safe: one connection per thread. */
 #ifndef BYOK_REDIS_CONN_H

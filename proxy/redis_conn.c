@@ -24,6 +24,7 @@ struct redis_conn {
     int connect_timeout_ms, timeout_ms;
     char name[300]; /* "host:port" */
     bool was_connected;
+    bool stale; /* answered READONLY (a primary turned replica): reconnect before the next call */
 };
 
 static _Atomic uint64_t reconnects;
@@ -274,6 +275,9 @@ void redis_conn_free(struct redis_conn *c)
 
 int redis_conn_ready(struct redis_conn *c)
 {
+    if (c->ctx != NULL && c->stale)
+        redis_conn_drop(c); /* the name may lead to the new primary now */
+    c->stale = false;
     if (c->ctx != NULL)
         return 0;
     char msg[256];
@@ -327,6 +331,9 @@ redisReply *redis_conn_reply(struct redis_conn *c, const char *what)
         redis_conn_drop(c);
         return NULL;
     }
+    redisReply *r = reply;
+    if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0)
+        c->stale = true;
     return reply;
 }
 

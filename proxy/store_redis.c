@@ -72,9 +72,6 @@ static int fail_reply(struct redis_store *rs, const char *what, redisReply *r)
     if (r->type == REDIS_REPLY_ERROR) {
         log_error("store(redis): %s at %s: %.*s", what, redis_conn_name(rs->conn),
                   (int)MIN(r->len, 200), r->str);
-        /* A primary that became a replica: find the new one. */
-        if (r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0)
-            redis_conn_drop(rs->conn);
     } else {
         log_error("store(redis): %s at %s: unexpected reply (type %d)", what,
                   redis_conn_name(rs->conn), r->type);

@@ -682,6 +682,23 @@ static void test_reconnect(void **state)
     assert_non_null(f->raw);
 }
 
+/* A failover demotes the primary: READONLY answers make the handle connect
+ * again before its next command (to whatever the address leads to now). */
+static void test_readonly_reconnects(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 0, 10);
+    raw_ok(f, "REPLICAOF 127.0.0.1 %d", redis_server_free_port());
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_ERR_INTERNAL);
+    struct usage_record r = record("u1", "t1", "t1", 1000, 0, true);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL, NULL), STORE_ERR_INTERNAL);
+    raw_ok(f, "REPLICAOF NO ONE");
+    uint64_t reconnects = redis_conn_reconnects();
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    assert_true(redis_conn_reconnects() > reconnects);
+    assert_int_equal(store_usage_write(f->s, &r, 1, NULL, NULL), STORE_OK);
+}
+
 /* SCRIPT FLUSH (or a failover to a replica without the scripts): EVALSHA
  * answers NOSCRIPT, the script is loaded again, the call goes through. */
 static void test_script_reload(void **state)
@@ -794,6 +811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_holds_expire_and_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_releases_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
