@@ -62,8 +62,10 @@ static int group_setup(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN); /* a write to a restarted server */
-    if (redis_server_start(&srv) == -1)
+    if (redis_server_start(&srv) == -1) {
+        redis_server_destroy(&srv);
         return -1;
+    }
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", srv.port);
     return 0;
 }
