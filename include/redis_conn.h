@@ -72,6 +72,11 @@ const char *redis_conn_name(const struct redis_conn *c);
 MUST_CHECK int redis_conn_ready(struct redis_conn *c);
 /* Forgets the connection (after a failure); the next call reconnects. */
 void redis_conn_drop(struct redis_conn *c);
+/* Drops the connection when commands were queued and their replies not
+ * all read (an operation that gave up half-way through its pipeline):
+ * those must never run later. Called by redis_conn_call(); call it before
+ * starting a pipeline. */
+void redis_conn_settle(struct redis_conn *c);
 /* Times the connection was made again after a drop (tests, metrics). */
 uint64_t redis_conn_reconnects(void);
 

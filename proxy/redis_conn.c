@@ -25,6 +25,7 @@ struct redis_conn {
     char name[300]; /* "host:port" */
     bool was_connected;
     bool stale; /* answered READONLY (a primary turned replica): reconnect before the next call */
+    unsigned long pending; /* commands queued whose replies were not read */
 };
 
 static _Atomic uint64_t reconnects;
@@ -160,6 +161,19 @@ void redis_conn_drop(struct redis_conn *c)
     if (c->ctx != NULL)
         redisFree(c->ctx);
     c->ctx = NULL;
+    c->pending = 0;
+}
+
+void redis_conn_settle(struct redis_conn *c)
+{
+    if (c->pending == 0)
+        return;
+    /* Queued commands may not even be sent yet: sent later, they would run
+     * (a usage record committed behind the caller's back) and their
+     * replies would answer the next caller's commands. */
+    log_warn("store(redis): %lu queued commands abandoned; reconnecting to %s", c->pending,
+             c->name);
+    redis_conn_drop(c);
 }
 
 static struct timeval tv_ms(int ms)
@@ -293,6 +307,7 @@ int redis_conn_append(struct redis_conn *c, const struct redis_cmd *cmd)
 {
     if (cmd->oom || cmd->argc == 0) {
         log_error("store(redis): out of memory building a command");
+        redis_conn_settle(c); /* the pipeline it belonged to is abandoned */
         return -1;
     }
     if (redis_conn_ready(c) == -1)
@@ -314,6 +329,7 @@ int redis_conn_append(struct redis_conn *c, const struct redis_cmd *cmd)
         redis_conn_drop(c); /* half a command may be queued */
         return -1;
     }
+    c->pending++;
     return 0;
 }
 
@@ -331,6 +347,8 @@ redisReply *redis_conn_reply(struct redis_conn *c, const char *what)
         redis_conn_drop(c);
         return NULL;
     }
+    if (c->pending > 0)
+        c->pending--;
     redisReply *r = reply;
     if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "READONLY", 8) == 0)
         c->stale = true;
@@ -339,6 +357,7 @@ redisReply *redis_conn_reply(struct redis_conn *c, const char *what)
 
 redisReply *redis_conn_call(struct redis_conn *c, const struct redis_cmd *cmd, const char *what)
 {
+    redis_conn_settle(c);
     if (redis_conn_append(c, cmd) == -1)
         return NULL;
     return redis_conn_reply(c, what);

@@ -782,6 +782,7 @@ static MUST_CHECK int read_connections(struct redis_store *rs, const char *const
     int rc = STORE_ERR_INTERNAL;
     if (idx == NULL)
         return rc;
+    redis_conn_settle(rs->conn);
     for (size_t i = 0; i < n_tenants; i++) {
         redis_cmd_start(&rs->cmd);
         redis_cmd_str(&rs->cmd, "ZRANGE");
@@ -1000,6 +1001,7 @@ static int rs_secret_put(struct store *s, const char *name, int key_version,
     if (sealed_len == 0 || sealed_len > CRYPTO_SEALED_MAX)
         return STORE_ERR_INTERNAL;
     redisReply *r[4] = {0};
+    redis_conn_settle(rs->conn);
     redis_cmd_start(&rs->cmd);
     redis_cmd_str(&rs->cmd, "MULTI");
     if (redis_conn_append(rs->conn, &rs->cmd) == -1)

@@ -234,6 +234,7 @@ int store_redis_usage_write(struct store *s, struct usage_record *records, size_
         return STORE_ERR_INTERNAL;
     if (n == 0)
         return STORE_OK;
+    redis_conn_settle(c);
     int status = STORE_ERR_INTERNAL;
     size_t slots = 16;
     while (slots < 2 * n)

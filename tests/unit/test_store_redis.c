@@ -684,6 +684,29 @@ static void test_reconnect(void **state)
     assert_non_null(f->raw);
 }
 
+/* An operation that gives up half-way through its pipeline (out of
+ * memory formatting a record...) leaves commands queued, maybe not even
+ * sent: they never run later, and no later caller reads their replies. */
+static void test_abandoned_pipeline(void **state)
+{
+    struct fixture *f = *state;
+    struct redis_conn *c = store_redis_conn(f->s);
+    struct redis_cmd cmd = {0};
+    redis_cmd_start(&cmd);
+    redis_cmd_str(&cmd, "SET");
+    redis_cmd_str(&cmd, "byok:abandoned");
+    redis_cmd_str(&cmd, "1");
+    assert_int_equal(redis_conn_append(c, &cmd), 0);
+    /* ... and the operation gives up without reading. */
+    assert_int_equal(store_ping(f->s), STORE_OK);
+    struct store_tenant t;
+    assert_int_equal(store_tenant_get(f->s, "nobody", &t), STORE_ERR_NOT_FOUND);
+    redisReply *r = raw(f, "EXISTS byok:abandoned");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    redis_cmd_free(&cmd);
+}
+
 /* A failover demotes the primary: READONLY answers make the handle connect
  * again before its next command (to whatever the address leads to now). */
 static void test_readonly_reconnects(void **state)
@@ -814,6 +837,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_releases_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_reconnects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abandoned_pipeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
