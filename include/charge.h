@@ -7,7 +7,13 @@
  * Plan credits go first, as far as they are positive; the rest comes from
  * the wallet, which may go negative (a running session is not cut off).
  * A payer that no longer exists (deleted while the request ran) is not
- * charged: the record is still written, uncharged. */
+ * charged: the record is still written, uncharged.
+ *
+ * The split (what comes from plan credits, what from the wallet) depends on
+ * the cost and the plan credits only, never on the wallet: a backend that
+ * charges by compare-and-set (Redis, store_redis_usage.c) checks that the
+ * plan credits are unchanged and moves the wallet by the amount, so
+ * instances charging one payer at once do not collide over its wallet. */
 #ifndef BYOK_CHARGE_H
 #define BYOK_CHARGE_H
 

@@ -74,6 +74,12 @@ struct config_balance {
     int hold_ttl_s;          /* fleet mode: a hold of a dead instance expires */
 };
 
+/* store.on_down (DESIGN §7b): what wallet lines do while Redis is unreachable. */
+enum config_on_down {
+    CONFIG_ON_DOWN_REFUSE_WALLET = 0, /* 503 in the provider's shape, x-should-retry: true */
+    CONFIG_ON_DOWN_SERVE,             /* admitted without a hold, charged at replay */
+};
+
 struct config {
     char *path;                                      /* the file it was loaded from */
     char *listen;                                    /* "127.0.0.1:8080" */
@@ -83,7 +89,13 @@ struct config {
     char *store_backend;                             /* "sqlite" | "redis" */
     char *store_path;                                /* sqlite */
     char *store_url;                                 /* redis */
-    char *usage_jsonl_path;                          /* may be NULL: no JSONL sink */
+    /* Redis (fleet mode, DESIGN §7b); only with backend "redis". */
+    char *store_password_env;     /* variable holding the Redis password; NULL = no AUTH */
+    char *store_password;         /* its value (secret_alloc memory; config_free wipes it) */
+    int store_connect_timeout_ms; /* connecting to Redis (default 1000) */
+    int store_timeout_ms;         /* one command's reply (default 1000) */
+    enum config_on_down store_on_down;
+    char *usage_jsonl_path; /* may be NULL: no JSONL sink */
     char *usage_spool_dir;
     int usage_ws_interval_s; /* socket records every this many seconds (default 30) */
     /* Per provider (registry index) and host: base URL or region template. */
@@ -123,6 +135,14 @@ void config_free(struct config *cfg);
  * variable. Call once the config is loaded (it holds the copies); a
  * config_load() after it would find the variables gone. */
 void config_wipe_secret_env(const struct config *cfg);
+
+/* Splits store.url, "redis://HOST[:PORT][/DB]" (HOST a name, an IPv4
+ * address or a bracketed IPv6 one; PORT default 6379, DB default 0), into
+ * its parts. Credentials in the URL are refused (the password comes from
+ * store.password_env), as are rediss:// and anything after the DB. -1 with a
+ * message in err (size err_size) that never repeats the URL. */
+MUST_CHECK int config_parse_redis_url(const char *url, char *host, size_t host_size, int *port,
+                                      int *db, char *err, size_t err_size);
 
 /* Splits "host:port" (IPv4, [IPv6] or a name) into its parts. Returns -1 with a
  * message in err (size err_size) on a malformed address. */

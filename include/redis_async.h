@@ -20,18 +20,13 @@
 
 #include "common.h"
 
+#include "redis_conn.h" /* struct redis_script */
+
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
 struct rasync;
 struct rasync_req;
-
-/* A Lua script: its text and (filled by rasync_script_init) its SHA-1. */
-struct rasync_script {
-    const char *text;
-    char sha[41];
-};
-void rasync_script_init(struct rasync_script *s);
 
 struct rasync_opts {
     const char *host; /* IPv4/IPv6 literal or name (resolved at connect) */
@@ -59,7 +54,7 @@ bool rasync_up(const struct rasync *r);
 struct rasync_req *rasync_command(struct rasync *r, rasync_cb cb, void *arg, int argc,
                                   const char **argv, const size_t *argvlen);
 /* EVALSHA script numkeys keys... args... (argv = keys then args). */
-struct rasync_req *rasync_eval(struct rasync *r, const struct rasync_script *script, rasync_cb cb,
+struct rasync_req *rasync_eval(struct rasync *r, const struct redis_script *script, rasync_cb cb,
                                void *arg, int numkeys, int argc, const char **argv,
                                const size_t *argvlen);
 /* The request's callback will not be called. */

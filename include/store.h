@@ -1,7 +1,7 @@
 /* store.h - persistence interface (DESIGN §7). One struct store per thread:
  * a backend handle is never shared between threads. Callers see only this
- * interface; store_sqlite.c (embedded default) implements it and a Redis
- * backend can be added behind the same vtable.
+ * interface; store_sqlite.c (embedded default) and store_redis.c (fleet
+ * mode, DESIGN §7b) implement it.
  *
  * Every function returns a STORE_* code (0 = ok). On STORE_ERR_INTERNAL a
  * message is logged by the backend (never containing secrets). */
@@ -98,10 +98,24 @@ MUST_CHECK int store_lock(const struct config *cfg, struct store_lock **out, cha
 /* Releases the lock and frees l. store_unlock(NULL) is a no-op. */
 void store_unlock(struct store_lock *l);
 
+/* Who opens a handle. The Redis backend serves the control side (admin
+ * API, usage writer, tools such as --import-sqlite and
+ * --rotate-master-key) through this synchronous interface; the data plane's
+ * per-request path in fleet mode goes through each worker's asynchronous
+ * Redis client instead (store_redis.h has its building blocks), so a data
+ * plane open of a "redis" store is refused. SQLite serves both. */
+enum store_role {
+    STORE_ROLE_DATA_PLANE = 0,
+    STORE_ROLE_CONTROL,
+};
+
 /* Opens a handle for the calling thread (creating/migrating the schema on
- * first use for SQLite). Returns NULL with *err set (caller frees) on failure.
- * Caller frees with store_close(). */
+ * first use for SQLite; connecting for Redis). Returns NULL with *err set
+ * (caller frees) on failure. Caller frees with store_close().
+ * store_open() is store_open_role(cfg, STORE_ROLE_DATA_PLANE, err). */
 MUST_CHECK struct store *store_open(const struct config *cfg, char **err);
+MUST_CHECK struct store *store_open_role(const struct config *cfg, enum store_role role,
+                                         char **err);
 void store_close(struct store *s);
 
 /* Readiness: can the backend answer a trivial query now? */
@@ -159,6 +173,11 @@ MUST_CHECK int store_secret_get(struct store *s, const char *name, int *key_vers
                                 unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
 MUST_CHECK int store_secret_put(struct store *s, const char *name, int key_version,
                                 const unsigned char *sealed, size_t sealed_len);
+/* Calls cb for every secret, ordered by name (the sealed bytes borrowed for
+ * the call). */
+typedef void (*store_secret_cb)(void *arg, const char *name, int key_version,
+                                const unsigned char *sealed, size_t sealed_len);
+MUST_CHECK int store_secret_list(struct store *s, store_secret_cb cb, void *arg);
 
 /* Re-seals, in ONE transaction, every connection and secret: fn(arg, ...)
  * gets each record and must write its new sealed form and version; any -1
@@ -178,8 +197,13 @@ MUST_CHECK int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, 
  * and its §5 JSON text, formatted once after charging, is both what the
  * row stores and what is appended to *lines (when not NULL; borrowed for the
  * call): one line per record written, in batch order, none for a duplicate,
- * ready for the JSONL sink. On failure nothing of the batch is committed,
- * every record is left as passed in and *lines as it was. */
+ * ready for the JSONL sink. On failure every record is left as passed in.
+ * SQLite commits nothing of a failed batch and leaves *lines as it was.
+ * Redis commits record by record (each one atomic: hold, charge, record,
+ * stream), so a failed batch may be partly committed: *lines then gets
+ * the lines of the records that were (batch order), and the caller retries
+ * or spools the whole batch as if nothing had been - the committed ones
+ * come back as duplicates, charged once (the id is the idempotency key). */
 MUST_CHECK int store_usage_write(struct store *s, struct usage_record *records, size_t n,
                                  size_t *duplicates, struct usage_record_lines *lines);
 /* Newest first. tenant_id/session_id NULL = any. Returns a JSON array of
@@ -220,6 +244,7 @@ struct store_ops {
                       unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
     int (*secret_put)(struct store *s, const char *name, int key_version,
                       const unsigned char *sealed, size_t sealed_len);
+    int (*secret_list)(struct store *s, store_secret_cb cb, void *arg);
     int (*reseal_all)(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
 };
 

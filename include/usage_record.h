@@ -60,6 +60,10 @@ struct usage_record {
      * pending_micros: the charge it reserved until committed. */
     int64_t hold_micros;
     int64_t pending_micros;
+    /* In memory only (never written, not in spool files): fleet mode's
+     * hold this record releases in the same atomic step as its charge
+     * (store_redis.h, the RECORD script); "" = none. */
+    char hold_id[ID_MAX];
 };
 
 /* "ok", "client_disconnect", ...; a static string, never NULL. */

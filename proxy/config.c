@@ -31,7 +31,11 @@ static const char *const top_keys[] = {
     "pricing",   "balance",
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
-static const char *const store_keys[] = {"backend", "path", "url"};
+static const char *const store_keys[] = {
+    "backend", "path", "url", "password_env", "timeout_ms", "connect_timeout_ms", "on_down"};
+/* store keys that only the redis backend reads. */
+static const char *const redis_only_keys[] = {"password_env", "timeout_ms", "connect_timeout_ms",
+                                              "on_down"};
 static const char *const usage_keys[] = {"jsonl_path", "spool_dir", "ws_interval_s"};
 static const char *const balance_keys[] = {"hold_micros", "ws_grace_micros", "hold_ttl_s"};
 /* The lines a hold may be configured for (DESIGN §3.4), "default" first. */
@@ -794,10 +798,72 @@ int64_t config_hold_micros(const struct config *cfg, const char *line)
     return cfg->balance.hold_micros[0];
 }
 
+int config_parse_redis_url(const char *url, char *host, size_t host_size, int *port, int *db,
+                           char *err, size_t err_size)
+{
+    static const char scheme[] = "redis://";
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(err, err_size,
+                 "TLS to Redis (rediss://) is not supported: use redis:// on a "
+                 "private network or a TLS tunnel (e.g. stunnel) next to the proxy");
+        return -1;
+    }
+    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0 || url[sizeof(scheme) - 1] == '\0') {
+        snprintf(err, err_size, "must start with redis:// (e.g. \"redis://127.0.0.1:6379/0\")");
+        return -1;
+    }
+    const char *s = url + sizeof(scheme) - 1;
+    if (strchr(s, '@') != NULL) {
+        /* Never echoed: it may hold a password. */
+        snprintf(err, err_size,
+                 "must not carry credentials: put the password in an environment variable and "
+                 "name it in store.password_env");
+        return -1;
+    }
+    const char *slash = strchr(s, '/');
+    size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    char authority[300];
+    if (alen == 0 || alen + sizeof(":6379") > sizeof(authority)) {
+        snprintf(err, err_size, "needs a host (e.g. \"redis://127.0.0.1:6379/0\")");
+        return -1;
+    }
+    memcpy(authority, s, alen);
+    authority[alen] = '\0';
+    /* No port: the default one. A ':' after a bracketed IPv6 address, or
+     * anywhere in a name or IPv4 address, starts the port. */
+    const char *close = authority[0] == '[' ? strchr(authority, ']') : NULL;
+    bool has_port =
+        authority[0] == '[' ? close != NULL && close[1] == ':' : strchr(authority, ':') != NULL;
+    if (!has_port)
+        strcat(authority, ":6379");
+    char msg[256];
+    if (config_parse_address(authority, host, host_size, port, msg, sizeof(msg)) == -1) {
+        snprintf(err, err_size, "%s", msg);
+        return -1;
+    }
+    *db = 0;
+    if (slash != NULL && slash[1] != '\0') {
+        const char *d = slash + 1;
+        size_t n = strlen(d);
+        if (n > 6 || strspn(d, "0123456789") != n) {
+            snprintf(err, err_size,
+                     "the database after the host must be a number from 0 to 999999 "
+                     "(e.g. \"redis://127.0.0.1:6379/0\"), with nothing after it");
+            return -1;
+        }
+        *db = atoi(d);
+    }
+    return 0;
+}
+
 static int parse_store(struct cfg_parser *p, json_t *root)
 {
     struct config *cfg = p->cfg;
     json_t *obj = get(root, "store");
+    int64_t v;
+    cfg->store_connect_timeout_ms = 1000;
+    cfg->store_timeout_ms = 1000;
+    cfg->store_on_down = CONFIG_ON_DOWN_REFUSE_WALLET;
     if (obj == NULL) {
         if ((cfg->store_backend = strdup("sqlite")) == NULL ||
             (cfg->store_path = strdup("var/byok.db")) == NULL)
@@ -816,19 +882,66 @@ static int parse_store(struct cfg_parser *p, json_t *root)
         if (cfg->store_url != NULL)
             return fail(p, "store.url: only used with backend \"redis\"; remove it or set "
                            "store.backend to \"redis\"");
-    } else if (strcmp(cfg->store_backend, "redis") == 0) {
-        if (cfg->store_url == NULL)
-            return fail(p, "store.url: required with backend \"redis\" (e.g. "
-                           "\"redis://127.0.0.1:6379/0\")");
-        if (strncmp(cfg->store_url, "redis://", 8) != 0 || cfg->store_url[8] == '\0')
-            return fail(p,
-                        "store.url: must start with redis:// (e.g. \"redis://127.0.0.1:6379/0\")");
-        if (cfg->store_path != NULL)
-            return fail(p, "store.path: only used with backend \"sqlite\"");
-    } else {
+        for (size_t i = 0; i < ARRAY_SIZE(redis_only_keys); i++)
+            if (get(obj, redis_only_keys[i]) != NULL)
+                return fail(p, "store.%s: only used with backend \"redis\"", redis_only_keys[i]);
+        return 0;
+    }
+    if (strcmp(cfg->store_backend, "redis") != 0) {
         char show[64];
         return fail(p, "store.backend: \"%s\" is not a backend (expected \"sqlite\" or \"redis\")",
                     shown(cfg->store_backend, show, sizeof(show)));
+    }
+    if (cfg->store_url == NULL)
+        return fail(p, "store.url: required with backend \"redis\" (e.g. "
+                       "\"redis://127.0.0.1:6379/0\")");
+    char host[256], msg[256];
+    int port, db;
+    if (config_parse_redis_url(cfg->store_url, host, sizeof(host), &port, &db, msg, sizeof(msg)) ==
+        -1)
+        return fail(p, "store.url: %s", msg);
+    if (cfg->store_path != NULL)
+        return fail(p, "store.path: only used with backend \"sqlite\"");
+    if (get_int(p, obj, "store", "connect_timeout_ms", 1000, 10, 60000, &v) == -1)
+        return -1;
+    cfg->store_connect_timeout_ms = (int)v;
+    if (get_int(p, obj, "store", "timeout_ms", 1000, 10, 60000, &v) == -1)
+        return -1;
+    cfg->store_timeout_ms = (int)v;
+    char *on_down = NULL;
+    if (get_string(p, obj, "store", "on_down", "refuse_wallet", &on_down) == -1)
+        return -1;
+    bool serve = strcmp(on_down, "serve") == 0;
+    bool refuse = strcmp(on_down, "refuse_wallet") == 0;
+    if (!serve && !refuse) {
+        char show[64];
+        fail(p, "store.on_down: \"%s\" is not a choice (expected \"refuse_wallet\" or \"serve\")",
+             shown(on_down, show, sizeof(show)));
+        free(on_down);
+        return -1;
+    }
+    free(on_down);
+    cfg->store_on_down = serve ? CONFIG_ON_DOWN_SERVE : CONFIG_ON_DOWN_REFUSE_WALLET;
+    if (get_string(p, obj, "store", "password_env", NULL, &cfg->store_password_env) == -1)
+        return -1;
+    if (cfg->store_password_env != NULL) {
+        if (!valid_env_name(cfg->store_password_env)) {
+            char show[160];
+            return fail(p,
+                        "store.password_env: \"%s\" is not a valid environment variable name "
+                        "([A-Za-z_][A-Za-z0-9_]*)",
+                        shown(cfg->store_password_env, show, sizeof(show)));
+        }
+        /* Only the variable's name is ever printed, never its value. */
+        const char *val = getenv(cfg->store_password_env);
+        if (val == NULL)
+            return fail(p, "store.password_env: environment variable %s is not set",
+                        cfg->store_password_env);
+        if (val[0] == '\0')
+            return fail(p, "store.password_env: environment variable %s is empty",
+                        cfg->store_password_env);
+        if ((cfg->store_password = secret_strdup(val)) == NULL)
+            return fail(p, "store.password_env: out of memory");
     }
     return 0;
 }
@@ -981,6 +1094,8 @@ void config_free(struct config *cfg)
     free(cfg->store_backend);
     free(cfg->store_path);
     free(cfg->store_url);
+    free(cfg->store_password_env);
+    secret_free(cfg->store_password); /* wipes */
     free(cfg->usage_jsonl_path);
     free(cfg->usage_spool_dir);
     free(cfg->upstream_ca_file);
@@ -1007,8 +1122,8 @@ void config_wipe_secret_env(const struct config *cfg)
     for (int i = 0; i < PROVIDER_MAX; i++)
         if (cfg->platform_keys[i].key_env != NULL)
             secret_env_wipe(cfg->platform_keys[i].key_env);
-    /* A Redis password variable (fleet mode, DESIGN §7b) belongs here too
-     * once the config reads one. */
+    if (cfg->store_password_env != NULL)
+        secret_env_wipe(cfg->store_password_env);
 }
 
 const char *config_upstream(const struct config *cfg, const struct provider *p, int host)

@@ -9,6 +9,7 @@
 #include "dataplane.h"
 #include "ephemeral.h"
 #include "http.h"
+#include "import.h"
 #include "rekey.h"
 #include "route.h"
 #include "resolve.h"
@@ -88,12 +89,16 @@ static void json_free_wiped(void *p)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: byok-proxy --config FILE [--check-config | --rotate-master-key]\n"
+               "       byok-proxy --config REDIS_CONFIG --import-sqlite PATH\n"
                "       byok-proxy --version\n"
                "\n"
                "Secrets come from the environment: BYOK_MASTER_KEY (base64 of 32 bytes),\n"
                "BYOK_ADMIN_TOKEN, and each platform key from the variable its config names.\n"
                "--rotate-master-key re-seals every stored secret under BYOK_MASTER_KEY_NEW\n"
-               "(the current key being BYOK_MASTER_KEY, version BYOK_MASTER_KEY_VERSION).\n");
+               "(the current key being BYOK_MASTER_KEY, version BYOK_MASTER_KEY_VERSION).\n"
+               "--import-sqlite copies the tenants, keys, connections, BYOK settings,\n"
+               "balances and secrets of the SQLite store at PATH into the config's Redis\n"
+               "(idempotent; nothing is written when Redis holds other data for any of them).\n");
 }
 
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
@@ -211,7 +216,10 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     }
     l->stop_ev = event_new(l->base, -1, 0, stop_cb, l);
     l->drain_timer = evtimer_new(l->base, drain_check_cb, l);
-    l->store = store_open(cfg, err);
+    /* The admin thread is the control side: it may use a fleet (Redis)
+     * store synchronously; workers go through the data plane's client. */
+    l->store = store_open_role(
+        cfg, strcmp(name, "worker") == 0 ? STORE_ROLE_DATA_PLANE : STORE_ROLE_CONTROL, err);
     if (l->store == NULL) {
         close_fds(listen_fd, tls_fd);
         return -1;
@@ -313,6 +321,7 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     bool check_only = false;
     bool rotate = false;
+    const char *import_path = NULL;
     int rc = 1;
     struct config *cfg = NULL;
     struct loop *workers = NULL;
@@ -337,6 +346,8 @@ int main(int argc, char **argv)
             check_only = true;
         } else if (strcmp(argv[i], "--rotate-master-key") == 0) {
             rotate = true;
+        } else if (strcmp(argv[i], "--import-sqlite") == 0 && i + 1 < argc) {
+            import_path = argv[++i];
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("byok-proxy %s\n", BYOK_VERSION);
             return 0;
@@ -348,6 +359,12 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if ((int)check_only + (int)rotate + (import_path != NULL) > 1) {
+        fprintf(stderr, "byok-proxy: --check-config, --rotate-master-key and --import-sqlite "
+                        "go one at a time\n");
+        usage(stderr);
+        return 2;
     }
     if (config_path == NULL) {
         fprintf(stderr, "byok-proxy: --config FILE is required\n");
@@ -383,6 +400,13 @@ int main(int argc, char **argv)
         secret_free(admin_token);
         config_free(cfg);
         return 0;
+    }
+    if (import_path != NULL) {
+        secret_free(admin_token);
+        signal(SIGPIPE, SIG_IGN); /* Redis may close its end */
+        rc = import_sqlite(cfg, import_path, stdout);
+        config_free(cfg);
+        return rc;
     }
     if (rotate) {
         secret_free(admin_token);

@@ -14,7 +14,6 @@
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
-#include <openssl/sha.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,7 @@ struct rasync_req {
     void *arg;
     int64_t deadline; /* mono ms */
     /* Kept for an EVAL after NOSCRIPT: the script and a copy of argv. */
-    const struct rasync_script *script;
+    const struct redis_script *script;
     int numkeys, argc;
     char **argv;
     size_t *argvlen;
@@ -52,14 +51,6 @@ struct rasync {
     struct event *deadline_timer;
     struct rasync_req *head, *tail;
 };
-
-void rasync_script_init(struct rasync_script *s)
-{
-    unsigned char d[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)s->text, strlen(s->text), d);
-    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-        snprintf(s->sha + 2 * i, 3, "%02x", d[i]);
-}
 
 static void unlink_req(struct rasync *r, struct rasync_req *q)
 {
@@ -326,7 +317,7 @@ static int send_req(struct rasync *r, struct rasync_req *q)
     return 0;
 }
 
-static struct rasync_req *queue(struct rasync *r, const struct rasync_script *script, int numkeys,
+static struct rasync_req *queue(struct rasync *r, const struct redis_script *script, int numkeys,
                                 rasync_cb cb, void *arg, int argc, const char **argv,
                                 const size_t *argvlen)
 {
@@ -368,7 +359,7 @@ struct rasync_req *rasync_command(struct rasync *r, rasync_cb cb, void *arg, int
     return queue(r, NULL, 0, cb, arg, argc, argv, argvlen);
 }
 
-struct rasync_req *rasync_eval(struct rasync *r, const struct rasync_script *script, rasync_cb cb,
+struct rasync_req *rasync_eval(struct rasync *r, const struct redis_script *script, rasync_cb cb,
                                void *arg, int numkeys, int argc, const char **argv,
                                const size_t *argvlen)
 {

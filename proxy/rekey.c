@@ -198,7 +198,7 @@ int rekey_rotate(const struct config *cfg, FILE *out)
                 serr != NULL ? serr : "cannot lock the store");
         goto out;
     }
-    s = store_open(cfg, &serr);
+    s = store_open_role(cfg, STORE_ROLE_CONTROL, &serr);
     if (s == NULL) {
         fprintf(out, "byok-proxy: store: %s\n", serr != NULL ? serr : "cannot open");
         goto out;

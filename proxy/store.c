@@ -3,6 +3,7 @@
 #include "common.h"
 #include "store.h"
 #include "config.h"
+#include "store_redis.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,11 @@
 static _Atomic uint64_t generation = 1;
 
 struct store *store_open(const struct config *cfg, char **err)
+{
+    return store_open_role(cfg, STORE_ROLE_DATA_PLANE, err);
+}
+
+struct store *store_open_role(const struct config *cfg, enum store_role role, char **err)
 {
     *err = NULL;
     const char *backend = cfg->store_backend != NULL ? cfg->store_backend : "sqlite";
@@ -23,6 +29,8 @@ struct store *store_open(const struct config *cfg, char **err)
         return store_sqlite_open(cfg->store_path, err);
     }
     if (strcmp(backend, "redis") == 0) {
+        if (role == STORE_ROLE_CONTROL)
+            return store_redis_open(cfg, err);
         *err = strdup("the redis backend is not built yet");
         return NULL;
     }
@@ -167,6 +175,11 @@ int store_secret_put(struct store *s, const char *name, int key_version,
                      const unsigned char *sealed, size_t sealed_len)
 {
     return s->ops->secret_put(s, name, key_version, sealed, sealed_len);
+}
+
+int store_secret_list(struct store *s, store_secret_cb cb, void *arg)
+{
+    return s->ops->secret_list(s, cb, arg);
 }
 
 /* Every sealed record changed: cached connections are stale. */

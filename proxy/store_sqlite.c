@@ -818,6 +818,7 @@ static int sq_secret_get(struct store *s, const char *name, int *key_version,
                          unsigned char sealed[CRYPTO_SEALED_MAX], size_t *sealed_len);
 static int sq_secret_put(struct store *s, const char *name, int key_version,
                          const unsigned char *sealed, size_t sealed_len);
+static int sq_secret_list(struct store *s, store_secret_cb cb, void *arg);
 static int sq_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t *count);
 
 static const struct store_ops sqlite_ops = {
@@ -845,6 +846,7 @@ static const struct store_ops sqlite_ops = {
     .byok_put = sq_byok_put,
     .secret_get = sq_secret_get,
     .secret_put = sq_secret_put,
+    .secret_list = sq_secret_list,
     .reseal_all = sq_reseal_all,
 };
 
@@ -1196,6 +1198,35 @@ static int sq_secret_put(struct store *s, const char *name, int key_version,
     int rc = sqlite3_step(st);
     stmt_done(st);
     return rc == SQLITE_DONE ? STORE_OK : fail(sq, "secret put");
+}
+
+/* cb runs while the statement is stepping: it must not use this handle. */
+static int sq_secret_list(struct store *s, store_secret_cb cb, void *arg)
+{
+    struct sqlite_store *sq = byok_sq(s);
+    if (sq == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_stmt *st = stmt(sq, ST_SECRET_LIST);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    int rc;
+    int status = STORE_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char name[ID_MAX];
+        col_text(st, 0, name, sizeof(name));
+        const void *blob = sqlite3_column_blob(st, 2);
+        int len = sqlite3_column_bytes(st, 2);
+        if (blob == NULL || len <= 0 || len > CRYPTO_SEALED_MAX) {
+            log_error("store(sqlite): secret %s has a malformed row", name);
+            status = STORE_ERR_INTERNAL;
+            continue;
+        }
+        cb(arg, name, sqlite3_column_int(st, 1), blob, (size_t)len);
+    }
+    stmt_done(st);
+    if (rc != SQLITE_DONE)
+        return fail(sq, "secret list");
+    return status;
 }
 
 /* One sealed record collected for re-sealing: the rows are read in full

@@ -273,7 +273,7 @@ static bool have_store(void)
         return false;
     wr.next_open_ms = now + RETRY_MS;
     char *err = NULL;
-    wr.store = store_open(wr.cfg, &err);
+    wr.store = store_open_role(wr.cfg, STORE_ROLE_CONTROL, &err);
     if (wr.store == NULL) {
         log_error("usage: reopening the store failed: %s", err != NULL ? err : "unknown error");
         free(err);
@@ -293,8 +293,9 @@ static void drop_store(void)
 
 /* Writes and charges recs in one store transaction, then appends the new
  * ones to JSONL with the text the store wrote for them. *fresh gets the
- * number newly written. -1 when the store failed (nothing committed; recs
- * are left uncharged, ready for the spool). */
+ * number newly written. -1 when the store failed (recs are left uncharged,
+ * ready for the spool; with Redis, the records committed before the
+ * failure are in the JSONL file and come back as duplicates). */
 static MUST_CHECK int commit_batch(struct usage_record *recs, size_t n, size_t *fresh)
 {
     /* Uncharged until the store says otherwise; a duplicate keeps this. */
@@ -310,6 +311,10 @@ static MUST_CHECK int commit_batch(struct usage_record *recs, size_t n, size_t *
     bool ok = store_usage_write(wr.store, recs, n, &dups, &wr.lines) == STORE_OK;
     ledger_batch_end(recs, n, ok);
     if (!ok) {
+        /* Redis commits record by record: the lines of the ones that went
+         * through (only theirs; none with SQLite) go out now, since the
+         * spool replay will find them duplicates. */
+        jsonl_append();
         drop_store();
         return -1;
     }
@@ -673,7 +678,7 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "usage-writer");
     struct usage_record *batch = malloc(BATCH_MAX * sizeof(*batch));
     char *err = NULL;
-    wr.store = store_open(wr.cfg, &err);
+    wr.store = store_open_role(wr.cfg, STORE_ROLE_CONTROL, &err);
     bool ok = wr.store != NULL && batch != NULL;
     if (ok) {
         const char *path = wr.cfg->usage_jsonl_path;

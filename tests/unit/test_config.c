@@ -463,6 +463,102 @@ static void test_bad_values(void **state)
                  NULL);
 }
 
+/* Fleet mode's store keys (DESIGN §7b): the URL's parts, the password read
+ * from the variable named (never shown), timeouts, on_down, and every key
+ * refused with the sqlite backend. */
+static void test_store_redis(void **state)
+{
+    (void)state;
+    struct config *cfg = parse_ok("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r1\"}}");
+    assert_null(cfg->store_password_env);
+    assert_null(cfg->store_password);
+    assert_int_equal(cfg->store_connect_timeout_ms, 1000);
+    assert_int_equal(cfg->store_timeout_ms, 1000);
+    assert_int_equal(cfg->store_on_down, CONFIG_ON_DOWN_REFUSE_WALLET);
+    config_free(cfg);
+
+    assert_int_equal(setenv("BYOK_TEST_REDIS_PW", "s3cret-pw", 1), 0);
+    cfg = parse_ok("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://[::1]:7000/3\","
+                   " \"password_env\": \"BYOK_TEST_REDIS_PW\", \"connect_timeout_ms\": 250,"
+                   " \"timeout_ms\": 5000, \"on_down\": \"serve\"}}");
+    assert_string_equal(cfg->store_password_env, "BYOK_TEST_REDIS_PW");
+    assert_string_equal(cfg->store_password, "s3cret-pw");
+    assert_int_equal(cfg->store_connect_timeout_ms, 250);
+    assert_int_equal(cfg->store_timeout_ms, 5000);
+    assert_int_equal(cfg->store_on_down, CONFIG_ON_DOWN_SERVE);
+    /* Taken out of the environment once loaded. */
+    config_wipe_secret_env(cfg);
+    assert_null(getenv("BYOK_TEST_REDIS_PW"));
+    config_free(cfg);
+
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\","
+                 " \"password_env\": \"BYOK_TEST_REDIS_PW\"}}",
+                 "store.password_env: environment variable BYOK_TEST_REDIS_PW is not set", NULL);
+    assert_int_equal(setenv("BYOK_TEST_REDIS_PW", "", 1), 0);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\","
+                 " \"password_env\": \"BYOK_TEST_REDIS_PW\"}}",
+                 "store.password_env: environment variable BYOK_TEST_REDIS_PW is empty", NULL);
+    unsetenv("BYOK_TEST_REDIS_PW");
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\","
+                 " \"password_env\": \"1BAD\"}}",
+                 "store.password_env: \"1BAD\" is not a valid environment variable name", NULL);
+    expect_error(
+        "{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\", \"on_down\": \"x\"}}",
+        "store.on_down: \"x\" is not a choice", "refuse_wallet", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\", \"timeout_ms\": 0}}",
+                 "store.timeout_ms: 0 is out of range (10..60000)", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r\","
+                 " \"connect_timeout_ms\": 60001}}",
+                 "store.connect_timeout_ms:", "out of range", NULL);
+    /* A password in the URL is refused without being repeated. */
+    char *err = NULL;
+    assert_null(config_parse(
+        "{\"store\": {\"backend\": \"redis\", \"url\": \"redis://:hunter2@r:6379/0\"}}", &err));
+    assert_non_null(strstr(err, "store.url: must not carry credentials"));
+    assert_non_null(strstr(err, "store.password_env"));
+    assert_null(strstr(err, "hunter2"));
+    free(err);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"rediss://r:6380\"}}",
+                 "store.url: TLS to Redis (rediss://) is not supported", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r:0/1\"}}",
+                 "store.url:", "port must be a number from 1 to 65535", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r:6379/x\"}}",
+                 "store.url: the database after the host must be a number", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://r/0?a=b\"}}",
+                 "store.url: the database", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis:///0\"}}",
+                 "store.url: needs a host", NULL);
+    expect_error("{\"store\": {\"backend\": \"redis\", \"url\": \"redis://bad_host:1\"}}",
+                 "store.url:", "not a valid host name", NULL);
+    /* Redis keys with the sqlite backend. */
+    expect_error(
+        "{\"store\": {\"backend\": \"sqlite\", \"path\": \"a.db\", \"on_down\": \"serve\"}}",
+        "store.on_down: only used with backend \"redis\"", NULL);
+    expect_error("{\"store\": {\"backend\": \"sqlite\", \"path\": \"a.db\", \"timeout_ms\": 100}}",
+                 "store.timeout_ms: only used with backend \"redis\"", NULL);
+
+    char host[256], msg[256];
+    int port, db;
+    assert_int_equal(config_parse_redis_url("redis://127.0.0.1", host, sizeof(host), &port, &db,
+                                            msg, sizeof(msg)),
+                     0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 6379);
+    assert_int_equal(db, 0);
+    assert_int_equal(config_parse_redis_url("redis://cache.internal:6390/12", host, sizeof(host),
+                                            &port, &db, msg, sizeof(msg)),
+                     0);
+    assert_string_equal(host, "cache.internal");
+    assert_int_equal(port, 6390);
+    assert_int_equal(db, 12);
+    assert_int_equal(
+        config_parse_redis_url("redis://[::1]/", host, sizeof(host), &port, &db, msg, sizeof(msg)),
+        0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 6379);
+    assert_int_equal(db, 0);
+}
+
 static void test_duplicate_key(void **state)
 {
     (void)state;
@@ -830,23 +926,15 @@ static void test_shipped_example(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_config),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_unknown_keys),
-        cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_bad_addresses),
-        cmocka_unit_test(test_platform_keys),
-        cmocka_unit_test(test_bad_regions),
-        cmocka_unit_test(test_bad_urls),
-        cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_duplicate_key),
-        cmocka_unit_test(test_load_file_errors),
-        cmocka_unit_test(test_shipped_example),
-        cmocka_unit_test(test_platform_headers),
-        cmocka_unit_test(test_ws_interval),
-        cmocka_unit_test(test_balance),
-        cmocka_unit_test(test_pre_auth_limits),
-        cmocka_unit_test(test_unbilled_price_fields),
+        cmocka_unit_test(test_full_config),      cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_unknown_keys),     cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_bad_addresses),    cmocka_unit_test(test_platform_keys),
+        cmocka_unit_test(test_bad_regions),      cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_bad_values),       cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_load_file_errors), cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_platform_headers), cmocka_unit_test(test_ws_interval),
+        cmocka_unit_test(test_balance),          cmocka_unit_test(test_store_redis),
+        cmocka_unit_test(test_pre_auth_limits),  cmocka_unit_test(test_unbilled_price_fields),
         cmocka_unit_test(test_region_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,9 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <fcntl.h>
-
-#include "redis_test.h"
+#include "redis_server_test.h"
 
 struct run {
     struct event_base *base;
@@ -100,9 +98,9 @@ static const char *A(const char *s)
 static void test_commands_scripts_auth(void **state)
 {
     (void)state;
-    struct test_redis srv = {0};
+    struct redis_server srv = {0};
     snprintf(srv.password, sizeof(srv.password), "pw-%d", (int)getpid());
-    assert_int_equal(test_redis_start(&srv), 0);
+    assert_int_equal(redis_server_start(&srv), 0);
     struct event_base *base = event_base_new();
     struct rasync_opts o = {.host = "127.0.0.1",
                             .port = srv.port,
@@ -141,8 +139,9 @@ static void test_commands_scripts_auth(void **state)
     freeReplyObject(x);
 
     /* A script by SHA; after SCRIPT FLUSH, NOSCRIPT sends its text again. */
-    static struct rasync_script s = {.text = "return redis.call('INCRBY', KEYS[1], ARGV[1])"};
-    rasync_script_init(&s);
+    static struct redis_script s = {.name = "incrby",
+                                    .text = "return redis.call('INCRBY', KEYS[1], ARGV[1])"};
+    redis_script_init(&s);
     assert_int_equal(strlen(s.sha), 40);
     const char *args[] = {A("n"), A("1")};
     u = (struct run){.base = base, .want = 1};
@@ -170,7 +169,7 @@ static void test_commands_scripts_auth(void **state)
     redisFree(c);
     rasync_free(r);
     event_base_free(base);
-    test_redis_cleanup(&srv);
+    redis_server_destroy(&srv);
 }
 
 /* A reply later than the deadline: that request and every request behind it
@@ -178,8 +177,8 @@ static void test_commands_scripts_auth(void **state)
 static void test_timeout_and_restart(void **state)
 {
     (void)state;
-    struct test_redis srv = {0};
-    assert_int_equal(test_redis_start(&srv), 0);
+    struct redis_server srv = {0};
+    assert_int_equal(redis_server_start(&srv), 0);
     struct event_base *base = event_base_new();
     struct rasync_opts o = {
         .host = "127.0.0.1", .port = srv.port, .timeout_ms = 200, .name = "test"};
@@ -201,7 +200,7 @@ static void test_timeout_and_restart(void **state)
 
     /* The server dies: pending requests get no reply; new ones are refused
      * at once while it is down; it comes back and so does the connection. */
-    test_redis_stop(&srv, SIGKILL);
+    redis_server_kill(&srv);
     u = (struct run){.base = base, .want = 1};
     struct rasync_req *q = rasync_command(r, collect, &u, 1, ping, NULL);
     if (q != NULL) /* queued before the close was seen */
@@ -210,12 +209,12 @@ static void test_timeout_and_restart(void **state)
         run_until(&(struct run){.base = base, .want = 1}, 10);
     assert_false(rasync_up(r));
     assert_null(rasync_command(r, collect, &u, 1, ping, NULL));
-    assert_int_equal(test_redis_start(&srv), 0);
+    assert_int_equal(redis_server_start(&srv), 0);
     assert_true(ping_until_pong(base, r, 8000));
 
     rasync_free(r);
     event_base_free(base);
-    test_redis_cleanup(&srv);
+    redis_server_destroy(&srv);
 }
 
 int main(void)

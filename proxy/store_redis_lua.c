@@ -1,0 +1,296 @@
+/* store_redis_lua.c - the Lua scripts of the Redis backend: the money steps
+ * (admission holds, the per-record charge) whose KEYS/ARGV conventions
+ * store_redis.h documents, and the admin writes, each one atomic step.
+ *
+ * Rules every script keeps, because Redis runs a script atomically but does
+ * not roll it back when it fails half-way: every check comes before the
+ * first write, and nothing after the first write can fail (no arithmetic
+ * on client values, no command that may refuse). Keys of other tenants
+ * that only an index names (a parent's subaccount set, the slots that
+ * select a connection) are built in the script from the prefix: fine on
+ * one Redis (with replicas), not under Redis Cluster (README). */
+#include "common.h"
+#include "store_redis.h"
+
+#include <pthread.h>
+
+/* Helpers every script may use. tk(): a tenant's key, as
+ * store_redis_tenant_key() builds it. */
+#define PRELUDE                                                                                    \
+    "local P = '" STORE_REDIS_PREFIX "'\n"                                                         \
+    "local function tk(t, what) return P .. '{t:' .. t .. '}:' .. what end\n"
+
+/* Drops the expired holds of hk (zset: id -> expiry ms) and ak (hash: id ->
+ * micro-USD) by Redis's clock; sets `now` (ms) and `held` (the sum left). */
+#define HOLDS_SWEEP(hk, ak)                                                                        \
+    "local tm = redis.call('TIME')\n"                                                              \
+    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"                    \
+    "local expired = redis.call('ZRANGEBYSCORE', " hk ", '-inf', now)\n"                           \
+    "for i = 1, #expired do redis.call('HDEL', " ak ", expired[i]) end\n"                          \
+    "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', " hk ", '-inf', now) end\n"               \
+    "local held = 0\n"                                                                             \
+    "for _, v in ipairs(redis.call('HVALS', " ak ")) do held = held + tonumber(v) end\n"
+
+/* Removes connection cid from every BYOK slot that selects it (any
+ * tenant, found through byok:cref:<cid>); touch: set those settings'
+ * updated time to `touch` (nil = leave it). */
+#define CLEAR_REFS                                                                                 \
+    "local function clear_refs(cid, touch)\n"                                                      \
+    "  local ref = P .. 'cref:' .. cid\n"                                                          \
+    "  for _, t in ipairs(redis.call('SMEMBERS', ref)) do\n"                                       \
+    "    local bk = tk(t, 'byok')\n"                                                               \
+    "    local f = redis.call('HGETALL', bk)\n"                                                    \
+    "    local hit = false\n"                                                                      \
+    "    for i = 1, #f, 2 do\n"                                                                    \
+    "      if string.sub(f[i], 1, 5) == 'slot:' and f[i + 1] == cid then\n"                        \
+    "        redis.call('HDEL', bk, f[i])\n"                                                       \
+    "        hit = true\n"                                                                         \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "    if hit and touch then redis.call('HSET', bk, 'updated', touch) end\n"                     \
+    "  end\n"                                                                                      \
+    "  redis.call('DEL', ref)\n"                                                                   \
+    "end\n"
+
+static const char admit_lua[] =
+    /* KEYS: tenant, holds, holdamt. ARGV: hold id, micros, ttl ms. */
+    HOLDS_SWEEP("KEYS[2]", "KEYS[3]") //
+    "local b = redis.call('HMGET', KEYS[1], 'plan', 'wallet')\n"
+    "if not b[1] or not b[2] then return {'no_payer', 0} end\n"
+    "local avail = tonumber(b[1]) + tonumber(b[2]) - held\n"
+    "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then\n"
+    "  local own = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')\n"
+    "  return {'admitted', avail + own}\n"
+    "end\n"
+    "if avail <= 0 then return {'no_funds', avail} end\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])\n"
+    "redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
+    /* The two keys vanish with the last hold of an idle payer. */
+    "if redis.call('PTTL', KEYS[2]) < ttl then\n"
+    "  redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "  redis.call('PEXPIRE', KEYS[3], ttl)\n"
+    "end\n"
+    "return {'admitted', avail}\n";
+
+static const char release_lua[] =
+    /* KEYS: holds, holdamt. ARGV: hold id. */
+    "local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "redis.call('HDEL', KEYS[2], ARGV[1])\n"
+    "return n\n";
+
+static const char held_lua[] =
+    /* KEYS: holds, holdamt. */
+    HOLDS_SWEEP("KEYS[1]", "KEYS[2]") //
+    "return held\n";
+
+static const char record_lua[] =
+    /* KEYS: rec, payer tenant, payer holds, payer holdamt, stream, usage:ts,
+     * tenant usage [, session usage]. ARGV: id, text, ts, hold id, mode,
+     * expected plan, expected wallet, new plan, new wallet, wallet delta. */
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end\n"
+    "local mode = ARGV[5]\n"
+    "if mode ~= 'none' then\n"
+    "  local b = redis.call('HMGET', KEYS[2], 'plan', 'wallet')\n"
+    "  if mode == 'missing' then\n"
+    "    if b[1] then return {'conflict', b[1], b[2]} end\n"
+    "  elseif b[1] ~= ARGV[6] or (mode == 'exact' and b[2] ~= ARGV[7]) then\n"
+    "    return {'conflict', b[1], b[2]}\n"
+    /* HINCRBY below must not be refused: a wallet near the bottom of
+     * int64 (2^63 is about 9.22e18) is charged in exact mode, where C
+     * computes the floor. Doubles are far more precise than the margin. */
+    "  elseif mode == 'plan' and tonumber(b[2]) + tonumber(ARGV[10]) < -9.0e18 then\n"
+    "    return 'saturate'\n"
+    "  end\n"
+    "end\n"
+    /* Checked: from here on every command succeeds. */
+    "if ARGV[4] ~= '' then\n"
+    "  redis.call('ZREM', KEYS[3], ARGV[4])\n"
+    "  redis.call('HDEL', KEYS[4], ARGV[4])\n"
+    "end\n"
+    "if mode == 'plan' then\n"
+    "  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[2], 'wallet', ARGV[10]) end\n"
+    "  if ARGV[8] ~= ARGV[6] then redis.call('HSET', KEYS[2], 'plan', ARGV[8]) end\n"
+    "end\n"
+    "if mode == 'exact' then redis.call('HSET', KEYS[2], 'plan', ARGV[8], 'wallet', ARGV[9]) end\n"
+    "redis.call('SET', KEYS[1], ARGV[2])\n"
+    "redis.call('XADD', KEYS[5], '*', 'id', ARGV[1], 'record', ARGV[2])\n"
+    "redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])\n"
+    "redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])\n"
+    "if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1]) end\n"
+    "return 'ok'\n";
+
+static const char tenant_create_lua[] =
+    /* KEYS: tenant, tenants. ARGV: id, name, byok, agency, parent, wd,
+     * plan, wallet, created, updated, live (limits.live_sessions). */
+    PRELUDE //
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end\n"
+    "redis.call('HSET', KEYS[1], 'name', ARGV[2], 'byok', ARGV[3], 'agency', ARGV[4],\n"
+    "  'parent', ARGV[5], 'wd', ARGV[6], 'plan', ARGV[7], 'wallet', ARGV[8],\n"
+    "  'created', ARGV[9], 'updated', ARGV[10], 'live', ARGV[11])\n"
+    "redis.call('SADD', KEYS[2], ARGV[1])\n"
+    "if ARGV[5] ~= '' then redis.call('SADD', tk(ARGV[5], 'subs'), ARGV[1]) end\n"
+    "return 'ok'\n";
+
+static const char tenant_update_lua[] =
+    /* KEYS: tenant. ARGV: id, name, byok, agency, parent, wd, updated, live. */
+    PRELUDE //
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "local old = redis.call('HGET', KEYS[1], 'parent') or ''\n"
+    "redis.call('HSET', KEYS[1], 'name', ARGV[2], 'byok', ARGV[3], 'agency', ARGV[4],\n"
+    "  'parent', ARGV[5], 'wd', ARGV[6], 'updated', ARGV[7], 'live', ARGV[8])\n"
+    "if old ~= ARGV[5] then\n"
+    "  if old ~= '' then redis.call('SREM', tk(old, 'subs'), ARGV[1]) end\n"
+    "  if ARGV[5] ~= '' then redis.call('SADD', tk(ARGV[5], 'subs'), ARGV[1]) end\n"
+    "end\n"
+    "return 'ok'\n";
+
+static const char tenant_delete_lua[] =
+    /* KEYS: tenant, tenants. ARGV: id. Keys, connections (and every slot
+     * selecting them), settings and holds go; usage records stay. */
+    PRELUDE CLEAR_REFS //
+    "local id = ARGV[1]\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "if redis.call('SCARD', tk(id, 'subs')) > 0 then return 'conflict' end\n"
+    "for _, cid in ipairs(redis.call('ZRANGE', tk(id, 'conns'), 0, -1)) do\n"
+    "  clear_refs(cid, nil)\n"
+    "  redis.call('DEL', tk(id, 'conn:' .. cid))\n"
+    "  if redis.call('GET', P .. 'conn:' .. cid) == id then redis.call('DEL', P .. 'conn:' .. cid) "
+    "end\n"
+    "end\n"
+    "local f = redis.call('HGETALL', tk(id, 'byok'))\n"
+    "for i = 1, #f, 2 do\n"
+    "  if string.sub(f[i], 1, 5) == 'slot:' then redis.call('SREM', P .. 'cref:' .. f[i + 1], id) "
+    "end\n"
+    "end\n"
+    "for _, kid in ipairs(redis.call('ZRANGE', tk(id, 'keys'), 0, -1)) do\n"
+    "  redis.call('DEL', tk(id, 'key:' .. kid))\n"
+    "  if redis.call('GET', P .. 'key:' .. kid) == id then redis.call('DEL', P .. 'key:' .. kid) "
+    "end\n"
+    "end\n"
+    "local parent = redis.call('HGET', KEYS[1], 'parent')\n"
+    "if parent and parent ~= '' then redis.call('SREM', tk(parent, 'subs'), id) end\n"
+    "redis.call('DEL', KEYS[1], tk(id, 'conns'), tk(id, 'keys'), tk(id, 'byok'), tk(id, 'subs'),\n"
+    "  tk(id, 'holds'), tk(id, 'holdamt'))\n"
+    "redis.call('SREM', KEYS[2], id)\n"
+    "return 'ok'\n";
+
+static const char topup_lua[] =
+    /* KEYS: tenant. ARGV: wallet delta, plan delta, updated, -wallet delta.
+     * HINCRBY refuses an overflow without writing; the wallet's is undone
+     * when the plan's is refused. Reply: HGETALL after, or a status. */
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "local r = redis.pcall('HINCRBY', KEYS[1], 'wallet', ARGV[1])\n"
+    "if type(r) == 'table' and r.err then return 'overflow' end\n"
+    "r = redis.pcall('HINCRBY', KEYS[1], 'plan', ARGV[2])\n"
+    "if type(r) == 'table' and r.err then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'wallet', ARGV[4])\n"
+    "  return 'overflow'\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'updated', ARGV[3])\n"
+    "return redis.call('HGETALL', KEYS[1])\n";
+
+static const char key_create_lua[] =
+    /* KEYS: tenant, key index, key, keys, seq. ARGV: kid, tenant, label,
+     * hash, created, revoked. */
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "local seq = redis.call('INCR', KEYS[5])\n"
+    "redis.call('HSET', KEYS[3], 'label', ARGV[3], 'hash', ARGV[4], 'created', ARGV[5],\n"
+    "  'revoked', ARGV[6], 'seq', seq)\n"
+    "redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])\n"
+    "redis.call('SET', KEYS[2], ARGV[2])\n"
+    "return 'ok'\n";
+
+static const char key_revoke_lua[] =
+    /* KEYS: key (under its tenant's tag: another tenant's key id is not
+     * there). ARGV: now. Revoking twice keeps the first time. */
+    "local r = redis.call('HGET', KEYS[1], 'revoked')\n"
+    "if not r then return 'not_found' end\n"
+    "if r == '0' then redis.call('HSET', KEYS[1], 'revoked', ARGV[1]) end\n"
+    "return 'ok'\n";
+
+static const char conn_create_lua[] =
+    /* KEYS: tenant, connection index, connection, conns, seq. ARGV: cid,
+     * tenant, provider, name, region, hint, version, sealed, created,
+     * updated. */
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "local seq = redis.call('INCR', KEYS[5])\n"
+    "redis.call('HSET', KEYS[3], 'provider', ARGV[3], 'name', ARGV[4], 'region', ARGV[5],\n"
+    "  'hint', ARGV[6], 'version', ARGV[7], 'sealed', ARGV[8], 'created', ARGV[9],\n"
+    "  'updated', ARGV[10], 'seq', seq)\n"
+    "redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])\n"
+    "redis.call('SET', KEYS[2], ARGV[2])\n"
+    "return 'ok'\n";
+
+static const char conn_update_lua[] =
+    /* KEYS: connection. ARGV: name, region, hint, version, sealed,
+     * updated. */
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "redis.call('HSET', KEYS[1], 'name', ARGV[1], 'region', ARGV[2], 'hint', ARGV[3],\n"
+    "  'version', ARGV[4], 'sealed', ARGV[5], 'updated', ARGV[6])\n"
+    "return 'ok'\n";
+
+static const char conn_delete_lua[] =
+    /* KEYS: connection, conns, connection index. ARGV: cid, now. In the
+     * same step every slot selecting it is cleared: no reader ever sees a
+     * slot naming a connection that is gone. */
+    PRELUDE CLEAR_REFS //
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "redis.call('DEL', KEYS[1], KEYS[3])\n"
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "clear_refs(ARGV[1], ARGV[2])\n"
+    "return 'ok'\n";
+
+static const char byok_put_lua[] =
+    /* KEYS: tenant, byok. ARGV: tenant id, enabled, updated, then pairs
+     * (provider, connection id). Replaces the whole settings. */
+    PRELUDE //
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
+    "local f = redis.call('HGETALL', KEYS[2])\n"
+    "for i = 1, #f, 2 do\n"
+    "  if string.sub(f[i], 1, 5) == 'slot:' then\n"
+    "    redis.call('SREM', P .. 'cref:' .. f[i + 1], ARGV[1])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "redis.call('HSET', KEYS[2], 'enabled', ARGV[2], 'updated', ARGV[3])\n"
+    "for i = 4, #ARGV - 1, 2 do\n"
+    "  redis.call('HSET', KEYS[2], 'slot:' .. ARGV[i], ARGV[i + 1])\n"
+    "  redis.call('SADD', P .. 'cref:' .. ARGV[i + 1], ARGV[1])\n"
+    "end\n"
+    "return 'ok'\n";
+
+static struct redis_script scripts[STORE_REDIS_SCRIPT__COUNT] = {
+    [STORE_REDIS_SCRIPT_ADMIT] = {"admit", admit_lua, ""},
+    [STORE_REDIS_SCRIPT_RELEASE] = {"release", release_lua, ""},
+    [STORE_REDIS_SCRIPT_HELD] = {"held", held_lua, ""},
+    [STORE_REDIS_SCRIPT_RECORD] = {"record", record_lua, ""},
+    [STORE_REDIS_SCRIPT_TENANT_CREATE] = {"tenant_create", tenant_create_lua, ""},
+    [STORE_REDIS_SCRIPT_TENANT_UPDATE] = {"tenant_update", tenant_update_lua, ""},
+    [STORE_REDIS_SCRIPT_TENANT_DELETE] = {"tenant_delete", tenant_delete_lua, ""},
+    [STORE_REDIS_SCRIPT_TOPUP] = {"topup", topup_lua, ""},
+    [STORE_REDIS_SCRIPT_KEY_CREATE] = {"key_create", key_create_lua, ""},
+    [STORE_REDIS_SCRIPT_KEY_REVOKE] = {"key_revoke", key_revoke_lua, ""},
+    [STORE_REDIS_SCRIPT_CONN_CREATE] = {"conn_create", conn_create_lua, ""},
+    [STORE_REDIS_SCRIPT_CONN_UPDATE] = {"conn_update", conn_update_lua, ""},
+    [STORE_REDIS_SCRIPT_CONN_DELETE] = {"conn_delete", conn_delete_lua, ""},
+    [STORE_REDIS_SCRIPT_BYOK_PUT] = {"byok_put", byok_put_lua, ""},
+};
+
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_init(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(scripts); i++)
+        redis_script_init(&scripts[i]);
+}
+
+const struct redis_script *store_redis_script(enum store_redis_script id)
+{
+    pthread_once(&scripts_once, scripts_init);
+    if ((unsigned)id >= ARRAY_SIZE(scripts))
+        return NULL;
+    return &scripts[id];
+}
