@@ -49,6 +49,9 @@ struct store;
 
 #define STORE_REDIS_PREFIX "byok:"
 #define STORE_REDIS_STREAM STORE_REDIS_PREFIX "usage"
+/* Every admin write script publishes the ids of the tenants it changed on
+ * this channel (follower.h keeps the workers' replica current from it). */
+#define STORE_REDIS_CHANNEL STORE_REDIS_PREFIX "inval"
 
 /* Opens a Redis handle for the calling thread (connects now: a wrong
  * address or password fails here, with a message naming host:port and

@@ -20,6 +20,13 @@
     "local P = '" STORE_REDIS_PREFIX "'\n"                                                         \
     "local function tk(t, what) return P .. '{t:' .. t .. '}:' .. what end\n"
 
+/* Tells every instance that tenant t's data changed (follower.h: the
+ * replicas re-read it). Published from inside the write's own script, so a
+ * change is never applied without its notice. */
+#define PUB(t) "redis.call('PUBLISH', '" STORE_REDIS_CHANNEL "', " t ")\n"
+/* The tenant id inside a tenant key's hash tag. */
+#define TID(k) "string.match(" k ", '{t:(.-)}')"
+
 /* Drops the expired holds of hk (zset: id -> expiry ms) and ak (hash: id ->
  * micro-USD) by Redis's clock; sets `now` (ms) and `held` (the sum left). */
 #define HOLDS_SWEEP(hk, ak)                                                                        \
@@ -48,9 +55,10 @@
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
     "    if hit and touch then redis.call('HSET', bk, 'updated', touch) end\n"                     \
-    "  end\n"                                                                                      \
-    "  redis.call('DEL', ref)\n"                                                                   \
-    "end\n"
+    "    if hit then " PUB("t") " end\n"                                                           \
+                                "  end\n"                                                          \
+                                "  redis.call('DEL', ref)\n"                                       \
+                                "end\n"
 
 static const char admit_lua[] =
     /* KEYS: tenant, holds, holdamt. ARGV: hold id, micros, ttl ms. */
@@ -129,7 +137,7 @@ static const char tenant_create_lua[] =
     "  'parent', ARGV[5], 'wd', ARGV[6], 'plan', ARGV[7], 'wallet', ARGV[8],\n"
     "  'created', ARGV[9], 'updated', ARGV[10], 'live', ARGV[11])\n"
     "redis.call('SADD', KEYS[2], ARGV[1])\n"
-    "if ARGV[5] ~= '' then redis.call('SADD', tk(ARGV[5], 'subs'), ARGV[1]) end\n"
+    "if ARGV[5] ~= '' then redis.call('SADD', tk(ARGV[5], 'subs'), ARGV[1]) end\n" PUB("ARGV[1]") //
     "return 'ok'\n";
 
 static const char tenant_update_lua[] =
@@ -142,7 +150,7 @@ static const char tenant_update_lua[] =
     "if old ~= ARGV[5] then\n"
     "  if old ~= '' then redis.call('SREM', tk(old, 'subs'), ARGV[1]) end\n"
     "  if ARGV[5] ~= '' then redis.call('SADD', tk(ARGV[5], 'subs'), ARGV[1]) end\n"
-    "end\n"
+    "end\n" PUB("ARGV[1]") //
     "return 'ok'\n";
 
 static const char tenant_delete_lua[] =
@@ -172,7 +180,7 @@ static const char tenant_delete_lua[] =
     "if parent and parent ~= '' then redis.call('SREM', tk(parent, 'subs'), id) end\n"
     "redis.call('DEL', KEYS[1], tk(id, 'conns'), tk(id, 'keys'), tk(id, 'byok'), tk(id, 'subs'),\n"
     "  tk(id, 'holds'), tk(id, 'holdamt'))\n"
-    "redis.call('SREM', KEYS[2], id)\n"
+    "redis.call('SREM', KEYS[2], id)\n" PUB("id") //
     "return 'ok'\n";
 
 static const char topup_lua[] =
@@ -187,7 +195,7 @@ static const char topup_lua[] =
     "  redis.call('HINCRBY', KEYS[1], 'wallet', ARGV[4])\n"
     "  return 'overflow'\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], 'updated', ARGV[3])\n"
+    "redis.call('HSET', KEYS[1], 'updated', ARGV[3])\n" PUB(TID("KEYS[1]")) //
     "return redis.call('HGETALL', KEYS[1])\n";
 
 static const char key_create_lua[] =
@@ -199,7 +207,7 @@ static const char key_create_lua[] =
     "redis.call('HSET', KEYS[3], 'label', ARGV[3], 'hash', ARGV[4], 'created', ARGV[5],\n"
     "  'revoked', ARGV[6], 'seq', seq)\n"
     "redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])\n"
-    "redis.call('SET', KEYS[2], ARGV[2])\n"
+    "redis.call('SET', KEYS[2], ARGV[2])\n" PUB("ARGV[2]") //
     "return 'ok'\n";
 
 static const char key_revoke_lua[] =
@@ -207,7 +215,7 @@ static const char key_revoke_lua[] =
      * there). ARGV: now. Revoking twice keeps the first time. */
     "local r = redis.call('HGET', KEYS[1], 'revoked')\n"
     "if not r then return 'not_found' end\n"
-    "if r == '0' then redis.call('HSET', KEYS[1], 'revoked', ARGV[1]) end\n"
+    "if r == '0' then redis.call('HSET', KEYS[1], 'revoked', ARGV[1]) end\n" PUB(TID("KEYS[1]")) //
     "return 'ok'\n";
 
 static const char conn_create_lua[] =
@@ -221,7 +229,7 @@ static const char conn_create_lua[] =
     "  'hint', ARGV[6], 'version', ARGV[7], 'sealed', ARGV[8], 'created', ARGV[9],\n"
     "  'updated', ARGV[10], 'seq', seq)\n"
     "redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1])\n"
-    "redis.call('SET', KEYS[2], ARGV[2])\n"
+    "redis.call('SET', KEYS[2], ARGV[2])\n" PUB("ARGV[2]") //
     "return 'ok'\n";
 
 static const char conn_update_lua[] =
@@ -229,7 +237,7 @@ static const char conn_update_lua[] =
      * updated. */
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
     "redis.call('HSET', KEYS[1], 'name', ARGV[1], 'region', ARGV[2], 'hint', ARGV[3],\n"
-    "  'version', ARGV[4], 'sealed', ARGV[5], 'updated', ARGV[6])\n"
+    "  'version', ARGV[4], 'sealed', ARGV[5], 'updated', ARGV[6])\n" PUB(TID("KEYS[1]")) //
     "return 'ok'\n";
 
 static const char conn_delete_lua[] =
@@ -240,7 +248,7 @@ static const char conn_delete_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end\n"
     "redis.call('DEL', KEYS[1], KEYS[3])\n"
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-    "clear_refs(ARGV[1], ARGV[2])\n"
+    "clear_refs(ARGV[1], ARGV[2])\n" PUB(TID("KEYS[1]")) //
     "return 'ok'\n";
 
 static const char byok_put_lua[] =
@@ -259,7 +267,7 @@ static const char byok_put_lua[] =
     "for i = 4, #ARGV - 1, 2 do\n"
     "  redis.call('HSET', KEYS[2], 'slot:' .. ARGV[i], ARGV[i + 1])\n"
     "  redis.call('SADD', P .. 'cref:' .. ARGV[i + 1], ARGV[1])\n"
-    "end\n"
+    "end\n" PUB("ARGV[1]") //
     "return 'ok'\n";
 
 static struct redis_script scripts[STORE_REDIS_SCRIPT__COUNT] = {

@@ -12,7 +12,7 @@
  * get in the way). If the plan credits moved (another instance drew on
  * them, a topup) nothing is done and the script answers the balances it
  * found; C computes that record again from them in the next round, up to
- * CAS_ROUNDS. Records of one payer in one batch are chained (each expects
+ * CAS_ROUNDS (64). Records of one payer in one batch are chained (each expects
  * the plan credits the previous one leaves), so a quiet payer costs one
  * round trip per batch. A wallet that would leave int64 ("saturate") is
  * charged in "exact" mode instead: both balances compared and set, the
@@ -32,7 +32,7 @@
  * spools it and replays it later: nothing is lost or charged twice). Each
  * round resolves at least the first pending record of every payer unless
  * another instance charged that payer within the same round trip. */
-#define CAS_ROUNDS 16
+#define CAS_ROUNDS 64
 
 static _Atomic uint64_t cas_conflicts;
 
