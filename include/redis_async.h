@@ -35,6 +35,11 @@ struct rasync_opts {
     const char *password; /* AUTH; NULL = none (copied) */
     int timeout_ms;       /* per command */
     const char *name;     /* for log lines, e.g. "worker 0" */
+    /* Loaded (SCRIPT LOAD) on every connection before any queued command,
+     * so commands keep their order: a NOSCRIPT retry would run a script
+     * after the commands queued behind it. Borrowed for the rasync's life. */
+    const struct redis_script *const *scripts;
+    size_t n_scripts;
 };
 
 /* reply: the server's answer (borrowed for the call; an error reply is a

@@ -136,7 +136,8 @@ static void on_auth(redisAsyncContext *ac, void *reply_, void *privdata)
     struct rasync *r = privdata;
     redisReply *reply = reply_;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-        log_error("redis (%s): AUTH/SELECT refused: %s", r->name, reply->str);
+        log_error("redis (%s): setting the connection up (AUTH, SELECT, SCRIPT LOAD) failed: %s",
+                  r->name, reply->str);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -192,6 +193,8 @@ static void connect_now(struct rasync *r)
         redisAsyncCommand(ac, on_auth, r, "AUTH %s", r->password);
     if (r->o.db > 0)
         redisAsyncCommand(ac, on_auth, r, "SELECT %d", r->o.db);
+    for (size_t i = 0; i < r->o.n_scripts; i++)
+        redisAsyncCommand(ac, on_auth, r, "SCRIPT LOAD %s", r->o.scripts[i]->text);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)

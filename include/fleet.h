@@ -1,0 +1,76 @@
+/* fleet.h - a worker's per-request questions to Redis in fleet mode
+ * (DESIGN §3.4, §6, §7b), asked without blocking (redis_async.h) and
+ * answered by callback on the worker's event base:
+ *
+ *   - admission: the payer's available funds > 0, and a hold taken in the
+ *     same step (store_redis.h's ADMIT script, fleet-wide, expiring after
+ *     balance.hold_ttl_s); its release when no record settles it;
+ *   - live sessions: a lease per open WebSocket session or streaming
+ *     response, counted against the tenant's limits.live_sessions and its
+ *     agency owner's across every instance; renewed while it runs, released
+ *     at its end, expiring on its own when its instance dies.
+ *
+ * One struct fleet per worker. A question asked while Redis is down gets
+ * FLEET_DOWN at once (no callback): the caller applies store.on_down. */
+#ifndef BYOK_FLEET_H
+#define BYOK_FLEET_H
+
+#include "common.h"
+#include "redis_async.h"
+
+#include <event2/event.h>
+
+struct config;
+struct fleet;
+
+/* Lease of a live session: how long it lives without renewal, and how
+ * often the holder renews it. */
+#define FLEET_LEASE_MS       30000
+#define FLEET_LEASE_RENEW_MS 10000
+
+enum fleet_status {
+    FLEET_OK = 0,   /* admitted / counted */
+    FLEET_NO_FUNDS, /* available funds <= 0 */
+    FLEET_NO_PAYER, /* no such tenant */
+    FLEET_LIMIT,    /* a live-session limit is reached */
+    FLEET_DOWN,     /* no answer (down, timed out) */
+    FLEET_PENDING,  /* asked: the callback follows */
+};
+
+/* status: FLEET_OK / NO_FUNDS / NO_PAYER / DOWN; available: the payer's
+ * funds before this hold (micro-USD; 0 with DOWN). */
+typedef void (*fleet_admit_cb)(void *arg, enum fleet_status status, int64_t available);
+/* status: FLEET_OK / LIMIT / DOWN; owner_limited: the agency owner's
+ * limit (not the tenant's) was the one reached. */
+typedef void (*fleet_live_cb)(void *arg, enum fleet_status status, bool owner_limited);
+
+MUST_CHECK struct fleet *fleet_new(struct event_base *base, const struct config *cfg,
+                                   const char *name);
+void fleet_free(struct fleet *f);
+bool fleet_up(const struct fleet *f);
+
+/* Admission with a hold of hold_micros under hold_id (unique per line;
+ * ttl: balance.hold_ttl_s). FLEET_PENDING with *req set (cancel with
+ * rasync_cancel; a cancelled admission may still have taken its hold:
+ * release it), or FLEET_DOWN. */
+enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
+                              int64_t hold_micros, fleet_admit_cb cb, void *arg,
+                              struct rasync_req **req);
+/* Releases hold_id, answered by nobody (a hold is also released by the
+ * record that carries its id, or expires). */
+void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id);
+
+/* A lease for a live session of tenant_id (limit: its live_sessions, 0
+ * none) and its agency owner owner_id ("" none; owner_limit likewise).
+ * FLEET_PENDING (*req set) or FLEET_DOWN. */
+enum fleet_status fleet_live_acquire(struct fleet *f, const char *tenant_id, int64_t limit,
+                                     const char *owner_id, int64_t owner_limit,
+                                     const char *lease_id, fleet_live_cb cb, void *arg,
+                                     struct rasync_req **req);
+/* Renews (for another FLEET_LEASE_MS) and releases a lease; unanswered. */
+void fleet_live_renew(struct fleet *f, const char *tenant_id, const char *owner_id,
+                      const char *lease_id);
+void fleet_live_release(struct fleet *f, const char *tenant_id, const char *owner_id,
+                        const char *lease_id);
+
+#endif

@@ -1,0 +1,284 @@
+/* fleet.c - a worker's per-request questions to Redis in fleet mode
+ * (fleet.h): admission and holds through store_redis's scripts, live-
+ * session leases through the script below, all over redis_async. */
+#include "common.h"
+#include "fleet.h"
+#include "config.h"
+#include "store_redis.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Live-session leases (DESIGN §6), one sorted set per tenant: lease id ->
+ * expiry (Redis's clock). KEYS: {t:T}:live [, {t:O}:live]. ARGV: lease id,
+ * lease ms, T's limit, O's limit (0 = none). Expired leases go first; the
+ * lease is counted in both sets or in neither. The owner's set lives in
+ * another tenant's slot: fine on one Redis, not under Cluster (README). */
+static struct redis_script live_acquire = {
+    .name = "live_acquire",
+    .text = "local tm = redis.call('TIME')\n"
+            "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
+            "local ttl = tonumber(ARGV[2])\n"
+            "for i = 1, #KEYS do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end\n"
+            "local lt, lo = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+            "if lt > 0 and redis.call('ZCARD', KEYS[1]) >= lt then return 'tenant' end\n"
+            "if #KEYS > 1 and lo > 0 and redis.call('ZCARD', KEYS[2]) >= lo then\n"
+            "  return 'owner'\n"
+            "end\n"
+            "for i = 1, #KEYS do\n"
+            "  redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])\n"
+            "  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
+            "end\n"
+            "return 'ok'\n",
+};
+
+/* KEYS as above. ARGV: lease id, lease ms. Only a lease still held. */
+static struct redis_script live_renew = {
+    .name = "live_renew",
+    .text =
+        "local tm = redis.call('TIME')\n"
+        "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
+        "local ttl = tonumber(ARGV[2])\n"
+        "for i = 1, #KEYS do\n"
+        "  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[1]) == 1 then\n"
+        "    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
+        "  end\n"
+        "end\n"
+        "return 'ok'\n",
+};
+
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+/* What every worker connection loads when it connects (redis_async.h). */
+static const struct redis_script *scripts[4];
+
+static void scripts_init(void)
+{
+    redis_script_init(&live_acquire);
+    redis_script_init(&live_renew);
+    scripts[0] = store_redis_script(STORE_REDIS_SCRIPT_ADMIT);
+    scripts[1] = store_redis_script(STORE_REDIS_SCRIPT_RELEASE);
+    scripts[2] = &live_acquire;
+    scripts[3] = &live_renew;
+}
+
+struct fleet {
+    struct rasync *r;
+    int64_t hold_ttl_ms;
+};
+
+struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const char *name)
+{
+    pthread_once(&scripts_once, scripts_init);
+    char host[256], err[160];
+    int port = 0, db = 0;
+    if (config_parse_redis_url(cfg->store_url, host, sizeof(host), &port, &db, err, sizeof(err)) ==
+        -1) {
+        log_error("fleet: store.url: %s", err);
+        return NULL;
+    }
+    struct fleet *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    struct rasync_opts o = {.host = host,
+                            .port = port,
+                            .db = db,
+                            .password = cfg->store_password,
+                            .timeout_ms = cfg->store_timeout_ms > 0 ? cfg->store_timeout_ms : 1000,
+                            .name = name,
+                            .scripts = scripts,
+                            .n_scripts = ARRAY_SIZE(scripts)};
+    f->r = rasync_new(base, &o);
+    f->hold_ttl_ms = (int64_t)cfg->balance.hold_ttl_s * 1000;
+    if (f->r == NULL) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void fleet_free(struct fleet *f)
+{
+    if (f == NULL)
+        return;
+    rasync_free(f->r);
+    free(f);
+}
+
+bool fleet_up(const struct fleet *f)
+{
+    return rasync_up(f->r);
+}
+
+/* --- admission ------------------------------------------------------------ */
+
+struct admit_q {
+    fleet_admit_cb cb;
+    void *arg;
+};
+
+static void admit_reply(void *arg, const redisReply *r)
+{
+    struct admit_q *q = arg;
+    enum fleet_status st = FLEET_DOWN;
+    int64_t avail = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        const char *s = r->element[0]->str;
+        st = strcmp(s, "admitted") == 0   ? FLEET_OK
+             : strcmp(s, "no_funds") == 0 ? FLEET_NO_FUNDS
+             : strcmp(s, "no_payer") == 0 ? FLEET_NO_PAYER
+                                          : FLEET_DOWN;
+        if (r->element[1]->type == REDIS_REPLY_INTEGER)
+            avail = r->element[1]->integer;
+    } else if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        log_error("fleet: admission script failed: %s", r->str);
+    }
+    q->cb(q->arg, st, avail);
+    free(q);
+}
+
+/* Keys of payer_id into buf: tenant, holds, holdamt. */
+static int hold_keys(const char *payer_id, char keys[3][ID_MAX + 32])
+{
+    return store_redis_tenant_key(keys[0], sizeof(keys[0]), payer_id, "tenant") == -1 ||
+                   store_redis_tenant_key(keys[1], sizeof(keys[1]), payer_id, "holds") == -1 ||
+                   store_redis_tenant_key(keys[2], sizeof(keys[2]), payer_id, "holdamt") == -1
+               ? -1
+               : 0;
+}
+
+enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
+                              int64_t hold_micros, fleet_admit_cb cb, void *arg,
+                              struct rasync_req **req)
+{
+    char keys[3][ID_MAX + 32], micros[24], ttl[24];
+    *req = NULL;
+    if (hold_keys(payer_id, keys) == -1)
+        return FLEET_NO_PAYER;
+    snprintf(micros, sizeof(micros), "%lld", (long long)MAX(hold_micros, (int64_t)0));
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)MAX(f->hold_ttl_ms, (int64_t)1000));
+    const char *argv[] = {keys[0], keys[1], keys[2], hold_id, micros, ttl};
+    struct admit_q *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return FLEET_DOWN;
+    q->cb = cb;
+    q->arg = arg;
+    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_ADMIT), admit_reply, q, 3, 6,
+                       argv, NULL);
+    if (*req == NULL) {
+        free(q);
+        return FLEET_DOWN;
+    }
+    return FLEET_PENDING;
+}
+
+void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id)
+{
+    char keys[3][ID_MAX + 32];
+    if (hold_keys(payer_id, keys) == -1)
+        return;
+    const char *argv[] = {keys[1], keys[2], hold_id};
+    /* Unanswered: a release lost with the connection leaves the hold to
+     * expire (balance.hold_ttl_s). */
+    (void)rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_RELEASE), NULL, NULL, 2, 3, argv,
+                      NULL);
+}
+
+/* --- live sessions -------------------------------------------------------- */
+
+struct live_q {
+    fleet_live_cb cb;
+    void *arg;
+};
+
+static void live_reply(void *arg, const redisReply *r)
+{
+    struct live_q *q = arg;
+    enum fleet_status st = FLEET_DOWN;
+    bool owner = false;
+    if (r != NULL && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)) {
+        if (strcmp(r->str, "ok") == 0) {
+            st = FLEET_OK;
+        } else {
+            st = FLEET_LIMIT;
+            owner = strcmp(r->str, "owner") == 0;
+        }
+    } else if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        log_error("fleet: live-session script failed: %s", r->str);
+    }
+    q->cb(q->arg, st, owner);
+    free(q);
+}
+
+static int live_keys(const char *tenant_id, const char *owner_id, char keys[2][ID_MAX + 32])
+{
+    if (store_redis_tenant_key(keys[0], sizeof(keys[0]), tenant_id, "live") == -1)
+        return -1;
+    if (owner_id == NULL || owner_id[0] == '\0')
+        return 1;
+    return store_redis_tenant_key(keys[1], sizeof(keys[1]), owner_id, "live") == -1 ? -1 : 2;
+}
+
+enum fleet_status fleet_live_acquire(struct fleet *f, const char *tenant_id, int64_t limit,
+                                     const char *owner_id, int64_t owner_limit,
+                                     const char *lease_id, fleet_live_cb cb, void *arg,
+                                     struct rasync_req **req)
+{
+    char keys[2][ID_MAX + 32], ttl[24], lt[24], lo[24];
+    *req = NULL;
+    int nk = live_keys(tenant_id, owner_id, keys);
+    if (nk < 0)
+        return FLEET_DOWN;
+    snprintf(ttl, sizeof(ttl), "%d", FLEET_LEASE_MS);
+    snprintf(lt, sizeof(lt), "%lld", (long long)MAX(limit, (int64_t)0));
+    snprintf(lo, sizeof(lo), "%lld", (long long)MAX(owner_limit, (int64_t)0));
+    const char *argv[6];
+    int n = 0;
+    for (int i = 0; i < nk; i++)
+        argv[n++] = keys[i];
+    argv[n++] = lease_id;
+    argv[n++] = ttl;
+    argv[n++] = lt;
+    argv[n++] = lo;
+    struct live_q *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return FLEET_DOWN;
+    q->cb = cb;
+    q->arg = arg;
+    *req = rasync_eval(f->r, &live_acquire, live_reply, q, nk, n, argv, NULL);
+    if (*req == NULL) {
+        free(q);
+        return FLEET_DOWN;
+    }
+    return FLEET_PENDING;
+}
+
+void fleet_live_renew(struct fleet *f, const char *tenant_id, const char *owner_id,
+                      const char *lease_id)
+{
+    char keys[2][ID_MAX + 32], ttl[24];
+    int nk = live_keys(tenant_id, owner_id, keys);
+    if (nk < 0)
+        return;
+    snprintf(ttl, sizeof(ttl), "%d", FLEET_LEASE_MS);
+    const char *argv[4];
+    int n = 0;
+    for (int i = 0; i < nk; i++)
+        argv[n++] = keys[i];
+    argv[n++] = lease_id;
+    argv[n++] = ttl;
+    (void)rasync_eval(f->r, &live_renew, NULL, NULL, nk, n, argv, NULL);
+}
+
+void fleet_live_release(struct fleet *f, const char *tenant_id, const char *owner_id,
+                        const char *lease_id)
+{
+    char keys[2][ID_MAX + 32];
+    int nk = live_keys(tenant_id, owner_id, keys);
+    for (int i = 0; i < nk; i++) {
+        const char *argv[] = {"ZREM", keys[i], lease_id};
+        (void)rasync_command(f->r, NULL, NULL, 3, argv, NULL);
+    }
+}

@@ -1,0 +1,239 @@
+/* test_fleet.c - a worker's questions to Redis in fleet mode (fleet.h)
+ * against a real redis-server, on an event loop: 50 admissions at once
+ * against 1 micro-USD admit one; a released hold admits the next; live
+ * leases counted against the tenant's and the agency owner's limits,
+ * released, and dropped once expired (an instance that died); a Redis that
+ * is down answers FLEET_DOWN at once. */
+#include "common.h"
+#include "config.h"
+#include "fleet.h"
+#include "store.h"
+#include "store_redis.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "redis_server_test.h"
+
+struct fixture {
+    struct redis_server srv;
+    char url[64];
+    struct config cfg;
+    struct store *admin;
+    struct event_base *base;
+    struct fleet *f;
+};
+
+struct tally {
+    struct event_base *base;
+    int want, got;
+    int status[64];
+    bool owner[64];
+};
+
+static void on_admit(void *arg, enum fleet_status st, int64_t available)
+{
+    (void)available;
+    struct tally *t = arg;
+    t->status[t->got++] = st;
+    if (t->got >= t->want)
+        event_base_loopbreak(t->base);
+}
+
+static void on_live(void *arg, enum fleet_status st, bool owner)
+{
+    struct tally *t = arg;
+    t->owner[t->got] = owner;
+    t->status[t->got++] = st;
+    if (t->got >= t->want)
+        event_base_loopbreak(t->base);
+}
+
+static void give_up(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+static void run(struct event_base *base, int ms)
+{
+    struct event *t = evtimer_new(base, give_up, base);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(t, &tv);
+    event_base_dispatch(base);
+    event_free(t);
+}
+
+static void wait_up(struct fixture *f)
+{
+    for (int i = 0; i < 500 && !fleet_up(f->f); i++)
+        run(f->base, 10);
+    assert_true(fleet_up(f->f));
+}
+
+static void add_tenant(struct fixture *f, const char *id, int64_t wallet)
+{
+    struct store_tenant t = {0};
+    snprintf(t.id, sizeof(t.id), "%s", id);
+    snprintf(t.name, sizeof(t.name), "%s", id);
+    t.wallet_micros = wallet;
+    assert_int_equal(store_tenant_create(f->admin, &t), STORE_OK);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_int_equal(redis_server_start(&f->srv), 0);
+    snprintf(f->url, sizeof(f->url), "redis://127.0.0.1:%d/0", f->srv.port);
+    f->cfg.store_backend = "redis";
+    f->cfg.store_url = f->url;
+    f->cfg.store_connect_timeout_ms = 1000;
+    f->cfg.store_timeout_ms = 2000;
+    f->cfg.balance.hold_ttl_s = 900;
+    char *err = NULL;
+    f->admin = store_open_role(&f->cfg, STORE_ROLE_CONTROL, &err);
+    if (f->admin == NULL)
+        fail_msg("open: %s", err);
+    f->base = event_base_new();
+    f->f = fleet_new(f->base, &f->cfg, "test");
+    assert_non_null(f->f);
+    wait_up(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    fleet_free(f->f);
+    event_base_free(f->base);
+    store_close(f->admin);
+    redis_server_destroy(&f->srv);
+    free(f);
+    return 0;
+}
+
+static void test_admission(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "p", 1);
+    struct tally t = {.base = f->base, .want = 50};
+    struct rasync_req *req;
+    char id[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(id, sizeof(id), "h%d", i);
+        assert_int_equal(fleet_admit(f->f, "p", id, 10000, on_admit, &t, &req), FLEET_PENDING);
+    }
+    run(f->base, 5000);
+    assert_int_equal(t.got, 50);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 50; i++) {
+        ok += t.status[i] == FLEET_OK;
+        refused += t.status[i] == FLEET_NO_FUNDS;
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(refused, 49);
+    int64_t held = 0;
+    assert_int_equal(store_redis_held(f->admin, "p", &held), STORE_OK);
+    assert_int_equal(held, 10000);
+    /* The admitted one releases its hold (no record): the next is admitted. */
+    int first = 0;
+    while (t.status[first] != FLEET_OK)
+        first++;
+    snprintf(id, sizeof(id), "h%d", first);
+    fleet_release(f->f, "p", id);
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_admit(f->f, "p", "h-next", 10000, on_admit, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_admit(f->f, "nobody", "h-x", 1, on_admit, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_NO_PAYER);
+}
+
+static void test_live_leases(void **state)
+{
+    struct fixture *f = *state;
+    struct tally t = {.base = f->base, .want = 4};
+    struct rasync_req *req;
+    /* Tenant limit 2 (its owner unlimited): the third is refused. */
+    assert_int_equal(fleet_live_acquire(f->f, "s1", 2, "a", 3, "l1", on_live, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_live_acquire(f->f, "s1", 2, "a", 3, "l2", on_live, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_live_acquire(f->f, "s1", 2, "a", 3, "l3", on_live, &t, &req),
+                     FLEET_PENDING);
+    /* Another subaccount of the owner: the owner's 3 are reached with it. */
+    assert_int_equal(fleet_live_acquire(f->f, "s2", 0, "a", 3, "l4", on_live, &t, &req),
+                     FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.got, 4);
+    assert_int_equal(t.status[0], FLEET_OK);
+    assert_int_equal(t.status[1], FLEET_OK);
+    assert_int_equal(t.status[2], FLEET_LIMIT);
+    assert_false(t.owner[2]);
+    assert_int_equal(t.status[3], FLEET_OK);
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_live_acquire(f->f, "s2", 0, "a", 3, "l5", on_live, &t, &req),
+                     FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_LIMIT);
+    assert_true(t.owner[0]);
+    /* A release frees a place. */
+    fleet_live_release(f->f, "s1", "a", "l1");
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_live_acquire(f->f, "s2", 0, "a", 3, "l6", on_live, &t, &req),
+                     FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    /* An instance that died renews nothing: its lease expires (its expiry
+     * set in the past here, as time would), and the place is free. */
+    redisContext *c = redis_server_connect(&f->srv);
+    char k1[96], k2[96];
+    assert_int_equal(store_redis_tenant_key(k1, sizeof(k1), "s1", "live"), 0);
+    assert_int_equal(store_redis_tenant_key(k2, sizeof(k2), "a", "live"), 0);
+    redisReply *r = redisCommand(c, "ZADD %s XX 1 l2", k1);
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD %s XX 1 l2", k2);
+    freeReplyObject(r);
+    /* A renewal keeps a live one (l4) for another lease period. */
+    fleet_live_renew(f->f, "s2", "a", "l4");
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_live_acquire(f->f, "s1", 2, "a", 3, "l7", on_live, &t, &req),
+                     FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    r = redisCommand(c, "ZSCORE %s l4", k2);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+static void test_down(void **state)
+{
+    struct fixture *f = *state;
+    redis_server_kill(&f->srv);
+    for (int i = 0; i < 500 && fleet_up(f->f); i++)
+        run(f->base, 10);
+    assert_false(fleet_up(f->f));
+    struct rasync_req *req = NULL;
+    struct tally t = {.base = f->base, .want = 1};
+    assert_int_equal(fleet_admit(f->f, "p", "h", 1, on_admit, &t, &req), FLEET_DOWN);
+    assert_null(req);
+    assert_int_equal(fleet_live_acquire(f->f, "s", 1, "", 0, "l", on_live, &t, &req), FLEET_DOWN);
+    assert_int_equal(t.got, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_down, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
