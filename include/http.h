@@ -40,8 +40,16 @@ struct http_request {
  * or "100 Continue" is sent: the place to authenticate. Return 0 to go on
  * (the body is read, then on_request is called), or answer with
  * http_respond*() and return -1: the body is not read and the connection
- * closes after the answer when a body was announced. */
+ * closes after the answer when a body was announced. Return 1 to decide
+ * later (an answer from another service): nothing more is read meanwhile
+ * beyond what buffers hold; then call http_head_continue() or answer as for
+ * -1. Without either within limits.header_timeout_ms the connection is
+ * closed (the request's ctx_free runs, so a pending decision can be
+ * dropped there). */
 typedef int (*http_head_cb)(struct http_conn *c, struct http_request *req, void *arg);
+/* A head decided later (on_head returned 1) passed: read the body, then
+ * on_request. A no-op when the request was answered meanwhile. */
+void http_head_continue(struct http_conn *c);
 /* Called once per request; the handler must finish it with http_respond*()
  * or http_stream_begin()/http_stream_end(), possibly later (async). */
 typedef void (*http_request_cb)(struct http_conn *c, struct http_request *req, void *arg);

@@ -72,6 +72,7 @@ struct http_conn {
     unsigned tls : 1;                 /* OpenSSL bufferevent: no direct socket writes */
     unsigned body_deadline_armed : 1; /* the timer stands for body_deadline, not idleness */
     unsigned linger : 1;              /* answered before the request was read: closing_flushed() */
+    unsigned head_pending : 1;        /* on_head decides later (http_head_continue) */
     unsigned lingering : 1;           /* FIN sent, waiting HTTP_LINGER_MS before the close */
 
     http_abort_cb on_abort;
@@ -915,6 +916,7 @@ static void request_reset(struct http_conn *c)
     c->head_only = 0;
     c->sent_continue = 0;
     c->has_head_bytes = 0;
+    c->head_pending = 0;
     c->linger = 0;
 }
 
@@ -955,6 +957,8 @@ static void dispatch(struct http_conn *c)
      * simply wait in the input buffer. */
     c->srv->opts.on_request(c, &c->req, c->srv->opts.arg);
 }
+
+static void start_body(struct http_conn *c);
 
 /* Returns true when the head is complete and the conn moved on. */
 static bool read_head(struct http_conn *c)
@@ -1017,12 +1021,32 @@ static bool read_head(struct http_conn *c)
             c->keep_alive = 0;
             c->linger = 1;
         }
-        if (c->srv->opts.on_head(c, &c->req, c->srv->opts.arg) != 0)
+        int rc = c->srv->opts.on_head(c, &c->req, c->srv->opts.arg);
+        if (rc < 0)
             return c->state == HTTP_CONN_READING_HEAD; /* answered, kept alive: next head */
+        if (rc > 0) {
+            /* Decided later (http_head_continue or an answer): the body
+             * waits in the buffers meanwhile, bounded as pipelined bytes
+             * are; the decision must come within header_timeout_ms. */
+            c->head_pending = 1;
+            timer_arm(c, lim->header_timeout_ms);
+            return false;
+        }
         c->srv->n_busy--;
         c->keep_alive = h->keep_alive;
         c->linger = 0;
     }
+    start_body(c);
+    return true;
+}
+
+/* The head passed: the body is read (100 Continue first when asked). */
+static void start_body(struct http_conn *c)
+{
+    const struct config_limits *lim = c->srv->opts.limits;
+    const struct httpparse_request *h = &c->req.head;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool body_pending = c->body_chunked || c->body_remaining > 0;
     c->state = HTTP_CONN_READING_BODY;
     c->body_deadline = c->req.start_mono + lim->body_timeout_ms;
     body_timer_arm(c);
@@ -1032,7 +1056,20 @@ static bool read_head(struct http_conn *c)
         flush_now(c);
         c->sent_continue = 1;
     }
-    return true;
+}
+
+void http_head_continue(struct http_conn *c)
+{
+    if (!c->head_pending || c->state != HTTP_CONN_HANDLING)
+        return;
+    c->head_pending = 0;
+    c->srv->n_busy--;
+    c->keep_alive = c->req.head.keep_alive;
+    c->linger = 0;
+    start_body(c);
+    bufferevent_enable(c->bev, EV_READ);
+    if (!c->in_process)
+        process_input(c);
 }
 
 /* While a body is read: the idle timeout between its bytes, but never past
@@ -1184,5 +1221,5 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
                    : "request body not received in time (limits.idle_timeout_ms)");
         return;
     }
-    conn_close(c, "idle timeout");
+    conn_close(c, c->head_pending ? "no decision on the request head in time" : "idle timeout");
 }
