@@ -5,8 +5,10 @@
  *   OpenAI's prompt_tokens), cached = cache reads. Streams: message_start
  *   gives the input side, message_delta the cumulative output (last wins).
  *   Cut before message_delta: the output is estimated from the streamed
- *   text, thinking and tool input (estimated); an error event before
- *   message_start means nothing was consumed (zero units, not estimated).
+ *   text, thinking and tool input (estimated); a non-stream reply cut
+ *   before its usage, from its text and thinking as far as they came; an
+ *   error event before message_start means nothing was consumed (zero
+ *   units, not estimated).
  *   count_tokens is free at Anthropic: served, not metered. */
 #include "common.h"
 #include "meter.h"
@@ -63,16 +65,20 @@ static int request(struct meter *m, const char *body, size_t len, const char *ct
 static void reply(struct meter *m, const char *body, size_t len)
 {
     json_t *root = json_loadb(body, len, 0, NULL);
-    if (!json_is_object(root))
-        goto done;
-    meter_take_model(m, json_object_get(root, "model"));
-    json_t *u = json_object_get(root, "usage");
-    if (json_is_object(u)) {
-        usage(m, u);
-        m->usage_final = true;
+    if (json_is_object(root)) {
+        meter_take_model(m, json_object_get(root, "model"));
+        json_t *u = json_object_get(root, "usage");
+        if (json_is_object(u)) {
+            usage(m, u);
+            m->usage_final = true;
+        }
     }
-done:
     json_decref(root);
+    /* Cut before its usage (the upstream broke mid-body): the estimate
+     * counts the text relayed, as for a cut stream (DESIGN §5). */
+    if (!m->got_usage)
+        m->output_chars = meter_scan_string_chars(body, len, "text") +
+                          meter_scan_string_chars(body, len, "thinking");
 }
 
 /* Named events: deltas are only scanned (text, thinking and tool-input JSON

@@ -759,6 +759,21 @@ static void test_anthropic(void **state)
     assert_true(meter_finish(&m));
     assert_int_equal(m.units.input_tokens, 3);
     assert_int_equal(m.units.output_tokens, 0);
+
+    /* A reply cut mid-body before its usage: the text (and thinking) that
+     * was relayed counts, 4 characters per token, as for a cut stream. */
+    meter_init(&m, OPS_ANTHROPIC);
+    assert_int_equal(request(&m,
+                             "{\"model\":\"claude-x\",\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"123456789\"}]}",
+                             &rw, &rw_len),
+                     0);
+    response(&m, "{\"id\":\"msg_2\",\"type\":\"message\",\"content\":[{\"type\":\"thinking\","
+                 "\"thinking\":\"abcd\"},{\"type\":\"text\",\"text\":\"Hello th");
+    assert_false(m.got_usage);
+    assert_true(meter_finish(&m));
+    assert_int_equal(m.units.input_tokens, 3);  /* ceil(9/4) */
+    assert_int_equal(m.units.output_tokens, 3); /* ceil((4 + 8)/4) */
 }
 
 #define MSG_START                                                                                  \
