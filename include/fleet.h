@@ -8,7 +8,12 @@
  *   - live sessions: a lease per open WebSocket session or streaming
  *     response, counted against the tenant's limits.live_sessions and its
  *     agency owner's across every instance; renewed while it runs, released
- *     at its end, expiring on its own when its instance dies.
+ *     at its end, expiring on its own when its instance dies;
+ *   - session pins (DESIGN §3.3) kept in Redis as text (resolve_pin_encode):
+ *     read with their sliding TTL moved, written first-come (a concurrent
+ *     first request elsewhere wins and its pin is answered);
+ *   - single-use values (ephemeral tokens' grants): put with an expiry,
+ *     taken once.
  *
  * One struct fleet per worker. A question asked while Redis is down gets
  * FLEET_DOWN at once (no callback): the caller applies store.on_down. */
@@ -34,6 +39,7 @@ enum fleet_status {
     FLEET_NO_PAYER, /* no such tenant */
     FLEET_LIMIT,    /* a live-session limit is reached */
     FLEET_DOWN,     /* no answer (down, timed out) */
+    FLEET_ABSENT,   /* no such pin or value (or taken already) */
     FLEET_PENDING,  /* asked: the callback follows */
 };
 
@@ -43,6 +49,10 @@ typedef void (*fleet_admit_cb)(void *arg, enum fleet_status status, int64_t avai
 /* status: FLEET_OK / LIMIT / DOWN; owner_limited: the agency owner's
  * limit (not the tenant's) was the one reached. */
 typedef void (*fleet_live_cb)(void *arg, enum fleet_status status, bool owner_limited);
+
+/* status: FLEET_OK with text (borrowed for the call; for a put: the pin
+ * that stands, ours or the winner's), FLEET_ABSENT, or FLEET_DOWN. */
+typedef void (*fleet_text_cb)(void *arg, enum fleet_status status, const char *text, size_t len);
 
 MUST_CHECK struct fleet *fleet_new(struct event_base *base, const struct config *cfg,
                                    const char *name);
@@ -72,5 +82,24 @@ void fleet_live_renew(struct fleet *f, const char *tenant_id, const char *owner_
                       const char *lease_id);
 void fleet_live_release(struct fleet *f, const char *tenant_id, const char *owner_id,
                         const char *lease_id);
+
+/* The pin of (tenant_id, session_id), its TTL slid to ttl_s. FLEET_PENDING
+ * (*req set) or FLEET_DOWN. */
+enum fleet_status fleet_pin_get(struct fleet *f, const char *tenant_id, const char *session_id,
+                                int ttl_s, fleet_text_cb cb, void *arg, struct rasync_req **req);
+/* Writes pin text unless the session has one: the callback gets the pin
+ * that stands. */
+enum fleet_status fleet_pin_put(struct fleet *f, const char *tenant_id, const char *session_id,
+                                const char *text, int ttl_s, fleet_text_cb cb, void *arg,
+                                struct rasync_req **req);
+
+/* A single-use value under name (e.g. an ephemeral token's hash) for ttl_ms;
+ * FLEET_OK to the callback when stored, FLEET_ABSENT when the name exists. */
+enum fleet_status fleet_value_put(struct fleet *f, const char *name, const char *text,
+                                  int64_t ttl_ms, fleet_text_cb cb, void *arg,
+                                  struct rasync_req **req);
+/* Takes it: the callback gets it once (FLEET_OK), then FLEET_ABSENT. */
+enum fleet_status fleet_value_take(struct fleet *f, const char *name, fleet_text_cb cb, void *arg,
+                                   struct rasync_req **req);
 
 #endif

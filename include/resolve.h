@@ -99,6 +99,14 @@ MUST_CHECK int resolve_open_key(struct resolver *r, struct resolve_decision *d);
 /* Wipes the secret of a decision once the upstream request is built. */
 void resolve_done(struct resolve_decision *d);
 
+/* A session's pin written down for another instance (fleet mode's pins and
+ * ephemeral tokens): compact JSON, slots by provider name, reasons by their
+ * index in the rule table. malloc'd text (free()), NULL out of memory. */
+char *resolve_pin_encode(const struct session_pin *pin);
+/* Its inverse; a slot the text does not name runs on the platform key. -1
+ * (and *out zeroed) on malformed text. */
+MUST_CHECK int resolve_pin_decode(const char *text, size_t len, struct session_pin *out);
+
 /* --- The rules of DESIGN §3.1-3.2 as a pure function ---------------------- */
 
 struct resolve_inputs {

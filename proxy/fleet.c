@@ -49,14 +49,27 @@ static struct redis_script live_renew = {
         "return 'ok'\n",
 };
 
+/* A session's pin, first come first served. KEYS: the pin. ARGV: text, ttl
+ * ms. Reply: the text that stands (ours, or the one already there, whose
+ * TTL is slid as a read would). */
+static struct redis_script pin_put = {
+    .name = "pin_put",
+    .text = "local ttl = tonumber(ARGV[2])\n"
+            "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ttl) then return ARGV[1] end\n"
+            "redis.call('PEXPIRE', KEYS[1], ttl)\n"
+            "return redis.call('GET', KEYS[1])\n",
+};
+
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 /* What every worker connection loads when it connects (redis_async.h). */
-static const struct redis_script *scripts[4];
+static const struct redis_script *scripts[5];
 
 static void scripts_init(void)
 {
     redis_script_init(&live_acquire);
     redis_script_init(&live_renew);
+    redis_script_init(&pin_put);
+    scripts[4] = &pin_put;
     scripts[0] = store_redis_script(STORE_REDIS_SCRIPT_ADMIT);
     scripts[1] = store_redis_script(STORE_REDIS_SCRIPT_RELEASE);
     scripts[2] = &live_acquire;
@@ -281,4 +294,115 @@ void fleet_live_release(struct fleet *f, const char *tenant_id, const char *owne
         const char *argv[] = {"ZREM", keys[i], lease_id};
         (void)rasync_command(f->r, NULL, NULL, 3, argv, NULL);
     }
+}
+
+/* --- pins and single-use values ------------------------------------------- */
+
+struct text_q {
+    fleet_text_cb cb;
+    void *arg;
+    bool put_value; /* SET NX: "OK" = stored, nil = the name exists */
+};
+
+static void text_reply(void *arg, const redisReply *r)
+{
+    struct text_q *q = arg;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r != NULL)
+            log_error("fleet: %s", r->str);
+        q->cb(q->arg, FLEET_DOWN, NULL, 0);
+    } else if (q->put_value) {
+        q->cb(q->arg, r->type == REDIS_REPLY_NIL ? FLEET_ABSENT : FLEET_OK, NULL, 0);
+    } else if (r->type == REDIS_REPLY_STRING) {
+        q->cb(q->arg, FLEET_OK, r->str, r->len);
+    } else {
+        q->cb(q->arg, FLEET_ABSENT, NULL, 0);
+    }
+    free(q);
+}
+
+static struct text_q *text_q(fleet_text_cb cb, void *arg, bool put_value)
+{
+    struct text_q *q = malloc(sizeof(*q));
+    if (q != NULL) {
+        q->cb = cb;
+        q->arg = arg;
+        q->put_value = put_value;
+    }
+    return q;
+}
+
+static enum fleet_status sent(struct rasync_req *r, struct text_q *q, struct rasync_req **req)
+{
+    *req = r;
+    if (r == NULL) {
+        free(q);
+        return FLEET_DOWN;
+    }
+    return FLEET_PENDING;
+}
+
+/* byok:{t:T}:pin:<session> */
+static int pin_key(char *buf, size_t size, const char *tenant_id, const char *session_id)
+{
+    char what[SESSION_MAX + 8];
+    snprintf(what, sizeof(what), "pin:%s", session_id);
+    return store_redis_tenant_key(buf, size, tenant_id, what);
+}
+
+enum fleet_status fleet_pin_get(struct fleet *f, const char *tenant_id, const char *session_id,
+                                int ttl_s, fleet_text_cb cb, void *arg, struct rasync_req **req)
+{
+    char key[ID_MAX + SESSION_MAX + 32], ttl[24];
+    *req = NULL;
+    struct text_q *q;
+    if (pin_key(key, sizeof(key), tenant_id, session_id) == -1 ||
+        (q = text_q(cb, arg, false)) == NULL)
+        return FLEET_DOWN;
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s * 1000);
+    const char *argv[] = {"GETEX", key, "PX", ttl};
+    return sent(rasync_command(f->r, text_reply, q, 4, argv, NULL), q, req);
+}
+
+enum fleet_status fleet_pin_put(struct fleet *f, const char *tenant_id, const char *session_id,
+                                const char *text, int ttl_s, fleet_text_cb cb, void *arg,
+                                struct rasync_req **req)
+{
+    char key[ID_MAX + SESSION_MAX + 32], ttl[24];
+    *req = NULL;
+    struct text_q *q;
+    if (pin_key(key, sizeof(key), tenant_id, session_id) == -1 ||
+        (q = text_q(cb, arg, false)) == NULL)
+        return FLEET_DOWN;
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s * 1000);
+    const char *argv[] = {key, text, ttl};
+    return sent(rasync_eval(f->r, &pin_put, text_reply, q, 1, 3, argv, NULL), q, req);
+}
+
+enum fleet_status fleet_value_put(struct fleet *f, const char *name, const char *text,
+                                  int64_t ttl_ms, fleet_text_cb cb, void *arg,
+                                  struct rasync_req **req)
+{
+    char key[256], ttl[24];
+    *req = NULL;
+    struct text_q *q;
+    if ((size_t)snprintf(key, sizeof(key), STORE_REDIS_PREFIX "once:%s", name) >= sizeof(key) ||
+        (q = text_q(cb, arg, true)) == NULL)
+        return FLEET_DOWN;
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)MAX(ttl_ms, (int64_t)1));
+    const char *argv[] = {"SET", key, text, "NX", "PX", ttl};
+    return sent(rasync_command(f->r, text_reply, q, 6, argv, NULL), q, req);
+}
+
+enum fleet_status fleet_value_take(struct fleet *f, const char *name, fleet_text_cb cb, void *arg,
+                                   struct rasync_req **req)
+{
+    char key[256];
+    *req = NULL;
+    struct text_q *q;
+    if ((size_t)snprintf(key, sizeof(key), STORE_REDIS_PREFIX "once:%s", name) >= sizeof(key) ||
+        (q = text_q(cb, arg, false)) == NULL)
+        return FLEET_DOWN;
+    const char *argv[] = {"GETDEL", key};
+    return sent(rasync_command(f->r, text_reply, q, 2, argv, NULL), q, req);
 }

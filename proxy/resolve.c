@@ -8,6 +8,7 @@
 #include "metrics.h"
 #include "session.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,35 @@ enum resolve_status resolve_auth(struct resolver *r, const char *key, size_t len
     return RESOLVE_OK;
 }
 
+/* Every reason the rules give, once: a pin names its slots' reasons by
+ * index when it is written down (resolve_pin_encode), so another instance
+ * reads the same words. Append only: stored pins keep their indexes. */
+enum rule_reason {
+    R_OWNER_PLAN,
+    R_OWNER_WD,
+    R_OWNER_OFF,
+    R_PLAN,
+    R_OFF,
+    R_NO_SLOT,
+    R_EMPTY,
+    R_BYOK_OWNER,
+    R_BYOK_OWN,
+    R_FALLBACK,
+    R__COUNT
+};
+static const char *const rule_reasons[R__COUNT] = {
+    [R_OWNER_PLAN] = "platform key: the agency owner's plan lacks the byok or agency feature",
+    [R_OWNER_WD] = "platform key: the agency owner has wallet deduction on (owner pays)",
+    [R_OWNER_OFF] = "platform key: the agency owner's BYOK toggle is off",
+    [R_PLAN] = "platform key: the tenant's plan lacks the byok feature",
+    [R_OFF] = "platform key: the tenant's BYOK toggle is off",
+    [R_NO_SLOT] = "platform key: this provider has no BYOK slot (platform keys only)",
+    [R_EMPTY] = "platform key: no connection is selected for this slot",
+    [R_BYOK_OWNER] = "BYOK: the agency owner's connection for this slot",
+    [R_BYOK_OWN] = "BYOK: the tenant's own connection for this slot",
+    [R_FALLBACK] = "platform key: the pinned connection is gone or unreadable (fallback)",
+};
+
 /* --- the rules ------------------------------------------------------------ */
 
 void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
@@ -186,11 +216,11 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
         snprintf(out->payer_id, sizeof(out->payer_id), "%s", a->id);
         snprintf(out->owner_id, sizeof(out->owner_id), "%s", a->id);
         if (!a->feature_byok || !a->feature_agency) {
-            out->reason = "platform key: the agency owner's plan lacks the byok or agency feature";
+            out->reason = rule_reasons[R_OWNER_PLAN];
         } else if (a->wallet_deduction) {
-            out->reason = "platform key: the agency owner has wallet deduction on (owner pays)";
+            out->reason = rule_reasons[R_OWNER_WD];
         } else if (in->parent_byok == NULL || !in->parent_byok->enabled) {
-            out->reason = "platform key: the agency owner's BYOK toggle is off";
+            out->reason = rule_reasons[R_OWNER_OFF];
         } else {
             settings = in->parent_byok;
             usable = true;
@@ -199,9 +229,9 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
         snprintf(out->payer_id, sizeof(out->payer_id), "%s", t->id);
         snprintf(out->owner_id, sizeof(out->owner_id), "%s", t->id);
         if (!t->feature_byok)
-            out->reason = "platform key: the tenant's plan lacks the byok feature";
+            out->reason = rule_reasons[R_PLAN];
         else if (in->tenant_byok == NULL || !in->tenant_byok->enabled)
-            out->reason = "platform key: the tenant's BYOK toggle is off";
+            out->reason = rule_reasons[R_OFF];
         else {
             settings = in->tenant_byok;
             usable = true;
@@ -212,17 +242,16 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
     /* Rule 2: per slot. */
     int slot = provider_slot_index(p);
     if (slot < 0) {
-        out->reason = "platform key: this provider has no BYOK slot (platform keys only)";
+        out->reason = rule_reasons[R_NO_SLOT];
         return;
     }
     if (settings->slots[slot][0] == '\0') {
-        out->reason = "platform key: no connection is selected for this slot";
+        out->reason = rule_reasons[R_EMPTY];
         return;
     }
     out->byok = true;
     snprintf(out->connection_id, sizeof(out->connection_id), "%s", settings->slots[slot]);
-    out->reason = in->parent != NULL ? "BYOK: the agency owner's connection for this slot"
-                                     : "BYOK: the tenant's own connection for this slot";
+    out->reason = in->parent != NULL ? rule_reasons[R_BYOK_OWNER] : rule_reasons[R_BYOK_OWN];
 }
 
 /* The owner's connection, through the per-worker cache. STORE_ERR_NOT_FOUND
@@ -330,11 +359,9 @@ static enum resolve_status apply_pin(struct resolver *r, const struct session_pi
         } else {
             return RESOLVE_STORE_ERROR;
         }
-        out->reason = "platform key: the pinned connection is gone or unreadable (fallback)";
+        out->reason = rule_reasons[R_FALLBACK];
     } else {
-        out->reason = slot >= 0
-                          ? pin->reason[slot]
-                          : "platform key: this provider has no BYOK slot (platform keys only)";
+        out->reason = slot >= 0 ? pin->reason[slot] : rule_reasons[R_NO_SLOT];
     }
     out->byok = false;
     if (config_platform_key(r->cfg, p)->key == NULL)
@@ -490,4 +517,73 @@ void resolve_done(struct resolve_decision *d)
     crypto_wipe(d->conn.sealed, sizeof(d->conn.sealed));
     if (d->api_key == d->secret)
         d->api_key = NULL;
+}
+
+/* --- pins written down ---------------------------------------------------- */
+
+static int reason_index(const char *reason)
+{
+    for (int i = 0; i < R__COUNT; i++)
+        if (reason == rule_reasons[i] || (reason != NULL && strcmp(reason, rule_reasons[i]) == 0))
+            return i;
+    return -1;
+}
+
+char *resolve_pin_encode(const struct session_pin *pin)
+{
+    json_t *slots = json_object();
+    json_t *root = json_pack("{s:s, s:s, s:o}", "payer", pin->payer_id, "owner", pin->owner_id,
+                             "slots", slots);
+    if (root == NULL)
+        return NULL;
+    for (size_t i = 0; i < provider_slot_count(); i++) {
+        json_t *e = json_pack("{s:b, s:s, s:i}", "byok", pin->byok[i], "conn",
+                              pin->connection_id[i], "reason", reason_index(pin->reason[i]));
+        if (e == NULL || json_object_set_new(slots, provider_slot_at(i)->name, e) == -1) {
+            json_decref(root);
+            return NULL;
+        }
+    }
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+int resolve_pin_decode(const char *text, size_t len, struct session_pin *out)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *root = json_loadb(text, len, 0, NULL);
+    const char *payer = json_string_value(json_object_get(root, "payer"));
+    const char *owner = json_string_value(json_object_get(root, "owner"));
+    json_t *slots = json_object_get(root, "slots");
+    int rc = -1;
+    if (payer == NULL || owner == NULL || !json_is_object(slots) || strlen(payer) >= ID_MAX ||
+        strlen(owner) >= ID_MAX)
+        goto out;
+    snprintf(out->payer_id, sizeof(out->payer_id), "%s", payer);
+    snprintf(out->owner_id, sizeof(out->owner_id), "%s", owner);
+    for (size_t i = 0; i < provider_slot_count(); i++) {
+        /* A slot the text does not name (added since it was written) runs
+         * on the platform key. */
+        out->reason[i] = rule_reasons[R_EMPTY];
+        json_t *e = json_object_get(slots, provider_slot_at(i)->name);
+        if (e == NULL)
+            continue;
+        const char *conn = json_string_value(json_object_get(e, "conn"));
+        json_t *ri = json_object_get(e, "reason");
+        if (conn == NULL || strlen(conn) >= ID_MAX || !json_is_integer(ri))
+            goto out;
+        out->byok[i] = json_is_true(json_object_get(e, "byok"));
+        snprintf(out->connection_id[i], sizeof(out->connection_id[i]), "%s", conn);
+        json_int_t idx = json_integer_value(ri);
+        out->reason[i] = idx >= 0 && idx < R__COUNT ? rule_reasons[idx] : rule_reasons[R_EMPTY];
+        if (out->byok[i] && conn[0] == '\0')
+            goto out;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    if (rc == -1)
+        memset(out, 0, sizeof(*out));
+    return rc;
 }

@@ -2,8 +2,9 @@
  * against a real redis-server, on an event loop: 50 admissions at once
  * against 1 micro-USD admit one; a released hold admits the next; live
  * leases counted against the tenant's and the agency owner's limits,
- * released, and dropped once expired (an instance that died); a Redis that
- * is down answers FLEET_DOWN at once. */
+ * released, and dropped once expired (an instance that died); pins first
+ * come first served with a sliding TTL; single-use values; a Redis that is
+ * down answers FLEET_DOWN at once. */
 #include "common.h"
 #include "config.h"
 #include "fleet.h"
@@ -213,6 +214,69 @@ static void test_live_leases(void **state)
     redisFree(c);
 }
 
+struct texts {
+    struct event_base *base;
+    int want, got;
+    int status[8];
+    char text[8][256];
+};
+
+static void on_text(void *arg, enum fleet_status st, const char *text, size_t len)
+{
+    struct texts *t = arg;
+    t->status[t->got] = st;
+    snprintf(t->text[t->got], sizeof(t->text[0]), "%.*s", (int)len, text != NULL ? text : "");
+    t->got++;
+    if (t->got >= t->want)
+        event_base_loopbreak(t->base);
+}
+
+/* Pins: the first writer wins, the second gets the winner's pin; a read
+ * slides the TTL; another session has none. Single-use values: put once,
+ * taken once. */
+static void test_pins_and_values(void **state)
+{
+    struct fixture *f = *state;
+    struct rasync_req *req;
+    struct texts t = {.base = f->base, .want = 4};
+    assert_int_equal(fleet_pin_put(f->f, "t1", "conv-1", "{\"pin\":\"A\"}", 60, on_text, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_pin_put(f->f, "t1", "conv-1", "{\"pin\":\"B\"}", 60, on_text, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_pin_get(f->f, "t1", "conv-1", 120, on_text, &t, &req), FLEET_PENDING);
+    assert_int_equal(fleet_pin_get(f->f, "t2", "conv-1", 120, on_text, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.got, 4);
+    assert_int_equal(t.status[0], FLEET_OK);
+    assert_string_equal(t.text[0], "{\"pin\":\"A\"}");
+    assert_int_equal(t.status[1], FLEET_OK);
+    assert_string_equal(t.text[1], "{\"pin\":\"A\"}"); /* the winner's */
+    assert_string_equal(t.text[2], "{\"pin\":\"A\"}");
+    assert_int_equal(t.status[3], FLEET_ABSENT); /* pins are per tenant */
+    redisContext *c = redis_server_connect(&f->srv);
+    char key[128];
+    assert_int_equal(store_redis_tenant_key(key, sizeof(key), "t1", "pin:conv-1"), 0);
+    redisReply *r = redisCommand(c, "PTTL %s", key);
+    assert_true(r->integer > 60000 && r->integer <= 120000); /* slid by the read */
+    freeReplyObject(r);
+    redisFree(c);
+
+    t = (struct texts){.base = f->base, .want = 4};
+    assert_int_equal(fleet_value_put(f->f, "ek-hash-1", "grant", 60000, on_text, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_value_put(f->f, "ek-hash-1", "other", 60000, on_text, &t, &req),
+                     FLEET_PENDING);
+    assert_int_equal(fleet_value_take(f->f, "ek-hash-1", on_text, &t, &req), FLEET_PENDING);
+    assert_int_equal(fleet_value_take(f->f, "ek-hash-1", on_text, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.got, 4);
+    assert_int_equal(t.status[0], FLEET_OK);
+    assert_int_equal(t.status[1], FLEET_ABSENT); /* the name exists */
+    assert_int_equal(t.status[2], FLEET_OK);
+    assert_string_equal(t.text[2], "grant");
+    assert_int_equal(t.status[3], FLEET_ABSENT); /* single use */
+}
+
 static void test_down(void **state)
 {
     struct fixture *f = *state;
@@ -233,6 +297,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pins_and_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

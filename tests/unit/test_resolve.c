@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -146,11 +147,67 @@ static void test_subaccount(void **state)
     assert_string_equal(r.payer_id, "agency");
 }
 
+/* A pin written down and read back (another instance's view) is the same
+ * decision, reasons included; malformed text is refused. */
+static void test_pin_text(void **state)
+{
+    (void)state;
+    struct world w;
+    tenant(&w.t, "sub", true, false);
+    settings(&w.tb, true, NULL, NULL, NULL);
+    tenant(&w.a, "agency", true, true);
+    settings(&w.ab, true, "c_agency_oa", NULL, NULL);
+    struct session_pin pin;
+    memset(&pin, 0, sizeof(pin));
+    for (size_t i = 0; i < provider_slot_count(); i++) {
+        struct resolve_rule r = decide(&w, true, provider_slot_at(i));
+        snprintf(pin.payer_id, sizeof(pin.payer_id), "%s", r.payer_id);
+        snprintf(pin.owner_id, sizeof(pin.owner_id), "%s", r.owner_id);
+        pin.byok[i] = r.byok;
+        snprintf(pin.connection_id[i], ID_MAX, "%s", r.connection_id);
+        pin.reason[i] = r.reason;
+    }
+    char *text = resolve_pin_encode(&pin);
+    assert_non_null(text);
+    struct session_pin back;
+    assert_int_equal(resolve_pin_decode(text, strlen(text), &back), 0);
+    free(text);
+    assert_string_equal(back.payer_id, "agency");
+    assert_string_equal(back.owner_id, "agency");
+    for (size_t i = 0; i < provider_slot_count(); i++) {
+        assert_int_equal(back.byok[i], pin.byok[i]);
+        assert_string_equal(back.connection_id[i], pin.connection_id[i]);
+        assert_string_equal(back.reason[i], pin.reason[i]);
+    }
+    assert_true(back.byok[S_OPENAI]);
+    assert_string_equal(back.connection_id[S_OPENAI], "c_agency_oa");
+    /* A slot the text does not name: platform. */
+    const char *partial = "{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":"
+                          "{\"byok\":true,\"conn\":\"c_1\",\"reason\":8}}}";
+    assert_int_equal(resolve_pin_decode(partial, strlen(partial), &back), 0);
+    assert_true(back.byok[S_OPENAI]);
+    assert_false(back.byok[S_ELEVENLABS]);
+    assert_non_null(back.reason[S_ELEVENLABS]);
+    const char *bad[] = {
+        "",
+        "[]",
+        "{\"payer\":\"p\",\"slots\":{}}",
+        "{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":{\"byok\":true,"
+        "\"conn\":\"\",\"reason\":8}}}",
+        "{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":{\"byok\":true}}}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        assert_int_equal(resolve_pin_decode(bad[i], strlen(bad[i]), &back), -1);
+        assert_string_equal(back.payer_id, "");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_standalone),
         cmocka_unit_test(test_subaccount),
+        cmocka_unit_test(test_pin_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
