@@ -10,6 +10,8 @@
 #include "resolve.h"
 #include "upstream.h"
 
+struct fleet;
+
 #include <openssl/ssl.h>
 
 struct dataplane;
@@ -17,9 +19,10 @@ struct dataplane;
 /* All arguments borrowed for the dataplane's lifetime. tls_client verifies
  * upstream wss:// peers (shared by the workers). Caller frees with
  * dataplane_free(). */
+/* fleet: the worker's Redis client in fleet mode (borrowed), else NULL. */
 MUST_CHECK struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
                                            struct resolver *resolver, struct event_base *base,
-                                           SSL_CTX *tls_client);
+                                           SSL_CTX *tls_client, struct fleet *fleet);
 void dataplane_free(struct dataplane *dp);
 /* Exchanges still running on their own: WebSocket sessions, and replies
  * read on after their client left. dataplane_shutdown ends them all (each

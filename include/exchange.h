@@ -24,11 +24,14 @@
 #include "resolve.h"
 #include "route.h"
 #include "upstream.h"
+#include "fleet.h"
 #include "live.h"
 #include "usage.h"
 
 #include <event2/dns.h>
 #include <openssl/ssl.h>
+
+struct fleet;
 
 /* One per worker: what its exchanges use. */
 struct dataplane {
@@ -39,6 +42,7 @@ struct dataplane {
     struct evdns_base *dns;     /* upstream WebSocket host names */
     struct event *access_timer; /* live sessions' access re-checked (DESIGN §3.3) */
     SSL_CTX *tls_client;        /* upstream wss:// (borrowed) */
+    struct fleet *fleet; /* fleet mode: the worker\'s Redis client (borrowed), else NULL */
     /* Exchanges that own their client connection or outlive it: WebSocket
      * sessions, and HTTP exchanges reading a reply on after their client
      * left. Ended by dataplane_shutdown. */
@@ -68,6 +72,12 @@ struct exchange {
     /* Rule 4's hold on the payer while a wallet line runs (0: none); its
      * first record releases it (exchange_take_hold), else exchange_release. */
     int64_t hold_micros;
+    /* Fleet mode: the hold is Redis's, named by hold_id (the record id);
+     * admit_pending while its admission is asked (exchange_admit_async). */
+    char hold_id[ID_MAX];
+    bool admit_pending;
+    struct rasync_req *admit_req;
+    struct http_conn *pending_conn;
     char parent_id[ID_MAX];                /* the tenant's parent when authenticated ("" none) */
     int64_t live_limit, parent_live_limit; /* their limits.live_sessions (0 none) */
     struct live_slot live_slot;            /* counted as a live session (exchange_go_live) */
@@ -107,8 +117,15 @@ MUST_CHECK int exchange_authenticated(struct exchange *ex, const struct resolve_
  * once every other stage passed (exchange_begin does; a first-message
  * socket calls it after exchange_authenticated). -1 with *why (402). */
 MUST_CHECK int exchange_admit(struct exchange *ex, struct exchange_refusal *why);
-/* The hold, handed to the record that releases it (0 after the first). */
-int64_t exchange_take_hold(struct exchange *ex);
+/* The hold, handed to the record that releases it (r->hold_micros, and in
+ * fleet mode r->hold_id); nothing after the first. */
+void exchange_take_hold(struct exchange *ex, struct usage_record *r);
+/* Fleet mode: exchange_admit left the admission to Redis (ex->admit_pending).
+ * Asks it for the request on c; the answer continues the head
+ * (http_head_continue) or refuses it. 1: asked (on_head returns 1); -1 with
+ * *why: refuse now. ex must not move meanwhile (it is the transport's). */
+MUST_CHECK int exchange_admit_async(struct exchange *ex, struct http_conn *c,
+                                    struct exchange_refusal *why);
 /* DESIGN §6 limits.live_sessions: counts a WebSocket session or streaming
  * response against its tenant's limit and its agency owner's; -1 with *why
  * (429 tenant_limit, x-should-retry: true, retry-after) when one is

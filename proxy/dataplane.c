@@ -41,7 +41,7 @@ static void access_tick(evutil_socket_t fd, short what, void *arg)
 
 struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *pool,
                                 struct resolver *resolver, struct event_base *base,
-                                SSL_CTX *tls_client)
+                                SSL_CTX *tls_client, struct fleet *fleet)
 {
     struct dataplane *dp = calloc(1, sizeof(*dp));
     if (dp == NULL)
@@ -51,6 +51,7 @@ struct dataplane *dataplane_new(const struct config *cfg, struct upstream_pool *
     dp->resolver = resolver;
     dp->base = base;
     dp->tls_client = tls_client;
+    dp->fleet = fleet;
     dp->dns =
         evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (dp->dns == NULL)
@@ -122,6 +123,16 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
         return -1;
     }
     req->ctx = x; /* owns what ex held now */
+    if (ex.admit_pending) {
+        /* Fleet mode: Redis decides; the head waits (http.h, on_head 1). */
+        struct exchange *held = x; /* each transport's exchange starts with it */
+        int rc = exchange_admit_async(held, c, &why);
+        if (rc == -1) {
+            exchange_refuse(c, ex.rt.provider, &why);
+            return -1;
+        }
+        return rc;
+    }
     return 0;
 }
 

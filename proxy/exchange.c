@@ -359,6 +359,13 @@ int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
         return 0;
     struct dataplane *dp = ex->dp;
     int64_t hold = config_hold_micros(dp->cfg, ex->rec.line);
+    if (dp->fleet != NULL) {
+        /* Redis answers (exchange_admit_async), after the head stages. */
+        ex->admit_pending = true;
+        ex->hold_micros = hold;
+        snprintf(ex->hold_id, sizeof(ex->hold_id), "%s", ex->rec.id);
+        return 0;
+    }
     switch (ledger_admit(resolve_store(dp->resolver), ex->decision.payer_id, hold)) {
     case LEDGER_OK:
         ex->hold_micros = hold;
@@ -389,11 +396,74 @@ int exchange_go_live(struct exchange *ex, struct exchange_refusal *why)
     return -1;
 }
 
-int64_t exchange_take_hold(struct exchange *ex)
+void exchange_take_hold(struct exchange *ex, struct usage_record *r)
 {
-    int64_t h = ex->hold_micros;
+    /* A fleet hold is Redis's, released by the record's script (hold_id);
+     * the in-process ledger holds nothing then. */
+    r->hold_micros = ex->dp->fleet != NULL ? 0 : ex->hold_micros;
+    snprintf(r->hold_id, sizeof(r->hold_id), "%s", ex->hold_id);
     ex->hold_micros = 0;
-    return h;
+    ex->hold_id[0] = '\0';
+}
+
+static void admitted(void *arg, enum fleet_status st, int64_t available)
+{
+    (void)available;
+    struct exchange *ex = arg;
+    struct http_conn *c = ex->pending_conn;
+    struct exchange_refusal why;
+    ex->admit_req = NULL;
+    ex->admit_pending = false;
+    ex->pending_conn = NULL;
+    switch (st) {
+    case FLEET_OK:
+        http_head_continue(c);
+        return;
+    case FLEET_NO_FUNDS:
+        ex->hold_id[0] = '\0';
+        ex->hold_micros = 0;
+        refuse_status(&why, RESOLVE_NO_FUNDS);
+        break;
+    case FLEET_NO_PAYER:
+        ex->hold_id[0] = '\0';
+        ex->hold_micros = 0;
+        refuse_status(&why, RESOLVE_UNAUTHORIZED);
+        break;
+    default:
+        /* No answer: the hold may have been taken; it is released (or
+         * expires) with the exchange. */
+        if (ex->dp->cfg->store_on_down == CONFIG_ON_DOWN_SERVE) {
+            http_head_continue(c);
+            return;
+        }
+        refuse(&why, 503, "server_error", "store_unavailable", METRICS_REFUSED_UNAVAILABLE,
+               "the proxy cannot reach its store right now; retry shortly");
+        why.retry = true;
+        break;
+    }
+    /* Answers the request; its context (this exchange) is freed with it. */
+    exchange_refuse(c, ex->rt.provider, &why);
+}
+
+int exchange_admit_async(struct exchange *ex, struct http_conn *c, struct exchange_refusal *why)
+{
+    struct dataplane *dp = ex->dp;
+    enum fleet_status st = fleet_admit(dp->fleet, ex->decision.payer_id, ex->hold_id,
+                                       ex->hold_micros, admitted, ex, &ex->admit_req);
+    if (st == FLEET_PENDING) {
+        ex->pending_conn = c;
+        return 1;
+    }
+    /* Redis is down right now: store.on_down decides. */
+    ex->admit_pending = false;
+    ex->hold_id[0] = '\0';
+    ex->hold_micros = 0;
+    if (dp->cfg->store_on_down == CONFIG_ON_DOWN_SERVE)
+        return 0;
+    refuse(why, 503, "server_error", "store_unavailable", METRICS_REFUSED_UNAVAILABLE,
+           "the proxy cannot reach its store right now; retry shortly");
+    why->retry = true;
+    return -1;
 }
 
 int exchange_check_price(const struct exchange *ex, const char *model, struct exchange_refusal *why)
@@ -468,7 +538,16 @@ void exchange_unlink(struct exchange *ex)
 
 void exchange_release(struct exchange *ex)
 {
-    ledger_release(ex->decision.payer_id, exchange_take_hold(ex));
+    if (ex->admit_req != NULL) {
+        rasync_cancel(ex->admit_req); /* the client left while Redis decided */
+        ex->admit_req = NULL;
+    }
+    if (ex->dp->fleet != NULL && ex->hold_id[0] != '\0')
+        fleet_release(ex->dp->fleet, ex->decision.payer_id, ex->hold_id);
+    else
+        ledger_release(ex->decision.payer_id, ex->hold_micros);
+    ex->hold_micros = 0;
+    ex->hold_id[0] = '\0';
     live_release(&ex->live_slot);
     resolve_done(&ex->decision);
     if (ex->first_message != NULL) {

@@ -104,7 +104,7 @@ static void finish(struct http_exchange *x, enum usage_outcome outcome)
     r->units = x->meter.units;
     snprintf(r->model, sizeof(r->model), "%s", x->meter.model);
     r->cost_micros = exchange_cost(dp, r->provider, r->model, &r->units);
-    r->hold_micros = exchange_take_hold(&x->base); /* becomes the exact charge */
+    exchange_take_hold(&x->base, r); /* becomes the exact charge */
     exchange_submit(r);
     exchange_http_free(x);
 }

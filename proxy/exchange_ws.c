@@ -160,7 +160,7 @@ static void write_unit(struct ws_exchange *x, bool final, int status, enum usage
     r.cost_micros = cost > x->cost_recorded ? cost - x->cost_recorded : 0;
     x->cost_recorded = MAX(cost, x->cost_recorded);
     /* The session's hold turns into its first record's exact charge. */
-    r.hold_micros = exchange_take_hold(&x->base);
+    exchange_take_hold(&x->base, &r);
     exchange_submit(&r);
 }
 

@@ -8,9 +8,12 @@
 #include "crypto.h"
 #include "dataplane.h"
 #include "ephemeral.h"
+#include "fleet.h"
+#include "follower.h"
 #include "http.h"
 #include "import.h"
 #include "rekey.h"
+#include "replica.h"
 #include "route.h"
 #include "resolve.h"
 #include "secret.h"
@@ -63,6 +66,7 @@ struct loop {
     struct upstream_pool *pool;  /* workers only */
     struct resolver *resolver;   /* workers only */
     struct dataplane *dataplane; /* workers only */
+    struct fleet *fleet;         /* workers in fleet mode only */
     struct admin *admin;         /* admin only */
     struct event *stop_ev;
     struct event *drain_timer;
@@ -70,6 +74,11 @@ struct loop {
     bool ws_shutdown_sent;     /* draining: WebSocket sessions told to end */
     int64_t drain_deadline;
 };
+
+/* Fleet mode (store backend "redis"): the workers read tenants from this
+ * copy, which the follower keeps current; NULL otherwise. */
+static struct replica *fleet_replica;
+static struct follower *fleet_follower;
 
 /* jansson frees its parse buffers (which held, e.g., a connection's api_key
  * from an admin request) without wiping them: make every free a wipe. */
@@ -174,6 +183,7 @@ static void loop_free(struct loop *l)
     http_server_free(l->https);
     upstream_pool_free(l->pool);
     dataplane_free(l->dataplane);
+    fleet_free(l->fleet);
     resolve_free(l->resolver);
     admin_free(l->admin);
     store_close(l->store);
@@ -218,8 +228,12 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     l->drain_timer = evtimer_new(l->base, drain_check_cb, l);
     /* The admin thread is the control side: it may use a fleet (Redis)
      * store synchronously; workers go through the data plane's client. */
-    l->store = store_open_role(
-        cfg, strcmp(name, "worker") == 0 ? STORE_ROLE_DATA_PLANE : STORE_ROLE_CONTROL, err);
+    bool worker = strcmp(name, "worker") == 0;
+    l->store = worker && fleet_replica != NULL
+                   ? replica_store(fleet_replica)
+                   : store_open_role(cfg, worker ? STORE_ROLE_DATA_PLANE : STORE_ROLE_CONTROL, err);
+    if (l->store == NULL && *err == NULL)
+        *err = strdup("out of memory opening the replica");
     if (l->store == NULL) {
         close_fds(listen_fd, tls_fd);
         return -1;
@@ -228,8 +242,14 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
     if (strcmp(name, "worker") == 0) {
         l->pool = upstream_pool_new(l->base, cfg);
         l->resolver = l->pool ? resolve_new(cfg, l->store) : NULL;
-        l->dataplane =
-            l->resolver ? dataplane_new(cfg, l->pool, l->resolver, l->base, tls_client) : NULL;
+        if (fleet_replica != NULL) {
+            char fname[32];
+            snprintf(fname, sizeof(fname), "worker %d", index);
+            l->fleet = fleet_new(l->base, cfg, fname);
+        }
+        l->dataplane = l->resolver && (fleet_replica == NULL || l->fleet != NULL)
+                           ? dataplane_new(cfg, l->pool, l->resolver, l->base, tls_client, l->fleet)
+                           : NULL;
         if (l->dataplane == NULL) {
             close_fds(listen_fd, tls_fd);
             *err = strdup("out of memory creating a worker");
@@ -451,7 +471,8 @@ int main(int argc, char **argv)
     }
     /* Open (and migrate) the store once here so a bad path fails before any
      * thread starts. */
-    struct store *probe = store_open(cfg, &errp);
+    bool fleet_mode = cfg->store_backend != NULL && strcmp(cfg->store_backend, "redis") == 0;
+    struct store *probe = store_open_role(cfg, STORE_ROLE_CONTROL, &errp);
     if (probe == NULL) {
         fprintf(stderr, "byok-proxy: store: %s\n", errp ? errp : "cannot open");
         log_error("refusing to start: store: %s", errp ? errp : "cannot open");
@@ -466,6 +487,17 @@ int main(int argc, char **argv)
         goto done;
     }
     store_close(probe);
+    if (fleet_mode) {
+        /* The workers' copy of the tenants, loaded now and kept current
+         * from the invalidation channel (DESIGN §7b). */
+        fleet_replica = replica_new();
+        if (fleet_replica == NULL ||
+            (fleet_follower = follower_start(cfg, fleet_replica, &errp)) == NULL) {
+            fprintf(stderr, "byok-proxy: fleet: %s\n", errp ? errp : "out of memory");
+            log_error("refusing to start: fleet: %s", errp ? errp : "out of memory");
+            goto done;
+        }
+    }
     if (session_init(MAX_SESSIONS) == -1 || ephemeral_init(MAX_TOKENS) == -1) {
         log_error("refusing to start: out of memory for the session and token tables");
         goto done;
@@ -609,6 +641,10 @@ done:
         loop_free(&admin_loop);
     if (writer_started)
         usage_writer_stop();
+    follower_stop(fleet_follower);
+    fleet_follower = NULL;
+    replica_free(fleet_replica);
+    fleet_replica = NULL;
     store_unlock(lock); /* every connection is closed by now */
     secret_free(admin_token);
     conncap_free(data_cap);
