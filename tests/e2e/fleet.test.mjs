@@ -1,0 +1,70 @@
+// fleet.test.mjs - fleet mode (DESIGN §7b): one redis-server, two proxy
+// instances A and B on it, all on 127.0.0.1. What is made through A works on
+// B; a revocation on A is refused on B within 250 ms; holds are fleet-wide
+// (50 concurrent new sessions split over A and B against 1 micro-USD admit
+// exactly one); every record appears once in the stream byok:usage.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startMockOpenAI } from './lib/mock_openai.mjs';
+import { startProxy, newSecrets } from './lib/proxy.mjs';
+import { startRedis } from './lib/redis.mjs';
+import { httpRequest, waitFor, randomHex } from './lib/util.mjs';
+
+let redis, mock, A, B;
+const secrets = newSecrets();
+
+before(async () => {
+  redis = await startRedis({ appendonly: true, args: ['--appendfsync', 'always'] });
+  mock = await startMockOpenAI();
+  const patch = (cfg) => { cfg.store = { backend: 'redis', url: redis.url(0) }; };
+  A = await startProxy({ mockUrl: mock.url, secrets, patch });
+  B = await startProxy({ mockUrl: mock.url, secrets, patch });
+});
+
+after(async () => {
+  for (const p of [A, B]) { await p?.stop(); p?.remove(); }
+  await mock?.close();
+  await redis?.stop();
+  redis?.remove();
+});
+
+const CHAT = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] };
+const chat = (p, key) => httpRequest(`${p.url}/v1/chat/completions`, {
+  method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: CHAT });
+
+async function tenantOn(p, wallet = 10_000_000) {
+  const id = `t_fleet_${randomHex(5)}`;
+  await p.admin.createTenant({ id, name: id, features: { byok: false, agency: false }, wallet_micros: wallet });
+  const k = await p.admin.createKey(id);
+  return { tenantId: id, key: k.key, keyId: k.id };
+}
+
+test('a tenant and key made through A work on B; a revocation on A is refused on B within 250 ms', async () => {
+  const t = await tenantOn(A);
+  const r = await chat(B, t.key);
+  assert.equal(r.status, 200, String(r.body));
+  const t0 = Date.now();
+  await A.admin.revokeKey(t.tenantId, t.keyId);
+  await waitFor(async () => (await chat(B, t.key)).status === 401, { timeout: 250, interval: 10, what: 'B refuses the revoked key' });
+  console.log(`# revocation on A refused on B after ${Date.now() - t0} ms`);
+});
+
+test('holds are fleet-wide: 50 concurrent new sessions over A and B against 1 micro-USD admit exactly one', async () => {
+  const t = await tenantOn(A, 1);
+  const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, t.key)));
+  const ok = res.filter((r) => r.status === 200).length;
+  const refused = res.filter((r) => r.status === 402).length;
+  assert.equal(ok, 1, `admitted: ${ok}`);
+  assert.equal(refused, 49);
+  // Its record lands once in the stream, and the balance drop is its charge.
+  const recs = await waitFor(async () => {
+    const all = await A.admin.usage({ tenant_id: t.tenantId });
+    return all.length === 1 ? all : null;
+  }, { what: 'the one record' });
+  const tn = await B.admin.getTenant(t.tenantId);
+  assert.equal(tn.wallet_micros + tn.plan_credits_micros, 1 - recs[0].charged.wallet_micros - recs[0].charged.plan_credits_micros);
+  const entries = await redis.command('XRANGE', 'byok:usage', '-', '+');
+  const ids = entries.map((e) => String(e[1][1]));
+  assert.equal(ids.filter((id) => id === recs[0].id).length, 1, 'once in byok:usage');
+  console.log(`# 50 concurrent sessions over A and B at 1 micro-USD: admitted ${ok}, refused ${refused}`);
+});
