@@ -33,6 +33,9 @@
 
 struct fleet;
 
+#define DP_PIN_FRESH 1
+#define DP_PIN_LOCAL 2
+
 /* One per worker: what its exchanges use. */
 struct dataplane {
     const struct config *cfg;
@@ -42,7 +45,11 @@ struct dataplane {
     struct evdns_base *dns;     /* upstream WebSocket host names */
     struct event *access_timer; /* live sessions' access re-checked (DESIGN §3.3) */
     SSL_CTX *tls_client;        /* upstream wss:// (borrowed) */
-    struct fleet *fleet; /* fleet mode: the worker\'s Redis client (borrowed), else NULL */
+    struct fleet *fleet;        /* fleet mode: the worker's Redis client (borrowed), else NULL */
+    /* Fleet mode, while the stages are re-run after Redis answered about a
+     * session's pin: 0 normal, DP_PIN_FRESH Redis has none (decide and
+     * publish), DP_PIN_LOCAL Redis is down (decide here, publish nothing). */
+    int pin_mode;
     /* Exchanges that own their client connection or outlive it: WebSocket
      * sessions, and HTTP exchanges reading a reply on after their client
      * left. Ended by dataplane_shutdown. */
@@ -76,6 +83,12 @@ struct exchange {
      * admit_pending while its admission is asked (exchange_admit_async). */
     char hold_id[ID_MAX];
     bool admit_pending;
+    /* Fleet mode, a session without a local pin: pin_fetch asks Redis for
+     * it first; pin_publish (text malloc'd in pin_text) writes a new
+     * session's pin before anything else (dataplane.c re-runs the stages
+     * with the pin that stands). */
+    bool pin_fetch, pin_publish;
+    char *pin_text;
     struct rasync_req *admit_req;
     struct http_conn *pending_conn;
     char parent_id[ID_MAX];                /* the tenant's parent when authenticated ("" none) */

@@ -32,6 +32,9 @@ struct fleet;
  * often the holder renews it. */
 #define FLEET_LEASE_MS       30000
 #define FLEET_LEASE_RENEW_MS 10000
+/* How long a worker keeps a session's pin read from Redis before asking
+ * again (each ask slides the Redis copy's TTL). */
+#define FLEET_PIN_CACHE_S 5
 
 enum fleet_status {
     FLEET_OK = 0,   /* admitted / counted */

@@ -27,6 +27,10 @@ struct resolver;
  * lifetime. Caller frees with resolve_free(). */
 MUST_CHECK struct resolver *resolve_new(const struct config *cfg, struct store *store);
 void resolve_free(struct resolver *r);
+/* The local pin table's TTL for this resolver's sessions (default
+ * session_ttl_s). Fleet mode keeps pins in Redis and the local table as a
+ * short cache of them. */
+void resolve_set_pin_ttl(struct resolver *r, int seconds);
 /* The worker's store handle the resolver reads through. */
 struct store *resolve_store(struct resolver *r);
 

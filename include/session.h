@@ -33,6 +33,10 @@ bool session_get(const char *tenant_id, const char *session_id, int ttl_s, struc
  * requests use the same decision. Returns false when the table is full
  * (the pin is then not kept). */
 bool session_put(const char *tenant_id, const char *session_id, int ttl_s, struct session_pin *pin);
+/* Stores pin for (tenant_id, session_id), replacing one already there
+ * (fleet mode: the pin that stands in Redis wins over a local guess). */
+void session_replace(const char *tenant_id, const char *session_id, int ttl_s,
+                     const struct session_pin *pin);
 /* Drops expired pins (called from a worker timer). */
 void session_sweep(void);
 /* Drops every pin of tenant_id (DESIGN §3.3: its key was revoked, it was

@@ -15,6 +15,8 @@
 #include "crypto.h"
 #include "ephemeral.h"
 #include "exchange.h"
+#include "fleet.h"
+#include "session.h"
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -95,6 +97,101 @@ void dataplane_shutdown(struct dataplane *dp)
     }
 }
 
+/* --- fleet mode: a session's pin from Redis ------------------------------ */
+
+/* A head waiting on Redis about its session's pin; the request's context
+ * meanwhile (freed with it when the client leaves). */
+struct pin_stage {
+    struct dataplane *dp;
+    struct http_conn *c;
+    struct http_request *req;
+    struct rasync_req *q;
+    char tenant_id[ID_MAX];
+    char session_id[SESSION_MAX];
+};
+
+static void pin_stage_free(void *arg)
+{
+    struct pin_stage *ps = arg;
+    rasync_cancel(ps->q);
+    free(ps);
+}
+
+/* The stages again, now that the pin is known (mode 0: in the local table),
+ * absent in Redis (DP_PIN_FRESH) or unknowable (DP_PIN_LOCAL). */
+static void rerun(struct pin_stage *ps, int mode)
+{
+    struct dataplane *dp = ps->dp;
+    struct http_conn *c = ps->c;
+    struct http_request *req = ps->req;
+    req->ctx = NULL;
+    req->ctx_free = NULL;
+    ps->q = NULL;
+    pin_stage_free(ps);
+    dp->pin_mode = mode;
+    int rc = dataplane_head(c, req, dp);
+    dp->pin_mode = 0;
+    if (rc == 0)
+        http_head_continue(c);
+}
+
+static void pin_answer(void *arg, enum fleet_status st, const char *text, size_t len)
+{
+    struct pin_stage *ps = arg;
+    struct session_pin pin;
+    if (st == FLEET_OK && text != NULL && resolve_pin_decode(text, len, &pin) == 0) {
+        session_replace(ps->tenant_id, ps->session_id, FLEET_PIN_CACHE_S, &pin);
+        rerun(ps, 0);
+    } else if (st == FLEET_ABSENT) {
+        rerun(ps, DP_PIN_FRESH);
+    } else {
+        if (st == FLEET_OK)
+            log_warn("fleet: the pin of a session of tenant %s is unreadable: decided anew",
+                     ps->tenant_id);
+        rerun(ps, DP_PIN_LOCAL);
+    }
+}
+
+/* Asks Redis for ex's session pin (pin_fetch) or writes a new session's
+ * (pin_publish), then re-runs the stages: 1 (asked), or the result of a
+ * re-run done at once when Redis is down. */
+static int pin_stage(struct dataplane *dp, struct http_conn *c, struct http_request *req,
+                     struct exchange *ex)
+{
+    struct pin_stage *ps = calloc(1, sizeof(*ps));
+    char *text = ex->pin_text;
+    bool publish = ex->pin_publish;
+    ex->pin_text = NULL;
+    if (ps == NULL) {
+        free(text);
+        exchange_release(ex);
+        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+        return -1;
+    }
+    ps->dp = dp;
+    ps->c = c;
+    ps->req = req;
+    snprintf(ps->tenant_id, sizeof(ps->tenant_id), "%s", ex->rec.tenant_id);
+    snprintf(ps->session_id, sizeof(ps->session_id), "%s", ex->session_header);
+    exchange_release(ex);
+    enum fleet_status st = publish ? fleet_pin_put(dp->fleet, ps->tenant_id, ps->session_id, text,
+                                                   dp->cfg->session_ttl_s, pin_answer, ps, &ps->q)
+                                   : fleet_pin_get(dp->fleet, ps->tenant_id, ps->session_id,
+                                                   dp->cfg->session_ttl_s, pin_answer, ps, &ps->q);
+    free(text);
+    if (st == FLEET_PENDING) {
+        req->ctx = ps;
+        req->ctx_free = pin_stage_free;
+        return 1;
+    }
+    /* Redis is down: this instance decides alone, publishing nothing. */
+    free(ps);
+    dp->pin_mode = DP_PIN_LOCAL;
+    int rc = dataplane_head(c, req, dp);
+    dp->pin_mode = 0;
+    return rc;
+}
+
 int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
 {
     struct dataplane *dp = arg;
@@ -104,6 +201,8 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
         exchange_refuse(c, ex.rt.provider, &why);
         return -1;
     }
+    if (ex.pin_fetch || ex.pin_publish)
+        return pin_stage(dp, c, req, &ex);
     void *x;
     if (ex.transport == EXCHANGE_WS) {
         x = exchange_ws_new(&ex);

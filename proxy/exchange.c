@@ -7,6 +7,7 @@
 #include "ephemeral.h"
 #include "ledger.h"
 #include "pricing.h"
+#include "session.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -211,10 +212,30 @@ int exchange_authenticated(struct exchange *ex, const struct resolve_identity *i
                            struct exchange_refusal *why)
 {
     const struct provider *p = ex->rt.provider;
+    struct dataplane *dp = ex->dp;
     const char *session = ex->session_header[0] != '\0' ? ex->session_header : NULL;
-    enum resolve_status st = resolve_session(ex->dp->resolver, id, p, session, &ex->decision);
+    struct session_pin pin;
+    if (dp->fleet != NULL && session != NULL && dp->pin_mode == 0 &&
+        !session_get(id->tenant.id, session, FLEET_PIN_CACHE_S, &pin)) {
+        /* Fleet mode: the session's pin may be another instance's. */
+        ex->pin_fetch = true;
+        snprintf(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), "%s", id->tenant.id);
+        return 0;
+    }
+    enum resolve_status st = resolve_session_pin(dp->resolver, id, p, session, &ex->decision, &pin);
     if (st != RESOLVE_OK)
         return refuse_status(why, st);
+    if (dp->fleet != NULL && session != NULL && dp->pin_mode == DP_PIN_FRESH &&
+        ex->decision.new_session) {
+        /* A new session: its pin goes to Redis first, and the one that
+         * stands there (another instance may have been first) is used. */
+        ex->pin_text = resolve_pin_encode(&pin);
+        if (ex->pin_text != NULL) {
+            ex->pin_publish = true;
+            snprintf(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), "%s", id->tenant.id);
+            return 0;
+        }
+    }
     ex->client_first = false;
     return identity(ex, id, why);
 }
@@ -342,6 +363,8 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     }
     if (exchange_authenticated(ex, &id, why) == -1)
         return -1;
+    if (ex->pin_fetch || ex->pin_publish)
+        return 0; /* dataplane.c asks Redis, then runs the stages again */
     if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1 ||
         (ex->transport == EXCHANGE_WS && exchange_go_live(ex, why) == -1)) {
         exchange_release(ex);
@@ -538,6 +561,8 @@ void exchange_unlink(struct exchange *ex)
 
 void exchange_release(struct exchange *ex)
 {
+    free(ex->pin_text);
+    ex->pin_text = NULL;
     if (ex->admit_req != NULL) {
         rasync_cancel(ex->admit_req); /* the client left while Redis decided */
         ex->admit_req = NULL;

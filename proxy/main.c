@@ -246,6 +246,9 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
             char fname[32];
             snprintf(fname, sizeof(fname), "worker %d", index);
             l->fleet = fleet_new(l->base, cfg, fname);
+            /* Pins live in Redis; the local table is a short cache of them. */
+            if (l->resolver != NULL)
+                resolve_set_pin_ttl(l->resolver, FLEET_PIN_CACHE_S);
         }
         l->dataplane = l->resolver && (fleet_replica == NULL || l->fleet != NULL)
                            ? dataplane_new(cfg, l->pool, l->resolver, l->base, tls_client, l->fleet)

@@ -31,6 +31,7 @@ struct conn_entry {
 
 struct resolver {
     const struct config *cfg;
+    int pin_ttl_s; /* the local pin table's TTL: session_ttl_s, or a cache's in fleet mode */
     struct store *store;
     uint64_t generation;
     size_t n_entries;
@@ -46,6 +47,7 @@ struct resolver *resolve_new(const struct config *cfg, struct store *store)
         return NULL;
     r->cfg = cfg;
     r->store = store;
+    r->pin_ttl_s = cfg->session_ttl_s;
     r->generation = store_generation();
     return r;
 }
@@ -71,6 +73,11 @@ static void cache_clear(struct resolver *r)
         r->conns[i] = NULL;
     }
     r->n_conns = 0;
+}
+
+void resolve_set_pin_ttl(struct resolver *r, int seconds)
+{
+    r->pin_ttl_s = seconds;
 }
 
 struct store *resolve_store(struct resolver *r)
@@ -438,8 +445,7 @@ enum resolve_status resolve_session_pin(struct resolver *r, const struct resolve
     }
 
     struct session_pin pin;
-    bool pinned =
-        session_id != NULL && session_get(id->tenant.id, session_id, r->cfg->session_ttl_s, &pin);
+    bool pinned = session_id != NULL && session_get(id->tenant.id, session_id, r->pin_ttl_s, &pin);
     if (!pinned) {
         /* Rule 3: a new session decides every slot now. */
         struct resolve_inputs in = {
@@ -470,7 +476,7 @@ enum resolve_status resolve_session_pin(struct resolver *r, const struct resolve
     if (out->new_session) {
         if (session_id != NULL) {
             struct session_pin kept = pin;
-            session_put(id->tenant.id, session_id, r->cfg->session_ttl_s, &kept);
+            session_put(id->tenant.id, session_id, r->pin_ttl_s, &kept);
             if (!pin_equal(&kept, &pin)) {
                 /* A concurrent first request of the same session won the
                  * race: follow its decision. */

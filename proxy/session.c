@@ -181,6 +181,28 @@ static void drop_where(const char *tenant_id)
         atomic_store(&warned_full, false);
 }
 
+void session_replace(const char *tenant_id, const char *session_id, int ttl_s,
+                     const struct session_pin *pin)
+{
+    if (shards == NULL)
+        return;
+    uint64_t h = key_hash(tenant_id, session_id);
+    struct shard *sh = &shards[h % SHARDS];
+    size_t b = (size_t)((h / SHARDS) % SHARD_BUCKETS);
+    int64_t now = clock_ms();
+    pthread_mutex_lock(&sh->mu);
+    struct entry *e = find(sh, b, h, tenant_id, session_id, now);
+    if (e != NULL) {
+        e->expires_ms = now + (int64_t)ttl_s * 1000;
+        e->pin = *pin;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (e == NULL) {
+        struct session_pin copy = *pin;
+        (void)session_put(tenant_id, session_id, ttl_s, &copy);
+    }
+}
+
 void session_sweep(void)
 {
     drop_where(NULL);

@@ -68,3 +68,34 @@ test('holds are fleet-wide: 50 concurrent new sessions over A and B against 1 mi
   assert.equal(ids.filter((id) => id === recs[0].id).length, 1, 'once in byok:usage');
   console.log(`# 50 concurrent sessions over A and B at 1 micro-USD: admitted ${ok}, refused ${refused}`);
 });
+
+test('pins are fleet-wide: a session started on A keeps its BYOK key on B after the toggle; a new session on B sees the change', async () => {
+  const id = `t_fleet_${randomHex(5)}`;
+  await A.admin.createTenant({ id, name: id, features: { byok: true, agency: false }, wallet_micros: 10_000_000 });
+  const k = await A.admin.createKey(id);
+  const own = `sk-own-${randomHex(8)}`;
+  const c = await A.admin.createConnection(id, { provider: 'openai', name: 'own', api_key: own });
+  await A.admin.putByok(id, { enabled: true, slots: { openai: c.id } });
+  const call = (p, session) => httpRequest(`${p.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.key}`, 'x-session-id': session },
+    body: CHAT });
+  const s1 = `conv-${randomHex(4)}`;
+  let mark = mock.requests.length;
+  let r = await call(A, s1);
+  assert.equal(r.headers['x-billed-to'], 'byok');
+  assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${own}`);
+  await B.admin.putByok(id, { enabled: false, slots: { openai: c.id } });
+  // Within the invalidation window every instance sees the toggle.
+  await waitFor(async () => (await B.admin.resolve(id, 'openai')).billed_to === 'wallet', { what: 'toggle seen' });
+  mark = mock.requests.length;
+  r = await call(B, s1);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-billed-to'], 'byok', 'the pinned session keeps its keys on the other instance');
+  assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${own}`);
+  const s2 = `conv-${randomHex(4)}`;
+  await waitFor(async () => (await call(B, `probe-${randomHex(3)}`)).headers['x-billed-to'] === 'wallet', { what: 'B decides new sessions on the new settings' });
+  r = await call(B, s2);
+  assert.equal(r.headers['x-billed-to'], 'wallet', 'a new session sees the change');
+  r = await call(A, s2);
+  assert.equal(r.headers['x-billed-to'], 'wallet', 'and keeps it on A');
+});
