@@ -32,6 +32,7 @@
 #include <openssl/ssl.h>
 
 struct fleet;
+struct exchange_refusal;
 
 #define DP_PIN_FRESH 1
 #define DP_PIN_LOCAL 2
@@ -89,8 +90,16 @@ struct exchange {
      * with the pin that stands). */
     bool pin_fetch, pin_publish;
     char *pin_text;
-    struct rasync_req *admit_req;
-    struct http_conn *pending_conn;
+    /* Fleet mode: a live-session lease (live_pending while asked). */
+    bool live_pending, lease_held;
+    char lease_id[ID_MAX];
+    struct event *lease_timer;         /* renews the lease while it runs */
+    struct rasync_req *step_req;       /* the Redis question being answered */
+    struct http_conn *pending_conn;    /* the request waiting for it */
+    void (*resume)(struct exchange *); /* what goes on after it (NULL: the head) */
+    /* How a refusal then answers (NULL: exchange_refuse, the request's
+     * context going with it). */
+    void (*refused)(struct exchange *, const struct exchange_refusal *);
     char parent_id[ID_MAX];                /* the tenant's parent when authenticated ("" none) */
     int64_t live_limit, parent_live_limit; /* their limits.live_sessions (0 none) */
     struct live_slot live_slot;            /* counted as a live session (exchange_go_live) */
@@ -133,12 +142,13 @@ MUST_CHECK int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
 /* The hold, handed to the record that releases it (r->hold_micros, and in
  * fleet mode r->hold_id); nothing after the first. */
 void exchange_take_hold(struct exchange *ex, struct usage_record *r);
-/* Fleet mode: exchange_admit left the admission to Redis (ex->admit_pending).
- * Asks it for the request on c; the answer continues the head
- * (http_head_continue) or refuses it. 1: asked (on_head returns 1); -1 with
+/* Fleet mode: the stages left decisions to Redis (admission with a hold,
+ * a live-session lease). Asks them in order for the request on c; when the
+ * last is answered the exchange goes on (ex->resume when set, else
+ * http_head_continue) or is refused. 1: asked; 0: nothing to ask; -1 with
  * *why: refuse now. ex must not move meanwhile (it is the transport's). */
-MUST_CHECK int exchange_admit_async(struct exchange *ex, struct http_conn *c,
-                                    struct exchange_refusal *why);
+MUST_CHECK int exchange_decide_async(struct exchange *ex, struct http_conn *c,
+                                     struct exchange_refusal *why);
 /* DESIGN §6 limits.live_sessions: counts a WebSocket session or streaming
  * response against its tenant's limit and its agency owner's; -1 with *why
  * (429 tenant_limit, x-should-retry: true, retry-after) when one is

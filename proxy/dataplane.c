@@ -222,10 +222,10 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
         return -1;
     }
     req->ctx = x; /* owns what ex held now */
-    if (ex.admit_pending) {
+    if (ex.admit_pending || ex.live_pending) {
         /* Fleet mode: Redis decides; the head waits (http.h, on_head 1). */
         struct exchange *held = x; /* each transport's exchange starts with it */
-        int rc = exchange_admit_async(held, c, &why);
+        int rc = exchange_decide_async(held, c, &why);
         if (rc == -1) {
             exchange_refuse(c, ex.rt.provider, &why);
             return -1;

@@ -405,6 +405,12 @@ int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
 
 int exchange_go_live(struct exchange *ex, struct exchange_refusal *why)
 {
+    if (ex->dp->fleet != NULL) {
+        /* Counted fleet-wide: a lease from Redis (exchange_decide_async). */
+        if (!ex->lease_held)
+            ex->live_pending = true;
+        return 0;
+    }
     const char *which = NULL;
     if (ex->live_slot.held || live_acquire(ex->rec.tenant_id, ex->live_limit, ex->parent_id,
                                            ex->parent_live_limit, &ex->live_slot, &which) == 0)
@@ -429,64 +435,136 @@ void exchange_take_hold(struct exchange *ex, struct usage_record *r)
     ex->hold_id[0] = '\0';
 }
 
-static void admitted(void *arg, enum fleet_status st, int64_t available)
-{
-    (void)available;
-    struct exchange *ex = arg;
-    struct http_conn *c = ex->pending_conn;
-    struct exchange_refusal why;
-    ex->admit_req = NULL;
-    ex->admit_pending = false;
-    ex->pending_conn = NULL;
-    switch (st) {
-    case FLEET_OK:
-        http_head_continue(c);
-        return;
-    case FLEET_NO_FUNDS:
-        ex->hold_id[0] = '\0';
-        ex->hold_micros = 0;
-        refuse_status(&why, RESOLVE_NO_FUNDS);
-        break;
-    case FLEET_NO_PAYER:
-        ex->hold_id[0] = '\0';
-        ex->hold_micros = 0;
-        refuse_status(&why, RESOLVE_UNAUTHORIZED);
-        break;
-    default:
-        /* No answer: the hold may have been taken; it is released (or
-         * expires) with the exchange. */
-        if (ex->dp->cfg->store_on_down == CONFIG_ON_DOWN_SERVE) {
-            http_head_continue(c);
-            return;
-        }
-        refuse(&why, 503, "server_error", "store_unavailable", METRICS_REFUSED_UNAVAILABLE,
-               "the proxy cannot reach its store right now; retry shortly");
-        why.retry = true;
-        break;
-    }
-    /* Answers the request; its context (this exchange) is freed with it. */
-    exchange_refuse(c, ex->rt.provider, &why);
-}
+/* --- fleet mode: what Redis decides before the exchange goes on -----------
+ * The steps left to Redis by the stages (admission with a hold, then a
+ * live-session lease) run in order; when the last is answered the exchange
+ * goes on (ex->resume, else the head continues), or it is refused. */
 
-int exchange_admit_async(struct exchange *ex, struct http_conn *c, struct exchange_refusal *why)
+static int next_step(struct exchange *ex, struct exchange_refusal *why);
+
+static int on_down(const struct exchange *ex, struct exchange_refusal *why)
 {
-    struct dataplane *dp = ex->dp;
-    enum fleet_status st = fleet_admit(dp->fleet, ex->decision.payer_id, ex->hold_id,
-                                       ex->hold_micros, admitted, ex, &ex->admit_req);
-    if (st == FLEET_PENDING) {
-        ex->pending_conn = c;
-        return 1;
-    }
-    /* Redis is down right now: store.on_down decides. */
-    ex->admit_pending = false;
-    ex->hold_id[0] = '\0';
-    ex->hold_micros = 0;
-    if (dp->cfg->store_on_down == CONFIG_ON_DOWN_SERVE)
+    if (ex->dp->cfg->store_on_down == CONFIG_ON_DOWN_SERVE)
         return 0;
     refuse(why, 503, "server_error", "store_unavailable", METRICS_REFUSED_UNAVAILABLE,
            "the proxy cannot reach its store right now; retry shortly");
     why->retry = true;
     return -1;
+}
+
+static void step_done(struct exchange *ex, int rc, struct exchange_refusal *why)
+{
+    struct http_conn *c = ex->pending_conn;
+    if (rc == 0)
+        rc = next_step(ex, why);
+    if (rc == 1)
+        return;
+    ex->pending_conn = NULL;
+    if (rc == -1) {
+        if (ex->refused != NULL) {
+            ex->refused(ex, why);
+            return;
+        }
+        /* Answers the request; its context (this exchange) goes with it. */
+        exchange_refuse(c, ex->rt.provider, why);
+        return;
+    }
+    if (ex->resume != NULL) {
+        void (*resume)(struct exchange *) = ex->resume;
+        ex->resume = NULL;
+        resume(ex);
+    } else {
+        http_head_continue(c);
+    }
+}
+
+static void admitted(void *arg, enum fleet_status st, int64_t available)
+{
+    (void)available;
+    struct exchange *ex = arg;
+    struct exchange_refusal why;
+    int rc = 0;
+    ex->step_req = NULL;
+    ex->admit_pending = false;
+    if (st != FLEET_OK && st != FLEET_DOWN) {
+        ex->hold_id[0] = '\0';
+        ex->hold_micros = 0;
+    }
+    if (st == FLEET_NO_FUNDS)
+        rc = refuse_status(&why, RESOLVE_NO_FUNDS);
+    else if (st == FLEET_NO_PAYER)
+        rc = refuse_status(&why, RESOLVE_UNAUTHORIZED);
+    else if (st == FLEET_DOWN) /* the hold may be taken: released with the exchange */
+        rc = on_down(ex, &why);
+    step_done(ex, rc, &why);
+}
+
+static void lease_renew(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct exchange *ex = arg;
+    fleet_live_renew(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
+}
+
+static void leased(void *arg, enum fleet_status st, bool owner_limited)
+{
+    struct exchange *ex = arg;
+    struct exchange_refusal why;
+    int rc = 0;
+    ex->step_req = NULL;
+    ex->live_pending = false;
+    if (st == FLEET_OK) {
+        ex->lease_held = true;
+        ex->lease_timer = event_new(ex->dp->base, -1, EV_PERSIST, lease_renew, ex);
+        struct timeval tv = {FLEET_LEASE_RENEW_MS / 1000, 0};
+        if (ex->lease_timer != NULL)
+            evtimer_add(ex->lease_timer, &tv);
+    } else if (st == FLEET_LIMIT) {
+        ex->lease_id[0] = '\0';
+        rc = refuse(&why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
+                    "%s has %lld WebSocket sessions and streaming responses open, its limit "
+                    "(limits.live_sessions): retry when one ends",
+                    owner_limited ? "The agency owner of this tenant" : "This tenant",
+                    (long long)(owner_limited ? ex->parent_live_limit : ex->live_limit));
+        why.retry = true;
+    }
+    /* Down: not counted (sessions are not refused for want of a count). */
+    step_done(ex, rc, &why);
+}
+
+/* 1: a step was asked; 0: none left; -1 with *why. */
+static int next_step(struct exchange *ex, struct exchange_refusal *why)
+{
+    struct dataplane *dp = ex->dp;
+    if (ex->admit_pending) {
+        if (fleet_admit(dp->fleet, ex->decision.payer_id, ex->hold_id, ex->hold_micros, admitted,
+                        ex, &ex->step_req) == FLEET_PENDING)
+            return 1;
+        ex->admit_pending = false;
+        ex->hold_id[0] = '\0';
+        ex->hold_micros = 0;
+        if (on_down(ex, why) == -1)
+            return -1;
+    }
+    if (ex->live_pending) {
+        snprintf(ex->lease_id, sizeof(ex->lease_id), "%s", ex->rec.id);
+        if (fleet_live_acquire(dp->fleet, ex->rec.tenant_id, ex->live_limit, ex->parent_id,
+                               ex->parent_live_limit, ex->lease_id, leased, ex,
+                               &ex->step_req) == FLEET_PENDING)
+            return 1;
+        ex->live_pending = false;
+        ex->lease_id[0] = '\0';
+    }
+    return 0;
+}
+
+int exchange_decide_async(struct exchange *ex, struct http_conn *c, struct exchange_refusal *why)
+{
+    int rc = next_step(ex, why);
+    if (rc == 1)
+        ex->pending_conn = c;
+    return rc;
 }
 
 int exchange_check_price(const struct exchange *ex, const char *model, struct exchange_refusal *why)
@@ -563,9 +641,19 @@ void exchange_release(struct exchange *ex)
 {
     free(ex->pin_text);
     ex->pin_text = NULL;
-    if (ex->admit_req != NULL) {
-        rasync_cancel(ex->admit_req); /* the client left while Redis decided */
-        ex->admit_req = NULL;
+    if (ex->step_req != NULL) {
+        rasync_cancel(ex->step_req); /* the client left while Redis decided */
+        ex->step_req = NULL;
+        if (ex->live_pending && ex->lease_id[0] != '\0') /* it may have been counted */
+            fleet_live_release(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
+    }
+    if (ex->lease_timer != NULL) {
+        event_free(ex->lease_timer);
+        ex->lease_timer = NULL;
+    }
+    if (ex->lease_held) {
+        fleet_live_release(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
+        ex->lease_held = false;
     }
     if (ex->dp->fleet != NULL && ex->hold_id[0] != '\0')
         fleet_release(ex->dp->fleet, ex->decision.payer_id, ex->hold_id);

@@ -30,6 +30,7 @@
 
 enum http_state {
     HX_HEAD = 0,  /* stages passed; the body is being read */
+    HX_DECIDING,  /* fleet mode: Redis counts the stream (a lease) first */
     HX_UPSTREAM,  /* request sent, no reply head yet */
     HX_STREAMING, /* reply head relayed; body flowing */
     HX_DETACHED,  /* the client left; the reply is read on to meter it */
@@ -38,7 +39,8 @@ enum http_state {
 struct http_exchange {
     struct exchange base;
     enum http_state state;
-    struct http_conn *c; /* NULL once the client is gone */
+    struct http_conn *c;      /* NULL once the client is gone */
+    struct http_request *req; /* the request, while the run waits on Redis */
     struct upstream_xfer *xfer;
     struct evbuffer *body; /* the request body, owned from run on (curl borrows it) */
     struct meter meter;
@@ -116,6 +118,11 @@ static void on_client_abort(struct http_conn *c, void *arg)
     struct http_exchange *x = arg;
     (void)c;
     x->c = NULL;
+    if (x->state == HX_DECIDING) {
+        /* Gone before anything went upstream: nothing used, no record. */
+        exchange_http_free(x);
+        return;
+    }
     if (!x->head_seen)
         x->status = 499;
     /* What the provider bills does not depend on the client: a non-stream
@@ -392,11 +399,23 @@ static void internal_error(struct http_exchange *x, struct http_conn *c, const c
     refuse_and_free(x, c, &why);
 }
 
+static void start_upstream(struct http_exchange *x);
+
+static void resume_run(struct exchange *ex)
+{
+    struct http_exchange *x = container_of(ex, struct http_exchange, base);
+    start_upstream(x);
+}
+
+static void refused_run(struct exchange *ex, const struct exchange_refusal *why)
+{
+    struct http_exchange *x = container_of(ex, struct http_exchange, base);
+    refuse_and_free(x, x->c, why);
+}
+
 void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http_request *req)
 {
     struct exchange *ex = &x->base;
-    struct dataplane *dp = ex->dp;
-    const struct provider *p = ex->rt.provider;
     const struct httpparse_request *h = &req->head;
     struct exchange_refusal why;
 
@@ -426,6 +445,39 @@ void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http
         refuse_and_free(x, c, &why);
         return;
     }
+    x->c = c;
+    x->req = req;
+    if (ex->live_pending) {
+        /* Fleet mode: the lease is Redis's answer; the rest waits. */
+        x->state = HX_DECIDING;
+        http_conn_set_callbacks(c, on_client_abort, NULL, x);
+        ex->resume = resume_run;
+        ex->refused = refused_run;
+        int rc = exchange_decide_async(ex, c, &why);
+        if (rc == 1)
+            return;
+        ex->resume = NULL;
+        ex->refused = NULL;
+        if (rc == -1) {
+            refuse_and_free(x, c, &why);
+            return;
+        }
+    }
+    start_upstream(x);
+}
+
+/* The rest of the run: the upstream request, built with the key. */
+static void start_upstream(struct http_exchange *x)
+{
+    struct exchange *ex = &x->base;
+    struct dataplane *dp = ex->dp;
+    const struct provider *p = ex->rt.provider;
+    struct http_conn *c = x->c;
+    struct http_request *req = x->req;
+    const struct httpparse_request *h = &req->head;
+    struct exchange_refusal why;
+    size_t body_len = x->body != NULL ? evbuffer_get_length(x->body) : 0;
+    const char *body = body_len ? (const char *)evbuffer_pullup(x->body, -1) : NULL;
 
     /* URL = upstream base (of the key's region where it has one) + path
      * after the route prefix + query without credentials. */
@@ -474,7 +526,6 @@ void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http
         .body_len = x->rewritten != NULL ? x->rewritten_len : body_len,
         .has_body = body_len > 0 || h->content_length == 0 || h->chunked,
     };
-    x->c = c;
     x->state = HX_UPSTREAM;
     x->xfer = upstream_start(dp->pool, &ureq, &upstream_cbs, x);
     free(url);

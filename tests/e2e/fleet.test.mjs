@@ -5,7 +5,7 @@
 // exactly one); every record appears once in the stream byok:usage.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMockOpenAI } from './lib/mock_openai.mjs';
+import { startMockOpenAI, chatStreamEvents } from './lib/mock_openai.mjs';
 import { startProxy, newSecrets } from './lib/proxy.mjs';
 import { startRedis } from './lib/redis.mjs';
 import { httpRequest, waitFor, randomHex } from './lib/util.mjs';
@@ -98,4 +98,42 @@ test('pins are fleet-wide: a session started on A keeps its BYOK key on B after 
   assert.equal(r.headers['x-billed-to'], 'wallet', 'a new session sees the change');
   r = await call(A, s2);
   assert.equal(r.headers['x-billed-to'], 'wallet', 'and keeps it on A');
+});
+
+test('live sessions are counted fleet-wide: limit 3, three streams open over A and B, the fourth (on either) gets 429', async () => {
+  const id = `t_fleet_${randomHex(5)}`;
+  await A.admin.createTenant({ id, name: id, features: { byok: false, agency: false }, wallet_micros: 10_000_000,
+    limits: { live_sessions: 3 } });
+  const k = await A.admin.createKey(id);
+  let release;
+  const released = new Promise((r) => { release = r; });
+  const open = [];
+  mock.override({
+    path: '/v1/chat/completions', times: Infinity,
+    handle: async (ctx) => {
+      const events = chatStreamEvents(ctx.rec, ctx.mock.config.chat);
+      ctx.head(200, { 'content-type': 'text/event-stream' });
+      await ctx.write(events[0].data);
+      open.push(ctx.rec);
+      await Promise.race([released, new Promise((r) => ctx.res.once('close', r))]);
+      if (ctx.res.destroyed) return;
+      for (const e of events.slice(1)) await ctx.write(e.data);
+      await ctx.end();
+    },
+  });
+  const stream = (p) => httpRequest(`${p.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.key}` },
+    body: { ...CHAT, stream: true } });
+  const running = [stream(A), stream(B), stream(A)];
+  await waitFor(() => open.length === 3, { what: 'three streams upstream' });
+  for (const p of [A, B]) {
+    const r = await stream(p);
+    assert.equal(r.status, 429, String(r.body));
+    assert.equal(JSON.parse(r.body).error.code, 'tenant_limit');
+    assert.equal(r.headers['x-should-retry'], 'true');
+  }
+  release();
+  mock.clearOverrides();
+  for (const r of await Promise.all(running)) assert.equal(r.status, 200);
+  assert.equal((await stream(B)).status, 200, 'places freed fleet-wide');
 });
