@@ -73,6 +73,12 @@ enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char 
  * record that carries its id, or expires). */
 void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id);
 
+/* The payer's available funds now (plan credits + wallet - live holds), as
+ * committed in Redis: the callback gets FLEET_OK with them, FLEET_NO_PAYER
+ * or FLEET_DOWN. FLEET_PENDING (*req set) or FLEET_DOWN. */
+enum fleet_status fleet_available(struct fleet *f, const char *payer_id, fleet_admit_cb cb,
+                                  void *arg, struct rasync_req **req);
+
 /* A lease for a live session of tenant_id (limit: its live_sessions, 0
  * none) and its agency owner owner_id ("" none; owner_limit likewise).
  * FLEET_PENDING (*req set) or FLEET_DOWN. */

@@ -79,6 +79,7 @@ struct ws_exchange {
     int64_t cost_recorded;        /* cost recorded at cost_model */
     int64_t platform_ms, platform_cost;
     uint64_t access_gen; /* store generation its access was last checked at */
+    struct rasync_req *regate_req; /* fleet mode: the funds asked of Redis */
 };
 
 struct ws_exchange *exchange_ws_new(const struct exchange *ex)
@@ -108,6 +109,7 @@ void exchange_ws_free(void *arg)
     if (x == NULL)
         return;
     exchange_unlink(&x->base);
+    rasync_cancel(x->regate_req);
     exchange_release(&x->base);
     if (x->timer != NULL)
         event_free(x->timer);
@@ -178,6 +180,20 @@ static void end_session(struct ws_exchange *x, int status, const char *type, con
     free(text);
 }
 
+static void end_for_balance(struct ws_exchange *x, int64_t funds);
+
+static void regate_answer(void *arg, enum fleet_status st, int64_t available)
+{
+    struct ws_exchange *x = arg;
+    struct exchange *ex = &x->base;
+    x->regate_req = NULL;
+    if (st != FLEET_OK || x->relay == NULL)
+        return;
+    int64_t funds = available - ledger_held(ex->decision.payer_id);
+    if (funds <= -ex->dp->cfg->balance.ws_grace_micros)
+        end_for_balance(x, funds);
+}
+
 /* Rule 4 at each charge of a wallet session: once the payer's available
  * funds are at or below -balance.ws_grace_micros, the session ends after
  * the unit just recorded. BYOK sessions are never ended for balance. */
@@ -186,10 +202,26 @@ static void regate(struct ws_exchange *x)
     struct exchange *ex = &x->base;
     struct dataplane *dp = ex->dp;
     int64_t funds;
-    if (ex->decision.byok || x->relay == NULL ||
-        ledger_available(resolve_store(dp->resolver), ex->decision.payer_id, &funds) == -1 ||
+    if (ex->decision.byok || x->relay == NULL)
+        return;
+    if (dp->fleet != NULL) {
+        /* Fleet mode: Redis has the payer's funds; this instance's charges
+         * not yet committed are subtracted when it answers. */
+        if (x->regate_req == NULL)
+            (void)fleet_available(dp->fleet, ex->decision.payer_id, regate_answer, x,
+                                  &x->regate_req);
+        return;
+    }
+    if (ledger_available(resolve_store(dp->resolver), ex->decision.payer_id, &funds) == -1 ||
         funds > -dp->cfg->balance.ws_grace_micros)
         return;
+    end_for_balance(x, funds);
+}
+
+/* Ends the session for balance (regate's verdict). */
+static void end_for_balance(struct ws_exchange *x, int64_t funds)
+{
+    struct exchange *ex = &x->base;
     log_info("ws session %s: payer %s has %lld micro-USD available: ended (insufficient_balance)",
              ex->rec.session_id, ex->decision.payer_id, (long long)funds);
     metrics_refused(ex->rt.provider, METRICS_REFUSED_BALANCE);
