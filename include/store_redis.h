@@ -160,6 +160,11 @@ int store_redis_usage_write(struct store *s, struct usage_record *records, size_
 int store_redis_usage_query(struct store *s, const char *tenant_id, const char *session_id,
                             int limit, json_t **out);
 
+/* Fleet mode, DESIGN §3.3: drops every session pin of tenant_id in Redis
+ * and tells every instance to drop its cached ones ("pins:<id>" on the
+ * invalidation channel). STORE_* code. */
+MUST_CHECK int store_redis_drop_pins(struct store *s, const char *tenant_id);
+
 /* Counters of this process (tests, metrics): compare-and-set conflicts of
  * the record script (each one a re-computed charge). */
 uint64_t store_redis_cas_conflicts(void);

@@ -10,6 +10,7 @@
 #include "ledger.h"
 #include "metrics.h"
 #include "session.h"
+#include "store_redis.h"
 #include "usage.h"
 
 #include <event2/buffer.h>
@@ -25,6 +26,19 @@
 /* Largest balance or top-up accepted: $1e9. Keeps balance arithmetic far
  * from int64 overflow however many top-ups are applied. */
 #define BALANCE_MAX INT64_C(1000000000000000)
+
+/* DESIGN §3.3: the tenant's session pins go, on every instance in fleet
+ * mode (where they live in Redis). */
+static void drop_pins(struct admin_ctx *x, const char *tenant_id)
+{
+    session_drop_tenant(tenant_id);
+    const char *backend = x->a->cfg->store_backend;
+    if (backend != NULL && strcmp(backend, "redis") == 0 &&
+        store_redis_drop_pins(x->a->store, tenant_id) != STORE_OK)
+        log_warn("admin: the session pins of tenant %s could not be dropped in Redis; they "
+                 "expire with session_ttl_s",
+                 tenant_id);
+}
 
 /* ---- tenant fields ------------------------------------------------------ */
 
@@ -303,7 +317,7 @@ void admin_tenants_patch(struct admin_ctx *x)
     if (strcmp(parent_before, t.parent_id) != 0) {
         /* DESIGN §3.3: the tenant's sessions end with its old owner: pins
          * dropped here, open sockets closed by their workers. */
-        session_drop_tenant(t.id);
+        drop_pins(x, t.id);
         log_info("admin: tenant %s moved from parent \"%s\" to \"%s\": its sessions end", t.id,
                  parent_before, t.parent_id);
     }
@@ -331,7 +345,7 @@ void admin_tenants_delete(struct admin_ctx *x)
         admin_store_fail(x, rc, "tenant");
         return;
     }
-    session_drop_tenant(x->params[0]);
+    drop_pins(x, x->params[0]);
     ledger_invalidate(x->params[0]);
     store_generation_bump();
     admin_reply_json(x, 200, json_pack("{s:s, s:b}", "id", x->params[0], "deleted", 1), NULL, 0);
@@ -507,7 +521,7 @@ void admin_tenants_key_revoke(struct admin_ctx *x)
             goto out;
         }
         /* DESIGN §3.3: no session keeps running on a revoked key. */
-        session_drop_tenant(tid);
+        drop_pins(x, tid);
         store_generation_bump();
     }
     admin_reply_json(

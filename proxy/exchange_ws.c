@@ -78,7 +78,7 @@ struct ws_exchange {
     struct usage_units cost_base; /* units recorded at an earlier model */
     int64_t cost_recorded;        /* cost recorded at cost_model */
     int64_t platform_ms, platform_cost;
-    uint64_t access_gen; /* store generation its access was last checked at */
+    uint64_t access_gen;           /* store generation its access was last checked at */
     struct rasync_req *regate_req; /* fleet mode: the funds asked of Redis */
 };
 

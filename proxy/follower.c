@@ -5,6 +5,7 @@
  * re-reads of a broken period. */
 #include "common.h"
 #include "follower.h"
+#include "session.h"
 #include "store.h"
 
 #include <event2/event.h>
@@ -103,9 +104,14 @@ static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
     }
     if (strcmp(kind, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
         return;
-    char id[ID_MAX];
+    char id[ID_MAX + 8];
     snprintf(id, sizeof(id), "%.*s", (int)MIN(r->element[2]->len, sizeof(id) - 1),
              r->element[2]->str);
+    if (strncmp(id, "pins:", 5) == 0) {
+        /* An access change elsewhere (DESIGN §3.3): the cached pins go. */
+        session_drop_tenant(id + 5);
+        return;
+    }
     if (replica_load_tenant(f->rp, f->store, id) != STORE_OK) {
         reload_all(f, "a tenant could not be re-read");
         return;

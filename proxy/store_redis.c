@@ -257,8 +257,10 @@ struct store *store_redis_open(const struct config *cfg, char **err)
 
 /* --- tenants ------------------------------------------------------------- */
 
-static MUST_CHECK int parse_tenant(const char *id, const redisReply *h, struct store_tenant *t)
+static MUST_CHECK int parse_tenant(const char *id_, const redisReply *h, struct store_tenant *t)
 {
+    char id[ID_MAX];
+    snprintf(id, sizeof(id), "%s", id_); /* id_ may point into *t (a re-read) */
     memset(t, 0, sizeof(*t));
     snprintf(t->id, sizeof(t->id), "%s", id);
     redis_reply_text(redis_hash_get(h, "name"), t->name, sizeof(t->name));
@@ -471,10 +473,13 @@ struct key_row {
     int64_t seq; /* creation order among equal created_at_ms */
 };
 
-static MUST_CHECK int parse_key(const char *kid, const char *tenant_id, const redisReply *h,
+static MUST_CHECK int parse_key(const char *kid_, const char *tenant_id_, const redisReply *h,
                                 struct key_row *row)
 {
     struct store_key *k = &row->k;
+    char kid[ID_MAX], tenant_id[ID_MAX]; /* the arguments may point into *row */
+    snprintf(kid, sizeof(kid), "%s", kid_);
+    snprintf(tenant_id, sizeof(tenant_id), "%s", tenant_id_);
     memset(row, 0, sizeof(*row));
     snprintf(k->id, sizeof(k->id), "%s", kid);
     snprintf(k->tenant_id, sizeof(k->tenant_id), "%s", tenant_id);
@@ -635,10 +640,13 @@ static bool connection_valid(const struct store_connection *c)
            c->provider->slot;
 }
 
-static MUST_CHECK int parse_connection(const char *cid, const char *tenant_id, const redisReply *h,
-                                       struct conn_row *row)
+static MUST_CHECK int parse_connection(const char *cid_, const char *tenant_id_,
+                                       const redisReply *h, struct conn_row *row)
 {
     struct store_connection *c = &row->c;
+    char cid[ID_MAX], tenant_id[ID_MAX]; /* the arguments may point into *row */
+    snprintf(cid, sizeof(cid), "%s", cid_);
+    snprintf(tenant_id, sizeof(tenant_id), "%s", tenant_id_);
     memset(row, 0, sizeof(*row));
     snprintf(c->id, sizeof(c->id), "%s", cid);
     snprintf(c->tenant_id, sizeof(c->tenant_id), "%s", tenant_id);
@@ -1313,3 +1321,60 @@ static const struct store_ops redis_ops = {
     .secret_list = rs_secret_list,
     .reseal_all = rs_reseal_all,
 };
+
+int store_redis_drop_pins(struct store *s, const char *tenant_id)
+{
+    struct redis_conn *c = store_redis_conn(s);
+    char pattern[ID_MAX + 32];
+    if (c == NULL || store_redis_tenant_key(pattern, sizeof(pattern), tenant_id, "pin:*") == -1)
+        return STORE_ERR_INTERNAL;
+    struct redis_cmd cmd = {0};
+    char cursor[32] = "0";
+    int rc = STORE_OK;
+    do {
+        redis_cmd_start(&cmd);
+        redis_cmd_str(&cmd, "SCAN");
+        redis_cmd_str(&cmd, cursor);
+        redis_cmd_str(&cmd, "MATCH");
+        redis_cmd_str(&cmd, pattern);
+        redis_cmd_str(&cmd, "COUNT");
+        redis_cmd_str(&cmd, "1000");
+        redisReply *r = redis_conn_call(c, &cmd, "drop pins (scan)");
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r != NULL)
+                freeReplyObject(r);
+            rc = STORE_ERR_INTERNAL;
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        if (r->element[1]->elements > 0) {
+            redis_cmd_start(&cmd);
+            redis_cmd_str(&cmd, "UNLINK");
+            for (size_t i = 0; i < r->element[1]->elements; i++)
+                redis_cmd_str(&cmd, r->element[1]->element[i]->str);
+            redisReply *d = redis_conn_call(c, &cmd, "drop pins (unlink)");
+            if (d == NULL)
+                rc = STORE_ERR_INTERNAL;
+            else
+                freeReplyObject(d);
+        }
+        freeReplyObject(r);
+    } while (rc == STORE_OK && strcmp(cursor, "0") != 0);
+    if (rc == STORE_OK) {
+        /* Every instance drops its cached pins of the tenant (follower.c). */
+        char msg[ID_MAX + 8];
+        snprintf(msg, sizeof(msg), "pins:%s", tenant_id);
+        redis_cmd_start(&cmd);
+        redis_cmd_str(&cmd, "PUBLISH");
+        redis_cmd_str(&cmd, STORE_REDIS_CHANNEL);
+        redis_cmd_str(&cmd, msg);
+        redisReply *r = redis_conn_call(c, &cmd, "drop pins (publish)");
+        if (r == NULL)
+            rc = STORE_ERR_INTERNAL;
+        else
+            freeReplyObject(r);
+    }
+    redis_cmd_free(&cmd);
+    return rc;
+}

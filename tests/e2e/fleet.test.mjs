@@ -137,3 +137,29 @@ test('live sessions are counted fleet-wide: limit 3, three streams open over A a
   for (const r of await Promise.all(running)) assert.equal(r.status, 200);
   assert.equal((await stream(B)).status, 200, 'places freed fleet-wide');
 });
+
+test('an access change on A drops the session pins everywhere: a subaccount that left its agency gets no agency key on B', async () => {
+  const a = `t_fleet_${randomHex(5)}`;
+  await A.admin.createTenant({ id: a, name: a, features: { byok: true, agency: true }, wallet_micros: 10_000_000 });
+  const own = `sk-agency-${randomHex(8)}`;
+  const c = await A.admin.createConnection(a, { provider: 'openai', name: 'agency', api_key: own });
+  await A.admin.putByok(a, { enabled: true, slots: { openai: c.id } });
+  const s = `t_fleet_${randomHex(5)}`;
+  await A.admin.createTenant({ id: s, name: s, features: { byok: false, agency: false }, parent_id: a, wallet_micros: 10_000_000 });
+  const k = await A.admin.createKey(s);
+  const call = (p, session) => httpRequest(`${p.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.key}`, 'x-session-id': session },
+    body: CHAT });
+  const session = `conv-${randomHex(4)}`;
+  let mark = mock.requests.length;
+  assert.equal((await call(B, session)).headers['x-billed-to'], 'byok');
+  assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${own}`);
+  await A.admin.patchTenant(s, { parent_id: null });
+  await A.admin.putByok(a, { enabled: false, slots: { openai: c.id } });
+  await waitFor(async () => (await B.admin.resolve(s, 'openai')).payer_id === s, { what: 'B sees the move' });
+  mark = mock.requests.length;
+  const r = await call(B, session);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-billed-to'], 'wallet', 'the pin went with the parent change, on every instance');
+  assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${A.platformKey}`);
+});
