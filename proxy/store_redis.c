@@ -257,8 +257,10 @@ struct store *store_redis_open(const struct config *cfg, char **err)
 
 /* --- tenants ------------------------------------------------------------- */
 
-static MUST_CHECK int parse_tenant(const char *id, const redisReply *h, struct store_tenant *t)
+static MUST_CHECK int parse_tenant(const char *id_, const redisReply *h, struct store_tenant *t)
 {
+    char id[ID_MAX];
+    snprintf(id, sizeof(id), "%s", id_); /* id_ may point into *t (a re-read) */
     memset(t, 0, sizeof(*t));
     snprintf(t->id, sizeof(t->id), "%s", id);
     redis_reply_text(redis_hash_get(h, "name"), t->name, sizeof(t->name));
@@ -471,10 +473,13 @@ struct key_row {
     int64_t seq; /* creation order among equal created_at_ms */
 };
 
-static MUST_CHECK int parse_key(const char *kid, const char *tenant_id, const redisReply *h,
+static MUST_CHECK int parse_key(const char *kid_, const char *tenant_id_, const redisReply *h,
                                 struct key_row *row)
 {
     struct store_key *k = &row->k;
+    char kid[ID_MAX], tenant_id[ID_MAX]; /* the arguments may point into *row */
+    snprintf(kid, sizeof(kid), "%s", kid_);
+    snprintf(tenant_id, sizeof(tenant_id), "%s", tenant_id_);
     memset(row, 0, sizeof(*row));
     snprintf(k->id, sizeof(k->id), "%s", kid);
     snprintf(k->tenant_id, sizeof(k->tenant_id), "%s", tenant_id);
@@ -635,10 +640,13 @@ static bool connection_valid(const struct store_connection *c)
            c->provider->slot;
 }
 
-static MUST_CHECK int parse_connection(const char *cid, const char *tenant_id, const redisReply *h,
-                                       struct conn_row *row)
+static MUST_CHECK int parse_connection(const char *cid_, const char *tenant_id_,
+                                       const redisReply *h, struct conn_row *row)
 {
     struct store_connection *c = &row->c;
+    char cid[ID_MAX], tenant_id[ID_MAX]; /* the arguments may point into *row */
+    snprintf(cid, sizeof(cid), "%s", cid_);
+    snprintf(tenant_id, sizeof(tenant_id), "%s", tenant_id_);
     memset(row, 0, sizeof(*row));
     snprintf(c->id, sizeof(c->id), "%s", cid);
     snprintf(c->tenant_id, sizeof(c->tenant_id), "%s", tenant_id);

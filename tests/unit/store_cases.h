@@ -89,6 +89,10 @@ static void test_tenant_crud(void **state)
     assert_true(got.created_at_ms > 0);
     assert_int_equal(got.created_at_ms, got.updated_at_ms);
     assert_int_equal(got.live_sessions, 0);
+    /* Re-read into the struct whose id names it (the admin API does). */
+    assert_int_equal(store_tenant_get(s, got.id, &got), STORE_OK);
+    assert_string_equal(got.id, "t1");
+    assert_string_equal(got.name, "Tenant t1");
     assert_int_equal(store_tenant_get(s, "nope", &got), STORE_ERR_NOT_FOUND);
 
     /* Update replaces the mutable fields but never the balances. */
