@@ -92,6 +92,19 @@ static int get_limits(struct admin_ctx *x, json_t *obj, struct store_tenant *t)
     return 0;
 }
 
+/* What the tenant's running requests hold and its charges not yet committed
+ * reserve: this process's ledger, or in fleet mode the live holds in Redis
+ * (every instance's) and this instance's uncommitted charges. */
+static int64_t held_micros(struct admin_ctx *x, const char *tenant_id)
+{
+    const char *backend = x->a->cfg->store_backend;
+    int64_t held = ledger_held(tenant_id), fleet = 0;
+    if (backend != NULL && strcmp(backend, "redis") == 0 &&
+        store_redis_held(x->a->store, tenant_id, &fleet) == STORE_OK)
+        held += fleet;
+    return held;
+}
+
 /* The tenant with its BYOK settings ("byok"). */
 static void reply_tenant(struct admin_ctx *x, int status, const struct store_tenant *t,
                          const struct http_kv *extra, size_t n_extra)
@@ -108,7 +121,7 @@ static void reply_tenant(struct admin_ctx *x, int status, const struct store_ten
      * reserve (DESIGN §3.4): plan credits + wallet - held_micros is what
      * the balance gate admits on. */
     if (body == NULL || bj == NULL || json_object_set_new(body, "byok", bj) == -1 ||
-        json_object_set_new(body, "held_micros", json_integer((json_int_t)ledger_held(t->id))) ==
+        json_object_set_new(body, "held_micros", json_integer((json_int_t)held_micros(x, t->id))) ==
             -1) {
         json_decref(body);
         admin_fail(x, 500, "internal", "could not encode tenant");
