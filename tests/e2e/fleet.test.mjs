@@ -163,3 +163,23 @@ test('an access change on A drops the session pins everywhere: a subaccount that
   assert.equal(r.headers['x-billed-to'], 'wallet', 'the pin went with the parent change, on every instance');
   assert.equal(mock.since(mark)[0].headers.authorization, `Bearer ${A.platformKey}`);
 });
+
+test('Redis down: /readyz 503 on every instance, wallet lines refused with 503 (retryable), then back', async () => {
+  const t = await tenantOn(A);
+  assert.equal((await chat(B, t.key)).status, 200);
+  await redis.stop();
+  try {
+    for (const p of [A, B]) {
+      await waitFor(async () => (await fetch(`${p.adminUrl}/readyz`)).status === 503, { what: 'readyz 503' });
+    }
+    const r = await chat(A, t.key);
+    assert.equal(r.status, 503, String(r.body));
+    assert.equal(r.headers['x-should-retry'], 'true');
+  } finally {
+    await redis.restart();
+  }
+  for (const p of [A, B]) {
+    await waitFor(async () => (await fetch(`${p.adminUrl}/readyz`)).status === 200, { timeout: 15000, what: 'readyz 200 again' });
+  }
+  await waitFor(async () => (await chat(B, t.key)).status === 200, { timeout: 10000, what: 'served again' });
+});
