@@ -150,9 +150,10 @@ struct relay_ws_params {
      * its first message (a whole text message) and call on_first with it
      * (msg borrowed for the call, not NUL-terminated). on_first returns 0
      * with *out filled to connect upstream (as the normal mode does with
-     * upstream_url/upstream_headers, then first_message goes first), or -1
-     * (any non-zero) to refuse: the client gets close 1008 "invalid or missing key" and the
-     * session ends with RELAY_WS_END_UNAUTHORIZED, nothing connected.
+     * upstream_url/upstream_headers, then first_message goes first), 1 to
+     * decide later (relay_ws_first_decided; the client's next frames wait),
+     * or -1 (any other value) to refuse: the client gets close 1008 "invalid or missing key"
+     * and the session ends with RELAY_WS_END_UNAUTHORIZED, nothing connected.
      * on_message is not called for that first message (on_first sees it),
      * and hold_first_client_message has no effect. on_first may call
      * relay_ws_shutdown. Required when client_first is set. */
@@ -219,6 +220,12 @@ MUST_CHECK struct relay_ws *relay_ws_start(const struct relay_ws_params *p);
  * the client gets its 1001). A no-op once the
  * end is decided (idempotent until on_end). */
 void relay_ws_shutdown(struct relay_ws *r);
+
+/* Client-first: on_first returned 1 (it asks another service first). Its
+ * answer: rc 0 with *t the target (as on_first fills it), or non-zero to
+ * refuse (t->refuse_reason). Takes what *t holds. A no-op (t wiped) when
+ * the session ended meanwhile (client gone, deadline). */
+void relay_ws_first_decided(struct relay_ws *r, int rc, struct relay_ws_target *t);
 
 /* The caller ends an open session (its balance ran out, its key was
  * revoked): the client gets client_text as one text frame (a provider-shaped

@@ -79,6 +79,7 @@ struct ws_exchange {
     int64_t cost_recorded;        /* cost recorded at cost_model */
     int64_t platform_ms, platform_cost;
     uint64_t access_gen;           /* store generation its access was last checked at */
+    char *first_text;              /* fleet: the first message, while Redis admits the session */
     struct rasync_req *regate_req; /* fleet mode: the funds asked of Redis */
 };
 
@@ -111,6 +112,10 @@ void exchange_ws_free(void *arg)
     exchange_unlink(&x->base);
     rasync_cancel(x->regate_req);
     exchange_release(&x->base);
+    if (x->first_text != NULL) {
+        crypto_wipe(x->first_text, strlen(x->first_text));
+        free(x->first_text);
+    }
     if (x->timer != NULL)
         event_free(x->timer);
     ws_meter_free(&x->meter);
@@ -530,51 +535,119 @@ static void take_first_message_key(const struct provider *p, json_t *root, json_
 /* The first message of a first-message session: authenticate on its key,
  * resolve, and give the relay the upstream and the message without any
  * credential member. */
-static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_target *out)
+/* The target of a first-message session that passed its stages: the
+ * upstream and the message without any credential (text, malloc'd; taken).
+ * 0, or -1 with *why. */
+static int first_fill(struct ws_exchange *x, char *text, struct relay_ws_target *out,
+                      struct exchange_refusal *why)
 {
-    struct ws_exchange *x = arg;
-    struct exchange *ex = &x->base;
-    const struct provider *p = ex->rt.provider;
-    struct exchange_refusal why;
     char url[2048], headers[2048];
-    json_t *key = NULL;
-    const char *k = NULL;
-    size_t kl = 0;
     int rc = -1;
     headers[0] = '\0';
-    json_t *root = json_loadb(msg, len, 0, NULL);
-    if (!json_is_object(root))
-        goto failed;
-    take_first_message_key(p, root, &key, &k, &kl);
-    struct resolve_identity id;
-    if (resolve_auth(ex->dp->resolver, k, kl, &id) != RESOLVE_OK) {
-        metrics_refused(p, METRICS_REFUSED_AUTH);
-        metrics_inc(METRICS_AUTH_FAILURES);
-        goto failed;
-    }
-    if (exchange_authenticated(ex, &id, &why) == -1 || exchange_admit(ex, &why) == -1 ||
-        exchange_go_live(ex, &why) == -1 ||
-        build_target(x, NULL, url, sizeof(url), headers, sizeof(headers), &why) == -1) {
-        metrics_refused(p, why.why);
-        out->refuse_reason = refusal_reason[why.why];
-        log_info("ws session: the first message's session cannot begin: %s", why.code);
-        goto failed;
+    if (build_target(x, NULL, url, sizeof(url), headers, sizeof(headers), why) == -1) {
+        free(text);
+        goto out;
     }
     x->started = true;
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     out->first_message = text;
     out->first_len = text != NULL ? strlen(text) : 0;
     out->upstream_url = strdup(url);
     out->upstream_headers = strdup(headers);
     if (text == NULL || out->upstream_url == NULL || out->upstream_headers == NULL)
-        goto failed; /* the relay frees what is in *out */
+        goto out; /* the relay frees what is in *out */
     /* on_message does not see the first message: meter it here. */
     ws_meter_text(&x->meter, true, text, out->first_len, true);
     x->state = WSX_CONNECTING;
     prep_free(x);
     rc = 0;
-failed:
+out:
     crypto_wipe(headers, sizeof(headers));
+    return rc;
+}
+
+/* Fleet mode: Redis admitted the first-message session (exchange.c). */
+static void first_go(struct exchange *ex)
+{
+    struct ws_exchange *x = container_of(ex, struct ws_exchange, base);
+    struct relay_ws_target t = {0};
+    struct exchange_refusal why;
+    char *text = x->first_text;
+    x->first_text = NULL;
+    int rc = first_fill(x, text, &t, &why);
+    if (rc == -1) {
+        metrics_refused(ex->rt.provider, why.why);
+        t.refuse_reason = refusal_reason[why.why];
+    }
+    relay_ws_first_decided(x->relay, rc, &t);
+}
+
+static void first_refused(struct exchange *ex, const struct exchange_refusal *why)
+{
+    struct ws_exchange *x = container_of(ex, struct ws_exchange, base);
+    struct relay_ws_target t = {0};
+    metrics_refused(ex->rt.provider, why->why);
+    t.refuse_reason = refusal_reason[why->why];
+    log_info("ws session: the first message's session cannot begin: %s", why->code);
+    relay_ws_first_decided(x->relay, -1, &t);
+}
+
+static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_target *out)
+{
+    struct ws_exchange *x = arg;
+    struct exchange *ex = &x->base;
+    struct dataplane *dp = ex->dp;
+    const struct provider *p = ex->rt.provider;
+    struct exchange_refusal why;
+    json_t *key = NULL;
+    const char *k = NULL;
+    size_t kl = 0;
+    int rc = -1;
+    json_t *root = json_loadb(msg, len, 0, NULL);
+    if (!json_is_object(root))
+        goto failed;
+    take_first_message_key(p, root, &key, &k, &kl);
+    struct resolve_identity id;
+    if (resolve_auth(dp->resolver, k, kl, &id) != RESOLVE_OK) {
+        metrics_refused(p, METRICS_REFUSED_AUTH);
+        metrics_inc(METRICS_AUTH_FAILURES);
+        goto failed;
+    }
+    /* Fleet mode: a first-message session decides its pin here (its
+     * X-Session-Id's pin is not looked up in Redis: a limitation). */
+    dp->pin_mode = dp->fleet != NULL ? DP_PIN_LOCAL : 0;
+    int arc = exchange_authenticated(ex, &id, &why);
+    dp->pin_mode = 0;
+    if (arc == -1 || exchange_admit(ex, &why) == -1 || exchange_go_live(ex, &why) == -1)
+        goto refused;
+    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (ex->admit_pending || ex->live_pending) {
+        /* Fleet mode: Redis admits it first; the relay waits. */
+        x->first_text = text;
+        ex->resume = first_go;
+        ex->refused = first_refused;
+        int drc = exchange_decide_async(ex, NULL, &why);
+        if (drc == 1) {
+            rc = 1;
+            goto failed; /* not failed: the cleanup is the same */
+        }
+        ex->resume = NULL;
+        ex->refused = NULL;
+        text = x->first_text;
+        x->first_text = NULL;
+        if (drc == -1) {
+            free(text);
+            goto refused;
+        }
+    }
+    if (first_fill(x, text, out, &why) == -1)
+        goto refused;
+    rc = 0;
+    goto failed;
+refused:
+    metrics_refused(p, why.why);
+    out->refuse_reason = refusal_reason[why.why];
+    log_info("ws session: the first message's session cannot begin: %s", why.code);
+failed:
     json_wipe_string(key);
     json_decref(root);
     return rc;

@@ -66,6 +66,7 @@ enum relay_ws_state {
     RELAY_WS_OPEN,           /* frames relayed both ways */
     RELAY_WS_ENDING,         /* end decided: flushing outputs, then on_end and free */
     RELAY_WS_FIRST,          /* client-first: the client has its 101; reading its first message */
+    RELAY_WS_FIRST_WAIT,     /* client-first: on_first decides later (relay_ws_first_decided) */
 };
 
 /* A copy of the text message being received from one side. */
@@ -106,20 +107,21 @@ struct relay_ws {
     struct event_base *base;
     struct evdns_base *dns;
     struct config_limits limits;
-    size_t high;              /* high-water mark of either output */
-    size_t max_message;       /* parser limit, 0 = none */
-    size_t meter_max;         /* copy bound for on_message */
-    bool hold_first;          /* hold the first client text message */
-    bool hold_all;            /* hold every client text message */
-    bool client_first;        /* the client had its 101 before the upstream was chosen */
-    unsigned hold_done : 1;   /* it went by */
-    unsigned activity : 1;    /* a frame moved since the idle timer last fired */
-    unsigned end_pending : 1; /* end_ev is active: on_end is next */
-    unsigned cut_client : 1;  /* the client was cut while it may still be sending */
-    unsigned lingering : 1;   /* its FIN is sent: the timer ends the session */
-    struct relay_msg held;    /* the held first message (client-first: the one for on_first) */
-    SSL_CTX *tls;             /* for a wss:// upstream given by on_first (borrowed) */
-    char *first;              /* client-first: sent to the upstream first (wiped) */
+    size_t high;               /* high-water mark of either output */
+    size_t max_message;        /* parser limit, 0 = none */
+    size_t meter_max;          /* copy bound for on_message */
+    bool hold_first;           /* hold the first client text message */
+    bool hold_all;             /* hold every client text message */
+    bool client_first;         /* the client had its 101 before the upstream was chosen */
+    unsigned hold_done : 1;    /* it went by */
+    unsigned activity : 1;     /* a frame moved since the idle timer last fired */
+    unsigned end_pending : 1;  /* end_ev is active: on_end is next */
+    unsigned cut_client : 1;   /* the client was cut while it may still be sending */
+    unsigned lingering : 1;    /* its FIN is sent: the timer ends the session */
+    struct relay_msg held;     /* the held first message (client-first: the one for on_first) */
+    unsigned drain_client : 1; /* ending: read and discard the client's input until flushed */
+    SSL_CTX *tls;              /* for a wss:// upstream given by on_first (borrowed) */
+    char *first;               /* client-first: sent to the upstream first (wiped) */
     size_t first_len;
 
     struct relay_url url;
@@ -690,7 +692,17 @@ static void side_stop(struct relay_side *s)
         bufferevent_disable(s->bev, EV_READ | EV_WRITE);
         return;
     }
-    bufferevent_disable(s->bev, EV_READ);
+    if (s->is_client && s->r->drain_client) {
+        /* Reading goes on, discarded (the ENDING case of the read
+         * callback), until the output is flushed: closing with unread
+         * input makes the kernel answer with a reset, and the client would
+         * lose the close frame just sent (a refused first message that was
+         * followed by more frames while it was decided). Bounded by the
+         * linger deadline. */
+        bufferevent_setwatermark(s->bev, EV_READ, 0, 0);
+    } else {
+        bufferevent_disable(s->bev, EV_READ);
+    }
     /* The write callback now fires once the output is empty. */
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 }
@@ -994,6 +1006,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (!s->is_client)
             handshake_read(r);
         break;
+    case RELAY_WS_FIRST_WAIT:
+        break; /* client bytes wait for the decision */
     case RELAY_WS_FIRST:
     case RELAY_WS_OPEN:
         side_process(s);
@@ -1062,6 +1076,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     bufferevent_disable(bev, EV_READ | EV_WRITE);
     switch (r->state) {
     case RELAY_WS_FIRST:
+    case RELAY_WS_FIRST_WAIT:
         relay_finish(r, RELAY_WS_END_CLIENT_GONE); /* only the client is connected */
         break;
     case RELAY_WS_CONNECTING:
@@ -1108,6 +1123,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     case RELAY_WS_FIRST:
         send_close(&r->client, WS_CLOSE_POLICY, "no first message with the key in time");
         r->cut_client = 1;
+        relay_finish(r, RELAY_WS_END_TIMEOUT);
+        break;
+    case RELAY_WS_FIRST_WAIT:
+        send_close(&r->client, WS_CLOSE_POLICY, "the session could not begin in time");
         relay_finish(r, RELAY_WS_END_TIMEOUT);
         break;
     case RELAY_WS_CONNECTING:
@@ -1218,6 +1237,8 @@ static void target_wipe(struct relay_ws_target *t)
 
 /* Client-first: the whole first message is in r->held. on_first says where
  * to connect (and what to send first) or refuses. */
+static void first_target(struct relay_ws *r, int rc, struct relay_ws_target *tp);
+
 static void first_message(struct relay_ws *r)
 {
     struct relay_ws_target t = {0};
@@ -1227,6 +1248,33 @@ static void first_message(struct relay_ws *r)
         target_wipe(&t); /* on_first called relay_ws_shutdown */
         return;
     }
+    if (rc == 1) {
+        /* Decided later: the client's next frames wait (bounded), the
+         * first-message deadline still runs. */
+        target_wipe(&t);
+        r->state = RELAY_WS_FIRST_WAIT;
+        bufferevent_setwatermark(r->client.bev, EV_READ, 0, RELAY_WS_EARLY_READ_MAX);
+        return;
+    }
+    first_target(r, rc, &t);
+}
+
+void relay_ws_first_decided(struct relay_ws *r, int rc, struct relay_ws_target *t)
+{
+    if (r == NULL || r->state != RELAY_WS_FIRST_WAIT) {
+        target_wipe(t);
+        return;
+    }
+    r->state = RELAY_WS_FIRST;
+    r->drain_client = rc != 0; /* frames sent meanwhile must not turn the close into a reset */
+    first_target(r, rc, t);
+}
+
+/* on_first's answer: refuse, or connect upstream with its target. */
+static void first_target(struct relay_ws *r, int rc, struct relay_ws_target *tp)
+{
+    struct relay_ws_target t = *tp;
+    memset(tp, 0, sizeof(*tp));
     if (rc != 0) { /* any non-zero refuses: fail closed */
         send_close(&r->client, WS_CLOSE_POLICY,
                    t.refuse_reason != NULL ? t.refuse_reason : "invalid or missing key");

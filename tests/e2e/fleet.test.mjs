@@ -8,22 +8,34 @@ import assert from 'node:assert/strict';
 import { startMockOpenAI, chatStreamEvents } from './lib/mock_openai.mjs';
 import { startProxy, newSecrets } from './lib/proxy.mjs';
 import { startRedis } from './lib/redis.mjs';
+import { startMockElevenLabs } from './lib/mock_voice.mjs';
+import WebSocket from 'ws';
 import { httpRequest, waitFor, randomHex } from './lib/util.mjs';
 
-let redis, mock, A, B;
+let redis, mock, el, A, B;
+const PLATFORM_EL = `xi-platform-${randomHex(8)}`;
 const secrets = newSecrets();
 
 before(async () => {
   redis = await startRedis({ appendonly: true, args: ['--appendfsync', 'always'] });
   mock = await startMockOpenAI();
-  const patch = (cfg) => { cfg.store = { backend: 'redis', url: redis.url(0) }; };
-  A = await startProxy({ mockUrl: mock.url, secrets, patch });
-  B = await startProxy({ mockUrl: mock.url, secrets, patch });
+  el = await startMockElevenLabs();
+  el.acceptKeys = [PLATFORM_EL];
+  const patch = (cfg) => {
+    cfg.store = { backend: 'redis', url: redis.url(0) };
+    cfg.upstreams.elevenlabs = el.url;
+    cfg.platform_keys.elevenlabs = { key_env: 'ELEVENLABS_API_KEY' };
+    cfg.pricing.elevenlabs = { eleven_turbo_v2_5: { characters_per_1m: 150000000 } };
+  };
+  const env = { ELEVENLABS_API_KEY: PLATFORM_EL };
+  A = await startProxy({ mockUrl: mock.url, secrets, patch, env });
+  B = await startProxy({ mockUrl: mock.url, secrets, patch, env });
 });
 
 after(async () => {
   for (const p of [A, B]) { await p?.stop(); p?.remove(); }
   await mock?.close();
+  await el?.close();
   await redis?.stop();
   redis?.remove();
 });
@@ -32,10 +44,21 @@ const CHAT = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }]
 const chat = (p, key) => httpRequest(`${p.url}/v1/chat/completions`, {
   method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: CHAT });
 
+// Both instances know key (DESIGN §7b: within 250 ms of the admin reply):
+// probed with an endpoint a wallet line is refused (403 after
+// authentication, 401 before): no hold, no record.
+async function known(key, timeout = 250) {
+  for (const p of [A, B]) {
+    await waitFor(async () => (await httpRequest(`${p.url}/v1/files`, { headers: { authorization: `Bearer ${key}` } })).status !== 401,
+      { timeout, interval: 5, what: 'the key known on every instance' });
+  }
+}
+
 async function tenantOn(p, wallet = 10_000_000) {
   const id = `t_fleet_${randomHex(5)}`;
   await p.admin.createTenant({ id, name: id, features: { byok: false, agency: false }, wallet_micros: wallet });
   const k = await p.admin.createKey(id);
+  await known(k.key);
   return { tenantId: id, key: k.key, keyId: k.id };
 }
 
@@ -73,6 +96,7 @@ test('pins are fleet-wide: a session started on A keeps its BYOK key on B after 
   const id = `t_fleet_${randomHex(5)}`;
   await A.admin.createTenant({ id, name: id, features: { byok: true, agency: false }, wallet_micros: 10_000_000 });
   const k = await A.admin.createKey(id);
+  await known(k.key);
   const own = `sk-own-${randomHex(8)}`;
   const c = await A.admin.createConnection(id, { provider: 'openai', name: 'own', api_key: own });
   await A.admin.putByok(id, { enabled: true, slots: { openai: c.id } });
@@ -105,6 +129,7 @@ test('live sessions are counted fleet-wide: limit 3, three streams open over A a
   await A.admin.createTenant({ id, name: id, features: { byok: false, agency: false }, wallet_micros: 10_000_000,
     limits: { live_sessions: 3 } });
   const k = await A.admin.createKey(id);
+  await known(k.key);
   let release;
   const released = new Promise((r) => { release = r; });
   const open = [];
@@ -147,6 +172,7 @@ test('an access change on A drops the session pins everywhere: a subaccount that
   const s = `t_fleet_${randomHex(5)}`;
   await A.admin.createTenant({ id: s, name: s, features: { byok: false, agency: false }, parent_id: a, wallet_micros: 10_000_000 });
   const k = await A.admin.createKey(s);
+  await known(k.key);
   const call = (p, session) => httpRequest(`${p.url}/v1/chat/completions`, {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.key}`, 'x-session-id': session },
     body: CHAT });
@@ -182,4 +208,39 @@ test('Redis down: /readyz 503 on every instance, wallet lines refused with 503 (
     await waitFor(async () => (await fetch(`${p.adminUrl}/readyz`)).status === 200, { timeout: 15000, what: 'readyz 200 again' });
   }
   await waitFor(async () => (await chat(B, t.key)).status === 200, { timeout: 10000, what: 'served again' });
+});
+
+// A browser's ElevenLabs stream-input session: the proxy key in the first
+// message; in fleet mode Redis admits it while the relay waits.
+async function elFirstMessage(p, key) {
+  const ws = new WebSocket(`ws://127.0.0.1:${p.port}/elevenlabs/v1/text-to-speech/voice-1/stream-input?model_id=eleven_turbo_v2_5`);
+  const got = [];
+  ws.on('message', (m) => got.push(JSON.parse(m.toString())));
+  const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  ws.send(JSON.stringify({ text: ' ', xi_api_key: key }));
+  ws.send(JSON.stringify({ text: 'Hello there ' }));
+  ws.send(JSON.stringify({ text: '' }));
+  return { got, closed };
+}
+
+test('first-message sessions are admitted by Redis too: funded on B works; at zero funds refused (1008), nothing upstream', async () => {
+  const t = await tenantOn(A);
+  const ok = await elFirstMessage(B, t.key);
+  const end = await ok.closed;
+  assert.equal(end.code, 1000, JSON.stringify(end));
+  assert.ok(ok.got.some((m) => typeof m.audio === 'string'), 'audio relayed');
+  const recs = await waitFor(async () => {
+    const r = await A.admin.usage({ tenant_id: t.tenantId });
+    return r.some((x) => x.line === 'tts') ? r : null;
+  }, { what: 'the tts record' });
+  assert.ok(recs.find((x) => x.line === 'tts').cost_micros > 0);
+
+  const poor = await tenantOn(A, 0);
+  const mark = el.sockets.length;
+  const no = await elFirstMessage(A, poor.key);
+  const end2 = await no.closed;
+  assert.equal(end2.code, 1008);
+  assert.equal(end2.reason, 'insufficient_balance');
+  assert.equal(el.sockets.length, mark, 'nothing upstream');
 });
