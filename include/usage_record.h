@@ -114,6 +114,12 @@ struct usage_record_lines {
  * its '\n', which starts at data + the old len), or -1 out of memory (the
  * buffer is then unchanged). */
 MUST_CHECK int usage_record_lines_add(struct usage_record_lines *b, const struct usage_record *r);
+/* The same line for the spool: the §5 record plus, when the record releases
+ * a fleet hold, its "hold_id" (never in a §5 record; usage_record_parse
+ * reads it back), so a replay releases the hold instead of leaving it to
+ * expire. Returns as usage_record_lines_add. */
+MUST_CHECK int usage_record_lines_add_spool(struct usage_record_lines *b,
+                                            const struct usage_record *r);
 /* Frees the buffer and zeroes it; a zeroed buffer is a no-op. */
 void usage_record_lines_free(struct usage_record_lines *b);
 

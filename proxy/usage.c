@@ -232,7 +232,7 @@ static MUST_CHECK int spool_write(const struct usage_record *recs, size_t n)
     }
     b->len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (usage_record_lines_add(b, &recs[i]) == -1)
+        if (usage_record_lines_add_spool(b, &recs[i]) == -1)
             goto out;
     }
     /* Zero-padded wall time first, so name order is write order. */

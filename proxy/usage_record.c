@@ -647,6 +647,9 @@ int usage_record_parse(json_t *obj, struct usage_record *r, char *why, size_t wh
         STR_FIELD(connection_id, false),
         STR_FIELD(fallback_reason, false),
         STR_FIELD(upstream_request_id, false),
+        /* Spool lines only (usage_record_lines_add_spool): the fleet hold
+         * the record releases when it is committed. */
+        STR_FIELD(hold_id, false),
 #undef STR_FIELD
     };
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++)
@@ -760,6 +763,37 @@ int usage_record_lines_add(struct usage_record_lines *b, const struct usage_reco
     b->data[b->len + (size_t)n] = '\n';
     b->len += (size_t)n + 1;
     return n;
+}
+
+int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usage_record *r)
+{
+    size_t start = b->len;
+    int n = usage_record_lines_add(b, r);
+    if (n == -1 || r->hold_id[0] == '\0')
+        return n;
+    /* {...}\n -> {...,"hold_id":"<id>"}\n. Ids are [A-Za-z0-9_-] (ULIDs):
+     * nothing to escape. */
+    size_t id_len = strnlen(r->hold_id, sizeof(r->hold_id));
+    for (size_t i = 0; i < id_len; i++) {
+        char c = r->hold_id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return n; /* not an id we made: left out (the hold then expires) */
+    }
+    size_t extra = id_len + 13;        /* ,"hold_id":"" */
+    size_t at = start + (size_t)n - 1; /* the closing brace */
+    size_t need = at + extra + 3;      /* + "}\n" + snprintf's NUL */
+    if (need > b->cap) {
+        char *d = realloc(b->data, need);
+        if (d == NULL)
+            return n;
+        b->data = d;
+        b->cap = need;
+    }
+    int w =
+        snprintf(b->data + at, b->cap - at, ",\"hold_id\":\"%.*s\"}\n", (int)id_len, r->hold_id);
+    b->len = at + (size_t)w;
+    return n + (int)extra;
 }
 
 void usage_record_lines_free(struct usage_record_lines *b)

@@ -698,6 +698,40 @@ static struct usage_record wallet_record(const char *id)
     return r;
 }
 
+/* A spool line keeps the fleet hold a record releases (never a §5 line):
+ * written with it, read back with it; without one, the line is the §5
+ * line exactly. */
+static void test_spool_line_hold_id(void **state)
+{
+    (void)state;
+    struct usage_record r = wallet_record("01JSPOOLHOLD00000000000000");
+    struct usage_record_lines plain = {0}, spool = {0};
+    assert_true(usage_record_lines_add(&plain, &r) > 0);
+    assert_true(usage_record_lines_add_spool(&spool, &r) > 0);
+    assert_int_equal(plain.len, spool.len);
+    assert_memory_equal(plain.data, spool.data, plain.len);
+    snprintf(r.hold_id, sizeof(r.hold_id), "01JHOLD0000000000000000000");
+    plain.len = spool.len = 0;
+    assert_true(usage_record_lines_add(&plain, &r) > 0);
+    for (int i = 0; i < 40; i++) /* the buffer grows as lines are added */
+        assert_true(usage_record_lines_add_spool(&spool, &r) > 0);
+    assert_null(memmem(plain.data, plain.len, "hold_id", 7));
+    const char *first_nl = memchr(spool.data, '\n', spool.len);
+    assert_non_null(first_nl);
+    json_error_t jerr;
+    json_t *obj = json_loadb(spool.data, (size_t)(first_nl - spool.data), 0, &jerr);
+    assert_non_null(obj);
+    struct usage_record back;
+    char why[128];
+    assert_int_equal(usage_record_parse(obj, &back, why, sizeof(why)), 0);
+    assert_string_equal(back.hold_id, "01JHOLD0000000000000000000");
+    assert_string_equal(back.id, r.id);
+    json_decref(obj);
+    assert_int_equal(spool.data[spool.len - 1], '\n');
+    usage_record_lines_free(&plain);
+    usage_record_lines_free(&spool);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -1255,6 +1289,7 @@ int main(void)
         cmocka_unit_test(test_outcome_names),
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_roundtrip),
+        cmocka_unit_test(test_spool_line_hold_id),
         cmocka_unit_test(test_json_from_tolerant_and_strict),
         cmocka_unit_test(test_record_check),
         cmocka_unit_test(test_format_matches_jansson),
