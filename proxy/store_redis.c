@@ -247,7 +247,7 @@ struct store *store_redis_open(const struct config *cfg, char **err)
                      "make sure it runs with appendonly yes and appendfsync always",
                      redis_conn_name(conn), detail);
         if (redis_conn_ready(conn) == -1) {
-            store_close(&rs->base);
+            rs_close(&rs->base);
             *err = strdup("the connection to Redis was lost right after opening it");
             return NULL;
         }
