@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "ephemeral.h"
 #include "http.h"
 #include "metrics.h"
 #include "resolve.h"
@@ -51,6 +52,9 @@ struct dataplane {
      * session's pin: 0 normal, DP_PIN_FRESH Redis has none (decide and
      * publish), DP_PIN_LOCAL Redis is down (decide here, publish nothing). */
     int pin_mode;
+    /* Fleet mode, while the stages are re-run after Redis gave an
+     * ephemeral token's grant (taken once): the grant, else NULL. */
+    struct ephemeral_grant *grant;
     /* Exchanges that own their client connection or outlive it: WebSocket
      * sessions, and HTTP exchanges reading a reply on after their client
      * left. Ended by dataplane_shutdown. */
@@ -90,6 +94,10 @@ struct exchange {
      * with the pin that stands). */
     bool pin_fetch, pin_publish;
     char *pin_text;
+    /* Fleet mode, an ephemeral token in the key's place: token_take asks
+     * Redis for its grant (named token_name) first. */
+    bool token_take;
+    char token_name[EPHEMERAL_NAME_MAX];
     /* Fleet mode: a live-session lease (live_pending while asked). */
     bool live_pending, lease_held;
     char lease_id[ID_MAX];

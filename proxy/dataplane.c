@@ -106,6 +106,7 @@ struct pin_stage {
     struct http_conn *c;
     struct http_request *req;
     struct rasync_req *q;
+    const struct provider *provider; /* refusals' shape */
     char tenant_id[ID_MAX];
     char session_id[SESSION_MAX];
 };
@@ -192,6 +193,83 @@ static int pin_stage(struct dataplane *dp, struct http_conn *c, struct http_requ
     return rc;
 }
 
+/* --- fleet mode: an ephemeral token's grant from Redis ------------------- */
+
+/* The head of a token that cannot open a session: refused in its
+ * provider's shape (401, or 503 while Redis cannot say). */
+static void token_refuse(struct pin_stage *ps, bool down)
+{
+    struct http_conn *c = ps->c;
+    const struct provider *p = ps->provider;
+    struct exchange_refusal why = {.status = 401,
+                                   .type = "invalid_request_error",
+                                   .code = "invalid_api_key",
+                                   .why = METRICS_REFUSED_AUTH};
+    if (down) {
+        why = (struct exchange_refusal){.status = 503,
+                                        .type = "server_error",
+                                        .code = "store_unavailable",
+                                        .why = METRICS_REFUSED_UNAVAILABLE,
+                                        .retry = true};
+        snprintf(why.message, sizeof(why.message),
+                 "the proxy cannot reach its store to check the ephemeral token; retry shortly");
+    } else {
+        snprintf(why.message, sizeof(why.message), "%s", EPHEMERAL_UNKNOWN);
+    }
+    if (ps->req != NULL) {
+        ps->req->ctx = NULL;
+        ps->req->ctx_free = NULL;
+    }
+    ps->q = NULL;
+    pin_stage_free(ps);
+    exchange_refuse(c, p, &why);
+}
+
+static void token_answer(void *arg, enum fleet_status st, const char *text, size_t len)
+{
+    struct pin_stage *ps = arg;
+    struct dataplane *dp = ps->dp;
+    struct ephemeral_grant g;
+    if (st != FLEET_OK || text == NULL || ephemeral_grant_decode(text, len, &g) == -1) {
+        if (st == FLEET_OK)
+            log_warn("fleet: an ephemeral token's grant is unreadable: refused");
+        token_refuse(ps, st == FLEET_DOWN);
+        return;
+    }
+    dp->grant = &g; /* ephemeral_session takes it */
+    rerun(ps, 0);
+    dp->grant = NULL;
+    ephemeral_grant_free(&g);
+}
+
+/* Takes ex's token's grant from Redis (once, fleet-wide), then re-runs the
+ * stages with it: 1 (asked), or -1 (refused: Redis is down). */
+static int token_stage(struct dataplane *dp, struct http_conn *c, struct http_request *req,
+                       struct exchange *ex)
+{
+    struct pin_stage *ps = calloc(1, sizeof(*ps));
+    const struct provider *p = ex->rt.provider;
+    if (ps == NULL) {
+        exchange_release(ex);
+        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+        return -1;
+    }
+    ps->dp = dp;
+    ps->c = c;
+    ps->req = req;
+    ps->provider = p;
+    enum fleet_status st = fleet_value_take(dp->fleet, ex->token_name, token_answer, ps, &ps->q);
+    exchange_release(ex);
+    if (st == FLEET_PENDING) {
+        req->ctx = ps;
+        req->ctx_free = pin_stage_free;
+        return 1;
+    }
+    ps->req = NULL;
+    token_refuse(ps, true);
+    return -1;
+}
+
 int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
 {
     struct dataplane *dp = arg;
@@ -203,6 +281,8 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
     }
     if (ex.pin_fetch || ex.pin_publish)
         return pin_stage(dp, c, req, &ex);
+    if (ex.token_take)
+        return token_stage(dp, c, req, &ex);
     void *x;
     if (ex.transport == EXCHANGE_WS) {
         x = exchange_ws_new(&ex);
@@ -233,6 +313,111 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
         return rc;
     }
     return 0;
+}
+
+/* --- ephemeral tokens ---------------------------------------------------- */
+
+static void mint_reply(struct http_conn *c, json_t *reply, bool byok)
+{
+    metrics_inc(METRICS_TOKENS_MINTED);
+    metrics_inc(METRICS_REQUESTS_TOTAL);
+    struct http_kv extra[] = {{"x-billed-to", byok ? "byok" : "wallet"},
+                              {"cache-control", "no-store"}};
+    http_respond_json(c, reply != NULL ? 200 : 500, reply, extra, ARRAY_SIZE(extra));
+}
+
+/* Fleet mode: a minted token's reply, waiting for Redis to hold its grant. */
+struct mint_stage {
+    struct http_conn *c;
+    struct rasync_req *q;
+    const struct provider *provider;
+    json_t *reply;
+    bool byok;
+};
+
+static void mint_stage_free(struct mint_stage *ms)
+{
+    rasync_cancel(ms->q);
+    json_decref(ms->reply);
+    free(ms);
+}
+
+static void mint_refuse(struct http_conn *c, const struct provider *p)
+{
+    struct exchange_refusal why = {.status = 503,
+                                   .type = "server_error",
+                                   .code = "store_unavailable",
+                                   .why = METRICS_REFUSED_UNAVAILABLE,
+                                   .retry = true};
+    snprintf(why.message, sizeof(why.message),
+             "the proxy cannot reach its store to keep the ephemeral token; retry shortly");
+    exchange_refuse(c, p, &why);
+}
+
+static void mint_stored(void *arg, enum fleet_status st, const char *text, size_t len)
+{
+    struct mint_stage *ms = arg;
+    (void)text;
+    (void)len;
+    ms->q = NULL;
+    if (st == FLEET_OK) {
+        json_t *reply = ms->reply;
+        ms->reply = NULL;
+        mint_reply(ms->c, reply, ms->byok);
+    } else {
+        /* FLEET_ABSENT: the name is taken (256 random bits: not seen). */
+        mint_refuse(ms->c, ms->provider);
+    }
+    mint_stage_free(ms);
+}
+
+static void mint_abort(struct http_conn *c, void *arg)
+{
+    (void)c;
+    mint_stage_free(arg);
+}
+
+/* Fleet mode: g's grant goes to Redis under its token's name, single use,
+ * expiring with it; the reply waits for Redis (g is freed here). */
+static void mint_fleet(struct exchange *ex, struct http_conn *c, struct ephemeral_grant *g,
+                       const char *body, size_t len)
+{
+    const struct provider *p = ex->rt.provider;
+    char token[EPHEMERAL_TOKEN_MAX], name[EPHEMERAL_NAME_MAX];
+    char *text = NULL;
+    struct mint_stage *ms = NULL;
+    enum fleet_status st = FLEET_DOWN;
+    if (ephemeral_token_new(token) == -1 ||
+        ephemeral_token_name(token, strlen(token), name) == -1 ||
+        (text = ephemeral_grant_encode(g)) == NULL || (ms = calloc(1, sizeof(*ms))) == NULL) {
+        ephemeral_grant_free(g);
+        free(text);
+        crypto_wipe(token, sizeof(token));
+        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+        return;
+    }
+    ms->c = c;
+    ms->provider = p;
+    ms->byok = ex->decision.byok;
+    ms->reply = p->mint->reply(ex->rt.upstream_path, ex->rt.upstream_path_len, body, len, token,
+                               g->expires_at_ms / 1000, g->model);
+    crypto_wipe(token, sizeof(token));
+    if (ms->reply != NULL)
+        st = fleet_value_put(ex->dp->fleet, name, text, g->expires_at_ms - now_ms(), mint_stored,
+                             ms, &ms->q);
+    crypto_wipe(text, strlen(text));
+    free(text);
+    ephemeral_grant_free(g);
+    if (st == FLEET_PENDING) {
+        http_conn_set_callbacks(c, mint_abort, NULL, ms);
+        return;
+    }
+    bool no_reply = ms->reply == NULL;
+    mint_stage_free(ms);
+    if (no_reply)
+        mint_reply(c, NULL, false);
+    else
+        mint_refuse(c, p);
 }
 
 /* POST of a PROVIDER_EP_MINT endpoint: a proxy-issued ephemeral token
@@ -282,6 +467,10 @@ static void mint(struct exchange *ex, struct http_conn *c, struct http_request *
     snprintf(g.session_id, sizeof(g.session_id), "%s", ex->session_header);
     int64_t now = now_ms();
     g.expires_at_ms = now + (int64_t)ttl * 1000;
+    if (ex->dp->fleet != NULL) {
+        mint_fleet(ex, c, &g, body, len);
+        return;
+    }
     if (ephemeral_put(&g, token) == -1) {
         why.status = 503;
         why.type = "server_error";
@@ -294,12 +483,8 @@ static void mint(struct exchange *ex, struct http_conn *c, struct http_request *
     json_t *reply = p->mint->reply(ex->rt.upstream_path, ex->rt.upstream_path_len, body, len, token,
                                    (now + (int64_t)ttl * 1000) / 1000, g.model);
     crypto_wipe(token, sizeof(token));
-    metrics_inc(METRICS_TOKENS_MINTED);
-    metrics_inc(METRICS_REQUESTS_TOTAL);
-    struct http_kv extra[] = {{"x-billed-to", ex->decision.byok ? "byok" : "wallet"},
-                              {"cache-control", "no-store"}};
     (void)h;
-    http_respond_json(c, reply != NULL ? 200 : 500, reply, extra, ARRAY_SIZE(extra));
+    mint_reply(c, reply, ex->decision.byok);
     return;
 refuse:
     ephemeral_grant_free(&g);

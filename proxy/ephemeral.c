@@ -4,6 +4,9 @@
 #include "common.h"
 #include "ephemeral.h"
 #include "crypto.h"
+#include "resolve.h"
+
+#include <jansson.h>
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -95,13 +98,12 @@ bool ephemeral_is_token(const char *s, size_t len)
     return s != NULL && len > pl && memcmp(s, EPHEMERAL_PREFIX, pl) == 0;
 }
 
-int ephemeral_put(struct ephemeral_grant *g, char token[EPHEMERAL_TOKEN_MAX])
+int ephemeral_token_new(char token[EPHEMERAL_TOKEN_MAX])
 {
     static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[32];
-    struct entry *e = NULL;
-    if (!ready || n_entries >= max_entries || crypto_random(raw, sizeof(raw)) == -1)
-        goto failed;
+    if (crypto_random(raw, sizeof(raw)) == -1)
+        return -1;
     /* 32 random bytes as 43 base64url characters (256 bits, no padding). */
     size_t n = sizeof(EPHEMERAL_PREFIX) - 1;
     memcpy(token, EPHEMERAL_PREFIX, n);
@@ -119,7 +121,30 @@ int ephemeral_put(struct ephemeral_grant *g, char token[EPHEMERAL_TOKEN_MAX])
         token[n++] = b64url[(acc << (6 - bits)) & 63];
     token[n] = '\0';
     crypto_wipe(raw, sizeof(raw));
-    if ((e = calloc(1, sizeof(*e))) == NULL || digest_of(token, n, e->digest) == -1)
+    return 0;
+}
+
+int ephemeral_token_name(const char *token, size_t len, char name[EPHEMERAL_NAME_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char d[32];
+    if (!ephemeral_is_token(token, len) || len >= EPHEMERAL_TOKEN_MAX ||
+        digest_of(token, len, d) == -1)
+        return -1;
+    for (size_t i = 0; i < sizeof(d); i++) {
+        name[2 * i] = hex[d[i] >> 4];
+        name[2 * i + 1] = hex[d[i] & 15];
+    }
+    name[2 * sizeof(d)] = '\0';
+    return 0;
+}
+
+int ephemeral_put(struct ephemeral_grant *g, char token[EPHEMERAL_TOKEN_MAX])
+{
+    struct entry *e = NULL;
+    if (!ready || n_entries >= max_entries || ephemeral_token_new(token) == -1)
+        goto failed;
+    if ((e = calloc(1, sizeof(*e))) == NULL || digest_of(token, strlen(token), e->digest) == -1)
         goto failed;
     e->grant = *g;
     g->first_message = NULL; /* the entry's now */
@@ -196,4 +221,79 @@ void ephemeral_sweep(void)
 size_t ephemeral_count(void)
 {
     return n_entries;
+}
+
+/* --- grants as text (fleet mode) ----------------------------------------- */
+
+/* The session config is the caller's, not a secret, but it is treated like
+ * the table's copy: wiped before jansson frees it. */
+static void wipe_member(json_t *root, const char *name)
+{
+    json_t *v = json_object_get(root, name);
+    if (json_is_string(v))
+        crypto_wipe((char *)json_string_value(v), json_string_length(v));
+}
+
+char *ephemeral_grant_encode(const struct ephemeral_grant *g)
+{
+    char *pin = resolve_pin_encode(&g->pin);
+    if (pin == NULL)
+        return NULL;
+    json_t *root =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "provider", provider_name(g->provider),
+                  "tenant", g->tenant_id, "key", g->key_id, "session", g->session_id, "pin", pin,
+                  "model", g->model, "expires_at_ms", (json_int_t)g->expires_at_ms);
+    free(pin);
+    if (root != NULL && g->first_message != NULL &&
+        json_object_set_new(root, "first_message", json_string(g->first_message)) == -1) {
+        json_decref(root);
+        root = NULL;
+    }
+    if (root == NULL)
+        return NULL;
+    char *text = json_dumps(root, JSON_COMPACT);
+    wipe_member(root, "first_message");
+    json_decref(root);
+    return text;
+}
+
+/* Copies a string member into a fixed buffer: -1 when absent or too long. */
+static int member(json_t *root, const char *name, char *out, size_t size)
+{
+    const char *v = json_string_value(json_object_get(root, name));
+    if (v == NULL || strlen(v) >= size)
+        return -1;
+    memcpy(out, v, strlen(v) + 1);
+    return 0;
+}
+
+int ephemeral_grant_decode(const char *text, size_t len, struct ephemeral_grant *out)
+{
+    memset(out, 0, sizeof(*out));
+    json_t *root = json_loadb(text, len, 0, NULL);
+    char provider[32];
+    const char *pin = json_string_value(json_object_get(root, "pin"));
+    json_t *exp = json_object_get(root, "expires_at_ms");
+    json_t *fm = json_object_get(root, "first_message");
+    int rc = -1;
+    if (!json_is_object(root) || pin == NULL || !json_is_integer(exp) ||
+        (fm != NULL && !json_is_string(fm)) ||
+        member(root, "provider", provider, sizeof(provider)) == -1 ||
+        member(root, "tenant", out->tenant_id, sizeof(out->tenant_id)) == -1 ||
+        member(root, "key", out->key_id, sizeof(out->key_id)) == -1 ||
+        member(root, "session", out->session_id, sizeof(out->session_id)) == -1 ||
+        member(root, "model", out->model, sizeof(out->model)) == -1 ||
+        (out->provider = provider_find(provider)) == NULL ||
+        resolve_pin_decode(pin, strlen(pin), &out->pin) == -1)
+        goto out;
+    out->expires_at_ms = json_integer_value(exp);
+    if (fm != NULL && (out->first_message = strdup(json_string_value(fm))) == NULL)
+        goto out;
+    rc = 0;
+out:
+    wipe_member(root, "first_message");
+    json_decref(root);
+    if (rc == -1)
+        ephemeral_grant_free(out);
+    return rc;
 }

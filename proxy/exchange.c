@@ -247,13 +247,31 @@ static int ephemeral_session(struct exchange *ex, const char *token, size_t len,
     struct ephemeral_grant g;
     struct resolve_identity id;
     const struct provider *p = ex->rt.provider;
+    struct dataplane *dp = ex->dp;
     if (ex->transport != EXCHANGE_WS || ex->ep == NULL)
         return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
                       "an ephemeral token only opens the WebSocket session it was minted for");
-    if (ephemeral_take(token, len, &g) == -1)
+    if (dp->fleet != NULL && dp->grant == NULL) {
+        /* Fleet mode: the grant is in Redis (minted on any instance). */
+        if (ephemeral_token_name(token, len, ex->token_name) == -1)
+            return refuse(why, 401, "invalid_request_error", "invalid_api_key",
+                          METRICS_REFUSED_AUTH, "%s", EPHEMERAL_UNKNOWN);
+        ex->token_take = true;
+        return 0;
+    }
+    if (dp->grant != NULL) {
+        g = *dp->grant; /* taken from Redis: ours now */
+        dp->grant->first_message = NULL;
+    } else if (ephemeral_take(token, len, &g) == -1) {
         return refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
-                      "the ephemeral token is unknown, expired or already used: mint a new one");
+                      "%s", EPHEMERAL_UNKNOWN);
+    }
     int rc = -1;
+    if (g.expires_at_ms <= now_ms()) {
+        refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH, "%s",
+               EPHEMERAL_UNKNOWN);
+        goto done;
+    }
     if (g.provider != p) {
         refuse(why, 401, "invalid_request_error", "invalid_api_key", METRICS_REFUSED_AUTH,
                "the ephemeral token was minted for another provider");
@@ -343,6 +361,8 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
     if (ephemeral_is_token(key.key, key.len)) {
         if (ephemeral_session(ex, key.key, key.len, why) == -1)
             return -1;
+        if (ex->token_take)
+            return 0; /* dataplane.c asks Redis, then runs the stages again */
         if (boundary(ex, h, why) == -1 || exchange_admit(ex, why) == -1 ||
             exchange_go_live(ex, why) == -1) {
             exchange_release(ex);

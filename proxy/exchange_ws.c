@@ -78,9 +78,11 @@ struct ws_exchange {
     struct usage_units cost_base; /* units recorded at an earlier model */
     int64_t cost_recorded;        /* cost recorded at cost_model */
     int64_t platform_ms, platform_cost;
-    uint64_t access_gen;           /* store generation its access was last checked at */
-    char *first_text;              /* fleet: the first message, while Redis admits the session */
-    struct rasync_req *regate_req; /* fleet mode: the funds asked of Redis */
+    uint64_t access_gen;               /* store generation its access was last checked at */
+    char *first_text;                  /* the first message, while its session is decided */
+    struct resolve_identity *first_id; /* fleet mode: its key's identity, while Redis answers */
+    struct rasync_req *pin_req;        /* fleet mode: its session's pin asked of Redis */
+    struct rasync_req *regate_req;     /* fleet mode: the funds asked of Redis */
 };
 
 struct ws_exchange *exchange_ws_new(const struct exchange *ex)
@@ -111,7 +113,12 @@ void exchange_ws_free(void *arg)
         return;
     exchange_unlink(&x->base);
     rasync_cancel(x->regate_req);
+    rasync_cancel(x->pin_req);
     exchange_release(&x->base);
+    if (x->first_id != NULL) {
+        crypto_wipe(x->first_id, sizeof(*x->first_id));
+        free(x->first_id);
+    }
     if (x->first_text != NULL) {
         crypto_wipe(x->first_text, strlen(x->first_text));
         free(x->first_text);
@@ -553,8 +560,13 @@ static int first_fill(struct ws_exchange *x, char *text, struct relay_ws_target 
     out->first_len = text != NULL ? strlen(text) : 0;
     out->upstream_url = strdup(url);
     out->upstream_headers = strdup(headers);
-    if (text == NULL || out->upstream_url == NULL || out->upstream_headers == NULL)
+    if (text == NULL || out->upstream_url == NULL || out->upstream_headers == NULL) {
+        *why = (struct exchange_refusal){.status = 500,
+                                         .type = "server_error",
+                                         .code = "out_of_memory",
+                                         .why = METRICS_REFUSED_UNAVAILABLE};
         goto out; /* the relay frees what is in *out */
+    }
     /* on_message does not see the first message: meter it here. */
     ws_meter_text(&x->meter, true, text, out->first_len, true);
     x->state = WSX_CONNECTING;
@@ -591,63 +603,133 @@ static void first_refused(struct exchange *ex, const struct exchange_refusal *wh
     relay_ws_first_decided(x->relay, -1, &t);
 }
 
+/* The stages of a first-message session after its key proved id: the
+ * session's pin (fleet mode: Redis first), admission and lease (fleet mode:
+ * Redis), then the target. 0 with *out filled, 1 (decided later:
+ * relay_ws_first_decided), or -1 with out->refuse_reason. mode: as
+ * dp->pin_mode for exchange_authenticated. */
+static int first_decide(struct ws_exchange *x, const struct resolve_identity *id, int mode,
+                        struct relay_ws_target *out);
+
+/* Fleet mode: Redis answered about the session's pin (as dataplane.c's
+ * pin stage does for a head). */
+static void first_pin_answer(void *arg, enum fleet_status st, const char *text, size_t len)
+{
+    struct ws_exchange *x = arg;
+    struct exchange *ex = &x->base;
+    struct session_pin pin;
+    int mode = DP_PIN_LOCAL;
+    x->pin_req = NULL;
+    if (st == FLEET_OK && text != NULL && resolve_pin_decode(text, len, &pin) == 0) {
+        session_replace(ex->rec.tenant_id, ex->session_header, FLEET_PIN_CACHE_S, &pin);
+        mode = 0;
+    } else if (st == FLEET_ABSENT) {
+        mode = DP_PIN_FRESH;
+    } else if (st == FLEET_OK) {
+        log_warn("fleet: the pin of a session of tenant %s is unreadable: decided anew",
+                 ex->rec.tenant_id);
+    }
+    struct relay_ws_target t = {0};
+    int rc = first_decide(x, x->first_id, mode, &t);
+    if (rc != 1)
+        relay_ws_first_decided(x->relay, rc, &t);
+}
+
+/* Asks Redis for the session's pin (or writes a new one's): 1 (asked) or
+ * -1 (Redis is down). */
+static int first_pin_stage(struct ws_exchange *x, const struct resolve_identity *id)
+{
+    struct exchange *ex = &x->base;
+    struct dataplane *dp = ex->dp;
+    bool publish = ex->pin_publish;
+    char *text = ex->pin_text;
+    ex->pin_text = NULL;
+    ex->pin_fetch = ex->pin_publish = false;
+    resolve_done(&ex->decision);
+    if (x->first_id == NULL) {
+        if ((x->first_id = malloc(sizeof(*x->first_id))) == NULL) {
+            free(text);
+            return -1;
+        }
+        *x->first_id = *id;
+    }
+    enum fleet_status st =
+        publish ? fleet_pin_put(dp->fleet, ex->rec.tenant_id, ex->session_header, text,
+                                dp->cfg->session_ttl_s, first_pin_answer, x, &x->pin_req)
+                : fleet_pin_get(dp->fleet, ex->rec.tenant_id, ex->session_header,
+                                dp->cfg->session_ttl_s, first_pin_answer, x, &x->pin_req);
+    free(text);
+    return st == FLEET_PENDING ? 1 : -1;
+}
+
+static int first_decide(struct ws_exchange *x, const struct resolve_identity *id, int mode,
+                        struct relay_ws_target *out)
+{
+    struct exchange *ex = &x->base;
+    struct dataplane *dp = ex->dp;
+    const struct provider *p = ex->rt.provider;
+    struct exchange_refusal why;
+    dp->pin_mode = mode;
+    int arc = exchange_authenticated(ex, id, &why);
+    dp->pin_mode = 0;
+    if (arc == 0 && (ex->pin_fetch || ex->pin_publish)) {
+        if (first_pin_stage(x, id) == 1)
+            return 1;
+        /* Redis is down: this instance decides alone, publishing nothing. */
+        return first_decide(x, id, DP_PIN_LOCAL, out);
+    }
+    if (arc == -1 || exchange_admit(ex, &why) == -1 || exchange_go_live(ex, &why) == -1)
+        goto refused;
+    if (ex->admit_pending || ex->live_pending) {
+        /* Fleet mode: Redis admits it first; the relay waits. */
+        ex->resume = first_go;
+        ex->refused = first_refused;
+        int drc = exchange_decide_async(ex, NULL, &why);
+        if (drc == 1)
+            return 1;
+        ex->resume = NULL;
+        ex->refused = NULL;
+        if (drc == -1)
+            goto refused;
+    }
+    char *text = x->first_text;
+    x->first_text = NULL;
+    if (first_fill(x, text, out, &why) == -1)
+        goto refused;
+    return 0;
+refused:
+    metrics_refused(p, why.why);
+    out->refuse_reason = refusal_reason[why.why];
+    log_info("ws session: the first message's session cannot begin: %s", why.code);
+    return -1;
+}
+
+/* The first message of a first-message session: authenticate on its key,
+ * then the stages after it (first_decide), the message kept without any
+ * credential member. */
 static int on_first(void *arg, const char *msg, size_t len, struct relay_ws_target *out)
 {
     struct ws_exchange *x = arg;
     struct exchange *ex = &x->base;
     struct dataplane *dp = ex->dp;
     const struct provider *p = ex->rt.provider;
-    struct exchange_refusal why;
     json_t *key = NULL;
     const char *k = NULL;
     size_t kl = 0;
     int rc = -1;
     json_t *root = json_loadb(msg, len, 0, NULL);
     if (!json_is_object(root))
-        goto failed;
+        goto out;
     take_first_message_key(p, root, &key, &k, &kl);
     struct resolve_identity id;
     if (resolve_auth(dp->resolver, k, kl, &id) != RESOLVE_OK) {
         metrics_refused(p, METRICS_REFUSED_AUTH);
         metrics_inc(METRICS_AUTH_FAILURES);
-        goto failed;
+        goto out;
     }
-    /* Fleet mode: a first-message session decides its pin here (its
-     * X-Session-Id's pin is not looked up in Redis: a limitation). */
-    dp->pin_mode = dp->fleet != NULL ? DP_PIN_LOCAL : 0;
-    int arc = exchange_authenticated(ex, &id, &why);
-    dp->pin_mode = 0;
-    if (arc == -1 || exchange_admit(ex, &why) == -1 || exchange_go_live(ex, &why) == -1)
-        goto refused;
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (ex->admit_pending || ex->live_pending) {
-        /* Fleet mode: Redis admits it first; the relay waits. */
-        x->first_text = text;
-        ex->resume = first_go;
-        ex->refused = first_refused;
-        int drc = exchange_decide_async(ex, NULL, &why);
-        if (drc == 1) {
-            rc = 1;
-            goto failed; /* not failed: the cleanup is the same */
-        }
-        ex->resume = NULL;
-        ex->refused = NULL;
-        text = x->first_text;
-        x->first_text = NULL;
-        if (drc == -1) {
-            free(text);
-            goto refused;
-        }
-    }
-    if (first_fill(x, text, out, &why) == -1)
-        goto refused;
-    rc = 0;
-    goto failed;
-refused:
-    metrics_refused(p, why.why);
-    out->refuse_reason = refusal_reason[why.why];
-    log_info("ws session: the first message's session cannot begin: %s", why.code);
-failed:
+    x->first_text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rc = first_decide(x, &id, 0, out);
+out:
     json_wipe_string(key);
     json_decref(root);
     return rc;
