@@ -667,13 +667,20 @@ static bool side_drained(const struct relay_side *s)
 
 static void check_drained(struct relay_ws *r)
 {
-    if (r->state != RELAY_WS_ENDING || r->lingering || !side_drained(&r->client) ||
-        !side_drained(&r->up))
+    if (r->state != RELAY_WS_ENDING)
         return;
-    if (r->cut_client && !r->client.dead && r->client.bev != NULL) {
+    if (r->lingering) {
+        if (r->client.dead)
+            schedule_end(r); /* the client closed after our FIN: nothing left to lose */
+        return;
+    }
+    if (!side_drained(&r->client) || !side_drained(&r->up))
+        return;
+    if ((r->cut_client || r->drain_client) && !r->client.dead && r->client.bev != NULL) {
         /* Closing a socket with unread input sends a reset, which can
          * destroy our close frame before the client read it: FIN first,
-         * then the close a moment later (nothing more is read). */
+         * then the close a moment later (a cut client is not read any
+         * more; a drained one is read and discarded until it closes too). */
         evutil_socket_t fd = bufferevent_getfd(r->client.bev);
         if (fd != -1 && shutdown(fd, SHUT_WR) == 0) {
             r->lingering = 1;
@@ -1276,6 +1283,9 @@ static void first_target(struct relay_ws *r, int rc, struct relay_ws_target *tp)
     struct relay_ws_target t = *tp;
     memset(tp, 0, sizeof(*tp));
     if (rc != 0) { /* any non-zero refuses: fail closed */
+        /* Frames the client sent after its first message (or sends before
+         * it reads the close) must not turn the close into a reset. */
+        r->drain_client = 1;
         send_close(&r->client, WS_CLOSE_POLICY,
                    t.refuse_reason != NULL ? t.refuse_reason : "invalid or missing key");
         relay_finish(r, RELAY_WS_END_UNAUTHORIZED);
