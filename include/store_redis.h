@@ -94,6 +94,10 @@ enum store_redis_script {
     /* What P's live holds add up to. KEYS: {t:P}:holds, {t:P}:holdamt.
      * Reply: integer micro-USD (expired holds dropped first). */
     STORE_REDIS_SCRIPT_HELD,
+    /* P's available funds (a re-gate). KEYS: {t:P}:tenant, {t:P}:holds,
+     * {t:P}:holdamt. Reply: integer plan + wallet - live holds (expired
+     * holds dropped first), or nil when P does not exist. */
+    STORE_REDIS_SCRIPT_FUNDS,
     /* One usage record, all or nothing (DESIGN §7b). KEYS: rec:<id>,
      * {t:P}:tenant, {t:P}:holds, {t:P}:holdamt, usage (stream), usage:ts,
      * {t:T}:usage [, usage:session:<sid> when the record has a session].

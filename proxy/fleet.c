@@ -60,23 +60,6 @@ static struct redis_script pin_put = {
             "return redis.call('GET', KEYS[1])\n",
 };
 
-/* A payer's available funds: plan + wallet - live holds (expired ones
- * dropped). KEYS: tenant, holds, holdamt. Reply: integer, or nil when the
- * payer does not exist. */
-static struct redis_script funds = {
-    .name = "funds",
-    .text = "local tm = redis.call('TIME')\n"
-            "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
-            "local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)\n"
-            "for i = 1, #expired do redis.call('HDEL', KEYS[3], expired[i]) end\n"
-            "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end\n"
-            "local b = redis.call('HMGET', KEYS[1], 'plan', 'wallet')\n"
-            "if not b[1] or not b[2] then return false end\n"
-            "local held = 0\n"
-            "for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end\n"
-            "return tonumber(b[1]) + tonumber(b[2]) - held\n",
-};
-
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 /* What every worker connection loads when it connects (redis_async.h). */
 static const struct redis_script *scripts[6];
@@ -86,9 +69,8 @@ static void scripts_init(void)
     redis_script_init(&live_acquire);
     redis_script_init(&live_renew);
     redis_script_init(&pin_put);
-    redis_script_init(&funds);
     scripts[4] = &pin_put;
-    scripts[5] = &funds;
+    scripts[5] = store_redis_script(STORE_REDIS_SCRIPT_FUNDS);
     scripts[0] = store_redis_script(STORE_REDIS_SCRIPT_ADMIT);
     scripts[1] = store_redis_script(STORE_REDIS_SCRIPT_RELEASE);
     scripts[2] = &live_acquire;
@@ -231,7 +213,8 @@ enum fleet_status fleet_available(struct fleet *f, const char *payer_id, fleet_a
         return FLEET_DOWN;
     q->cb = cb;
     q->arg = arg;
-    *req = rasync_eval(f->r, &funds, funds_reply, q, 3, 3, argv, NULL);
+    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_FUNDS), funds_reply, q, 3, 3,
+                       argv, NULL);
     if (*req == NULL) {
         free(q);
         return FLEET_DOWN;

@@ -92,6 +92,13 @@ static const char held_lua[] =
     HOLDS_SWEEP("KEYS[1]", "KEYS[2]") //
     "return held\n";
 
+static const char funds_lua[] =
+    /* KEYS: tenant, holds, holdamt. */
+    HOLDS_SWEEP("KEYS[2]", "KEYS[3]") //
+    "local b = redis.call('HMGET', KEYS[1], 'plan', 'wallet')\n"
+    "if not b[1] or not b[2] then return false end\n"
+    "return tonumber(b[1]) + tonumber(b[2]) - held\n";
+
 static const char record_lua[] =
     /* KEYS: rec, payer tenant, payer holds, payer holdamt, stream, usage:ts,
      * tenant usage [, session usage]. ARGV: id, text, ts, hold id, mode,
@@ -274,6 +281,7 @@ static struct redis_script scripts[STORE_REDIS_SCRIPT__COUNT] = {
     [STORE_REDIS_SCRIPT_ADMIT] = {"admit", admit_lua, ""},
     [STORE_REDIS_SCRIPT_RELEASE] = {"release", release_lua, ""},
     [STORE_REDIS_SCRIPT_HELD] = {"held", held_lua, ""},
+    [STORE_REDIS_SCRIPT_FUNDS] = {"funds", funds_lua, ""},
     [STORE_REDIS_SCRIPT_RECORD] = {"record", record_lua, ""},
     [STORE_REDIS_SCRIPT_TENANT_CREATE] = {"tenant_create", tenant_create_lua, ""},
     [STORE_REDIS_SCRIPT_TENANT_UPDATE] = {"tenant_update", tenant_update_lua, ""},

@@ -43,6 +43,14 @@ static void on_admit(void *arg, enum fleet_status st, int64_t available)
         event_base_loopbreak(t->base);
 }
 
+static int64_t last_available;
+
+static void on_funds(void *arg, enum fleet_status st, int64_t available)
+{
+    last_available = available;
+    on_admit(arg, st, available);
+}
+
 static void on_live(void *arg, enum fleet_status st, bool owner)
 {
     struct tally *t = arg;
@@ -152,6 +160,34 @@ static void test_admission(void **state)
     assert_int_equal(t.status[0], FLEET_OK);
     t = (struct tally){.base = f->base, .want = 1};
     assert_int_equal(fleet_admit(f->f, "nobody", "h-x", 1, on_admit, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_NO_PAYER);
+}
+
+/* A socket's re-gate: plan + wallet - live holds, as Redis has them. */
+static void test_available(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "q", 50000);
+    struct tally t = {.base = f->base, .want = 2};
+    struct rasync_req *req;
+    assert_int_equal(fleet_admit(f->f, "q", "h1", 12000, on_admit, &t, &req), FLEET_PENDING);
+    assert_int_equal(fleet_admit(f->f, "q", "h2", 8000, on_admit, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    assert_int_equal(t.status[1], FLEET_OK);
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_available(f->f, "q", on_funds, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    assert_int_equal(last_available, 50000 - 12000 - 8000);
+    fleet_release(f->f, "q", "h1");
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_available(f->f, "q", on_funds, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(last_available, 50000 - 8000);
+    t = (struct tally){.base = f->base, .want = 1};
+    assert_int_equal(fleet_available(f->f, "nobody", on_funds, &t, &req), FLEET_PENDING);
     run(f->base, 5000);
     assert_int_equal(t.status[0], FLEET_NO_PAYER);
 }
@@ -296,6 +332,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_available, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins_and_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down, setup, teardown),
