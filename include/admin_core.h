@@ -27,6 +27,9 @@ struct admin {
      * created on the first check, freed by admin_free(). */
     struct upstream_pool *pool;
     struct admin_check *checks; /* checks in flight (their clients wait); admin_byok.c */
+    /* Fleet mode: a write's success is answered once this instance's
+     * replica has it (follower_sync), else NULL. */
+    struct follower *follower;
 };
 
 /* One request being handled. Handlers either answer with admin_reply_json() or

@@ -33,5 +33,14 @@ void follower_stop(struct follower *f);
 bool follower_live(const struct follower *f);
 /* Tenants re-read since start (tests, metrics). */
 uint64_t follower_refreshes(const struct follower *f);
+/* Read-your-writes on this instance: called after an admin write on the
+ * control handle s (the caller's thread's), publishes a marker on the
+ * channel through s and waits (at most timeout_ms) until the follower has
+ * seen it come back - by then every message the write published was
+ * applied to the replica, so this instance's next request sees the write.
+ * 0, or -1 when the channel is down (the whole re-reads of a broken
+ * channel apply it within a second), the publish failed, or the wait timed
+ * out. */
+int follower_sync(struct follower *f, struct store *s, int timeout_ms);
 
 #endif

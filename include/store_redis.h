@@ -169,6 +169,10 @@ int store_redis_usage_query(struct store *s, const char *tenant_id, const char *
  * invalidation channel). STORE_* code. */
 MUST_CHECK int store_redis_drop_pins(struct store *s, const char *tenant_id);
 
+/* PUBLISHes message on the invalidation channel (follower_sync's
+ * markers). STORE_* code. */
+MUST_CHECK int store_redis_publish(struct store *s, const char *message);
+
 /* Counters of this process (tests, metrics): compare-and-set conflicts of
  * the record script (each one a re-computed charge). */
 uint64_t store_redis_cas_conflicts(void);

@@ -256,6 +256,11 @@ send_error:
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+void admin_set_follower(struct admin *a, struct follower *f)
+{
+    a->follower = f;
+}
+
 struct admin *admin_new(const struct config *cfg, struct store *store, const char *token)
 {
     if (token == NULL || token[0] == '\0') {

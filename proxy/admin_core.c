@@ -6,6 +6,7 @@
 
 #include "admin_core.h"
 #include "crypto.h"
+#include "follower.h"
 #include "provider.h"
 #include "urlenc.h"
 
@@ -31,6 +32,22 @@ void admin_log_reply(const char *method, const char *path_log, int status)
 }
 
 /* Takes ownership of body. */
+/* How long a write's answer waits for this instance's replica at most
+ * (DESIGN §7b's bound for the other instances). */
+#define ADMIN_SETTLE_MS 250
+
+/* Fleet mode: a write's success waits (bounded) until this instance's
+ * replica has applied it. */
+static void settle(struct admin_ctx *x, int status)
+{
+    if (x->a->follower == NULL || status >= 300 || strcmp(x->method, "GET") == 0 ||
+        strcmp(x->method, "HEAD") == 0)
+        return;
+    if (follower_sync(x->a->follower, x->a->store, ADMIN_SETTLE_MS) == -1)
+        log_debug("admin %s %s: the replica did not confirm the write within %d ms", x->method,
+                  x->path_log, ADMIN_SETTLE_MS);
+}
+
 void admin_reply_json(struct admin_ctx *x, int status, json_t *body, const struct http_kv *extra,
                       size_t n_extra)
 {
@@ -38,6 +55,7 @@ void admin_reply_json(struct admin_ctx *x, int status, json_t *body, const struc
         json_decref(body);
         return;
     }
+    settle(x, status);
     x->responded = true;
     admin_log_reply(x->method, x->path_log, status);
     http_respond_json(x->c, status, body, extra, n_extra);
@@ -48,6 +66,7 @@ void admin_reply_text(struct admin_ctx *x, int status, const char *content_type,
 {
     if (x->responded)
         return;
+    settle(x, status);
     x->responded = true;
     admin_log_reply(x->method, x->path_log, status);
     http_respond(x->c, status, content_type, text, len, NULL, 0);

@@ -99,9 +99,10 @@ void dataplane_shutdown(struct dataplane *dp)
 
 /* --- fleet mode: a session's pin from Redis ------------------------------ */
 
-/* A head waiting on Redis about its session's pin; the request's context
- * meanwhile (freed with it when the client leaves). */
-struct pin_stage {
+/* A head waiting on Redis (its session's pin, or its ephemeral token's
+ * grant); the request's context meanwhile (freed with it when the client
+ * leaves). */
+struct head_stage {
     struct dataplane *dp;
     struct http_conn *c;
     struct http_request *req;
@@ -111,16 +112,37 @@ struct pin_stage {
     char session_id[SESSION_MAX];
 };
 
-static void pin_stage_free(void *arg)
+static void head_stage_free(void *arg)
 {
-    struct pin_stage *ps = arg;
+    struct head_stage *ps = arg;
     rasync_cancel(ps->q);
     free(ps);
 }
 
+/* A head's wait on Redis, with what its answer needs from ex; ex is
+ * released (the stages run again after the answer). NULL when out of
+ * memory (answered 500). */
+static struct head_stage *stage_new(struct dataplane *dp, struct http_conn *c,
+                                    struct http_request *req, struct exchange *ex)
+{
+    struct head_stage *ps = calloc(1, sizeof(*ps));
+    if (ps != NULL) {
+        ps->dp = dp;
+        ps->c = c;
+        ps->req = req;
+        ps->provider = ex->rt.provider;
+        snprintf(ps->tenant_id, sizeof(ps->tenant_id), "%s", ex->rec.tenant_id);
+        snprintf(ps->session_id, sizeof(ps->session_id), "%s", ex->session_header);
+    }
+    exchange_release(ex);
+    if (ps == NULL)
+        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+    return ps;
+}
+
 /* The stages again, now that the pin is known (mode 0: in the local table),
  * absent in Redis (DP_PIN_FRESH) or unknowable (DP_PIN_LOCAL). */
-static void rerun(struct pin_stage *ps, int mode)
+static void rerun(struct head_stage *ps, int mode)
 {
     struct dataplane *dp = ps->dp;
     struct http_conn *c = ps->c;
@@ -128,7 +150,7 @@ static void rerun(struct pin_stage *ps, int mode)
     req->ctx = NULL;
     req->ctx_free = NULL;
     ps->q = NULL;
-    pin_stage_free(ps);
+    head_stage_free(ps);
     dp->pin_mode = mode;
     int rc = dataplane_head(c, req, dp);
     dp->pin_mode = 0;
@@ -138,7 +160,7 @@ static void rerun(struct pin_stage *ps, int mode)
 
 static void pin_answer(void *arg, enum fleet_status st, const char *text, size_t len)
 {
-    struct pin_stage *ps = arg;
+    struct head_stage *ps = arg;
     struct session_pin pin;
     if (st == FLEET_OK && text != NULL && resolve_pin_decode(text, len, &pin) == 0) {
         session_replace(ps->tenant_id, ps->session_id, FLEET_PIN_CACHE_S, &pin);
@@ -159,22 +181,14 @@ static void pin_answer(void *arg, enum fleet_status st, const char *text, size_t
 static int pin_stage(struct dataplane *dp, struct http_conn *c, struct http_request *req,
                      struct exchange *ex)
 {
-    struct pin_stage *ps = calloc(1, sizeof(*ps));
     char *text = ex->pin_text;
     bool publish = ex->pin_publish;
     ex->pin_text = NULL;
+    struct head_stage *ps = stage_new(dp, c, req, ex);
     if (ps == NULL) {
         free(text);
-        exchange_release(ex);
-        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
         return -1;
     }
-    ps->dp = dp;
-    ps->c = c;
-    ps->req = req;
-    snprintf(ps->tenant_id, sizeof(ps->tenant_id), "%s", ex->rec.tenant_id);
-    snprintf(ps->session_id, sizeof(ps->session_id), "%s", ex->session_header);
-    exchange_release(ex);
     enum fleet_status st = publish ? fleet_pin_put(dp->fleet, ps->tenant_id, ps->session_id, text,
                                                    dp->cfg->session_ttl_s, pin_answer, ps, &ps->q)
                                    : fleet_pin_get(dp->fleet, ps->tenant_id, ps->session_id,
@@ -182,7 +196,7 @@ static int pin_stage(struct dataplane *dp, struct http_conn *c, struct http_requ
     free(text);
     if (st == FLEET_PENDING) {
         req->ctx = ps;
-        req->ctx_free = pin_stage_free;
+        req->ctx_free = head_stage_free;
         return 1;
     }
     /* Redis is down: this instance decides alone, publishing nothing. */
@@ -197,7 +211,7 @@ static int pin_stage(struct dataplane *dp, struct http_conn *c, struct http_requ
 
 /* The head of a token that cannot open a session: refused in its
  * provider's shape (401, or 503 while Redis cannot say). */
-static void token_refuse(struct pin_stage *ps, bool down)
+static void token_refuse(struct head_stage *ps, bool down)
 {
     struct http_conn *c = ps->c;
     const struct provider *p = ps->provider;
@@ -221,13 +235,13 @@ static void token_refuse(struct pin_stage *ps, bool down)
         ps->req->ctx_free = NULL;
     }
     ps->q = NULL;
-    pin_stage_free(ps);
+    head_stage_free(ps);
     exchange_refuse(c, p, &why);
 }
 
 static void token_answer(void *arg, enum fleet_status st, const char *text, size_t len)
 {
-    struct pin_stage *ps = arg;
+    struct head_stage *ps = arg;
     struct dataplane *dp = ps->dp;
     struct ephemeral_grant g;
     if (st != FLEET_OK || text == NULL || ephemeral_grant_decode(text, len, &g) == -1) {
@@ -247,22 +261,15 @@ static void token_answer(void *arg, enum fleet_status st, const char *text, size
 static int token_stage(struct dataplane *dp, struct http_conn *c, struct http_request *req,
                        struct exchange *ex)
 {
-    struct pin_stage *ps = calloc(1, sizeof(*ps));
-    const struct provider *p = ex->rt.provider;
-    if (ps == NULL) {
-        exchange_release(ex);
-        http_respond(c, 500, "text/plain", "out of memory\n", 14, NULL, 0);
+    char name[EPHEMERAL_NAME_MAX];
+    memcpy(name, ex->token_name, sizeof(name));
+    struct head_stage *ps = stage_new(dp, c, req, ex);
+    if (ps == NULL)
         return -1;
-    }
-    ps->dp = dp;
-    ps->c = c;
-    ps->req = req;
-    ps->provider = p;
-    enum fleet_status st = fleet_value_take(dp->fleet, ex->token_name, token_answer, ps, &ps->q);
-    exchange_release(ex);
+    enum fleet_status st = fleet_value_take(dp->fleet, name, token_answer, ps, &ps->q);
     if (st == FLEET_PENDING) {
         req->ctx = ps;
-        req->ctx_free = pin_stage_free;
+        req->ctx_free = head_stage_free;
         return 1;
     }
     ps->req = NULL;

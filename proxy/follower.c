@@ -5,6 +5,7 @@
  * re-reads of a broken period. */
 #include "common.h"
 #include "follower.h"
+#include "crypto.h"
 #include "session.h"
 #include "store.h"
 
@@ -39,7 +40,30 @@ struct follower {
     bool subscribed; /* the subscription is confirmed (live once a re-read succeeded) */
     _Atomic uint64_t refreshes;
     pthread_t thread;
+    /* follower_sync: this process's markers ("sync:<nonce>:<seq>"), and
+     * the last one that came back through the channel. */
+    char nonce[17];
+    _Atomic uint64_t sync_next;
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    uint64_t sync_seen;
+    bool sync_ready;
 };
+
+/* A marker of ours came back: every message published before it has been
+ * applied (one subscriber connection, in order). */
+static void sync_seen(struct follower *f, const char *text)
+{
+    size_t nl = strlen(f->nonce);
+    if (strncmp(text, f->nonce, nl) != 0 || text[nl] != ':')
+        return; /* another instance's */
+    uint64_t seq = strtoull(text + nl + 1, NULL, 10);
+    pthread_mutex_lock(&f->sync_lock);
+    if (seq > f->sync_seen)
+        f->sync_seen = seq;
+    pthread_cond_broadcast(&f->sync_cond);
+    pthread_mutex_unlock(&f->sync_lock);
+}
 
 /* 0 when the whole replica was re-read. The store handle reconnects on the
  * call after a failed one: a dropped connection costs one retry. */
@@ -107,6 +131,10 @@ static void on_message(redisAsyncContext *ac, void *reply_, void *privdata)
     char id[ID_MAX + 8];
     snprintf(id, sizeof(id), "%.*s", (int)MIN(r->element[2]->len, sizeof(id) - 1),
              r->element[2]->str);
+    if (strncmp(id, "sync:", 5) == 0) {
+        sync_seen(f, id + 5);
+        return;
+    }
     if (strncmp(id, "pins:", 5) == 0) {
         /* An access change elsewhere (DESIGN §3.3): the cached pins go. */
         session_drop_tenant(id + 5);
@@ -225,6 +253,10 @@ static void follower_free(struct follower *f)
         event_free(f->reload_timer);
     if (f->base != NULL)
         event_base_free(f->base);
+    if (f->sync_ready) {
+        pthread_cond_destroy(&f->sync_cond);
+        pthread_mutex_destroy(&f->sync_lock);
+    }
     store_close(f->store);
     free(f);
 }
@@ -240,6 +272,22 @@ struct follower *follower_start(const struct config *cfg, struct replica *rp, ch
     f->cfg = cfg;
     f->rp = rp;
     f->backoff_ms = BACKOFF_MIN_MS;
+    unsigned char nonce[8];
+    pthread_condattr_t ca;
+    if (crypto_random(nonce, sizeof(nonce)) == -1 || pthread_condattr_init(&ca) != 0)
+        goto oom;
+    for (size_t i = 0; i < sizeof(nonce); i++)
+        snprintf(f->nonce + 2 * i, 3, "%02x", nonce[i]);
+    (void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    bool cond_ok = pthread_cond_init(&f->sync_cond, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!cond_ok)
+        goto oom;
+    if (pthread_mutex_init(&f->sync_lock, NULL) != 0) {
+        pthread_cond_destroy(&f->sync_cond);
+        goto oom;
+    }
+    f->sync_ready = true;
     int db = 0;
     char perr[160];
     if (config_parse_redis_url(cfg->store_url, f->host, sizeof(f->host), &f->port, &db, perr,
@@ -294,4 +342,30 @@ bool follower_live(const struct follower *f)
 uint64_t follower_refreshes(const struct follower *f)
 {
     return atomic_load(&f->refreshes);
+}
+
+int follower_sync(struct follower *f, struct store *s, int timeout_ms)
+{
+    if (f == NULL || !atomic_load(&f->live))
+        return -1; /* the whole re-reads of a broken channel apply it (within a second) */
+    uint64_t seq = atomic_fetch_add(&f->sync_next, 1) + 1;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "sync:%s:%llu", f->nonce, (unsigned long long)seq);
+    if (store_redis_publish(s, msg) != STORE_OK)
+        return -1;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->sync_lock);
+    int rc = 0;
+    while (f->sync_seen < seq && rc == 0)
+        rc = pthread_cond_timedwait(&f->sync_cond, &f->sync_lock, &until);
+    bool seen = f->sync_seen >= seq;
+    pthread_mutex_unlock(&f->sync_lock);
+    return seen ? 0 : -1;
 }

@@ -268,6 +268,7 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
             *err = strdup("cannot create the admin API");
             return -1;
         }
+        admin_set_follower(l->admin, fleet_follower); /* NULL unless fleet mode */
         opts.on_request = admin_handle;
         opts.arg = l->admin;
         l->sweep_timer = evtimer_new(l->base, sweep_cb, l);

@@ -1361,20 +1361,30 @@ int store_redis_drop_pins(struct store *s, const char *tenant_id)
         }
         freeReplyObject(r);
     } while (rc == STORE_OK && strcmp(cursor, "0") != 0);
+    redis_cmd_free(&cmd);
     if (rc == STORE_OK) {
         /* Every instance drops its cached pins of the tenant (follower.c). */
         char msg[ID_MAX + 8];
         snprintf(msg, sizeof(msg), "pins:%s", tenant_id);
-        redis_cmd_start(&cmd);
-        redis_cmd_str(&cmd, "PUBLISH");
-        redis_cmd_str(&cmd, STORE_REDIS_CHANNEL);
-        redis_cmd_str(&cmd, msg);
-        redisReply *r = redis_conn_call(c, &cmd, "drop pins (publish)");
-        if (r == NULL)
-            rc = STORE_ERR_INTERNAL;
-        else
-            freeReplyObject(r);
+        rc = store_redis_publish(s, msg);
     }
+    return rc;
+}
+
+int store_redis_publish(struct store *s, const char *message)
+{
+    struct redis_conn *c = store_redis_conn(s);
+    if (c == NULL)
+        return STORE_ERR_INTERNAL;
+    struct redis_cmd cmd = {0};
+    redis_cmd_start(&cmd);
+    redis_cmd_str(&cmd, "PUBLISH");
+    redis_cmd_str(&cmd, STORE_REDIS_CHANNEL);
+    redis_cmd_str(&cmd, message);
+    redisReply *r = redis_conn_call(c, &cmd, "publish");
     redis_cmd_free(&cmd);
+    int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? STORE_OK : STORE_ERR_INTERNAL;
+    if (r != NULL)
+        freeReplyObject(r);
     return rc;
 }

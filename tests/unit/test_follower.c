@@ -2,7 +2,9 @@
  * (follower.h) against a real redis-server: admin writes through one store
  * handle (as another instance's admin API would make them) reach the
  * replica within 250 ms and move the store generation; a Redis restart
- * breaks the channel, and what changed meanwhile is read once it is back. */
+ * breaks the channel, and what changed meanwhile is read once it is back.
+ * follower_sync: once it returns, the replica has every write made before
+ * it (read-your-writes for this instance's admin API). */
 #include "common.h"
 #include "config.h"
 #include "follower.h"
@@ -156,11 +158,53 @@ static void test_follow(void **state)
     follower_stop(fl);
 }
 
+/* Read-your-writes: no polling, the replica has each write as soon as
+ * follower_sync returns; another instance's markers are not ours. */
+static void test_sync(void **state)
+{
+    struct fixture *f = *state;
+    char *err = NULL;
+    struct follower *fl = follower_start(&f->cfg, f->rp, &err);
+    if (fl == NULL)
+        fail_msg("start: %s", err);
+    assert_true(wait_live(fl, true, 5000));
+    struct store_key k;
+    struct store_tenant t;
+    char tid[16], kid[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(tid, sizeof(tid), "s%d", i);
+        snprintf(kid, sizeof(kid), "k_s%d", i);
+        add_tenant(f->admin, tid, 1);
+        add_key(f->admin, tid, kid);
+        assert_int_equal(follower_sync(fl, f->admin, 1000), 0);
+        assert_int_equal(store_key_get(f->r, kid, &k), STORE_OK);
+        assert_int_equal(store_key_revoke(f->admin, tid, kid), STORE_OK);
+        assert_int_equal(follower_sync(fl, f->admin, 1000), 0);
+        assert_int_equal(store_key_get(f->r, kid, &k), STORE_OK);
+        assert_true(k.revoked_at_ms != 0);
+        assert_int_equal(store_tenant_delete(f->admin, tid), STORE_OK);
+        assert_int_equal(follower_sync(fl, f->admin, 1000), 0);
+        assert_int_equal(store_tenant_get(f->r, tid, &t), STORE_ERR_NOT_FOUND);
+    }
+    /* A marker of another process (another nonce) is not an answer: the
+     * wait for ours still ends on ours. */
+    assert_int_equal(store_redis_publish(f->admin, "sync:0000000000000000:999999"), STORE_OK);
+    assert_int_equal(follower_sync(fl, f->admin, 1000), 0);
+    /* The channel down: -1 at once (nothing to wait for). */
+    redis_server_kill(&f->srv);
+    assert_true(wait_live(fl, false, 5000));
+    int64_t t0 = mono_ms();
+    assert_int_equal(follower_sync(fl, f->admin, 1000), -1);
+    assert_true(mono_ms() - t0 < 500);
+    follower_stop(fl);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_follow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
