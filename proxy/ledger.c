@@ -190,10 +190,19 @@ void ledger_batch_end(struct usage_record *recs, size_t n, bool committed)
             int64_t charged = sat_add(r->charged_plan_credits_micros, r->charged_wallet_micros);
             if (e->loaded && !e->stale_after_commit)
                 e->funds = sat_add(e->funds, -charged);
-            if (r->pending_micros > 0)
+            if (r->pending_micros > 0) {
                 unreserve(e, r->pending_micros);
-            else /* a replayed record: its charge was counted as spooled */
-                e->spooled -= MIN(e->spooled, MAX(charged, (int64_t)0));
+            } else {
+                /* A replayed record: what was spooled for it is its charge
+                 * (ledger_settle), whatever the store charged now. A
+                 * duplicate charged nothing now: the store took it before
+                 * (a batch whose outcome the writer could not know), so
+                 * the balance read here may miss its charge: read again. */
+                int64_t was = charge_needed(r->billed_byok, r->cost_micros) ? r->cost_micros : 0;
+                e->spooled -= MIN(e->spooled, MAX(was, (int64_t)0));
+                if (charged < was)
+                    e->stale_after_commit = true;
+            }
             r->pending_micros = 0;
         }
         if (e->committing > 0)

@@ -205,6 +205,39 @@ static void test_spooled_then_replayed(void **state)
     assert_int_equal(available(f, "p3"), 700);
 }
 
+/* A batch whose outcome the writer could not know is spooled although the
+ * store took it (Redis: the connection lost after the record script ran,
+ * or a batch committed in part); its replay finds it a duplicate, which
+ * charges nothing. Its reservation must still go (held back to 0), and the
+ * balance, which has the charge, is read again: counted once. */
+static void test_spooled_but_committed(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "p5", 0, 1000);
+    assert_int_equal(available(f, "p5"), 1000);
+    struct usage_record r = record(f, "p5", 300, 0);
+    ledger_settle(&r);
+    struct usage_record kept = r; /* what the spool file holds */
+    kept.pending_micros = 0;
+    ledger_batch_begin(&r, 1);
+    struct usage_record in_store = kept; /* what the store committed */
+    assert_int_equal(store_usage_write(f->s, &in_store, 1, NULL, NULL), STORE_OK);
+    ledger_batch_end(&r, 1, false); /* the writer saw a failure */
+    ledger_batch_spooled(&r, 1);
+    assert_int_equal(ledger_held("p5"), 300);
+    assert_int_equal(available(f, "p5"), 700);
+    size_t dups = 0;
+    ledger_batch_begin(&kept, 1);
+    assert_int_equal(store_usage_write(f->s, &kept, 1, &dups, NULL), STORE_OK);
+    assert_int_equal(dups, 1);
+    ledger_batch_end(&kept, 1, true);
+    assert_int_equal(ledger_held("p5"), 0);
+    assert_int_equal(available(f, "p5"), 700);
+    struct store_tenant t;
+    assert_int_equal(store_tenant_get(f->s, "p5", &t), STORE_OK);
+    assert_int_equal(t.wallet_micros, 700);
+}
+
 /* A spool record of an earlier process (never reserved here) is charged
  * into a balance read before the replay. */
 static void test_replay_of_earlier_process(void **state)
@@ -225,6 +258,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hold_to_charge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_during_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spooled_then_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spooled_but_committed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_of_earlier_process, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
