@@ -53,6 +53,9 @@ MUST_CHECK struct rasync *rasync_new(struct event_base *base, const struct rasyn
 void rasync_free(struct rasync *r);
 /* True while connected (AUTH/SELECT sent). */
 bool rasync_up(const struct rasync *r);
+/* True when every rasync of this process is up (none: true). Any thread:
+ * the admin's /readyz asks it for the workers' connections. */
+bool rasync_all_up(void);
 
 /* Queues a command (argv borrowed for the call). NULL when Redis is down
  * right now (the caller decides at once: no callback will come). */

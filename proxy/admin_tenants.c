@@ -9,6 +9,7 @@
 #include "crypto.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "redis_async.h"
 #include "session.h"
 #include "store_redis.h"
 #include "usage.h"
@@ -630,12 +631,18 @@ void admin_tenants_healthz(struct admin_ctx *x)
     admin_reply_json(x, 200, json_pack("{s:s}", "status", "ok"), NULL, 0);
 }
 
+/* Ready when the store answers, and in fleet mode when every worker's own
+ * Redis connection is up too: they reconnect on their own (with backoff)
+ * after Redis comes back, and until then refuse wallet lines
+ * (store.on_down). */
 void admin_tenants_readyz(struct admin_ctx *x)
 {
-    if (store_ping(x->a->store) == STORE_OK)
+    const char *why = store_ping(x->a->store) != STORE_OK ? "store unreachable"
+                      : !rasync_all_up()                  ? "store unreachable from a worker"
+                                                          : NULL;
+    if (why == NULL)
         admin_reply_json(x, 200, json_pack("{s:s}", "status", "ready"), NULL, 0);
     else
-        admin_reply_json(
-            x, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason", "store unreachable"),
-            NULL, 0);
+        admin_reply_json(x, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason", why),
+                         NULL, 0);
 }

@@ -15,6 +15,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,16 @@ struct rasync {
     struct event *deadline_timer;
     struct rasync_req *head, *tail;
 };
+
+/* Connections of this process that are not up (rasync_all_up). */
+static atomic_int not_up;
+
+static void set_state(struct rasync *r, enum rstate s)
+{
+    if ((r->state == R_UP) != (s == R_UP))
+        atomic_fetch_add_explicit(&not_up, s == R_UP ? -1 : 1, memory_order_relaxed);
+    r->state = s;
+}
 
 static void unlink_req(struct rasync *r, struct rasync_req *q)
 {
@@ -95,7 +106,7 @@ static void schedule_retry(struct rasync *r)
 
 static void went_down(struct rasync *r, const char *why)
 {
-    r->state = R_DOWN;
+    set_state(r, R_DOWN);
     r->ac = NULL;
     if (r->was_up || !r->announced)
         log_warn("redis (%s): %s:%d is down: %s; reconnecting", r->name, r->host, r->o.port, why);
@@ -148,7 +159,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         went_down(r, ac->errstr);
         return;
     }
-    r->state = R_UP;
+    set_state(r, R_UP);
     r->backoff_ms = BACKOFF_MIN_MS;
     if (!r->was_up)
         log_info("redis (%s): connected to %s:%d", r->name, r->host, r->o.port);
@@ -187,7 +198,7 @@ static void connect_now(struct rasync *r)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
-    r->state = R_CONNECTING;
+    set_state(r, R_CONNECTING);
     /* Queued now, sent first once connected. */
     if (r->password != NULL)
         redisAsyncCommand(ac, on_auth, r, "AUTH %s", r->password);
@@ -231,6 +242,7 @@ struct rasync *rasync_new(struct event_base *base, const struct rasync_opts *opt
     struct rasync *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
+    atomic_fetch_add_explicit(&not_up, 1, memory_order_relaxed); /* R_DOWN */
     r->base = base;
     r->o = *opts;
     r->host = strdup(opts->host);
@@ -264,6 +276,8 @@ void rasync_free(struct rasync *r)
         event_free(r->retry_timer);
     if (r->deadline_timer != NULL)
         event_free(r->deadline_timer);
+    if (r->state != R_UP)
+        atomic_fetch_sub_explicit(&not_up, 1, memory_order_relaxed);
     if (r->password != NULL)
         memset(r->password, 0, strlen(r->password));
     free(r->password);
@@ -275,6 +289,11 @@ void rasync_free(struct rasync *r)
 bool rasync_up(const struct rasync *r)
 {
     return r->state == R_UP;
+}
+
+bool rasync_all_up(void)
+{
+    return atomic_load_explicit(&not_up, memory_order_relaxed) == 0;
 }
 
 static int send_req(struct rasync *r, struct rasync_req *q)

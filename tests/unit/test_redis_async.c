@@ -1,7 +1,8 @@
 /* test_redis_async.c - the non-blocking Redis connection (redis_async.h)
  * against a real redis-server: commands and replies in order, scripts by
  * SHA with the NOSCRIPT fallback, AUTH, a command later than its deadline,
- * a server that goes away and comes back, cancellation. */
+ * a server that goes away and comes back (and what /readyz sees of it:
+ * rasync_all_up), cancellation. */
 #include "common.h"
 #include "redis_async.h"
 
@@ -182,8 +183,11 @@ static void test_timeout_and_restart(void **state)
     struct event_base *base = event_base_new();
     struct rasync_opts o = {
         .host = "127.0.0.1", .port = srv.port, .timeout_ms = 200, .name = "test"};
+    assert_true(rasync_all_up()); /* none yet */
     struct rasync *r = rasync_new(base, &o);
+    assert_false(rasync_all_up()); /* connecting */
     assert_true(wait_up(base, r, 5000));
+    assert_true(rasync_all_up());
 
     struct run u = {.base = base, .want = 2};
     const char *sleep1[] = {"DEBUG", "SLEEP", "1"};
@@ -208,9 +212,21 @@ static void test_timeout_and_restart(void **state)
     for (int i = 0; i < 100 && rasync_up(r); i++)
         run_until(&(struct run){.base = base, .want = 1}, 10);
     assert_false(rasync_up(r));
+    assert_false(rasync_all_up()); /* what /readyz reports for the workers */
     assert_null(rasync_command(r, collect, &u, 1, ping, NULL));
     assert_int_equal(redis_server_start(&srv), 0);
     assert_true(ping_until_pong(base, r, 8000));
+    assert_true(rasync_all_up());
+
+    /* One down among several is enough; a freed one counts no more. */
+    struct rasync_opts nowhere = o;
+    nowhere.port = 1; /* nothing listens there */
+    struct rasync *r2 = rasync_new(base, &nowhere);
+    assert_false(rasync_all_up());
+    run_until(&(struct run){.base = base, .want = 1}, 50);
+    assert_false(rasync_all_up());
+    rasync_free(r2);
+    assert_true(rasync_all_up());
 
     rasync_free(r);
     event_base_free(base);
