@@ -23,7 +23,8 @@ export function redisServerBin() {
 // Starts redis-server and waits (bounded) until it answers PING.
 // opts: port (default a free one), dir (default a new temp dir),
 // appendonly (default false), args (extra arguments), timeout (ms).
-// Returns { port, url(db), dir, pid, client(), command(...), stop(), restart(), remove(), logs() }.
+// Returns { port, url(db), dir, pid, client(), command(...), stop(), kill(), restart(), remove(), logs() }.
+// restart() starts it again on the same port and dir (after stop() or kill()).
 export async function startRedis(opts = {}) {
   const bin = redisServerBin();
   const port = opts.port || await freePort();
@@ -82,6 +83,12 @@ export async function startRedis(opts = {}) {
       }
     },
     stop,
+    // kill -9: no shutdown, no last AOF rewrite; resolves once it is gone.
+    async kill() {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
     async restart() {
       await stop();
       await launch();
