@@ -70,8 +70,11 @@ enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char 
                               int64_t hold_micros, fleet_admit_cb cb, void *arg,
                               struct rasync_req **req);
 /* Releases hold_id, answered by nobody (a hold is also released by the
- * record that carries its id, or expires). */
+ * record that carries its id, or expires). A release Redis may not have
+ * run (down, or no answer) is sent again when the connection is back. */
 void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id);
+/* Releases waiting for the connection (tests). */
+size_t fleet_pending_releases(const struct fleet *f);
 
 /* The payer's available funds now (plan credits + wallet - live holds), as
  * committed in Redis: the callback gets FLEET_OK with them, FLEET_NO_PAYER

@@ -40,6 +40,10 @@ struct rasync_opts {
      * after the commands queued behind it. Borrowed for the rasync's life. */
     const struct redis_script *const *scripts;
     size_t n_scripts;
+    /* Called on the base's thread each time the connection is up again
+     * (NULL: none): commands queued from it follow AUTH/SELECT/scripts. */
+    void (*on_up)(void *arg);
+    void *on_up_arg;
 };
 
 /* reply: the server's answer (borrowed for the call; an error reply is a

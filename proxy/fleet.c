@@ -77,10 +77,27 @@ static void scripts_init(void)
     scripts[3] = &live_renew;
 }
 
+/* Releases whose outcome is unknown (Redis down when asked, or the
+ * connection lost before the answer) wait here and are sent again once it
+ * is back (RELEASE is idempotent), so a hold nobody settles does not stay
+ * until it expires (balance.hold_ttl_s). Bounded: past it the oldest are
+ * left to expire. */
+#define FLEET_PENDING_RELEASES 4096
+
+struct release {
+    char payer_id[ID_MAX];
+    char hold_id[ID_MAX];
+};
+
 struct fleet {
     struct rasync *r;
     int64_t hold_ttl_ms;
+    struct release *pending; /* ring of FLEET_PENDING_RELEASES, allocated on first use */
+    size_t pending_head, pending_n;
+    bool pending_full_logged;
 };
+
+static void resend_releases(void *arg);
 
 struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const char *name)
 {
@@ -95,7 +112,9 @@ struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const
     struct fleet *f = calloc(1, sizeof(*f));
     if (f == NULL)
         return NULL;
-    struct rasync_opts o = {.host = host,
+    struct rasync_opts o = {.on_up = resend_releases,
+                            .on_up_arg = f,
+                            .host = host,
                             .port = port,
                             .db = db,
                             .password = cfg->store_password,
@@ -117,6 +136,7 @@ void fleet_free(struct fleet *f)
     if (f == NULL)
         return;
     rasync_free(f->r);
+    free(f->pending);
     free(f);
 }
 
@@ -222,16 +242,80 @@ enum fleet_status fleet_available(struct fleet *f, const char *payer_id, fleet_a
     return FLEET_PENDING;
 }
 
-void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id)
+static void pending_add(struct fleet *f, const char *payer_id, const char *hold_id)
+{
+    if (f->pending == NULL &&
+        (f->pending = calloc(FLEET_PENDING_RELEASES, sizeof(*f->pending))) == NULL)
+        return; /* left to expire */
+    if (f->pending_n == FLEET_PENDING_RELEASES) {
+        if (!f->pending_full_logged)
+            log_warn("fleet: %d hold releases wait for Redis; older ones are left to expire "
+                     "(balance.hold_ttl_s)",
+                     FLEET_PENDING_RELEASES);
+        f->pending_full_logged = true;
+        f->pending_head = (f->pending_head + 1) % FLEET_PENDING_RELEASES;
+        f->pending_n--;
+    }
+    struct release *e = &f->pending[(f->pending_head + f->pending_n) % FLEET_PENDING_RELEASES];
+    snprintf(e->payer_id, sizeof(e->payer_id), "%s", payer_id);
+    snprintf(e->hold_id, sizeof(e->hold_id), "%s", hold_id);
+    f->pending_n++;
+}
+
+struct release_q {
+    struct fleet *f;
+    struct release what;
+};
+
+static void send_release(struct fleet *f, const char *payer_id, const char *hold_id);
+
+static void release_reply(void *arg, const redisReply *r)
+{
+    struct release_q *q = arg;
+    if (r == NULL) /* no answer: it may not have run */
+        pending_add(q->f, q->what.payer_id, q->what.hold_id);
+    free(q);
+}
+
+static void send_release(struct fleet *f, const char *payer_id, const char *hold_id)
 {
     char keys[3][ID_MAX + 32];
-    if (hold_keys(payer_id, keys) == -1)
+    struct release_q *q;
+    if (hold_keys(payer_id, keys) == -1 || (q = malloc(sizeof(*q))) == NULL)
         return;
+    q->f = f;
+    snprintf(q->what.payer_id, sizeof(q->what.payer_id), "%s", payer_id);
+    snprintf(q->what.hold_id, sizeof(q->what.hold_id), "%s", hold_id);
     const char *argv[] = {keys[1], keys[2], hold_id};
-    /* Unanswered: a release lost with the connection leaves the hold to
-     * expire (balance.hold_ttl_s). */
-    (void)rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_RELEASE), NULL, NULL, 2, 3, argv,
-                      NULL);
+    if (rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_RELEASE), release_reply, q, 2, 3,
+                    argv, NULL) == NULL) {
+        pending_add(f, payer_id, hold_id);
+        free(q);
+    }
+}
+
+/* The connection is back: the releases that waited go now (oldest first). */
+static void resend_releases(void *arg)
+{
+    struct fleet *f = arg;
+    size_t n = f->pending_n;
+    f->pending_full_logged = false;
+    for (size_t i = 0; i < n && f->pending_n > 0; i++) {
+        struct release e = f->pending[f->pending_head];
+        f->pending_head = (f->pending_head + 1) % FLEET_PENDING_RELEASES;
+        f->pending_n--;
+        send_release(f, e.payer_id, e.hold_id);
+    }
+}
+
+void fleet_release(struct fleet *f, const char *payer_id, const char *hold_id)
+{
+    send_release(f, payer_id, hold_id);
+}
+
+size_t fleet_pending_releases(const struct fleet *f)
+{
+    return f->pending_n;
 }
 
 /* --- live sessions -------------------------------------------------------- */

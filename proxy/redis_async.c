@@ -165,6 +165,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         log_info("redis (%s): connected to %s:%d", r->name, r->host, r->o.port);
     r->was_up = true;
     r->announced = false;
+    if (r->o.on_up != NULL)
+        r->o.on_up(r->o.on_up_arg);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)

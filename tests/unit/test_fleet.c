@@ -313,6 +313,45 @@ static void test_pins_and_values(void **state)
     assert_int_equal(t.status[3], FLEET_ABSENT); /* single use */
 }
 
+/* A release whose outcome is unknown (the connection dropped before the
+ * answer: Redis stalled past the deadline) is sent again once the
+ * connection is back, so the hold goes now rather than after
+ * balance.hold_ttl_s. */
+static void test_release_retried(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "r", 50000);
+    struct tally t = {.base = f->base, .want = 1};
+    struct rasync_req *req;
+    assert_int_equal(fleet_admit(f->f, "r", "h1", 7000, on_admit, &t, &req), FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.status[0], FLEET_OK);
+    int64_t held = 0;
+    assert_int_equal(store_redis_held(f->admin, "r", &held), STORE_OK);
+    assert_int_equal(held, 7000);
+    /* Redis holds every other client's commands for 3 s (the deadline is
+     * 2 s); its answer comes before the release is asked. */
+    redisContext *c = redis_server_connect(&f->srv);
+    redisReply *pause = redisCommand(c, "CLIENT PAUSE 3000 ALL");
+    assert_non_null(pause);
+    assert_int_equal(pause->type, REDIS_REPLY_STATUS);
+    freeReplyObject(pause);
+    fleet_release(f->f, "r", "h1");
+    for (int i = 0; i < 400 && fleet_pending_releases(f->f) == 0; i++)
+        run(f->base, 10);
+    assert_int_equal(fleet_pending_releases(f->f), 1);
+    for (int i = 0; i < 1000 && (fleet_pending_releases(f->f) > 0 || !fleet_up(f->f)); i++)
+        run(f->base, 10);
+    assert_int_equal(fleet_pending_releases(f->f), 0);
+    for (int i = 0; i < 100 && held != 0; i++) {
+        run(f->base, 20);
+        if (store_redis_held(f->admin, "r", &held) != STORE_OK) /* its connection timed out */
+            assert_int_equal(store_redis_held(f->admin, "r", &held), STORE_OK);
+    }
+    assert_int_equal(held, 0);
+    redisFree(c);
+}
+
 static void test_down(void **state)
 {
     struct fixture *f = *state;
@@ -335,6 +374,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_available, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins_and_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
