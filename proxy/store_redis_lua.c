@@ -27,16 +27,43 @@
 /* The tenant id inside a tenant key's hash tag. */
 #define TID(k) "string.match(" k ", '{t:(.-)}')"
 
-/* Drops the expired holds of hk (zset: id -> expiry ms) and ak (hash: id ->
- * micro-USD) by Redis's clock; sets `now` (ms) and `held` (the sum left). */
+/* A payer's holds: hk (zset hold id -> expiry, Redis's clock ms) and ak
+ * (hash hold id -> micro-USD, plus HOLD_SUM: their running total, so an
+ * admission costs the same however many holds are out). HOLDS_SWEEP drops
+ * the expired ones (their amounts off the total) and sets `now` and `held`;
+ * a total missing beside holds (written before it existed) is summed once. */
+#define HOLD_SUM "'=sum'" /* '=' is never in a hold id ([A-Za-z0-9._-]) */
 #define HOLDS_SWEEP(hk, ak)                                                                        \
     "local tm = redis.call('TIME')\n"                                                              \
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"                    \
+    "local held = redis.call('HGET', " ak ", " HOLD_SUM ")\n"                                      \
+    "if not held then\n"                                                                           \
+    "  held = 0\n"                                                                                 \
+    "  local all = redis.call('HGETALL', " ak ")\n"                                                \
+    "  for i = 2, #all, 2 do held = held + tonumber(all[i]) end\n"                                 \
+    "  if #all > 0 then redis.call('HSET', " ak ", " HOLD_SUM ", string.format('%d', held)) end\n" \
+    "else\n"                                                                                       \
+    "  held = tonumber(held)\n"                                                                    \
+    "end\n"                                                                                        \
     "local expired = redis.call('ZRANGEBYSCORE', " hk ", '-inf', now)\n"                           \
-    "for i = 1, #expired do redis.call('HDEL', " ak ", expired[i]) end\n"                          \
-    "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', " hk ", '-inf', now) end\n"               \
-    "local held = 0\n"                                                                             \
-    "for _, v in ipairs(redis.call('HVALS', " ak ")) do held = held + tonumber(v) end\n"
+    "for i = 1, #expired do\n"                                                                     \
+    "  local a = redis.call('HGET', " ak ", expired[i])\n"                                         \
+    "  if a then\n"                                                                                \
+    "    redis.call('HDEL', " ak ", expired[i])\n"                                                 \
+    "    held = redis.call('HINCRBY', " ak ", " HOLD_SUM ", string.format('%d', -tonumber(a)))\n"  \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', " hk ", '-inf', now) end\n"
+
+/* Drops hold id (a Lua expression) of hk/ak, its amount off the total;
+ * sets `dropped` (0 or 1). */
+#define HOLD_DROP(hk, ak, id)                                                                      \
+    "local dropped = redis.call('ZREM', " hk ", " id ")\n"                                         \
+    "local amt = redis.call('HGET', " ak ", " id ")\n"                                             \
+    "if amt then\n"                                                                                \
+    "  redis.call('HDEL', " ak ", " id ")\n"                                                       \
+    "  redis.call('HINCRBY', " ak ", " HOLD_SUM ", string.format('%d', -tonumber(amt)))\n"         \
+    "end\n"
 
 /* Removes connection cid from every BYOK slot that selects it (any
  * tenant, found through byok:cref:<cid>); touch: set those settings'
@@ -74,6 +101,7 @@ static const char admit_lua[] =
     "local ttl = tonumber(ARGV[3])\n"
     "redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])\n"
     "redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
+    "redis.call('HINCRBY', KEYS[3], " HOLD_SUM ", ARGV[2])\n"
     /* The two keys vanish with the last hold of an idle payer. */
     "if redis.call('PTTL', KEYS[2]) < ttl then\n"
     "  redis.call('PEXPIRE', KEYS[2], ttl)\n"
@@ -83,9 +111,8 @@ static const char admit_lua[] =
 
 static const char release_lua[] =
     /* KEYS: holds, holdamt. ARGV: hold id. */
-    "local n = redis.call('ZREM', KEYS[1], ARGV[1])\n"
-    "redis.call('HDEL', KEYS[2], ARGV[1])\n"
-    "return n\n";
+    HOLD_DROP("KEYS[1]", "KEYS[2]", "ARGV[1]") //
+    "return dropped\n";
 
 static const char held_lua[] =
     /* KEYS: holds, holdamt. */
@@ -119,21 +146,22 @@ static const char record_lua[] =
     "  end\n"
     "end\n"
     /* Checked: from here on every command succeeds. */
-    "if ARGV[4] ~= '' then\n"
-    "  redis.call('ZREM', KEYS[3], ARGV[4])\n"
-    "  redis.call('HDEL', KEYS[4], ARGV[4])\n"
-    "end\n"
-    "if mode == 'plan' then\n"
-    "  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[2], 'wallet', ARGV[10]) end\n"
-    "  if ARGV[8] ~= ARGV[6] then redis.call('HSET', KEYS[2], 'plan', ARGV[8]) end\n"
-    "end\n"
-    "if mode == 'exact' then redis.call('HSET', KEYS[2], 'plan', ARGV[8], 'wallet', ARGV[9]) end\n"
-    "redis.call('SET', KEYS[1], ARGV[2])\n"
-    "redis.call('XADD', KEYS[5], '*', 'id', ARGV[1], 'record', ARGV[2])\n"
-    "redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])\n"
-    "redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])\n"
-    "if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1]) end\n"
-    "return 'ok'\n";
+    "if ARGV[4] ~= '' then\n" HOLD_DROP(
+        "KEYS[3]", "KEYS[4]",
+        "ARGV[4]") "end\n"
+                   "if mode == 'plan' then\n"
+                   "  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[2], 'wallet', ARGV[10]) "
+                   "end\n"
+                   "  if ARGV[8] ~= ARGV[6] then redis.call('HSET', KEYS[2], 'plan', ARGV[8]) end\n"
+                   "end\n"
+                   "if mode == 'exact' then redis.call('HSET', KEYS[2], 'plan', ARGV[8], 'wallet', "
+                   "ARGV[9]) end\n"
+                   "redis.call('SET', KEYS[1], ARGV[2])\n"
+                   "redis.call('XADD', KEYS[5], '*', 'id', ARGV[1], 'record', ARGV[2])\n"
+                   "redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])\n"
+                   "redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])\n"
+                   "if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1]) end\n"
+                   "return 'ok'\n";
 
 static const char tenant_create_lua[] =
     /* KEYS: tenant, tenants. ARGV: id, name, byok, agency, parent, wd,

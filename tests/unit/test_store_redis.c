@@ -626,6 +626,82 @@ static void test_holds_expire_and_release(void **state)
     assert_int_equal(res, STORE_REDIS_NO_PAYER);
 }
 
+/* Sum of the amounts in holdamt (its running total field aside), read raw. */
+static int64_t raw_hold_amounts(struct fixture *f, const char *payer, int64_t *total_field)
+{
+    redisReply *r = raw(f, "HGETALL byok:{t:%s}:holdamt", payer);
+    int64_t sum = 0;
+    *total_field = -1;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        if (strcmp(r->element[i]->str, "=sum") == 0)
+            *total_field = strtoll(r->element[i + 1]->str, NULL, 10);
+        else
+            sum += strtoll(r->element[i + 1]->str, NULL, 10);
+    }
+    freeReplyObject(r);
+    return sum;
+}
+
+/* The payer's held total is kept as holds come and go (admit, release, a
+ * record that settles one, expiry), so an admission does not sum every
+ * hold; a total missing beside holds is summed once. */
+static void test_holds_running_total(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("p2", "", 0, 1000000000);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    enum store_redis_admit res;
+    char id[32];
+    int64_t expect = 0, held, field;
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof(id), "h%d", i);
+        int64_t amt = (int64_t)(i % 10) * 137; /* some holds are 0 */
+        assert_int_equal(
+            store_redis_admit(f->s, "p2", id, amt, i % 5 == 0 ? 1000 : 60000, &res, NULL),
+            STORE_OK);
+        assert_int_equal(res, STORE_REDIS_ADMITTED);
+        expect += amt;
+    }
+    assert_int_equal(store_redis_held(f->s, "p2", &held), STORE_OK);
+    assert_int_equal(held, expect);
+    /* Every third released, twice (the second does nothing). */
+    for (int i = 1; i < 300; i += 3) {
+        snprintf(id, sizeof(id), "h%d", i);
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(store_redis_release(f->s, "p2", id, NULL), STORE_OK);
+        expect -= (int64_t)(i % 10) * 137;
+    }
+    /* Records settle h2, h8, h14, ... (not released above). */
+    for (int i = 2; i < 300; i += 6) {
+        snprintf(id, sizeof(id), "u-h%d", i);
+        struct usage_record r = record(id, "p2", "p2", 1000, 3, false);
+        snprintf(r.hold_id, sizeof(r.hold_id), "h%d", i);
+        assert_int_equal(store_usage_write(f->s, &r, 1, NULL, NULL), STORE_OK);
+        expect -= (int64_t)(i % 10) * 137;
+    }
+    assert_int_equal(store_redis_held(f->s, "p2", &held), STORE_OK);
+    assert_int_equal(held, expect);
+    assert_int_equal(raw_hold_amounts(f, "p2", &field), expect);
+    assert_int_equal(field, expect);
+    /* The 1 s holds expire (Redis's clock): off the total. */
+    redis_server_sleep_ms(1200);
+    for (int i = 0; i < 300; i += 5) {
+        bool gone_before = (i % 3 == 1) || (i % 6 == 2);
+        if (!gone_before)
+            expect -= (int64_t)(i % 10) * 137;
+    }
+    assert_int_equal(store_redis_held(f->s, "p2", &held), STORE_OK);
+    assert_int_equal(held, expect);
+    assert_int_equal(raw_hold_amounts(f, "p2", &field), expect);
+    assert_int_equal(field, expect);
+    /* A total lost (or never written) is summed again from the holds. */
+    freeReplyObject(raw(f, "HDEL byok:{t:p2}:holdamt =sum"));
+    assert_int_equal(store_redis_held(f->s, "p2", &held), STORE_OK);
+    assert_int_equal(held, expect);
+    assert_int_equal(raw_hold_amounts(f, "p2", &field), expect);
+    assert_int_equal(field, expect);
+}
+
 /* The record releases its hold and charges its cost in one step: available
  * funds never jump up in between. */
 static void test_record_releases_hold(void **state)
@@ -842,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reseal_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_holds_admit_one_of_50, setup, teardown),
         cmocka_unit_test_setup_teardown(test_holds_expire_and_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_holds_running_total, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_releases_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_reconnects, setup, teardown),
