@@ -14,6 +14,7 @@
 #      BENCH_WORKERS (byok-proxy and nginx-proxy workers, default 2, 1 when
 #      pinned), BYOK_PROXY_BIN / BYOK_PROXY_BIN_B (binaries, if not given as
 #      $1 / $2).
+# Helpers (processes, CPU accounting, formatting): lib.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,8 +35,8 @@ fi
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 WRK_CPUS=${BENCH_WRK_CPUS:-1}
 
-die() { echo "run.sh: $*" >&2; exit 2; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+# shellcheck source-path=SCRIPTDIR
+. "$HERE/lib.sh"
 for v in "$SECONDS_RUN" "$WARMUP" "$THREADS" "$WORKERS"; do
   is_uint "$v" || die "BENCH_SECONDS, BENCH_WARMUP, BENCH_THREADS and BENCH_WORKERS must be whole numbers"
 done
@@ -65,80 +66,10 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 
 TMP=$(mktemp -d /tmp/byok-bench.XXXXXX)
-PIDS=()
+PIDS=()    # every server we started, in start order (cleanup stops them newest first)
 WRK_PID=   # the bounded wrk run in progress, if any
-cleanup() {
-  local pid
-  # timeout passes the TERM on to wrk.
-  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    # Bounded wait for each process we started, then force.
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
-
-# Polls until "url" answers (any HTTP status), at most 10 s.
-wait_http() {
-  local url=$1
-  for _ in $(seq 1 200); do
-    if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-    sleep 0.05
-  done
-  echo "run.sh: $url did not come up" >&2
-  return 1
-}
-
-# Starts a server (pinned to the server CPUs with BENCH_PIN=1) in the
-# background; taskset execs it, so $! is the server's own pid.
-start_server() {
-  "${SRV_RUN[@]+"${SRV_RUN[@]}"}" "$@" &
-  PIDS+=($!)
-  LAST_PID=$!
-}
-
-# bounded_wrk SECONDS OUTFILE WRK-ARGS...: wrk (pinned with BENCH_PIN=1) under
-# timeout, in the background and waited for, so that a signal to this script
-# is handled at once and cleanup stops the run.
-bounded_wrk() {
-  local limit=$1 out=$2 rc=0
-  shift 2
-  timeout "$limit" "${WRK_RUN[@]+"${WRK_RUN[@]}"}" wrk "$@" >"$out" &
-  WRK_PID=$!
-  wait "$WRK_PID" || rc=$?
-  WRK_PID=
-  [ "$rc" = 0 ] || { echo "run.sh: wrk $* failed (exit $rc)" >&2; exit 1; }
-}
-
-# --- CPU accounting from /proc/<pid>/stat --------------------------------
-# A process and its direct children (an nginx master and its workers).
-proc_tree() {
-  local root=$1 f line rest
-  echo "$root"
-  for f in /proc/[0-9]*/stat; do
-    { read -r line <"$f"; } 2>/dev/null || continue
-    rest=${line##*) }            # fields from 3 (state) on; comm may hold spaces
-    set -- $rest
-    [ "${2:-}" = "$root" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
-  done
-  return 0
-}
-# user+system clock ticks (utime+stime, fields 14 and 15: all threads of each
-# process) summed over the given pids.
-cpu_ticks() {
-  local p files=()
-  for p in "$@"; do [ -r "/proc/$p/stat" ] && files+=("/proc/$p/stat"); done
-  [ "${#files[@]}" -gt 0 ] || { echo 0; return; }
-  awk '{ sub(/.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}" 2>/dev/null || echo 0
-}
 
 MOCK_PORT=$(free_port)
 NGX_PORT=$(free_port)
@@ -291,8 +222,6 @@ done
 declare -A CUTOFF   # upper bound of requests in flight when a wrk run stopped
 for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 
-field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\\1/" <<<"$2"; }
-
 # run_wrk TARGET CONNECTIONS: warm-up, then the measured run with the CPU of
 # the proxy (process + direct children) and of the mock sampled around it.
 declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US WALL_US
@@ -327,12 +256,6 @@ run_wrk() {
   CUTOFF[$t]=$(( CUTOFF[$t] + c ))
   echo "  $c conns, ${LABEL[$t]}: done" >&2
 }
-
-ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
-# per_req CPU_US REQUESTS -> µs per request
-per_req() { awk -v u="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", u / n; else printf "-" }'; }
-pct() { awk -v u="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * u / w; else printf "-" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else printf "-" }'; }
 
 print_table() {
   local c=$1 t k proxy_us proxy_pct
