@@ -13,7 +13,10 @@
 #      BENCH_WRK_CPUS, default 1, via taskset),
 #      BENCH_WORKERS (byok-proxy and nginx-proxy workers, default 2, 1 when
 #      pinned), BYOK_PROXY_BIN / BYOK_PROXY_BIN_B (binaries, if not given as
-#      $1 / $2).
+#      $1 / $2), BENCH_REDIS (1: also each binary on the Redis store, against
+#      a redis-server started here; 0: not; default: when redis-server is
+#      installed), BENCH_REDIS_FSYNC (its appendfsync, default always).
+# Helpers (processes, CPU accounting, redis-server, formatting): lib.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,9 +36,11 @@ else
 fi
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 WRK_CPUS=${BENCH_WRK_CPUS:-1}
+REDIS=${BENCH_REDIS:-auto}
+REDIS_FSYNC=${BENCH_REDIS_FSYNC:-always}
 
-die() { echo "run.sh: $*" >&2; exit 2; }
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+# shellcheck source-path=SCRIPTDIR
+. "$HERE/lib.sh"
 for v in "$SECONDS_RUN" "$WARMUP" "$THREADS" "$WORKERS"; do
   is_uint "$v" || die "BENCH_SECONDS, BENCH_WARMUP, BENCH_THREADS and BENCH_WORKERS must be whole numbers"
 done
@@ -53,6 +58,18 @@ for tool in nginx wrk curl node timeout; do
 done
 [ -x "$BIN_A" ] || die "byok-proxy binary '$BIN_A' not found; build it or pass its path"
 [ -z "$BIN_B" ] || [ -x "$BIN_B" ] || die "second byok-proxy binary '$BIN_B' not found"
+case "$REDIS" in
+  0) ;;
+  1) if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+       die "BENCH_REDIS=1 needs redis-server and redis-cli (scripts/setup.sh --test, or apt-get install redis-server)"
+     fi ;;
+  auto) if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then REDIS=1; else
+          REDIS=0
+          echo "run.sh: redis-server not installed: the Redis-store targets are skipped (scripts/setup.sh --test installs it)" >&2
+        fi ;;
+  *) die "BENCH_REDIS must be 0 or 1" ;;
+esac
+case "$REDIS_FSYNC" in always | everysec | no) ;; *) die "BENCH_REDIS_FSYNC must be always, everysec or no" ;; esac
 SRV_RUN=()
 WRK_RUN=()
 if [ "$PIN" = 1 ]; then
@@ -65,80 +82,10 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 
 TMP=$(mktemp -d /tmp/byok-bench.XXXXXX)
-PIDS=()
+PIDS=()    # every server we started, in start order (cleanup stops them newest first)
 WRK_PID=   # the bounded wrk run in progress, if any
-cleanup() {
-  local pid
-  # timeout passes the TERM on to wrk.
-  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    # Bounded wait for each process we started, then force.
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
-}
-
-# Polls until "url" answers (any HTTP status), at most 10 s.
-wait_http() {
-  local url=$1
-  for _ in $(seq 1 200); do
-    if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-    sleep 0.05
-  done
-  echo "run.sh: $url did not come up" >&2
-  return 1
-}
-
-# Starts a server (pinned to the server CPUs with BENCH_PIN=1) in the
-# background; taskset execs it, so $! is the server's own pid.
-start_server() {
-  "${SRV_RUN[@]+"${SRV_RUN[@]}"}" "$@" &
-  PIDS+=($!)
-  LAST_PID=$!
-}
-
-# bounded_wrk SECONDS OUTFILE WRK-ARGS...: wrk (pinned with BENCH_PIN=1) under
-# timeout, in the background and waited for, so that a signal to this script
-# is handled at once and cleanup stops the run.
-bounded_wrk() {
-  local limit=$1 out=$2 rc=0
-  shift 2
-  timeout "$limit" "${WRK_RUN[@]+"${WRK_RUN[@]}"}" wrk "$@" >"$out" &
-  WRK_PID=$!
-  wait "$WRK_PID" || rc=$?
-  WRK_PID=
-  [ "$rc" = 0 ] || { echo "run.sh: wrk $* failed (exit $rc)" >&2; exit 1; }
-}
-
-# --- CPU accounting from /proc/<pid>/stat --------------------------------
-# A process and its direct children (an nginx master and its workers).
-proc_tree() {
-  local root=$1 f line rest
-  echo "$root"
-  for f in /proc/[0-9]*/stat; do
-    { read -r line <"$f"; } 2>/dev/null || continue
-    rest=${line##*) }            # fields from 3 (state) on; comm may hold spaces
-    set -- $rest
-    [ "${2:-}" = "$root" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
-  done
-  return 0
-}
-# user+system clock ticks (utime+stime, fields 14 and 15: all threads of each
-# process) summed over the given pids.
-cpu_ticks() {
-  local p files=()
-  for p in "$@"; do [ -r "/proc/$p/stat" ] && files+=("/proc/$p/stat"); done
-  [ "${#files[@]}" -gt 0 ] || { echo 0; return; }
-  awk '{ sub(/.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}" 2>/dev/null || echo 0
-}
 
 MOCK_PORT=$(free_port)
 NGX_PORT=$(free_port)
@@ -212,10 +159,11 @@ NGX_PID=$LAST_PID
 
 wait_http "http://127.0.0.1:$MOCK_PORT/"
 wait_http "http://127.0.0.1:$NGX_PORT/"
-
 # Target tables, keyed by target name: base URL, proxy key for wrk, the pid
-# whose CPU (with its direct children) is the proxy's, label.
-declare -A URL KEY SRVPID LABEL BYOKDIR
+# whose CPU (with its direct children) is the proxy's, label; for byok-proxy
+# targets also its dir and store backend, and on Redis the redis-server's
+# port and pid and the SQLite target it is compared with.
+declare -A URL KEY SRVPID LABEL BYOKDIR STORE REDISPORT REDISPID PAIR
 TARGETS=(direct nginx)
 URL[direct]="http://127.0.0.1:$MOCK_PORT"; KEY[direct]=sk-none; SRVPID[direct]=$MOCK_PID
 LABEL[direct]="mock direct"
@@ -229,19 +177,28 @@ byok_admin() {
   shift
   curl -sS --fail-with-body --max-time 5 -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"
 }
-# start_byok NAME BIN LABEL
+# start_byok NAME BIN LABEL sqlite|redis: a byok-proxy in $TMP/NAME; on Redis
+# with its own redis-server (AOF in $TMP/NAME/redis) started first.
 start_byok() {
-  local name=$1 bin=$2 dir="$TMP/$1" port admin_port token key
+  local name=$1 bin=$2 backend=$4 dir="$TMP/$1" port admin_port token key store
   port=$(free_port)
   admin_port=$(free_port)
   mkdir -p "$dir"
+  if [ "$backend" = redis ]; then
+    REDISPORT[$name]=$(free_port)
+    start_redis "$dir/redis" "${REDISPORT[$name]}" "$REDIS_FSYNC" || exit 1
+    REDISPID[$name]=$LAST_PID
+    store="{\"backend\": \"redis\", \"url\": \"redis://127.0.0.1:${REDISPORT[$name]}/0\"}"
+  else
+    store="{\"backend\": \"sqlite\", \"path\": \"$dir/byok.db\"}"
+  fi
   cat > "$dir/config.json" <<CONF
 {
   "listen": "127.0.0.1:$port",
   "admin_listen": "127.0.0.1:$admin_port",
   "workers": $WORKERS,
   "log_level": "warn",
-  "store": {"backend": "sqlite", "path": "$dir/byok.db"},
+  "store": $store,
   "usage": {"jsonl_path": "$dir/usage.jsonl", "spool_dir": "$dir/spool"},
   "upstreams": {"openai": "http://127.0.0.1:$MOCK_PORT"},
   "platform_keys": {"openai": {"key_env": "OPENAI_API_KEY"}},
@@ -264,24 +221,45 @@ CONF
   KEY[$name]=$key
   LABEL[$name]=$3
   BYOKDIR[$name]=$dir
+  STORE[$name]=$backend
   TARGETS+=("$name")
 }
 
-BYOK_TARGETS=(byok)
+# BYOK_TARGETS: every byok-proxy target, each Redis one right after the
+# SQLite one of the same binary (run back to back: the least drift between
+# the two); REDIS_TARGETS: the Redis ones.
+BYOK_TARGETS=()
+REDIS_TARGETS=()
+# add_byok NAME BIN LABEL: the SQLite target, then (BENCH_REDIS) its Redis twin.
+add_byok() {
+  start_byok "$1" "$2" "$3" sqlite
+  BYOK_TARGETS+=("$1")
+  if [ "$REDIS" = 1 ]; then
+    start_byok "$1_redis" "$2" "$3 redis" redis
+    PAIR[$1_redis]=$1
+    BYOK_TARGETS+=("$1_redis")
+    REDIS_TARGETS+=("$1_redis")
+  fi
+}
 if [ -n "$BIN_B" ]; then
-  BYOK_TARGETS=(byokA byokB)
-  start_byok byokA "$BIN_A" "byok-proxy A"
-  start_byok byokB "$BIN_B" "byok-proxy B"
+  add_byok byokA "$BIN_A" "byok-proxy A"
+  add_byok byokB "$BIN_B" "byok-proxy B"
 else
-  start_byok byok "$BIN_A" "byok-proxy"
+  add_byok byok "$BIN_A" "byok-proxy"
 fi
 
-# One request through each path, so a broken setup fails loudly here.
+# One request through each path, so a broken setup fails loudly here. A new
+# key reaches a Redis instance's data plane through its follower (pub/sub,
+# milliseconds): a 401 is asked again for up to 2 s.
 declare -A SERVED   # requests each target answered (the check request + every wrk run)
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 for t in "${TARGETS[@]}"; do
-  code=$(curl -s -o "$TMP/check.json" -w '%{http_code}' --max-time 5 -X POST -H 'Content-Type: application/json' \
-    -H "Authorization: Bearer ${KEY[$t]}" -d "$BODY" "${URL[$t]}/v1/chat/completions")
+  for _ in $(seq 1 40); do
+    code=$(curl -s -o "$TMP/check.json" -w '%{http_code}' --max-time 5 -X POST -H 'Content-Type: application/json' \
+      -H "Authorization: Bearer ${KEY[$t]}" -d "$BODY" "${URL[$t]}/v1/chat/completions") || true
+    [ "$code" = 401 ] || break
+    sleep 0.05
+  done
   if [ "$code" != 200 ] || ! grep -q '"usage"' "$TMP/check.json"; then
     echo "run.sh: ${URL[$t]}/v1/chat/completions (${LABEL[$t]}) answered $code: $(head -c 300 "$TMP/check.json")" >&2
     exit 1
@@ -291,13 +269,13 @@ done
 declare -A CUTOFF   # upper bound of requests in flight when a wrk run stopped
 for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 
-field() { sed -E "s/.*[ ]$1=([0-9.]+).*/\\1/" <<<"$2"; }
-
 # run_wrk TARGET CONNECTIONS: warm-up, then the measured run with the CPU of
-# the proxy (process + direct children) and of the mock sampled around it.
-declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US WALL_US
+# the proxy (process + direct children), of the mock and, for a Redis target,
+# of its redis-server and the commands it executed sampled around it.
+declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US REDIS_US WALL_US RCMDS
 run_wrk() {
-  local t=$1 c=$2 th=$THREADS out="$TMP/wrk-$1-$2" line srv_pids mock_pids s0 s1 m0 m1 w0 w1
+  local t=$1 c=$2 th=$THREADS out="$TMP/wrk-$1-$2" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
+  local rport=${REDISPORT[$1]:-}
   [ "$th" -gt "$c" ] && th=$c
   if [ "$WARMUP" -gt 0 ]; then
     BENCH_KEY=${KEY[$t]} bounded_wrk $((WARMUP + 30)) "$out.warm" \
@@ -308,10 +286,14 @@ run_wrk() {
   fi
   read -r -a srv_pids <<<"$(proc_tree "${SRVPID[$t]}" | tr '\n' ' ')"
   read -r -a mock_pids <<<"$(proc_tree "$MOCK_PID" | tr '\n' ' ')"
+  [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd0"
   s0=$(cpu_ticks "${srv_pids[@]}"); m0=$(cpu_ticks "${mock_pids[@]}"); w0=$(date +%s%N)
+  [ -z "$rport" ] || r0=$(cpu_ticks "${REDISPID[$t]}")
   BENCH_KEY=${KEY[$t]} bounded_wrk $((SECONDS_RUN + 30)) "$out.txt" \
     -t"$th" -c"$c" -d"${SECONDS_RUN}s" --latency -s "$HERE/chat.lua" "${URL[$t]}/v1/chat/completions"
   w1=$(date +%s%N); s1=$(cpu_ticks "${srv_pids[@]}"); m1=$(cpu_ticks "${mock_pids[@]}")
+  [ -z "$rport" ] || r1=$(cpu_ticks "${REDISPID[$t]}")
+  [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd1"
   line=$(grep '^BENCH_RESULT' "$out.txt")
   local k="$t,$c"
   RPS[$k]=$(field rps "$line")
@@ -323,83 +305,109 @@ run_wrk() {
   CPU_US[$k]=$(( (s1 - s0) * 1000000 / CLK_TCK ))
   MOCK_US[$k]=$(( (m1 - m0) * 1000000 / CLK_TCK ))
   WALL_US[$k]=$(( (w1 - w0) / 1000 ))
+  if [ -n "$rport" ]; then
+    REDIS_US[$k]=$(( (r1 - r0) * 1000000 / CLK_TCK ))
+    RCMDS[$k]=$(redis_cmds_per_req "$out.cmd0" "$out.cmd1" "${REQS[$k]}")
+  fi
   SERVED[$t]=$(( SERVED[$t] + REQS[$k] ))
   CUTOFF[$t]=$(( CUTOFF[$t] + c ))
   echo "  $c conns, ${LABEL[$t]}: done" >&2
 }
 
-ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
-# per_req CPU_US REQUESTS -> µs per request
-per_req() { awk -v u="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", u / n; else printf "-" }'; }
-pct() { awk -v u="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * u / w; else printf "-" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else printf "-" }'; }
+# proxy_cpu TARGET,CONNS: the proxy's µs/req ("-" for the mock itself);
+# redis_cpu: its redis-server's ("-" off Redis); both_cpu: their sum.
+proxy_cpu() { if [ "${1%,*}" = direct ]; then echo -; else per_req "${CPU_US[$1]}" "${REQS[$1]}"; fi; }
+redis_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then per_req "${REDIS_US[$1]}" "${REQS[$1]}"; else echo -; fi; }
+both_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then sum "$(proxy_cpu "$1")" "$(redis_cpu "$1")"; else proxy_cpu "$1"; fi; }
 
 print_table() {
-  local c=$1 t k proxy_us proxy_pct
+  local c=$1 t k proxy_pct redis_pct
   echo
   echo "== $c connections =="
-  # µ is two bytes: its header cells are one wider for printf.
-  printf '%-20s %10s %8s %8s %14s %7s %13s %8s %8s\n' target 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'cpu %' 'mock µs/req' \
-    non-2xx sockerr
+  # µ is two bytes: its header cells are one wider for printf. The redis
+  # columns only when there is a Redis target.
+  printf '%-22s %9s %7s %7s %13s %6s' target 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'cpu %'
+  [ "$REDIS" = 0 ] || printf ' %13s %7s %12s' 'redis µs/req' 'redis %' 'proxy+redis'
+  printf ' %12s %7s %7s\n' 'mock µs/req' non-2xx sockerr
   for t in "${TARGETS[@]}"; do
     k="$t,$c"
-    if [ "$t" = direct ]; then
-      proxy_us=-; proxy_pct=-
-    else
-      proxy_us=$(per_req "${CPU_US[$k]}" "${REQS[$k]}"); proxy_pct=$(pct "${CPU_US[$k]}" "${WALL_US[$k]}")
-    fi
-    printf '%-20s %10s %8s %8s %13s %7s %12s %8s %8s\n' "${LABEL[$t]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
-      "$(ms "${P99[$k]}")" "$proxy_us" "$proxy_pct" "$(per_req "${MOCK_US[$k]}" "${REQS[$k]}")" \
-      "${NON2XX[$k]}" "${SOCKERR[$k]}"
+    proxy_pct=-; redis_pct=-
+    [ "$t" = direct ] || proxy_pct=$(pct "${CPU_US[$k]}" "${WALL_US[$k]}")
+    [ -z "${REDIS_US[$k]:-}" ] || redis_pct=$(pct "${REDIS_US[$k]}" "${WALL_US[$k]}")
+    printf '%-22s %9s %7s %7s %12s %6s' "${LABEL[$t]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" "$(ms "${P99[$k]}")" \
+      "$(proxy_cpu "$k")" "$proxy_pct"
+    [ "$REDIS" = 0 ] || printf ' %12s %7s %12s' "$(redis_cpu "$k")" "$redis_pct" "$(both_cpu "$k")"
+    printf ' %11s %7s %7s\n' "$(per_req "${MOCK_US[$k]}" "${REQS[$k]}")" "${NON2XX[$k]}" "${SOCKERR[$k]}"
   done
   echo
-  local n="nginx,$c" d="direct,$c" ncpu bcpu
-  ncpu=$(per_req "${CPU_US[$n]}" "${REQS[$n]}")
+  local n="nginx,$c" d="direct,$c" ncpu s
+  ncpu=$(proxy_cpu "$n")
   for t in "${BYOK_TARGETS[@]}"; do
     k="$t,$c"
-    bcpu=$(per_req "${CPU_US[$k]}" "${REQS[$k]}")
-    printf '%-13s vs nginx: throughput %s (target ≥ 1.0), CPU/req %s (target ≤ 1.0); throughput vs direct %s\n' \
-      "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(ratio "$bcpu" "$ncpu")" "$(ratio "${RPS[$k]}" "${RPS[$d]}")"
+    printf '%-18s vs nginx: throughput %s (target ≥ 1.0), CPU/req %s (target ≤ 1.0)' \
+      "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(ratio "$(proxy_cpu "$k")" "$ncpu")"
+    [ -z "${REDIS_US[$k]:-}" ] || printf ', with redis-server %s' "$(ratio "$(both_cpu "$k")" "$ncpu")"
+    printf '; throughput vs direct %s\n' "$(ratio "${RPS[$k]}" "${RPS[$d]}")"
   done
-  printf 'added p99 vs direct: nginx %s ms' "$(awk -v a="${P99[$n]}" -v b="${P99[$d]}" 'BEGIN { printf "%+.3f", (a - b) / 1000 }')"
+  printf 'added p99 vs direct: nginx %s ms' "$(added_ms "${P99[$n]}" "${P99[$d]}")"
   for t in "${BYOK_TARGETS[@]}"; do
-    k="$t,$c"
-    printf ', %s %s ms' "${LABEL[$t]}" "$(awk -v a="${P99[$k]}" -v b="${P99[$d]}" 'BEGIN { printf "%+.3f", (a - b) / 1000 }')"
+    printf ', %s %s ms' "${LABEL[$t]}" "$(added_ms "${P99[$t,$c]}" "${P99[$d]}")"
   done
   echo '   (target ≤ 1 ms at 64 connections)'
   if [ -n "$BIN_B" ]; then
     local a="byokA,$c" bb="byokB,$c"
-    printf 'B/A: CPU µs/req %s, req/s %s\n' \
-      "$(ratio "$(per_req "${CPU_US[$bb]}" "${REQS[$bb]}")" "$(per_req "${CPU_US[$a]}" "${REQS[$a]}")")" \
+    printf 'B/A: CPU µs/req %s, req/s %s\n' "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" \
       "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
+    if [ "$REDIS" = 1 ]; then
+      a="byokA_redis,$c" bb="byokB_redis,$c"
+      printf 'B/A on Redis: CPU µs/req %s (proxy+redis %s), req/s %s\n' \
+        "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" "$(ratio "$(both_cpu "$bb")" "$(both_cpu "$a")")" \
+        "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
+    fi
   fi
+  for t in "${REDIS_TARGETS[@]+"${REDIS_TARGETS[@]}"}"; do
+    k="$t,$c" s="${PAIR[$t]},$c"
+    printf '%s: redis/sqlite CPU µs/req %s proxy alone, %s proxy+redis (target ≤ 1.2); p99 %s; req/s %s\n' \
+      "${LABEL[$t]}" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$s")")" \
+      "$(ratio "$(both_cpu "$k")" "$(proxy_cpu "$s")")" "$(ratio "${P99[$k]}" "${P99[$s]}")" \
+      "$(ratio "${RPS[$k]}" "${RPS[$s]}")"
+    printf '%s: Redis commands per request: %s\n' "${LABEL[$t]}" "${RCMDS[$k]}"
+  done
 }
 
-# Counts a byok target's JSONL records once the usage writer has caught up:
-# polls until the count stops moving (at most ~5 s).
-usage_records() {
-  local f="${BYOKDIR[$1]}/usage.jsonl" n prev=-1
+# stable_count TARGET COMMAND...: COMMAND's number once the target's usage
+# writer has caught up: polls until it stops moving (at most ~5 s).
+stable_count() {
+  local t=$1 n prev=-1
+  shift
   for _ in $(seq 1 25); do
-    n=0
-    [ -f "$f" ] && n=$(wc -l <"$f")
-    [ "$n" = "$prev" ] && [ "$n" -ge "${SERVED[$1]}" ] && break
+    n=$("$@") || n=0
+    [ "$n" = "$prev" ] && [ "$n" -ge "${SERVED[$t]}" ] && break
     prev=$n
     sleep 0.2
   done
   echo "$n"
 }
+jsonl_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+stream_len() { rcli "$1" XLEN byok:usage; }
 
 {
   echo "bench: connections ${CONNS[*]}, $THREADS wrk thread(s) (at most one per connection)," \
     "${SECONDS_RUN}s per target (+${WARMUP}s warm-up), $(nproc) cores"
   if [ "$PIN" = 1 ]; then
-    echo "pinned: servers on CPU $SERVER_CPUS, wrk on CPU $WRK_CPUS; $WORKERS proxy worker(s), $WORKERS nginx worker(s), 1 mock worker"
+    echo "pinned: servers (redis-server included) on CPU $SERVER_CPUS, wrk on CPU $WRK_CPUS;" \
+      "$WORKERS proxy worker(s), $WORKERS nginx worker(s), 1 mock worker"
   else
     echo "not pinned; $WORKERS proxy worker(s), $WORKERS nginx worker(s), 1 mock worker"
   fi
   for t in "${BYOK_TARGETS[@]}"; do
-    if [ "$t" = byokB ]; then echo "${LABEL[$t]}: $BIN_B"; else echo "${LABEL[$t]}: $BIN_A"; fi
+    bin=$BIN_A
+    case $t in byokB*) bin=$BIN_B ;; esac
+    echo "${LABEL[$t]}: $bin, ${STORE[$t]} store"
   done
+  echo "stores and JSONL files in $TMP ($(df --output=fstype "$TMP" | tail -1 | tr -d ' ')):" \
+    "SQLite synchronous=FULL$([ "$REDIS" = 1 ] && echo "; redis-server $(redis-server --version | sed -E 's/.* v=([^ ]+).*/\1/')," \
+    "appendonly yes, appendfsync $REDIS_FSYNC (BENCH_REDIS_FSYNC), no RDB snapshots")"
 } >&2
 
 for c in "${CONNS[@]}"; do
@@ -411,15 +419,24 @@ for c in "${CONNS[@]}"; do print_table "$c"; done
 echo
 echo "CPU: user+system from /proc/<pid>/stat over each measured run (${CLK_TCK} Hz ticks): nginx master + workers," \
   "byok-proxy's process (all threads); 'mock µs/req' is the mock upstream's."
+[ "$REDIS" = 0 ] || echo "Redis targets: 'redis µs/req' is their redis-server's CPU (appendonly yes, appendfsync" \
+  "$REDIS_FSYNC), 'proxy+redis' the sum; Redis commands per request count the commands Redis executed in the" \
+  "measured run (INFO commandstats), scripts' own calls included."
 status=0
+# check LABEL WHAT RECORDS TARGET: records against requests answered. wrk does
+# not count requests still in flight when a run stops; the proxy may still
+# answer and record them, at most one per connection and run.
+check() {
+  local verdict=MISMATCH
+  if [ "$3" -ge "${SERVED[$4]}" ] && [ "$3" -le $(( SERVED[$4] + CUTOFF[$4] )) ]; then verdict=ok; else status=1; fi
+  printf '%s usage records in %s: %s for %s requests answered (+ up to %s in flight at wrk stops): %s\n' \
+    "$1" "$2" "$3" "${SERVED[$4]}" "${CUTOFF[$4]}" "$verdict"
+}
 for t in "${BYOK_TARGETS[@]}"; do
-  recs=$(usage_records "$t")
-  # wrk does not count requests still in flight when a run stops; the proxy
-  # may still answer and record them, at most one per connection and run.
-  if [ "$recs" -ge "${SERVED[$t]}" ] && [ "$recs" -le $(( SERVED[$t] + CUTOFF[$t] )) ]; then verdict=ok
-  else verdict=MISMATCH; status=1; fi
-  printf '%s usage records in JSONL: %s for %s requests answered (+ up to %s in flight at wrk stops): %s\n' \
-    "${LABEL[$t]}" "$recs" "${SERVED[$t]}" "${CUTOFF[$t]}" "$verdict"
+  if [ "${STORE[$t]}" = redis ]; then
+    check "${LABEL[$t]}" "the stream byok:usage" "$(stable_count "$t" stream_len "${REDISPORT[$t]}")" "$t"
+  fi
+  check "${LABEL[$t]}" JSONL "$(stable_count "$t" jsonl_lines "${BYOKDIR[$t]}/usage.jsonl")" "$t"
 done
 for t in "${BYOK_TARGETS[@]}"; do
   for c in "${CONNS[@]}"; do
