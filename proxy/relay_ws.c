@@ -1143,7 +1143,16 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         break;
     case RELAY_WS_OPEN:
         if (r->client.got_close || r->up.got_close) {
-            /* The other side never answered the close: done anyway. */
+            /* The other side never answered the close: the side that
+             * closed gets its answer from us (its own code back), not a
+             * bare TCP close it would read as 1006. */
+            int code = r->info.close_code;
+            if (code < 1000 || code == 1005 || code == 1006 || code == 1015)
+                code = WS_CLOSE_NORMAL;
+            if (r->client.got_close)
+                send_close(&r->client, code, NULL);
+            if (r->up.got_close)
+                send_close(&r->up, code, NULL);
             relay_finish(r, RELAY_WS_END_OK);
         } else if (r->activity) {
             r->activity = 0;

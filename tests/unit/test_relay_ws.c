@@ -129,6 +129,24 @@ static void test_upstream_initiated_close(void **state)
     assert_false(f->end.closed_by_client);
 }
 
+/* The client closes and the upstream never answers: after the close wait
+ * the client still gets a close frame (its own code back), not a bare TCP
+ * close it would read as 1006. */
+static void test_unanswered_close(void **state)
+{
+    struct fixture *f = *state;
+    f->up.close_echo = false;
+    start_open(f);
+    peer_close(&f->client, 4001, "bye");
+    RUN_UNTIL(f->up.got_close);
+    assert_int_equal(f->up.close_code, 4001);
+    RUN_UNTIL(f->n_end == 1 && f->client.got_close);
+    assert_int_equal(f->client.close_code, 4001);
+    assert_int_equal(f->end.end, RELAY_WS_END_OK);
+    assert_true(f->end.closed_by_client);
+    RUN_UNTIL(f->client.eof);
+}
+
 static void test_refused_401(void **state)
 {
     struct fixture *f = *state;
@@ -759,6 +777,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_handshake_echo_and_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_initiated_close, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unanswered_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_401, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_502, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout_504, setup, teardown),
