@@ -240,7 +240,7 @@ async function main() {
   try {
     await fetch(`${opts.proxy}/`, { signal: AbortSignal.timeout(5000) }).then((r) => r.arrayBuffer());
   } catch (e) {
-    fail(`the proxy at ${opts.proxy} does not answer: ${e.cause?.code || e.message}`);
+    fail(`the proxy at ${opts.proxy} does not answer: ${e.cause?.code || e.cause?.message || e.message} (is it running? is --proxy its data-plane address?)`);
   }
 
   let ca;

@@ -53,7 +53,7 @@ function frame({ w, h, xMax, yMax, yTicks, yUnit, xLabel }) {
 }
 
 // series: [{ name, color, points: [[x, y|null], ...], dash?, area? }]
-export function lineChart({ w = 640, h = 240, series, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
+export function lineChart({ w = 560, h = 230, series, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
   const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
   const xMax = xMaxIn ?? Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[0])));
   const { max: yMax, ticks } = niceTicks(Math.max(0, ...all.map((p) => p[1])) * 1.05 || 1);
@@ -87,7 +87,7 @@ export function lineChart({ w = 640, h = 240, series, yUnit = '', xLabel = 'seco
 }
 
 // bars: [{ x, stack: [{ v, color, name }] }] - one column per second.
-export function barChart({ w = 640, h = 240, bars, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
+export function barChart({ w = 560, h = 230, bars, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
   const xMax = xMaxIn ?? Math.max(1, ...bars.map((b) => b.x + 1));
   const top = Math.max(0, ...bars.map((b) => b.stack.reduce((s, p) => s + p.v, 0)));
   const { max: yMax, ticks } = niceTicks(top * 1.05 || 1);
@@ -109,7 +109,7 @@ export function barChart({ w = 640, h = 240, bars, yUnit = '', xLabel = 'seconds
 
 // rows: [{ label, p50, p95, p99, max? }] - a bar to p50, a lighter one to
 // p95, a tick at p99: the latency of each operation at a glance.
-export function rangeBars({ w = 640, rows, unit = 'ms' }) {
+export function rangeBars({ w = 560, rows, unit = 'ms' }) {
   const rowH = 30;
   const left = 150;
   const h = PAD.t + rows.length * rowH + PAD.b;

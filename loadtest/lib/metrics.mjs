@@ -103,7 +103,7 @@ class Second {
     this.errors = 0;
     this.ttfb = new Histogram();
     this.total = new Histogram();
-    this.active = 0; // sessions open, sampled at the end of the second
+    this.active = 0; // most sessions open at once during the second
     this.bytes = 0;
   }
 }
@@ -134,7 +134,12 @@ export class Metrics {
 
   sec(t = this.now()) {
     const i = Math.max(0, Math.floor((t - this.t0) / 1000));
-    while (this.seconds.length <= i) this.seconds.push(new Second());
+    while (this.seconds.length <= i) {
+      // A second starts with the sessions still open from the last one.
+      const n = new Second();
+      n.active = this.active;
+      this.seconds.push(n);
+    }
     return this.seconds[i];
   }
 
@@ -179,6 +184,8 @@ export class Metrics {
   sessionOpened() {
     this.active++;
     if (this.active > this.peakActive) this.peakActive = this.active;
+    const s = this.sec();
+    if (this.active > s.active) s.active = this.active;
   }
 
   sessionClosed() {
@@ -190,9 +197,10 @@ export class Metrics {
     this.sec().started++;
   }
 
-  // Called once a second: the active sessions of the second just ended.
+  // Called once a second (and at the end): makes sure every second of the
+  // run has its entry, also one where nothing happened.
   sample() {
-    this.sec().active = this.active;
+    this.sec();
   }
 
   totalErrors() {

@@ -142,7 +142,7 @@ export function htmlReport(summary) {
     xMax,
     bars: series.map((s) => ({ x: s.t, stack: [{ v: s.done, color: '#10b981', name: `${r.primary} ok` }, { v: s.errors, color: '#ef4444', name: 'errors' }] })),
   });
-  const active = lineChart({ xMax, series: [{ name: 'active sessions', color: '#7c3aed', area: true, points: series.map((s) => [s.t + 1, s.active]) }] });
+  const active = lineChart({ xMax, series: [{ name: 'active sessions', color: '#7c3aed', area: true, points: series.map((s) => [s.t + 0.5, s.active]) }] });
   const opNames = opOrder(summary);
   const byOp = rangeBars({
     rows: opNames.filter((n) => r.ops[n].ttfb_ms.count).map((n) => ({ label: n, p50: r.ops[n].ttfb_ms.p50, p95: r.ops[n].ttfb_ms.p95, p99: r.ops[n].ttfb_ms.p99 })),
@@ -192,7 +192,7 @@ export function htmlReport(summary) {
 ${legend([['TTFB p50', '#2563eb'], ['TTFB p95', '#f59e0b'], ['TTFB p99', '#dc2626'], ['total p50', '#64748b']])}${latency}</section>
 <section class="card" id="throughput"><h2>Throughput</h2><div class="hint">${esc(r.primary)} finished per second, and errors</div>
 ${legend([[`${r.primary} ok`, '#10b981', true], ['errors', '#ef4444', true]])}${throughput}</section>
-<section class="card" id="active"><h2>Active sessions</h2><div class="hint">sessions open at the end of each second</div>${legend([['active sessions', '#7c3aed']])}${active}</section>
+<section class="card" id="active"><h2>Active sessions</h2><div class="hint">the most sessions open at once in each second (calls, sockets, conversations; for chat, requests in flight)</div>${legend([['active sessions', '#7c3aed']])}${active}</section>
 <section class="card" id="byop"><h2>TTFB by operation</h2><div class="hint">bar to p50, light bar to p95, red tick at p99 (ms)</div>${legend([['p50', '#2563eb', true], ['p95', '#93c5fd', true], ['p99', '#dc2626']])}${byOp}</section>
 </div>
 <section class="card" id="summary"><h2>Summary</h2><div class="hint">milliseconds; each operation's TTFB and total are measured from its own start</div>

@@ -122,5 +122,8 @@ export async function paced({ frameMs, frames, send, signal, shouldStop = () => 
     send(k);
     k++;
   }
+  // The last frame plays for frameMs: the stream lasts until then.
+  const end = start + k * frameMs;
+  if (k === frames && !signal?.aborted && performance.now() < end) await new Promise((resolve) => setTimeout(resolve, end - performance.now()));
   return { frames: k, maxLagMs: maxLag };
 }
