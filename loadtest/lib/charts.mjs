@@ -31,12 +31,20 @@ export function fmtNum(v) {
 
 const PAD = { l: 56, r: 16, t: 14, b: 34 };
 
-function frame({ w, h, xMax, yMax, yTicks, yUnit, xLabel }) {
+function frame({ w, h, xMax, yMax, yTicks, yUnit, xLabel, marks }) {
   const pw = w - PAD.l - PAD.r;
   const ph = h - PAD.t - PAD.b;
   const X = (x) => PAD.l + (xMax > 0 ? (x / xMax) * pw : 0);
   const Y = (y) => PAD.t + ph - (yMax > 0 ? (y / yMax) * ph : 0);
   let g = '';
+  if (marks?.ramp > 0) {
+    g += `<rect class="ramp" x="${PAD.l}" y="${PAD.t}" width="${(X(Math.min(marks.ramp, xMax)) - PAD.l).toFixed(1)}" height="${ph}"><title>ramp: users starting</title></rect>`;
+    g += `<text class="mark" x="${(PAD.l + 4).toFixed(1)}" y="${PAD.t + 11}">ramp</text>`;
+  }
+  if (marks?.end > 0 && marks.end < xMax) {
+    g += `<line class="end" x1="${X(marks.end).toFixed(1)}" x2="${X(marks.end).toFixed(1)}" y1="${PAD.t}" y2="${PAD.t + ph}"><title>end of the duration: no new iterations</title></line>`;
+    g += `<text class="mark" x="${(X(marks.end) + 4).toFixed(1)}" y="${PAD.t + 11}">end</text>`;
+  }
   for (const t of yTicks) {
     g += `<line class="grid" x1="${PAD.l}" x2="${w - PAD.r}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}"/>`;
     g += `<text class="tick" x="${PAD.l - 8}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${esc(fmtNum(t))}${t === yTicks[yTicks.length - 1] && yUnit ? ` ${esc(yUnit)}` : ''}</text>`;
@@ -53,11 +61,11 @@ function frame({ w, h, xMax, yMax, yTicks, yUnit, xLabel }) {
 }
 
 // series: [{ name, color, points: [[x, y|null], ...], dash?, area? }]
-export function lineChart({ w = 560, h = 230, series, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
+export function lineChart({ w = 560, h = 230, series, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn, marks }) {
   const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null && p[1] !== undefined));
   const xMax = xMaxIn ?? Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[0])));
   const { max: yMax, ticks } = niceTicks(Math.max(0, ...all.map((p) => p[1])) * 1.05 || 1);
-  const { g, X, Y, ph } = frame({ w, h, xMax, yMax, yTicks: ticks, yUnit, xLabel });
+  const { g, X, Y, ph } = frame({ w, h, xMax, yMax, yTicks: ticks, yUnit, xLabel, marks });
   let body = '';
   for (const s of series) {
     // Segments of consecutive defined points.
@@ -87,11 +95,11 @@ export function lineChart({ w = 560, h = 230, series, yUnit = '', xLabel = 'seco
 }
 
 // bars: [{ x, stack: [{ v, color, name }] }] - one column per second.
-export function barChart({ w = 560, h = 230, bars, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn }) {
+export function barChart({ w = 560, h = 230, bars, yUnit = '', xLabel = 'seconds into the run', xMax: xMaxIn, marks }) {
   const xMax = xMaxIn ?? Math.max(1, ...bars.map((b) => b.x + 1));
   const top = Math.max(0, ...bars.map((b) => b.stack.reduce((s, p) => s + p.v, 0)));
   const { max: yMax, ticks } = niceTicks(top * 1.05 || 1);
-  const { g, X, Y } = frame({ w, h, xMax, yMax, yTicks: ticks, yUnit, xLabel });
+  const { g, X, Y } = frame({ w, h, xMax, yMax, yTicks: ticks, yUnit, xLabel, marks });
   const bw = Math.max(1, (X(1) - X(0)) * 0.78);
   let body = '';
   for (const b of bars) {

@@ -99,6 +99,7 @@ svg .grid { stroke:#eef0f3; } svg .axis { stroke:#9ca3af; } svg .xtick { stroke:
 svg .tick { fill:#6b7280; font-size: 11px; } svg .label { fill:#9ca3af; font-size: 11px; } svg .cat { fill: var(--fg); font-size: 12.5px; }
 svg .line { fill:none; stroke-width:2.2; stroke-linejoin: round; stroke-linecap: round; }
 svg .area { opacity:.14; stroke:none; }
+svg .ramp { fill:#f3f4f6; } svg .end { stroke:#9ca3af; stroke-dasharray: 4 3; } svg .mark { fill:#9ca3af; font-size: 10.5px; }
 svg .bar.p50 { fill: var(--p50); } svg .bar.p95 { fill: #93c5fd; } svg .p99 { stroke: var(--p99); stroke-width: 2.5; }
 table { border-collapse: collapse; width:100%; font-variant-numeric: tabular-nums; }
 th, td { text-align:right; padding: 6px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
@@ -112,7 +113,8 @@ ul.checks li:last-child { border-bottom: none; }
 .mark { font-weight:700; width: 44px; flex: none; }
 .mark.ok { color: var(--ok); } .mark.bad { color: var(--bad); }
 .detail { color: var(--muted); }
-dl.params { display:grid; grid-template-columns: max-content 1fr; gap: 4px 14px; margin: 6px 0 10px; }
+dl.params { display:grid; grid-template-columns: max-content 1fr max-content 1fr max-content 1fr; gap: 4px 14px; margin: 6px 0 10px; }
+@media (max-width: 900px) { dl.params { grid-template-columns: max-content 1fr; } }
 dl.params dt { color: var(--muted); } dl.params dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12.5px; }
 .none { color: var(--muted); padding: 12px 0 16px; }
 footer { color: var(--muted); font-size: 12px; margin-top: 10px; }
@@ -128,8 +130,12 @@ export function htmlReport(summary) {
   const series = r.series;
   const xMax = Math.max(1, series.length);
   const pt = (key) => series.map((s) => [s.t + 0.5, s[key]]);
+  // The ramp (shaded) and the end of the duration (dashed: no iteration
+  // starts after it; what runs then finishes).
+  const marks = { ramp: summary.params.ramp_s || 0, end: summary.params.duration_s };
   const latency = lineChart({
     xMax,
+    marks,
     yUnit: 'ms',
     series: [
       { name: 'TTFB p50', color: '#2563eb', points: pt('ttfb_p50') },
@@ -140,9 +146,10 @@ export function htmlReport(summary) {
   });
   const throughput = barChart({
     xMax,
+    marks,
     bars: series.map((s) => ({ x: s.t, stack: [{ v: s.done, color: '#10b981', name: `${r.primary} ok` }, { v: s.errors, color: '#ef4444', name: 'errors' }] })),
   });
-  const active = lineChart({ xMax, series: [{ name: 'active sessions', color: '#7c3aed', area: true, points: series.map((s) => [s.t + 0.5, s.active]) }] });
+  const active = lineChart({ xMax, marks, series: [{ name: 'active sessions', color: '#7c3aed', area: true, points: series.map((s) => [s.t + 0.5, s.active]) }] });
   const opNames = opOrder(summary);
   const byOp = rangeBars({
     rows: opNames.filter((n) => r.ops[n].ttfb_ms.count).map((n) => ({ label: n, p50: r.ops[n].ttfb_ms.p50, p95: r.ops[n].ttfb_ms.p95, p99: r.ops[n].ttfb_ms.p99 })),
