@@ -65,7 +65,8 @@ export function textReport(summary) {
   }
   out.push('');
   const g = summary.generator;
-  out.push(`load generator: event-loop delay p99 ${fmtNum(g.event_loop_delay_p99_ms)} ms, max ${fmtNum(g.event_loop_delay_max_ms)} ms; audio frames late by up to ${fmtNum(g.max_frame_lag_ms)} ms`);
+  out.push(`load generator: event-loop delay p99 ${fmtNum(g.event_loop_delay_p99_ms)} ms, max ${fmtNum(g.event_loop_delay_max_ms)} ms; audio frames late by up to ${fmtNum(g.max_frame_lag_ms)} ms` +
+    (g.saturated ? '\n  WARNING: the load generator was saturated: the latencies include its own delay (run fewer users per process, or several processes)' : ''));
   out.push(`verdict: ${summary.verdict}${summary.verdict_reasons.length ? ` - ${summary.verdict_reasons.join('; ')}` : ''}`);
   return out.join('\n');
 }
@@ -81,6 +82,7 @@ header .sub { color: var(--muted); }
 .verdict { display:flex; gap:12px; margin:16px 0; flex-wrap: wrap; }
 .badge { border-radius:10px; padding:10px 16px; font-weight:600; color:#fff; display:flex; flex-direction:column; min-width: 200px; }
 .badge small { font-weight:400; opacity:.9; }
+.badge.warn { background: #d97706; }
 .badge.pass { background: var(--ok); } .badge.fail { background: var(--bad); } .badge.none { background:#6b7280; }
 .kpis { display:grid; grid-template-columns: repeat(auto-fit, minmax(150px,1fr)); gap:12px; margin: 8px 0 18px; }
 .kpi { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; }
@@ -158,6 +160,9 @@ export function htmlReport(summary) {
   const exBadge = !x.checked
     ? `<div class="badge none">Exactness not checked<small>${esc(x.reason)}</small></div>`
     : `<div class="badge ${x.verdict === 'PASS' ? 'pass' : 'fail'}">Exactness ${esc(x.verdict)}<small>${esc(x.figures.records)} records · Σ charged ${esc(x.figures.charged_micros)} µUSD · drop ${esc(x.figures.balance_drop_micros)} µUSD</small></div>`;
+  const genBadge = summary.generator.saturated
+    ? `<div class="badge warn">Load generator saturated<small>event-loop p99 ${esc(fmtNum(summary.generator.event_loop_delay_p99_ms))} ms · frames up to ${esc(fmtNum(summary.generator.max_frame_lag_ms))} ms late: latencies include its delay</small></div>`
+    : '';
   const runBadge = `<div class="badge ${summary.verdict === 'PASS' ? 'pass' : 'fail'}">Run ${esc(summary.verdict)}<small>${esc(summary.verdict_reasons.join('; ') || `${r.errors_total} errors`)}</small></div>`;
   const kpi = (v, k) => `<div class="kpi"><div class="v">${v}</div><div class="k">${esc(k)}</div></div>`;
   const kpis = [
@@ -192,7 +197,7 @@ export function htmlReport(summary) {
 <body><main>
 <header><h1>Load test · ${esc(summary.scenario)}</h1>
 <div class="sub">${esc(summary.description)}<br>${esc(summary.params.concurrency)} at once for ${esc(summary.params.duration_s)} s (ramp ${esc(summary.params.ramp_s)} s${summary.params.rate ? `, ${esc(summary.params.rate)}/s` : ''}) · ran ${esc(summary.elapsed_s)} s · ${esc(r.iterations)} iterations · ${esc(summary.started_at)}${summary.tenant_id ? ` · tenant ${esc(summary.tenant_id)}` : ''}</div></header>
-<div class="verdict">${runBadge}${exBadge}</div>
+<div class="verdict">${runBadge}${exBadge}${genBadge}</div>
 <div class="kpis">${kpis}</div>
 <div class="grid2">
 <section class="card" id="latency"><h2>Latency over time</h2><div class="hint">${esc(r.primary)}: TTFB percentiles of the operations that finished in each second</div>
