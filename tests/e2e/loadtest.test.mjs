@@ -118,9 +118,12 @@ test('chat, streamed: records = replies, tokens as the client saw them, Σ charg
   assert.match(r.stderr, /\[\s+1s\] active\s+\d+\s+chat\/s\s+[\d.]+\s+ok \d+\s+errors 0\s+TTFB p50 (\d+ms|-) p99 (\d+ms|-)/);
 });
 
-test('chat, not streamed: a short run passes the same checks', async () => {
-  const r = await adminRun('chat', ['--duration', '1']);
-  expectPass(r, { primary: 'chat', checks: ['one record per HTTP reply', 'LLM tokens in the records'] });
+test('chat, not streamed, at --rate 5/s: starts spaced by the rate, the same checks pass', async () => {
+  const r = await adminRun('chat', ['--duration', '2', '--rate', '5']);
+  const s = expectPass(r, { primary: 'chat', checks: ['one record per HTTP reply', 'LLM tokens in the records'] });
+  // Slots every 200 ms from the start, none after 2 s: at most 10.
+  assert.ok(s.result.iterations >= 8 && s.result.iterations <= 10, `${s.result.iterations} requests started`);
+  assert.ok(s.result.series.every((x) => x.started <= 6), JSON.stringify(s.result.series.map((x) => x.started)));
 });
 
 test('realtime-call over the official SDK (wss, TLS listener): one record per response.done, sockets closed with final records', async () => {
@@ -139,7 +142,7 @@ test('realtime-call over the official SDK (wss, TLS listener): one record per re
 
 test('tts-stream: ElevenLabs stream-input, characters recorded = characters sent', async () => {
   const mark = stack.mocks.elevenlabs.sockets.length;
-  const r = await adminRun('tts-stream', ['--duration', '1.5']);
+  const r = await adminRun('tts-stream', ['--duration', '1.5', '--ramp', '1']);
   const s = expectPass(r, { primary: 'tts', checks: ['every socket closed with its records', 'TTS characters in the records'] });
   const ups = stack.mocks.elevenlabs.socketsSince(mark);
   assert.equal(ups.length, s.result.ops.tts.ok, 'one upstream socket per session');
@@ -302,12 +305,14 @@ test('without admin access: measures only, says exactness was not checked', asyn
   await stack.proxy.admin.createTenant({ id: t, name: t, wallet_micros: 10_000_000 });
   const k = await stack.proxy.admin.createKey(t, 'key-env');
   const dir = path.join(outDir, 'nokey');
-  const r = await kit(['--scenario', 'chat', '--proxy', stack.proxyUrl, '--key-env', 'LT_PROXY_KEY', '--concurrency', '2', '--duration', '1', '--report', dir],
+  const r = await kit(['--scenario', 'chat', '--proxy', stack.proxyUrl, '--key-env', 'LT_PROXY_KEY', '--concurrency', '2', '--duration', '1', '--report', dir, '--json'],
     { env: { LT_PROXY_KEY: k.key, BYOK_ADMIN_TOKEN: '' } });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const s = JSON.parse(fs.readFileSync(path.join(dir, 'summary.json'), 'utf8'));
+  assert.deepEqual(JSON.parse(r.stdout), s, '--json prints the summary on stdout');
   assert.equal(s.exactness.checked, false);
-  assert.match(r.stdout, /exactness: NOT CHECKED - no admin access/);
+  assert.match(s.exactness.reason, /no admin access/);
+  assert.match(fs.readFileSync(path.join(dir, 'report.html'), 'utf8'), /Exactness not checked/);
   assert.ok(s.result.ops.chat.ok > 0);
   assert.ok(!fs.readFileSync(path.join(dir, 'summary.json'), 'utf8').includes(k.key), 'the key is not in the summary');
   assert.ok(!r.stdout.includes(k.key) && !r.stderr.includes(k.key), 'nor in the output');
