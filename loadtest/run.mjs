@@ -294,7 +294,16 @@ async function main() {
   loop.enable();
   const progress = progressPrinter(metrics, opts.quiet);
   const iterate = scenario.create(env);
+  // Ctrl-C once: stop starting, let what runs finish, report (and check)
+  // as usual. Twice: leave now.
+  const stop = new AbortController();
+  process.on('SIGINT', () => {
+    if (stop.signal.aborted) process.exit(130);
+    log('interrupted: no new iterations; finishing what runs (Ctrl-C again to quit at once)');
+    stop.abort();
+  });
   const run = await runLoad({
+    stop: stop.signal,
     metrics,
     concurrency: opts.concurrency,
     durationS: opts.duration,
@@ -335,6 +344,7 @@ async function main() {
   if (result.errors_total > 0 && rate > opts.maxErrorRate) reasons.push(`${result.errors_total} error(s) in ${opsTotal} operation(s) (allowed rate ${opts.maxErrorRate})`);
   if (exactness.checked && exactness.verdict !== 'PASS') reasons.push('exactness FAIL');
   if (opsTotal === 0) reasons.push('no operation finished');
+  if (run.stopped) reasons.push('interrupted');
   const verdict = reasons.length ? 'FAIL' : 'PASS';
   const summary = {
     tool: 'byok-proxy loadtest',

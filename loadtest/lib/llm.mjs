@@ -3,6 +3,7 @@
 // `chat` and `voice-agent` scenarios.
 import OpenAI from 'openai';
 import { httpErrorKind } from './errors.mjs';
+import { onAbort } from './runner.mjs';
 
 // One client per virtual user: it runs one request at a time, so the
 // fetch wrapper's stamp is the time its current reply's head arrived.
@@ -33,7 +34,12 @@ export async function chatOnce(env, llm, { op, sid, messages, stream, signal, on
   let usage = null;
   let id = null;
   const body = { model: opts.model, messages, max_completion_tokens: opts.maxTokens };
-  const reqOpts = { headers: { 'X-Session-Id': sid }, signal };
+  // A signal of the request's own, tied to the run's: the SDK never takes
+  // its listener off the signal it is given, and the run's signal lives as
+  // long as the run.
+  const ac = new AbortController();
+  const dispose = onAbort(signal, () => ac.abort());
+  const reqOpts = { headers: { 'X-Session-Id': sid }, signal: ac.signal };
   try {
     if (stream) {
       const { data, response } = await llm.client.chat.completions
@@ -58,12 +64,14 @@ export async function chatOnce(env, llm, { op, sid, messages, stream, signal, on
       if (onDelta && text) onDelta(text);
     }
   } catch (e) {
+    dispose();
     const hid = id || e?.headers?.get?.('x-proxy-request-id');
     if (hid) ledger.httpRecord(sid, hid, { status: e?.status });
     else if (typeof e?.status !== 'number') ledger.httpUnknown(sid);
     metrics.fail(op, httpErrorKind(e), e?.message);
     return null;
   }
+  dispose();
   if (!id) {
     ledger.httpUnknown(sid);
     metrics.fail(op, 'reply without x-proxy-request-id', 'the proxy names the record of every reply it relays');

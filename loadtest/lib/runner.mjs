@@ -11,14 +11,25 @@
 // then is aborted and counted as an error, and run() returns.
 import { setMaxListeners } from 'node:events';
 
-export async function runLoad({ metrics, concurrency, durationS, rampS, rate, maxIterationS, maxIterations = Infinity, iterate, onTick }) {
+// stop: an AbortSignal that ends the run early (Ctrl-C): no iteration
+// starts after it; what runs finishes within its own bounds.
+export async function runLoad({ metrics, concurrency, durationS, rampS, rate, maxIterationS, maxIterations = Infinity, iterate, onTick, stop }) {
   const t0 = performance.now();
-  const stopStartsAt = t0 + durationS * 1000;
+  let stopStartsAt = t0 + durationS * 1000;
   const hardDeadline = stopStartsAt + maxIterationS * 1000;
   const abort = new AbortController();
   // Every operation in flight listens on it (hundreds at once is normal).
   setMaxListeners(0, abort.signal);
   const deadlineTimer = setTimeout(() => abort.abort(new Error('run deadline')), hardDeadline - t0);
+  let stopped = false;
+  const sleepers = new Set(); // VUs waiting for their start time
+  if (stop) {
+    stop.addEventListener('abort', () => {
+      stopped = true;
+      stopStartsAt = Math.min(stopStartsAt, performance.now());
+      for (const wake of sleepers) wake();
+    }, { once: true });
+  }
   let started = 0;
   let nextSlot = t0; // rate schedule: when the next iteration may start
   const interval = rate ? 1000 / rate : 0;
@@ -30,10 +41,16 @@ export async function runLoad({ metrics, concurrency, durationS, rampS, rate, ma
 
   // Waits for a start time (ramp, rate schedule), or the run's abort.
   const wait = (ms) => new Promise((resolve) => {
-    if (ms <= 0 || abort.signal.aborted) return resolve();
-    const onAbort = () => { clearTimeout(t); resolve(); };
-    const t = setTimeout(() => { abort.signal.removeEventListener('abort', onAbort); resolve(); }, ms);
-    abort.signal.addEventListener('abort', onAbort, { once: true });
+    if (ms <= 0 || abort.signal.aborted || stopped) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      abort.signal.removeEventListener('abort', done);
+      sleepers.delete(done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    abort.signal.addEventListener('abort', done, { once: true });
+    sleepers.add(done);
   });
 
   // Takes the next start slot; false when no iteration may start any more.
@@ -57,7 +74,7 @@ export async function runLoad({ metrics, concurrency, durationS, rampS, rate, ma
       metrics.iterationStarted();
       state.n++;
       try {
-        await iterate(state, { signal: abort.signal, stopAt: stopStartsAt, deadline: hardDeadline });
+        await iterate(state, { signal: abort.signal, stopping: () => stopped });
       } catch (e) {
         // A scenario records its own failures; this is what escaped it.
         metrics.fail(state.op || 'iteration', `exception: ${String(e?.message || e).split('\n')[0].slice(0, 80)}`, e?.stack);
@@ -73,7 +90,7 @@ export async function runLoad({ metrics, concurrency, durationS, rampS, rate, ma
     clearInterval(tick);
     metrics.sample();
   }
-  return { startedAt: t0, endedAt: performance.now(), iterations: started, aborted: abort.signal.aborted };
+  return { startedAt: t0, endedAt: performance.now(), iterations: started, aborted: abort.signal.aborted, stopped };
 }
 
 // A promise that resolves once `fn()` is truthy, checked whenever
@@ -84,14 +101,11 @@ export function waitEvent(signal, ms, what) {
   let rejectFn;
   const p = new Promise((resolve, reject) => { resolveFn = resolve; rejectFn = reject; });
   const t = setTimeout(() => rejectFn(Object.assign(new Error(`timeout: ${what} (${Math.round(ms / 1000)} s)`), { kind: `timeout: ${what}` })), ms);
-  const onAbort = () => rejectFn(Object.assign(new Error(`aborted at the run deadline: ${what}`), { kind: `aborted at run deadline: ${what}` }));
-  if (signal) {
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  }
+  const aborted = () => rejectFn(Object.assign(new Error(`aborted at the run deadline: ${what}`), { kind: `aborted at run deadline: ${what}` }));
+  const dispose = onAbort(signal, aborted);
   const done = () => {
     clearTimeout(t);
-    if (signal) signal.removeEventListener('abort', onAbort);
+    dispose();
   };
   p.then(done, done);
   p.catch(() => {});
@@ -126,4 +140,17 @@ export async function paced({ frameMs, frames, send, signal, shouldStop = () => 
   const end = start + k * frameMs;
   if (k === frames && !signal?.aborted && performance.now() < end) await new Promise((resolve) => setTimeout(resolve, end - performance.now()));
   return { frames: k, maxLagMs: maxLag };
+}
+
+// Calls fn when the signal aborts (at once if it already has); returns
+// the disposer, to call once the wait is over: a finished session must not
+// stay reachable from the run's signal.
+export function onAbort(signal, fn) {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    fn();
+    return () => {};
+  }
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
 }

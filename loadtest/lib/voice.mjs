@@ -12,7 +12,7 @@
 import { DeepgramClient } from '@deepgram/sdk';
 import { wsConnect, closeWithin } from './wsconn.mjs';
 import { closeKind, failure, wsErrorKind } from './errors.mjs';
-import { waitEvent } from './runner.mjs';
+import { waitEvent, onAbort } from './runner.mjs';
 
 // Characters ElevenLabs bills for text of `codePoints` code points with
 // `model` (PROVIDERS.md §2.1): half, rounded up, for Flash and Turbo v2.5.
@@ -153,15 +153,16 @@ export async function deepgramLive(env, { sid, signal }) {
       s.metadata = m;
     }
   });
+  let dispose = () => {};
   const opened = new Promise((resolve, reject) => {
     conn.on('open', resolve);
     conn.on('error', (e) => {
       s.error = e;
       reject(Object.assign(e, { kind: wsErrorKind(e) }));
     });
-    if (signal) signal.addEventListener('abort', () => reject(failure('aborted at run deadline: connecting')), { once: true });
+    dispose = onAbort(signal, () => reject(failure('aborted at run deadline: connecting')));
   });
-  opened.catch(() => {});
+  opened.then(dispose, dispose);
   conn.connect();
   await opened;
   s.send = (buf) => {

@@ -3,6 +3,7 @@
 // handler, and the close (code, reason) as a promise.
 import WebSocket from 'ws';
 import { wsErrorKind, failure } from './errors.mjs';
+import { onAbort } from './runner.mjs';
 
 export function wsConnect(url, { headers, protocols = [], ca, timeoutMs, signal }) {
   const ws = new WebSocket(url, protocols, { headers, ca, perMessageDeflate: false, handshakeTimeout: timeoutMs });
@@ -19,12 +20,13 @@ export function wsConnect(url, { headers, protocols = [], ca, timeoutMs, signal 
     ws.emit('error', failure(`ws upgrade ${res.statusCode}`, `the upgrade was refused: ${res.statusCode}`));
   });
   c.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString('utf8') })));
+  let dispose = () => {};
   c.opened = new Promise((resolve, reject) => {
     ws.once('open', resolve);
     ws.once('error', (e) => reject(Object.assign(e, { kind: wsErrorKind(e) })));
-    if (signal) signal.addEventListener('abort', () => reject(failure('aborted at run deadline: connecting')), { once: true });
+    dispose = onAbort(signal, () => reject(failure('aborted at run deadline: connecting')));
   });
-  c.opened.catch(() => {});
+  c.opened.then(dispose, dispose);
   ws.on('error', () => {}); // reported through `opened` or the close
   c.onJson = (fn) => ws.on('message', (data, binary) => {
     if (binary) return fn(null, data);

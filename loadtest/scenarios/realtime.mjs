@@ -16,7 +16,7 @@
 import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { PcmSource } from '../lib/audio.mjs';
-import { paced, waitEvent } from '../lib/runner.mjs';
+import { paced, waitEvent, onAbort } from '../lib/runner.mjs';
 import { wsConnect, closeWithin } from '../lib/wsconn.mjs';
 import { wsErrorKind, closeKind, failure } from '../lib/errors.mjs';
 
@@ -40,12 +40,13 @@ function openRealtime(env, sid, signal) {
       rt.socket.emit('error', failure(`ws upgrade ${res.statusCode}`));
     });
     c.closed = new Promise((resolve) => rt.socket.on('close', (code, reason) => resolve({ code, reason: reason.toString('utf8') })));
+    let dispose = () => {};
     c.opened = new Promise((resolve, reject) => {
       rt.socket.once('open', resolve);
       rt.socket.once('error', (e) => reject(Object.assign(e, { kind: wsErrorKind(e) })));
-      if (signal) signal.addEventListener('abort', () => reject(failure('aborted at run deadline: connecting')), { once: true });
+      dispose = onAbort(signal, () => reject(failure('aborted at run deadline: connecting')));
     });
-    c.opened.catch(() => {});
+    c.opened.then(dispose, dispose);
     c.onEvent = (fn) => rt.on('event', fn);
     c.send = (o) => { if (rt.socket.readyState === 1) rt.send(o); };
     c.isOpen = () => rt.socket.readyState === 1;
@@ -69,7 +70,7 @@ export default {
     const { opts, metrics, ledger } = env;
     const mic = new PcmSource(RATE, FRAME_MS);
     const utterFrames = Math.max(1, Math.round((opts.utterance * 1000) / FRAME_MS));
-    return async (vu, { signal }) => {
+    return async (vu, { signal, stopping }) => {
       vu.op = 'call';
       const sid = env.newSession(vu);
       const t0 = performance.now();
@@ -138,7 +139,7 @@ export default {
           frameMs: FRAME_MS,
           frames: callFrames,
           signal,
-          shouldStop: () => !c.isOpen(),
+          shouldStop: () => !c.isOpen() || stopping(),
           send: () => {
             const speaking = turn === null;
             c.send({ type: 'input_audio_buffer.append', audio: mic.frame(spoken, speaking).toString('base64') });
@@ -166,7 +167,7 @@ export default {
         const total = performance.now() - t0;
         if (closed === null) metrics.fail('call', 'timeout: close', 'the socket did not close');
         else if (closed.code !== 1000 && closed.code !== 1005) metrics.fail('call', closeKind(closed.code, closed.reason), closed.reason, { derived: turnCut });
-        else if (sent.frames < callFrames) metrics.fail('call', 'call cut short', `${sent.frames} of ${callFrames} frames sent`);
+        else if (sent.frames < callFrames && !stopping()) metrics.fail('call', 'call cut short', `${sent.frames} of ${callFrames} frames sent`);
         else if (failed) metrics.fail('call', `realtime error ${failed.error?.code || failed.error?.type || 'error'}`, failed.error?.message);
         else metrics.ok('call', { ttfbMs: sessionAt - t0, totalMs: total });
       } catch (e) {

@@ -23,7 +23,7 @@ export default {
     const { opts, metrics, ledger } = env;
     const mic = new PcmSource(16000, FRAME_MS);
     const utterFrames = Math.max(1, Math.round((opts.utterance * 1000) / FRAME_MS));
-    return async (vu, { signal }) => {
+    return async (vu, { signal, stopping }) => {
       vu.op = 'session';
       const sid = env.newSession(vu);
       const t0 = performance.now();
@@ -46,7 +46,7 @@ export default {
           frameMs: FRAME_MS,
           frames: callFrames,
           signal,
-          shouldStop: () => !s.isOpen(),
+          shouldStop: () => !s.isOpen() || stopping(),
           send: () => {
             const speaking = waiting === null;
             s.send(mic.frame(spoken, speaking));
@@ -69,7 +69,7 @@ export default {
         if (end.timedOut) metrics.fail('session', 'timeout: close', 'no close after CloseStream');
         else if (end.code !== 1000) metrics.fail('session', closeKind(end.code, end.reason), end.reason);
         else if (!end.metadata) metrics.fail('session', 'no Metadata', 'closed without Metadata');
-        else if (sent.frames < callFrames) metrics.fail('session', 'session cut short', `${sent.frames} of ${callFrames} frames sent`);
+        else if (sent.frames < callFrames && !stopping()) metrics.fail('session', 'session cut short', `${sent.frames} of ${callFrames} frames sent`);
         else metrics.ok('session', { ttfbMs: (s.firstResultAt ?? performance.now()) - t0, totalMs: performance.now() - t0, audioSeconds: 0 });
       } catch (e) {
         group.audioKnown = false;

@@ -51,7 +51,7 @@ export default {
     const { opts, metrics, ledger } = env;
     const mic = new PcmSource(16000, FRAME_MS);
     const utterFrames = Math.max(1, Math.round((opts.utterance * 1000) / FRAME_MS));
-    return async (vu, { signal }) => {
+    return async (vu, { signal, stopping }) => {
       vu.op = 'conversation';
       if (!vu.llm) vu.llm = llmClient(env);
       const sid = env.newSession(vu);
@@ -88,7 +88,7 @@ export default {
       const messages = [{ role: 'system', content: 'You are a voice assistant on a phone line. Answer in one short sentence.' }];
       let failed = false;
       try {
-        for (let t = 0; t < opts.turns && !signal.aborted; t++) {
+        for (let t = 0; t < opts.turns && !signal.aborted && !stopping(); t++) {
           // The caller speaks.
           mike.uttered = waitEvent(signal, (opts.utterance + opts.timeout) * 1000, 'utterance sent');
           mike.speaking = true;

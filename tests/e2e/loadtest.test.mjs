@@ -39,13 +39,15 @@ after(async () => {
 });
 
 // Runs the kit to its end (killed after `timeout` ms: a hung kit fails the
-// test, it does not hold it). onStderr(text so far) may act on progress.
-function kit(args, { env = {}, timeout = 40000, onStderr } = {}) {
+// test, it does not hold it). onStderr(text so far) may act on progress;
+// onSpawn(child) gets the process (to signal it).
+function kit(args, { env = {}, timeout = 40000, onStderr, onSpawn } = {}) {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [KIT, ...args], {
       env: { ...process.env, BYOK_ADMIN_TOKEN: stack.adminToken, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    if (onSpawn) onSpawn(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => { stdout += d; });
@@ -335,4 +337,30 @@ test('bad arguments: exit 2 with a message that says what to do', async () => {
   const down = await kit(['--scenario', 'chat', '--proxy', `http://127.0.0.1:${closed}`, '--key', 'x']);
   assert.equal(down.code, 2);
   assert.match(down.stderr, new RegExp(`the proxy at http://127\\.0\\.0\\.1:${closed} does not answer: ECONNREFUSED`));
+});
+
+test('Ctrl-C: no new iterations, the calls in progress end cleanly, the report and the exactness check still come', async () => {
+  // Calls of 30 s over the raw ws client (no --proxy-tls); SIGINT once the
+  // first progress line shows them open.
+  let child;
+  let interrupted = false;
+  const r = await adminRun('realtime-call', ['--duration', '30', '--utterance', '0.4', '--concurrency', '3'], {
+    onStderr: (t) => {
+      if (!interrupted && /\[\s+\d+s\] active\s+3 /.test(t)) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
+    },
+    onSpawn: (c) => { child = c; },
+    timeout: 25000,
+  });
+  const s = r.summary;
+  assert.ok(interrupted, 'the run was interrupted');
+  assert.equal(r.code, 1, r.stdout);
+  assert.deepEqual(s.verdict_reasons, ['interrupted']);
+  assert.ok(s.elapsed_s < 15, `it ended early (${s.elapsed_s} s)`);
+  assert.equal(s.result.errors_total, 0, JSON.stringify(s.result.errors));
+  assert.equal(s.result.ops.call.ok, 3, 'the three calls ended cleanly');
+  assert.equal(s.exactness.verdict, 'PASS', JSON.stringify(s.exactness.checks, null, 1));
+  assert.match(r.stderr, /interrupted: no new iterations/);
 });
