@@ -162,6 +162,9 @@ function parse(argv) {
     settleTimeout: num(a['settle-timeout'], 'settle-timeout', { min: 1, max: 3600 }) ?? 30,
     maxErrorRate: num(a['max-error-rate'], 'max-error-rate', { min: 0, max: 1 }) ?? 0,
   };
+  if (['realtime-call', 'stt-live'].includes(o.scenario) && o.utterance > o.callSeconds) {
+    fail(`--utterance ${o.utterance} s is longer than a call (--call-seconds ${o.callSeconds} s): no turn would fit`);
+  }
   if (o.realtimeClient && !['sdk', 'ws'].includes(o.realtimeClient)) fail('--realtime-client must be sdk or ws');
   if (o.realtimeClient === 'sdk' && !o.proxyTls) fail('--realtime-client sdk needs --proxy-tls https://…: the official SDK forces wss');
   for (const [k, u] of [['proxy', o.proxy], ['proxy-tls', o.proxyTls], ['admin', o.admin]]) {

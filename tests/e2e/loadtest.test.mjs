@@ -327,6 +327,7 @@ test('bad arguments: exit 2 with a message that says what to do', async () => {
     [['--scenario', 'chat'], /a proxy key is needed: --admin URL/],
     [['--scenario', 'chat', '--admin', 'http://127.0.0.1:1', '--admin-token-env', 'LT_NO_SUCH_VAR'], /admin token in the environment variable LT_NO_SUCH_VAR/],
     [['--scenario', 'realtime-call', '--key', 'x', '--realtime-client', 'sdk'], /needs --proxy-tls/],
+    [['--scenario', 'stt-live', '--key', 'x', '--call-seconds', '1', '--utterance', '2'], /no turn would fit/],
   ];
   for (const [args, re] of cases) {
     const r = await kit(args, { env: { LT_NO_SUCH_VAR: '' } });
