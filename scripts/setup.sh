@@ -6,9 +6,10 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config libevent-dev libssl-dev libcurl4-openssl-dev
             libhiredis-dev libjansson-dev libsqlite3-dev openssl jq)
 # clang + libclang-rt-14-dev: the libFuzzer build (libclang_rt.fuzzer and the
-# sanitizer runtimes come from the latter).
+# sanitizer runtimes come from the latter). chromium: the load-test kit's
+# test renders its HTML report headless (playwright-core drives it).
 test_pkgs=(libcmocka-dev redis-server nginx-light wrk sqlite3 openssl ca-certificates curl
-           clang-format clang libclang-rt-14-dev)
+           clang-format clang libclang-rt-14-dev chromium)
 
 want=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Newcomer command 2 (and what CI runs): installs what is missing, builds the
-# proxy twice (release and ASan+UBSan), installs the e2e test dependencies
-# from npm, and runs every test with ctest: cmocka unit tests, the
+# proxy twice (release and ASan+UBSan), installs the e2e test and load-test
+# kit dependencies from npm, and runs every test with ctest: cmocka unit tests, the
 # end-to-end tests (real binary, mock upstreams, official SDKs) and a replay
 # of the fuzz seeds and crash regressions. Then builds the fuzz targets with
 # clang + libFuzzer (build-fuzz/) and fuzzes each for BYOK_FUZZ_SECONDS
@@ -20,6 +20,8 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+# The load-test kit (its own SDK pins; tests/e2e/loadtest.test.mjs runs it).
+(cd loadtest && npm ci --no-audit --no-fund --loglevel=error)
 
 if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
   # Sanitizer build: every test runs against it too (ASan aborts on the first
