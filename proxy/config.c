@@ -24,10 +24,13 @@
  * tokens. Keeps units x price far from int64 overflow in pricing.c. */
 #define PRICE_MAX INT64_C(1000000000000)
 
+/* An "upstreams" value: the simulator instead of the provider. */
+#define SIMULATE "simulate"
+
 static const char *const top_keys[] = {
     "listen",    "admin_listen",     "tls",           "workers",       "store",     "usage",
     "upstreams", "upstream_ca_file", "platform_keys", "session_ttl_s", "log_level", "limits",
-    "pricing",   "balance",
+    "pricing",   "balance",          "simulate",
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const store_keys[] = {
@@ -346,12 +349,57 @@ static int parse_upstreams(struct config_json *p, json_t *root)
             char path[KEYPATH_MAX];
             config_json_path(path, sizeof(path), "upstreams", ph->config_key);
             if (config_json_string(p, obj, "upstreams", ph->config_key, ph->default_url,
-                                   &cfg->upstreams[i][h]) == -1 ||
-                check_upstream_url(p, path, cfg->upstreams[i][h], ph->region) == -1)
+                                   &cfg->upstreams[i][h]) == -1)
+                return -1;
+            char *url = cfg->upstreams[i][h];
+            if (strcmp(url, SIMULATE) == 0) {
+                /* The simulator in this process: its URL once it runs. */
+                cfg->upstream_kind[i][h] = CONFIG_UPSTREAM_SIM_LOCAL;
+                free(url);
+                cfg->upstreams[i][h] = NULL;
+                continue;
+            }
+            if (strncmp(url, SIMULATE ":", sizeof(SIMULATE)) == 0) {
+                /* A byok-sim elsewhere, its records marked all the same. */
+                cfg->upstream_kind[i][h] = CONFIG_UPSTREAM_SIM_REMOTE;
+                memmove(url, url + sizeof(SIMULATE), strlen(url + sizeof(SIMULATE)) + 1);
+            }
+            if (check_upstream_url(p, path, url, ph->region) == -1)
                 return -1;
         }
     }
     return 0;
+}
+
+bool config_upstream_simulated(const struct config *cfg, const struct provider *p, int host)
+{
+    if (host < 0 || host >= PROVIDER_HOST_MAX)
+        return false;
+    return cfg->upstream_kind[provider_index(p)][host] != CONFIG_UPSTREAM_REAL;
+}
+
+bool config_simulated_charges(const struct config *cfg)
+{
+    return cfg->simulate.charge;
+}
+
+int config_set_upstream(struct config *cfg, size_t provider, size_t host, const char *url)
+{
+    char *copy = strdup(url);
+    if (copy == NULL)
+        return -1;
+    free(cfg->upstreams[provider][host]);
+    cfg->upstreams[provider][host] = copy;
+    return 0;
+}
+
+/* Every host of pr is simulated: it needs no platform key of its own. */
+static bool all_simulated(const struct config *cfg, const struct provider *pr)
+{
+    for (size_t h = 0; h < pr->n_hosts; h++)
+        if (!config_upstream_simulated(cfg, pr, (int)h))
+            return false;
+    return true;
 }
 
 static bool valid_env_name(const char *s)
@@ -405,6 +453,11 @@ static int parse_platform_key(struct config_json *p, const struct provider *pr, 
     }
     /* Only the variable's name is ever printed, never its value. */
     const char *val = getenv(pk->key_env);
+    if ((val == NULL || val[0] == '\0') && all_simulated(p->cfg, pr)) {
+        /* A simulated provider runs without the platform's key. */
+        val = CONFIG_SIM_PLATFORM_KEY;
+        pk->placeholder = true;
+    }
     if (val == NULL)
         return config_json_fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
     if (val[0] == '\0')
@@ -438,17 +491,26 @@ static int parse_platform_keys(struct config_json *p, json_t *root)
 {
     json_t *obj = config_json_get(root, "platform_keys");
     const char *names[PROVIDER_MAX];
-    if (obj == NULL)
-        return 0;
     for (size_t i = 0; i < provider_count(); i++)
         names[i] = provider_at(i)->name;
-    if (config_json_object(p, obj, "platform_keys") == -1 ||
-        config_json_keys(p, obj, "platform_keys", names, provider_count()) == -1)
+    if (obj != NULL && (config_json_object(p, obj, "platform_keys") == -1 ||
+                        config_json_keys(p, obj, "platform_keys", names, provider_count()) == -1))
         return -1;
     for (size_t i = 0; i < provider_count(); i++) {
+        const struct provider *pr = provider_at(i);
+        struct config_platform_key *pk = &p->cfg->platform_keys[i];
         json_t *e = config_json_get(obj, names[i]);
-        if (e != NULL && parse_platform_key(p, provider_at(i), e, &p->cfg->platform_keys[i]) == -1)
+        if (e != NULL && parse_platform_key(p, pr, e, pk) == -1)
             return -1;
+        if (e != NULL || !all_simulated(p->cfg, pr))
+            continue;
+        /* Simulated and no entry: a placeholder, so credential injection
+         * still runs (the simulator wants a key where the provider does). */
+        pk->placeholder = true;
+        if ((pk->key = secret_strdup(CONFIG_SIM_PLATFORM_KEY)) == NULL ||
+            (pr->region &&
+             (pk->region = strdup(pr->region_example ? pr->region_example : "eastus")) == NULL))
+            return config_json_fail(p, "platform_keys.%s: out of memory", pr->name);
     }
     return 0;
 }
@@ -860,7 +922,8 @@ static int parse_root(struct config_json *p, json_t *root)
         return -1;
     cfg->usage_ws_interval_s = (int)v;
 
-    if (parse_upstreams(p, root) == -1 ||
+    if (config_simulate_parse(p, config_json_get(root, "simulate"), &cfg->simulate) == -1 ||
+        parse_upstreams(p, root) == -1 ||
         get_readable_file(p, root, "", "upstream_ca_file", &cfg->upstream_ca_file) == -1 ||
         parse_platform_keys(p, root) == -1)
         return -1;
