@@ -152,15 +152,15 @@ static void count_tokens(struct sim_request *r)
 static json_t *model_obj(const char *id, const char *display)
 {
     return json_pack("{ss ss ss ss}", "type", "model", "id", id, "display_name", display,
-                     "created_at", "2025-09-29T00:00:00Z");
+                     "created_at", "2026-01-01T00:00:00Z");
 }
 
 static void models(struct sim_request *r)
 {
     static const char *const ids[][2] = {
-        {"claude-sonnet-4-5", "Claude Sonnet 4.5"},
-        {"claude-haiku-4-5", "Claude Haiku 4.5"},
-        {"claude-opus-4-1", "Claude Opus 4.1"},
+        {"claude-sonnet-5-5", "Claude Sonnet 5.5"},
+        {"claude-haiku-5-5", "Claude Haiku 5.5"},
+        {"claude-opus-5-5", "Claude Opus 5.5"},
     };
     json_t *data = json_array();
     for (size_t i = 0; i < ARRAY_SIZE(ids); i++)
