@@ -507,9 +507,13 @@ static int parse_platform_keys(struct config_json *p, json_t *root)
         /* Simulated and no entry: a placeholder, so credential injection
          * still runs (the simulator wants a key where the provider does). */
         pk->placeholder = true;
+        if (pr->region && pr->region_example == NULL)
+            return config_json_fail(p,
+                                    "platform_keys.%s: required with a simulated upstream: "
+                                    "{\"key_env\": ..., \"region\": ...} (the region of its hosts)",
+                                    pr->name);
         if ((pk->key = secret_strdup(CONFIG_SIM_PLATFORM_KEY)) == NULL ||
-            (pr->region &&
-             (pk->region = strdup(pr->region_example ? pr->region_example : "eastus")) == NULL))
+            (pr->region && (pk->region = strdup(pr->region_example)) == NULL))
             return config_json_fail(p, "platform_keys.%s: out of memory", pr->name);
     }
     return 0;
