@@ -86,7 +86,7 @@ test('byok-sim flags: --listen, --listen-base, --upstreams, --ttfb-ms', async ()
     assert.equal(r.status, 200);
     assert.ok(ms >= 150, `answered after ${ms.toFixed(1)} ms with --ttfb-ms 150`);
   } finally {
-    await sim.stop();
+    assert.equal(await sim.stop(), 0, sim.logs());
   }
 });
 
@@ -140,9 +140,9 @@ test('a proxy pointed at byok-sim with "simulate:<URL>": placeholder key, record
     assert.deepEqual(rec.charged, { plan_credits_micros: 0, wallet_micros: 0 });
     assert.deepEqual(balances(await proxy.admin.getTenant(t.tenantId)), { plan: 0, wallet: 1000 });
   } finally {
-    await proxy.stop();
+    assert.equal(await proxy.stop(), 0, proxy.logs().slice(-4000));
     proxy.remove();
-    await sim.stop();
+    assert.equal(await sim.stop(), 0, sim.logs());
   }
 });
 
