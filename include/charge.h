@@ -3,7 +3,10 @@
  * inside its transaction, so every store backend (SQLite, Redis) moves money
  * exactly alike; the backend only reads and writes the balances.
  *
- * The policy: BYOK lines and lines without a positive cost charge nothing.
+ * The policy: BYOK lines and lines without a positive cost charge nothing,
+ * nor do exempt lines: a simulated upstream's records under the config's
+ * simulate.charge false (the record carries that as no_charge, decided when
+ * it is made, so a replay charges what the line would have charged).
  * Plan credits go first, as far as they are positive; the rest comes from
  * the wallet, which may go negative (a running session is not cut off).
  * A payer that no longer exists (deleted while the request ran) is not
@@ -26,7 +29,7 @@ struct charge_balance {
 };
 
 enum charge_result {
-    CHARGE_NONE = 0,      /* nothing to charge: a BYOK line or no positive cost */
+    CHARGE_NONE = 0,      /* nothing to charge: a BYOK or exempt line, or no positive cost */
     CHARGE_APPLIED,       /* the cost was taken from the payer */
     CHARGE_PAYER_MISSING, /* to charge, but the payer no longer exists: uncharged */
 };
@@ -37,16 +40,16 @@ struct charge {
     struct charge_balance after; /* the payer's balances after the charge */
 };
 
-/* Does a line with this billing and cost charge its payer at all? A backend
- * asks before it reads the payer's balances. */
-bool charge_needed(bool billed_byok, int64_t cost_micros);
+/* Does a line with this billing, exemption and cost charge its payer at
+ * all? A backend asks before it reads the payer's balances. */
+bool charge_needed(bool billed_byok, bool exempt, int64_t cost_micros);
 
 /* Applies the policy to one line. payer: the payer's current balances, or
  * NULL when the payer does not exist (borrowed for the call). out gets the
  * amounts taken (plan + wallet = cost when applied, both 0 otherwise) and the
  * balances after (= *payer when nothing is taken; zero for a missing payer).
  * A wallet that would fall below INT64_MIN stays at INT64_MIN. */
-enum charge_result charge_apply(bool billed_byok, int64_t cost_micros,
+enum charge_result charge_apply(bool billed_byok, bool exempt, int64_t cost_micros,
                                 const struct charge_balance *payer, struct charge *out);
 
 #endif

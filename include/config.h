@@ -4,6 +4,7 @@
 #define BYOK_CONFIG_H
 
 #include "common.h"
+#include "config_simulate.h"
 #include "provider.h"
 
 /* Price of one model, integer micro-USD. Token and character prices are per
@@ -36,6 +37,9 @@ struct config_platform_key {
     char *region;  /* providers whose hosts depend on the key's region */
     /* Values of the provider's platform headers (provider.h), NULL unset. */
     char *headers[PROVIDER_HDR_MAX];
+    /* key is CONFIG_SIM_PLATFORM_KEY: the provider is simulated and the
+     * platform has no key of its own for it. */
+    bool placeholder;
 };
 
 struct config_limits {
@@ -74,6 +78,14 @@ struct config_balance {
     int hold_ttl_s;          /* fleet mode: a hold of a dead instance expires */
 };
 
+/* What an "upstreams" entry names. */
+enum config_upstream_kind {
+    CONFIG_UPSTREAM_REAL = 0,   /* a base URL: the provider (or anything speaking it) */
+    CONFIG_UPSTREAM_SIM_LOCAL,  /* "simulate": the simulator in this process (main.c starts it
+                                 * and sets the URL with config_set_upstream) */
+    CONFIG_UPSTREAM_SIM_REMOTE, /* "simulate:<URL>": a byok-sim elsewhere */
+};
+
 /* store.on_down (DESIGN §7b): what wallet lines do while Redis is unreachable. */
 enum config_on_down {
     CONFIG_ON_DOWN_REFUSE_WALLET = 0, /* 503 in the provider's shape, x-should-retry: true */
@@ -98,8 +110,10 @@ struct config {
     char *usage_jsonl_path; /* may be NULL: no JSONL sink */
     char *usage_spool_dir;
     int usage_ws_interval_s; /* socket records every this many seconds (default 30) */
-    /* Per provider (registry index) and host: base URL or region template. */
+    /* Per provider (registry index) and host: base URL or region template
+     * (NULL for a "simulate" entry until the simulator has started). */
     char *upstreams[PROVIDER_MAX][PROVIDER_HOST_MAX];
+    enum config_upstream_kind upstream_kind[PROVIDER_MAX][PROVIDER_HOST_MAX];
     char *upstream_ca_file; /* NULL = system store */
     struct config_platform_key platform_keys[PROVIDER_MAX];
     int session_ttl_s;
@@ -107,10 +121,22 @@ struct config {
     struct config_limits limits;
     struct config_balance balance;
     struct config_provider_prices pricing[PROVIDER_MAX];
+    struct config_simulate simulate; /* simulated upstreams' behaviour, charge policy */
 };
 
 /* The configured base URL (or template) of p's host; NULL when none. */
 const char *config_upstream(const struct config *cfg, const struct provider *p, int host);
+/* True when the host's upstream is simulated ("simulate" or "simulate:<URL>"):
+ * its records are marked "simulated" (DESIGN §5). */
+bool config_upstream_simulated(const struct config *cfg, const struct provider *p, int host);
+/* Whether the records of a simulated line charge balances (and its wallet
+ * lines take holds and are refused without funds): simulate.charge. */
+bool config_simulated_charges(const struct config *cfg);
+/* The simulator in this process has started: the base URL of a "simulate"
+ * host (a region template for a regional host). Call before any thread reads
+ * the config. -1 when out of memory. */
+MUST_CHECK int config_set_upstream(struct config *cfg, size_t provider, size_t host,
+                                   const char *url);
 /* balance.hold_micros of a line (its own entry, else "default"). */
 int64_t config_hold_micros(const struct config *cfg, const char *line);
 /* The platform key entry of p (key NULL when the platform has none). */

@@ -74,6 +74,9 @@ struct http_server_opts {
      * fixed 503 (429 for the per-address cap) with Retry-After, on a TLS
      * listener by closing it (no handshake is spent on it). */
     struct conncap *cap;
+    /* Not the proxy's own clients (the in-process simulator, sim.h): its
+     * connections and refusals stay out of the proxy's metrics. */
+    bool uncounted;
 };
 
 /* A server-side TLS context from PEM files: TLS 1.2+, ALPN "http/1.1".
@@ -102,6 +105,10 @@ void http_server_free(struct http_server *s);
 /* Opens a listening TCP socket on "host:port" with SO_REUSEADDR and, if
  * reuseport, SO_REUSEPORT. Returns the fd or -1 with a message in err. */
 MUST_CHECK int http_listen(const char *addr, bool reuseport, char *err, size_t err_size);
+/* The same from a host (a name, an IPv4 or an IPv6 address without
+ * brackets) and a port; port 0 lets the kernel pick one (getsockname). */
+MUST_CHECK int http_listen_port(const char *host, int port, bool reuseport, char *err,
+                                size_t err_size);
 
 /* Registers the abort/drain callbacks for the request in flight. */
 void http_conn_set_callbacks(struct http_conn *c, http_abort_cb on_abort, http_drain_cb on_drain,

@@ -53,8 +53,12 @@ struct usage_record {
     /* Optional members (DESIGN §5), written only where they apply. */
     bool unmetered; /* "metered": false - a BYOK call to an endpoint not metered */
     bool simulated; /* "simulated": true - a simulated upstream */
-    int seq;        /* socket records: 1, 2, ... per line of the socket; 0 = none */
-    bool final;     /* socket records: the last of its line */
+    /* In memory and on spool lines only (never in a §5 record): the line is
+     * priced but charges nothing - a simulated upstream under
+     * simulate.charge false (charge.h). Only with simulated. */
+    bool no_charge;
+    int seq;    /* socket records: 1, 2, ... per line of the socket; 0 = none */
+    bool final; /* socket records: the last of its line */
     /* In memory only (never written): the balance ledger's bookkeeping
      * (ledger.h). hold_micros: the admission hold this record releases;
      * pending_micros: the charge it reserved until committed. */
@@ -115,9 +119,10 @@ struct usage_record_lines {
  * buffer is then unchanged). */
 MUST_CHECK int usage_record_lines_add(struct usage_record_lines *b, const struct usage_record *r);
 /* The same line for the spool: the §5 record plus, when the record releases
- * a fleet hold, its "hold_id" (never in a §5 record; usage_record_parse
- * reads it back), so a replay releases the hold instead of leaving it to
- * expire. Returns as usage_record_lines_add. */
+ * a fleet hold, its "hold_id", and "no_charge": true for a line that charges
+ * nothing (neither ever in a §5 record; usage_record_parse reads them back),
+ * so a replay releases the hold instead of leaving it to expire, and charges
+ * what the line would have charged. Returns as usage_record_lines_add. */
 MUST_CHECK int usage_record_lines_add_spool(struct usage_record_lines *b,
                                             const struct usage_record *r);
 /* Frees the buffer and zeroes it; a zeroed buffer is a no-op. */

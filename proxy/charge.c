@@ -4,18 +4,18 @@
 
 #include <string.h>
 
-bool charge_needed(bool billed_byok, int64_t cost_micros)
+bool charge_needed(bool billed_byok, bool exempt, int64_t cost_micros)
 {
-    return !billed_byok && cost_micros > 0;
+    return !billed_byok && !exempt && cost_micros > 0;
 }
 
-enum charge_result charge_apply(bool billed_byok, int64_t cost_micros,
+enum charge_result charge_apply(bool billed_byok, bool exempt, int64_t cost_micros,
                                 const struct charge_balance *payer, struct charge *out)
 {
     memset(out, 0, sizeof(*out));
     if (payer != NULL)
         out->after = *payer;
-    if (!charge_needed(billed_byok, cost_micros))
+    if (!charge_needed(billed_byok, exempt, cost_micros))
         return CHARGE_NONE;
     if (payer == NULL)
         return CHARGE_PAYER_MISSING;

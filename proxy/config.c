@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include "config.h"
+#include "config_json.h"
 #include "httpparse.h"
 #include "secret.h"
 
@@ -19,16 +20,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#define KEYPATH_MAX 320
-
 /* Largest price accepted (micro-USD per unit of the field): $1M per 1M
  * tokens. Keeps units x price far from int64 overflow in pricing.c. */
 #define PRICE_MAX INT64_C(1000000000000)
 
+/* An "upstreams" value: the simulator instead of the provider. */
+#define SIMULATE "simulate"
+
 static const char *const top_keys[] = {
     "listen",    "admin_listen",     "tls",           "workers",       "store",     "usage",
     "upstreams", "upstream_ca_file", "platform_keys", "session_ttl_s", "log_level", "limits",
-    "pricing",   "balance",
+    "pricing",   "balance",          "simulate",
 };
 static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const store_keys[] = {
@@ -102,170 +104,6 @@ static const struct price_def price_defs[] = {
     PRICE_FIELD(session_per_minute, PROVIDER_PRICE_SESSION_MINUTE),
 };
 
-/* Parse state: the config being filled and the first error. */
-struct cfg_parser {
-    struct config *cfg;
-    char *err;
-};
-
-static int fail(struct cfg_parser *p, const char *fmt, ...) PRINTF_LIKE(2, 3);
-
-/* Records the first error only: later ones are usually consequences. */
-static int fail(struct cfg_parser *p, const char *fmt, ...)
-{
-    if (p->err == NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&p->err, fmt, ap) == -1)
-            p->err = NULL;
-        va_end(ap);
-        if (p->err == NULL)
-            p->err = strdup("config: out of memory");
-    }
-    return -1;
-}
-
-/* Copies a value from the file into out for an error message: printable
- * ASCII only (no quotes, no control bytes), capped so a huge value cannot
- * flood the terminal. */
-static const char *shown(const char *s, char *out, size_t out_size)
-{
-    size_t n = 0, len = strlen(s);
-    for (size_t i = 0; i < len && n + 4 < out_size; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        out[n++] = (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
-    }
-    if (len > n && n + 3 < out_size) {
-        memcpy(out + n, "...", 3);
-        n += 3;
-    }
-    out[n] = '\0';
-    return out;
-}
-
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number with a fraction";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "a value";
-}
-
-static void join_path(char *out, size_t out_size, const char *parent, const char *key)
-{
-    char k[80];
-    shown(key, k, sizeof(k));
-    int n;
-    if (parent == NULL || parent[0] == '\0')
-        n = snprintf(out, out_size, "%s", k);
-    else
-        n = snprintf(out, out_size, "%s.%s", parent, k);
-    if (n < 0 || (size_t)n >= out_size)
-        out[out_size - 1] = '\0'; /* a key path this long is cut, still named */
-}
-
-static bool in_list(const char *s, const char *const *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(s, list[i]) == 0)
-            return true;
-    return false;
-}
-
-/* Fails on the first key of obj that is not in allowed, naming its full path
- * and the keys that are accepted there. */
-static int check_keys(struct cfg_parser *p, json_t *obj, const char *path,
-                      const char *const *allowed, size_t n)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v)
-    {
-        if (in_list(key, allowed, n))
-            continue;
-        char full[KEYPATH_MAX], expected[512];
-        size_t used = 0;
-        expected[0] = '\0';
-        for (size_t i = 0; i < n && used < sizeof(expected); i++)
-            used += (size_t)snprintf(expected + used, sizeof(expected) - used, "%s%s",
-                                     i ? ", " : "", allowed[i]);
-        join_path(full, sizeof(full), path, key);
-        return fail(p, "unknown key \"%s\" (expected one of: %s)", full, expected);
-    }
-    return 0;
-}
-
-/* Looks key up in obj; JSON null counts as absent so a file can spell out
- * "use the default" (e.g. "upstream_ca_file": null). */
-static json_t *get(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_null(v) ? NULL : v;
-}
-
-static int want_object(struct cfg_parser *p, json_t *v, const char *path)
-{
-    if (!json_is_object(v))
-        return fail(p, "%s: expected an object, got %s", path, json_type_name(v));
-    return 0;
-}
-
-/* Reads an optional string: *out is a copy of the value, or of def (may be
- * NULL) when absent. Empty strings are refused: they are always a mistake. */
-static int get_string(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
-                      const char *def, char **out)
-{
-    char path[KEYPATH_MAX];
-    join_path(path, sizeof(path), parent, key);
-    json_t *v = obj ? get(obj, key) : NULL;
-    const char *s = def;
-    if (v != NULL) {
-        if (!json_is_string(v))
-            return fail(p, "%s: expected a string, got %s", path, json_type_name(v));
-        s = json_string_value(v);
-        if (s[0] == '\0' || strlen(s) != json_string_length(v))
-            return fail(p, "%s: must be a non-empty string without NUL bytes", path);
-    }
-    free(*out);
-    *out = NULL;
-    if (s != NULL && (*out = strdup(s)) == NULL)
-        return fail(p, "%s: out of memory", path);
-    return 0;
-}
-
-static int get_int(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
-                   int64_t def, int64_t min, int64_t max, int64_t *out)
-{
-    char path[KEYPATH_MAX];
-    join_path(path, sizeof(path), parent, key);
-    json_t *v = obj ? get(obj, key) : NULL;
-    *out = def;
-    if (v == NULL)
-        return 0;
-    if (!json_is_integer(v))
-        return fail(p, "%s: expected an integer, got %s", path, json_type_name(v));
-    int64_t n = json_integer_value(v);
-    if (n < min || n > max)
-        return fail(p, "%s: %" PRId64 " is out of range (%" PRId64 "..%" PRId64 ")", path, n, min,
-                    max);
-    *out = n;
-    return 0;
-}
-
 /* Hostname per RFC 1123: dot-separated labels of letters, digits and inner
  * hyphens, each 1..63, total at most 253. */
 static bool valid_hostname(const char *h, size_t len)
@@ -305,7 +143,7 @@ int config_parse_address(const char *addr, char *host, size_t host_size, int *po
     char show[96];
     const char *colon, *h;
     size_t hlen;
-    shown(addr, show, sizeof(show));
+    config_json_shown(addr, show, sizeof(show));
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');
         if (close == NULL || close[1] != ':')
@@ -384,34 +222,34 @@ bad_port:
     return -1;
 }
 
-static int get_address(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
+static int get_address(struct config_json *p, json_t *obj, const char *parent, const char *key,
                        const char *def, char **out)
 {
-    if (get_string(p, obj, parent, key, def, out) == -1)
+    if (config_json_string(p, obj, parent, key, def, out) == -1)
         return -1;
     if (*out == NULL)
         return 0;
     char host[256], msg[256], path[KEYPATH_MAX];
     int port;
     if (config_parse_address(*out, host, sizeof(host), &port, msg, sizeof(msg)) == -1) {
-        join_path(path, sizeof(path), parent, key);
-        return fail(p, "%s: %s", path, msg);
+        config_json_path(path, sizeof(path), parent, key);
+        return config_json_fail(p, "%s: %s", path, msg);
     }
     return 0;
 }
 
 /* Optional file path that must be readable now: a typo in a certificate path
  * should stop --check-config, not the first TLS handshake. */
-static int get_readable_file(struct cfg_parser *p, json_t *obj, const char *parent, const char *key,
-                             char **out)
+static int get_readable_file(struct config_json *p, json_t *obj, const char *parent,
+                             const char *key, char **out)
 {
-    if (get_string(p, obj, parent, key, NULL, out) == -1)
+    if (config_json_string(p, obj, parent, key, NULL, out) == -1)
         return -1;
     if (*out != NULL && access(*out, R_OK) == -1) {
         char path[KEYPATH_MAX], show[160];
-        join_path(path, sizeof(path), parent, key);
-        return fail(p, "%s: cannot read \"%s\": %s", path, shown(*out, show, sizeof(show)),
-                    strerror(errno));
+        config_json_path(path, sizeof(path), parent, key);
+        return config_json_fail(p, "%s: cannot read \"%s\": %s", path,
+                                config_json_shown(*out, show, sizeof(show)), strerror(errno));
     }
     return 0;
 }
@@ -428,28 +266,30 @@ static int count_substr(const char *s, const char *sub)
 /* An upstream base URL: http(s)://host[:port][/prefix], no credentials, no
  * query or fragment. Trailing slashes are dropped so routes can append
  * "/v1/..." without producing "//". */
-static int check_upstream_url(struct cfg_parser *p, const char *path, char *url, bool region)
+static int check_upstream_url(struct config_json *p, const char *path, char *url, bool region)
 {
     char show[160];
-    shown(url, show, sizeof(show));
+    config_json_shown(url, show, sizeof(show));
     const char *rest;
     if (strncmp(url, "https://", 8) == 0)
         rest = url + 8;
     else if (strncmp(url, "http://", 7) == 0)
         rest = url + 7;
     else
-        return fail(p, "%s: \"%s\" must start with http:// or https://", path, show);
+        return config_json_fail(p, "%s: \"%s\" must start with http:// or https://", path, show);
     if (strpbrk(url, "?#") != NULL)
-        return fail(p, "%s: \"%s\" must not contain a query or fragment", path, show);
+        return config_json_fail(p, "%s: \"%s\" must not contain a query or fragment", path, show);
     size_t alen = strcspn(rest, "/");
     if (memchr(rest, '@', alen) != NULL)
-        return fail(p,
-                    "%s: \"%s\" must not contain credentials (user@host); keys come from "
-                    "platform_keys",
-                    path, show);
+        return config_json_fail(
+            p,
+            "%s: \"%s\" must not contain credentials (user@host); keys come from "
+            "platform_keys",
+            path, show);
     for (const char *q = url; *q; q++)
         if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
-            return fail(p, "%s: \"%s\" must not contain spaces or control characters", path, show);
+            return config_json_fail(p, "%s: \"%s\" must not contain spaces or control characters",
+                                    path, show);
     /* Host part: up to the port colon (or the closing bracket of [v6]). */
     size_t hlen = alen;
     if (rest[0] == '[') {
@@ -461,7 +301,7 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
             hlen = (size_t)(colon - rest);
     }
     if (hlen == 0 || (rest[0] == '[' && hlen <= 2))
-        return fail(p, "%s: \"%s\" has no host", path, show);
+        return config_json_fail(p, "%s: \"%s\" has no host", path, show);
     if (hlen < alen) {
         const char *ps = rest + hlen;
         size_t plen = alen - hlen;
@@ -472,16 +312,17 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
             pv = pv * 10 + (ps[i] - '0');
         }
         if (!ok || pv < 1 || pv > 65535)
-            return fail(p, "%s: \"%s\" has a bad port (1-65535)", path, show);
+            return config_json_fail(p, "%s: \"%s\" has a bad port (1-65535)", path, show);
     }
     int regions = count_substr(url, "{region}");
     if (region && regions != 1)
-        return fail(p,
-                    "%s: \"%s\" must contain \"{region}\" exactly once (the host of the key's "
-                    "region)",
-                    path, show);
+        return config_json_fail(
+            p,
+            "%s: \"%s\" must contain \"{region}\" exactly once (the host of the key's "
+            "region)",
+            path, show);
     if (!region && regions != 0)
-        return fail(p, "%s: \"{region}\" is only meaningful in region templates", path);
+        return config_json_fail(p, "%s: \"{region}\" is only meaningful in region templates", path);
     size_t len = strlen(url);
     while (len > 0 && url[len - 1] == '/' && url + len - 1 >= rest + alen)
         url[--len] = '\0';
@@ -489,31 +330,76 @@ static int check_upstream_url(struct cfg_parser *p, const char *path, char *url,
 }
 
 /* "upstreams": one key per provider host, named by the providers. */
-static int parse_upstreams(struct cfg_parser *p, json_t *root)
+static int parse_upstreams(struct config_json *p, json_t *root)
 {
     struct config *cfg = p->cfg;
-    json_t *obj = get(root, "upstreams");
+    json_t *obj = config_json_get(root, "upstreams");
     const char *keys[PROVIDER_MAX * PROVIDER_HOST_MAX];
     size_t n_keys = 0;
     for (size_t i = 0; i < provider_count(); i++)
         for (size_t h = 0; h < provider_at(i)->n_hosts; h++)
             keys[n_keys++] = provider_at(i)->hosts[h].config_key;
-    if (obj != NULL && (want_object(p, obj, "upstreams") == -1 ||
-                        check_keys(p, obj, "upstreams", keys, n_keys) == -1))
+    if (obj != NULL && (config_json_object(p, obj, "upstreams") == -1 ||
+                        config_json_keys(p, obj, "upstreams", keys, n_keys) == -1))
         return -1;
     for (size_t i = 0; i < provider_count(); i++) {
         const struct provider *pr = provider_at(i);
         for (size_t h = 0; h < pr->n_hosts; h++) {
             const struct provider_host *ph = &pr->hosts[h];
             char path[KEYPATH_MAX];
-            join_path(path, sizeof(path), "upstreams", ph->config_key);
-            if (get_string(p, obj, "upstreams", ph->config_key, ph->default_url,
-                           &cfg->upstreams[i][h]) == -1 ||
-                check_upstream_url(p, path, cfg->upstreams[i][h], ph->region) == -1)
+            config_json_path(path, sizeof(path), "upstreams", ph->config_key);
+            if (config_json_string(p, obj, "upstreams", ph->config_key, ph->default_url,
+                                   &cfg->upstreams[i][h]) == -1)
+                return -1;
+            char *url = cfg->upstreams[i][h];
+            if (strcmp(url, SIMULATE) == 0) {
+                /* The simulator in this process: its URL once it runs. */
+                cfg->upstream_kind[i][h] = CONFIG_UPSTREAM_SIM_LOCAL;
+                free(url);
+                cfg->upstreams[i][h] = NULL;
+                continue;
+            }
+            if (strncmp(url, SIMULATE ":", sizeof(SIMULATE)) == 0) {
+                /* A byok-sim elsewhere, its records marked all the same. */
+                cfg->upstream_kind[i][h] = CONFIG_UPSTREAM_SIM_REMOTE;
+                memmove(url, url + sizeof(SIMULATE), strlen(url + sizeof(SIMULATE)) + 1);
+            }
+            if (check_upstream_url(p, path, url, ph->region) == -1)
                 return -1;
         }
     }
     return 0;
+}
+
+bool config_upstream_simulated(const struct config *cfg, const struct provider *p, int host)
+{
+    if (host < 0 || host >= PROVIDER_HOST_MAX)
+        return false;
+    return cfg->upstream_kind[provider_index(p)][host] != CONFIG_UPSTREAM_REAL;
+}
+
+bool config_simulated_charges(const struct config *cfg)
+{
+    return cfg->simulate.charge;
+}
+
+int config_set_upstream(struct config *cfg, size_t provider, size_t host, const char *url)
+{
+    char *copy = strdup(url);
+    if (copy == NULL)
+        return -1;
+    free(cfg->upstreams[provider][host]);
+    cfg->upstreams[provider][host] = copy;
+    return 0;
+}
+
+/* Every host of pr is simulated: it needs no platform key of its own. */
+static bool all_simulated(const struct config *cfg, const struct provider *pr)
+{
+    for (size_t h = 0; h < pr->n_hosts; h++)
+        if (!config_upstream_simulated(cfg, pr, (int)h))
+            return false;
+    return true;
 }
 
 static bool valid_env_name(const char *s)
@@ -527,15 +413,16 @@ static bool valid_env_name(const char *s)
 }
 
 /* A platform header's value goes into requests as written: printable ASCII. */
-static int check_header_value(struct cfg_parser *p, const char *path, const char *v)
+static int check_header_value(struct config_json *p, const char *path, const char *v)
 {
     for (const char *q = v; *q; q++)
         if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
-            return fail(p, "%s: must be printable ASCII (it is sent as a header value)", path);
+            return config_json_fail(p, "%s: must be printable ASCII (it is sent as a header value)",
+                                    path);
     return 0;
 }
 
-static int parse_platform_key(struct cfg_parser *p, const struct provider *pr, json_t *e,
+static int parse_platform_key(struct config_json *p, const struct provider *pr, json_t *e,
                               struct config_platform_key *pk)
 {
     const char *keys[2 + PROVIDER_HDR_MAX];
@@ -546,68 +433,88 @@ static int parse_platform_key(struct cfg_parser *p, const struct provider *pr, j
         keys[n_keys++] = "region";
     for (size_t h = 0; h < pr->n_platform_headers; h++)
         keys[n_keys++] = pr->platform_headers[h].config_key;
-    join_path(path, sizeof(path), "platform_keys", pr->name);
-    join_path(kpath, sizeof(kpath), path, "key_env");
-    if (want_object(p, e, path) == -1 || check_keys(p, e, path, keys, n_keys) == -1 ||
-        get_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
+    config_json_path(path, sizeof(path), "platform_keys", pr->name);
+    config_json_path(kpath, sizeof(kpath), path, "key_env");
+    if (config_json_object(p, e, path) == -1 || config_json_keys(p, e, path, keys, n_keys) == -1 ||
+        config_json_string(p, e, path, "key_env", NULL, &pk->key_env) == -1)
         return -1;
     if (pk->key_env == NULL)
-        return fail(p,
-                    "%s: required (the name of the environment variable holding the key, e.g. "
-                    "\"%s\")",
-                    kpath, pr->key_env_example ? pr->key_env_example : "PROVIDER_API_KEY");
+        return config_json_fail(
+            p,
+            "%s: required (the name of the environment variable holding the key, e.g. "
+            "\"%s\")",
+            kpath, pr->key_env_example ? pr->key_env_example : "PROVIDER_API_KEY");
     if (!valid_env_name(pk->key_env)) {
         char show[160];
-        return fail(p,
-                    "%s: \"%s\" is not a valid environment variable name "
-                    "([A-Za-z_][A-Za-z0-9_]*)",
-                    kpath, shown(pk->key_env, show, sizeof(show)));
+        return config_json_fail(p,
+                                "%s: \"%s\" is not a valid environment variable name "
+                                "([A-Za-z_][A-Za-z0-9_]*)",
+                                kpath, config_json_shown(pk->key_env, show, sizeof(show)));
     }
     /* Only the variable's name is ever printed, never its value. */
     const char *val = getenv(pk->key_env);
+    if ((val == NULL || val[0] == '\0') && all_simulated(p->cfg, pr)) {
+        /* A simulated provider runs without the platform's key. */
+        val = CONFIG_SIM_PLATFORM_KEY;
+        pk->placeholder = true;
+    }
     if (val == NULL)
-        return fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
+        return config_json_fail(p, "%s: environment variable %s is not set", kpath, pk->key_env);
     if (val[0] == '\0')
-        return fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
+        return config_json_fail(p, "%s: environment variable %s is empty", kpath, pk->key_env);
     if ((pk->key = secret_strdup(val)) == NULL)
-        return fail(p, "%s: out of memory", kpath);
+        return config_json_fail(p, "%s: out of memory", kpath);
     if (pr->region) {
         char rpath[KEYPATH_MAX], msg[256];
-        join_path(rpath, sizeof(rpath), path, "region");
-        if (get_string(p, e, path, "region", NULL, &pk->region) == -1)
+        config_json_path(rpath, sizeof(rpath), path, "region");
+        if (config_json_string(p, e, path, "region", NULL, &pk->region) == -1)
             return -1;
         if (pk->region == NULL)
-            return fail(p, "%s: required: the short region of the platform %s key (e.g. \"%s\")",
-                        rpath, pr->display, pr->region_example ? pr->region_example : "");
+            return config_json_fail(
+                p, "%s: required: the short region of the platform %s key (e.g. \"%s\")", rpath,
+                pr->display, pr->region_example ? pr->region_example : "");
         if (pr->check_region(pk->region, msg, sizeof(msg)) == -1)
-            return fail(p, "%s: %s", rpath, msg);
+            return config_json_fail(p, "%s: %s", rpath, msg);
     }
     for (size_t h = 0; h < pr->n_platform_headers; h++) {
         char hpath[KEYPATH_MAX];
         const char *key = pr->platform_headers[h].config_key;
-        join_path(hpath, sizeof(hpath), path, key);
-        if (get_string(p, e, path, key, NULL, &pk->headers[h]) == -1 ||
+        config_json_path(hpath, sizeof(hpath), path, key);
+        if (config_json_string(p, e, path, key, NULL, &pk->headers[h]) == -1 ||
             (pk->headers[h] != NULL && check_header_value(p, hpath, pk->headers[h]) == -1))
             return -1;
     }
     return 0;
 }
 
-static int parse_platform_keys(struct cfg_parser *p, json_t *root)
+static int parse_platform_keys(struct config_json *p, json_t *root)
 {
-    json_t *obj = get(root, "platform_keys");
+    json_t *obj = config_json_get(root, "platform_keys");
     const char *names[PROVIDER_MAX];
-    if (obj == NULL)
-        return 0;
     for (size_t i = 0; i < provider_count(); i++)
         names[i] = provider_at(i)->name;
-    if (want_object(p, obj, "platform_keys") == -1 ||
-        check_keys(p, obj, "platform_keys", names, provider_count()) == -1)
+    if (obj != NULL && (config_json_object(p, obj, "platform_keys") == -1 ||
+                        config_json_keys(p, obj, "platform_keys", names, provider_count()) == -1))
         return -1;
     for (size_t i = 0; i < provider_count(); i++) {
-        json_t *e = get(obj, names[i]);
-        if (e != NULL && parse_platform_key(p, provider_at(i), e, &p->cfg->platform_keys[i]) == -1)
+        const struct provider *pr = provider_at(i);
+        struct config_platform_key *pk = &p->cfg->platform_keys[i];
+        json_t *e = config_json_get(obj, names[i]);
+        if (e != NULL && parse_platform_key(p, pr, e, pk) == -1)
             return -1;
+        if (e != NULL || !all_simulated(p->cfg, pr))
+            continue;
+        /* Simulated and no entry: a placeholder, so credential injection
+         * still runs (the simulator wants a key where the provider does). */
+        pk->placeholder = true;
+        if (pr->region && pr->region_example == NULL)
+            return config_json_fail(p,
+                                    "platform_keys.%s: required with a simulated upstream: "
+                                    "{\"key_env\": ..., \"region\": ...} (the region of its hosts)",
+                                    pr->name);
+        if ((pk->key = secret_strdup(CONFIG_SIM_PLATFORM_KEY)) == NULL ||
+            (pr->region && (pk->region = strdup(pr->region_example)) == NULL))
+            return config_json_fail(p, "platform_keys.%s: out of memory", pr->name);
     }
     return 0;
 }
@@ -636,78 +543,80 @@ static void billed_fields(const struct provider *pr, char *out, size_t out_size)
             n += (size_t)snprintf(out + n, out_size - n, "%s%s", n ? ", " : "", price_defs[i].key);
 }
 
-static int parse_price(struct cfg_parser *p, const struct provider *pr, json_t *e, const char *path,
-                       const char *model, struct config_price *out)
+static int parse_price(struct config_json *p, const struct provider *pr, json_t *e,
+                       const char *path, const char *model, struct config_price *out)
 {
     const char *keys[ARRAY_SIZE(price_defs)];
     for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++)
         keys[i] = price_defs[i].key;
-    if (want_object(p, e, path) == -1 || check_keys(p, e, path, keys, ARRAY_SIZE(keys)) == -1)
+    if (config_json_object(p, e, path) == -1 ||
+        config_json_keys(p, e, path, keys, ARRAY_SIZE(keys)) == -1)
         return -1;
     if ((out->model = strdup(model)) == NULL)
-        return fail(p, "%s: out of memory", path);
+        return config_json_fail(p, "%s: out of memory", path);
     out->match_len = strlen(model);
     out->prefix = out->match_len > 0 && model[out->match_len - 1] == '*';
     out->match_len -= out->prefix ? 1 : 0;
     for (size_t i = 0; i < ARRAY_SIZE(price_defs); i++) {
         int64_t v;
         char fpath[KEYPATH_MAX];
-        join_path(fpath, sizeof(fpath), path, price_defs[i].key);
-        json_t *f = get(e, price_defs[i].key);
+        config_json_path(fpath, sizeof(fpath), path, price_defs[i].key);
+        json_t *f = config_json_get(e, price_defs[i].key);
         if (f != NULL && !(pr->price_fields & price_defs[i].field)) {
             char billed[256];
             billed_fields(pr, billed, sizeof(billed));
-            return fail(p, "%s: %s does not bill by this unit (its fields: %s)", fpath, pr->name,
-                        billed);
+            return config_json_fail(p, "%s: %s does not bill by this unit (its fields: %s)", fpath,
+                                    pr->name, billed);
         }
         if (f != NULL && json_is_integer(f) && json_integer_value(f) < 0)
-            return fail(p,
-                        "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
-                        fpath, json_integer_value(f));
-        if (get_int(p, e, path, price_defs[i].key, -1, 0, PRICE_MAX, &v) == -1)
+            return config_json_fail(
+                p, "%s: must be a non-negative integer (micro-USD), got %" JSON_INTEGER_FORMAT,
+                fpath, json_integer_value(f));
+        if (config_json_int(p, e, path, price_defs[i].key, -1, 0, PRICE_MAX, &v) == -1)
             return -1;
         *(int64_t *)((char *)out + price_defs[i].offset) = v;
     }
     return 0;
 }
 
-static int parse_pricing(struct cfg_parser *p, json_t *root)
+static int parse_pricing(struct config_json *p, json_t *root)
 {
-    json_t *obj = get(root, "pricing");
+    json_t *obj = config_json_get(root, "pricing");
     const char *names[PROVIDER_MAX];
     if (obj == NULL)
         return 0;
     for (size_t i = 0; i < provider_count(); i++)
         names[i] = provider_at(i)->name;
-    if (want_object(p, obj, "pricing") == -1 ||
-        check_keys(p, obj, "pricing", names, provider_count()) == -1)
+    if (config_json_object(p, obj, "pricing") == -1 ||
+        config_json_keys(p, obj, "pricing", names, provider_count()) == -1)
         return -1;
     for (size_t i = 0; i < provider_count(); i++) {
         const struct provider *pr = provider_at(i);
-        json_t *models = get(obj, pr->name);
+        json_t *models = config_json_get(obj, pr->name);
         if (models == NULL)
             continue;
         char path[KEYPATH_MAX];
-        join_path(path, sizeof(path), "pricing", pr->name);
-        if (want_object(p, models, path) == -1)
+        config_json_path(path, sizeof(path), "pricing", pr->name);
+        if (config_json_object(p, models, path) == -1)
             return -1;
         struct config_provider_prices *pp = &p->cfg->pricing[i];
         size_t n = json_object_size(models);
         if (n == 0)
             continue;
         if ((pp->prices = calloc(n, sizeof(*pp->prices))) == NULL)
-            return fail(p, "%s: out of memory", path);
+            return config_json_fail(p, "%s: out of memory", path);
         const char *model;
         json_t *e;
         json_object_foreach(models, model, e)
         {
             char mpath[KEYPATH_MAX], show[MODEL_MAX + 8];
-            join_path(mpath, sizeof(mpath), path, model);
+            config_json_path(mpath, sizeof(mpath), path, model);
             if (!valid_model_key(model))
-                return fail(p,
-                            "pricing.%s: \"%s\" is not a valid model key (printable, no "
-                            "spaces, < %d chars, '*' only at the end)",
-                            pr->name, shown(model, show, sizeof(show)), MODEL_MAX);
+                return config_json_fail(
+                    p,
+                    "pricing.%s: \"%s\" is not a valid model key (printable, no "
+                    "spaces, < %d chars, '*' only at the end)",
+                    pr->name, config_json_shown(model, show, sizeof(show)), MODEL_MAX);
             /* Counted before parsing so config_free() frees a half-filled entry. */
             struct config_price *price = &pp->prices[pp->n_prices++];
             if (parse_price(p, pr, e, mpath, model, price) == -1)
@@ -717,19 +626,19 @@ static int parse_pricing(struct cfg_parser *p, json_t *root)
     return 0;
 }
 
-static int parse_limits(struct cfg_parser *p, json_t *root)
+static int parse_limits(struct config_json *p, json_t *root)
 {
-    json_t *obj = get(root, "limits");
+    json_t *obj = config_json_get(root, "limits");
     const char *keys[ARRAY_SIZE(limit_defs)];
     for (size_t i = 0; i < ARRAY_SIZE(limit_defs); i++)
         keys[i] = limit_defs[i].key;
-    if (obj != NULL && (want_object(p, obj, "limits") == -1 ||
-                        check_keys(p, obj, "limits", keys, ARRAY_SIZE(keys)) == -1))
+    if (obj != NULL && (config_json_object(p, obj, "limits") == -1 ||
+                        config_json_keys(p, obj, "limits", keys, ARRAY_SIZE(keys)) == -1))
         return -1;
     for (size_t i = 0; i < ARRAY_SIZE(limit_defs); i++) {
         const struct limit_def *d = &limit_defs[i];
         int64_t v;
-        if (get_int(p, obj, "limits", d->key, d->def, d->min, d->max, &v) == -1)
+        if (config_json_int(p, obj, "limits", d->key, d->def, d->min, d->max, &v) == -1)
             return -1;
         char *field = (char *)&p->cfg->limits + d->offset;
         if (d->is_int)
@@ -739,52 +648,54 @@ static int parse_limits(struct cfg_parser *p, json_t *root)
     }
     struct config_limits *l = &p->cfg->limits;
     if (l->max_header_bytes < l->max_request_line)
-        return fail(p,
-                    "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
-                    "(%zu); the head includes the request line",
-                    l->max_header_bytes, l->max_request_line);
+        return config_json_fail(
+            p,
+            "limits.max_header_bytes: %zu is smaller than limits.max_request_line "
+            "(%zu); the head includes the request line",
+            l->max_header_bytes, l->max_request_line);
     /* One address may not be allowed more than the whole process; the
      * default per-address cap follows a smaller max_connections. */
     if (l->max_connections_per_client > l->max_connections) {
-        if (obj != NULL && get(obj, "max_connections_per_client") != NULL)
-            return fail(p,
-                        "limits.max_connections_per_client: %zu is larger than "
-                        "limits.max_connections (%zu)",
-                        l->max_connections_per_client, l->max_connections);
+        if (obj != NULL && config_json_get(obj, "max_connections_per_client") != NULL)
+            return config_json_fail(p,
+                                    "limits.max_connections_per_client: %zu is larger than "
+                                    "limits.max_connections (%zu)",
+                                    l->max_connections_per_client, l->max_connections);
         l->max_connections_per_client = l->max_connections;
     }
     return 0;
 }
 
 /* "balance" (DESIGN §3.4, §4b): holds per line, the socket grace. */
-static int parse_balance(struct cfg_parser *p, json_t *root)
+static int parse_balance(struct config_json *p, json_t *root)
 {
     struct config_balance *b = &p->cfg->balance;
-    json_t *obj = get(root, "balance");
+    json_t *obj = config_json_get(root, "balance");
     int64_t v;
     if (obj != NULL &&
-        (want_object(p, obj, "balance") == -1 ||
-         check_keys(p, obj, "balance", balance_keys, ARRAY_SIZE(balance_keys)) == -1))
+        (config_json_object(p, obj, "balance") == -1 ||
+         config_json_keys(p, obj, "balance", balance_keys, ARRAY_SIZE(balance_keys)) == -1))
         return -1;
-    json_t *holds = obj != NULL ? get(obj, "hold_micros") : NULL;
-    if (holds != NULL &&
-        (want_object(p, holds, "balance.hold_micros") == -1 ||
-         check_keys(p, holds, "balance.hold_micros", hold_lines, ARRAY_SIZE(hold_lines)) == -1))
+    json_t *holds = obj != NULL ? config_json_get(obj, "hold_micros") : NULL;
+    if (holds != NULL && (config_json_object(p, holds, "balance.hold_micros") == -1 ||
+                          config_json_keys(p, holds, "balance.hold_micros", hold_lines,
+                                           ARRAY_SIZE(hold_lines)) == -1))
         return -1;
-    if (get_int(p, holds, "balance.hold_micros", "default", 10000, 0, PRICE_MAX, &v) == -1)
+    if (config_json_int(p, holds, "balance.hold_micros", "default", 10000, 0, PRICE_MAX, &v) == -1)
         return -1;
     b->hold_micros[0] = v;
     for (size_t i = 1; i < ARRAY_SIZE(hold_lines); i++) {
         /* realtime holds more by default: a voice session runs for minutes. */
         int64_t def = strcmp(hold_lines[i], "realtime") == 0 ? 100000 : b->hold_micros[0];
-        if (get_int(p, holds, "balance.hold_micros", hold_lines[i], def, 0, PRICE_MAX, &v) == -1)
+        if (config_json_int(p, holds, "balance.hold_micros", hold_lines[i], def, 0, PRICE_MAX,
+                            &v) == -1)
             return -1;
         b->hold_micros[i] = v;
     }
-    if (get_int(p, obj, "balance", "ws_grace_micros", 0, 0, PRICE_MAX, &v) == -1)
+    if (config_json_int(p, obj, "balance", "ws_grace_micros", 0, 0, PRICE_MAX, &v) == -1)
         return -1;
     b->ws_grace_micros = v;
-    if (get_int(p, obj, "balance", "hold_ttl_s", 900, 1, 7 * 86400, &v) == -1)
+    if (config_json_int(p, obj, "balance", "hold_ttl_s", 900, 1, 7 * 86400, &v) == -1)
         return -1;
     b->hold_ttl_s = (int)v;
     return 0;
@@ -856,10 +767,10 @@ int config_parse_redis_url(const char *url, char *host, size_t host_size, int *p
     return 0;
 }
 
-static int parse_store(struct cfg_parser *p, json_t *root)
+static int parse_store(struct config_json *p, json_t *root)
 {
     struct config *cfg = p->cfg;
-    json_t *obj = get(root, "store");
+    json_t *obj = config_json_get(root, "store");
     int64_t v;
     cfg->store_connect_timeout_ms = 1000;
     cfg->store_timeout_ms = 1000;
@@ -867,97 +778,103 @@ static int parse_store(struct cfg_parser *p, json_t *root)
     if (obj == NULL) {
         if ((cfg->store_backend = strdup("sqlite")) == NULL ||
             (cfg->store_path = strdup("var/byok.db")) == NULL)
-            return fail(p, "store: out of memory");
+            return config_json_fail(p, "store: out of memory");
         return 0;
     }
-    if (want_object(p, obj, "store") == -1 ||
-        check_keys(p, obj, "store", store_keys, ARRAY_SIZE(store_keys)) == -1 ||
-        get_string(p, obj, "store", "backend", "sqlite", &cfg->store_backend) == -1 ||
-        get_string(p, obj, "store", "path", NULL, &cfg->store_path) == -1 ||
-        get_string(p, obj, "store", "url", NULL, &cfg->store_url) == -1)
+    if (config_json_object(p, obj, "store") == -1 ||
+        config_json_keys(p, obj, "store", store_keys, ARRAY_SIZE(store_keys)) == -1 ||
+        config_json_string(p, obj, "store", "backend", "sqlite", &cfg->store_backend) == -1 ||
+        config_json_string(p, obj, "store", "path", NULL, &cfg->store_path) == -1 ||
+        config_json_string(p, obj, "store", "url", NULL, &cfg->store_url) == -1)
         return -1;
     if (strcmp(cfg->store_backend, "sqlite") == 0) {
         if (cfg->store_path == NULL)
-            return fail(p, "store.path: required with backend \"sqlite\" (e.g. \"var/byok.db\")");
+            return config_json_fail(
+                p, "store.path: required with backend \"sqlite\" (e.g. \"var/byok.db\")");
         if (cfg->store_url != NULL)
-            return fail(p, "store.url: only used with backend \"redis\"; remove it or set "
-                           "store.backend to \"redis\"");
+            return config_json_fail(p,
+                                    "store.url: only used with backend \"redis\"; remove it or set "
+                                    "store.backend to \"redis\"");
         for (size_t i = 0; i < ARRAY_SIZE(redis_only_keys); i++)
-            if (get(obj, redis_only_keys[i]) != NULL)
-                return fail(p, "store.%s: only used with backend \"redis\"", redis_only_keys[i]);
+            if (config_json_get(obj, redis_only_keys[i]) != NULL)
+                return config_json_fail(p, "store.%s: only used with backend \"redis\"",
+                                        redis_only_keys[i]);
         return 0;
     }
     if (strcmp(cfg->store_backend, "redis") != 0) {
         char show[64];
-        return fail(p, "store.backend: \"%s\" is not a backend (expected \"sqlite\" or \"redis\")",
-                    shown(cfg->store_backend, show, sizeof(show)));
+        return config_json_fail(
+            p, "store.backend: \"%s\" is not a backend (expected \"sqlite\" or \"redis\")",
+            config_json_shown(cfg->store_backend, show, sizeof(show)));
     }
     if (cfg->store_url == NULL)
-        return fail(p, "store.url: required with backend \"redis\" (e.g. "
-                       "\"redis://127.0.0.1:6379/0\")");
+        return config_json_fail(p, "store.url: required with backend \"redis\" (e.g. "
+                                   "\"redis://127.0.0.1:6379/0\")");
     char host[256], msg[256];
     int port, db;
     if (config_parse_redis_url(cfg->store_url, host, sizeof(host), &port, &db, msg, sizeof(msg)) ==
         -1)
-        return fail(p, "store.url: %s", msg);
+        return config_json_fail(p, "store.url: %s", msg);
     if (cfg->store_path != NULL)
-        return fail(p, "store.path: only used with backend \"sqlite\"");
-    if (get_int(p, obj, "store", "connect_timeout_ms", 1000, 10, 60000, &v) == -1)
+        return config_json_fail(p, "store.path: only used with backend \"sqlite\"");
+    if (config_json_int(p, obj, "store", "connect_timeout_ms", 1000, 10, 60000, &v) == -1)
         return -1;
     cfg->store_connect_timeout_ms = (int)v;
-    if (get_int(p, obj, "store", "timeout_ms", 1000, 10, 60000, &v) == -1)
+    if (config_json_int(p, obj, "store", "timeout_ms", 1000, 10, 60000, &v) == -1)
         return -1;
     cfg->store_timeout_ms = (int)v;
     char *on_down = NULL;
-    if (get_string(p, obj, "store", "on_down", "refuse_wallet", &on_down) == -1)
+    if (config_json_string(p, obj, "store", "on_down", "refuse_wallet", &on_down) == -1)
         return -1;
     bool serve = strcmp(on_down, "serve") == 0;
     bool refuse = strcmp(on_down, "refuse_wallet") == 0;
     if (!serve && !refuse) {
         char show[64];
-        fail(p, "store.on_down: \"%s\" is not a choice (expected \"refuse_wallet\" or \"serve\")",
-             shown(on_down, show, sizeof(show)));
+        config_json_fail(
+            p, "store.on_down: \"%s\" is not a choice (expected \"refuse_wallet\" or \"serve\")",
+            config_json_shown(on_down, show, sizeof(show)));
         free(on_down);
         return -1;
     }
     free(on_down);
     cfg->store_on_down = serve ? CONFIG_ON_DOWN_SERVE : CONFIG_ON_DOWN_REFUSE_WALLET;
-    if (get_string(p, obj, "store", "password_env", NULL, &cfg->store_password_env) == -1)
+    if (config_json_string(p, obj, "store", "password_env", NULL, &cfg->store_password_env) == -1)
         return -1;
     if (cfg->store_password_env != NULL) {
         if (!valid_env_name(cfg->store_password_env)) {
             char show[160];
-            return fail(p,
-                        "store.password_env: \"%s\" is not a valid environment variable name "
-                        "([A-Za-z_][A-Za-z0-9_]*)",
-                        shown(cfg->store_password_env, show, sizeof(show)));
+            return config_json_fail(
+                p,
+                "store.password_env: \"%s\" is not a valid environment variable name "
+                "([A-Za-z_][A-Za-z0-9_]*)",
+                config_json_shown(cfg->store_password_env, show, sizeof(show)));
         }
         /* Only the variable's name is ever printed, never its value. */
         const char *val = getenv(cfg->store_password_env);
         if (val == NULL)
-            return fail(p, "store.password_env: environment variable %s is not set",
-                        cfg->store_password_env);
+            return config_json_fail(p, "store.password_env: environment variable %s is not set",
+                                    cfg->store_password_env);
         if (val[0] == '\0')
-            return fail(p, "store.password_env: environment variable %s is empty",
-                        cfg->store_password_env);
+            return config_json_fail(p, "store.password_env: environment variable %s is empty",
+                                    cfg->store_password_env);
         if ((cfg->store_password = secret_strdup(val)) == NULL)
-            return fail(p, "store.password_env: out of memory");
+            return config_json_fail(p, "store.password_env: out of memory");
     }
     return 0;
 }
 
-static int parse_tls(struct cfg_parser *p, json_t *root)
+static int parse_tls(struct config_json *p, json_t *root)
 {
     struct config *cfg = p->cfg;
-    json_t *obj = get(root, "tls");
+    json_t *obj = config_json_get(root, "tls");
     if (obj == NULL)
         return 0;
-    if (want_object(p, obj, "tls") == -1 ||
-        check_keys(p, obj, "tls", tls_keys, ARRAY_SIZE(tls_keys)) == -1)
+    if (config_json_object(p, obj, "tls") == -1 ||
+        config_json_keys(p, obj, "tls", tls_keys, ARRAY_SIZE(tls_keys)) == -1)
         return -1;
     for (size_t i = 0; i < ARRAY_SIZE(tls_keys); i++)
-        if (get(obj, tls_keys[i]) == NULL)
-            return fail(p, "tls.%s: required when \"tls\" is present", tls_keys[i]);
+        if (config_json_get(obj, tls_keys[i]) == NULL)
+            return config_json_fail(p, "tls.%s: required when \"tls\" is present", tls_keys[i]);
     if (get_address(p, obj, "tls", "listen", NULL, &cfg->tls_listen) == -1 ||
         get_readable_file(p, obj, "tls", "cert_file", &cfg->tls_cert_file) == -1 ||
         get_readable_file(p, obj, "tls", "key_file", &cfg->tls_key_file) == -1)
@@ -965,13 +882,14 @@ static int parse_tls(struct cfg_parser *p, json_t *root)
     return 0;
 }
 
-static int parse_root(struct cfg_parser *p, json_t *root)
+static int parse_root(struct config_json *p, json_t *root)
 {
     struct config *cfg = p->cfg;
     int64_t v;
     if (!json_is_object(root))
-        return fail(p, "config: the top level must be a JSON object, got %s", json_type_name(root));
-    if (check_keys(p, root, "", top_keys, ARRAY_SIZE(top_keys)) == -1)
+        return config_json_fail(p, "config: the top level must be a JSON object, got %s",
+                                config_json_type(root));
+    if (config_json_keys(p, root, "", top_keys, ARRAY_SIZE(top_keys)) == -1)
         return -1;
 
     if (get_address(p, root, "", "listen", "127.0.0.1:8080", &cfg->listen) == -1 ||
@@ -979,12 +897,13 @@ static int parse_root(struct cfg_parser *p, json_t *root)
         parse_tls(p, root) == -1)
         return -1;
     if (strcmp(cfg->listen, cfg->admin_listen) == 0)
-        return fail(p, "admin_listen: must differ from listen (both are \"%s\")", cfg->listen);
+        return config_json_fail(p, "admin_listen: must differ from listen (both are \"%s\")",
+                                cfg->listen);
     if (cfg->tls_listen != NULL && (strcmp(cfg->tls_listen, cfg->listen) == 0 ||
                                     strcmp(cfg->tls_listen, cfg->admin_listen) == 0))
-        return fail(p, "tls.listen: must differ from listen and admin_listen");
+        return config_json_fail(p, "tls.listen: must differ from listen and admin_listen");
 
-    if (get_int(p, root, "", "workers", 0, 0, 64, &v) == -1)
+    if (config_json_int(p, root, "", "workers", 0, 0, 64, &v) == -1)
         return -1;
     cfg->workers = (int)v;
     if (cfg->workers == 0) {
@@ -995,33 +914,37 @@ static int parse_root(struct cfg_parser *p, json_t *root)
     if (parse_store(p, root) == -1)
         return -1;
 
-    json_t *usage = get(root, "usage");
-    if (usage != NULL && (want_object(p, usage, "usage") == -1 ||
-                          check_keys(p, usage, "usage", usage_keys, ARRAY_SIZE(usage_keys)) == -1))
+    json_t *usage = config_json_get(root, "usage");
+    if (usage != NULL &&
+        (config_json_object(p, usage, "usage") == -1 ||
+         config_json_keys(p, usage, "usage", usage_keys, ARRAY_SIZE(usage_keys)) == -1))
         return -1;
-    if (get_string(p, usage, "usage", "jsonl_path", NULL, &cfg->usage_jsonl_path) == -1 ||
-        get_string(p, usage, "usage", "spool_dir", "var/spool", &cfg->usage_spool_dir) == -1 ||
-        get_int(p, usage, "usage", "ws_interval_s", 30, 1, 3600, &v) == -1)
+    if (config_json_string(p, usage, "usage", "jsonl_path", NULL, &cfg->usage_jsonl_path) == -1 ||
+        config_json_string(p, usage, "usage", "spool_dir", "var/spool", &cfg->usage_spool_dir) ==
+            -1 ||
+        config_json_int(p, usage, "usage", "ws_interval_s", 30, 1, 3600, &v) == -1)
         return -1;
     cfg->usage_ws_interval_s = (int)v;
 
-    if (parse_upstreams(p, root) == -1 ||
+    if (config_simulate_parse(p, config_json_get(root, "simulate"), &cfg->simulate) == -1 ||
+        parse_upstreams(p, root) == -1 ||
         get_readable_file(p, root, "", "upstream_ca_file", &cfg->upstream_ca_file) == -1 ||
         parse_platform_keys(p, root) == -1)
         return -1;
 
-    if (get_int(p, root, "", "session_ttl_s", 3600, 1, 30 * 86400, &v) == -1)
+    if (config_json_int(p, root, "", "session_ttl_s", 3600, 1, 30 * 86400, &v) == -1)
         return -1;
     cfg->session_ttl_s = (int)v;
 
-    if (get_string(p, root, "", "log_level", "info", &cfg->log_level) == -1)
+    if (config_json_string(p, root, "", "log_level", "info", &cfg->log_level) == -1)
         return -1;
-    if (!in_list(cfg->log_level, log_levels, ARRAY_SIZE(log_levels))) {
+    if (!config_json_in_list(cfg->log_level, log_levels, ARRAY_SIZE(log_levels))) {
         char show[64];
-        return fail(p,
-                    "log_level: \"%s\" is not a level (expected one of: debug, info, warn, "
-                    "error)",
-                    shown(cfg->log_level, show, sizeof(show)));
+        return config_json_fail(
+            p,
+            "log_level: \"%s\" is not a level (expected one of: debug, info, warn, "
+            "error)",
+            config_json_shown(cfg->log_level, show, sizeof(show)));
     }
 
     if (parse_limits(p, root) == -1 || parse_pricing(p, root) == -1 || parse_balance(p, root) == -1)
@@ -1032,7 +955,7 @@ static int parse_root(struct cfg_parser *p, json_t *root)
 /* Shared tail of config_load/config_parse: root is borrowed. */
 static struct config *config_from_json(json_t *root, const char *origin, char **err)
 {
-    struct cfg_parser p = {0};
+    struct config_json p = {0};
     p.cfg = calloc(1, sizeof(*p.cfg));
     if (p.cfg == NULL || (p.cfg->path = strdup(origin)) == NULL) {
         free(p.cfg);

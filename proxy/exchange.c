@@ -315,6 +315,10 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
                       log_safe(h->path, h->path_len, safe, sizeof(safe)), route_prefix_list());
     const struct provider *p = ex->rt.provider;
     r->provider = p;
+    /* A simulated upstream: its records say so, and under simulate.charge
+     * false its wallet lines are priced but neither held nor charged. */
+    r->simulated = config_upstream_simulated(dp->cfg, p, ex->rt.host);
+    r->no_charge = r->simulated && !config_simulated_charges(dp->cfg);
     if (route_path_unsafe(h->path, h->path_len))
         return refuse(why, 400, "invalid_request_error", "invalid_path", METRICS_REFUSED_REQUEST,
                       "the path has '.' or '..' segments or a backslash; send a normalised path");
@@ -398,7 +402,8 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
 
 int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
 {
-    if (ex->decision.byok)
+    /* BYOK and charge-exempt lines (charge.h) cost the payer nothing. */
+    if (ex->decision.byok || ex->rec.no_charge)
         return 0;
     struct dataplane *dp = ex->dp;
     int64_t hold = config_hold_micros(dp->cfg, ex->rec.line);

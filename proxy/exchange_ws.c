@@ -208,13 +208,14 @@ static void regate_answer(void *arg, enum fleet_status st, int64_t available)
 
 /* Rule 4 at each charge of a wallet session: once the payer's available
  * funds are at or below -balance.ws_grace_micros, the session ends after
- * the unit just recorded. BYOK sessions are never ended for balance. */
+ * the unit just recorded. BYOK sessions, and simulated ones that charge
+ * nothing (simulate.charge false), are never ended for balance. */
 static void regate(struct ws_exchange *x)
 {
     struct exchange *ex = &x->base;
     struct dataplane *dp = ex->dp;
     int64_t funds;
-    if (ex->decision.byok || x->relay == NULL)
+    if (ex->decision.byok || ex->rec.no_charge || x->relay == NULL)
         return;
     if (dp->fleet != NULL) {
         /* Fleet mode: Redis has the payer's funds; this instance's charges

@@ -259,11 +259,17 @@ int http_listen(const char *addr, bool reuseport, char *err, size_t err_size)
 {
     char host[256];
     int port;
-    int fd = -1;
-    struct addrinfo hints, *res = NULL;
-
     if (config_parse_address(addr, host, sizeof(host), &port, err, err_size) == -1)
         return -1;
+    return http_listen_port(host, port, reuseport, err, err_size);
+}
+
+int http_listen_port(const char *host, int port, bool reuseport, char *err, size_t err_size)
+{
+    char addr[300];
+    int fd = -1;
+    struct addrinfo hints, *res = NULL;
+    snprintf(addr, sizeof(addr), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -432,8 +438,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
-    metrics_inc(METRICS_CONNECTIONS_ACCEPTED);
-    metrics_conn_open(1);
+    if (!s->opts.uncounted) {
+        metrics_inc(METRICS_CONNECTIONS_ACCEPTED);
+        metrics_conn_open(1);
+    }
 
     const struct config_limits *lim = s->opts.limits;
     /* Write low watermark: the write callback (and so the drain callback that
@@ -480,7 +488,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
         return;
     evconnlistener_disable(s->listener);
     s->paused = true;
-    metrics_inc(METRICS_ACCEPT_PAUSES);
+    if (!s->opts.uncounted)
+        metrics_inc(METRICS_ACCEPT_PAUSES);
     int wait_ms = s->backoff_ms;
     struct timeval tv = {wait_ms / 1000, (wait_ms % 1000) * 1000};
     evtimer_add(s->resume_ev, &tv);
@@ -582,7 +591,8 @@ static void conn_free(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
-    metrics_conn_open(-1);
+    if (!s->opts.uncounted)
+        metrics_conn_open(-1);
     if (c->state == HTTP_CONN_HANDLING)
         s->n_busy--;
     request_reset(c);
@@ -605,7 +615,8 @@ static void conn_close(struct http_conn *c, const char *reason)
         http_abort_cb cb = c->on_abort;
         c->on_abort = NULL;
         c->on_drain = NULL;
-        metrics_inc(METRICS_CLIENT_DISCONNECTS);
+        if (!c->srv->opts.uncounted)
+            metrics_inc(METRICS_CLIENT_DISCONNECTS);
         cb(c, c->cb_arg);
     }
     log_debug("conn %s closed: %s", c->peer, reason);
@@ -883,7 +894,8 @@ static void reject(struct http_conn *c, int status, const char *why)
                      "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\","
                      "\"code\":\"http_%d\"}}\n",
                      why, status);
-    metrics_inc(METRICS_REQUESTS_REJECTED);
+    if (!c->srv->opts.uncounted)
+        metrics_inc(METRICS_REQUESTS_REJECTED);
     c->keep_alive = 0;
     c->linger = 1; /* the client may still be sending what we refused */
     if (c->state != HTTP_CONN_HANDLING) {

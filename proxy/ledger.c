@@ -149,7 +149,8 @@ int ledger_available(struct store *s, const char *payer_id, int64_t *funds)
 
 void ledger_settle(struct usage_record *r)
 {
-    int64_t charge = charge_needed(r->billed_byok, r->cost_micros) ? r->cost_micros : 0;
+    int64_t charge =
+        charge_needed(r->billed_byok, r->no_charge, r->cost_micros) ? r->cost_micros : 0;
     r->pending_micros = charge;
     if (charge == 0 && r->hold_micros <= 0)
         return;

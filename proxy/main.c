@@ -18,6 +18,7 @@
 #include "resolve.h"
 #include "secret.h"
 #include "session.h"
+#include "sim.h"
 #include "store.h"
 #include "upstream.h"
 #include "usage.h"
@@ -325,6 +326,67 @@ static void fit_descriptor_limit(const struct config *cfg, int nworkers)
                  rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max);
 }
 
+/* "simulate" upstreams (sim.h): each one needs a simulated provider. */
+static int simulate_check(const struct config *cfg, char *err, size_t err_size)
+{
+    for (size_t i = 0; i < provider_count(); i++)
+        for (size_t h = 0; h < provider_at(i)->n_hosts; h++) {
+            const char *key = provider_at(i)->hosts[h].config_key;
+            if (cfg->upstream_kind[i][h] == CONFIG_UPSTREAM_SIM_LOCAL && !sim_supports(key)) {
+                snprintf(err, err_size,
+                         "upstreams.%s: \"simulate\" is not available for %s yet (simulated: "
+                         "%s); give its URL instead",
+                         key, key, sim_supported());
+                return -1;
+            }
+        }
+    return 0;
+}
+
+/* Starts the simulator in this process for the "simulate" upstreams, one
+ * loopback listener (ephemeral port) and thread each, and makes their URLs
+ * the upstreams: every request still goes through the proxy's own upstream
+ * client. *out stays NULL when nothing is simulated here. Before any worker
+ * reads the config. */
+static int simulate_start(struct config *cfg, struct sim **out, char *err, size_t err_size)
+{
+    struct sim_listen ls[PROVIDER_MAX * PROVIDER_HOST_MAX];
+    size_t at[PROVIDER_MAX * PROVIDER_HOST_MAX][2];
+    size_t n = 0;
+    *out = NULL;
+    for (size_t i = 0; i < provider_count(); i++)
+        for (size_t h = 0; h < provider_at(i)->n_hosts; h++)
+            if (cfg->upstream_kind[i][h] == CONFIG_UPSTREAM_SIM_LOCAL) {
+                ls[n] = (struct sim_listen){provider_at(i)->hosts[h].config_key, NULL};
+                at[n][0] = i;
+                at[n++][1] = h;
+            }
+    if (n == 0)
+        return 0;
+    struct sim *sim = sim_start(&cfg->simulate, &cfg->limits, ls, n, err, err_size);
+    if (sim == NULL)
+        return -1;
+    for (size_t k = 0; k < n; k++) {
+        if (config_set_upstream(cfg, at[k][0], at[k][1], sim_url(sim, k)) == -1) {
+            snprintf(err, err_size, "simulate: out of memory");
+            sim_stop(sim);
+            return -1;
+        }
+        const struct provider *p = provider_at(at[k][0]);
+        log_info("simulate: upstream %s is simulated at %s%s", ls[k].upstream, sim_url(sim, k),
+                 config_platform_key(cfg, p)->placeholder
+                     ? " (no platform key configured: the placeholder key is injected)"
+                     : "");
+    }
+    log_info("simulate: seed %llu (set simulate.seed to repeat the same faults); simulated "
+             "lines %s",
+             (unsigned long long)sim_seed(sim),
+             cfg->simulate.charge ? "charge balances (simulate.charge true)"
+                                  : "are priced but charge nothing (simulate.charge false)");
+    *out = sim;
+    return 0;
+}
+
 static int check_admin_token(const char *t, char *err, size_t err_size)
 {
     if (t == NULL || t[0] == '\0') {
@@ -358,6 +420,7 @@ int main(int argc, char **argv)
     char *errp = NULL;
     char *admin_token = NULL;       /* secret_alloc(): until the admin API hashed it */
     struct store_lock *lock = NULL; /* the store, ours for the process's life */
+    struct sim *sim = NULL;         /* simulated upstreams ("simulate") */
     bool oom = false;
 
     memset(&admin_loop, 0, sizeof(admin_loop));
@@ -412,6 +475,11 @@ int main(int argc, char **argv)
     if (cfg == NULL) {
         fprintf(stderr, "byok-proxy: config %s: %s\n", config_path, errp ? errp : "invalid");
         free(errp);
+        return 1;
+    }
+    if (simulate_check(cfg, err, sizeof(err)) == -1) {
+        fprintf(stderr, "byok-proxy: config %s: %s\n", config_path, err);
+        config_free(cfg);
         return 1;
     }
     /* Every secret leaves the environment as soon as it is loaded: the
@@ -504,6 +572,11 @@ int main(int argc, char **argv)
     }
     if (session_init(MAX_SESSIONS) == -1 || ephemeral_init(MAX_TOKENS) == -1) {
         log_error("refusing to start: out of memory for the session and token tables");
+        goto done;
+    }
+    if (simulate_start(cfg, &sim, err, sizeof(err)) == -1) {
+        fprintf(stderr, "byok-proxy: %s\n", err);
+        log_error("refusing to start: %s", err);
         goto done;
     }
 
@@ -645,6 +718,7 @@ done:
         loop_free(&admin_loop);
     if (writer_started)
         usage_writer_stop();
+    sim_stop(sim); /* after the workers: their last requests reached it */
     follower_stop(fleet_follower);
     fleet_follower = NULL;
     replica_free(fleet_replica);

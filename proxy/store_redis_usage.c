@@ -263,7 +263,7 @@ int store_redis_usage_write(struct store *s, struct usage_record *records, size_
         }
         id->name = r->id;
         id->index = i;
-        if (!charge_needed(r->billed_byok, r->cost_micros))
+        if (!charge_needed(r->billed_byok, r->no_charge, r->cost_micros))
             continue;
         struct name_slot *ps = name_find(payers, slots - 1, r->payer_id);
         if (ps->name == NULL) {
@@ -286,7 +286,7 @@ int store_redis_usage_write(struct store *s, struct usage_record *records, size_
                 continue;
             struct payer *p = wi->payer;
             struct charge ch;
-            enum charge_result res = charge_apply(r->billed_byok, r->cost_micros,
+            enum charge_result res = charge_apply(r->billed_byok, r->no_charge, r->cost_micros,
                                                   p != NULL && !p->missing ? &p->bal : NULL, &ch);
             r->charged_plan_credits_micros = ch.plan_credits_micros;
             r->charged_wallet_micros = ch.wallet_micros;

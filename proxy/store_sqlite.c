@@ -709,7 +709,7 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
     for (size_t i = 0; i < n; i++) {
         struct usage_record *r = &records[i];
         struct payer *p = NULL;
-        if (charge_needed(r->billed_byok, r->cost_micros)) {
+        if (charge_needed(r->billed_byok, r->no_charge, r->cost_micros)) {
             p = payer_slot(&payers, r->payer_id);
             if (!p->loaded && payer_load(sq, p) == -1) {
                 (void)fail(sq, "usage payer read");
@@ -717,7 +717,7 @@ static int sq_usage_write(struct store *s, struct usage_record *records, size_t 
             }
         }
         struct charge c;
-        enum charge_result res = charge_apply(r->billed_byok, r->cost_micros,
+        enum charge_result res = charge_apply(r->billed_byok, r->no_charge, r->cost_micros,
                                               p != NULL && !p->missing ? &p->bal : NULL, &c);
         r->charged_plan_credits_micros = c.plan_credits_micros;
         r->charged_wallet_micros = c.wallet_micros;

@@ -620,6 +620,10 @@ int usage_record_check(const struct usage_record *r, char *why, size_t why_size)
     for (size_t i = 0; i < ARRAY_SIZE(amounts); i++)
         if (check_range(amounts[i].name, amounts[i].v, amounts[i].max, why, why_size) == -1)
             return -1;
+    /* Only a simulated line may be exempt: a spool line cannot make a real
+     * one free. */
+    if (r->no_charge && !r->simulated)
+        return refuse(why, why_size, "no_charge on a record that is not simulated");
     return 0;
 }
 
@@ -739,6 +743,7 @@ int usage_record_parse(json_t *obj, struct usage_record *r, char *why, size_t wh
     r->final = json_is_true(json_object_get(obj, "final"));
     r->unmetered = json_is_false(json_object_get(obj, "metered"));
     r->simulated = json_is_true(json_object_get(obj, "simulated"));
+    r->no_charge = json_is_true(json_object_get(obj, "no_charge"));
     return usage_record_check(r, why, why_size);
 }
 
@@ -769,29 +774,40 @@ int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usag
 {
     size_t start = b->len;
     int n = usage_record_lines_add(b, r);
-    if (n == -1 || r->hold_id[0] == '\0')
+    if (n == -1)
         return n;
-    /* {...}\n -> {...,"hold_id":"<id>"}\n. Ids are [A-Za-z0-9_-] (ULIDs):
-     * nothing to escape. */
+    /* {...}\n -> {...,"hold_id":"<id>","no_charge":true}\n. Ids are
+     * [A-Za-z0-9_-] (ULIDs): nothing to escape. */
     size_t id_len = strnlen(r->hold_id, sizeof(r->hold_id));
     for (size_t i = 0; i < id_len; i++) {
         char c = r->hold_id[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return n; /* not an id we made: left out (the hold then expires) */
+              c == '_' || c == '-')) {
+            id_len = 0; /* not an id we made: left out (the hold then expires) */
+            break;
+        }
     }
-    size_t extra = id_len + 13;        /* ,"hold_id":"" */
-    size_t at = start + (size_t)n - 1; /* the closing brace */
-    size_t need = at + extra + 3;      /* + "}\n" + snprintf's NUL */
+    if (id_len == 0 && !r->no_charge)
+        return n;
+    size_t extra = (id_len > 0 ? id_len + 13 : 0) /* ,"hold_id":"" */
+                   + (r->no_charge ? 17 : 0);     /* ,"no_charge":true */
+    size_t at = start + (size_t)n - 1;            /* the closing brace */
+    size_t need = at + extra + 3;                 /* + "}\n" + snprintf's NUL */
     if (need > b->cap) {
         char *d = realloc(b->data, need);
-        if (d == NULL)
-            return n;
+        if (d == NULL) {
+            b->len = start; /* the line without its extras would lose them: none */
+            return -1;
+        }
         b->data = d;
         b->cap = need;
     }
-    int w =
-        snprintf(b->data + at, b->cap - at, ",\"hold_id\":\"%.*s\"}\n", (int)id_len, r->hold_id);
+    int w = 0;
+    if (id_len > 0)
+        w += snprintf(b->data + at, b->cap - at, ",\"hold_id\":\"%.*s\"", (int)id_len, r->hold_id);
+    if (r->no_charge)
+        w += snprintf(b->data + at + (size_t)w, b->cap - at - (size_t)w, ",\"no_charge\":true");
+    w += snprintf(b->data + at + (size_t)w, b->cap - at - (size_t)w, "}\n");
     b->len = at + (size_t)w;
     return n + (int)extra;
 }

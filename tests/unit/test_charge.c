@@ -16,7 +16,7 @@ static enum charge_result apply(bool byok, int64_t cost, const struct charge_bal
                                 struct charge *out)
 {
     memset(out, 0x5a, sizeof(*out));
-    return charge_apply(byok, cost, payer, out);
+    return charge_apply(byok, false, cost, payer, out);
 }
 
 static void assert_charge(const struct charge *c, int64_t plan, int64_t wallet, int64_t after_plan,
@@ -31,12 +31,32 @@ static void assert_charge(const struct charge *c, int64_t plan, int64_t wallet, 
 static void test_needed(void **state)
 {
     (void)state;
-    assert_true(charge_needed(false, 1));
-    assert_true(charge_needed(false, INT64_MAX));
-    assert_false(charge_needed(false, 0));
-    assert_false(charge_needed(false, -5));
-    assert_false(charge_needed(true, 1));
-    assert_false(charge_needed(true, 0));
+    assert_true(charge_needed(false, false, 1));
+    assert_true(charge_needed(false, false, INT64_MAX));
+    assert_false(charge_needed(false, false, 0));
+    assert_false(charge_needed(false, false, -5));
+    assert_false(charge_needed(true, false, 1));
+    assert_false(charge_needed(true, false, 0));
+    /* Exempt (a simulated line under simulate.charge false). */
+    assert_false(charge_needed(false, true, 1));
+    assert_false(charge_needed(true, true, 1));
+}
+
+/* An exempt line is priced but takes nothing, whatever the balances. */
+static void test_exempt(void **state)
+{
+    (void)state;
+    struct charge c;
+    struct charge_balance b = {100, 1000};
+    memset(&c, 0x5a, sizeof(c));
+    assert_int_equal(charge_apply(false, true, 30, &b, &c), CHARGE_NONE);
+    assert_charge(&c, 0, 0, 100, 1000);
+    b = (struct charge_balance){0, 0};
+    assert_int_equal(charge_apply(false, true, 30, &b, &c), CHARGE_NONE);
+    assert_charge(&c, 0, 0, 0, 0);
+    /* Not exempt: the same line charges. */
+    assert_int_equal(charge_apply(false, false, 30, &b, &c), CHARGE_APPLIED);
+    assert_charge(&c, 0, 30, 0, -30);
 }
 
 static void test_plan_first(void **state)
@@ -184,6 +204,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_needed),
+        cmocka_unit_test(test_exempt),
         cmocka_unit_test(test_plan_first),
         cmocka_unit_test(test_wallet_negative),
         cmocka_unit_test(test_negative_plan_not_drawn),

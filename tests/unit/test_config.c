@@ -817,7 +817,8 @@ static void test_load_file_errors(void **state)
     assert_null(config_load(path, &err));
     assert_string_equal(err, "unknown key \"wrokers\" (expected one of: listen, admin_listen, "
                              "tls, workers, store, usage, upstreams, upstream_ca_file, "
-                             "platform_keys, session_ttl_s, log_level, limits, pricing, balance)");
+                             "platform_keys, session_ttl_s, log_level, limits, pricing, balance, "
+                             "simulate)");
     free(err);
     write_file(path, "{\n  \"workers\": 1,\n  \"workers\": 2\n}\n");
     err = NULL;

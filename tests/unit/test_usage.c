@@ -732,6 +732,44 @@ static void test_spool_line_hold_id(void **state)
     usage_record_lines_free(&spool);
 }
 
+/* A simulated line under simulate.charge false: its §5 line says
+ * "simulated" only; its spool line also says "no_charge" (with or without a
+ * hold), read back as such; a spool line cannot make a real record free. */
+static void test_spool_line_no_charge(void **state)
+{
+    (void)state;
+    struct usage_record r = wallet_record("01JSPOOLFREE00000000000000");
+    r.simulated = true;
+    r.no_charge = true;
+    struct usage_record_lines plain = {0}, spool = {0};
+    assert_true(usage_record_lines_add(&plain, &r) > 0);
+    assert_non_null(memmem(plain.data, plain.len, "\"simulated\":true", 16));
+    assert_null(memmem(plain.data, plain.len, "no_charge", 9));
+    for (int with_hold = 0; with_hold < 2; with_hold++) {
+        if (with_hold)
+            snprintf(r.hold_id, sizeof(r.hold_id), "01JHOLD0000000000000000000");
+        spool.len = 0;
+        assert_true(usage_record_lines_add_spool(&spool, &r) > 0);
+        assert_int_equal(spool.data[spool.len - 1], '\n');
+        json_error_t jerr;
+        json_t *obj = json_loadb(spool.data, spool.len - 1, 0, &jerr);
+        assert_non_null(obj);
+        struct usage_record back;
+        char why[128];
+        assert_int_equal(usage_record_parse(obj, &back, why, sizeof(why)), 0);
+        assert_true(back.simulated);
+        assert_true(back.no_charge);
+        assert_string_equal(back.hold_id, with_hold ? "01JHOLD0000000000000000000" : "");
+        /* The same line claiming a real upstream: refused, never free. */
+        json_object_del(obj, "simulated");
+        assert_int_equal(usage_record_parse(obj, &back, why, sizeof(why)), -1);
+        assert_non_null(strstr(why, "no_charge"));
+        json_decref(obj);
+    }
+    usage_record_lines_free(&plain);
+    usage_record_lines_free(&spool);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -1000,6 +1038,57 @@ static void test_writer_replay_idempotent(void **state)
     assert_int_equal(payer_wallet(f), 1000000 - 3);
     assert_int_equal(jsonl_count_unique(f->jsonl_path), 1); /* only d-3 is new */
     usage_writer_stop();
+}
+
+/* simulate.charge false: a simulated wallet line is written priced and
+ * uncharged, through the store and through the spool; a simulated line
+ * under simulate.charge true (no_charge false) charges like any other. */
+static void test_writer_no_charge(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    struct usage_record r = wallet_record("sim-free-1");
+    r.simulated = r.no_charge = true;
+    r.cost_micros = 7;
+    usage_submit(&r);
+    usage_writer_sync();
+    assert_int_equal(payer_wallet(f), 1000000);
+    /* Spooled and replayed: still free. */
+    exec_sql(f->store_path, BREAK_STORE);
+    r = wallet_record("sim-free-2");
+    r.simulated = r.no_charge = true;
+    r.cost_micros = 7;
+    usage_submit(&r);
+    usage_writer_sync();
+    assert_true(spool_files(f) >= 1);
+    usage_writer_stop();
+    exec_sql(f->store_path, FIX_STORE);
+    start_writer(f);
+    assert_int_equal(spool_files(f), 0);
+    assert_int_equal(db_count(f), 2);
+    assert_int_equal(payer_wallet(f), 1000000);
+    r = wallet_record("sim-charged");
+    r.simulated = true;
+    r.cost_micros = 7;
+    usage_submit(&r);
+    usage_writer_stop();
+    assert_int_equal(payer_wallet(f), 1000000 - 7);
+    json_t *arr = NULL;
+    assert_int_equal(store_usage_query(f->s, NULL, NULL, 0, &arr), STORE_OK);
+    assert_int_equal(json_array_size(arr), 3);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(arr, i, rec)
+    {
+        const char *id = json_string_value(json_object_get(rec, "id"));
+        json_t *charged = json_object_get(rec, "charged");
+        assert_true(json_is_true(json_object_get(rec, "simulated")));
+        assert_null(json_object_get(rec, "no_charge"));
+        assert_int_equal(json_integer_value(json_object_get(rec, "cost_micros")), 7);
+        assert_int_equal(json_integer_value(json_object_get(charged, "wallet_micros")),
+                         strcmp(id, "sim-charged") == 0 ? 7 : 0);
+    }
+    json_decref(arr);
 }
 
 /* A record whose strings are not valid UTF-8 is written like any other
@@ -1290,6 +1379,7 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_spool_line_hold_id),
+        cmocka_unit_test(test_spool_line_no_charge),
         cmocka_unit_test(test_json_from_tolerant_and_strict),
         cmocka_unit_test(test_record_check),
         cmocka_unit_test(test_format_matches_jansson),
@@ -1300,6 +1390,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_end_to_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_and_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_replay_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_no_charge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_jsonl_is_stored_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_refuses_invalid, setup, teardown),

@@ -1,0 +1,83 @@
+// sim.mjs - the simulated upstreams (README "Simulated providers"): the
+// standalone build/byok-sim started and read (its "<upstream> <url>" lines),
+// the URLs of a proxy's in-process simulator read from its log, and the
+// config a test proxy needs to run on simulated upstreams only.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { PRICES } from './records.mjs';
+import { waitFor } from './util.mjs';
+
+export function simBin() {
+  const bin = process.env.BYOK_SIM_BIN
+    || (process.env.BYOK_PROXY_BIN && path.join(path.dirname(process.env.BYOK_PROXY_BIN), 'byok-sim'));
+  if (!bin) throw new Error('BYOK_SIM_BIN is not set (path to the byok-sim binary)');
+  if (!fs.existsSync(bin)) throw new Error(`${bin} does not exist (build it first)`);
+  return bin;
+}
+
+// Starts byok-sim with args and waits (bounded) for its "ready" line.
+// Returns { urls: {upstream: url}, seed, child, logs(), stop() }.
+export async function startSim(args = []) {
+  const child = spawn(simBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  let exit = null;
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => { exit = { code, signal }; resolve(exit); }));
+  const sim = {
+    child,
+    logs: () => out + err,
+    get exit() { return exit; },
+    exited,
+    async stop() {
+      if (!exit) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10000);
+        await exited;
+        clearTimeout(t);
+      }
+      return exit.code ?? exit.signal;
+    },
+  };
+  try {
+    await waitFor(() => {
+      if (exit) throw Object.assign(new Error(`byok-sim exited: ${JSON.stringify(exit)}\n${sim.logs()}`), { fatal: true });
+      return /^ready seed=\d+$/m.test(out);
+    }, { timeout: 10000, what: 'byok-sim to print "ready"' });
+  } catch (e) {
+    if (!exit) child.kill('SIGKILL');
+    await exited;
+    throw new Error(`byok-sim did not start: ${e.message}\n${sim.logs()}`);
+  }
+  sim.urls = {};
+  for (const m of out.matchAll(/^(\w+) (http:\/\/\S+)$/gm)) sim.urls[m[1]] = m[2];
+  sim.seed = Number(/^ready seed=(\d+)$/m.exec(out)[1]);
+  return sim;
+}
+
+// The URLs of a proxy's in-process simulator, from its start-up log lines.
+export function inProcessUrls(proxy) {
+  const urls = {};
+  for (const m of proxy.logs().matchAll(/simulate: upstream (\w+) is simulated at (http:\/\/[^\s"]+)/g)) urls[m[1]] = m[2];
+  return urls;
+}
+
+// Prices for what the simulated text providers serve.
+export const SIM_PRICES = {
+  openai: PRICES,
+  anthropic: { 'claude-*': { input_per_1m: 3000000, cached_input_per_1m: 300000, output_per_1m: 15000000 } },
+  deepseek: { 'deepseek-*': { input_per_1m: 270000, cached_input_per_1m: 70000, output_per_1m: 1100000 } },
+};
+
+// A startProxy() patch: openai, anthropic and deepseek simulated in the
+// proxy, no platform keys configured, the given "simulate" section.
+export function simulatedConfig(simulate) {
+  return (cfg) => {
+    cfg.upstreams = { openai: 'simulate', anthropic: 'simulate', deepseek: 'simulate' };
+    delete cfg.platform_keys;
+    cfg.pricing = SIM_PRICES;
+    if (simulate) cfg.simulate = simulate;
+  };
+}
