@@ -199,7 +199,9 @@ void ledger_batch_end(struct usage_record *recs, size_t n, bool committed)
                  * duplicate charged nothing now: the store took it before
                  * (a batch whose outcome the writer could not know), so
                  * the balance read here may miss its charge: read again. */
-                int64_t was = charge_needed(r->billed_byok, r->cost_micros) ? r->cost_micros : 0;
+                int64_t was = charge_needed(r->billed_byok, r->no_charge, r->cost_micros)
+                                  ? r->cost_micros
+                                  : 0;
                 e->spooled -= MIN(e->spooled, MAX(was, (int64_t)0));
                 if (charged < was)
                     e->stale_after_commit = true;
