@@ -84,6 +84,8 @@ static void scripts_init(void)
  * left to expire. */
 #define FLEET_PENDING_RELEASES 4096
 
+struct release_q;
+
 struct release {
     char payer_id[ID_MAX];
     char hold_id[ID_MAX];
@@ -95,9 +97,11 @@ struct fleet {
     struct release *pending; /* ring of FLEET_PENDING_RELEASES, allocated on first use */
     size_t pending_head, pending_n;
     bool pending_full_logged;
+    struct release_q *releasing; /* sent, not answered yet */
 };
 
 static void resend_releases(void *arg);
+static void releases_drop(struct fleet *f);
 
 struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const char *name)
 {
@@ -135,6 +139,7 @@ void fleet_free(struct fleet *f)
 {
     if (f == NULL)
         return;
+    releases_drop(f);
     rasync_free(f->r);
     free(f->pending);
     free(f);
@@ -262,16 +267,41 @@ static void pending_add(struct fleet *f, const char *payer_id, const char *hold_
     f->pending_n++;
 }
 
+/* A release on its way (the fleet frees those still out when it goes). */
 struct release_q {
     struct fleet *f;
+    struct release_q *prev, *next;
+    struct rasync_req *req;
     struct release what;
 };
+
+static void release_unlink(struct release_q *q)
+{
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else
+        q->f->releasing = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+}
+
+/* The fleet goes: releases still out are never answered now. */
+static void releases_drop(struct fleet *f)
+{
+    while (f->releasing != NULL) {
+        struct release_q *q = f->releasing;
+        rasync_cancel(q->req);
+        release_unlink(q);
+        free(q);
+    }
+}
 
 static void send_release(struct fleet *f, const char *payer_id, const char *hold_id);
 
 static void release_reply(void *arg, const redisReply *r)
 {
     struct release_q *q = arg;
+    release_unlink(q);
     if (r == NULL) /* no answer: it may not have run */
         pending_add(q->f, q->what.payer_id, q->what.hold_id);
     free(q);
@@ -287,11 +317,18 @@ static void send_release(struct fleet *f, const char *payer_id, const char *hold
     snprintf(q->what.payer_id, sizeof(q->what.payer_id), "%s", payer_id);
     snprintf(q->what.hold_id, sizeof(q->what.hold_id), "%s", hold_id);
     const char *argv[] = {keys[1], keys[2], hold_id};
-    if (rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_RELEASE), release_reply, q, 2, 3,
-                    argv, NULL) == NULL) {
+    q->req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_RELEASE), release_reply, q, 2,
+                         3, argv, NULL);
+    if (q->req == NULL) {
         pending_add(f, payer_id, hold_id);
         free(q);
+        return;
     }
+    q->prev = NULL;
+    q->next = f->releasing;
+    if (q->next != NULL)
+        q->next->prev = q;
+    f->releasing = q;
 }
 
 /* The connection is back: the releases that waited go now (oldest first). */
