@@ -206,7 +206,8 @@ struct sim_ws_ops {
 /* Answers the upgrade with 101 (subprotocol: the Sec-WebSocket-Protocol to
  * select, or NULL) and takes the connection from the HTTP server. The
  * request ends here; the socket lives on with arg until it closes. NULL
- * when the connection is gone or memory ran out (the request is ended). */
+ * when the connection is gone or memory ran out (the request is ended;
+ * on_close is not called: arg is still the caller's). */
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg);
 void *sim_ws_arg(const struct sim_ws *ws);
@@ -225,14 +226,15 @@ const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws);
 bool sim_ws_reset_drawn(const struct sim_ws *ws);
 /* A number from this upstream's seeded generator. */
 uint64_t sim_ws_rand(struct sim_ws *ws);
-/* Calls fn(ws) after ms milliseconds on the upstream's loop (a socket's
- * pacing). One pending call per socket; a new one replaces it, fn NULL
- * cancels it; none comes after on_close. */
-void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws));
+/* Calls fn(arg) after ms milliseconds on the upstream's loop (a socket's
+ * pacing; sim_speaker.h builds on it). One pending call per socket; a new
+ * one replaces it, fn NULL cancels it; none comes once the socket is
+ * finishing or after on_close. */
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg);
 /* True when the client reads slowly (more than the high watermark waits to
- * be written): the module holds its next sends, and fn(ws) is called once
+ * be written): the module holds its next sends, and fn(arg) is called once
  * the output has drained (not after on_close). */
-bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(struct sim_ws *ws));
+bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(void *arg), void *arg);
 
 /* ---- generated text and pacing (pure) ---------------------------------- */
 

@@ -588,6 +588,72 @@ bool sim_audio_finished(const struct sim_audio_out *o)
     return o->started && o->done >= o->total;
 }
 
+/* ---- voice activity ------------------------------------------------------------------ */
+
+#define VAD_FRAME_MS 10
+
+void sim_vad_init(struct sim_vad *v, uint32_t rate, double threshold, int64_t prefix_ms,
+                  int64_t silence_ms)
+{
+    memset(v, 0, sizeof(*v));
+    v->rate = rate > 0 ? rate : 24000;
+    v->threshold = (int64_t)(MAX(threshold, 0.0) * 1600.0);
+    v->prefix_ms = MAX(prefix_ms, (int64_t)0);
+    v->silence_ms = MAX(silence_ms, (int64_t)0);
+}
+
+enum sim_vad_event sim_vad_feed(struct sim_vad *v, const int16_t *s, size_t n, size_t *used,
+                                int64_t *at_ms)
+{
+    uint32_t frame = MAX(v->rate * VAD_FRAME_MS / 1000, 1u);
+    for (size_t i = 0; i < n; i++) {
+        v->acc += s[i] < 0 ? -(int64_t)s[i] : s[i];
+        v->samples++;
+        if (++v->in_frame < frame)
+            continue;
+        bool speech = v->acc / (int64_t)frame > v->threshold;
+        int64_t end_ms = (int64_t)(v->samples * 1000 / v->rate);
+        v->acc = 0;
+        v->in_frame = 0;
+        *used = i + 1;
+        if (speech && !v->speaking) {
+            v->speaking = true;
+            v->last_speech_ms = end_ms;
+            *at_ms = MAX((int64_t)0, end_ms - VAD_FRAME_MS - v->prefix_ms);
+            return SIM_VAD_STARTED;
+        }
+        if (speech) {
+            v->last_speech_ms = end_ms;
+        } else if (v->speaking && end_ms - v->last_speech_ms >= v->silence_ms) {
+            v->speaking = false;
+            *at_ms = v->last_speech_ms;
+            return SIM_VAD_STOPPED;
+        }
+    }
+    *used = n;
+    return SIM_VAD_NONE;
+}
+
+int16_t sim_audio_ulaw_decode(uint8_t u)
+{
+    u = (uint8_t)~u;
+    int t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4);
+    return (int16_t)((u & 0x80) ? 0x84 - t : t - 0x84);
+}
+
+int16_t sim_audio_alaw_decode(uint8_t a)
+{
+    a ^= 0x55;
+    int t = (a & 0x0F) << 4, seg = (a & 0x70) >> 4;
+    if (seg == 0)
+        t += 8;
+    else if (seg == 1)
+        t += 0x108;
+    else
+        t = (t + 0x108) << (seg - 1);
+    return (int16_t)((a & 0x80) ? t : -t);
+}
+
 /* ---- base64 ------------------------------------------------------------------------- */
 
 char *sim_audio_base64(const void *d, size_t len)

@@ -77,6 +77,43 @@ MUST_CHECK int sim_audio_render(struct sim_audio_out *o, int64_t upto_ms, struct
 /* True once everything is rendered. */
 bool sim_audio_finished(const struct sim_audio_out *o);
 
+/* A voice activity detector on the audio's own timeline (not the wall
+ * clock): 10 ms frames whose mean |sample| exceeds the threshold are
+ * speech. Speech starts at the first speech frame (reported prefix_ms
+ * earlier, not before 0) and stops once silence_ms of non-speech frames
+ * follow the last speech frame (reported at that frame's end): OpenAI
+ * Realtime's server_vad, by energy. */
+struct sim_vad {
+    int64_t threshold;  /* mean |sample| of a speech frame */
+    int64_t prefix_ms;  /* prefix_padding_ms */
+    int64_t silence_ms; /* silence_duration_ms */
+    uint32_t rate;
+    uint64_t samples; /* fed so far */
+    int64_t acc;      /* |sample| sum of the open frame */
+    uint32_t in_frame;
+    bool speaking;
+    int64_t last_speech_ms; /* end of the last speech frame */
+};
+
+enum sim_vad_event {
+    SIM_VAD_NONE = 0,
+    SIM_VAD_STARTED, /* at_ms: audio_start_ms */
+    SIM_VAD_STOPPED, /* at_ms: audio_end_ms */
+};
+
+/* threshold: OpenAI's 0..1 (0.5 is a mean |sample| of 800, about -32
+ * dBFS). */
+void sim_vad_init(struct sim_vad *v, uint32_t rate, double threshold, int64_t prefix_ms,
+                  int64_t silence_ms);
+/* Feeds samples until the first event (returned, with its time in *at_ms)
+ * or their end (SIM_VAD_NONE); *used says how many were taken: feed the
+ * rest again. */
+enum sim_vad_event sim_vad_feed(struct sim_vad *v, const int16_t *s, size_t n, size_t *used,
+                                int64_t *at_ms);
+/* A G.711 byte as a 16-bit sample. */
+int16_t sim_audio_ulaw_decode(uint8_t u);
+int16_t sim_audio_alaw_decode(uint8_t a);
+
 /* Base64 of d[0..len), NUL-terminated. Caller frees with free(); NULL when
  * out of memory. */
 char *sim_audio_base64(const void *d, size_t len);

@@ -37,8 +37,10 @@ struct sim_ws {
     bool reset;              /* the upgrade drew the "reset" fault */
     struct event *finish_ev; /* finish() at a safe point */
     struct event *timer;     /* sim_ws_after(), made on first use */
-    void (*timer_fn)(struct sim_ws *ws);
-    void (*drain_fn)(struct sim_ws *ws); /* sim_ws_blocked() */
+    void (*timer_fn)(void *arg);
+    void *timer_arg;
+    void (*drain_fn)(void *arg); /* sim_ws_blocked() */
+    void *drain_arg;
     struct sim_ws *prev, *next;
 };
 
@@ -142,15 +144,16 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct sim_ws *ws = arg;
     (void)fd;
     (void)what;
-    void (*fn)(struct sim_ws *) = ws->timer_fn;
+    void (*fn)(void *) = ws->timer_fn;
     ws->timer_fn = NULL;
     if (fn != NULL && !ws->finishing)
-        fn(ws);
+        fn(ws->timer_arg);
 }
 
-void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws))
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg)
 {
     ws->timer_fn = fn;
+    ws->timer_arg = arg;
     if (fn == NULL) {
         if (ws->timer != NULL)
             evtimer_del(ws->timer);
@@ -167,12 +170,13 @@ void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws))
     evtimer_add(ws->timer, &tv);
 }
 
-bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(struct sim_ws *ws))
+bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(void *arg), void *arg)
 {
     struct evbuffer *out = bufferevent_get_output(ws->bev);
     if (evbuffer_get_length(out) <= ws->up->limits->client_high_watermark)
         return false;
     ws->drain_fn = fn; /* write_cb: once the output is written */
+    ws->drain_arg = arg;
     return true;
 }
 
@@ -240,10 +244,10 @@ static void write_cb(struct bufferevent *bev, void *arg)
         finish_later(ws, ws->close_code);
         return;
     }
-    void (*fn)(struct sim_ws *) = ws->drain_fn;
+    void (*fn)(void *) = ws->drain_fn;
     ws->drain_fn = NULL;
     if (fn != NULL && !ws->closing && !ws->finishing)
-        fn(ws);
+        fn(ws->drain_arg);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -301,6 +305,8 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
         up->sockets->prev = ws;
     up->sockets = ws;
     if (ws->finish_ev == NULL) {
+        static const struct sim_ws_ops quiet = {NULL, NULL};
+        ws->ops = &quiet; /* NULL means on_close is not called: arg stays the caller's */
         finish(ws);
         return NULL;
     }
