@@ -217,7 +217,8 @@ void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
  * written; on_close is then called with code. */
 void sim_ws_close(struct sim_ws *ws, int code, const char *reason);
 /* Drops the connection without a close frame (an upstream that vanishes:
- * the proxy reports 1006). on_close is called with 1006. */
+ * the proxy reports 1006), once what was already sent is written. on_close
+ * is called with 1006. */
 void sim_ws_drop(struct sim_ws *ws);
 /* This upstream's tunables (borrowed for the socket's life). */
 const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws);

@@ -5,7 +5,8 @@
  *
  *   sim_ws_accept ─> OPEN ─ client close / sim_ws_close ─> CLOSING (close
  *                     │       frame written) ─ flushed ─> finish
- *                     └─ EOF, error, sim_ws_drop, stop ─────────> finish
+ *                     ├─ sim_ws_drop ─> CLOSING (no close frame) ─ flushed ─> finish
+ *                     └─ EOF, error, stop ─────────────────────────────────> finish
  *
  * Every end goes through finish(), which calls the module's on_close once
  * and frees the socket; it runs only from the socket's own callbacks or a
@@ -116,7 +117,18 @@ void sim_ws_close(struct sim_ws *ws, int code, const char *reason)
 
 void sim_ws_drop(struct sim_ws *ws)
 {
-    finish_later(ws, WS_CLOSE_ABNORMAL);
+    /* What was sent before the cut still reaches the client: the
+     * connection ends once it is written (write_cb). */
+    if (ws->closing || ws->finishing)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0) {
+        finish_later(ws, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    ws->closing = true; /* no close frame is written: write_cb finishes with 1006 */
+    ws->close_code = WS_CLOSE_ABNORMAL;
+    bufferevent_disable(ws->bev, EV_READ);
+    bufferevent_enable(ws->bev, EV_WRITE);
 }
 
 void *sim_ws_arg(const struct sim_ws *ws)
