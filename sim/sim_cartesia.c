@@ -155,7 +155,8 @@ static void gen_free(void *p)
     struct gen *g = p;
     if (g != NULL) {
         free(g->text);
-        evbuffer_free(g->buf);
+        if (g->buf != NULL)
+            evbuffer_free(g->buf);
     }
     free(g);
 }
@@ -294,7 +295,8 @@ static void ws_gen_free(void *u)
     struct ws_gen *w = u;
     if (w != NULL) {
         free(w->g.text);
-        evbuffer_free(w->g.buf);
+        if (w->g.buf != NULL)
+            evbuffer_free(w->g.buf);
     }
     free(w);
 }

@@ -161,7 +161,8 @@ static void tts_free(void *p)
     struct tts *t = p;
     if (t != NULL) {
         free(t->text);
-        evbuffer_free(t->buf);
+        if (t->buf != NULL)
+            evbuffer_free(t->buf);
     }
     free(t);
 }
@@ -420,7 +421,8 @@ static void gen_free(void *u)
     struct el_gen *g = u;
     if (g != NULL) {
         free(g->text);
-        evbuffer_free(g->buf);
+        if (g->buf != NULL)
+            evbuffer_free(g->buf);
     }
     free(g);
 }

@@ -70,7 +70,8 @@ static void speech_free(void *p)
 {
     struct speech *s = p;
     if (s != NULL)
-        evbuffer_free(s->buf);
+        if (s->buf != NULL)
+            evbuffer_free(s->buf);
     free(s);
 }
 

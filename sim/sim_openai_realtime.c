@@ -619,7 +619,8 @@ static void response_free(void *u)
     if (p == NULL)
         return;
     free(p->text);
-    evbuffer_free(p->buf);
+    if (p->buf != NULL)
+        evbuffer_free(p->buf);
     json_decref(p->metadata);
     free(p);
 }

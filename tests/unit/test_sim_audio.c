@@ -3,8 +3,9 @@
  * read back independently - WAV through the proxy's own reader (audio.h),
  * Ogg Opus through it too with every page's CRC recomputed, MP3 / ADTS /
  * FLAC frames walked header by header (sizes, CRCs, sample counts) - and
- * a rendering in paced pieces byte-identical to one in a single call. The
- * .c is included to reach its G.711 encoders. */
+ * a rendering in paced pieces byte-identical to one in a single call; the
+ * energy voice activity detector and G.711 decoding. The .c is included to
+ * reach its G.711 encoders. */
 #include "common.h"
 
 #include "../../sim/sim_audio.c"
@@ -271,6 +272,50 @@ static void test_flac(void **state)
     evbuffer_free(b);
 }
 
+/* The detector on a tone and on silence, in audio time. */
+static void test_vad(void **state)
+{
+    (void)state;
+    struct sim_audio_format f = fmt(SIM_AUDIO_PCM16, false, 24000, 0);
+    struct evbuffer *b = render(&f, 1000, 0);
+    size_t n = evbuffer_get_length(b) / 2;
+    int16_t *tone = malloc(n * sizeof(*tone)), *quiet = calloc(24000, sizeof(*quiet));
+    assert_non_null(tone);
+    assert_non_null(quiet);
+    memcpy(tone, evbuffer_pullup(b, -1), n * 2);
+    evbuffer_free(b);
+    struct sim_vad v;
+    sim_vad_init(&v, 24000, 0.5, 300, 500);
+    size_t used = 0;
+    int64_t at = -1;
+    /* Speech from the first frame: reported at 0 (the prefix is clamped). */
+    assert_int_equal(sim_vad_feed(&v, tone, n, &used, &at), SIM_VAD_STARTED);
+    assert_int_equal(at, 0);
+    assert_int_equal(used, 240);
+    /* The rest of the tone: no event (its envelope's dips are short). */
+    assert_int_equal(sim_vad_feed(&v, tone + used, n - used, &used, &at), SIM_VAD_NONE);
+    /* 500 ms of silence after the last speech frame: stopped at its end. */
+    assert_int_equal(sim_vad_feed(&v, quiet, 24000, &used, &at), SIM_VAD_STOPPED);
+    assert_true(at >= 950 && at <= 1000);
+    assert_true(used >= 500 * 24 - 240 && used <= 500 * 24 + 240);
+    assert_int_equal(sim_vad_feed(&v, quiet + used, 24000 - used, &used, &at), SIM_VAD_NONE);
+    /* Quiet noise never starts speech. */
+    for (size_t i = 0; i < 24000; i++)
+        quiet[i] = (int16_t)((i % 7) * 30 - 90);
+    sim_vad_init(&v, 24000, 0.5, 300, 500);
+    assert_int_equal(sim_vad_feed(&v, quiet, 24000, &used, &at), SIM_VAD_NONE);
+    /* A later start is reported prefix_padding_ms early. */
+    assert_int_equal(sim_vad_feed(&v, tone, n, &used, &at), SIM_VAD_STARTED);
+    assert_int_equal(at, 1000 - 300);
+    free(tone);
+    free(quiet);
+    /* G.711 decoding inverts encoding within the quantization step. */
+    for (int x = -32000; x <= 32000; x += 1234) {
+        assert_true(abs(sim_audio_ulaw_decode(ulaw((int16_t)x)) - x) <= abs(x) / 16 + 8);
+        assert_true(abs(sim_audio_alaw_decode(alaw((int16_t)x)) - x) <= abs(x) / 16 + 16);
+    }
+}
+
 static void test_base64(void **state)
 {
     (void)state;
@@ -294,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_opus),
         cmocka_unit_test(test_aac),
         cmocka_unit_test(test_flac),
+        cmocka_unit_test(test_vad),
         cmocka_unit_test(test_base64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
