@@ -411,7 +411,7 @@ struct el_gen {
     char *text;
     int64_t ms;
     size_t pieces;
-    bool close_after; /* the socket closes after this isFinal */
+    bool close_only; /* no text, no isFinal: the socket closes (1000) */
     struct sim_audio_out out;
     struct evbuffer *buf;
 };
@@ -464,33 +464,46 @@ static void gen_done(struct sim_ws *ws, void *u)
     struct el_gen *g = u;
     if (g->text != NULL)
         return;
-    el_send(g->el, json_pack("{sb}", "isFinal", 1), g->ctx);
-    if (g->close_after)
+    if (g->close_only)
         sim_ws_close(ws, 1000, NULL);
+    else
+        el_send(g->el, json_pack("{sb}", "isFinal", 1), g->ctx);
 }
 
 static const struct sim_speaker_ops gen_ops = {gen_piece, gen_done, gen_free};
 
-/* Queues the generation of the context's pending text (when not blank), or
- * its isFinal (final). */
-static void generate(struct el_ws *el, struct el_ctx *c, bool final, bool close_after)
+/* A generation of the context's pending text (final: also its isFinal);
+ * NULL when out of memory (the socket is closed). */
+static struct el_gen *gen_new(struct el_ws *el, const struct el_ctx *c)
+{
+    struct el_gen *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        sim_ws_close(el->ws, 1011, "out of memory");
+        return NULL;
+    }
+    g->el = el;
+    if (c != NULL)
+        snprintf(g->ctx, sizeof(g->ctx), "%s", c->id);
+    return g;
+}
+
+static void say(struct el_ws *el, struct el_gen *g)
+{
+    if (sim_speaker_say(el->sp, g->pieces, PIECE_MS, &gen_ops, g) == -1)
+        sim_ws_close(el->ws, 1011, "out of memory");
+}
+
+/* Queues the generation of the context's pending text (when not blank),
+ * then with final its isFinal. */
+static void generate(struct el_ws *el, struct el_ctx *c, bool final)
 {
     size_t len = evbuffer_get_length(c->pending);
     const char *text = len > 0 ? (const char *)evbuffer_pullup(c->pending, -1) : "";
-    bool blank = sim_count_words(text, len) == 0;
-    if (blank && !final)
-        return;
-    struct el_gen *g = calloc(1, sizeof(*g));
-    if (g == NULL || (g->buf = evbuffer_new()) == NULL) {
-        gen_free(g);
-        sim_ws_close(el->ws, 1011, "out of memory");
-        return;
-    }
-    g->el = el;
-    snprintf(g->ctx, sizeof(g->ctx), "%s", c->id);
-    g->close_after = close_after;
-    if (!blank) {
-        if ((g->text = strndup(text, len)) == NULL) {
+    if (sim_count_words(text, len) > 0) {
+        struct el_gen *g = gen_new(el, c);
+        if (g == NULL)
+            return;
+        if ((g->buf = evbuffer_new()) == NULL || (g->text = strndup(text, len)) == NULL) {
             gen_free(g);
             sim_ws_close(el->ws, 1011, "out of memory");
             return;
@@ -498,24 +511,25 @@ static void generate(struct el_ws *el, struct el_ctx *c, bool final, bool close_
         g->ms = sim_audio_speech_ms(meter_utf8_chars(text, len), el->speed);
         g->pieces = (size_t)MAX((int64_t)1, (g->ms + PIECE_MS - 1) / PIECE_MS);
         sim_audio_out_init(&g->out, &el->fmt, g->ms);
-        evbuffer_drain(c->pending, len);
         c->generations++;
-        if (sim_speaker_say(el->sp, g->pieces, PIECE_MS, &gen_ops, g) == -1)
-            return;
-        if (!final)
-            return;
-        g = calloc(1, sizeof(*g));
-        if (g == NULL) {
-            sim_ws_close(el->ws, 1011, "out of memory");
-            return;
-        }
-        g->el = el;
-        snprintf(g->ctx, sizeof(g->ctx), "%s", c->id);
-        g->close_after = close_after;
+        say(el, g);
     }
-    evbuffer_drain(c->pending, evbuffer_get_length(c->pending));
-    if (sim_speaker_say(el->sp, 0, PIECE_MS, &gen_ops, g) == -1)
-        sim_ws_close(el->ws, 1011, "out of memory");
+    evbuffer_drain(c->pending, len);
+    if (final) {
+        struct el_gen *g = gen_new(el, c);
+        if (g != NULL)
+            say(el, g);
+    }
+}
+
+/* The socket closes (1000) once everything queued has played. */
+static void queue_close(struct el_ws *el)
+{
+    struct el_gen *g = gen_new(el, NULL);
+    if (g != NULL) {
+        g->close_only = true;
+        say(el, g);
+    }
 }
 
 static void el_reject(struct el_ws *el, const char *error, const char *message)
@@ -591,33 +605,35 @@ static void el_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t
         return;
     }
     const char *id = el->multi ? json_string_value(json_object_get(msg, "context_id")) : NULL;
-    struct el_ctx *c = ctx_find(el, id ? id : "", true);
-    if (c == NULL) {
+    bool close_socket = el->multi && json_is_true(json_object_get(msg, "close_socket"));
+    bool close_ctx = el->multi && json_is_true(json_object_get(msg, "close_context"));
+    json_t *t = json_object_get(msg, "text");
+    const char *s = json_string_value(t);
+    bool eos = !el->multi && s != NULL && json_string_length(t) == 0;
+    /* Closing names a context, it does not open one. */
+    struct el_ctx *c = ctx_find(el, id ? id : "", !close_socket && !close_ctx);
+    if (c == NULL && !close_socket && !close_ctx) {
         json_decref(msg);
         el_reject(el, "max_active_conversations",
                   "Too many open contexts: at most 5 per connection.");
         return;
     }
-    json_t *t = json_object_get(msg, "text");
-    const char *s = json_string_value(t);
-    bool eos = !el->multi && s != NULL && json_string_length(t) == 0;
-    if (s != NULL)
+    if (c != NULL && s != NULL)
         evbuffer_add(c->pending, s, json_string_length(t));
-    bool close_socket = el->multi && json_is_true(json_object_get(msg, "close_socket"));
-    bool close_ctx = el->multi && json_is_true(json_object_get(msg, "close_context"));
     if (eos || close_socket) {
+        /* Every open context plays out with its isFinal, then the close. */
         el->ending = true;
         for (size_t i = 0; i < CONTEXTS_MAX; i++)
             if (el->ctx[i].open) {
                 el->ctx[i].open = false;
-                bool last = true;
-                for (size_t j = i + 1; j < CONTEXTS_MAX; j++)
-                    last &= !el->ctx[j].open;
-                generate(el, &el->ctx[i], true, last);
+                generate(el, &el->ctx[i], true);
             }
+        queue_close(el);
     } else if (close_ctx) {
-        c->open = false;
-        generate(el, c, true, false);
+        if (c != NULL) {
+            c->open = false;
+            generate(el, c, true);
+        }
     } else {
         size_t pend = evbuffer_get_length(c->pending);
         int64_t want = el->schedule[MIN(c->generations, el->n_schedule - 1)];
@@ -625,7 +641,7 @@ static void el_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t
             json_is_true(json_object_get(msg, "try_trigger_generation")) || el->auto_mode ||
             (s != NULL && el->multi && json_string_length(t) == 0) ||
             meter_utf8_chars((const char *)evbuffer_pullup(c->pending, -1), pend) >= want)
-            generate(el, c, false, false);
+            generate(el, c, false);
     }
     json_decref(msg);
 }
