@@ -1035,18 +1035,21 @@ static const char *pick_protocol(struct sim_request *r, char *out, size_t size)
 static void realtime(struct sim_request *r)
 {
     const struct httpparse_request *h = sim_head(r);
-    char model[MODEL_MAX] = "", intent[32] = "", call[8] = "", proto[64];
+    char model[MODEL_MAX] = "", intent[32] = "", proto[64];
+    bool call = false;
     if (h->query != NULL) {
         if (urlenc_query_get(h->query, h->query_len, "model", model, sizeof(model)) == -1)
             model[0] = '\0';
         if (urlenc_query_get(h->query, h->query_len, "intent", intent, sizeof(intent)) == -1)
             intent[0] = '\0';
-        if (urlenc_query_get(h->query, h->query_len, "call_id", call, sizeof(call)) == -1 &&
-            call[0] == '\0' && strstr(h->query, "call_id=") != NULL)
-            call[0] = 'x';
+        struct urlenc_query it;
+        struct urlenc_pair pair;
+        urlenc_query_init(&it, h->query, h->query_len);
+        while (urlenc_query_next(&it, &pair))
+            call |= urlenc_name_is(&pair, "call_id");
     }
     bool transcription = strcmp(intent, "transcription") == 0;
-    if (call[0] != '\0') {
+    if (call) {
         sim_error(r, SIM_ERR_BAD_REQUEST,
                   "WebRTC calls (call_id) are not simulated: connect with ?model=");
         return;
