@@ -139,7 +139,6 @@ struct rt {
     json_t *session;
     /* input audio */
     uint64_t buf_bytes; /* appended since the last commit or clear */
-    uint64_t in_bytes;  /* appended in all (the input timeline) */
     bool vad_on;
     struct sim_vad vad;
     char speech_item[ID_LEN]; /* the item the current speech will commit to */
@@ -294,11 +293,19 @@ static void vad_configure(struct rt *rt)
     json_t *th = json_object_get(td, "threshold"), *pre = json_object_get(td, "prefix_padding_ms"),
            *sil = json_object_get(td, "silence_duration_ms");
     uint32_t rate = setting_codec(rt, true) == SIM_AUDIO_PCM16 ? OUT_RATE : 8000;
-    bool speaking = rt->vad.speaking;
+    /* New parameters; the input's timeline and a speech in progress go on
+     * (while the rate is the same). */
+    struct sim_vad was = rt->vad;
     sim_vad_init(&rt->vad, rate, json_is_number(th) ? json_number_value(th) : 0.5,
                  json_is_integer(pre) ? json_integer_value(pre) : 300,
                  json_is_integer(sil) ? json_integer_value(sil) : 500);
-    rt->vad.speaking = speaking;
+    if (was.rate == rate) {
+        rt->vad.samples = was.samples;
+        rt->vad.acc = was.acc;
+        rt->vad.in_frame = was.in_frame;
+        rt->vad.speaking = was.speaking;
+        rt->vad.last_speech_ms = was.last_speech_ms;
+    }
 }
 
 static void session_event(struct rt *rt, const char *type)
@@ -516,7 +523,6 @@ static void append(struct rt *rt, json_t *msg)
                  json_object_get(msg, "event_id"));
         return;
     }
-    rt->in_bytes += (uint64_t)len;
     if (!rt->vad_on) {
         rt->buf_bytes += (uint64_t)len;
         return;
