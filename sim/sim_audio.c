@@ -65,11 +65,6 @@ int64_t sim_audio_assistant_tokens(int64_t ms)
     return ms <= 0 ? 0 : (ms + 49) / 50;
 }
 
-int64_t sim_audio_pcm16_ms(uint64_t bytes, uint32_t rate)
-{
-    return rate == 0 ? 0 : (int64_t)(bytes / 2 * 1000 / rate);
-}
-
 /* ---- formats ----------------------------------------------------------------- */
 
 /* Layer III: the MPEG version of a rate, its index and bitrate table. */

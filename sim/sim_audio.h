@@ -54,8 +54,6 @@ int64_t sim_audio_transcript_words(int64_t ms);
  * 100 ms, assistant audio 1 per 50 ms, rounded up. */
 int64_t sim_audio_user_tokens(int64_t ms);
 int64_t sim_audio_assistant_tokens(int64_t ms);
-/* Milliseconds (rounded down) of bytes of 16-bit mono PCM at rate. */
-int64_t sim_audio_pcm16_ms(uint64_t bytes, uint32_t rate);
 
 /* A rendering of total_ms of audio, written piece by piece. */
 struct sim_audio_out {

@@ -145,13 +145,3 @@ size_t sim_speaker_cancel(struct sim_speaker *sp, bool (*match)(void *u, void *a
     }
     return n;
 }
-
-size_t sim_speaker_sent(const struct sim_speaker *sp)
-{
-    return sp->head != NULL ? sp->head->next : 0;
-}
-
-bool sim_speaker_idle(const struct sim_speaker *sp)
-{
-    return sp->head == NULL;
-}

@@ -47,10 +47,5 @@ MUST_CHECK int sim_speaker_say(struct sim_speaker *sp, size_t n, int64_t chunk_m
  * NULL: all), the one being sent included, each freed with its ops->free
  * without done(). Returns how many. Not from inside its callbacks. */
 size_t sim_speaker_cancel(struct sim_speaker *sp, bool (*match)(void *u, void *arg), void *arg);
-/* Pieces of the utterance being sent that are already sent (0 when none
- * is). */
-size_t sim_speaker_sent(const struct sim_speaker *sp);
-/* True when nothing is queued. */
-bool sim_speaker_idle(const struct sim_speaker *sp);
 
 #endif
