@@ -71,11 +71,22 @@ struct sim_route {
     sim_handler_fn ws;
 };
 
+/* Routes of one host kept in another file than its provider's (OpenAI:
+ * text in sim_openai.c, audio in sim_openai_audio.c, Realtime in
+ * sim_openai_realtime.c): the provider lists the table in more_routes. */
+struct sim_route_table {
+    const struct sim_route *routes;
+    size_t n;
+};
+
 /* One simulated upstream host. */
 struct sim_provider {
     const char *upstream; /* the "upstreams" key it speaks: "openai" */
     const struct sim_route *routes;
     size_t n_routes;
+    /* More route tables of this host, searched after routes in order
+     * (NULL-terminated; NULL: none). */
+    const struct sim_route_table *const *more_routes;
     /* True when the request carries a key where the real provider wants one
      * (any non-empty value: the simulator checks that the proxy injected
      * one, not which). A WebSocket whose key may come in its first message
@@ -168,6 +179,14 @@ struct sim_token_ops {
 };
 void sim_stream_tokens(struct sim_request *r, size_t n, const struct sim_token_ops *ops);
 
+/* Paced audio on a stream that has begun, as sim_stream_tokens() (the same
+ * ops, back-pressure and reset cut after n / 2), but chunk i covers audio
+ * [i * chunk_ms, (i + 1) * chunk_ms) and is due sim_pace_audio_ms(
+ * audio_rtf, i * chunk_ms) after the call: at audio_rtf 1.0 the audio
+ * arrives in real time, at 0 all at once. */
+void sim_stream_audio(struct sim_request *r, size_t n, int64_t chunk_ms,
+                      const struct sim_token_ops *ops);
+
 /* Calls fn(r) after ms milliseconds on the upstream's loop (a module's own
  * pacing: audio chunks at sim_pace_audio_ms). One pending call per request;
  * a new one replaces it. */
@@ -187,7 +206,8 @@ struct sim_ws_ops {
 /* Answers the upgrade with 101 (subprotocol: the Sec-WebSocket-Protocol to
  * select, or NULL) and takes the connection from the HTTP server. The
  * request ends here; the socket lives on with arg until it closes. NULL
- * when the connection is gone or memory ran out (the request is ended). */
+ * when the connection is gone or memory ran out (the request is ended;
+ * on_close is not called: arg is still the caller's). */
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg);
 void *sim_ws_arg(const struct sim_ws *ws);
@@ -197,8 +217,25 @@ void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
  * written; on_close is then called with code. */
 void sim_ws_close(struct sim_ws *ws, int code, const char *reason);
 /* Drops the connection without a close frame (an upstream that vanishes:
- * the proxy reports 1006). on_close is called with 1006. */
+ * the proxy reports 1006), once what was already sent is written. on_close
+ * is called with 1006. */
 void sim_ws_drop(struct sim_ws *ws);
+/* This upstream's tunables (borrowed for the socket's life). */
+const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws);
+/* True when the upgrade drew the "reset" fault: the module cuts the socket
+ * with sim_ws_drop() halfway through its first reply. */
+bool sim_ws_reset_drawn(const struct sim_ws *ws);
+/* A number from this upstream's seeded generator. */
+uint64_t sim_ws_rand(struct sim_ws *ws);
+/* Calls fn(arg) after ms milliseconds on the upstream's loop (a socket's
+ * pacing; sim_speaker.h builds on it). One pending call per socket; a new
+ * one replaces it, fn NULL cancels it; none comes once the socket is
+ * finishing or after on_close. */
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg);
+/* True when the client reads slowly (more than the high watermark waits to
+ * be written): the module holds its next sends, and fn(arg) is called once
+ * the output has drained (not after on_close). */
+bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(void *arg), void *arg);
 
 /* ---- generated text and pacing (pure) ---------------------------------- */
 

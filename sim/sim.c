@@ -59,10 +59,11 @@ struct sim_request {
      * reply. */
     struct event *timer;
     sim_handler_fn timer_fn;
-    /* sim_stream_tokens */
+    /* sim_stream_tokens, sim_stream_audio */
     const struct sim_token_ops *tok_ops;
     size_t tok_n, tok_next, tok_cut;
     int64_t tok_start;
+    int64_t tok_chunk_ms; /* audio: ms per chunk; 0: tokens */
     bool tok_wait_drain;
     /* sim_reply_json_after_tokens */
     int delayed_status;
@@ -439,6 +440,14 @@ static void tokens_timer(struct sim_request *r)
     tokens_pump(r);
 }
 
+/* When piece i of a paced stream is due, in ms after the first. */
+static int64_t piece_due_ms(const struct sim_request *r, size_t i)
+{
+    if (r->tok_chunk_ms > 0)
+        return sim_pace_audio_ms(r->up->tun->audio_rtf_ppm, (int64_t)i * r->tok_chunk_ms);
+    return sim_pace_token_ms(r->up->tun->tokens_per_s, i);
+}
+
 static void tokens_pump(struct sim_request *r)
 {
     int64_t rate = r->up->tun->tokens_per_s;
@@ -453,9 +462,10 @@ static void tokens_pump(struct sim_request *r)
             return;
         }
         int64_t elapsed = mono_ms() - r->tok_start;
-        if (r->tok_next >= sim_pace_tokens_due(rate, elapsed, r->tok_n)) {
-            sim_after(r, r->tok_start + sim_pace_token_ms(rate, r->tok_next) - mono_ms(),
-                      tokens_timer);
+        bool due = r->tok_chunk_ms > 0 ? piece_due_ms(r, r->tok_next) <= elapsed
+                                       : r->tok_next < sim_pace_tokens_due(rate, elapsed, r->tok_n);
+        if (!due) {
+            sim_after(r, r->tok_start + piece_due_ms(r, r->tok_next) - mono_ms(), tokens_timer);
             return;
         }
         /* The client reads slowly: the next tokens wait for it. */
@@ -474,6 +484,19 @@ void sim_stream_tokens(struct sim_request *r, size_t n, const struct sim_token_o
     r->tok_next = 0;
     r->tok_cut = r->fault == CONFIG_SIM_ERR_RESET ? n / 2 : SIZE_MAX;
     r->tok_start = mono_ms();
+    r->tok_chunk_ms = 0;
+    tokens_pump(r);
+}
+
+void sim_stream_audio(struct sim_request *r, size_t n, int64_t chunk_ms,
+                      const struct sim_token_ops *ops)
+{
+    r->tok_ops = ops;
+    r->tok_n = n;
+    r->tok_next = 0;
+    r->tok_cut = r->fault == CONFIG_SIM_ERR_RESET ? n / 2 : SIZE_MAX;
+    r->tok_start = mono_ms();
+    r->tok_chunk_ms = MAX(chunk_ms, (int64_t)1);
     tokens_pump(r);
 }
 
@@ -505,17 +528,29 @@ static bool path_matches(const char *pattern, const char *path, char *param, siz
     return *p == '\0' && *s == '\0';
 }
 
-static const struct sim_route *route_find(const struct sim_provider *prov, const char *method,
-                                          size_t method_len, const char *path, char *param,
-                                          size_t param_size)
+static const struct sim_route *table_find(const struct sim_route *routes, size_t n,
+                                          const char *method, size_t method_len, const char *path,
+                                          char *param, size_t param_size)
 {
-    for (size_t i = 0; i < prov->n_routes; i++) {
-        const struct sim_route *rt = &prov->routes[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct sim_route *rt = &routes[i];
         if (strlen(rt->method) == method_len && memcmp(rt->method, method, method_len) == 0 &&
             path_matches(rt->path, path, param, param_size))
             return rt;
     }
     return NULL;
+}
+
+/* The provider's own routes first, then its more_routes tables. */
+static const struct sim_route *route_find(const struct sim_provider *prov, const char *method,
+                                          size_t method_len, const char *path, char *param,
+                                          size_t param_size)
+{
+    const struct sim_route *rt =
+        table_find(prov->routes, prov->n_routes, method, method_len, path, param, param_size);
+    for (const struct sim_route_table *const *t = prov->more_routes; rt == NULL && t && *t; t++)
+        rt = table_find((*t)->routes, (*t)->n, method, method_len, path, param, param_size);
+    return rt;
 }
 
 static void after_ttfb(struct sim_request *r)

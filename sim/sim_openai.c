@@ -16,13 +16,17 @@
  * least 1; output tokens = the reply's tokens, simulate.reply_tokens capped
  * by max_completion_tokens / max_tokens / max_output_tokens (finish_reason
  * "length", status "incomplete"). Nothing is cached: cached_tokens 0. Keys:
- * Authorization: Bearer; request ids in x-request-id. */
+ * Authorization: Bearer (a Realtime upgrade: also the browsers'
+ * subprotocol); request ids in x-request-id. Audio and Realtime live in
+ * sim_openai_audio.c and sim_openai_realtime.c, their routes merged here
+ * (more_routes). */
 #include "common.h"
 #include "sim_openai.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -455,9 +459,29 @@ static void model(struct sim_request *r)
 
 /* ---- keys and errors ------------------------------------------------------- */
 
+/* Whether the Sec-WebSocket-Protocol list offers "<prefix><non-empty>". */
+static bool key_subprotocol(struct sim_request *r)
+{
+    static const char prefix[] = "openai-insecure-api-key.";
+    size_t len = 0;
+    const char *v = sim_header(r, "sec-websocket-protocol", &len);
+    for (size_t at = 0; v != NULL && at < len;) {
+        while (at < len && (v[at] == ' ' || v[at] == ','))
+            at++;
+        size_t n = 0;
+        while (at + n < len && v[at + n] != ',' && v[at + n] != ' ')
+            n++;
+        if (n > sizeof(prefix) - 1 && strncasecmp(v + at, prefix, sizeof(prefix) - 1) == 0)
+            return true;
+        at += n;
+    }
+    return false;
+}
+
 bool sim_openai_authorized(struct sim_request *r)
 {
-    return sim_has_key(r, "authorization", "Bearer");
+    return sim_has_key(r, "authorization", "Bearer") ||
+           (sim_head(r)->upgrade_websocket && key_subprotocol(r));
 }
 
 void sim_openai_error_as(struct sim_request *r, enum sim_error what, const char *detail,
@@ -532,10 +556,17 @@ static const struct sim_route routes[] = {
     {"GET", "/v1/models/{id}", model, NULL},
 };
 
+static const struct sim_route_table *const more_routes[] = {
+    &sim_openai_audio_routes,
+    &sim_openai_realtime_routes,
+    NULL,
+};
+
 const struct sim_provider sim_openai = {
     .upstream = "openai",
     .routes = routes,
     .n_routes = ARRAY_SIZE(routes),
+    .more_routes = more_routes,
     .authorized = sim_openai_authorized,
     .error = error,
     .request_id_header = "x-request-id",

@@ -5,7 +5,8 @@
  *
  *   sim_ws_accept ─> OPEN ─ client close / sim_ws_close ─> CLOSING (close
  *                     │       frame written) ─ flushed ─> finish
- *                     └─ EOF, error, sim_ws_drop, stop ─────────> finish
+ *                     ├─ sim_ws_drop ─> CLOSING (no close frame) ─ flushed ─> finish
+ *                     └─ EOF, error, stop ─────────────────────────────────> finish
  *
  * Every end goes through finish(), which calls the module's on_close once
  * and frees the socket; it runs only from the socket's own callbacks or a
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -33,7 +35,13 @@ struct sim_ws {
     bool closing;            /* a close frame is written: finish once flushed */
     bool finishing;          /* finish() is scheduled */
     int close_code;          /* what on_close will say */
+    bool reset;              /* the upgrade drew the "reset" fault */
     struct event *finish_ev; /* finish() at a safe point */
+    struct event *timer;     /* sim_ws_after(), made on first use */
+    void (*timer_fn)(void *arg);
+    void *timer_arg;
+    void (*drain_fn)(void *arg); /* sim_ws_blocked() */
+    void *drain_arg;
     struct sim_ws *prev, *next;
 };
 
@@ -46,12 +54,16 @@ static void finish(struct sim_ws *ws)
         up->sockets = ws->next;
     if (ws->next != NULL)
         ws->next->prev = ws->prev;
+    ws->timer_fn = NULL;
+    ws->drain_fn = NULL;
     if (ws->ops->on_close != NULL)
         ws->ops->on_close(ws, ws->close_code);
     bufferevent_free(ws->bev);
     conncap_leave(&ws->slot);
     evbuffer_free(ws->msg);
     event_free(ws->finish_ev);
+    if (ws->timer != NULL)
+        event_free(ws->timer);
     free(ws);
 }
 
@@ -105,12 +117,79 @@ void sim_ws_close(struct sim_ws *ws, int code, const char *reason)
 
 void sim_ws_drop(struct sim_ws *ws)
 {
-    finish_later(ws, WS_CLOSE_ABNORMAL);
+    /* What was sent before the cut still reaches the client: the
+     * connection ends once it is written (write_cb). */
+    if (ws->closing || ws->finishing)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0) {
+        finish_later(ws, WS_CLOSE_ABNORMAL);
+        return;
+    }
+    ws->closing = true; /* no close frame is written: write_cb finishes with 1006 */
+    ws->close_code = WS_CLOSE_ABNORMAL;
+    bufferevent_disable(ws->bev, EV_READ);
+    bufferevent_enable(ws->bev, EV_WRITE);
 }
 
 void *sim_ws_arg(const struct sim_ws *ws)
 {
     return ws->arg;
+}
+
+const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws)
+{
+    return ws->up->tun;
+}
+
+bool sim_ws_reset_drawn(const struct sim_ws *ws)
+{
+    return ws->reset;
+}
+
+uint64_t sim_ws_rand(struct sim_ws *ws)
+{
+    return sim_rng_next(&ws->up->rng);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sim_ws *ws = arg;
+    (void)fd;
+    (void)what;
+    void (*fn)(void *) = ws->timer_fn;
+    ws->timer_fn = NULL;
+    if (fn != NULL && !ws->finishing)
+        fn(ws->timer_arg);
+}
+
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg)
+{
+    ws->timer_fn = fn;
+    ws->timer_arg = arg;
+    if (fn == NULL) {
+        if (ws->timer != NULL)
+            evtimer_del(ws->timer);
+        return;
+    }
+    if (ws->timer == NULL && (ws->timer = evtimer_new(ws->up->base, timer_cb, ws)) == NULL) {
+        /* No timer: the socket cannot be paced; it ends rather than hangs. */
+        log_error("sim %s: cannot create a timer; dropping the socket", ws->up->prov->upstream);
+        ws->timer_fn = NULL;
+        sim_ws_drop(ws);
+        return;
+    }
+    struct timeval tv = {(time_t)(MAX(ms, 0) / 1000), (suseconds_t)(MAX(ms, 0) % 1000) * 1000};
+    evtimer_add(ws->timer, &tv);
+}
+
+bool sim_ws_blocked(struct sim_ws *ws, void (*fn)(void *arg), void *arg)
+{
+    struct evbuffer *out = bufferevent_get_output(ws->bev);
+    if (evbuffer_get_length(out) <= ws->up->limits->client_high_watermark)
+        return false;
+    ws->drain_fn = fn; /* write_cb: once the output is written */
+    ws->drain_arg = arg;
+    return true;
 }
 
 static int on_event(void *arg, const struct ws_event *ev)
@@ -173,8 +252,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct sim_ws *ws = arg;
-    if (ws->closing && !ws->finishing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (ws->closing && !ws->finishing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         finish_later(ws, ws->close_code);
+        return;
+    }
+    void (*fn)(void *) = ws->drain_fn;
+    ws->drain_fn = NULL;
+    if (fn != NULL && !ws->closing && !ws->finishing)
+        fn(ws->drain_arg);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -212,6 +297,7 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     ws->ops = ops;
     ws->arg = arg;
     ws->close_code = WS_CLOSE_ABNORMAL;
+    ws->reset = sim_reset_drawn(r);
     ws->bev = http_conn_take(c, &ws->slot);
     ws->finish_ev = event_new(up->base, -1, 0, finish_cb, ws);
     struct ws_parser_options po = {
@@ -231,6 +317,8 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
         up->sockets->prev = ws;
     up->sockets = ws;
     if (ws->finish_ev == NULL) {
+        static const struct sim_ws_ops quiet = {NULL, NULL};
+        ws->ops = &quiet; /* NULL means on_close is not called: arg stays the caller's */
         finish(ws);
         return NULL;
     }

@@ -151,17 +151,18 @@ test('config errors name the key: byok-sim and byok-proxy --check-config', () =>
   let r = spawnSync(simBin(), ['--config', bad], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /simulate\.errors\.429: 2 is out of range \(0\.\.1\)/);
-  r = spawnSync(simBin(), ['--upstreams', 'elevenlabs'], { encoding: 'utf8', timeout: 10000 });
+  // (deepgram: an upstream this branch does not simulate yet.)
+  r = spawnSync(simBin(), ['--upstreams', 'deepgram'], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /simulate elevenlabs: not simulated yet \(the simulator speaks: openai, anthropic, deepseek\)/);
+  assert.match(r.stderr, /simulate deepgram: not simulated yet \(the simulator speaks: openai, anthropic, deepseek, elevenlabs, cartesia[^)]*\)/);
   r = spawnSync(simBin(), ['--bogus'], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 2);
 
   const cfg = writeConfig('proxy.json', {
-    upstreams: { elevenlabs: 'simulate' }, store: { backend: 'sqlite', path: path.join(dir, 'x.db') },
+    upstreams: { deepgram: 'simulate' }, store: { backend: 'sqlite', path: path.join(dir, 'x.db') },
   });
   return runBinary(['--config', cfg, '--check-config']).then((res) => {
     assert.equal(res.code, 1);
-    assert.match(res.stderr, /upstreams\.elevenlabs: "simulate" is not available for elevenlabs yet \(simulated: openai, anthropic, deepseek\)/);
+    assert.match(res.stderr, /upstreams\.deepgram: "simulate" is not available for deepgram yet \(simulated: openai, anthropic, deepseek, elevenlabs, cartesia[^)]*\)/);
   });
 });

@@ -3,7 +3,10 @@
  * regional host's region, the key check, injected 429 / 500 / reset (a
  * whole reply cut halfway, a token stream cut after half its tokens),
  * ttfb_ms, paced tokens, WebSocket upgrades (101, whole messages, ping,
- * close, drop), clients that leave, and a stop with replies in flight.
+ * close, drop), clients that leave, and a stop with replies in flight;
+ * a route table merged through more_routes, audio paced at audio_rtf on a
+ * stream and on a socket (sim_speaker: pacing, ttfb per utterance, cancel,
+ * the reset fault's drop).
  *
  * The test brings its own registry: this file defines every symbol of
  * sim/sim_registry.c, so the library's copy (with the real modules) is not
@@ -13,6 +16,7 @@
 #include "config.h"
 #include "sim.h"
 #include "sim_internal.h"
+#include "sim_speaker.h"
 #include "ws.h"
 
 #include <arpa/inet.h>
@@ -115,16 +119,94 @@ static void ws_drop(struct sim_request *r)
     sim_ws_accept(r, NULL, &ws_ops, (void *)1);
 }
 
+/* POST /audio with the number of 40 ms pieces as its body: "[i]" each. */
+static void audio_piece(struct sim_request *r, size_t i)
+{
+    char b[16];
+    snprintf(b, sizeof(b), "[%zu]", i);
+    sim_stream_write(r, b, strlen(b));
+}
+
+static const struct sim_token_ops audio_ops = {audio_piece, done};
+
+static void audio(struct sim_request *r)
+{
+    size_t n = (size_t)atoi(sim_body(r, NULL));
+    sim_stream_begin(r, 200, "text/plain", NULL, 0);
+    sim_stream_audio(r, n, 40, &audio_ops);
+}
+
+static const struct sim_route more[] = {{"POST", "/audio", audio, NULL}};
+static const struct sim_route_table more_table = {more, ARRAY_SIZE(more)};
+static const struct sim_route_table *const more_routes[] = {&more_table, NULL};
+
+/* /ws/speak: a message "<n>" queues n pieces of 40 ms ("p<i>" each, then
+ * "done"), "c" cancels everything queued. */
+struct speak {
+    struct sim_speaker *sp;
+};
+
+static void speak_piece(struct sim_ws *ws, void *u, size_t i)
+{
+    char b[16];
+    (void)u;
+    snprintf(b, sizeof(b), "p%zu", i);
+    sim_ws_send(ws, true, b, strlen(b));
+}
+
+static void speak_done(struct sim_ws *ws, void *u)
+{
+    (void)u;
+    sim_ws_send(ws, true, "done", 4);
+}
+
+static const struct sim_speaker_ops speak_ops = {speak_piece, speak_done, NULL};
+
+static void speak_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t len)
+{
+    struct speak *s = sim_ws_arg(ws);
+    char b[16];
+    (void)text;
+    snprintf(b, sizeof(b), "%.*s", (int)MIN(len, sizeof(b) - 1), (const char *)data);
+    if (strcmp(b, "c") == 0) {
+        char n[16];
+        snprintf(n, sizeof(n), "cancelled %zu", sim_speaker_cancel(s->sp, NULL, NULL));
+        sim_ws_send(ws, true, n, strlen(n));
+        return;
+    }
+    assert_int_equal(sim_speaker_say(s->sp, (size_t)atoi(b), 40, &speak_ops, NULL), 0);
+}
+
+static void speak_close(struct sim_ws *ws, int code)
+{
+    struct speak *s = sim_ws_arg(ws);
+    (void)code;
+    sim_speaker_free(s->sp);
+    free(s);
+}
+
+static const struct sim_ws_ops speak_ws_ops = {speak_message, speak_close};
+
+static void speak(struct sim_request *r)
+{
+    struct speak *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    struct sim_ws *ws = sim_ws_accept(r, NULL, &speak_ws_ops, s);
+    assert_non_null(ws);
+    assert_non_null(s->sp = sim_speaker_new(ws));
+}
+
 static const struct sim_route routes[] = {
     {"GET", "/items/{id}", item, NULL}, {"POST", "/echo", echo, NULL},
     {"POST", "/tokens", tokens, NULL},  {"GET", "/ws", NULL, ws},
-    {"GET", "/ws/drop", NULL, ws_drop},
+    {"GET", "/ws/drop", NULL, ws_drop}, {"GET", "/ws/speak", NULL, speak},
 };
 
 static const struct sim_provider test_provider = {
     .upstream = "cartesia",
     .routes = routes,
     .n_routes = ARRAY_SIZE(routes),
+    .more_routes = more_routes,
     .authorized = authorized,
     .error = error,
     .request_id_header = "x-test-id",
@@ -552,6 +634,99 @@ static void test_websocket(void **state)
     assert_int_equal(atomic_load(&ws_closed_code), 1001);
 }
 
+/* A stream of audio pieces: found through more_routes, paced at audio_rtf
+ * (piece i at i x 40 ms x rtf), cut after half its pieces by a reset. */
+static void test_paced_audio(void **state)
+{
+    (void)state;
+    struct harness h;
+    char buf[8192];
+    start(&h, "{\"audio_rtf\": 1.0}");
+    int64_t t0 = mono_ms();
+    request(h.port, "POST", "/audio", KEY, "6", buf, sizeof(buf));
+    int64_t took = mono_ms() - t0;
+    assert_int_equal(status_of(buf), 200);
+    assert_non_null(strstr(body_of(buf), "[0]"));
+    assert_non_null(strstr(body_of(buf), "[5]"));
+    assert_non_null(strstr(body_of(buf), "|done"));
+    assert_true(took >= 200); /* the last piece is due 5 x 40 ms after the first */
+    stop(&h);
+    start(&h, "{\"audio_rtf\": 1.0, \"errors\": {\"reset\": 1}}");
+    request(h.port, "POST", "/audio", KEY, "6", buf, sizeof(buf));
+    assert_non_null(strstr(body_of(buf), "[2]"));
+    assert_null(strstr(body_of(buf), "[3]"));
+    assert_null(strstr(body_of(buf), "|done"));
+    stop(&h);
+}
+
+/* Reads text frames until one equals want; returns when it came (mono ms). */
+static int64_t ws_until(int fd, const char *want, char *buf, size_t size)
+{
+    size_t len;
+    (void)size;
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+        if (strcmp(buf, want) == 0)
+            return mono_ms();
+    }
+    fail_msg("no \"%s\" in 1000 frames", want);
+    return 0;
+}
+
+static void test_speaker(void **state)
+{
+    (void)state;
+    struct harness h;
+    char buf[4096];
+    size_t len;
+    start(&h, "{\"audio_rtf\": 1.0, \"ttfb_ms\": 30}");
+    int fd = ws_open(h.port, "/ws/speak", buf, sizeof(buf));
+    assert_int_equal(status_of(buf), 101);
+    /* 6 pieces: p0 after ttfb, p5 5 x 40 ms later; a second utterance
+     * follows the first, in order. */
+    int64_t t0 = mono_ms();
+    ws_send(fd, WS_OP_TEXT, "6", 1);
+    ws_send(fd, WS_OP_TEXT, "2", 1);
+    int64_t first = ws_until(fd, "p0", buf, sizeof(buf));
+    int64_t last = ws_until(fd, "p5", buf, sizeof(buf));
+    assert_true(first - t0 >= 30);
+    assert_true(last - first >= 190);
+    ws_until(fd, "done", buf, sizeof(buf));
+    ws_until(fd, "p0", buf, sizeof(buf));
+    ws_until(fd, "p1", buf, sizeof(buf));
+    ws_until(fd, "done", buf, sizeof(buf));
+    /* Cancel: the queue is dropped, no done comes. */
+    ws_send(fd, WS_OP_TEXT, "50", 2);
+    ws_until(fd, "p1", buf, sizeof(buf));
+    ws_send(fd, WS_OP_TEXT, "c", 1);
+    for (int i = 0; i < 60; i++) {
+        assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+        assert_string_not_equal(buf, "done");
+        if (strncmp(buf, "cancelled", 9) == 0)
+            break;
+    }
+    assert_string_equal(buf, "cancelled 1");
+    ws_send(fd, WS_OP_TEXT, "1", 1);
+    ws_until(fd, "done", buf, sizeof(buf));
+    close(fd);
+    stop(&h);
+
+    /* The reset fault: half the first utterance, then the connection ends
+     * without a close frame. */
+    start(&h, "{\"errors\": {\"reset\": 1}}");
+    fd = ws_open(h.port, "/ws/speak", buf, sizeof(buf));
+    ws_send(fd, WS_OP_TEXT, "6", 1);
+    for (int i = 0; i < 3; i++) {
+        char want[8];
+        snprintf(want, sizeof(want), "p%d", i);
+        assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+        assert_string_equal(buf, want);
+    }
+    assert_int_equal(read_some(fd, buf, sizeof(buf), 0), 0);
+    close(fd);
+    stop(&h);
+}
+
 /* sim_start refuses what it cannot simulate, naming it. */
 static void test_start_errors(void **state)
 {
@@ -586,7 +761,8 @@ int main(void)
         cmocka_unit_test(test_routes_and_keys), cmocka_unit_test(test_injected_errors),
         cmocka_unit_test(test_reset),           cmocka_unit_test(test_ttfb_and_paced_tokens),
         cmocka_unit_test(test_abort_and_stop),  cmocka_unit_test(test_websocket),
-        cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_start_errors),    cmocka_unit_test(test_paced_audio),
+        cmocka_unit_test(test_speaker),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
