@@ -187,10 +187,15 @@ struct sim_ws_ops {
 /* Answers the upgrade with 101 (subprotocol: the Sec-WebSocket-Protocol to
  * select, or NULL) and takes the connection from the HTTP server. The
  * request ends here; the socket lives on with arg until it closes. NULL
- * when the connection is gone or memory ran out (the request is ended). */
+ * when the connection is gone or memory ran out (the request is ended and
+ * on_close is never called: arg is still the caller's to free). */
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg);
 void *sim_ws_arg(const struct sim_ws *ws);
+/* Calls fn(ws) after ms milliseconds on the upstream's loop (a socket's own
+ * pacing: audio frames at sim_pace_audio_ms, an idle timeout). One pending
+ * call per socket; a new one replaces it; none once the socket closes. */
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws));
 /* Sends one whole text or binary message. */
 void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
 /* Sends a close frame (code, reason may be NULL) and closes once it is

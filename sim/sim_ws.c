@@ -34,6 +34,8 @@ struct sim_ws {
     bool finishing;          /* finish() is scheduled */
     int close_code;          /* what on_close will say */
     struct event *finish_ev; /* finish() at a safe point */
+    struct event *timer;     /* sim_ws_after(), made on first use */
+    void (*timer_fn)(struct sim_ws *ws);
     struct sim_ws *prev, *next;
 };
 
@@ -46,6 +48,8 @@ static void finish(struct sim_ws *ws)
         up->sockets = ws->next;
     if (ws->next != NULL)
         ws->next->prev = ws->prev;
+    if (ws->timer != NULL)
+        event_free(ws->timer);
     if (ws->ops->on_close != NULL)
         ws->ops->on_close(ws, ws->close_code);
     bufferevent_free(ws->bev);
@@ -111,6 +115,32 @@ void sim_ws_drop(struct sim_ws *ws)
 void *sim_ws_arg(const struct sim_ws *ws)
 {
     return ws->arg;
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sim_ws *ws = arg;
+    (void)fd;
+    (void)what;
+    void (*fn)(struct sim_ws *) = ws->timer_fn;
+    ws->timer_fn = NULL;
+    if (fn != NULL && !ws->closing && !ws->finishing)
+        fn(ws);
+}
+
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws))
+{
+    if (ws->closing || ws->finishing)
+        return;
+    if (ws->timer == NULL && (ws->timer = evtimer_new(ws->up->base, timer_cb, ws)) == NULL) {
+        /* No timer: the socket cannot be paced; end it rather than hang. */
+        log_error("sim %s: cannot create a timer; closing the socket", ws->up->prov->upstream);
+        sim_ws_close(ws, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    ws->timer_fn = fn;
+    struct timeval tv = {(time_t)(MAX(ms, 0) / 1000), (suseconds_t)(MAX(ms, 0) % 1000) * 1000};
+    evtimer_add(ws->timer, &tv);
 }
 
 static int on_event(void *arg, const struct ws_event *ev)
@@ -193,8 +223,11 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     const char *key = sim_header(r, "sec-websocket-key", &key_len);
     char accept[WS_ACCEPT_LEN + 1];
     struct sim_ws *ws = calloc(1, sizeof(*ws));
+    /* Everything that may fail before the connection is taken: a NULL
+     * return never calls on_close (arg stays the caller's). */
     if (ws == NULL || key == NULL || ws_accept_key(key, key_len, accept) == -1 ||
-        (ws->msg = evbuffer_new()) == NULL) {
+        (ws->msg = evbuffer_new()) == NULL ||
+        (ws->finish_ev = event_new(up->base, -1, 0, finish_cb, ws)) == NULL) {
         if (ws != NULL)
             evbuffer_free(ws->msg);
         free(ws);
@@ -203,6 +236,7 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     }
     struct http_conn *c = sim_request_take_conn(r);
     if (c == NULL) {
+        event_free(ws->finish_ev);
         evbuffer_free(ws->msg);
         free(ws);
         sim_request_release(r);
@@ -213,7 +247,6 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     ws->arg = arg;
     ws->close_code = WS_CLOSE_ABNORMAL;
     ws->bev = http_conn_take(c, &ws->slot);
-    ws->finish_ev = event_new(up->base, -1, 0, finish_cb, ws);
     struct ws_parser_options po = {
         .role = WS_ROLE_SERVER, .max_message = SIM_WS_MESSAGE_MAX, .validate_utf8 = true};
     ws_parser_init(&ws->parser, &po, on_event, ws);
@@ -230,10 +263,6 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     if (up->sockets != NULL)
         up->sockets->prev = ws;
     up->sockets = ws;
-    if (ws->finish_ev == NULL) {
-        finish(ws);
-        return NULL;
-    }
     bufferevent_setcb(ws->bev, read_cb, write_cb, event_cb, ws);
     bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
     /* Frames the client sent right after its request: read at the next
