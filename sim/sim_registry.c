@@ -11,11 +11,11 @@
 extern const struct sim_provider sim_openai;
 extern const struct sim_provider sim_anthropic;
 extern const struct sim_provider sim_deepseek;
+extern const struct sim_provider sim_azure_tts;
+extern const struct sim_provider sim_azure_stt;
 
 static const struct sim_provider *const modules[] = {
-    &sim_openai,
-    &sim_anthropic,
-    &sim_deepseek,
+    &sim_openai, &sim_anthropic, &sim_deepseek, &sim_azure_tts, &sim_azure_stt,
 };
 
 size_t sim_registry_count(void)
