@@ -3,7 +3,8 @@
  * regional host's region, the key check, injected 429 / 500 / reset (a
  * whole reply cut halfway, a token stream cut after half its tokens),
  * ttfb_ms, paced tokens, WebSocket upgrades (101, whole messages, ping,
- * close, drop), clients that leave, and a stop with replies in flight.
+ * close, drop, a socket's timer), clients that leave, and a stop with
+ * replies in flight.
  *
  * The test brings its own registry: this file defines every symbol of
  * sim/sim_registry.c, so the library's copy (with the real modules) is not
@@ -83,10 +84,28 @@ static void tokens(struct sim_request *r)
     sim_stream_tokens(r, n, &token_ops);
 }
 
+/* The tag a pending sim_ws_after sends (the sim's thread only). */
+static char later_tag[16];
+
+static void later(struct sim_ws *ws)
+{
+    sim_ws_send(ws, true, later_tag, strlen(later_tag));
+}
+
 static void ws_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t len)
 {
     if (sim_ws_arg(ws) != NULL) { /* /ws/drop */
         sim_ws_drop(ws);
+        return;
+    }
+    /* "after <ms> <tag>": sends <tag> in ms (replacing a pending one). */
+    int ms;
+    char tag[16];
+    char msg[64];
+    snprintf(msg, sizeof(msg), "%.*s", (int)MIN(len, sizeof(msg) - 1), (const char *)data);
+    if (sscanf(msg, "after %d %15s", &ms, tag) == 2) {
+        snprintf(later_tag, sizeof(later_tag), "%s", tag);
+        sim_ws_after(ws, ms, later);
         return;
     }
     if (len == 3 && memcmp(data, "bye", 3) == 0) {
@@ -510,6 +529,26 @@ static void test_websocket(void **state)
     ws_send(fd, WS_OP_PING, "p", 1);
     assert_int_equal(ws_recv(fd, buf, &len), WS_OP_PONG);
     assert_string_equal(buf, "p");
+    /* sim_ws_after: fires after its delay; a new call replaces the pending
+     * one (B never comes: the next message after C is D). */
+    int64_t t0 = mono_ms();
+    ws_send(fd, WS_OP_TEXT, "after 100 A", 11);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "A");
+    assert_true(mono_ms() - t0 >= 100);
+    ws_send(fd, WS_OP_TEXT, "after 300 B", 11);
+    ws_send(fd, WS_OP_TEXT, "after 20 C", 10);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "C");
+    t0 = mono_ms();
+    ws_send(fd, WS_OP_TEXT, "after 450 D", 11);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "D");
+    assert_true(mono_ms() - t0 >= 450);
+    /* A call pending when the socket closes never runs (the close below
+     * comes first; the sanitizer build catches a use after free). */
+    ws_send(fd, WS_OP_TEXT, "after 200 E", 11);
+
     /* The module closes: its code reaches the client and on_close. */
     int closes = atomic_load(&ws_closes);
     ws_send(fd, WS_OP_TEXT, "bye", 3);
