@@ -202,7 +202,9 @@ void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
  * written; on_close is then called with code. */
 void sim_ws_close(struct sim_ws *ws, int code, const char *reason);
 /* Drops the connection without a close frame (an upstream that vanishes:
- * the proxy reports 1006). on_close is called with 1006. */
+ * the proxy reports 1006); what was sent before is delivered first, as
+ * from a server that dies after writing it. on_close is called with
+ * 1006. */
 void sim_ws_drop(struct sim_ws *ws);
 
 /* ---- generated text and pacing (pure) ---------------------------------- */

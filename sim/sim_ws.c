@@ -5,7 +5,8 @@
  *
  *   sim_ws_accept ─> OPEN ─ client close / sim_ws_close ─> CLOSING (close
  *                     │       frame written) ─ flushed ─> finish
- *                     └─ EOF, error, sim_ws_drop, stop ─────────> finish
+ *                     ├─ sim_ws_drop ─> CLOSING (no close frame) ─ flushed ─> finish
+ *                     └─ EOF, error, stop ──────────────────────────────────> finish
  *
  * Every end goes through finish(), which calls the module's on_close once
  * and frees the socket; it runs only from the socket's own callbacks or a
@@ -109,7 +110,17 @@ void sim_ws_close(struct sim_ws *ws, int code, const char *reason)
 
 void sim_ws_drop(struct sim_ws *ws)
 {
-    finish_later(ws, WS_CLOSE_ABNORMAL);
+    if (ws->closing || ws->finishing)
+        return;
+    /* What was sent before goes out first, as from a server that dies after
+     * writing it; then the connection ends without a close frame. */
+    ws->closing = true;
+    ws->close_code = WS_CLOSE_ABNORMAL;
+    bufferevent_disable(ws->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0)
+        finish_later(ws, WS_CLOSE_ABNORMAL);
+    else
+        bufferevent_enable(ws->bev, EV_WRITE); /* write_cb finishes once flushed */
 }
 
 void *sim_ws_arg(const struct sim_ws *ws)

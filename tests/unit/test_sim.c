@@ -94,7 +94,8 @@ static void later(struct sim_ws *ws)
 
 static void ws_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t len)
 {
-    if (sim_ws_arg(ws) != NULL) { /* /ws/drop */
+    if (sim_ws_arg(ws) != NULL) { /* /ws/drop: a last message, then gone */
+        sim_ws_send(ws, true, "last", 4);
         sim_ws_drop(ws);
         return;
     }
@@ -571,12 +572,19 @@ static void test_websocket(void **state)
         usleep(1000);
     assert_int_equal(atomic_load(&ws_closed_code), 1000);
 
-    /* sim_ws_drop: no close frame, the connection just ends (1006). */
+    /* sim_ws_drop: what was sent arrives, then no close frame: the
+     * connection just ends (1006). */
     fd = ws_open(h.port, "/ws/drop", buf, sizeof(buf));
     assert_null(strstr(buf, "Sec-WebSocket-Protocol"));
+    closes = atomic_load(&ws_closes);
     ws_send(fd, WS_OP_TEXT, "x", 1);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "last");
     assert_int_equal(read_some(fd, buf, sizeof(buf), 0), 0);
     close(fd);
+    for (int64_t end = mono_ms() + 5000; atomic_load(&ws_closes) == closes && mono_ms() < end;)
+        usleep(1000);
+    assert_int_equal(atomic_load(&ws_closed_code), 1006);
 
     /* A bad upgrade: answered by the core, no socket. */
     request(h.port, "GET", "/ws", "Upgrade: websocket\r\nConnection: Upgrade\r\n" KEY, NULL, buf,
