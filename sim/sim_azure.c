@@ -207,9 +207,16 @@ static int64_t content_samplerate(const char *ct, size_t len)
     return v >= 8000 && v <= 48000 ? v : 0;
 }
 
+static void json_free(void *p)
+{
+    json_decref(p);
+}
+
+/* The reply kept in the request's state: the request still owns it (and
+ * frees it at its end), the reply takes a reference of its own. */
 static void stt_reply(struct sim_request *r)
 {
-    sim_reply_json(r, 200, sim_state(r), NULL, 0);
+    sim_reply_json(r, 200, json_incref(sim_state(r)), NULL, 0);
 }
 
 static void stt(struct sim_request *r)
@@ -251,7 +258,7 @@ static void stt(struct sim_request *r)
                                                  (size_t)sim_transcript_words(heard), detailed)
                               : sim_azure_phrase("InitialSilenceTimeout", 0, 0, 0, 0, false);
     /* Sent when a recognizer running at audio_rtf would be done. */
-    sim_set_state(r, reply, (void (*)(void *))json_decref);
+    sim_set_state(r, reply, json_free);
     sim_after(r, sim_pace_audio_ms(sim_tunables(r)->audio_rtf_ppm, heard), stt_reply);
 }
 
