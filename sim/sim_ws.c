@@ -5,7 +5,8 @@
  *
  *   sim_ws_accept ─> OPEN ─ client close / sim_ws_close ─> CLOSING (close
  *                     │       frame written) ─ flushed ─> finish
- *                     ├─ sim_ws_drop ─> CLOSING (no close frame) ─ flushed ─> finish
+ *                     ├─ sim_ws_drop ─> DROPPING (no close frame) ─ flushed ─> FIN
+ *                     │     ─ the peer's EOF, or 1 s ─> finish (input read and forgotten)
  *                     └─ EOF, error, stop ──────────────────────────────────> finish
  *
  * Every end goes through finish(), which calls the module's on_close once
@@ -18,9 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+
+/* A dropped socket waits this long at most for the peer to close after
+ * its FIN. */
+#define DROP_LINGER_MS 1000
 
 struct sim_ws {
     struct sim_upstream *up;
@@ -32,6 +38,8 @@ struct sim_ws {
     struct evbuffer *msg; /* the message being gathered */
     bool msg_text;
     bool closing;            /* a close frame is written: finish once flushed */
+    bool dropping;           /* sim_ws_drop: flush, FIN, discard input until EOF */
+    bool shut;               /* the FIN is sent */
     bool finishing;          /* finish() is scheduled */
     int close_code;          /* what on_close will say */
     struct event *finish_ev; /* finish() at a safe point */
@@ -108,6 +116,19 @@ void sim_ws_close(struct sim_ws *ws, int code, const char *reason)
     bufferevent_enable(ws->bev, EV_WRITE); /* write_cb finishes once flushed */
 }
 
+/* A dropped socket's output is flushed: send the FIN and wait (bounded)
+ * for the peer's. Closing with unread input would send a reset instead,
+ * which may destroy what was just sent before the peer reads it. */
+static void drop_flushed(struct sim_ws *ws)
+{
+    static const struct timeval linger = {DROP_LINGER_MS / 1000, (DROP_LINGER_MS % 1000) * 1000};
+    if (ws->shut)
+        return;
+    ws->shut = true;
+    shutdown(bufferevent_getfd(ws->bev), SHUT_WR);
+    event_add(ws->finish_ev, &linger);
+}
+
 void sim_ws_drop(struct sim_ws *ws)
 {
     if (ws->closing || ws->finishing)
@@ -115,12 +136,12 @@ void sim_ws_drop(struct sim_ws *ws)
     /* What was sent before goes out first, as from a server that dies after
      * writing it; then the connection ends without a close frame. */
     ws->closing = true;
+    ws->dropping = true;
     ws->close_code = WS_CLOSE_ABNORMAL;
-    bufferevent_disable(ws->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0)
-        finish_later(ws, WS_CLOSE_ABNORMAL);
+        drop_flushed(ws);
     else
-        bufferevent_enable(ws->bev, EV_WRITE); /* write_cb finishes once flushed */
+        bufferevent_enable(ws->bev, EV_WRITE); /* write_cb goes on once flushed */
 }
 
 void *sim_ws_arg(const struct sim_ws *ws)
@@ -195,6 +216,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct sim_ws *ws = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (ws->dropping) {
+        /* Gone for the client: its bytes are read and forgotten. */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     while (!ws->closing && !ws->finishing && evbuffer_get_length(in) > 0) {
         size_t len = evbuffer_get_length(in), used = 0;
         uint8_t *data = evbuffer_pullup(in, -1);
@@ -214,7 +240,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct sim_ws *ws = arg;
-    if (ws->closing && !ws->finishing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (!ws->closing || ws->finishing || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (ws->dropping)
+        drop_flushed(ws);
+    else
         finish_later(ws, ws->close_code);
 }
 
