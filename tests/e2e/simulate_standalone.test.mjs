@@ -146,6 +146,16 @@ test('a proxy pointed at byok-sim with "simulate:<URL>": placeholder key, record
   }
 });
 
+// The list of simulated upstreams a refusal names: what is simulated, not
+// the refused one.
+function assertSimulatedList(list) {
+  const names = list.split(', ');
+  for (const u of ['openai', 'anthropic', 'deepseek', 'azure_speech_tts', 'azure_speech_stt', 'deepgram']) {
+    assert.ok(names.includes(u), `${u} in "${list}"`);
+  }
+  assert.ok(!names.includes('elevenlabs'), list);
+}
+
 test('config errors name the key: byok-sim and byok-proxy --check-config', () => {
   const bad = writeConfig('bad.json', { simulate: { errors: { 429: 2 } } });
   let r = spawnSync(simBin(), ['--config', bad], { encoding: 'utf8', timeout: 10000 });
@@ -153,7 +163,9 @@ test('config errors name the key: byok-sim and byok-proxy --check-config', () =>
   assert.match(r.stderr, /simulate\.errors\.429: 2 is out of range \(0\.\.1\)/);
   r = spawnSync(simBin(), ['--upstreams', 'elevenlabs'], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /simulate elevenlabs: not simulated yet \(the simulator speaks: openai, anthropic, deepseek\)/);
+  const speaks = /simulate elevenlabs: not simulated yet \(the simulator speaks: ([a-z_, ]+)\)/.exec(r.stderr);
+  assert.ok(speaks, r.stderr);
+  assertSimulatedList(speaks[1]);
   r = spawnSync(simBin(), ['--bogus'], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 2);
 
@@ -162,6 +174,8 @@ test('config errors name the key: byok-sim and byok-proxy --check-config', () =>
   });
   return runBinary(['--config', cfg, '--check-config']).then((res) => {
     assert.equal(res.code, 1);
-    assert.match(res.stderr, /upstreams\.elevenlabs: "simulate" is not available for elevenlabs yet \(simulated: openai, anthropic, deepseek\)/);
+    const simulated = /upstreams\.elevenlabs: "simulate" is not available for elevenlabs yet \(simulated: ([a-z_, ]+)\)/.exec(res.stderr);
+    assert.ok(simulated, res.stderr);
+    assertSimulatedList(simulated[1]);
   });
 });
