@@ -49,6 +49,18 @@ void sim_deepgram_query(struct sim_request *r, const char *name, char *out, size
         out[0] = '\0';
 }
 
+bool sim_deepgram_query_has(struct sim_request *r, const char *name)
+{
+    const struct httpparse_request *h = sim_head(r);
+    struct urlenc_query it;
+    struct urlenc_pair pair;
+    urlenc_query_init(&it, h->query, h->query != NULL ? h->query_len : 0);
+    while (urlenc_query_next(&it, &pair))
+        if (urlenc_name_is(&pair, name))
+            return true;
+    return false;
+}
+
 bool sim_deepgram_query_true(struct sim_request *r, const char *name)
 {
     char v[8];
@@ -273,9 +285,7 @@ static void listen_rest(struct sim_request *r)
 {
     size_t len;
     const char *body = sim_body(r, &len);
-    char callback[8];
-    sim_deepgram_query(r, "callback", callback, sizeof(callback));
-    if (callback[0] != '\0') {
+    if (sim_deepgram_query_has(r, "callback")) {
         sim_error(r, SIM_ERR_BAD_REQUEST, "callback= is not simulated (simulated Deepgram)");
         return;
     }

@@ -20,6 +20,8 @@ json_t *sim_deepgram_model_info(const struct sim_deepgram_model *m);
 
 /* The decoded query parameter name into out ("" when absent or too long). */
 void sim_deepgram_query(struct sim_request *r, const char *name, char *out, size_t out_size);
+/* True when the query has the parameter, whatever its value. */
+bool sim_deepgram_query_has(struct sim_request *r, const char *name);
 /* True when the query parameter is "true". */
 bool sim_deepgram_query_true(struct sim_request *r, const char *name);
 /* The byte rate of raw audio named by encoding=, sample_rate=, channels=

@@ -419,6 +419,11 @@ describe('simulated Azure Speech and Deepgram, audio_rtf 0', { timeout: 120000 }
     r = await fetch(`${urls.deepgram}/v1/listen`, { method: 'POST', headers: { Authorization: 'Token k' }, body: makeWav(1) });
     assert.equal(r.status, 200);
     assert.equal((await r.json()).metadata.duration, 1);
+    r = await fetch(`${urls.deepgram}/v1/listen?callback=${encodeURIComponent('https://example.com/hooks/transcripts?id=1234')}`, {
+      method: 'POST', headers: { Authorization: 'Token k' }, body: makeWav(1),
+    });
+    assert.equal(r.status, 400, 'callback= is not simulated: refused, not ignored');
+    assert.match((await r.json()).err_msg, /callback/);
     r = await fetch(`${urls.deepgram}/v1/projects`, { headers: { Authorization: 'Token k' } });
     assert.equal(r.status, 404);
     assert.equal((await r.json()).err_code, 'NOT_FOUND');
