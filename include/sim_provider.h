@@ -192,10 +192,12 @@ struct sim_ws_ops {
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg);
 void *sim_ws_arg(const struct sim_ws *ws);
-/* Calls fn(ws) after ms milliseconds on the upstream's loop (a socket's own
- * pacing: audio frames at sim_pace_audio_ms, an idle timeout). One pending
- * call per socket; a new one replaces it; none once the socket closes. */
-void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws));
+/* Calls fn(arg) after ms milliseconds on the upstream's loop (a socket's
+ * own pacing: audio frames at sim_pace_audio_ms, an idle timeout). One
+ * pending call per socket; a new one replaces it, fn NULL cancels it; none
+ * comes once the socket is closing (sim_ws_close, sim_ws_drop) or after
+ * on_close. */
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg);
 /* Sends one whole text or binary message. */
 void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
 /* Sends a close frame (code, reason may be NULL) and closes once it is

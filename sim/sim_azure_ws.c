@@ -285,9 +285,10 @@ struct tts {
 
 static void tts_next(struct tts *t);
 
-static void tts_pump(struct sim_ws *ws)
+static void tts_pump(void *arg)
 {
-    struct tts *t = sim_ws_arg(ws);
+    struct tts *t = arg;
+    struct sim_ws *ws = t->ws;
     /* Bounded: every pass sends one more frame of a finite clip, or
      * returns. */
     for (;;) {
@@ -307,7 +308,7 @@ static void tts_pump(struct sim_ws *ws)
         }
         int64_t wait = t->start + sim_pace_audio_ms(t->tun->audio_rtf_ppm, t->sent_ms) - mono_ms();
         if (wait > 0) {
-            sim_ws_after(ws, wait, tts_pump);
+            sim_ws_after(ws, wait, tts_pump, t);
             return;
         }
         int64_t until = t->sent_ms + SIM_AZURE_TTS_CHUNK_MS;
@@ -366,9 +367,9 @@ static void tts_next(struct tts *t)
     /* The turn's time to first audio. */
     t->start = mono_ms() + t->tun->ttfb_ms;
     if (t->tun->ttfb_ms > 0)
-        sim_ws_after(t->ws, t->tun->ttfb_ms, tts_pump);
+        sim_ws_after(t->ws, t->tun->ttfb_ms, tts_pump, t);
     else
-        tts_pump(t->ws);
+        tts_pump(t);
 }
 
 static void tts_ssml(struct tts *t, const struct sim_azure_msg *m)

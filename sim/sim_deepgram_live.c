@@ -161,11 +161,11 @@ static void audio(struct live *l, const uint8_t *data, size_t len)
         results(l, l->final_ms, ms, false, false, false);
 }
 
-static void idle(struct sim_ws *ws)
+static void idle(void *arg)
 {
-    struct live *l = sim_ws_arg(ws);
+    struct live *l = arg;
     l->dropped = true;
-    sim_ws_close(ws, WS_CLOSE_INTERNAL,
+    sim_ws_close(l->ws, WS_CLOSE_INTERNAL,
                  "NET-0001: no audio or message within 10 s (simulated Deepgram)");
 }
 
@@ -193,7 +193,7 @@ static void on_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t
     struct live *l = sim_ws_arg(ws);
     if (l->dropped)
         return;
-    sim_ws_after(ws, IDLE_MS, idle);
+    sim_ws_after(ws, IDLE_MS, idle, l);
     if (text)
         control(l, data, len);
     else if (len == 0)
@@ -269,5 +269,5 @@ void sim_deepgram_live(struct sim_request *r)
         free(l);
         return;
     }
-    sim_ws_after(l->ws, IDLE_MS, idle);
+    sim_ws_after(l->ws, IDLE_MS, idle, l);
 }

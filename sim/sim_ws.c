@@ -44,7 +44,8 @@ struct sim_ws {
     int close_code;          /* what on_close will say */
     struct event *finish_ev; /* finish() at a safe point */
     struct event *timer;     /* sim_ws_after(), made on first use */
-    void (*timer_fn)(struct sim_ws *ws);
+    void (*timer_fn)(void *arg);
+    void *timer_arg;
     struct sim_ws *prev, *next;
 };
 
@@ -57,6 +58,7 @@ static void finish(struct sim_ws *ws)
         up->sockets = ws->next;
     if (ws->next != NULL)
         ws->next->prev = ws->prev;
+    ws->timer_fn = NULL;
     if (ws->timer != NULL)
         event_free(ws->timer);
     if (ws->ops->on_close != NULL)
@@ -154,23 +156,30 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     struct sim_ws *ws = arg;
     (void)fd;
     (void)what;
-    void (*fn)(struct sim_ws *) = ws->timer_fn;
+    void (*fn)(void *) = ws->timer_fn;
     ws->timer_fn = NULL;
     if (fn != NULL && !ws->closing && !ws->finishing)
-        fn(ws);
+        fn(ws->timer_arg);
 }
 
-void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(struct sim_ws *ws))
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg)
 {
-    if (ws->closing || ws->finishing)
+    ws->timer_fn = fn;
+    ws->timer_arg = arg;
+    if (fn == NULL) {
+        if (ws->timer != NULL)
+            evtimer_del(ws->timer);
         return;
+    }
+    if (ws->closing || ws->finishing)
+        return; /* timer_cb would not call it */
     if (ws->timer == NULL && (ws->timer = evtimer_new(ws->up->base, timer_cb, ws)) == NULL) {
         /* No timer: the socket cannot be paced; end it rather than hang. */
         log_error("sim %s: cannot create a timer; closing the socket", ws->up->prov->upstream);
+        ws->timer_fn = NULL;
         sim_ws_close(ws, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
-    ws->timer_fn = fn;
     struct timeval tv = {(time_t)(MAX(ms, 0) / 1000), (suseconds_t)(MAX(ms, 0) % 1000) * 1000};
     evtimer_add(ws->timer, &tv);
 }

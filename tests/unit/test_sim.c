@@ -87,9 +87,9 @@ static void tokens(struct sim_request *r)
 /* The tag a pending sim_ws_after sends (the sim's thread only). */
 static char later_tag[16];
 
-static void later(struct sim_ws *ws)
+static void later(void *arg)
 {
-    sim_ws_send(ws, true, later_tag, strlen(later_tag));
+    sim_ws_send(arg, true, later_tag, strlen(later_tag));
 }
 
 static void ws_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t len)
@@ -106,7 +106,8 @@ static void ws_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t
     snprintf(msg, sizeof(msg), "%.*s", (int)MIN(len, sizeof(msg) - 1), (const char *)data);
     if (sscanf(msg, "after %d %15s", &ms, tag) == 2) {
         snprintf(later_tag, sizeof(later_tag), "%s", tag);
-        sim_ws_after(ws, ms, later);
+        /* "after 0 -": cancels the pending one. */
+        sim_ws_after(ws, ms, strcmp(tag, "-") == 0 ? NULL : later, ws);
         return;
     }
     if (len == 3 && memcmp(data, "bye", 3) == 0) {
@@ -546,6 +547,12 @@ static void test_websocket(void **state)
     assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
     assert_string_equal(buf, "D");
     assert_true(mono_ms() - t0 >= 450);
+    /* A cancelled call never runs: nothing comes in three times its
+     * delay. */
+    ws_send(fd, WS_OP_TEXT, "after 100 F", 11);
+    ws_send(fd, WS_OP_TEXT, "after 0 -", 9);
+    struct pollfd quiet = {fd, POLLIN, 0};
+    assert_int_equal(poll(&quiet, 1, 300), 0);
     /* A call pending when the socket closes never runs (the close below
      * comes first; the sanitizer build catches a use after free). */
     ws_send(fd, WS_OP_TEXT, "after 200 E", 11);
