@@ -206,19 +206,27 @@ struct sim_ws_ops {
 /* Answers the upgrade with 101 (subprotocol: the Sec-WebSocket-Protocol to
  * select, or NULL) and takes the connection from the HTTP server. The
  * request ends here; the socket lives on with arg until it closes. NULL
- * when the connection is gone or memory ran out (the request is ended;
- * on_close is not called: arg is still the caller's). */
+ * when the connection is gone or memory ran out (the request is ended and
+ * on_close is never called: arg is still the caller's to free). */
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg);
 void *sim_ws_arg(const struct sim_ws *ws);
+/* Calls fn(arg) after ms milliseconds on the upstream's loop (a socket's
+ * own pacing: audio frames at sim_pace_audio_ms, an idle timeout;
+ * sim_speaker.h builds on it). One
+ * pending call per socket; a new one replaces it, fn NULL cancels it; none
+ * comes once the socket is closing (sim_ws_close, sim_ws_drop) or after
+ * on_close. */
+void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg);
 /* Sends one whole text or binary message. */
 void sim_ws_send(struct sim_ws *ws, bool text, const void *data, size_t len);
 /* Sends a close frame (code, reason may be NULL) and closes once it is
  * written; on_close is then called with code. */
 void sim_ws_close(struct sim_ws *ws, int code, const char *reason);
 /* Drops the connection without a close frame (an upstream that vanishes:
- * the proxy reports 1006), once what was already sent is written. on_close
- * is called with 1006. */
+ * the proxy reports 1006); what was sent before is delivered first, as
+ * from a server that dies after writing it. on_close is called with
+ * 1006. */
 void sim_ws_drop(struct sim_ws *ws);
 /* This upstream's tunables (borrowed for the socket's life). */
 const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws);
@@ -227,11 +235,6 @@ const struct config_sim_tunables *sim_ws_tunables(const struct sim_ws *ws);
 bool sim_ws_reset_drawn(const struct sim_ws *ws);
 /* A number from this upstream's seeded generator. */
 uint64_t sim_ws_rand(struct sim_ws *ws);
-/* Calls fn(arg) after ms milliseconds on the upstream's loop (a socket's
- * pacing; sim_speaker.h builds on it). One pending call per socket; a new
- * one replaces it, fn NULL cancels it; none comes once the socket is
- * finishing or after on_close. */
-void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *arg);
 /* True when the client reads slowly (more than the high watermark waits to
  * be written): the module holds its next sends, and fn(arg) is called once
  * the output has drained (not after on_close). */

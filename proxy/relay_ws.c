@@ -892,6 +892,7 @@ static void relay_open(struct relay_ws *r)
          * the client sent after it. */
         if (frame_start(&r->up, WS_OP_TEXT, true, r->first_len) == -1) {
             r->up.dead = 1;
+            r->drain_client = 1;
             send_close(&r->client, WS_CLOSE_INTERNAL, "upstream connection lost");
             relay_finish(r, RELAY_WS_END_UPSTREAM_GONE);
             return;
@@ -1110,7 +1111,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         } else if (s->is_client) {
             relay_finish(r, RELAY_WS_END_CLIENT_GONE); /* the upstream just gets a TCP close */
         } else {
-            /* 1006 may not be sent: the client learns with 1011. */
+            /* 1006 may not be sent: the client learns with 1011. It is
+             * still sending (audio, say): its frames are read and dropped
+             * until the close is out, or the reset its unread bytes would
+             * cause could destroy the close and what was relayed before. */
+            r->drain_client = 1;
             send_close(&r->client, WS_CLOSE_INTERNAL, "upstream connection lost");
             relay_finish(r, RELAY_WS_END_UPSTREAM_GONE);
         }

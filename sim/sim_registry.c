@@ -13,10 +13,23 @@ extern const struct sim_provider sim_anthropic;
 extern const struct sim_provider sim_deepseek;
 extern const struct sim_provider sim_elevenlabs;
 extern const struct sim_provider sim_cartesia;
+extern const struct sim_provider sim_azure_tts;
+extern const struct sim_provider sim_azure_stt;
+extern const struct sim_provider sim_deepgram;
 
+/* One line a module (clang-format would pack them). */
+/* clang-format off */
 static const struct sim_provider *const modules[] = {
-    &sim_openai, &sim_anthropic, &sim_deepseek, &sim_elevenlabs, &sim_cartesia,
+    &sim_openai,
+    &sim_anthropic,
+    &sim_deepseek,
+    &sim_elevenlabs,
+    &sim_cartesia,
+    &sim_azure_tts,
+    &sim_azure_stt,
+    &sim_deepgram,
 };
+/* clang-format on */
 
 size_t sim_registry_count(void)
 {

@@ -5,8 +5,9 @@
  *
  *   sim_ws_accept ─> OPEN ─ client close / sim_ws_close ─> CLOSING (close
  *                     │       frame written) ─ flushed ─> finish
- *                     ├─ sim_ws_drop ─> CLOSING (no close frame) ─ flushed ─> finish
- *                     └─ EOF, error, stop ─────────────────────────────────> finish
+ *                     ├─ sim_ws_drop ─> DROPPING (no close frame) ─ flushed ─> FIN
+ *                     │     ─ the peer's EOF, or 1 s ─> finish (input read and forgotten)
+ *                     └─ EOF, error, stop ──────────────────────────────────> finish
  *
  * Every end goes through finish(), which calls the module's on_close once
  * and frees the socket; it runs only from the socket's own callbacks or a
@@ -18,10 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+
+/* A dropped socket waits this long at most for the peer to close after
+ * its FIN. */
+#define DROP_LINGER_MS 1000
 
 struct sim_ws {
     struct sim_upstream *up;
@@ -33,6 +39,8 @@ struct sim_ws {
     struct evbuffer *msg; /* the message being gathered */
     bool msg_text;
     bool closing;            /* a close frame is written: finish once flushed */
+    bool dropping;           /* sim_ws_drop: flush, FIN, discard input until EOF */
+    bool shut;               /* the FIN is sent */
     bool finishing;          /* finish() is scheduled */
     int close_code;          /* what on_close will say */
     bool reset;              /* the upgrade drew the "reset" fault */
@@ -56,14 +64,14 @@ static void finish(struct sim_ws *ws)
         ws->next->prev = ws->prev;
     ws->timer_fn = NULL;
     ws->drain_fn = NULL;
+    if (ws->timer != NULL)
+        event_free(ws->timer);
     if (ws->ops->on_close != NULL)
         ws->ops->on_close(ws, ws->close_code);
     bufferevent_free(ws->bev);
     conncap_leave(&ws->slot);
     evbuffer_free(ws->msg);
     event_free(ws->finish_ev);
-    if (ws->timer != NULL)
-        event_free(ws->timer);
     free(ws);
 }
 
@@ -115,20 +123,32 @@ void sim_ws_close(struct sim_ws *ws, int code, const char *reason)
     bufferevent_enable(ws->bev, EV_WRITE); /* write_cb finishes once flushed */
 }
 
+/* A dropped socket's output is flushed: send the FIN and wait (bounded)
+ * for the peer's. Closing with unread input would send a reset instead,
+ * which may destroy what was just sent before the peer reads it. */
+static void drop_flushed(struct sim_ws *ws)
+{
+    static const struct timeval linger = {DROP_LINGER_MS / 1000, (DROP_LINGER_MS % 1000) * 1000};
+    if (ws->shut)
+        return;
+    ws->shut = true;
+    shutdown(bufferevent_getfd(ws->bev), SHUT_WR);
+    event_add(ws->finish_ev, &linger);
+}
+
 void sim_ws_drop(struct sim_ws *ws)
 {
-    /* What was sent before the cut still reaches the client: the
-     * connection ends once it is written (write_cb). */
     if (ws->closing || ws->finishing)
         return;
-    if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0) {
-        finish_later(ws, WS_CLOSE_ABNORMAL);
-        return;
-    }
-    ws->closing = true; /* no close frame is written: write_cb finishes with 1006 */
+    /* What was sent before goes out first, as from a server that dies after
+     * writing it; then the connection ends without a close frame. */
+    ws->closing = true;
+    ws->dropping = true;
     ws->close_code = WS_CLOSE_ABNORMAL;
-    bufferevent_disable(ws->bev, EV_READ);
-    bufferevent_enable(ws->bev, EV_WRITE);
+    if (evbuffer_get_length(bufferevent_get_output(ws->bev)) == 0)
+        drop_flushed(ws);
+    else
+        bufferevent_enable(ws->bev, EV_WRITE); /* write_cb goes on once flushed */
 }
 
 void *sim_ws_arg(const struct sim_ws *ws)
@@ -158,7 +178,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     void (*fn)(void *) = ws->timer_fn;
     ws->timer_fn = NULL;
-    if (fn != NULL && !ws->finishing)
+    if (fn != NULL && !ws->closing && !ws->finishing)
         fn(ws->timer_arg);
 }
 
@@ -171,11 +191,13 @@ void sim_ws_after(struct sim_ws *ws, int64_t ms, void (*fn)(void *arg), void *ar
             evtimer_del(ws->timer);
         return;
     }
+    if (ws->closing || ws->finishing)
+        return; /* timer_cb would not call it */
     if (ws->timer == NULL && (ws->timer = evtimer_new(ws->up->base, timer_cb, ws)) == NULL) {
-        /* No timer: the socket cannot be paced; it ends rather than hangs. */
-        log_error("sim %s: cannot create a timer; dropping the socket", ws->up->prov->upstream);
+        /* No timer: the socket cannot be paced; end it rather than hang. */
+        log_error("sim %s: cannot create a timer; closing the socket", ws->up->prov->upstream);
         ws->timer_fn = NULL;
-        sim_ws_drop(ws);
+        sim_ws_close(ws, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
     struct timeval tv = {(time_t)(MAX(ms, 0) / 1000), (suseconds_t)(MAX(ms, 0) % 1000) * 1000};
@@ -233,6 +255,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct sim_ws *ws = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (ws->dropping) {
+        /* Gone for the client: its bytes are read and forgotten. */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     while (!ws->closing && !ws->finishing && evbuffer_get_length(in) > 0) {
         size_t len = evbuffer_get_length(in), used = 0;
         uint8_t *data = evbuffer_pullup(in, -1);
@@ -252,13 +279,18 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct sim_ws *ws = arg;
-    if (ws->closing && !ws->finishing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        finish_later(ws, ws->close_code);
+    if (ws->finishing || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (ws->closing) {
+        if (ws->dropping)
+            drop_flushed(ws);
+        else
+            finish_later(ws, ws->close_code);
         return;
     }
     void (*fn)(void *) = ws->drain_fn;
     ws->drain_fn = NULL;
-    if (fn != NULL && !ws->closing && !ws->finishing)
+    if (fn != NULL)
         fn(ws->drain_arg);
 }
 
@@ -278,8 +310,11 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     const char *key = sim_header(r, "sec-websocket-key", &key_len);
     char accept[WS_ACCEPT_LEN + 1];
     struct sim_ws *ws = calloc(1, sizeof(*ws));
+    /* Everything that may fail before the connection is taken: a NULL
+     * return never calls on_close (arg stays the caller's). */
     if (ws == NULL || key == NULL || ws_accept_key(key, key_len, accept) == -1 ||
-        (ws->msg = evbuffer_new()) == NULL) {
+        (ws->msg = evbuffer_new()) == NULL ||
+        (ws->finish_ev = event_new(up->base, -1, 0, finish_cb, ws)) == NULL) {
         if (ws != NULL)
             evbuffer_free(ws->msg);
         free(ws);
@@ -288,6 +323,7 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     }
     struct http_conn *c = sim_request_take_conn(r);
     if (c == NULL) {
+        event_free(ws->finish_ev);
         evbuffer_free(ws->msg);
         free(ws);
         sim_request_release(r);
@@ -299,7 +335,6 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     ws->close_code = WS_CLOSE_ABNORMAL;
     ws->reset = sim_reset_drawn(r);
     ws->bev = http_conn_take(c, &ws->slot);
-    ws->finish_ev = event_new(up->base, -1, 0, finish_cb, ws);
     struct ws_parser_options po = {
         .role = WS_ROLE_SERVER, .max_message = SIM_WS_MESSAGE_MAX, .validate_utf8 = true};
     ws_parser_init(&ws->parser, &po, on_event, ws);
@@ -316,12 +351,6 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     if (up->sockets != NULL)
         up->sockets->prev = ws;
     up->sockets = ws;
-    if (ws->finish_ev == NULL) {
-        static const struct sim_ws_ops quiet = {NULL, NULL};
-        ws->ops = &quiet; /* NULL means on_close is not called: arg stays the caller's */
-        finish(ws);
-        return NULL;
-    }
     bufferevent_setcb(ws->bev, read_cb, write_cb, event_cb, ws);
     bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
     /* Frames the client sent right after its request: read at the next

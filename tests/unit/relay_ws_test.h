@@ -104,6 +104,7 @@ struct peer {
     char reason[WS_CONTROL_MAX];
     int proto_error;
     bool eof;
+    bool reset; /* the connection ended in an error (a reset), not a FIN */
 };
 
 struct meter_rec {
@@ -399,6 +400,7 @@ static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         p->eof = true;
+        p->reset = (what & BEV_EVENT_ERROR) != 0;
         peer_gone(p);
     }
 }

@@ -231,6 +231,28 @@ static void test_upstream_dies(void **state)
     assert_int_equal(f->end.close_code, 0);
 }
 
+/* The upstream vanishes right after a message while the client is still
+ * streaming (a backlog the relay has not read): the client gets the
+ * message and the 1011, then a FIN - not a reset, which would make its
+ * kernel drop what it had not read yet. */
+static void test_upstream_dies_while_client_streams(void **state)
+{
+    struct fixture *f = *state;
+    start_open(f);
+    static uint8_t chunk[64 * 1024];
+    for (int i = 0; i < 48; i++) /* 3 MiB: more than the relay reads before it ends */
+        peer_frame(&f->client, WS_OP_BINARY, true, chunk, sizeof(chunk));
+    peer_frame(&f->up, WS_OP_TEXT, true, "last", 4);
+    RUN_UNTIL(f->client.n_msgs == 1);
+    peer_gone(&f->up);
+    RUN_UNTIL(f->n_end == 1 && f->client.eof);
+    assert_memory_equal(f->client.msgs[0].data, "last", 4);
+    assert_true(f->client.got_close);
+    assert_int_equal(f->client.close_code, WS_CLOSE_INTERNAL);
+    assert_false(f->client.reset);
+    assert_int_equal(f->end.end, RELAY_WS_END_UPSTREAM_GONE);
+}
+
 static void test_client_disappears(void **state)
 {
     struct fixture *f = *state;
@@ -783,6 +805,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_timeout_504, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_replies_502, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_dies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_dies_while_client_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_disappears, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_first_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_first, setup, teardown),

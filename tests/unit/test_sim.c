@@ -3,10 +3,10 @@
  * regional host's region, the key check, injected 429 / 500 / reset (a
  * whole reply cut halfway, a token stream cut after half its tokens),
  * ttfb_ms, paced tokens, WebSocket upgrades (101, whole messages, ping,
- * close, drop), clients that leave, and a stop with replies in flight;
- * a route table merged through more_routes, audio paced at audio_rtf on a
- * stream and on a socket (sim_speaker: pacing, ttfb per utterance, cancel,
- * the reset fault's drop).
+ * close, drop, a socket's timer), clients that leave, and a stop with
+ * replies in flight; a route table merged through more_routes, audio paced
+ * at audio_rtf on a stream and on a socket (sim_speaker: pacing, ttfb per
+ * utterance, cancel, the reset fault's drop).
  *
  * The test brings its own registry: this file defines every symbol of
  * sim/sim_registry.c, so the library's copy (with the real modules) is not
@@ -87,10 +87,30 @@ static void tokens(struct sim_request *r)
     sim_stream_tokens(r, n, &token_ops);
 }
 
+/* The tag a pending sim_ws_after sends (the sim's thread only). */
+static char later_tag[16];
+
+static void later(void *arg)
+{
+    sim_ws_send(arg, true, later_tag, strlen(later_tag));
+}
+
 static void ws_message(struct sim_ws *ws, bool text, const uint8_t *data, size_t len)
 {
-    if (sim_ws_arg(ws) != NULL) { /* /ws/drop */
+    if (sim_ws_arg(ws) != NULL) { /* /ws/drop: a last message, then gone */
+        sim_ws_send(ws, true, "last", 4);
         sim_ws_drop(ws);
+        return;
+    }
+    /* "after <ms> <tag>": sends <tag> in ms (replacing a pending one). */
+    int ms;
+    char tag[16];
+    char msg[64];
+    snprintf(msg, sizeof(msg), "%.*s", (int)MIN(len, sizeof(msg) - 1), (const char *)data);
+    if (sscanf(msg, "after %d %15s", &ms, tag) == 2) {
+        snprintf(later_tag, sizeof(later_tag), "%s", tag);
+        /* "after 0 -": cancels the pending one. */
+        sim_ws_after(ws, ms, strcmp(tag, "-") == 0 ? NULL : later, ws);
         return;
     }
     if (len == 3 && memcmp(data, "bye", 3) == 0) {
@@ -592,6 +612,32 @@ static void test_websocket(void **state)
     ws_send(fd, WS_OP_PING, "p", 1);
     assert_int_equal(ws_recv(fd, buf, &len), WS_OP_PONG);
     assert_string_equal(buf, "p");
+    /* sim_ws_after: fires after its delay; a new call replaces the pending
+     * one (B never comes: the next message after C is D). */
+    int64_t t0 = mono_ms();
+    ws_send(fd, WS_OP_TEXT, "after 100 A", 11);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "A");
+    assert_true(mono_ms() - t0 >= 100);
+    ws_send(fd, WS_OP_TEXT, "after 300 B", 11);
+    ws_send(fd, WS_OP_TEXT, "after 20 C", 10);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "C");
+    t0 = mono_ms();
+    ws_send(fd, WS_OP_TEXT, "after 450 D", 11);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "D");
+    assert_true(mono_ms() - t0 >= 450);
+    /* A cancelled call never runs: nothing comes in three times its
+     * delay. */
+    ws_send(fd, WS_OP_TEXT, "after 100 F", 11);
+    ws_send(fd, WS_OP_TEXT, "after 0 -", 9);
+    struct pollfd quiet = {fd, POLLIN, 0};
+    assert_int_equal(poll(&quiet, 1, 300), 0);
+    /* A call pending when the socket closes never runs (the close below
+     * comes first; the sanitizer build catches a use after free). */
+    ws_send(fd, WS_OP_TEXT, "after 200 E", 11);
+
     /* The module closes: its code reaches the client and on_close. */
     int closes = atomic_load(&ws_closes);
     ws_send(fd, WS_OP_TEXT, "bye", 3);
@@ -614,12 +660,19 @@ static void test_websocket(void **state)
         usleep(1000);
     assert_int_equal(atomic_load(&ws_closed_code), 1000);
 
-    /* sim_ws_drop: no close frame, the connection just ends (1006). */
+    /* sim_ws_drop: what was sent arrives, then no close frame: the
+     * connection just ends (1006). */
     fd = ws_open(h.port, "/ws/drop", buf, sizeof(buf));
     assert_null(strstr(buf, "Sec-WebSocket-Protocol"));
+    closes = atomic_load(&ws_closes);
     ws_send(fd, WS_OP_TEXT, "x", 1);
+    assert_int_equal(ws_recv(fd, buf, &len), WS_OP_TEXT);
+    assert_string_equal(buf, "last");
     assert_int_equal(read_some(fd, buf, sizeof(buf), 0), 0);
     close(fd);
+    for (int64_t end = mono_ms() + 5000; atomic_load(&ws_closes) == closes && mono_ms() < end;)
+        usleep(1000);
+    assert_int_equal(atomic_load(&ws_closed_code), 1006);
 
     /* A bad upgrade: answered by the core, no socket. */
     request(h.port, "GET", "/ws", "Upgrade: websocket\r\nConnection: Upgrade\r\n" KEY, NULL, buf,
