@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Newcomer command 1: installs what is missing, builds, and starts the proxy
-# on the embedded SQLite store with config/byok-proxy.json as shipped.
+# on the embedded SQLite store with config/byok-proxy.json as shipped - or,
+# when OPENAI_API_KEY is not set, with every provider simulated
+# (var/byok-proxy.simulated.json, made by scripts/simulated-config.sh).
 # Data plane on 127.0.0.1:8080, admin API on 127.0.0.1:8081.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,17 @@ set -a
 # shellcheck disable=SC1091
 . var/dev.env
 set +a
-if [ -z "${OPENAI_API_KEY:-}" ]; then
-  echo "run: OPENAI_API_KEY is not set; starting with a placeholder platform key"
-  echo "run: (wallet-billed OpenAI calls will get OpenAI's 401 until you export OPENAI_API_KEY)"
-  export OPENAI_API_KEY=sk-placeholder-set-OPENAI_API_KEY
-fi
 echo "run: admin token is in var/dev.env (BYOK_ADMIN_TOKEN)"
-exec build/byok-proxy --config config/byok-proxy.json
+config=config/byok-proxy.json
+if [ -z "${OPENAI_API_KEY:-}" ] && [ "${BYOK_RUN_REAL:-0}" != "1" ]; then
+  # No platform key: every provider is simulated (README "Simulated
+  # providers"), so the walkthrough works on a machine with no provider
+  # account. The config is the shipped one with the upstreams replaced.
+  config=var/byok-proxy.simulated.json
+  scripts/simulated-config.sh config/byok-proxy.json > "$config"
+  echo "run: OPENAI_API_KEY is not set: every provider is SIMULATED (build/byok-sim's"
+  echo "run: providers inside the proxy, no request leaves this machine); records are marked"
+  echo "run: \"simulated\": true and, in this demo config, charge the wallet (simulate.charge)."
+  echo "run: export OPENAI_API_KEY (and the other platform keys) to use the real providers."
+fi
+exec build/byok-proxy --config "$config"

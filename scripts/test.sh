@@ -22,6 +22,8 @@ cmake --build build -j"$jobs"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 # The load-test kit (its own SDK pins; tests/e2e/loadtest.test.mjs runs it).
 (cd loadtest && npm ci --no-audit --no-fund --loglevel=error)
+# The README's "Try it" SDK example (tests/e2e/tryit.test.mjs runs it).
+(cd examples && npm ci --no-audit --no-fund --loglevel=error)
 
 if [ "${BYOK_SKIP_ASAN:-0}" != "1" ]; then
   # Sanitizer build: every test runs against it too (ASan aborts on the first
