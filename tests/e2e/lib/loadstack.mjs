@@ -1,7 +1,8 @@
 // loadstack.mjs - the proxy and its upstreams for the load-test kit's test
-// (loadtest.test.mjs), in one place: today the Node mocks of this
-// directory; later the C simulator ("upstreams": {"openai": "simulate",
-// …}), a change of this file only.
+// (loadtest.test.mjs), in one place: the Node mocks of this directory,
+// which record what they received, so the test can hold the kit's counts
+// against the upstream's. The kit against the C simulator (the proxy
+// scripts/run.sh starts without a provider key) is loadtest_sim.test.mjs.
 //
 //   kit (loadtest/run.mjs) ──► byok-proxy (plain + TLS listener, SQLite,
 //                               the shipped pricing, socket records every
