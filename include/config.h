@@ -115,6 +115,10 @@ struct config {
     char *upstreams[PROVIDER_MAX][PROVIDER_HOST_MAX];
     enum config_upstream_kind upstream_kind[PROVIDER_MAX][PROVIDER_HOST_MAX];
     char *upstream_ca_file; /* NULL = system store */
+    /* simulate.tls: the in-process simulator's certificate (PEM), the trust
+     * anchor of the "simulate" hosts only; borrowed from the simulator (main.c
+     * sets it after starting it). NULL otherwise. */
+    const char *sim_ca_pem;
     struct config_platform_key platform_keys[PROVIDER_MAX];
     int session_ttl_s;
     char *log_level;
@@ -129,6 +133,10 @@ const char *config_upstream(const struct config *cfg, const struct provider *p, 
 /* True when the host's upstream is simulated ("simulate" or "simulate:<URL>"):
  * its records are marked "simulated" (DESIGN §5). */
 bool config_upstream_simulated(const struct config *cfg, const struct provider *p, int host);
+/* The PEM to trust for p's host instead of upstream_ca_file / the system
+ * store: the in-process simulator's certificate for a "simulate" host under
+ * simulate.tls; NULL for every other host (verified as usual). */
+const char *config_upstream_ca_pem(const struct config *cfg, const struct provider *p, int host);
 /* Whether the records of a simulated line charge balances (and its wallet
  * lines take holds and are refused without funds): simulate.charge. */
 bool config_simulated_charges(const struct config *cfg);

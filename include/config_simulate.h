@@ -3,7 +3,7 @@
  * balances. Defaults at the top of the section, overrides per upstream
  * under "providers" (keys as in "upstreams": openai, azure_speech_tts, ...):
  *
- *   "simulate": {"charge": false, "seed": 42,
+ *   "simulate": {"charge": false, "tls": false, "seed": 42,
  *                "ttfb_ms": 0, "tokens_per_s": 0, "reply_tokens": 16,
  *                "audio_rtf": 0, "errors": {"429": 0, "500": 0, "reset": 0},
  *                "providers": {"openai": {"ttfb_ms": 300, "errors": {"429": 0.5}}}}
@@ -43,6 +43,7 @@ struct config_sim_tunables {
 struct config_simulate {
     bool present;  /* the file has a "simulate" section */
     bool charge;   /* records of simulated lines charge balances (default false) */
+    bool tls;      /* serve over TLS with an ephemeral self-signed certificate (sim_tls.h) */
     bool seeded;   /* "seed" given: runs repeat; else one drawn at start */
     uint64_t seed; /* 0..2^63-1 */
     struct config_sim_tunables defaults;

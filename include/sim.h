@@ -43,10 +43,16 @@ MUST_CHECK struct sim *sim_start(const struct config_simulate *settings,
                                  const struct config_limits *limits,
                                  const struct sim_listen *listens, size_t n, char *err,
                                  size_t err_size);
-/* The base URL of the i-th upstream as started: "http://127.0.0.1:PORT",
+/* The base URL of the i-th upstream as started: "http://127.0.0.1:PORT"
+ * ("https://" under simulate.tls),
  * with "/{region}" after it for a regional host (Azure: the region is the
  * first path segment). Borrowed for the simulator's life. */
 const char *sim_url(const struct sim *s, size_t i);
+/* simulate.tls: the PEM of the simulator's ephemeral self-signed
+ * certificate, which every upstream serves (its URLs are https://); the one
+ * trust anchor a client needs for them. NULL without TLS. Borrowed for the
+ * simulator's life. */
+const char *sim_ca_pem(const struct sim *s);
 /* The seed the error draws use (settings->seed, or the one drawn). */
 uint64_t sim_seed(const struct sim *s);
 /* Closes the listeners and every connection (replies in flight are cut),

@@ -58,6 +58,10 @@ struct upstream_request {
     const char *body;           /* borrowed until on_done or upstream_cancel */
     size_t body_len;
     bool has_body;
+    /* The one CA (PEM, borrowed until upstream_start returns) this transfer
+     * trusts instead of upstream_ca_file / the system store: the in-process
+     * simulator's (config_upstream_ca_pem). NULL: the usual trust. */
+    const char *ca_pem;
 };
 
 /* Starts a transfer. Returns NULL on failure (nothing started, headers

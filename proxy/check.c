@@ -342,7 +342,10 @@ static void call_start(struct check_call *call, const struct store_connection *c
         call->result = entry("error", "out of memory", call->connection_id);
         goto out;
     }
-    struct upstream_request req = {.url = url, .headers = h, .method = p->check->method};
+    struct upstream_request req = {.url = url,
+                                   .headers = h,
+                                   .method = p->check->method,
+                                   .ca_pem = config_upstream_ca_pem(r->cfg, p, 0)};
     if (p->check->body != NULL) {
         req.body = p->check->body;
         req.body_len = strlen(p->check->body);

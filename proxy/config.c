@@ -378,6 +378,15 @@ bool config_upstream_simulated(const struct config *cfg, const struct provider *
     return cfg->upstream_kind[provider_index(p)][host] != CONFIG_UPSTREAM_REAL;
 }
 
+const char *config_upstream_ca_pem(const struct config *cfg, const struct provider *p, int host)
+{
+    if (p == NULL || host < 0 || (size_t)host >= p->n_hosts)
+        return NULL;
+    return cfg->upstream_kind[provider_index(p)][host] == CONFIG_UPSTREAM_SIM_LOCAL
+               ? cfg->sim_ca_pem
+               : NULL;
+}
+
 bool config_simulated_charges(const struct config *cfg)
 {
     return cfg->simulate.charge;

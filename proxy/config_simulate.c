@@ -7,7 +7,8 @@
 #include <string.h>
 
 static const char *const section_keys[] = {
-    "charge", "seed", "ttfb_ms", "tokens_per_s", "reply_tokens", "audio_rtf", "errors", "providers",
+    "charge",       "tls",       "seed",   "ttfb_ms",   "tokens_per_s",
+    "reply_tokens", "audio_rtf", "errors", "providers",
 };
 static const char *const tunable_keys[] = {
     "ttfb_ms", "tokens_per_s", "reply_tokens", "audio_rtf", "errors",
@@ -72,6 +73,7 @@ int config_simulate_parse(struct config_json *p, json_t *obj, struct config_simu
         return -1;
     int64_t seed = 0;
     if (config_json_bool(p, obj, path, "charge", false, &out->charge) == -1 ||
+        config_json_bool(p, obj, path, "tls", false, &out->tls) == -1 ||
         config_json_int(p, obj, path, "seed", 0, 0, INT64_MAX, &seed) == -1 ||
         parse_tunables(p, obj, path, &zero, &out->defaults) == -1)
         return -1;

@@ -525,6 +525,7 @@ static void start_upstream(struct http_exchange *x)
         .body = x->rewritten != NULL ? x->rewritten : body,
         .body_len = x->rewritten != NULL ? x->rewritten_len : body_len,
         .has_body = body_len > 0 || h->content_length == 0 || h->chunked,
+        .ca_pem = config_upstream_ca_pem(dp->cfg, p, ex->rt.host),
     };
     x->state = HX_UPSTREAM;
     x->xfer = upstream_start(dp->pool, &ureq, &upstream_cbs, x);

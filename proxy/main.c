@@ -37,6 +37,8 @@
 #include <curl/curl.h>
 #include <event2/thread.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #define BYOK_VERSION "0.2.0"
 /* Pinned sessions kept at most (~600 bytes each). */
@@ -366,6 +368,9 @@ static int simulate_start(struct config *cfg, struct sim **out, char *err, size_
     struct sim *sim = sim_start(&cfg->simulate, &cfg->limits, ls, n, err, err_size);
     if (sim == NULL)
         return -1;
+    /* simulate.tls: the simulated hosts' transfers trust its certificate
+     * (config_upstream_ca_pem); the WebSocket client's store gets it too. */
+    cfg->sim_ca_pem = sim_ca_pem(sim);
     for (size_t k = 0; k < n; k++) {
         if (config_set_upstream(cfg, at[k][0], at[k][1], sim_url(sim, k)) == -1) {
             snprintf(err, err_size, "simulate: out of memory");
@@ -383,8 +388,24 @@ static int simulate_start(struct config *cfg, struct sim **out, char *err, size_
              (unsigned long long)sim_seed(sim),
              cfg->simulate.charge ? "charge balances (simulate.charge true)"
                                   : "are priced but charge nothing (simulate.charge false)");
+    if (cfg->sim_ca_pem != NULL)
+        log_info("simulate: TLS on (simulate.tls): the simulated upstreams serve an ephemeral "
+                 "self-signed certificate, trusted for them only; verification stays on");
     *out = sim;
     return 0;
+}
+
+/* simulate.tls: the upstream WebSocket client trusts the simulator's
+ * certificate besides its usual roots (it names only 127.0.0.1, ::1 and
+ * localhost, and its key never leaves this process). */
+static int trust_sim_cert(SSL_CTX *ctx, const char *pem)
+{
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    int ok = x != NULL && X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), x) == 1;
+    X509_free(x);
+    BIO_free(b);
+    return ok ? 0 : -1;
 }
 
 static int check_admin_token(const char *t, char *err, size_t err_size)
@@ -611,6 +632,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "byok-proxy: cannot load the upstream CA certificates%s%s\n",
                 cfg->upstream_ca_file ? " from " : "",
                 cfg->upstream_ca_file ? cfg->upstream_ca_file : "");
+        goto done;
+    }
+    if (cfg->sim_ca_pem != NULL && trust_sim_cert(tls_client, cfg->sim_ca_pem) == -1) {
+        fprintf(stderr, "byok-proxy: cannot trust the simulator's certificate\n");
         goto done;
     }
     SSL_CTX_set_min_proto_version(tls_client, TLS1_2_VERSION);

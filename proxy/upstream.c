@@ -319,8 +319,13 @@ struct upstream_xfer *upstream_start(struct upstream_pool *p, const struct upstr
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (p->cfg->upstream_ca_file)
+    if (req->ca_pem != NULL) {
+        /* Copied by libcurl; verification stays on (peer and host). */
+        struct curl_blob ca = {(void *)req->ca_pem, strlen(req->ca_pem), CURL_BLOB_COPY};
+        curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+    } else if (p->cfg->upstream_ca_file) {
         curl_easy_setopt(e, CURLOPT_CAINFO, p->cfg->upstream_ca_file);
+    }
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)lim->upstream_connect_timeout_ms);
     if (lim->upstream_timeout_ms > 0)

@@ -1,6 +1,7 @@
 /* main.c (byok-sim) - the simulator on its own: simulated upstreams for a
  * proxy elsewhere (benchmarks, load tests). Prints one line per upstream,
- * "<upstream> <url>", then "ready seed=<seed>", and runs until SIGTERM or
+ * "<upstream> <url>" (and "ca <file>" under TLS), then "ready seed=<seed>",
+ * and runs until SIGTERM or
  * SIGINT. See usage() and README "Simulated providers". */
 #include "common.h"
 #include "config.h"
@@ -8,11 +9,13 @@
 #include "sim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/thread.h>
 #include <jansson.h>
@@ -24,7 +27,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: byok-sim [--config FILE] [--upstreams a,b,...] [--listen-base HOST:PORT]\n"
             "                [--listen UPSTREAM=HOST:PORT]... [--seed N] [--ttfb-ms N]\n"
-            "                [--tokens-per-s N] [--reply-tokens N]\n"
+            "                [--tokens-per-s N] [--reply-tokens N] [--tls [--cert-out FILE]]\n"
             "\n"
             "Simulated provider upstreams (%s).\n"
             "FILE: {\"upstreams\": [...], \"listen_base\": \"HOST:PORT\",\n"
@@ -32,7 +35,11 @@ static void usage(FILE *f)
             "(\"simulate\" as in the proxy's config). Without --upstreams or \"upstreams\": every\n"
             "one named in \"listen\", else all. Addresses: \"listen\", else --listen-base's\n"
             "port plus the upstream's place in the list, else 127.0.0.1 on a port the kernel\n"
-            "picks. Prints \"<upstream> <url>\" per upstream, then \"ready seed=<seed>\".\n",
+            "picks. Prints \"<upstream> <url>\" per upstream, then \"ready seed=<seed>\".\n"
+            "--tls (or \"simulate\": {\"tls\": true}): https:// and wss:// with an ephemeral\n"
+            "self-signed certificate, written as PEM to --cert-out FILE (default: a new\n"
+            "file in $TMPDIR or /tmp) and named on a line \"ca <file>\" before \"ready\"; give\n"
+            "it to the proxy as upstream_ca_file with \"simulate:https://...\" upstreams.\n",
             sim_supported());
 }
 
@@ -43,7 +50,8 @@ struct opts {
     char *listen_base;
     char *listen[LISTEN_MAX][2]; /* upstream, address */
     size_t n_listen;
-    json_t *overrides; /* flag tunables, merged into "simulate" */
+    json_t *overrides;    /* flag tunables, merged into "simulate" */
+    const char *cert_out; /* --cert-out: where the TLS certificate goes */
 };
 
 static void opts_free(struct opts *o)
@@ -116,6 +124,36 @@ static int set_number(struct opts *o, const char *flag, const char *key, const c
     if (o->overrides == NULL && (o->overrides = json_object()) == NULL)
         return -1;
     return json_object_set_new(o->overrides, key, json_integer(n));
+}
+
+/* simulate.tls: the certificate's PEM into o->cert_out, else a new file in
+ * $TMPDIR (or /tmp); the path used into path. 0, or -1 with a message. */
+static int write_cert(const struct opts *o, const char *pem, char *path, size_t path_size)
+{
+    int fd;
+    if (o->cert_out != NULL) {
+        snprintf(path, path_size, "%s", o->cert_out);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    } else {
+        const char *dir = getenv("TMPDIR");
+        snprintf(path, path_size, "%s/byok-sim-ca-XXXXXX.pem", dir && dir[0] ? dir : "/tmp");
+        fd = mkstemps(path, 4);
+    }
+    size_t len = strlen(pem), off = 0;
+    while (fd != -1 && off < len) {
+        ssize_t w = write(fd, pem + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    if (fd == -1 || off < len || close(fd) == -1) {
+        fprintf(stderr, "byok-sim: cannot write the certificate to %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* The file's keys: upstreams, listen_base, listen, simulate. 0, or -1
@@ -224,6 +262,12 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
+        if (strcmp(a, "--tls") == 0) {
+            if ((o.overrides == NULL && (o.overrides = json_object()) == NULL) ||
+                json_object_set_new(o.overrides, "tls", json_true()) == -1)
+                goto done;
+            continue;
+        }
         if (v == NULL) {
             fprintf(stderr, "byok-sim: %s needs a value\n", a);
             usage(stderr);
@@ -232,6 +276,8 @@ int main(int argc, char **argv)
         i++;
         if (strcmp(a, "--config") == 0) {
             o.config_path = v;
+        } else if (strcmp(a, "--cert-out") == 0) {
+            o.cert_out = v;
         } else if (strcmp(a, "--upstreams") == 0) {
             bad = add_list(&o, v);
         } else if (strcmp(a, "--listen-base") == 0) {
@@ -330,8 +376,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "byok-sim: %s\n", msg);
         goto done;
     }
+    if (o.cert_out != NULL && sim_ca_pem(sim) == NULL) {
+        fprintf(stderr, "byok-sim: --cert-out without TLS (--tls or \"simulate\": {\"tls\": "
+                        "true})\n");
+        goto done;
+    }
     for (size_t i = 0; i < o.n_upstreams; i++)
         printf("%s %s\n", o.upstreams[i], sim_url(sim, i));
+    if (sim_ca_pem(sim) != NULL) {
+        char path[4096];
+        if (write_cert(&o, sim_ca_pem(sim), path, sizeof(path)) == -1)
+            goto done;
+        printf("ca %s\n", path);
+    }
     printf("ready seed=%llu\n", (unsigned long long)sim_seed(sim));
     fflush(stdout);
     int sig = 0;

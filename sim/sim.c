@@ -687,7 +687,8 @@ static int make_url(struct sim_upstream *up, int fd, const char *host, char *err
         host = "127.0.0.1";
     else if (strcmp(host, "::") == 0)
         host = "::1";
-    snprintf(up->url, sizeof(up->url), v6 ? "http://[%s]:%d%s" : "http://%s:%d%s", host, port,
+    const char *scheme = up->sim->ssl_ctx != NULL ? "https" : "http";
+    snprintf(up->url, sizeof(up->url), v6 ? "%s://[%s]:%d%s" : "%s://%s:%d%s", scheme, host, port,
              up->region ? "/{region}" : "");
     return 0;
 }
@@ -748,6 +749,7 @@ static int upstream_start(struct sim *s, struct sim_upstream *up, const struct s
         .arg = up,
         .name = up->name,
         .uncounted = true,
+        .ssl_ctx = s->ssl_ctx, /* simulate.tls: https:// and wss:// on the same listener */
     };
     up->http = up->stop_ev ? http_server_new(up->base, fd, &opts) : NULL;
     if (up->http == NULL) {
@@ -779,6 +781,11 @@ struct sim *sim_start(const struct config_simulate *settings, const struct confi
         s->seed = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32);
     if (!settings->seeded)
         s->seed &= (UINT64_C(1) << 53) - 1; /* printable and exact as a JSON number */
+    if (settings->tls && (sim_tls_cert_make(&s->tls, err, err_size) == -1 ||
+                          (s->ssl_ctx = sim_tls_server_ctx(&s->tls, err, err_size)) == NULL)) {
+        sim_stop(s);
+        return NULL;
+    }
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < i; j++)
             if (strcmp(listens[i].upstream, listens[j].upstream) == 0) {
@@ -798,6 +805,11 @@ struct sim *sim_start(const struct config_simulate *settings, const struct confi
 const char *sim_url(const struct sim *s, size_t i)
 {
     return i < s->n ? s->ups[i].url : NULL;
+}
+
+const char *sim_ca_pem(const struct sim *s)
+{
+    return s->ssl_ctx != NULL ? s->tls.pem : NULL;
 }
 
 uint64_t sim_seed(const struct sim *s)
@@ -822,5 +834,7 @@ void sim_stop(struct sim *s)
             event_base_free(up->base);
     }
     free(s->ups);
+    SSL_CTX_free(s->ssl_ctx);
+    sim_tls_cert_free(&s->tls);
     free(s);
 }

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "sim.h"
 #include "sim_provider.h"
+#include "sim_tls.h"
 
 #include <pthread.h>
 
@@ -34,6 +35,10 @@ struct sim_upstream {
 
 struct sim {
     uint64_t seed;
+    /* simulate.tls: the ephemeral certificate and the listeners' context
+     * (NULL: plain HTTP). */
+    struct sim_tls_cert tls;
+    SSL_CTX *ssl_ctx;
     size_t n;
     struct sim_upstream *ups;
 };
