@@ -51,6 +51,7 @@ static void test_defaults(void **state)
     struct config *cfg = parse_ok("{}");
     assert_false(cfg->simulate.present);
     assert_false(cfg->simulate.charge);
+    assert_false(cfg->simulate.tls);
     assert_false(cfg->simulate.seeded);
     assert_false(config_simulated_charges(cfg));
     const struct config_sim_tunables *t = tun(cfg, "openai");
@@ -71,12 +72,14 @@ static void test_overrides(void **state)
 {
     (void)state;
     struct config *cfg = parse_ok(
-        "{\"simulate\": {\"charge\": true, \"seed\": 42, \"ttfb_ms\": 20, \"tokens_per_s\": 50,"
+        "{\"simulate\": {\"charge\": true, \"tls\": true, \"seed\": 42, \"ttfb_ms\": 20, "
+        "\"tokens_per_s\": 50,"
         " \"reply_tokens\": 8, \"audio_rtf\": 0.5, \"errors\": {\"429\": 0.1, \"reset\": 0.25},"
         " \"providers\": {\"anthropic\": {\"ttfb_ms\": 300, \"errors\": {\"500\": 0.5}},"
         "                 \"azure_speech_stt\": {\"audio_rtf\": 2}}}}");
     assert_true(cfg->simulate.present);
     assert_true(cfg->simulate.charge);
+    assert_true(cfg->simulate.tls);
     assert_true(config_simulated_charges(cfg));
     assert_true(cfg->simulate.seeded);
     assert_int_equal(cfg->simulate.seed, 42);
@@ -111,9 +114,11 @@ static void test_errors(void **state)
     (void)state;
     expect_error("{\"simulate\": []}", "simulate: expected an object, got an array");
     expect_error("{\"simulate\": {\"ttfb\": 1}}",
-                 "unknown key \"simulate.ttfb\" (expected one of: charge, seed, ttfb_ms");
+                 "unknown key \"simulate.ttfb\" (expected one of: charge, tls, seed, ttfb_ms");
     expect_error("{\"simulate\": {\"charge\": \"no\"}}",
                  "simulate.charge: expected true or false, got a string");
+    expect_error("{\"simulate\": {\"tls\": 1}}",
+                 "simulate.tls: expected true or false, got an integer");
     expect_error("{\"simulate\": {\"seed\": -1}}", "simulate.seed: -1 is out of range");
     expect_error("{\"simulate\": {\"ttfb_ms\": -5}}", "simulate.ttfb_ms: -5 is out of range");
     expect_error("{\"simulate\": {\"ttfb_ms\": 1.5}}",
