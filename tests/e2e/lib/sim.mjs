@@ -17,7 +17,8 @@ export function simBin() {
 }
 
 // Starts byok-sim with args and waits (bounded) for its "ready" line.
-// Returns { urls: {upstream: url}, seed, child, logs(), stop() }.
+// Returns { urls: {upstream: url}, seed, ca (--tls: the certificate file),
+// child, logs(), stop() }.
 export async function startSim(args = []) {
   const child = spawn(simBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -52,7 +53,8 @@ export async function startSim(args = []) {
     throw new Error(`byok-sim did not start: ${e.message}\n${sim.logs()}`);
   }
   sim.urls = {};
-  for (const m of out.matchAll(/^(\w+) (http:\/\/\S+)$/gm)) sim.urls[m[1]] = m[2];
+  for (const m of out.matchAll(/^(\w+) (https?:\/\/\S+)$/gm)) sim.urls[m[1]] = m[2];
+  sim.ca = /^ca (.+)$/m.exec(out)?.[1] ?? null; // --tls: the certificate file
   sim.seed = Number(/^ready seed=(\d+)$/m.exec(out)[1]);
   return sim;
 }
@@ -60,7 +62,7 @@ export async function startSim(args = []) {
 // The URLs of a proxy's in-process simulator, from its start-up log lines.
 export function inProcessUrls(proxy) {
   const urls = {};
-  for (const m of proxy.logs().matchAll(/simulate: upstream (\w+) is simulated at (http:\/\/[^\s"]+)/g)) urls[m[1]] = m[2];
+  for (const m of proxy.logs().matchAll(/simulate: upstream (\w+) is simulated at (https?:\/\/[^\s"]+)/g)) urls[m[1]] = m[2];
   return urls;
 }
 
