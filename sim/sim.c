@@ -663,7 +663,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     struct sim_upstream *up = arg;
     (void)fd;
     (void)what;
-    sim_ws_close_all(up);
+    if (up->close_sockets != NULL)
+        up->close_sockets(up);
     http_server_free(up->http); /* aborts requests in flight: each frees itself */
     up->http = NULL;
     event_base_loopbreak(up->base);

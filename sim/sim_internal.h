@@ -31,6 +31,9 @@ struct sim_upstream {
     uint64_t id_base; /* request ids: id_base, then a counter */
     uint64_t id_seq;
     struct sim_ws *sockets; /* open sockets (closed at stop) */
+    /* Closes them: set by sim_ws.c when it opens the first (the core calls
+     * it at stop without depending on the socket module). */
+    void (*close_sockets)(struct sim_upstream *up);
 };
 
 struct sim {
@@ -56,8 +59,5 @@ void sim_request_release(struct sim_request *r);
 struct http_conn *sim_request_take_conn(struct sim_request *r);
 /* The upstream the request came to. */
 struct sim_upstream *sim_request_upstream(const struct sim_request *r);
-
-/* Closes every open socket of up (the simulator stops). */
-void sim_ws_close_all(struct sim_upstream *up);
 
 #endif

@@ -302,6 +302,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         finish_later(ws, ws->closing ? ws->close_code : WS_CLOSE_ABNORMAL);
 }
 
+static void close_all(struct sim_upstream *up);
+
 struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
                              const struct sim_ws_ops *ops, void *arg)
 {
@@ -351,6 +353,7 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     if (up->sockets != NULL)
         up->sockets->prev = ws;
     up->sockets = ws;
+    up->close_sockets = close_all;
     bufferevent_setcb(ws->bev, read_cb, write_cb, event_cb, ws);
     bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
     /* Frames the client sent right after its request: read at the next
@@ -360,7 +363,8 @@ struct sim_ws *sim_ws_accept(struct sim_request *r, const char *subprotocol,
     return ws;
 }
 
-void sim_ws_close_all(struct sim_upstream *up)
+/* Closes every open socket of up (the simulator stops; up->close_sockets). */
+static void close_all(struct sim_upstream *up)
 {
     while (up->sockets != NULL) {
         up->sockets->close_code = WS_CLOSE_GOING_AWAY;
