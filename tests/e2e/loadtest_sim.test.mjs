@@ -6,12 +6,13 @@
 // kit's exactness check passes (records = what it did, Σ charged = drop).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProxy } from './lib/proxy.mjs';
+import { startRunShProxy } from './lib/sim.mjs';
 import { randomHex } from './lib/util.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -22,18 +23,8 @@ let outDir;
 before(async () => {
   assert.ok(fs.existsSync(path.join(ROOT, 'loadtest/node_modules/openai')),
     'loadtest/node_modules is missing: run `npm ci` in loadtest/ (scripts/test.sh does)');
-  const shipped = JSON.parse(execFileSync('bash', [path.join(ROOT, 'scripts/simulated-config.sh'),
-    path.join(ROOT, 'config/byok-proxy.json')], { encoding: 'utf8' }));
-  proxy = await startProxy({
-    patch: (cfg) => {
-      const keep = { listen: cfg.listen, admin_listen: cfg.admin_listen, store: cfg.store, usage: cfg.usage };
-      for (const k of Object.keys(cfg)) delete cfg[k];
-      Object.assign(cfg, shipped, keep);
-      // Quick replies: the test measures the kit and the proxy, not waits.
-      cfg.simulate = { ...cfg.simulate, ttfb_ms: 20, tokens_per_s: 0 };
-    },
-    env: { OPENAI_API_KEY: undefined },
-  });
+  // Quick replies: the test measures the kit and the proxy, not waits.
+  proxy = await startRunShProxy(startProxy, (cfg) => { cfg.simulate = { ...cfg.simulate, ttfb_ms: 20, tokens_per_s: 0 }; });
   outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'byok-loadtest-sim-'));
 });
 

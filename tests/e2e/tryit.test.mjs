@@ -9,11 +9,12 @@
 // starts (a test never takes the fixed ports 8080/8081).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startProxy } from './lib/proxy.mjs';
+import { startRunShProxy } from './lib/sim.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let proxy;
@@ -21,17 +22,7 @@ let proxy;
 before(async () => {
   assert.ok(fs.existsSync(path.join(ROOT, 'examples/node_modules/openai')),
     'examples/node_modules is missing: run `npm ci` in examples/ (scripts/test.sh does)');
-  const shipped = JSON.parse(execFileSync('bash', [path.join(ROOT, 'scripts/simulated-config.sh'),
-    path.join(ROOT, 'config/byok-proxy.json')], { encoding: 'utf8' }));
-  proxy = await startProxy({
-    patch: (cfg) => {
-      const keep = { listen: cfg.listen, admin_listen: cfg.admin_listen, store: cfg.store, usage: cfg.usage };
-      for (const k of Object.keys(cfg)) delete cfg[k];
-      Object.assign(cfg, shipped, keep);
-    },
-    // run.sh's case: no platform key in the environment.
-    env: { OPENAI_API_KEY: undefined },
-  });
+  proxy = await startRunShProxy(startProxy);
 });
 
 after(async () => {

@@ -2,7 +2,7 @@
 // standalone build/byok-sim started and read (its "<upstream> <url>" lines),
 // the URLs of a proxy's in-process simulator read from its log, and the
 // config a test proxy needs to run on simulated upstreams only.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PRICES } from './records.mjs';
@@ -82,4 +82,23 @@ export function simulatedConfig(simulate) {
     cfg.pricing = SIM_PRICES;
     if (simulate) cfg.simulate = simulate;
   };
+}
+
+// The proxy scripts/run.sh starts without a provider key: the shipped
+// config with every provider simulated (scripts/simulated-config.sh), only
+// the listen ports and the store's paths the test's own. tune(cfg) may
+// change it further. No platform key in the environment.
+export async function startRunShProxy(startProxy, tune) {
+  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
+  const shipped = JSON.parse(execFileSync('bash', [path.join(root, 'scripts/simulated-config.sh'),
+    path.join(root, 'config/byok-proxy.json')], { encoding: 'utf8' }));
+  return startProxy({
+    patch: (cfg) => {
+      const keep = { listen: cfg.listen, admin_listen: cfg.admin_listen, store: cfg.store, usage: cfg.usage };
+      for (const k of Object.keys(cfg)) delete cfg[k];
+      Object.assign(cfg, shipped, keep);
+      if (tune) tune(cfg);
+    },
+    env: { OPENAI_API_KEY: undefined },
+  });
 }
