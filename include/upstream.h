@@ -1,8 +1,11 @@
-/* upstream.h - upstream HTTP through one libcurl multi handle per worker,
- * driven by the worker's event_base (the hiperfifo shape): connection reuse,
- * TLS verification, HTTP/2 where offered, async DNS. A transfer reports its
+/* upstream.h - upstream HTTP for one worker, on its event_base: plain
+ * http:// upstreams given by address (the simulator, a local sidecar, the
+ * bench's mock) through the proxy's own HTTP/1.1 client (upstream_h1.c:
+ * kept-alive connections, one send per request, no per-transfer setup), the
+ * rest through one libcurl multi handle (upstream_curl.c: TLS verification,
+ * HTTP/2 where offered, async DNS). Either way a transfer reports its
  * response head, its body bytes as they arrive (the consumer may ask to
- * pause: back-pressure), and its end. */
+ * pause: back-pressure), and its end; errors are reported as CURLcodes. */
 #ifndef BYOK_UPSTREAM_H
 #define BYOK_UPSTREAM_H
 
@@ -77,6 +80,10 @@ bool upstream_paused(const struct upstream_xfer *x);
  * reused) and frees it without calling on_done. Never call from inside an
  * upstream callback. */
 void upstream_cancel(struct upstream_xfer *x);
+
+/* Frees a header list, wiping every line first (they may carry a key).
+ * NULL is a no-op. */
+void upstream_headers_free(struct curl_slist *list);
 
 /* Appends "Name: value" to list, wiping the temporary copy. Returns the new
  * list or NULL on failure (the old list is then freed). */
