@@ -695,7 +695,15 @@ static void flush_now(struct http_conn *c)
     if (c->tls)
         return; /* bytes must go through OpenSSL: the bufferevent writes them */
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) > 0 && evbuffer_write(out, bufferevent_getfd(c->bev)) == -1)
+    if (evbuffer_get_length(out) == 0)
+        return;
+    /* A socket bufferevent keeps its output's start frozen so that only
+     * its write callback drains it (evbuffer_write would fail at once);
+     * it thaws it around its own write the same way. */
+    evbuffer_unfreeze(out, 1);
+    int rc = evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+    if (rc == -1)
         return; /* EAGAIN, or an error the write event will report */
     if (evbuffer_get_length(out) == 0)
         bufferevent_disable(c->bev, EV_WRITE);
@@ -796,7 +804,11 @@ void http_stream_begin(struct http_conn *c, int status, const char *reason,
     }
     evbuffer_add(out, "\r\n", 2);
     c->stream_started = 1;
-    flush_now(c);
+    /* A body of known length follows: the head goes out with its first
+     * bytes, in one write. A stream's head goes now (the client may wait
+     * for it before any event). */
+    if (!(body && content_length > 0))
+        flush_now(c);
 }
 
 void http_stream_write(struct http_conn *c, const char *data, size_t len)
