@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1376,6 +1377,11 @@ done:
     return status;
 }
 
+static void sqlite_global_config(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 struct store *store_sqlite_open(const char *path, char **err)
 {
     struct sqlite_store *sq = NULL;
@@ -1394,6 +1400,12 @@ struct store *store_sqlite_open(const char *path, char **err)
      * POSIX locks (sqlite.org "How To Corrupt An SQLite Database File"
      * §2.2). store_sqlite_lock() created it with mode 0600 before the
      * first connection. */
+    /* SQLite counts every allocation under a global mutex unless told not
+     * to (SQLITE_CONFIG_MEMSTATUS); the proxy never reads the counts. Only
+     * possible before SQLite's first use in the process: later calls are a
+     * harmless SQLITE_MISUSE. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_global_config);
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {

@@ -87,6 +87,12 @@ static const char *const migrations[] = {
     "CREATE INDEX byok_slots_connection ON byok_slots(connection_id);",
     /* 4: tenant limits (DESIGN §6): live_sessions, 0 = none. */
     "ALTER TABLE tenants ADD COLUMN live_sessions INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the session index holds only records of a session: most records
+     * have none, and each index a record goes into is a B-tree insert for
+     * the usage writer. A query by session (session_id = ?) implies NOT
+     * NULL, so SQLite still uses it. */
+    "DROP INDEX usage_session;"
+    "CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL;",
 };
 
 static MUST_CHECK int user_version(sqlite3 *db, int *out)
