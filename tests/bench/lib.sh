@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # lib.sh - helpers of run.sh (sourced, not run): processes, CPU accounting,
-# redis-server, number formatting. Uses run.sh's globals: TMP, PIDS, WRK_PID,
-# LAST_PID, SRV_RUN, WRK_RUN.
+# redis-server, number formatting. Uses run.sh's globals: TMP, PIDS, WRK_PID
+# (the bounded wrk run or streams.mjs in progress), LAST_PID, SRV_RUN, WRK_RUN.
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -11,8 +11,11 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 # redis-server it writes to), each with TERM, a bounded wait, then KILL.
 cleanup() {
   local i pid
-  # timeout passes the TERM on to wrk.
-  [ -z "$WRK_PID" ] || kill -TERM "$WRK_PID" 2>/dev/null || true
+  # timeout passes the TERM on to wrk (or streams.mjs, which then stops its
+  # own proxy and upstream: given at most 30 s for that).
+  if [ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null; then
+    for _ in $(seq 1 300); do kill -0 "$WRK_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     pid=${PIDS[$i]}
     kill -TERM "$pid" 2>/dev/null || continue

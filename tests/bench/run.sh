@@ -15,7 +15,11 @@
 #      pinned), BYOK_PROXY_BIN / BYOK_PROXY_BIN_B (binaries, if not given as
 #      $1 / $2), BENCH_REDIS (1: also each binary on the Redis store, against
 #      a redis-server started here; 0: not; default: when redis-server is
-#      installed), BENCH_REDIS_FSYNC (its appendfsync, default always).
+#      installed), BENCH_REDIS_FSYNC (its appendfsync, default always),
+#      BENCH_MODES (default "json sse": small JSON with chat.lua, streamed SSE
+#      with sse.lua; one table per mode and connection count),
+#      BENCH_STREAMS (default 8000; 0 = skip): then streams.mjs, the memory
+#      test (open streams and a slow reader), with that many streams.
 # Helpers (processes, CPU accounting, redis-server, formatting): lib.sh.
 set -euo pipefail
 
@@ -38,6 +42,8 @@ SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 WRK_CPUS=${BENCH_WRK_CPUS:-1}
 REDIS=${BENCH_REDIS:-auto}
 REDIS_FSYNC=${BENCH_REDIS_FSYNC:-always}
+MODES_LIST=${BENCH_MODES:-json sse}
+STREAMS=${BENCH_STREAMS:-8000}
 
 # shellcheck source-path=SCRIPTDIR
 . "$HERE/lib.sh"
@@ -52,6 +58,12 @@ read -r -a CONNS <<<"$CONNS_LIST"
 for c in "${CONNS[@]}"; do
   if ! is_uint "$c" || [ "$c" -eq 0 ]; then die "BENCH_CONNECTIONS: '$c' is not a positive count"; fi
 done
+read -r -a MODES <<<"$MODES_LIST"
+[ "${#MODES[@]}" -gt 0 ] || die "BENCH_MODES is empty"
+for m in "${MODES[@]}"; do
+  case $m in json | sse) ;; *) die "BENCH_MODES: '$m' is not json or sse" ;; esac
+done
+is_uint "$STREAMS" || die "BENCH_STREAMS must be a whole number (0 = skip the memory test)"
 
 for tool in nginx wrk curl node timeout; do
   command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install nginx-light wrk curl; node for free ports)"
@@ -93,6 +105,28 @@ mkdir -p "$TMP/mock" "$TMP/nginx"
 
 REPLY='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},"system_fingerprint":"fp_bench"}'
 
+# The streamed reply (PROVIDERS.md 1.1, stream_options.include_usage): 18
+# events - the role chunk, 14 content chunks, the finish_reason chunk (each
+# with "usage":null), the usage chunk ("choices":[]), then [DONE] - written
+# with nginx's "\n" escapes, in two halves (an nginx token is at most 4 KiB).
+# SSE_EVENTS and SSE_TOKENS are what the checks expect.
+sse_events_of() {
+  local head='{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","service_tier":"default","system_fingerprint":"fp_bench","choices":'
+  local w
+  SSE_PARTS=("data: $head"'[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}\n\n')
+  for w in Hi ' there' '!' ' How' ' can' ' I' ' help' ' you' ' with' ' your' ' bench' ' run' ' today' '?'; do
+    SSE_PARTS+=("data: $head"'[{"index":0,"delta":{"content":"'"$w"'"},"logprobs":null,"finish_reason":null}],"usage":null}\n\n')
+  done
+  SSE_PARTS+=("data: $head"'[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}\n\n')
+  SSE_PARTS+=("data: $head"'[],"usage":{"prompt_tokens":12,"completion_tokens":14,"total_tokens":26,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}\n\n')
+  SSE_PARTS+=('data: [DONE]\n\n')
+}
+sse_events_of
+SSE_EVENTS=${#SSE_PARTS[@]}
+SSE_TOKENS=14
+SSE_HALF1=$(printf '%s' "${SSE_PARTS[@]:0:9}")
+SSE_HALF2=$(printf '%s' "${SSE_PARTS[@]:9}")
+
 # Common http{} settings: no logs, temp paths inside our prefix.
 http_common() {
   local dir=$1
@@ -117,12 +151,30 @@ error_log $TMP/mock/error.log warn;
 events { worker_connections 8192; }
 http {
 $(http_common "$TMP/mock")
+  # SSE when the client asks for it (Accept: text/event-stream, as sse.lua
+  # and the SDKs send it; byok-proxy and nginx forward it). X-Accel-Buffering
+  # makes the nginx reference relay that reply unbuffered, as byok-proxy does.
+  map \$http_accept \$mock_sse {
+    default 0;
+    "~*text/event-stream" 1;
+  }
   server {
     listen 127.0.0.1:$MOCK_PORT;
     location = /v1/chat/completions {
+      if (\$mock_sse) { rewrite ^ /sse-reply last; }
       default_type application/json;
       add_header x-request-id req_bench always;
       return 200 '$REPLY';
+    }
+    location = /sse-reply {
+      internal;
+      default_type text/event-stream;
+      add_header x-request-id req_bench always;
+      add_header cache-control no-cache always;
+      add_header x-accel-buffering no always;
+      set \$sse1 '$SSE_HALF1';
+      set \$sse2 '$SSE_HALF2';
+      return 200 '\$sse1\$sse2';
     }
   }
 }
@@ -266,20 +318,79 @@ for t in "${TARGETS[@]}"; do
   fi
   SERVED[$t]=1
 done
+
+# sse_events FILE: checks a streamed reply (every event JSON but the last,
+# [DONE]; one usage chunk with "choices":[] and units) and prints its events'
+# count, or why it is wrong.
+# shellcheck disable=SC2016  # JavaScript, not shell
+sse_events() {
+  node -e '
+    const ev = require("fs").readFileSync(process.argv[1], "utf8").split("\n\n").filter((e) => e.trim());
+    const bad = (why) => { console.log(`bad: ${why}`); process.exit(0); };
+    if (ev.length === 0 || ev[ev.length - 1] !== "data: [DONE]") bad("no data: [DONE] at the end");
+    const chunks = ev.slice(0, -1).map((e) => { try { return JSON.parse(e.replace(/^data: /, "")); } catch { bad(`not JSON: ${e.slice(0, 80)}`); } });
+    const usage = chunks.filter((c) => c.usage);
+    if (usage.length !== 1 || usage[0] !== chunks[chunks.length - 1] || usage[0].choices.length !== 0 ||
+        !(usage[0].usage.completion_tokens > 0)) bad("no usage chunk (choices:[] and usage) before [DONE]");
+    if (chunks.some((c) => c.object !== "chat.completion.chunk")) bad("an event is not a chat.completion.chunk");
+    console.log(ev.length);' "$1"
+}
+# record_of DIR ID SECONDS: polls (bounded) for the usage record ID in DIR's
+# JSONL file and prints "outcome estimated input_tokens output_tokens".
+record_of() {
+  for _ in $(seq 1 $(( $3 * 20 ))); do
+    if [ -f "$1/usage.jsonl" ] && grep -q "\"id\":\"$2\"" "$1/usage.jsonl"; then
+      grep "\"id\":\"$2\"" "$1/usage.jsonl" | head -1 |
+        node -e 'let s="";process.stdin.on("data",(d)=>s+=d).on("end",()=>{const r=JSON.parse(s);
+          console.log(r.outcome, r.estimated, r.units.input_tokens, r.units.output_tokens)})'
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "none"
+}
+# With SSE cells: one streamed request through each path, which must answer
+# 200 with all $SSE_EVENTS events and the usage chunk; byok-proxy must record
+# it with the mock's units, provider-reported (not estimated).
+SSE_BODY='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}'
+if [[ " ${MODES[*]} " == *" sse "* ]]; then
+  for t in "${TARGETS[@]}"; do
+    code=$(curl -sN -o "$TMP/check.sse" -D "$TMP/check.head" -w '%{http_code}' --max-time 5 -X POST \
+      -H 'Content-Type: application/json' -H 'Accept: text/event-stream' -H "Authorization: Bearer ${KEY[$t]}" \
+      -d "$SSE_BODY" "${URL[$t]}/v1/chat/completions") || true
+    events=$(sse_events "$TMP/check.sse")
+    if [ "$code" != 200 ] || [ "$events" != "$SSE_EVENTS" ]; then
+      echo "run.sh: streamed ${URL[$t]}/v1/chat/completions (${LABEL[$t]}) answered $code, events: $events" \
+        "(want $SSE_EVENTS): $(head -c 300 "$TMP/check.sse")" >&2
+      exit 1
+    fi
+    SERVED[$t]=$(( SERVED[$t] + 1 ))
+    [ -n "${BYOKDIR[$t]:-}" ] || continue
+    id=$(tr -d '\r' <"$TMP/check.head" | sed -nE 's/^x-proxy-request-id: *//Ip' | head -1)
+    rec=$(record_of "${BYOKDIR[$t]}" "$id" 5)
+    if [ "$rec" != "ok false 12 $SSE_TOKENS" ]; then
+      echo "run.sh: ${LABEL[$t]}: the streamed request's usage record $id (outcome estimated input output):" \
+        "'$rec', want 'ok false 12 $SSE_TOKENS'" >&2
+      exit 1
+    fi
+  done
+fi
 declare -A CUTOFF   # upper bound of requests in flight when a wrk run stopped
 for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 
-# run_wrk TARGET CONNECTIONS: warm-up, then the measured run with the CPU of
-# the proxy (process + direct children), of the mock and, for a Redis target,
-# of its redis-server and the commands it executed sampled around it.
+# run_wrk MODE TARGET CONNECTIONS: warm-up, then the measured run with the
+# CPU of the proxy (process + direct children), of the mock and, for a Redis
+# target, of its redis-server and the commands it executed sampled around it.
+# Results are keyed "MODE,TARGET,CONNECTIONS".
 declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US REDIS_US WALL_US RCMDS
+declare -A SCRIPT=([json]=chat.lua [sse]=sse.lua) MODE_NAME=([json]=JSON [sse]=SSE)
 run_wrk() {
-  local t=$1 c=$2 th=$THREADS out="$TMP/wrk-$1-$2" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
-  local rport=${REDISPORT[$1]:-}
+  local mode=$1 t=$2 c=$3 th=$THREADS out="$TMP/wrk-$1-$2-$3" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
+  local rport=${REDISPORT[$2]:-} script="$HERE/${SCRIPT[$1]}"
   [ "$th" -gt "$c" ] && th=$c
   if [ "$WARMUP" -gt 0 ]; then
     BENCH_KEY=${KEY[$t]} bounded_wrk $((WARMUP + 30)) "$out.warm" \
-      -t"$th" -c"$c" -d"${WARMUP}s" -s "$HERE/chat.lua" "${URL[$t]}/v1/chat/completions"
+      -t"$th" -c"$c" -d"${WARMUP}s" -s "$script" "${URL[$t]}/v1/chat/completions"
     line=$(grep '^BENCH_RESULT' "$out.warm")
     SERVED[$t]=$(( SERVED[$t] + $(field requests "$line") ))
     CUTOFF[$t]=$(( CUTOFF[$t] + c ))
@@ -290,12 +401,12 @@ run_wrk() {
   s0=$(cpu_ticks "${srv_pids[@]}"); m0=$(cpu_ticks "${mock_pids[@]}"); w0=$(date +%s%N)
   [ -z "$rport" ] || r0=$(cpu_ticks "${REDISPID[$t]}")
   BENCH_KEY=${KEY[$t]} bounded_wrk $((SECONDS_RUN + 30)) "$out.txt" \
-    -t"$th" -c"$c" -d"${SECONDS_RUN}s" --latency -s "$HERE/chat.lua" "${URL[$t]}/v1/chat/completions"
+    -t"$th" -c"$c" -d"${SECONDS_RUN}s" --latency -s "$script" "${URL[$t]}/v1/chat/completions"
   w1=$(date +%s%N); s1=$(cpu_ticks "${srv_pids[@]}"); m1=$(cpu_ticks "${mock_pids[@]}")
   [ -z "$rport" ] || r1=$(cpu_ticks "${REDISPID[$t]}")
   [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd1"
   line=$(grep '^BENCH_RESULT' "$out.txt")
-  local k="$t,$c"
+  local k="$mode,$t,$c"
   RPS[$k]=$(field rps "$line")
   P50[$k]=$(field p50_us "$line")
   P99[$k]=$(field p99_us "$line")
@@ -311,26 +422,26 @@ run_wrk() {
   fi
   SERVED[$t]=$(( SERVED[$t] + REQS[$k] ))
   CUTOFF[$t]=$(( CUTOFF[$t] + c ))
-  echo "  $c conns, ${LABEL[$t]}: done" >&2
+  echo "  ${MODE_NAME[$mode]}, $c conns, ${LABEL[$t]}: done" >&2
 }
 
-# proxy_cpu TARGET,CONNS: the proxy's µs/req ("-" for the mock itself);
+# proxy_cpu MODE,TARGET,CONNS: the proxy's µs/req ("-" for the mock itself);
 # redis_cpu: its redis-server's ("-" off Redis); both_cpu: their sum.
-proxy_cpu() { if [ "${1%,*}" = direct ]; then echo -; else per_req "${CPU_US[$1]}" "${REQS[$1]}"; fi; }
+proxy_cpu() { case $1 in *,direct,*) echo - ;; *) per_req "${CPU_US[$1]}" "${REQS[$1]}" ;; esac; }
 redis_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then per_req "${REDIS_US[$1]}" "${REQS[$1]}"; else echo -; fi; }
 both_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then sum "$(proxy_cpu "$1")" "$(redis_cpu "$1")"; else proxy_cpu "$1"; fi; }
 
 print_table() {
-  local c=$1 t k proxy_pct redis_pct
+  local m=$1 c=$2 t k proxy_pct redis_pct
   echo
-  echo "== $c connections =="
+  echo "== ${MODE_NAME[$m]}, $c connections =="
   # µ is two bytes: its header cells are one wider for printf. The redis
   # columns only when there is a Redis target.
   printf '%-22s %9s %7s %7s %13s %6s' target 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'cpu %'
   [ "$REDIS" = 0 ] || printf ' %13s %7s %12s' 'redis µs/req' 'redis %' 'proxy+redis'
   printf ' %12s %7s %7s\n' 'mock µs/req' non-2xx sockerr
   for t in "${TARGETS[@]}"; do
-    k="$t,$c"
+    k="$m,$t,$c"
     proxy_pct=-; redis_pct=-
     [ "$t" = direct ] || proxy_pct=$(pct "${CPU_US[$k]}" "${WALL_US[$k]}")
     [ -z "${REDIS_US[$k]:-}" ] || redis_pct=$(pct "${REDIS_US[$k]}" "${WALL_US[$k]}")
@@ -340,10 +451,10 @@ print_table() {
     printf ' %11s %7s %7s\n' "$(per_req "${MOCK_US[$k]}" "${REQS[$k]}")" "${NON2XX[$k]}" "${SOCKERR[$k]}"
   done
   echo
-  local n="nginx,$c" d="direct,$c" ncpu s
+  local n="$m,nginx,$c" d="$m,direct,$c" ncpu s
   ncpu=$(proxy_cpu "$n")
   for t in "${BYOK_TARGETS[@]}"; do
-    k="$t,$c"
+    k="$m,$t,$c"
     printf '%-18s vs nginx: throughput %s (target ≥ 1.0), CPU/req %s (target ≤ 1.0)' \
       "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(ratio "$(proxy_cpu "$k")" "$ncpu")"
     [ -z "${REDIS_US[$k]:-}" ] || printf ', with redis-server %s' "$(ratio "$(both_cpu "$k")" "$ncpu")"
@@ -351,27 +462,61 @@ print_table() {
   done
   printf 'added p99 vs direct: nginx %s ms' "$(added_ms "${P99[$n]}" "${P99[$d]}")"
   for t in "${BYOK_TARGETS[@]}"; do
-    printf ', %s %s ms' "${LABEL[$t]}" "$(added_ms "${P99[$t,$c]}" "${P99[$d]}")"
+    printf ', %s %s ms' "${LABEL[$t]}" "$(added_ms "${P99[$m,$t,$c]}" "${P99[$d]}")"
   done
-  echo '   (target ≤ 1 ms at 64 connections)'
+  # DESIGN §9 sets the p99 target for small JSON only.
+  if [ "$m" = json ]; then echo '   (target ≤ 1 ms at 64 connections)'; else echo; fi
   if [ -n "$BIN_B" ]; then
-    local a="byokA,$c" bb="byokB,$c"
+    local a="$m,byokA,$c" bb="$m,byokB,$c"
     printf 'B/A: CPU µs/req %s, req/s %s\n' "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" \
       "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
     if [ "$REDIS" = 1 ]; then
-      a="byokA_redis,$c" bb="byokB_redis,$c"
+      a="$m,byokA_redis,$c" bb="$m,byokB_redis,$c"
       printf 'B/A on Redis: CPU µs/req %s (proxy+redis %s), req/s %s\n' \
         "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" "$(ratio "$(both_cpu "$bb")" "$(both_cpu "$a")")" \
         "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
     fi
   fi
   for t in "${REDIS_TARGETS[@]+"${REDIS_TARGETS[@]}"}"; do
-    k="$t,$c" s="${PAIR[$t]},$c"
+    k="$m,$t,$c" s="$m,${PAIR[$t]},$c"
     printf '%s: redis/sqlite CPU µs/req %s proxy alone, %s proxy+redis (target ≤ 1.2); p99 %s; req/s %s\n' \
       "${LABEL[$t]}" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$s")")" \
       "$(ratio "$(both_cpu "$k")" "$(proxy_cpu "$s")")" "$(ratio "${P99[$k]}" "${P99[$s]}")" \
       "$(ratio "${RPS[$k]}" "${RPS[$s]}")"
     printf '%s: Redis commands per request: %s\n' "${LABEL[$t]}" "${RCMDS[$k]}"
+  done
+}
+
+# summary_table: one markdown row per cell (mode, connections) and SQLite
+# byok-proxy target (with two binaries a "proxy" column says which), for the
+# README: CPU µs/req of nginx and byok-proxy and their ratio, req/s over
+# nginx's, p99 added over the mock direct, and the Redis twin's CPU over the
+# SQLite target's (proxy alone, proxy+redis).
+summary_table() {
+  local m c t k n d r sqlite_targets=() col='' sep=''
+  for t in "${BYOK_TARGETS[@]}"; do [ -n "${PAIR[$t]:-}" ] || sqlite_targets+=("$t"); done
+  [ -z "$BIN_B" ] || { col='| proxy '; sep='|---'; }
+  echo
+  echo "Summary (CPU µs/req of the proxy alone; ratios byok-proxy / nginx; p99 added over the mock direct;" \
+    "redis/sqlite = the Redis target's CPU µs/req over the SQLite target's):"
+  echo
+  echo "${col}| mode | conns | nginx µs/req | byok-proxy µs/req | CPU ratio | req/s ratio | added p99 nginx | added p99 byok-proxy | redis/sqlite proxy | redis/sqlite proxy+redis |"
+  echo "${sep}|---|---|---|---|---|---|---|---|---|---|"
+  for m in "${MODES[@]}"; do
+    for c in "${CONNS[@]}"; do
+      for t in "${sqlite_targets[@]}"; do
+        k="$m,$t,$c" n="$m,nginx,$c" d="$m,direct,$c" r="$m,${t}_redis,$c"
+        [ -z "$BIN_B" ] || printf '| %s ' "${LABEL[$t]}"
+        printf '| %s | %s | %s | %s | %s | %s | %s ms | %s ms |' "${MODE_NAME[$m]}" "$c" "$(proxy_cpu "$n")" \
+          "$(proxy_cpu "$k")" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$n")")" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" \
+          "$(added_ms "${P99[$n]}" "${P99[$d]}")" "$(added_ms "${P99[$k]}" "${P99[$d]}")"
+        if [ -n "${RPS[$r]:-}" ]; then
+          printf ' %s | %s |\n' "$(ratio "$(proxy_cpu "$r")" "$(proxy_cpu "$k")")" "$(ratio "$(both_cpu "$r")" "$(proxy_cpu "$k")")"
+        else
+          printf ' - | - |\n'
+        fi
+      done
+    done
   done
 }
 
@@ -388,11 +533,13 @@ stable_count() {
   done
   echo "$n"
 }
+# shellcheck disable=SC2317  # both called through stable_count
 jsonl_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+# shellcheck disable=SC2317
 stream_len() { rcli "$1" XLEN byok:usage; }
 
 {
-  echo "bench: connections ${CONNS[*]}, $THREADS wrk thread(s) (at most one per connection)," \
+  echo "bench: modes ${MODES[*]}, connections ${CONNS[*]}, $THREADS wrk thread(s) (at most one per connection)," \
     "${SECONDS_RUN}s per target (+${WARMUP}s warm-up), $(nproc) cores"
   if [ "$PIN" = 1 ]; then
     echo "pinned: servers (redis-server included) on CPU $SERVER_CPUS, wrk on CPU $WRK_CPUS;" \
@@ -410,11 +557,18 @@ stream_len() { rcli "$1" XLEN byok:usage; }
     "appendonly yes, appendfsync $REDIS_FSYNC (BENCH_REDIS_FSYNC), no RDB snapshots")"
 } >&2
 
+# Per connection count each mode in turn, so that a cell's JSON and SSE runs
+# see the least drift of the machine between them.
 for c in "${CONNS[@]}"; do
-  for t in "${TARGETS[@]}"; do run_wrk "$t" "$c"; done
+  for m in "${MODES[@]}"; do
+    for t in "${TARGETS[@]}"; do run_wrk "$m" "$t" "$c"; done
+  done
 done
 
-for c in "${CONNS[@]}"; do print_table "$c"; done
+for m in "${MODES[@]}"; do
+  for c in "${CONNS[@]}"; do print_table "$m" "$c"; done
+done
+summary_table
 
 echo
 echo "CPU: user+system from /proc/<pid>/stat over each measured run (${CLK_TCK} Hz ticks): nginx master + workers," \
@@ -439,10 +593,27 @@ for t in "${BYOK_TARGETS[@]}"; do
   check "${LABEL[$t]}" JSONL "$(stable_count "$t" jsonl_lines "${BYOKDIR[$t]}/usage.jsonl")" "$t"
 done
 for t in "${BYOK_TARGETS[@]}"; do
-  for c in "${CONNS[@]}"; do
-    if [ "${NON2XX[$t,$c]}" != 0 ] || [ "${SOCKERR[$t,$c]}" != 0 ]; then
-      echo "warning: ${LABEL[$t]} had non-2xx answers or socket errors at $c connections (see above)" >&2
-    fi
+  for m in "${MODES[@]}"; do
+    for c in "${CONNS[@]}"; do
+      if [ "${NON2XX[$m,$t,$c]}" != 0 ] || [ "${SOCKERR[$m,$t,$c]}" != 0 ]; then
+        echo "warning: ${LABEL[$t]} had non-2xx answers or socket errors, ${MODE_NAME[$m]} at $c connections (see above)" >&2
+      fi
+    done
   done
 done
+
+# The memory test (DESIGN §9: open streams, a slow reader) of each binary,
+# bounded like a wrk run; it starts its own proxy, upstream and clients.
+if [ "$STREAMS" -gt 0 ]; then
+  for bin in "$BIN_A" ${BIN_B:+"$BIN_B"}; do
+    echo
+    echo "== memory: $STREAMS open streams, then a slow reader (streams.mjs, $bin) =="
+    rc=0
+    BENCH_STREAMS=$STREAMS timeout 900 node "$HERE/streams.mjs" "$bin" &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=
+    [ "$rc" = 0 ] || { echo "run.sh: streams.mjs failed (exit $rc)" >&2; status=1; }
+  done
+fi
 exit "$status"
