@@ -804,10 +804,13 @@ void http_stream_begin(struct http_conn *c, int status, const char *reason,
     }
     evbuffer_add(out, "\r\n", 2);
     c->stream_started = 1;
-    /* A body of known length follows: the head goes out with its first
-     * bytes, in one write. A stream's head goes now (the client may wait
-     * for it before any event). */
-    if (!(body && content_length > 0))
+    /* With a body to follow, the head waits for its first bytes: when they
+     * come in the same loop turn (usually: the upstream's head and first
+     * bytes arrive in one read) both go out in one write and the EV_WRITE
+     * write_head enabled is disabled again before the turn ends, which the
+     * epoll change list turns into no syscall; otherwise the bufferevent
+     * writes the head alone on the next turn. */
+    if (!body)
         flush_now(c);
 }
 

@@ -315,7 +315,9 @@ async function clientMain() {
       // Paused mode: at most SLOW_READ bytes of what node has read ahead
       // (one socket read, up to 64 KiB) per call.
       const pull = () => { const n = Math.min(SLOW_READ, s.readableLength); if (n > 0) onData(s.read(n)); };
-      s.once('readable', pull);
+      // Until the first event: whatever comes (the head may come alone).
+      const untilFirst = () => { pull(); if (!st.first && !st.failed) s.once('readable', untilFirst); };
+      s.once('readable', untilFirst);
       st.readSome = pull;
     }
     st.close = () => { st.closing = true; s.destroy(); };
@@ -412,6 +414,16 @@ async function clientMain() {
         let up;
         await waitFor(async () => { up = await ask('stats'); return up.stalledFloods - up0.stalledFloods >= M; },
           { timeout: 30000, interval: 50, what: 'every slow stream\'s upstream to block' });
+        // And the proxy's own buffers filled: its writes go straight to the
+        // kernel, so what it holds (up to the client watermark per stream)
+        // piles up only once the kernel's socket buffers are full. The
+        // window starts when its RSS moved less than 256 KiB in a second.
+        const rssSeen = [];
+        await waitFor(() => {
+          rssSeen.push(rssKiB(proxy.pid).rss);
+          return rssSeen.length > 4 && rssSeen[rssSeen.length - 1] - rssSeen[rssSeen.length - 5] < 256;
+        }, { timeout: 20000, interval: 250, what: 'the proxy\'s RSS to settle with every slow stream blocked' });
+        up = await ask('stats');
         const start = rssKiB(proxy.pid).rss;
         const read0 = slow.reduce((a, st) => a + st.bytes, 0);
         const sent0 = up.floodBytes;
@@ -429,7 +441,7 @@ async function clientMain() {
         const read = slow.reduce((a, st) => a + st.bytes, 0) - read0;
         const sent = up.floodBytes - sent0;
         const secs = (Date.now() - t0) / 1000;
-        console.log(`slow readers: ${M} streams, each read ${SLOW_READ} B per 100 ms; upstream blocked on every one;` +
+        console.log(`slow readers: ${M} streams, each read ${SLOW_READ} B per 100 ms; upstream blocked on every one, the proxy's RSS settled;` +
           ` in ${secs.toFixed(1)} s the upstream wrote ${mib(sent / 1024)} MiB, the clients read ${mib(read / 1024)} MiB` +
           ' (the difference is in the socket buffers, which the kernel grows, not in the proxy)');
         const wm = (proxy.config.limits?.client_high_watermark ?? 262144) / 1024;
