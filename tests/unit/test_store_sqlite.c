@@ -199,6 +199,36 @@ static int raw_user_version(const char *path)
     return v;
 }
 
+/* Schema 5: records without a session stay out of the session index, and
+ * a query by session still goes through it. */
+static void test_session_index_partial(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND "
+                                        "name = 'usage_session'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_non_null(
+        strstr((const char *)sqlite3_column_text(st, 0), "WHERE session_id IS NOT NULL"));
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "EXPLAIN QUERY PLAN SELECT record FROM usage WHERE "
+                                        "session_id = ?2 ORDER BY ts_ms DESC, id DESC LIMIT ?3",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    bool uses = false;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        uses = uses || strstr((const char *)sqlite3_column_text(st, 3), "usage_session") != NULL;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    assert_true(uses);
+}
+
 static void test_reopen(void **state)
 {
     struct fixture *f = *state;
@@ -307,7 +337,7 @@ static void test_migration_from_v1(void **state)
 {
     struct fixture *f = *state;
     /* A fresh store is at the latest version. */
-    assert_int_equal(raw_user_version(f->path), 4);
+    assert_int_equal(raw_user_version(f->path), 5);
 
     char path[160];
     snprintf(path, sizeof(path), "%s/v1.db", f->dir);
@@ -321,7 +351,7 @@ static void test_migration_from_v1(void **state)
     struct store *s = store_sqlite_open(path, &err);
     if (s == NULL)
         fail_msg("open v1: %s", err);
-    assert_int_equal(raw_user_version(path), 4);
+    assert_int_equal(raw_user_version(path), 5);
     /* Old rows kept. */
     struct store_tenant t;
     assert_int_equal(store_tenant_get(s, "old", &t), STORE_OK);
@@ -348,7 +378,7 @@ static void test_migration_from_v1(void **state)
     assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
     assert_string_equal(b.slots[S_OPENAI], "c_1");
     store_close(s);
-    assert_int_equal(raw_user_version(path), 4);
+    assert_int_equal(raw_user_version(path), 5);
 }
 
 /* Migration 2 as it first shipped kept one column per slot
@@ -383,7 +413,7 @@ static void test_migration_from_v2_slot_columns(void **state)
     struct store *s = store_sqlite_open(path, &err);
     if (s == NULL)
         fail_msg("open v2: %s", err);
-    assert_int_equal(raw_user_version(path), 4);
+    assert_int_equal(raw_user_version(path), 5);
     struct store_byok b;
     assert_int_equal(store_byok_get(s, "old", &b), STORE_OK);
     assert_true(b.enabled);
@@ -686,6 +716,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reseal_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_index_partial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_from_v2_slot_columns, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
