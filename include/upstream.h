@@ -15,8 +15,8 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
-/* Idle upstream connections one worker's pool keeps for reuse, at most
- * (descriptors: see main.c). */
+/* Idle upstream connections each engine of one worker's pool keeps for
+ * reuse, at most (descriptors: see main.c). */
 #define UPSTREAM_IDLE_MAX 256
 
 struct upstream_pool;
