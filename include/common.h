@@ -24,6 +24,36 @@
 
 #include "log.h"
 
+#include <string.h>
+
+/* Writes v in decimal to out (at least 21 bytes), no NUL; returns the
+ * number of digits. */
+static inline size_t fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Copies src (NULL: "") into dst[size], truncated, always NUL-terminated:
+ * what snprintf(dst, size, "%s", src) did on the hot path, without the
+ * format machinery. size must be > 0. */
+static inline void str_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = 0;
+    if (src != NULL)
+        while (n + 1 < size && src[n] != '\0')
+            n++;
+    memmove(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+}
+
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t now_ms(void);
 /* Milliseconds from CLOCK_MONOTONIC, for durations and deadlines. */

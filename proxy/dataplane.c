@@ -131,8 +131,8 @@ static struct head_stage *stage_new(struct dataplane *dp, struct http_conn *c,
         ps->c = c;
         ps->req = req;
         ps->provider = ex->rt.provider;
-        snprintf(ps->tenant_id, sizeof(ps->tenant_id), "%s", ex->rec.tenant_id);
-        snprintf(ps->session_id, sizeof(ps->session_id), "%s", ex->session_header);
+        str_copy(ps->tenant_id, sizeof(ps->tenant_id), ex->rec.tenant_id);
+        str_copy(ps->session_id, sizeof(ps->session_id), ex->session_header);
     }
     exchange_release(ex);
     if (ps == NULL)
@@ -228,7 +228,7 @@ static void token_refuse(struct head_stage *ps, bool down)
         snprintf(why.message, sizeof(why.message),
                  "the proxy cannot reach its store to check the ephemeral token; retry shortly");
     } else {
-        snprintf(why.message, sizeof(why.message), "%s", EPHEMERAL_UNKNOWN);
+        str_copy(why.message, sizeof(why.message), EPHEMERAL_UNKNOWN);
     }
     if (ps->req != NULL) {
         ps->req->ctx = NULL;
@@ -447,7 +447,7 @@ static void mint(struct exchange *ex, struct http_conn *c, struct http_request *
         why.status = 400;
         why.code = "invalid_request";
         why.why = METRICS_REFUSED_REQUEST;
-        snprintf(why.message, sizeof(why.message), "%s", p->mint ? err : "not supported");
+        str_copy(why.message, sizeof(why.message), p->mint ? err : "not supported");
         goto refuse;
     }
     if (exchange_check_price(ex, g.model, &why) == -1)
@@ -469,9 +469,9 @@ static void mint(struct exchange *ex, struct http_conn *c, struct http_request *
     }
     resolve_done(&d);
     g.provider = p;
-    snprintf(g.tenant_id, sizeof(g.tenant_id), "%s", ex->rec.tenant_id);
-    snprintf(g.key_id, sizeof(g.key_id), "%s", ex->rec.key_id);
-    snprintf(g.session_id, sizeof(g.session_id), "%s", ex->session_header);
+    str_copy(g.tenant_id, sizeof(g.tenant_id), ex->rec.tenant_id);
+    str_copy(g.key_id, sizeof(g.key_id), ex->rec.key_id);
+    str_copy(g.session_id, sizeof(g.session_id), ex->session_header);
     int64_t now = now_ms();
     g.expires_at_ms = now + (int64_t)ttl * 1000;
     if (ex->dp->fleet != NULL) {

@@ -192,15 +192,15 @@ static int identity(struct exchange *ex, const struct resolve_identity *id,
     if (crypto_new_ulid("", r->id, sizeof(r->id)) == -1)
         return refuse(why, 500, "server_error", "internal_error", METRICS_REFUSED_UNAVAILABLE,
                       "cannot create a request id");
-    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", id->tenant.id);
-    snprintf(ex->parent_id, sizeof(ex->parent_id), "%s", id->tenant.parent_id);
+    str_copy(r->tenant_id, sizeof(r->tenant_id), id->tenant.id);
+    str_copy(ex->parent_id, sizeof(ex->parent_id), id->tenant.parent_id);
     ex->live_limit = id->tenant.live_sessions;
     ex->parent_live_limit = id->has_parent ? id->parent.live_sessions : 0;
-    snprintf(r->payer_id, sizeof(r->payer_id), "%s", d->payer_id);
-    snprintf(r->key_id, sizeof(r->key_id), "%s", id->key_id);
+    str_copy(r->payer_id, sizeof(r->payer_id), d->payer_id);
+    str_copy(r->key_id, sizeof(r->key_id), id->key_id);
     r->billed_byok = d->byok;
-    snprintf(r->connection_id, sizeof(r->connection_id), "%s", d->connection_id);
-    snprintf(r->fallback_reason, sizeof(r->fallback_reason), "%s", d->fallback_reason);
+    str_copy(r->connection_id, sizeof(r->connection_id), d->connection_id);
+    str_copy(r->fallback_reason, sizeof(r->fallback_reason), d->fallback_reason);
     /* A socket without X-Session-Id is a session of its own: its records
      * share a proxy-made id. */
     if (ex->transport == EXCHANGE_WS && r->session_id[0] == '\0')
@@ -219,7 +219,7 @@ int exchange_authenticated(struct exchange *ex, const struct resolve_identity *i
         !session_get(id->tenant.id, session, FLEET_PIN_CACHE_S, &pin)) {
         /* Fleet mode: the session's pin may be another instance's. */
         ex->pin_fetch = true;
-        snprintf(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), "%s", id->tenant.id);
+        str_copy(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), id->tenant.id);
         return 0;
     }
     enum resolve_status st = resolve_session_pin(dp->resolver, id, p, session, &ex->decision, &pin);
@@ -232,7 +232,7 @@ int exchange_authenticated(struct exchange *ex, const struct resolve_identity *i
         ex->pin_text = resolve_pin_encode(&pin);
         if (ex->pin_text != NULL) {
             ex->pin_publish = true;
-            snprintf(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), "%s", id->tenant.id);
+            str_copy(ex->rec.tenant_id, sizeof(ex->rec.tenant_id), id->tenant.id);
             return 0;
         }
     }
@@ -286,8 +286,8 @@ static int ephemeral_session(struct exchange *ex, const char *token, size_t len,
         refuse_status(why, st);
         goto done;
     }
-    snprintf(ex->rec.session_id, sizeof(ex->rec.session_id), "%s", g.session_id);
-    snprintf(ex->model, sizeof(ex->model), "%s", g.model);
+    str_copy(ex->rec.session_id, sizeof(ex->rec.session_id), g.session_id);
+    str_copy(ex->model, sizeof(ex->model), g.model);
     ex->first_message = g.first_message;
     g.first_message = NULL;
     rc = identity(ex, &id, why);
@@ -411,7 +411,7 @@ int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
         /* Redis answers (exchange_admit_async), after the head stages. */
         ex->admit_pending = true;
         ex->hold_micros = hold;
-        snprintf(ex->hold_id, sizeof(ex->hold_id), "%s", ex->rec.id);
+        str_copy(ex->hold_id, sizeof(ex->hold_id), ex->rec.id);
         return 0;
     }
     switch (ledger_admit(resolve_store(dp->resolver), ex->decision.payer_id, hold)) {
@@ -455,7 +455,7 @@ void exchange_take_hold(struct exchange *ex, struct usage_record *r)
     /* A fleet hold is Redis's, released by the record's script (hold_id);
      * the in-process ledger holds nothing then. */
     r->hold_micros = ex->dp->fleet != NULL ? 0 : ex->hold_micros;
-    snprintf(r->hold_id, sizeof(r->hold_id), "%s", ex->hold_id);
+    str_copy(r->hold_id, sizeof(r->hold_id), ex->hold_id);
     ex->hold_micros = 0;
     ex->hold_id[0] = '\0';
 }
@@ -573,7 +573,7 @@ static int next_step(struct exchange *ex, struct exchange_refusal *why)
             return -1;
     }
     if (ex->live_pending) {
-        snprintf(ex->lease_id, sizeof(ex->lease_id), "%s", ex->rec.id);
+        str_copy(ex->lease_id, sizeof(ex->lease_id), ex->rec.id);
         if (fleet_live_acquire(dp->fleet, ex->rec.tenant_id, ex->live_limit, ex->parent_id,
                                ex->parent_live_limit, ex->lease_id, leased, ex,
                                &ex->step_req) == FLEET_PENDING)

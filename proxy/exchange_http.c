@@ -104,7 +104,7 @@ static void finish(struct http_exchange *x, enum usage_outcome outcome)
     else
         memset(&x->meter.units, 0, sizeof(x->meter.units));
     r->units = x->meter.units;
-    snprintf(r->model, sizeof(r->model), "%s", x->meter.model);
+    str_copy(r->model, sizeof(r->model), x->meter.model);
     r->cost_micros = exchange_cost(dp, r->provider, r->model, &r->units);
     exchange_take_hold(&x->base, r); /* becomes the exact charge */
     exchange_submit(r);
@@ -230,9 +230,13 @@ static void on_head(struct upstream_xfer *xfer, const struct upstream_head *h, v
             evbuffer_add(hdrs, "\r\n", 2);
         }
     }
-    if (hdrs != NULL)
-        evbuffer_add_printf(hdrs, "x-billed-to: %s\r\nx-proxy-request-id: %s\r\n",
-                            wallet ? "wallet" : "byok", x->base.rec.id);
+    if (hdrs != NULL) {
+        evbuffer_add(hdrs, "x-billed-to: ", 13);
+        evbuffer_add(hdrs, wallet ? "wallet" : "byok", wallet ? 6 : 4);
+        evbuffer_add(hdrs, "\r\nx-proxy-request-id: ", 22);
+        evbuffer_add(hdrs, x->base.rec.id, strlen(x->base.rec.id));
+        evbuffer_add(hdrs, "\r\n", 2);
+    }
     int64_t cl = h->content_length;
     if (is_sse && meter_wants_sse(&x->meter)) {
         x->sse = sse_new(SSE_MAX_EVENT, sse_event, x);
@@ -395,7 +399,7 @@ static void internal_error(struct http_exchange *x, struct http_conn *c, const c
                                    .type = "server_error",
                                    .code = "internal_error",
                                    .why = METRICS_REFUSED_UNAVAILABLE};
-    snprintf(why.message, sizeof(why.message), "%s", msg);
+    str_copy(why.message, sizeof(why.message), msg);
     refuse_and_free(x, c, &why);
 }
 
@@ -511,13 +515,23 @@ static void start_upstream(struct http_exchange *x)
         internal_error(x, c, "out of memory");
         return;
     }
-    snprintf(url, url_size, "%s%.*s%s%s", base, (int)ex->rt.upstream_path_len, ex->rt.upstream_path,
-             query_len > 0 ? "?" : "", query_len > 0 ? query : "");
+    size_t base_len = strlen(base), at = 0;
+    memcpy(url, base, base_len);
+    at = base_len;
+    memcpy(url + at, ex->rt.upstream_path, ex->rt.upstream_path_len);
+    at += ex->rt.upstream_path_len;
+    if (query_len > 0) {
+        url[at++] = '?';
+        memcpy(url + at, query, (size_t)query_len);
+        at += (size_t)query_len;
+    }
+    url[at] = '\0';
     free(query);
 
     char method[16];
-    snprintf(method, sizeof(method), "%.*s", (int)MIN(h->method_len, sizeof(method) - 1),
-             h->method);
+    size_t ml = MIN(h->method_len, sizeof(method) - 1);
+    memcpy(method, h->method, ml);
+    method[ml] = '\0';
     struct upstream_request ureq = {
         .method = method,
         .url = url,

@@ -160,13 +160,13 @@ static void write_unit(struct ws_exchange *x, bool final, int status, enum usage
     r.duration_ms = mono_ms() - x->base.start_mono;
     ws_meter_take(&x->meter, &r.units);
     r.estimated = x->meter.estimated;
-    snprintf(r.model, sizeof(r.model), "%s", x->meter.model);
+    str_copy(r.model, sizeof(r.model), x->meter.model);
     /* This record's cost is what the session's cost grew by. */
     if (strcmp(x->cost_model, x->meter.model) != 0) {
         x->cost_base = x->meter.recorded;
         units_sub(&x->cost_base, &r.units);
         x->cost_recorded = 0;
-        snprintf(x->cost_model, sizeof(x->cost_model), "%s", x->meter.model);
+        str_copy(x->cost_model, sizeof(x->cost_model), x->meter.model);
     }
     struct usage_units since = x->meter.recorded;
     units_sub(&since, &x->cost_base);
@@ -260,7 +260,7 @@ static void write_platform(struct ws_exchange *x, bool final, int64_t now_mono,
         price != NULL && price->session_per_minute > 0 ? price->session_per_minute : 0;
     int64_t total_cost = (per_min * total_ms + 30000) / 60000;
     snprintf(r.line, sizeof(r.line), "platform");
-    snprintf(r.model, sizeof(r.model), "%s", x->meter.model);
+    str_copy(r.model, sizeof(r.model), x->meter.model);
     r.ts_ms = now_ms();
     r.billed_byok = false;
     r.connection_id[0] = '\0';
@@ -353,7 +353,7 @@ static int build_target(struct ws_exchange *x, const struct httpparse_request *h
                       strlen(pp->query)) == -1)
         return -1;
     if (ex->model[0] != '\0')
-        snprintf(x->meter.model, sizeof(x->meter.model), "%s", ex->model);
+        str_copy(x->meter.model, sizeof(x->meter.model), ex->model);
     x->meter.unit = on_unit;
     x->meter.unit_arg = x;
     /* Fail-closed pricing at the handshake, where the model is known. */
@@ -900,7 +900,7 @@ void exchange_ws_run(struct ws_exchange *x, struct http_conn *c, struct http_req
                                         .type = "invalid_request_error",
                                         .code = "bad_websocket_upgrade",
                                         .why = METRICS_REFUSED_REQUEST};
-        snprintf(why.message, sizeof(why.message), "%s", bad);
+        str_copy(why.message, sizeof(why.message), bad);
         metrics_refused(p, why.why);
         http_respond_json(c, st, route_error_body(p, st, why.type, why.code, why.message),
                           st == 426 ? v13 : NULL, st == 426 ? 1 : 0);

@@ -713,10 +713,27 @@ static void write_head(struct http_conn *c, int status, const char *reason)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     out_ready(c);
+    /* Built by hand: this runs for every response. */
     char line[160];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-                     reason ? reason : http_reason(status), http_date());
-    evbuffer_add(out, line, (size_t)MIN((size_t)n, sizeof(line) - 1));
+    const char *why = reason ? reason : http_reason(status);
+    const char *date = http_date();
+    size_t wl = strnlen(why, 80), dl = strlen(date), n = 0;
+    memcpy(line, "HTTP/1.1 ", 9);
+    n = 9;
+    int st = status >= 100 && status <= 999 ? status : 500;
+    line[n++] = (char)('0' + st / 100);
+    line[n++] = (char)('0' + st / 10 % 10);
+    line[n++] = (char)('0' + st % 10);
+    line[n++] = ' ';
+    memcpy(line + n, why, wl);
+    n += wl;
+    memcpy(line + n, "\r\nDate: ", 8);
+    n += 8;
+    memcpy(line + n, date, dl);
+    n += dl;
+    memcpy(line + n, "\r\n", 2);
+    n += 2;
+    evbuffer_add(out, line, n);
     if (!c->keep_alive)
         evbuffer_add(out, "Connection: close\r\n", 19);
 }
@@ -796,7 +813,10 @@ void http_stream_begin(struct http_conn *c, int status, const char *reason,
         evbuffer_add_buffer(out, headers);
     if (status_has_body(status)) {
         if (content_length >= 0) {
-            evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)content_length);
+            char cl[48] = "Content-Length: ";
+            size_t n = 16 + fmt_u64(cl + 16, (uint64_t)content_length);
+            memcpy(cl + n, "\r\n", 2);
+            evbuffer_add(out, cl, n + 2);
         } else if (c->req.head.version_minor >= 1) {
             evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
             c->stream_chunked = body;

@@ -134,7 +134,7 @@ static enum resolve_status cache_fill(struct resolver *r, const char *key_id,
         (e->id.has_parent &&
          store_byok_get(r->store, e->id.parent.id, &e->id.parent_byok) != STORE_OK))
         goto failed;
-    snprintf(e->id.key_id, sizeof(e->id.key_id), "%s", e->key.id);
+    str_copy(e->id.key_id, sizeof(e->id.key_id), e->key.id);
     if (r->n_entries >= CACHE_MAX)
         cache_clear(r);
     size_t b = bucket_of(key_id);
@@ -220,8 +220,8 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
         /* Rule 1: a subaccount pays through its agency owner and can only
          * ever use the owner's keys. */
         const struct store_tenant *a = in->parent;
-        snprintf(out->payer_id, sizeof(out->payer_id), "%s", a->id);
-        snprintf(out->owner_id, sizeof(out->owner_id), "%s", a->id);
+        str_copy(out->payer_id, sizeof(out->payer_id), a->id);
+        str_copy(out->owner_id, sizeof(out->owner_id), a->id);
         if (!a->feature_byok || !a->feature_agency) {
             out->reason = rule_reasons[R_OWNER_PLAN];
         } else if (a->wallet_deduction) {
@@ -233,8 +233,8 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
             usable = true;
         }
     } else {
-        snprintf(out->payer_id, sizeof(out->payer_id), "%s", t->id);
-        snprintf(out->owner_id, sizeof(out->owner_id), "%s", t->id);
+        str_copy(out->payer_id, sizeof(out->payer_id), t->id);
+        str_copy(out->owner_id, sizeof(out->owner_id), t->id);
         if (!t->feature_byok)
             out->reason = rule_reasons[R_PLAN];
         else if (in->tenant_byok == NULL || !in->tenant_byok->enabled)
@@ -257,7 +257,7 @@ void resolve_rule(const struct resolve_inputs *in, const struct provider *p,
         return;
     }
     out->byok = true;
-    snprintf(out->connection_id, sizeof(out->connection_id), "%s", settings->slots[slot]);
+    str_copy(out->connection_id, sizeof(out->connection_id), settings->slots[slot]);
     out->reason = in->parent != NULL ? rule_reasons[R_BYOK_OWNER] : rule_reasons[R_BYOK_OWN];
 }
 
@@ -277,8 +277,8 @@ static int connection_get(struct resolver *r, const char *owner_id, const char *
         int rc = store_connection_get(r->store, owner_id, conn_id, &e->c);
         if (rc == STORE_ERR_NOT_FOUND) {
             memset(&e->c, 0, sizeof(e->c));
-            snprintf(e->c.id, sizeof(e->c.id), "%s", conn_id);
-            snprintf(e->c.tenant_id, sizeof(e->c.tenant_id), "%s", owner_id);
+            str_copy(e->c.id, sizeof(e->c.id), conn_id);
+            str_copy(e->c.tenant_id, sizeof(e->c.tenant_id), owner_id);
             e->missing = true;
         } else if (rc != STORE_OK) {
             free(e);
@@ -336,14 +336,14 @@ static enum resolve_status apply_pin(struct resolver *r, const struct session_pi
                                      const struct provider *p, struct resolve_decision *out)
 {
     int slot = provider_slot_index(p);
-    snprintf(out->payer_id, sizeof(out->payer_id), "%s", pin->payer_id);
+    str_copy(out->payer_id, sizeof(out->payer_id), pin->payer_id);
     if (slot >= 0 && pin->byok[slot]) {
         struct store_connection *c = NULL;
         int rc = connection_get(r, pin->owner_id, pin->connection_id[slot], &c);
         if (rc == STORE_OK && conn_opens(c)) {
             out->byok = true;
             out->conn = *c;
-            snprintf(out->connection_id, sizeof(out->connection_id), "%s", c->id);
+            str_copy(out->connection_id, sizeof(out->connection_id), c->id);
             out->reason = pin->reason[slot];
             return RESOLVE_OK;
         }
@@ -457,12 +457,12 @@ enum resolve_status resolve_session_pin(struct resolver *r, const struct resolve
         struct resolve_rule rule;
         memset(&pin, 0, sizeof(pin));
         resolve_rule(&in, p, &rule); /* payer and owner do not depend on the slot */
-        snprintf(pin.payer_id, sizeof(pin.payer_id), "%s", rule.payer_id);
-        snprintf(pin.owner_id, sizeof(pin.owner_id), "%s", rule.owner_id);
+        str_copy(pin.payer_id, sizeof(pin.payer_id), rule.payer_id);
+        str_copy(pin.owner_id, sizeof(pin.owner_id), rule.owner_id);
         for (size_t s = 0; s < provider_slot_count(); s++) {
             resolve_rule(&in, provider_slot_at(s), &rule);
             pin.byok[s] = rule.byok;
-            snprintf(pin.connection_id[s], sizeof(pin.connection_id[s]), "%s", rule.connection_id);
+            str_copy(pin.connection_id[s], sizeof(pin.connection_id[s]), rule.connection_id);
             pin.reason[s] = rule.reason;
         }
         out->new_session = true;
@@ -566,8 +566,8 @@ int resolve_pin_decode(const char *text, size_t len, struct session_pin *out)
     if (payer == NULL || owner == NULL || !json_is_object(slots) || strlen(payer) >= ID_MAX ||
         strlen(owner) >= ID_MAX)
         goto out;
-    snprintf(out->payer_id, sizeof(out->payer_id), "%s", payer);
-    snprintf(out->owner_id, sizeof(out->owner_id), "%s", owner);
+    str_copy(out->payer_id, sizeof(out->payer_id), payer);
+    str_copy(out->owner_id, sizeof(out->owner_id), owner);
     for (size_t i = 0; i < provider_slot_count(); i++) {
         /* A slot the text does not name (added since it was written) runs
          * on the platform key. */
@@ -580,7 +580,7 @@ int resolve_pin_decode(const char *text, size_t len, struct session_pin *out)
         if (conn == NULL || strlen(conn) >= ID_MAX || !json_is_integer(ri))
             goto out;
         out->byok[i] = json_is_true(json_object_get(e, "byok"));
-        snprintf(out->connection_id[i], sizeof(out->connection_id[i]), "%s", conn);
+        str_copy(out->connection_id[i], sizeof(out->connection_id[i]), conn);
         json_int_t idx = json_integer_value(ri);
         out->reason[i] = idx >= 0 && idx < R__COUNT ? rule_reasons[idx] : rule_reasons[R_EMPTY];
         if (out->byok[i] && conn[0] == '\0')
