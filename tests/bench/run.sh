@@ -577,6 +577,71 @@ echo "CPU: user+system from /proc/<pid>/stat over each measured run (${CLK_TCK} 
   "$REDIS_FSYNC), 'proxy+redis' the sum; Redis commands per request count the commands Redis executed in the" \
   "measured run (INFO commandstats), scripts' own calls included."
 status=0
+# BENCH_PROFILE=1: where each request's CPU goes, in the same setup. For
+# each mode at 64 connections: the syscalls per request of nginx and of
+# byok-proxy (strace -c over a whole bounded wrk run, so every request of
+# the run is counted), then a perf record of byok-proxy (call graphs) with
+# its split by library and its top functions, and the stacks folded for a
+# flame graph viewer (flamegraph.pl, inferno, speedscope) in
+# BENCH_PROFILE_DIR.
+# syscalls_per_req MODE TARGET: prints "calls/request syscall" lines.
+syscalls_per_req() {
+  local m=$1 t=$2 out="$TMP/strace-$1-$2" pids=() args=() line reqs
+  read -r -a pids <<<"$(proc_tree "${SRVPID[$t]}" | tr '\n' ' ')"
+  for p in "${pids[@]}"; do args+=(-p "$p"); done
+  strace -f -c -o "$out.txt" "${args[@]}" 2>/dev/null &
+  local spid=$!
+  # strace is attached once it stopped the process for the first time;
+  # 200 ms is ample on loopback, and a late attach only undercounts.
+  for _ in $(seq 1 20); do grep -q "TracerPid:[[:space:]]*[1-9]" "/proc/${pids[0]}/status" && break; sleep 0.05; done
+  BENCH_KEY=${KEY[$t]} bounded_wrk 40 "$out.wrk" -t1 -c64 -d3s -s "$HERE/${SCRIPT[$m]}" "${URL[$t]}/v1/chat/completions"
+  kill -INT "$spid" 2>/dev/null || true
+  wait "$spid" 2>/dev/null || true
+  line=$(grep '^BENCH_RESULT' "$out.wrk")
+  reqs=$(field requests "$line")
+  SERVED[$t]=$(( SERVED[$t] + reqs ))
+  CUTOFF[$t]=$(( CUTOFF[$t] + 64 ))
+  awk -v n="$reqs" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && n > 0 {
+      printf "%8.2f %s\n", $4 / n, $NF } $NF == "total" && n > 0 { printf "%8.2f total\n", $4 / n }' "$out.txt" |
+    sort -rn | head -12
+}
+PROFILE=${BENCH_PROFILE:-0}
+PROFILE_DIR=${BENCH_PROFILE_DIR:-$ROOT/build/bench-profile}
+if [ "$PROFILE" = 1 ]; then
+  for tool in perf strace; do command -v "$tool" >/dev/null || die "BENCH_PROFILE=1 needs $tool (apt-get install linux-perf strace)"; done
+  mkdir -p "$PROFILE_DIR"
+  pt=${BYOK_TARGETS[0]}
+  for m in "${MODES[@]}"; do
+    echo
+    echo "== profile: ${MODE_NAME[$m]}, 64 connections =="
+    echo "syscalls per request, nginx reverse proxy (all its processes):"
+    syscalls_per_req "$m" nginx
+    echo "syscalls per request, ${LABEL[$pt]} (all its threads):"
+    syscalls_per_req "$m" "$pt"
+    BENCH_KEY=${KEY[$pt]} bounded_wrk 40 "$TMP/perf-$m.wrk" -t1 -c64 -d6s -s "$HERE/${SCRIPT[$m]}" \
+      "${URL[$pt]}/v1/chat/completions" &
+    wpid=$!
+    perf record -q -F 999 -g --call-graph dwarf,8192 -p "${SRVPID[$pt]}" -o "$PROFILE_DIR/$m.perf.data" \
+      -- sleep 4 >/dev/null 2>&1 || echo "run.sh: perf record failed (perf_event_paranoid?)" >&2
+    wait "$wpid" || true
+    SERVED[$pt]=$(( SERVED[$pt] + $(field requests "$(grep '^BENCH_RESULT' "$TMP/perf-$m.wrk")") ))
+    CUTOFF[$pt]=$(( CUTOFF[$pt] + 64 ))
+    echo "${LABEL[$pt]}: CPU samples by thread and library (perf record -g, $PROFILE_DIR/$m.perf.data):"
+    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort comm,dso -g none --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' | head -14
+    echo "top functions:"
+    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort sym -g none --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' | head -25
+    # Folded stacks, root first: "thread;caller;...;leaf count".
+    perf script -i "$PROFILE_DIR/$m.perf.data" 2>/dev/null | awk '
+      /^[^ \t]/ { comm = $1; n = 0; next }
+      /^[ \t]+[0-9a-f]+ / { f = $2; sub(/\+0x[0-9a-f]+$/, "", f); st[n++] = f; next }
+      /^$/ { if (n) { s = comm; for (i = n - 1; i >= 0; i--) s = s ";" st[i]; c[s]++ } n = 0 }
+      END { for (s in c) print s, c[s] }' >"$PROFILE_DIR/$m.folded"
+    echo "folded stacks for a flame graph: $PROFILE_DIR/$m.folded"
+  done
+fi
+
 # check LABEL WHAT RECORDS TARGET: records against requests answered. wrk does
 # not count requests still in flight when a run stops; the proxy may still
 # answer and record them, at most one per connection and run.
