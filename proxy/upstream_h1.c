@@ -462,8 +462,9 @@ static int64_t parse_length(const char *v, size_t n)
     return r;
 }
 
-/* A final reply head: framing, reuse, on_head. Returns false when x ended. */
-static bool take_head(struct h1_xfer *x, const struct httpparse_response *r)
+/* A final reply head: framing, reuse, on_head; extra is the count of bytes
+ * read after it. Returns false when x ended. */
+static bool take_head(struct h1_xfer *x, const struct httpparse_response *r, size_t extra)
 {
     struct upstream_h1 *h = x->eng;
     int64_t cl = -1;
@@ -537,6 +538,8 @@ static bool take_head(struct h1_xfer *x, const struct httpparse_response *r)
                                r->n_headers};
     x->cb->on_head(&x->base, &uh, x->arg);
     if (x->framing == H1_NO_BODY || (x->framing == H1_LENGTH && x->remaining == 0)) {
+        if (extra > 0)
+            x->reusable = 0; /* bytes after a reply without body: not trusted */
         complete(x);
         return false;
     }
@@ -614,7 +617,7 @@ static enum head_result feed_head(struct h1_xfer *x, const char *data, size_t le
     }
     *rest = buf + r.head_len;
     *rest_len = n - r.head_len;
-    return take_head(x, &r) ? HEAD_DONE : HEAD_ENDED;
+    return take_head(x, &r, *rest_len) ? HEAD_DONE : HEAD_ENDED;
 }
 
 /* Body bytes by framing. Returns false when x ended. */
