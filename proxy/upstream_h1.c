@@ -312,7 +312,10 @@ static int connect_new(struct h1_xfer *x)
     x->conn = c;
     x->state = H1_CONNECTING;
     event_add(&c->wev, NULL);
-    arm_timer(x, h->cfg->limits.upstream_connect_timeout_ms);
+    int64_t ms = h->cfg->limits.upstream_connect_timeout_ms;
+    if (x->deadline) /* the whole-reply deadline runs while connecting too */
+        ms = MIN(ms, MAX(x->deadline - mono_ms(), 1));
+    arm_timer(x, ms);
     return 0;
 }
 
@@ -754,7 +757,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     char msg[CURL_ERROR_SIZE];
-    if (x->state == H1_CONNECTING)
+    if (x->state == H1_CONNECTING && !(x->deadline && mono_ms() >= x->deadline))
         snprintf(msg, sizeof(msg), "connecting to %s timed out after %d ms", x->origin->host,
                  x->eng->cfg->limits.upstream_connect_timeout_ms);
     else
