@@ -312,7 +312,10 @@ static int connect_new(struct h1_xfer *x)
     x->conn = c;
     x->state = H1_CONNECTING;
     event_add(&c->wev, NULL);
-    arm_timer(x, h->cfg->limits.upstream_connect_timeout_ms);
+    int64_t ms = h->cfg->limits.upstream_connect_timeout_ms;
+    if (x->deadline) /* the whole-reply deadline runs while connecting too */
+        ms = MIN(ms, MAX(x->deadline - mono_ms(), 1));
+    arm_timer(x, ms);
     return 0;
 }
 
@@ -462,8 +465,9 @@ static int64_t parse_length(const char *v, size_t n)
     return r;
 }
 
-/* A final reply head: framing, reuse, on_head. Returns false when x ended. */
-static bool take_head(struct h1_xfer *x, const struct httpparse_response *r)
+/* A final reply head: framing, reuse, on_head; extra is the count of bytes
+ * read after it. Returns false when x ended. */
+static bool take_head(struct h1_xfer *x, const struct httpparse_response *r, size_t extra)
 {
     struct upstream_h1 *h = x->eng;
     int64_t cl = -1;
@@ -537,6 +541,8 @@ static bool take_head(struct h1_xfer *x, const struct httpparse_response *r)
                                r->n_headers};
     x->cb->on_head(&x->base, &uh, x->arg);
     if (x->framing == H1_NO_BODY || (x->framing == H1_LENGTH && x->remaining == 0)) {
+        if (extra > 0)
+            x->reusable = 0; /* bytes after a reply without body: not trusted */
         complete(x);
         return false;
     }
@@ -614,7 +620,7 @@ static enum head_result feed_head(struct h1_xfer *x, const char *data, size_t le
     }
     *rest = buf + r.head_len;
     *rest_len = n - r.head_len;
-    return take_head(x, &r) ? HEAD_DONE : HEAD_ENDED;
+    return take_head(x, &r, *rest_len) ? HEAD_DONE : HEAD_ENDED;
 }
 
 /* Body bytes by framing. Returns false when x ended. */
@@ -751,7 +757,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     char msg[CURL_ERROR_SIZE];
-    if (x->state == H1_CONNECTING)
+    if (x->state == H1_CONNECTING && !(x->deadline && mono_ms() >= x->deadline))
         snprintf(msg, sizeof(msg), "connecting to %s timed out after %d ms", x->origin->host,
                  x->eng->cfg->limits.upstream_connect_timeout_ms);
     else
