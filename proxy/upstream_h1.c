@@ -895,9 +895,16 @@ static ssize_t header_line(const char *line, char *out)
     return (ssize_t)(n + 2);
 }
 
+/* "Host: x" or "Host;" (sent empty): the caller's Host replaces ours. */
 static bool is_host_line(const char *line)
 {
-    return strncasecmp(line, "host:", 5) == 0;
+    return strncasecmp(line, "host:", 5) == 0 || strcasecmp(line, "host;") == 0;
+}
+
+static char *put(char *at, const char *s, size_t n)
+{
+    memcpy(at, s, n);
+    return at + n;
 }
 
 /* The request head in one buffer. Returns 0 or -1 (bad header line or no
@@ -906,33 +913,47 @@ static int build_head(struct h1_xfer *x, const struct upstream_request *req, con
 {
     bool custom_host = false;
     bool has_body = req->has_body || strcmp(req->method, "POST") == 0;
-    char cl[48] = "";
-    if (has_body)
-        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", req->body_len);
-    size_t path_len = strlen(path);
-    size_t n = strlen(req->method) + 1 + (path_len ? path_len : 1) + 11 + strlen(cl) + 2;
+    char cl[21];
+    size_t cl_len = has_body ? fmt_u64(cl, req->body_len) : 0;
+    /* The request target: origin-form, never a fragment (as libcurl). */
+    size_t path_len = strcspn(path, "#");
+    bool slash = path_len == 0 || path[0] != '/';
+    size_t method_len = strlen(req->method);
+    size_t n = method_len + 1 + slash + path_len + 11 + (has_body ? 16 + cl_len + 2 : 0) + 2;
     for (const struct curl_slist *l = req->headers; l != NULL; l = l->next) {
         ssize_t k = header_line(l->data, NULL);
         if (k < 0)
             return -1;
         n += (size_t)k;
-        if (k > 0 && is_host_line(l->data))
-            custom_host = true;
+        if (is_host_line(l->data))
+            custom_host = true; /* "Host:" sends none, as with libcurl */
     }
     if (!custom_host)
         n += 6 + x->origin->host_len + 2;
-    char *head = malloc(n + 1);
+    char *head = malloc(n);
     if (head == NULL)
         return -1;
-    size_t at =
-        (size_t)snprintf(head, n + 1, "%s %s HTTP/1.1\r\n", req->method, path_len ? path : "/");
-    if (!custom_host)
-        at += (size_t)snprintf(head + at, n + 1 - at, "Host: %s\r\n", x->origin->host);
+    char *at = put(head, req->method, method_len);
+    *at++ = ' ';
+    if (slash)
+        *at++ = '/';
+    at = put(at, path, path_len);
+    at = put(at, " HTTP/1.1\r\n", 11);
+    if (!custom_host) {
+        at = put(at, "Host: ", 6);
+        at = put(at, x->origin->host, x->origin->host_len);
+        at = put(at, "\r\n", 2);
+    }
     for (const struct curl_slist *l = req->headers; l != NULL; l = l->next)
-        at += (size_t)header_line(l->data, head + at);
-    at += (size_t)snprintf(head + at, n + 1 - at, "%s\r\n", cl);
+        at += header_line(l->data, at);
+    if (has_body) {
+        at = put(at, "Content-Length: ", 16);
+        at = put(at, cl, cl_len);
+        at = put(at, "\r\n", 2);
+    }
+    at = put(at, "\r\n", 2);
     x->head = head;
-    x->head_len = at;
+    x->head_len = (size_t)(at - head);
     return 0;
 }
 

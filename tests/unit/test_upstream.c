@@ -806,6 +806,41 @@ static void test_request_head_variants(void **state)
     assert_int_equal(f->parse_errors, 0);
 }
 
+/* The request target is origin-form without a fragment, as libcurl sends
+ * it: a query with no path gets its "/", a "#..." is not sent; "Host;"
+ * replaces the proxy's Host (sent empty) rather than adding a second. */
+static void test_request_target_and_host(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < 3; i++)
+        f->script[i] = (struct reply){.pieces = {"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"}};
+    struct xrec r = {0};
+    const char *none[] = {NULL};
+    assert_non_null(start(f, &r, "GET", "?x=1", none, NULL, 0));
+    RUN_UNTIL(r.n_done == 1);
+    assert_ended(&r, CURLE_OK);
+    char *want = fmt("GET /?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", f->port);
+    assert_req(f, 0, 0, want);
+    free(want);
+    xrec_clear(&r);
+
+    assert_non_null(start(f, &r, "GET", "/a?b=2#frag", none, NULL, 0));
+    RUN_UNTIL(r.n_done == 1);
+    assert_ended(&r, CURLE_OK);
+    want = fmt("GET /a?b=2 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", f->port);
+    assert_req(f, 1, 0, want);
+    free(want);
+    xrec_clear(&r);
+
+    const char *empty_host[] = {"Host;", "Accept: */*", NULL};
+    assert_non_null(start(f, &r, "GET", "/h", empty_host, NULL, 0));
+    RUN_UNTIL(r.n_done == 1);
+    assert_ended(&r, CURLE_OK);
+    assert_req(f, 2, 0, "GET /h HTTP/1.1\r\nHost:\r\nAccept: */*\r\n\r\n");
+    xrec_clear(&r);
+    assert_int_equal(f->parse_errors, 0);
+}
+
 /* A header line with CR or LF could split the head: upstream_start returns
  * NULL and nothing is sent (the next request is the first the server sees,
  * on the first connection). */
@@ -1833,6 +1868,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_content_length_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_head_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_target_and_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_crlf_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_reply, setup, teardown),
