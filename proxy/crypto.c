@@ -459,6 +459,25 @@ int crypto_random(unsigned char *buf, size_t n)
 static _Thread_local int64_t ulid_last_ms = -1;
 static _Thread_local unsigned char ulid_last_rand[10];
 
+/* The random parts of a thread's ids, drawn 64 at a time: a RAND_bytes call
+ * per id cost a trip through the DRBG and a getpid() (its fork check) per
+ * request at low concurrency. Ids are public (x-proxy-request-id), so
+ * bytes waiting here are no secret. The proxy never forks after start. */
+static _Thread_local unsigned char ulid_pool[640];
+static _Thread_local size_t ulid_pool_left;
+
+static int ulid_random(unsigned char out[10])
+{
+    if (ulid_pool_left < 10) {
+        if (crypto_random(ulid_pool, sizeof(ulid_pool)) == -1)
+            return -1;
+        ulid_pool_left = sizeof(ulid_pool);
+    }
+    memcpy(out, ulid_pool + sizeof(ulid_pool) - ulid_pool_left, 10);
+    ulid_pool_left -= 10;
+    return 0;
+}
+
 int crypto_new_ulid(const char *prefix, char *out, size_t out_size)
 {
     size_t plen = strlen(prefix);
@@ -474,9 +493,9 @@ int crypto_new_ulid(const char *prefix, char *out, size_t out_size)
         int i = (int)sizeof(rnd) - 1;
         while (i >= 0 && ++rnd[i] == 0)
             i--;
-        if (i < 0 && crypto_random(rnd, sizeof(rnd)) == -1) /* 2^80 ids in 1 ms: never */
+        if (i < 0 && ulid_random(rnd) == -1) /* 2^80 ids in 1 ms: never */
             return -1;
-    } else if (crypto_random(rnd, sizeof(rnd)) == -1) {
+    } else if (ulid_random(rnd) == -1) {
         return -1;
     }
     ulid_last_ms = ms;
