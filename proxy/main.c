@@ -318,9 +318,9 @@ static int loop_init(struct loop *l, const char *name, int index, const struct c
 
 /* Each data-plane connection may hold a second descriptor upstream (a
  * transfer or a relayed socket) and each worker's two upstream engines
- * (libcurl, the own HTTP/1.1 client) keep idle upstream connections: raise the soft descriptor limit toward what the
- * caps need (never past the hard limit), and say so once when it stays
- * short (accept then pauses when descriptors run out). */
+ * (libcurl, the own HTTP/1.1 client) keep idle upstream connections: raise the soft descriptor
+ * limit toward what the caps need (never past the hard limit), and say so once when it stays short
+ * (accept then pauses when descriptors run out). */
 static void fit_descriptor_limit(const struct config *cfg, int nworkers)
 {
     unsigned long long need = (unsigned long long)cfg->limits.max_connections * 2 +
