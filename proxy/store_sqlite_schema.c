@@ -91,8 +91,8 @@ static const char *const migrations[] = {
      * have none, and each index a record goes into is a B-tree insert for
      * the usage writer. A query by session (session_id = ?) implies NOT
      * NULL, so SQLite still uses it. */
-    "DROP INDEX usage_session;"
-    "CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL;",
+    ("DROP INDEX usage_session;"
+     "CREATE INDEX usage_session ON usage(session_id) WHERE session_id IS NOT NULL;"),
 };
 
 static MUST_CHECK int user_version(sqlite3 *db, int *out)
