@@ -98,13 +98,18 @@ enum store_redis_script {
      * {t:P}:holdamt. Reply: integer plan + wallet - live holds (expired
      * holds dropped first), or nil when P does not exist. */
     STORE_REDIS_SCRIPT_FUNDS,
-    /* One usage record, all or nothing (DESIGN §7b). KEYS: rec:<id>,
-     * {t:P}:tenant, {t:P}:holds, {t:P}:holdamt, usage (stream), usage:ts,
-     * {t:T}:usage [, usage:session:<sid> when the record has a session].
-     * ARGV: record id, §5 JSON text, ts_ms, hold id ("" = none), mode,
-     * expected plan, expected wallet, new plan, new wallet, wallet delta
-     * (minus what the wallet pays). The split is computed by the caller
-     * with charge_apply() (charge.h); the script only applies it:
+    /* Usage records of one payer P, each all or nothing and idempotent on
+     * its id (DESIGN §7b), in one call (the usage writer sends up to 32 per
+     * call, the calls of a batch pipelined). KEYS: usage (stream),
+     * usage:ts, {t:P}:tenant, {t:P}:holds, {t:P}:holdamt, then per record
+     * rec:<id>, {t:T}:usage [, usage:session:<sid> when the record has a
+     * session]. ARGV: per record 11 fields: record id, §5 JSON text, ts_ms,
+     * hold id ("" = none), mode, expected plan, expected wallet, new plan,
+     * new wallet, wallet delta (minus what the wallet pays), "1" when it
+     * has a session key else "0". The records are taken in order, each
+     * checked against P's balances as the records before it in the call
+     * leave them. The split is computed by the caller with charge_apply()
+     * (charge.h); the script only applies it:
      *   "none"     charges nothing (BYOK, no cost);
      *   "missing"  records uncharged, only if P still does not exist;
      *   "plan"     only if P's plan credits are still the expected ones
@@ -114,11 +119,20 @@ enum store_redis_script {
      *   "exact"    only if both balances are the expected ones: both set
      *              (used when "plan" answered "saturate": a wallet within
      *              about 2^63 - 9e18 of the bottom of int64).
-     * Reply: "ok"; "duplicate" (the id is recorded: nothing done);
-     * array {"conflict", plan, wallet} (P changed, appeared or vanished:
-     * nothing done; its balances now, nil when it is gone); "saturate"
-     * (the wallet is too close to the bottom of int64 for a delta:
-     * nothing done). */
+     * An applied record releases its hold, is stored under rec:<id>,
+     * appended to the stream (XADD usage * id <id> record <text>) and
+     * indexed, in the same step as its charge.
+     * Reply: an array, one answer per record: "ok"; "duplicate" (the id is
+     * recorded, or earlier in the call: nothing done); array {"conflict",
+     * plan, wallet} (P changed, appeared or vanished: nothing done; its
+     * balances now, nil when it is gone); "saturate" (the wallet is too
+     * close to the bottom of int64 for a delta: nothing done); "retry"
+     * (it needs P's exact wallet, which the script does not follow once a
+     * delta moved it in this call: nothing done, send it again). Every
+     * check comes before the first write (the release of the holds, else
+     * the balances, else the marks) and no write after it can fail while
+     * the keys have their types: an error reply (a key of the wrong type,
+     * OOM at the first write) means nothing of the call was done. */
     STORE_REDIS_SCRIPT_RECORD,
     /* The backend's own scripts (store_redis.c): the admin writes, each
      * one atomic step like the SQLite backend's transactions. */

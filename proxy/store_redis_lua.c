@@ -1,5 +1,5 @@
 /* store_redis_lua.c - the Lua scripts of the Redis backend: the money steps
- * (admission holds, the per-record charge) whose KEYS/ARGV conventions
+ * (admission holds, the usage records' charge) whose KEYS/ARGV conventions
  * store_redis.h documents, and the admin writes, each one atomic step.
  *
  * Rules every script keeps, because Redis runs a script atomically but does
@@ -126,42 +126,151 @@ static const char funds_lua[] =
     "if not b[1] or not b[2] then return false end\n"
     "return tonumber(b[1]) + tonumber(b[2]) - held\n";
 
+/* The usage records of one payer P, each one all or nothing and idempotent
+ * on its id, in one call (store_redis.h has the contract). Two phases:
+ * every record is checked first, in order, against P's balances as the
+ * records before it in the call leave them (read once, then followed in
+ * Lua); then what the accepted ones write is written, each kind of write
+ * once for all of them where Redis takes several (hold releases, the
+ * balances, the marks, the indexes) and one XADD per record. The first
+ * write is the release of the holds (ZREM, which no maxmemory refuses),
+ * else the balances, else the marks; none after it can fail while the keys
+ * have their types.
+ *
+ * Exactness: plan credits and a wallet set in "exact" mode are followed as
+ * strings, exact over the whole int64 range. A wallet moved by deltas is
+ * followed as a double only (wnum: the "saturate" margin is far wider
+ * than its error), so once a delta is taken the exact wallet is unknown
+ * until the call ends: a record that needs it (an "exact" one, or a
+ * conflict, whose answer carries it) answers "retry" and goes in the next
+ * round, first of its payer there. Deltas (|d| <= 10^12, USAGE_AMOUNT_MAX)
+ * are summed into one HINCRBY while the sum stays exact (each below 2^43
+ * added to a sum below 2^52); any other gets its own HINCRBY. */
 static const char record_lua[] =
-    /* KEYS: rec, payer tenant, payer holds, payer holdamt, stream, usage:ts,
-     * tenant usage [, session usage]. ARGV: id, text, ts, hold id, mode,
-     * expected plan, expected wallet, new plan, new wallet, wallet delta. */
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end\n"
-    "local mode = ARGV[5]\n"
-    "if mode ~= 'none' then\n"
-    "  local b = redis.call('HMGET', KEYS[2], 'plan', 'wallet')\n"
-    "  if mode == 'missing' then\n"
-    "    if b[1] then return {'conflict', b[1], b[2]} end\n"
-    "  elseif b[1] ~= ARGV[6] or (mode == 'exact' and b[2] ~= ARGV[7]) then\n"
-    "    return {'conflict', b[1], b[2]}\n"
-    /* HINCRBY below must not be refused: a wallet near the bottom of
-     * int64 (2^63 is about 9.22e18) is charged in exact mode, where C
-     * computes the floor. Doubles are far more precise than the margin. */
-    "  elseif mode == 'plan' and tonumber(b[2]) + tonumber(ARGV[10]) < -9.0e18 then\n"
-    "    return 'saturate'\n"
+    /* KEYS: usage (stream), usage:ts, {t:P}:tenant, {t:P}:holds,
+     * {t:P}:holdamt, then per record rec:<id>, {t:T}:usage [,
+     * usage:session:<sid>]. ARGV: per record 11 fields: id,
+     * text, ts, hold id, mode, expected plan, expected wallet, new plan,
+     * new wallet, wallet delta, has a session ("1"/"0"). */
+    "local F = 11\n"
+    "if #ARGV % F ~= 0 then return redis.error_reply('ERR record: bad arguments') end\n"
+    "local n = #ARGV / F\n"
+    "local res, todo, seen, rk = {}, {}, {}, {}\n"
+    "local b, plan0, wnum, xw\n"
+    "local wexact = true\n"
+    "local small, big = 0, {}\n"
+    "local holds, hseen = {}, {}\n"
+    "local kx = 5\n"
+    "for i = 1, n do\n"
+    "  local a = (i - 1) * F\n"
+    "  local id, mode = ARGV[a + 1], ARGV[a + 5]\n"
+    "  rk[i] = kx + 1\n"
+    "  if ARGV[a + 11] == '1' then kx = kx + 3 else kx = kx + 2 end\n"
+    "  local r = 'ok'\n"
+    "  if seen[id] or redis.call('EXISTS', KEYS[rk[i]]) == 1 then\n"
+    "    r = 'duplicate'\n"
+    "  elseif mode ~= 'none' then\n"
+    "    if not b then\n"
+    "      b = redis.call('HMGET', KEYS[3], 'plan', 'wallet')\n"
+    "      plan0 = b[1]\n"
+    "      wnum = tonumber(b[2])\n"
+    "    end\n"
+    "    if mode == 'exact' and not wexact then\n"
+    "      r = 'retry'\n"
+    "    elseif mode == 'missing' then\n"
+    "      if b[1] then r = 'conflict' end\n"
+    "    elseif b[1] ~= ARGV[a + 6] or (mode == 'exact' and b[2] ~= ARGV[a + 7]) then\n"
+    "      r = 'conflict'\n"
+    /* HINCRBY must not be refused: a wallet near the bottom of int64
+     * (2^63 is about 9.22e18) is charged in exact mode, where C computes
+     * the floor. */
+    "    elseif mode == 'plan' and wnum + tonumber(ARGV[a + 10]) < -9.0e18 then\n"
+    "      r = 'saturate'\n"
+    "    end\n"
+    "    if r == 'conflict' then\n"
+    "      if wexact then r = {'conflict', b[1], b[2]} else r = 'retry' end\n"
+    "    elseif r == 'ok' and mode == 'plan' then\n"
+    "      b[1] = ARGV[a + 8]\n"
+    "      local d = ARGV[a + 10]\n"
+    "      if d ~= '0' then\n"
+    "        local dn = tonumber(d)\n"
+    "        wnum = wnum + dn\n"
+    "        wexact = false\n"
+    "        if dn > -8796093022208 and dn < 8796093022208 and small > -4503599627370496 and\n"
+    "          small < 4503599627370496 then small = small + dn\n"
+    "        else big[#big + 1] = d end\n"
+    "      end\n"
+    "    elseif r == 'ok' and mode == 'exact' then\n"
+    /* Every delta before it was 0 (else it would retry): the wallet is
+     * set to this, then the deltas after it move it. */
+    "      b[1], b[2], xw = ARGV[a + 8], ARGV[a + 9], ARGV[a + 9]\n"
+    "      wnum = tonumber(xw)\n"
+    "    end\n"
+    "  end\n"
+    "  if r == 'ok' then\n"
+    "    seen[id] = true\n"
+    "    todo[#todo + 1] = i\n"
+    "    local h = ARGV[a + 4]\n"
+    "    if h ~= '' and not hseen[h] then\n"
+    "      hseen[h] = true\n"
+    "      holds[#holds + 1] = h\n"
+    "    end\n"
+    "  end\n"
+    "  res[i] = r\n"
+    "end\n"
+    "if kx ~= #KEYS then return redis.error_reply('ERR record: keys and records disagree') end\n"
+    "if #todo == 0 then return res end\n"
+    /* Checked: from here on every command succeeds. */
+    "if #holds > 0 then\n"
+    "  local amt = redis.call('HMGET', KEYS[5], unpack(holds))\n"
+    "  redis.call('ZREM', KEYS[4], unpack(holds))\n"
+    "  local gone, sum = {}, 0\n"
+    "  for j = 1, #holds do\n"
+    "    if amt[j] then\n"
+    "      gone[#gone + 1] = holds[j]\n"
+    "      sum = sum + tonumber(amt[j])\n"
+    "    end\n"
+    "  end\n"
+    "  if #gone > 0 then\n"
+    "    redis.call('HDEL', KEYS[5], unpack(gone))\n"
+    "    redis.call('HINCRBY', KEYS[5], " HOLD_SUM ", string.format('%d', -sum))\n"
     "  end\n"
     "end\n"
-    /* Checked: from here on every command succeeds. */
-    "if ARGV[4] ~= '' then\n" HOLD_DROP(
-        "KEYS[3]", "KEYS[4]",
-        "ARGV[4]") "end\n"
-                   "if mode == 'plan' then\n"
-                   "  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[2], 'wallet', ARGV[10]) "
-                   "end\n"
-                   "  if ARGV[8] ~= ARGV[6] then redis.call('HSET', KEYS[2], 'plan', ARGV[8]) end\n"
-                   "end\n"
-                   "if mode == 'exact' then redis.call('HSET', KEYS[2], 'plan', ARGV[8], 'wallet', "
-                   "ARGV[9]) end\n"
-                   "redis.call('SET', KEYS[1], ARGV[2])\n"
-                   "redis.call('XADD', KEYS[5], '*', 'id', ARGV[1], 'record', ARGV[2])\n"
-                   "redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])\n"
-                   "redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])\n"
-                   "if #KEYS >= 8 then redis.call('ZADD', KEYS[8], ARGV[3], ARGV[1]) end\n"
-                   "return 'ok'\n";
+    "if xw then\n"
+    "  redis.call('HSET', KEYS[3], 'plan', b[1], 'wallet', xw)\n"
+    "elseif b and b[1] and b[1] ~= plan0 then\n"
+    "  redis.call('HSET', KEYS[3], 'plan', b[1])\n"
+    "end\n"
+    "if small ~= 0 then redis.call('HINCRBY', KEYS[3], 'wallet', string.format('%d', small)) end\n"
+    "for j = 1, #big do redis.call('HINCRBY', KEYS[3], 'wallet', big[j]) end\n"
+    "local ms, ts, ix, ixk = {}, {}, {}, {}\n"
+    "for _, i in ipairs(todo) do\n"
+    "  local a = (i - 1) * F\n"
+    "  ms[#ms + 1] = KEYS[rk[i]]\n"
+    "  ms[#ms + 1] = ARGV[a + 2]\n"
+    "  ts[#ts + 1] = ARGV[a + 3]\n"
+    "  ts[#ts + 1] = ARGV[a + 1]\n"
+    "  local last = rk[i] + 1\n"
+    "  if ARGV[a + 11] == '1' then last = last + 1 end\n"
+    "  for k = rk[i] + 1, last do\n"
+    "    local z = ix[KEYS[k]]\n"
+    "    if not z then\n"
+    "      z = {}\n"
+    "      ix[KEYS[k]] = z\n"
+    "      ixk[#ixk + 1] = KEYS[k]\n"
+    "    end\n"
+    "    z[#z + 1] = ARGV[a + 3]\n"
+    "    z[#z + 1] = ARGV[a + 1]\n"
+    "  end\n"
+    "end\n"
+    "redis.call('MSET', unpack(ms))\n"
+    "for _, i in ipairs(todo) do\n"
+    "  local a = (i - 1) * F\n"
+    "  redis.call('XADD', KEYS[1], '*', 'id', ARGV[a + 1], 'record', ARGV[a + 2])\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[2], unpack(ts))\n"
+    "for _, k in ipairs(ixk) do redis.call('ZADD', k, unpack(ix[k])) end\n"
+    "return res\n";
 
 static const char tenant_create_lua[] =
     /* KEYS: tenant, tenants. ARGV: id, name, byok, agency, parent, wd,

@@ -314,52 +314,118 @@ static void test_usage_stream(void **state)
     balances(f->s, "t1", 0, 70);
 }
 
+/* The number of record script calls Redis ran so far (INFO commandstats). */
+static long long evalsha_calls(struct fixture *f)
+{
+    redisReply *r = raw(f, "INFO commandstats");
+    assert_non_null(r->str);
+    const char *p = strstr(r->str, "cmdstat_evalsha:calls=");
+    long long n = p != NULL ? strtoll(p + strlen("cmdstat_evalsha:calls="), NULL, 10) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+static long long raw_int(struct fixture *f, const char *fmt, const char *arg)
+{
+    redisReply *r = raw(f, fmt, arg);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
 /* The shared lines case, then a batch that fails half-way: Redis commits
- * record by record, so the records that went through are committed, their
- * lines given back, every record left as passed in; the retried batch
- * charges only the rest. */
+ * a payer's records of a batch in one step (one script call) and the
+ * payers one after another, so the records of the payers that went
+ * through are committed, their lines given back, every record left as
+ * passed in; the retried batch charges only the rest. */
 static void test_usage_lines(void **state)
 {
     struct fixture *f = *state;
     struct usage_record_lines lines;
     usage_lines_body(state, &lines);
+    struct store_tenant t2 = tenant("t2", "", 0, 50);
+    assert_int_equal(store_tenant_create(f->s, &t2), STORE_OK);
     size_t dups = 99, before = lines.len;
-    /* A hold key of the wrong type makes the second record's script fail
-     * at its first write: nothing of that record is written. */
+    long long xlen = raw_int(f, "XLEN %s", "byok:usage");
+    /* A hold key of the wrong type makes t1's call fail at its first
+     * write: nothing of t1's records is written; t2's go through. */
     raw_ok(f, "SET byok:{t:t1}:holds broken");
-    struct usage_record bad[3] = {record("u4", "t1", "t1", 1003, 5, false),
-                                  record("u5", "t1", "t1", 1004, 7, false),
-                                  record("u6", "t1", "t1", 1005, 1, false)};
-    snprintf(bad[1].hold_id, sizeof(bad[1].hold_id), "h5");
+    struct usage_record bad[5] = {
+        record("u4", "t1", "t1", 1003, 5, false), record("v1", "t2", "t2", 1003, 4, false),
+        record("u5", "t1", "t1", 1004, 7, false), record("u6", "t1", "t1", 1005, 1, false),
+        record("v2", "t2", "t2", 1006, 2, false)};
+    snprintf(bad[2].hold_id, sizeof(bad[2].hold_id), "h5");
     bad[0].charged_wallet_micros = -3;
-    assert_int_equal(store_usage_write(f->s, bad, 3, &dups, &lines), STORE_ERR_INTERNAL);
-    const char *committed[] = {"u4", "u6"};
+    bad[1].charged_wallet_micros = -4;
+    assert_int_equal(store_usage_write(f->s, bad, 5, &dups, &lines), STORE_ERR_INTERNAL);
+    const char *committed[] = {"v1", "v2"};
     for (size_t i = 0; i < 2; i++) {
         char *line = nth_line(&lines, before, i);
         assert_non_null(line);
         char *row = case_stored_text(state, committed[i]);
         assert_string_equal(line, row);
+        assert_non_null(strstr(line, i == 0 ? "\"wallet_micros\":4}" : "\"wallet_micros\":2}"));
         free(row);
         free(line);
     }
     assert_null(nth_line(&lines, before, 2));
     assert_int_equal(bad[0].charged_wallet_micros, -3); /* as passed in */
-    assert_int_equal(bad[2].charged_wallet_micros, 0);
-    balances(f->s, "t1", 0, 69);
-    redisReply *r = raw(f, "EXISTS byok:rec:u5");
-    assert_int_equal(r->integer, 0);
-    freeReplyObject(r);
+    assert_int_equal(bad[1].charged_wallet_micros, -4);
+    assert_int_equal(bad[3].charged_wallet_micros, 0);
+    balances(f->s, "t1", 0, 75);
+    balances(f->s, "t2", 0, 44);
+    const char *none[] = {"u4", "u5", "u6"};
+    for (size_t i = 0; i < ARRAY_SIZE(none); i++)
+        assert_int_equal(raw_int(f, "EXISTS byok:rec:%s", none[i]), 0);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), xlen + 2);
+    assert_int_equal(raw_int(f, "ZCARD %s", "byok:{t:t1}:usage"), xlen);
 
     raw_ok(f, "DEL byok:{t:t1}:holds");
     before = lines.len;
-    assert_int_equal(store_usage_write(f->s, bad, 3, &dups, &lines), STORE_OK);
+    assert_int_equal(store_usage_write(f->s, bad, 5, &dups, &lines), STORE_OK);
     assert_int_equal(dups, 2);
-    char *u5 = nth_line(&lines, before, 0);
-    assert_non_null(strstr(u5, "\"id\":\"u5\""));
-    free(u5);
-    assert_null(nth_line(&lines, before, 1));
+    const char *now[] = {"u4", "u5", "u6"};
+    for (size_t i = 0; i < ARRAY_SIZE(now); i++) {
+        char *line = nth_line(&lines, before, i);
+        assert_non_null(line);
+        char *row = case_stored_text(state, now[i]);
+        assert_string_equal(line, row);
+        free(row);
+        free(line);
+    }
+    assert_null(nth_line(&lines, before, 3));
     balances(f->s, "t1", 0, 62);
+    balances(f->s, "t2", 0, 44);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), xlen + 5);
     usage_record_lines_free(&lines);
+}
+
+/* One call of the record script, raw: payer's keys, then per record its
+ * mark and {t:<payer>}:usage (no sessions); args: 11 per record. */
+static redisReply *record_call(struct fixture *f, const char *payer, const char *const *marks,
+                               size_t n, const char *const *args, size_t nrec)
+{
+    assert_int_equal(n, nrec);
+    struct redis_cmd cmd = {0};
+    struct redis_conn *c = store_redis_conn(f->s);
+    redis_cmd_evalsha(&cmd, store_redis_script(STORE_REDIS_SCRIPT_RECORD), (int)(5 + 2 * n));
+    redis_cmd_str(&cmd, "byok:usage");
+    redis_cmd_str(&cmd, "byok:usage:ts");
+    redis_cmd_fmt(&cmd, "byok:{t:%s}:tenant", payer);
+    redis_cmd_fmt(&cmd, "byok:{t:%s}:holds", payer);
+    redis_cmd_fmt(&cmd, "byok:{t:%s}:holdamt", payer);
+    for (size_t i = 0; i < n; i++) {
+        redis_cmd_str(&cmd, marks[i]);
+        redis_cmd_fmt(&cmd, "byok:{t:%s}:usage", payer);
+    }
+    for (size_t i = 0; i < 11 * nrec; i++)
+        redis_cmd_str(&cmd, args[i]);
+    redisReply *r =
+        redis_conn_eval(c, store_redis_script(STORE_REDIS_SCRIPT_RECORD), &cmd, "test record");
+    redis_cmd_free(&cmd);
+    assert_non_null(r);
+    return r;
 }
 
 /* A batch whose payer chain is broken by a duplicate (u1 was recorded
@@ -391,29 +457,18 @@ static void test_usage_cas_retry(void **state)
 
     /* A topup between the read and the script: the script answers the
      * balances it found and changes nothing. */
-    struct redis_cmd cmd = {0};
-    struct redis_conn *c = store_redis_conn(f->s);
-    redis_cmd_evalsha(&cmd, store_redis_script(STORE_REDIS_SCRIPT_RECORD), 7);
-    const char *keys[] = {"byok:rec:u9",         "byok:{t:t1}:tenant", "byok:{t:t1}:holds",
-                          "byok:{t:t1}:holdamt", "byok:usage",         "byok:usage:ts",
-                          "byok:{t:t1}:usage"};
-    for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-        redis_cmd_str(&cmd, keys[i]);
-    const char *args[] = {"u9", "{}", "1003", "", "exact", "0", "80", "0", "70", "-10"};
-    for (size_t i = 0; i < ARRAY_SIZE(args); i++)
-        redis_cmd_str(&cmd, args[i]);
-    redisReply *r =
-        redis_conn_eval(c, store_redis_script(STORE_REDIS_SCRIPT_RECORD), &cmd, "test record");
-    redis_cmd_free(&cmd);
-    assert_non_null(r);
+    const char *keys[] = {"byok:rec:u9"};
+    const char *args[] = {"u9", "{}", "1003", "", "exact", "0", "80", "0", "70", "-10", "0"};
+    redisReply *r = record_call(f, "t1", keys, 1, args, 1);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_string_equal(r->element[0]->str, "conflict");
-    assert_string_equal(r->element[1]->str, "0");
-    assert_string_equal(r->element[2]->str, "75");
+    assert_int_equal(r->elements, 1);
+    const redisReply *e = r->element[0];
+    assert_int_equal(e->type, REDIS_REPLY_ARRAY);
+    assert_string_equal(e->element[0]->str, "conflict");
+    assert_string_equal(e->element[1]->str, "0");
+    assert_string_equal(e->element[2]->str, "75");
     freeReplyObject(r);
-    r = raw(f, "EXISTS byok:rec:u9");
-    assert_int_equal(r->integer, 0);
-    freeReplyObject(r);
+    assert_int_equal(raw_int(f, "EXISTS %s", "byok:rec:u9"), 0);
     balances(f->s, "t1", 0, 75);
 
     /* A wallet that would leave int64 stays at its floor (charge.h): the
@@ -429,6 +484,280 @@ static void test_usage_cas_retry(void **state)
     struct usage_record g = record("g1", "gone", "gone", 1000, 10, false);
     assert_int_equal(store_usage_write(f->s, &g, 1, NULL, NULL), STORE_OK);
     assert_int_equal(g.charged_wallet_micros, 0);
+}
+
+/* In one call the wallet is followed exactly until a delta moves it: a
+ * record that needs it exactly after that (an "exact" one, a conflict,
+ * whose answer carries it) answers "retry", nothing done, and goes first
+ * in the next round. Before any delta a conflict carries the balances. */
+static void test_record_script_retry(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant t = tenant("t1", "", 0, 100);
+    assert_int_equal(store_tenant_create(f->s, &t), STORE_OK);
+    const char *marks[] = {"byok:rec:a1", "byok:rec:a2", "byok:rec:a3", "byok:rec:a4"};
+    const char *args[] = {
+        "a1",
+        "{\"id\":\"a1\"}",
+        "1000",
+        "",
+        "plan",
+        "0",
+        "100",
+        "0",
+        "95",
+        "-5",
+        "0",
+        /* expects the wallet a1 leaves: not known exactly any more */
+        "a2",
+        "{\"id\":\"a2\"}",
+        "1001",
+        "",
+        "exact",
+        "0",
+        "95",
+        "0",
+        "90",
+        "0",
+        "0",
+        /* plan credits not what it expects: a conflict, after a delta */
+        "a3",
+        "{\"id\":\"a3\"}",
+        "1002",
+        "",
+        "plan",
+        "7",
+        "95",
+        "0",
+        "90",
+        "-5",
+        "0",
+        "a4",
+        "{\"id\":\"a4\"}",
+        "1003",
+        "",
+        "plan",
+        "0",
+        "95",
+        "0",
+        "85",
+        "-10",
+        "0",
+    };
+    redisReply *r = record_call(f, "t1", marks, 4, args, 4);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 4);
+    assert_string_equal(r->element[0]->str, "ok");
+    assert_string_equal(r->element[1]->str, "retry");
+    assert_string_equal(r->element[2]->str, "retry");
+    assert_string_equal(r->element[3]->str, "ok");
+    freeReplyObject(r);
+    balances(f->s, "t1", 0, 85);
+    assert_int_equal(raw_int(f, "EXISTS %s", "byok:rec:a2"), 0);
+    assert_int_equal(raw_int(f, "EXISTS %s", "byok:rec:a3"), 0);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), 2);
+
+    /* First in its call, the exact record compares both balances; the
+     * conflict after it (no delta since) carries them. */
+    const char *args2[] = {
+        "a2", "{\"id\":\"a2\"}", "1001", "", "exact", "0", "85", "0", "80", "0",  "0",
+        "a3", "{\"id\":\"a3\"}", "1002", "", "plan",  "7", "80", "0", "75", "-5", "0",
+    };
+    r = record_call(f, "t1", marks + 1, 2, args2, 2);
+    assert_int_equal(r->elements, 2);
+    assert_string_equal(r->element[0]->str, "ok");
+    assert_int_equal(r->element[1]->type, REDIS_REPLY_ARRAY);
+    assert_string_equal(r->element[1]->element[0]->str, "conflict");
+    assert_string_equal(r->element[1]->element[1]->str, "0");
+    assert_string_equal(r->element[1]->element[2]->str, "80");
+    freeReplyObject(r);
+    balances(f->s, "t1", 0, 80);
+
+    /* One id twice in a call: the second is a duplicate. */
+    const char *marks3[] = {"byok:rec:a5", "byok:rec:a5"};
+    const char *args3[] = {
+        "a5", "{\"id\":\"a5\"}", "1004", "", "plan", "0", "80", "0", "79", "-1", "0",
+        "a5", "{\"id\":\"a5\"}", "1004", "", "plan", "0", "79", "0", "78", "-1", "0",
+    };
+    r = record_call(f, "t1", marks3, 2, args3, 2);
+    assert_string_equal(r->element[0]->str, "ok");
+    assert_string_equal(r->element[1]->str, "duplicate");
+    freeReplyObject(r);
+    balances(f->s, "t1", 0, 79);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), 4);
+}
+
+static int64_t raw_hold_amounts(struct fixture *f, const char *payer, int64_t *total_field);
+
+/* What records b[0 .. n) were charged, plan credits and wallet. */
+static int64_t charged_sum(const struct usage_record *b, size_t n)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += b[i].charged_plan_credits_micros + b[i].charged_wallet_micros;
+    return sum;
+}
+
+/* A batch is one script call per payer and 32 records: 152 records of p1
+ * (some of its subaccount "sub") and 38 of p2, interleaved, with holds (two
+ * records naming one), sessions, BYOK lines and ids twice in the batch.
+ * Money, holds, marks, the stream and the indexes are as one call per
+ * record left them; the batch replayed (a spool after a crash) changes
+ * nothing; a batch half replayed charges only its new half. */
+static void test_usage_batch_calls(void **state)
+{
+    struct fixture *f = *state;
+    struct store_tenant p1 = tenant("p1", "", 300, 100000), p2 = tenant("p2", "", 0, 5000);
+    assert_int_equal(store_tenant_create(f->s, &p1), STORE_OK);
+    assert_int_equal(store_tenant_create(f->s, &p2), STORE_OK);
+    enum store_redis_admit res;
+    char hid[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(hid, sizeof(hid), "hp1-%d", i); /* hp1-5: no record settles it */
+        assert_int_equal(store_redis_admit(f->s, "p1", hid, 100, 60000, &res, NULL), STORE_OK);
+        assert_int_equal(res, STORE_REDIS_ADMITTED);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(hid, sizeof(hid), "hp2-%d", i);
+        assert_int_equal(store_redis_admit(f->s, "p2", hid, 50, 60000, &res, NULL), STORE_OK);
+    }
+
+    enum { UNIQUE = 190, N = UNIQUE + 6 };
+    struct usage_record *b = calloc(N, sizeof(*b));
+    assert_non_null(b);
+    int p1_holds = 0, p2_holds = 0, sessions = 0;
+    for (int i = 0; i < UNIQUE; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "b%03d", i);
+        bool on_p2 = i % 5 == 4;
+        const char *tenant_id = on_p2 ? "p2" : i % 7 == 0 ? "sub" : "p1";
+        b[i] = record(id, tenant_id, on_p2 ? "p2" : "p1", 2000 + i, 1 + i % 9, i % 17 == 0);
+        if (i % 3 == 0) {
+            snprintf(b[i].session_id, sizeof(b[i].session_id), "s-%d", i % 4);
+            sessions++;
+        }
+        if (!on_p2 && p1_holds < 6) { /* hp1-0 twice, hp1-1..4 once */
+            snprintf(b[i].hold_id, sizeof(b[i].hold_id), "hp1-%d",
+                     p1_holds == 0 ? 0 : p1_holds - 1);
+            p1_holds++;
+        } else if (on_p2 && p2_holds < 3) {
+            snprintf(b[i].hold_id, sizeof(b[i].hold_id), "hp2-%d", p2_holds);
+            p2_holds++;
+        }
+    }
+    for (int i = UNIQUE; i < N; i++) { /* again, other costs: not charged */
+        b[i] = b[(i - UNIQUE) * 31];
+        b[i].cost_micros += 1000;
+    }
+    int64_t want1 = 0, want2 = 0;
+    for (int i = 0; i < UNIQUE; i++)
+        if (!b[i].billed_byok)
+            *(strcmp(b[i].payer_id, "p2") == 0 ? &want2 : &want1) += b[i].cost_micros;
+
+    /* Loaded (setup flushed the scripts): no NOSCRIPT round. */
+    assert_int_equal(
+        redis_conn_load(store_redis_conn(f->s), store_redis_script(STORE_REDIS_SCRIPT_RECORD)), 0);
+    uint64_t conflicts = store_redis_cas_conflicts();
+    long long calls = evalsha_calls(f);
+    size_t dups = 99;
+    struct usage_record_lines lines = {0};
+    assert_int_equal(store_usage_write(f->s, b, N, &dups, &lines), STORE_OK);
+    assert_int_equal(dups, N - UNIQUE);
+    /* p1: 4 x 32 + 24 records, p2: 32 + 6 - one round, no conflict. */
+    assert_int_equal(evalsha_calls(f) - calls, 7);
+    assert_int_equal(store_redis_cas_conflicts(), conflicts);
+    assert_int_equal(charged_sum(b, UNIQUE), want1 + want2);
+    for (int i = UNIQUE; i < N; i++)
+        assert_int_equal(b[i].charged_plan_credits_micros + b[i].charged_wallet_micros, 0);
+    balances(f->s, "p1", 0, 100000 - (want1 - 300));
+    balances(f->s, "p2", 0, 5000 - want2);
+    int64_t held;
+    assert_int_equal(store_redis_held(f->s, "p1", &held), STORE_OK);
+    assert_int_equal(held, 100); /* hp1-5 */
+    assert_int_equal(store_redis_held(f->s, "p2", &held), STORE_OK);
+    assert_int_equal(held, 0);
+    int64_t field;
+    assert_int_equal(raw_hold_amounts(f, "p1", &field), 100);
+    assert_int_equal(field, 100);
+
+    /* Once each in the stream, with the stored text, a payer's records in
+     * batch order; the lines given back in batch order too. */
+    redisReply *x = raw(f, "XRANGE byok:usage - +");
+    assert_int_equal(x->elements, UNIQUE);
+    int last_p1 = -1, last_p2 = -1;
+    for (size_t i = 0; i < x->elements; i++) {
+        redisReply *fields = x->element[i]->element[1];
+        const char *id = fields->element[1]->str;
+        int k = atoi(id + 1);
+        assert_string_equal(b[k].id, id);
+        int *last = strcmp(b[k].payer_id, "p2") == 0 ? &last_p2 : &last_p1;
+        assert_true(k > *last);
+        *last = k;
+        char *row = case_stored_text(state, id);
+        assert_string_equal(fields->element[3]->str, row);
+        char *line = nth_line(&lines, 0, (size_t)k);
+        assert_string_equal(line, row);
+        free(line);
+        free(row);
+    }
+    freeReplyObject(x);
+    assert_null(nth_line(&lines, 0, UNIQUE));
+    assert_int_equal(raw_int(f, "ZCARD %s", "byok:usage:ts"), UNIQUE);
+    long long by_tenant = raw_int(f, "ZCARD %s", "byok:{t:p1}:usage") +
+                          raw_int(f, "ZCARD %s", "byok:{t:sub}:usage") +
+                          raw_int(f, "ZCARD %s", "byok:{t:p2}:usage");
+    assert_int_equal(by_tenant, UNIQUE);
+    assert_true(raw_int(f, "ZCARD %s", "byok:{t:sub}:usage") > 0);
+    long long by_session = 0;
+    for (int i = 0; i < 4; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "byok:usage:session:s-%d", i);
+        by_session += raw_int(f, "ZCARD %s", key);
+    }
+    assert_int_equal(by_session, sessions);
+    json_t *q = NULL;
+    assert_int_equal(store_usage_query(f->s, "sub", NULL, 0, &q), STORE_OK);
+    assert_int_equal((long long)json_array_size(q), raw_int(f, "ZCARD %s", "byok:{t:sub}:usage"));
+    json_decref(q);
+
+    /* Replayed whole: every record a duplicate, nothing moves. */
+    for (int i = 0; i < N; i++)
+        b[i].charged_plan_credits_micros = b[i].charged_wallet_micros = 0;
+    lines.len = 0;
+    assert_int_equal(store_usage_write(f->s, b, N, &dups, &lines), STORE_OK);
+    assert_int_equal(dups, N);
+    assert_int_equal(lines.len, 0);
+    assert_int_equal(charged_sum(b, N), 0);
+    balances(f->s, "p1", 0, 100000 - (want1 - 300));
+    balances(f->s, "p2", 0, 5000 - want2);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), UNIQUE);
+    assert_int_equal(store_redis_held(f->s, "p1", &held), STORE_OK);
+    assert_int_equal(held, 100);
+
+    /* Half replayed: the first 95 again, then 40 new ones. */
+    struct usage_record *h = calloc(135, sizeof(*h));
+    assert_non_null(h);
+    int64_t new1 = 0, new2 = 0;
+    for (int i = 0; i < 135; i++) {
+        if (i < 95) {
+            h[i] = b[i];
+            continue;
+        }
+        char id[32];
+        snprintf(id, sizeof(id), "n%03d", i);
+        bool on_p2 = i % 2 == 0;
+        h[i] = record(id, on_p2 ? "p2" : "p1", on_p2 ? "p2" : "p1", 3000 + i, 3, false);
+        *(on_p2 ? &new2 : &new1) += 3;
+    }
+    assert_int_equal(store_usage_write(f->s, h, 135, &dups, NULL), STORE_OK);
+    assert_int_equal(dups, 95);
+    assert_int_equal(charged_sum(h, 135), new1 + new2);
+    balances(f->s, "p1", 0, 100000 - (want1 - 300) - new1);
+    balances(f->s, "p2", 0, 5000 - want2 - new2);
+    assert_int_equal(raw_int(f, "XLEN %s", "byok:usage"), UNIQUE + 40);
+    free(h);
+    usage_record_lines_free(&lines);
+    free(b);
 }
 
 #define CHARGE_THREADS 4
@@ -907,6 +1236,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usage_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_cas_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_script_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_batch_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cross_tenant, setup, teardown),
