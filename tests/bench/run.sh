@@ -603,7 +603,7 @@ syscalls_per_req() {
   CUTOFF[$t]=$(( CUTOFF[$t] + 64 ))
   awk -v n="$reqs" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && n > 0 {
       printf "%8.2f %s\n", $4 / n, $NF } $NF == "total" && n > 0 { printf "%8.2f total\n", $4 / n }' "$out.txt" |
-    sort -rn | head -12
+    sort -rn | awk 'n++ < 12'
 }
 PROFILE=${BENCH_PROFILE:-0}
 PROFILE_DIR=${BENCH_PROFILE_DIR:-$ROOT/build/bench-profile}
@@ -627,18 +627,26 @@ if [ "$PROFILE" = 1 ]; then
     SERVED[$pt]=$(( SERVED[$pt] + $(field requests "$(grep '^BENCH_RESULT' "$TMP/perf-$m.wrk")") ))
     CUTOFF[$pt]=$(( CUTOFF[$pt] + 64 ))
     echo "${LABEL[$pt]}: CPU samples by thread and library (perf record -g, $PROFILE_DIR/$m.perf.data):"
-    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort comm,dso -g none --stdio 2>/dev/null |
-      grep -E '^ +[0-9]' | head -14
+    # Into files first: a reader that stops early (head) would kill perf
+    # with SIGPIPE, and pipefail the script.
+    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort comm,dso -g none --stdio \
+      >"$TMP/perf-$m.dso" 2>/dev/null || true
+    awk '/^ +[0-9]/ && n++ < 14' "$TMP/perf-$m.dso"
     echo "top functions:"
-    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort sym -g none --stdio 2>/dev/null |
-      grep -E '^ +[0-9]' | head -25
-    # Folded stacks, root first: "thread;caller;...;leaf count".
+    perf report -i "$PROFILE_DIR/$m.perf.data" --no-children --sort sym -g none --stdio \
+      >"$TMP/perf-$m.sym" 2>/dev/null || true
+    awk '/^ +[0-9]/ && n++ < 25' "$TMP/perf-$m.sym"
+    # Folded stacks, root first: "thread;caller;...;leaf count"; kernel
+    # frames end in "_[k]" (the convention of flamegraph.pl's stackcollapse).
     perf script -i "$PROFILE_DIR/$m.perf.data" 2>/dev/null | awk '
       /^[^ \t]/ { comm = $1; n = 0; next }
-      /^[ \t]+[0-9a-f]+ / { f = $2; sub(/\+0x[0-9a-f]+$/, "", f); st[n++] = f; next }
+      /^[ \t]+[0-9a-f]+ / { f = $2; sub(/\+0x[0-9a-f]+$/, "", f); if ($NF == "([kernel.kallsyms])") f = f "_[k]"; st[n++] = f; next }
       /^$/ { if (n) { s = comm; for (i = n - 1; i >= 0; i--) s = s ";" st[i]; c[s]++ } n = 0 }
       END { for (s in c) print s, c[s] }' >"$PROFILE_DIR/$m.folded"
     echo "folded stacks for a flame graph: $PROFILE_DIR/$m.folded"
+    node "$HERE/flamegraph.mjs" "$PROFILE_DIR/$m.folded" "$PROFILE_DIR/$m.svg" \
+      "${LABEL[$pt]}, ${MODE_NAME[$m]}, 64 connections: perf record -g, $(date -u +%Y-%m-%d)" ||
+      echo "run.sh: the flame graph was not drawn" >&2
   done
 fi
 
