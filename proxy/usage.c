@@ -40,6 +40,11 @@
 #define SPOOL_SUFFIX   ".jsonl"
 #define REJECTED_NAME  "rejected" /* in the spool dir: refused records, for a human */
 #define JSONL_CHECK_MS 1000       /* rotation check cadence */
+/* Queue nodes the writer handed back, kept for the next submits: a node is
+ * ~1.3 KB (beyond malloc's per-thread cache) and was allocated by a worker
+ * and freed by the writer, so each record paid the allocator's slow path
+ * and an arena lock across threads. */
+#define SPARE_NODES_MAX (2 * BATCH_MAX)
 
 struct qnode {
     struct qnode *next;
@@ -56,6 +61,8 @@ static struct {
     bool cv_monotonic;      /* work_cv re-initialised on CLOCK_MONOTONIC */
     struct qnode *head, *tail;
     size_t len;
+    struct qnode *spare; /* free nodes (SPARE_NODES_MAX at most) */
+    size_t n_spare;
     size_t backlog_warn_at;
     uint64_t submitted_seq, processed_seq;
     bool running, stopping, start_done, start_ok;
@@ -89,7 +96,15 @@ static struct {
 
 void usage_submit(const struct usage_record *r)
 {
-    struct qnode *n = malloc(sizeof(*n));
+    pthread_mutex_lock(&q.mu);
+    struct qnode *n = q.spare;
+    if (n != NULL) {
+        q.spare = n->next;
+        q.n_spare--;
+    }
+    pthread_mutex_unlock(&q.mu);
+    if (n == NULL)
+        n = malloc(sizeof(*n));
     if (n == NULL) {
         log_error("usage: out of memory queueing record %s; record lost", r->id);
         return;
@@ -645,7 +660,13 @@ static size_t dequeue(struct usage_record *out, size_t max)
         if (q.head == NULL)
             q.tail = NULL;
         out[n++] = node->rec;
-        free(node);
+        if (q.n_spare < SPARE_NODES_MAX) {
+            node->next = q.spare;
+            q.spare = node;
+            q.n_spare++;
+        } else {
+            free(node);
+        }
         q.len--;
     }
     if (q.len < BACKLOG_WARN)
@@ -826,6 +847,12 @@ void usage_writer_stop(void)
     pthread_mutex_lock(&q.mu);
     q.running = false;
     q.stopping = false;
+    while (q.spare != NULL) {
+        struct qnode *n = q.spare;
+        q.spare = n->next;
+        free(n);
+    }
+    q.n_spare = 0;
     pthread_cond_broadcast(&q.done_cv); /* release sync callers */
     pthread_mutex_unlock(&q.mu);
 }
