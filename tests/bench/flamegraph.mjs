@@ -35,7 +35,7 @@ if (root.count === 0) {
 
 const WIDTH = 1600;
 const ROW = 17;
-const MIN_PX = 0.4; // frames narrower than this are not drawn
+const MIN_PX = 1.0; // frames narrower than this (px) are not drawn
 let depthMax = 0;
 const rects = [];
 const walk = (node, x, depth) => {
