@@ -10,7 +10,7 @@
  * (exchange_begin; a WebSocket whose key comes in its first message runs
  * the stages after the credential later, exchange_authenticated). The
  * transports part where the bytes start to flow: exchange_http.c relays a
- * request through libcurl, exchange_ws.c a WebSocket session through
+ * request through upstream.h, exchange_ws.c a WebSocket session through
  * relay_ws. Both end in exchange_submit(), which hands the priced
  * record to the writer. Errors the proxy produces go out in the provider's
  * shape (exchange_refuse). */

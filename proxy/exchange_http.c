@@ -42,7 +42,7 @@ struct http_exchange {
     struct http_conn *c;      /* NULL once the client is gone */
     struct http_request *req; /* the request, while the run waits on Redis */
     struct upstream_xfer *xfer;
-    struct evbuffer *body; /* the request body, owned from run on (curl borrows it) */
+    struct evbuffer *body; /* the request body, owned from run on (the upstream borrows it) */
     struct meter meter;
     char *rewritten; /* upstream body when the request was rewritten */
     size_t rewritten_len;
@@ -423,7 +423,7 @@ void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http
     const struct httpparse_request *h = &req->head;
     struct exchange_refusal why;
 
-    /* The body is ours from here: libcurl borrows it until the transfer
+    /* The body is ours from here: the upstream borrows it until the transfer
      * ends, which may be after the client (and its request) are gone. */
     x->body = req->body;
     req->body = NULL;

@@ -256,12 +256,6 @@ static void finish(struct h1_xfer *x, CURLcode code, const char *msg)
     cb->on_done(NULL, code, errbuf, arg);
 }
 
-/* Fails from a libevent callback. */
-static void fail(struct h1_xfer *x, CURLcode code, const char *msg)
-{
-    finish(x, code, msg);
-}
-
 /* Fails later, from the kick event: for failures found inside
  * upstream_h1_start. */
 static void fail_deferred(struct h1_xfer *x, CURLcode code, const char *msg)
@@ -406,7 +400,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
             char msg[CURL_ERROR_SIZE];
             snprintf(msg, sizeof(msg), "could not connect to %s: %s", x->origin->host,
                      strerror(err));
-            fail(x, CURLE_COULDNT_CONNECT, msg);
+            finish(x, CURLE_COULDNT_CONNECT, msg);
             return;
         }
         connected(x);
@@ -414,7 +408,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         send_some(x);
     }
     if (x->fail_code != CURLE_OK)
-        fail(x, x->fail_code, x->fail_msg);
+        finish(x, x->fail_code, x->fail_msg);
 }
 
 /* --- the reply ------------------------------------------------------------ */
@@ -478,7 +472,7 @@ static bool take_head(struct h1_xfer *x, const struct httpparse_response *r, siz
         if (hd->name_len == 14 && strncasecmp(hd->name, "content-length", 14) == 0) {
             int64_t v = parse_length(hd->value, hd->value_len);
             if (v < 0 || (cl >= 0 && v != cl)) {
-                fail(x, CURLE_WEIRD_SERVER_REPLY, "the upstream sent an invalid Content-Length");
+                finish(x, CURLE_WEIRD_SERVER_REPLY, "the upstream sent an invalid Content-Length");
                 return false;
             }
             cl = v;
@@ -496,7 +490,7 @@ static bool take_head(struct h1_xfer *x, const struct httpparse_response *r, siz
         /* "Name: value\0" for the consumer. */
         size_t need = hd->name_len + 2 + hd->value_len + 1;
         if (used + need > h->lines_size) {
-            fail(x, CURLE_WEIRD_SERVER_REPLY, "the upstream's reply head is too large");
+            finish(x, CURLE_WEIRD_SERVER_REPLY, "the upstream's reply head is too large");
             return false;
         }
         char *line = h->lines_buf + used;
@@ -567,7 +561,7 @@ static enum head_result feed_head(struct h1_xfer *x, const char *data, size_t le
     if (x->rhead != NULL) {
         char *p = realloc(x->rhead, x->rhead_len + len);
         if (p == NULL) {
-            fail(x, CURLE_OUT_OF_MEMORY, "out of memory");
+            finish(x, CURLE_OUT_OF_MEMORY, "out of memory");
             return HEAD_ENDED;
         }
         memcpy(p + x->rhead_len, data, len);
@@ -591,7 +585,7 @@ static enum head_result feed_head(struct h1_xfer *x, const char *data, size_t le
             } else if (x->rhead == NULL) {
                 x->rhead = malloc(n);
                 if (x->rhead == NULL) {
-                    fail(x, CURLE_OUT_OF_MEMORY, "out of memory");
+                    finish(x, CURLE_OUT_OF_MEMORY, "out of memory");
                     return HEAD_ENDED;
                 }
                 memcpy(x->rhead, buf, n);
@@ -605,11 +599,11 @@ static enum head_result feed_head(struct h1_xfer *x, const char *data, size_t le
         if (st == HTTPPARSE_ERROR) {
             char msg[CURL_ERROR_SIZE];
             snprintf(msg, sizeof(msg), "the upstream sent a malformed reply head: %s", why);
-            fail(x, CURLE_WEIRD_SERVER_REPLY, msg);
+            finish(x, CURLE_WEIRD_SERVER_REPLY, msg);
             return HEAD_ENDED;
         }
         if (r.status == 101) {
-            fail(x, CURLE_WEIRD_SERVER_REPLY, "the upstream switched protocols unasked");
+            finish(x, CURLE_WEIRD_SERVER_REPLY, "the upstream switched protocols unasked");
             return HEAD_ENDED;
         }
         if (r.status >= 200)
@@ -633,7 +627,7 @@ static bool feed_body(struct h1_xfer *x, const char *data, size_t len)
             x->reusable = 0; /* bytes after the reply: the connection is not trusted */
         x->remaining -= (int64_t)take;
         if (deliver(x, data, take) == -1) {
-            fail(x, CURLE_OUT_OF_MEMORY, "out of memory");
+            finish(x, CURLE_OUT_OF_MEMORY, "out of memory");
             return false;
         }
         if (x->remaining == 0) {
@@ -651,7 +645,7 @@ static bool feed_body(struct h1_xfer *x, const char *data, size_t len)
             char msg[CURL_ERROR_SIZE];
             snprintf(msg, sizeof(msg), "the upstream sent a malformed chunked body: %s",
                      why != NULL ? why : "out of memory");
-            fail(x, CURLE_RECV_ERROR, msg);
+            finish(x, CURLE_RECV_ERROR, msg);
             return false;
         }
         if (st == HTTPPARSE_CHUNKED_DONE) {
@@ -664,7 +658,7 @@ static bool feed_body(struct h1_xfer *x, const char *data, size_t len)
     }
     case H1_UNTIL_CLOSE:
         if (deliver(x, data, len) == -1) {
-            fail(x, CURLE_OUT_OF_MEMORY, "out of memory");
+            finish(x, CURLE_OUT_OF_MEMORY, "out of memory");
             return false;
         }
         return true;
@@ -705,13 +699,13 @@ static void on_eof(struct h1_xfer *x, int err)
             complete(x);
             return;
         }
-        fail(x, CURLE_PARTIAL_FILE,
-             "the upstream closed the connection before the end of the reply");
+        finish(x, CURLE_PARTIAL_FILE,
+               "the upstream closed the connection before the end of the reply");
         return;
     }
     if (retry(x)) {
         if (x->fail_code != CURLE_OK)
-            fail(x, x->fail_code, x->fail_msg);
+            finish(x, x->fail_code, x->fail_msg);
         return; /* else connecting again */
     }
     char msg[CURL_ERROR_SIZE];
@@ -721,7 +715,7 @@ static void on_eof(struct h1_xfer *x, int err)
     else
         snprintf(msg, sizeof(msg), "the upstream closed the connection %s",
                  x->got_bytes ? "in the middle of the reply head" : "without answering");
-    fail(x, x->got_bytes ? CURLE_RECV_ERROR : CURLE_GOT_NOTHING, msg);
+    finish(x, x->got_bytes ? CURLE_RECV_ERROR : CURLE_GOT_NOTHING, msg);
 }
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -763,7 +757,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     else
         snprintf(msg, sizeof(msg), "no complete reply from %s within %d ms", x->origin->host,
                  x->eng->cfg->limits.upstream_timeout_ms);
-    fail(x, CURLE_OPERATION_TIMEDOUT, msg);
+    finish(x, CURLE_OPERATION_TIMEDOUT, msg);
 }
 
 /* A failure found in start, or delivery after upstream_h1_resume. */
@@ -773,7 +767,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (x->fail_code != CURLE_OK) {
-        fail(x, x->fail_code, x->fail_msg);
+        finish(x, x->fail_code, x->fail_msg);
         return;
     }
     if (x->paused)

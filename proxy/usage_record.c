@@ -225,15 +225,12 @@ static void put(struct out *o, const char *s, size_t n)
 
 static void put_i64(struct out *o, int64_t v)
 {
-    char tmp[24], *q = tmp + sizeof(tmp);
-    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    do {
-        *--q = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
+    char tmp[24];
+    size_t n = 0;
     if (v < 0)
-        *--q = '-';
-    put(o, q, (size_t)(tmp + sizeof(tmp) - q));
+        tmp[n++] = '-';
+    n += fmt_u64(tmp + n, v < 0 ? -(uint64_t)v : (uint64_t)v);
+    put(o, tmp, n);
 }
 
 /* A double exactly as jansson 2.14 dumps it (jsonp_dtostr): "%.17g", the
