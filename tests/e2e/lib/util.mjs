@@ -5,32 +5,48 @@ import http from 'node:http';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 
-// Binds 127.0.0.1:0, reads the port the kernel chose, closes. A port this
-// process already handed out is never handed out again (the kernel may offer
-// a just-closed port twice: a proxy's listen and admin_listen must differ).
-// (A tiny race with other processes is accepted: every run picks fresh ports.)
+// A port picked below the kernel's ephemeral range (ip_local_port_range) and
+// checked by binding it on 127.0.0.1: a port the kernel chose for bind(0)
+// comes from that range, which is also where outgoing connections take their
+// local ports, so a proxy's or mock's outgoing connection could take it
+// between the pick and the proxy's own bind ("Address already in use" at
+// start, seen in CI). Below the range only another listener can take it. A
+// port this process already handed out is never handed out again.
 const handedOut = new Set();
-function kernelPort() {
-  return new Promise((resolve, reject) => {
+const [ephemeralLow] = (() => {
+  try {
+    return fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return [32768];
+  }
+})();
+const PICK_LOW = 10000;
+const PICK_HIGH = Math.max(PICK_LOW + 1000, ephemeralLow) - 1;
+function tryPort(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.on('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+async function pickPort() {
+  for (let i = 0; i < 200; i++) {
+    const port = PICK_LOW + crypto.randomInt(PICK_HIGH - PICK_LOW + 1);
+    if (await tryPort(port)) return port;
+  }
+  throw new Error(`freePort: no free port in ${PICK_LOW}-${PICK_HIGH} after 200 tries`);
 }
 
 export async function freePort() {
   for (let i = 0; i < 100; i++) {
-    const port = await kernelPort();
+    const port = await pickPort();
     if (!handedOut.has(port)) {
       handedOut.add(port);
       return port;
     }
   }
-  throw new Error('freePort: no fresh port in 100 tries');
+  throw new Error('freePort: no free port in 100 tries');
 }
 
 // Polls fn (sync or async) until it returns a truthy value, which is
