@@ -19,6 +19,7 @@
 #define BYOK_METER_H
 
 #include "common.h"
+#include "jscan.h"
 #include "usage_record.h"
 
 #include <jansson.h>
@@ -176,6 +177,21 @@ int64_t meter_seconds_ms(const json_t *v);
  * alone (the raw bytes `"key"` plus a colon can only be a key). Caller owns
  * the result; NULL when absent. key includes its quotes. */
 json_t *meter_key_object(const char *body, size_t len, const char *key, bool last);
+/* Where that object starts (its '{'), NULL when there is none. */
+const char *meter_key_object_at(const char *body, size_t len, const char *key, bool last);
+
+/* The same helpers on checked JSON bytes (jscan.h), which the hot paths
+ * read without building a jansson tree; each answers as its json_t twin. */
+int64_t meter_span_count(struct jspan v);
+int64_t meter_span_content_chars(struct jspan v, int depth);
+void meter_span_take_model(struct meter *m, struct jspan v);
+/* A usage object either way: a jansson value, or (json NULL) checked bytes. */
+struct meter_obj {
+    const json_t *json;
+    struct jspan span;
+};
+/* meter_count(obj.key[.sub]) of either kind. */
+int64_t meter_obj_count_at(const struct meter_obj *o, const char *key, const char *sub);
 /* True when the text holds a "usage" key whose value is an object. */
 bool meter_has_usage_object(const char *d, size_t len);
 /* Sum of the characters of every string value of `"key":` in a JSON text

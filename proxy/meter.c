@@ -229,7 +229,7 @@ int64_t meter_count(const json_t *v)
     int64_t n = 0;
     if (json_is_integer(v))
         n = json_integer_value(v);
-    else if (json_is_real(v) && json_real_value(v) < 9.0e18)
+    else if (json_is_real(v) && json_real_value(v) > 0 && json_real_value(v) < 9.0e18)
         n = (int64_t)json_real_value(v);
     return n > 0 ? n : 0;
 }
@@ -249,7 +249,7 @@ int64_t meter_seconds_ms(const json_t *v)
     return s > 0 && s < 9.0e12 ? (int64_t)(s * 1000.0 + 0.5) : 0;
 }
 
-json_t *meter_key_object(const char *body, size_t len, const char *key, bool last)
+const char *meter_key_object_at(const char *body, size_t len, const char *key, bool last)
 {
     size_t key_len = strlen(key);
     const char *found = NULL;
@@ -273,14 +273,73 @@ json_t *meter_key_object(const char *body, size_t len, const char *key, bool las
     q++;
     while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
         q++;
-    if (q >= end || *q != '{')
+    return q < end && *q == '{' ? q : NULL;
+}
+
+json_t *meter_key_object(const char *body, size_t len, const char *key, bool last)
+{
+    const char *q = meter_key_object_at(body, len, key, last);
+    if (q == NULL)
         return NULL;
-    json_t *u = json_loadb(q, (size_t)(end - q), JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *u = json_loadb(q, (size_t)(body + len - q), JSON_DISABLE_EOF_CHECK, NULL);
     if (!json_is_object(u)) {
         json_decref(u);
         return NULL;
     }
     return u;
+}
+
+int64_t meter_span_count(struct jspan v)
+{
+    bool is_int;
+    int64_t i = 0;
+    double d = 0;
+    int64_t n = 0;
+    if (jscan_number(v, &is_int, &i, &d))
+        n = is_int ? i : d > 0 && d < 9.0e18 ? (int64_t)d : 0;
+    return n > 0 ? n : 0;
+}
+
+int64_t meter_obj_count_at(const struct meter_obj *o, const char *key, const char *sub)
+{
+    if (o->json != NULL)
+        return meter_count_at(o->json, key, sub);
+    struct jspan v = jscan_get(o->span, key);
+    if (sub != NULL)
+        v = jscan_get(v, sub);
+    return meter_span_count(v);
+}
+
+int64_t meter_span_content_chars(struct jspan v, int depth)
+{
+    if (depth > 4)
+        return 0;
+    int64_t n = 0;
+    switch (jscan_type(v)) {
+    case JSCAN_STRING:
+        return jscan_string_chars(v);
+    case JSCAN_ARRAY: {
+        size_t pos = 0;
+        struct jspan e;
+        while (jscan_next(v, &pos, &e))
+            n += meter_span_content_chars(e, depth + 1);
+        return n;
+    }
+    case JSCAN_OBJECT:
+        return jscan_string_chars(jscan_get(v, "text")) +
+               meter_span_content_chars(jscan_get(v, "content"), depth + 1);
+    default:
+        return 0;
+    }
+}
+
+void meter_span_take_model(struct meter *m, struct jspan v)
+{
+    if (m->model[0] != '\0' || jscan_type(v) != JSCAN_STRING)
+        return;
+    char buf[MODEL_MAX + 4]; /* meter_set_model reads up to model[MODEL_MAX - 1] */
+    size_t n = jscan_string(v, buf, sizeof(buf));
+    meter_set_model(m->model, buf, MIN(n, sizeof(buf)));
 }
 
 bool meter_has_usage_object(const char *d, size_t len)

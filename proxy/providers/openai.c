@@ -41,24 +41,25 @@
 
 /* ---- replies --------------------------------------------------------------- */
 
-static void chat_usage(struct meter *m, const json_t *u)
+static void chat_usage(struct meter *m, const struct meter_obj *u)
 {
-    m->units.input_tokens = meter_count_at(u, "prompt_tokens", NULL);
-    m->units.cached_input_tokens = meter_count_at(u, "prompt_tokens_details", "cached_tokens");
+    m->units.input_tokens = meter_obj_count_at(u, "prompt_tokens", NULL);
+    m->units.cached_input_tokens = meter_obj_count_at(u, "prompt_tokens_details", "cached_tokens");
     /* OpenAI-compatible providers (DeepSeek) report cache hits here. */
     if (m->units.cached_input_tokens == 0)
-        m->units.cached_input_tokens = meter_count_at(u, "prompt_cache_hit_tokens", NULL);
-    m->units.audio_input_tokens = meter_count_at(u, "prompt_tokens_details", "audio_tokens");
-    m->units.output_tokens = meter_count_at(u, "completion_tokens", NULL);
-    m->units.audio_output_tokens = meter_count_at(u, "completion_tokens_details", "audio_tokens");
+        m->units.cached_input_tokens = meter_obj_count_at(u, "prompt_cache_hit_tokens", NULL);
+    m->units.audio_input_tokens = meter_obj_count_at(u, "prompt_tokens_details", "audio_tokens");
+    m->units.output_tokens = meter_obj_count_at(u, "completion_tokens", NULL);
+    m->units.audio_output_tokens =
+        meter_obj_count_at(u, "completion_tokens_details", "audio_tokens");
     m->got_usage = true;
 }
 
-static void responses_usage(struct meter *m, const json_t *u)
+static void responses_usage(struct meter *m, const struct meter_obj *u)
 {
-    m->units.input_tokens = meter_count_at(u, "input_tokens", NULL);
-    m->units.cached_input_tokens = meter_count_at(u, "input_tokens_details", "cached_tokens");
-    m->units.output_tokens = meter_count_at(u, "output_tokens", NULL);
+    m->units.input_tokens = meter_obj_count_at(u, "input_tokens", NULL);
+    m->units.cached_input_tokens = meter_obj_count_at(u, "input_tokens_details", "cached_tokens");
+    m->units.output_tokens = meter_obj_count_at(u, "output_tokens", NULL);
     m->got_usage = true;
 }
 
@@ -88,57 +89,63 @@ static void speech_usage(struct meter *m, const json_t *u)
     m->got_usage = true;
 }
 
-/* The usage object of a whole reply. When the model is known from the
- * request only the (last) usage object is parsed: embeddings replies carry
- * kilobytes of vectors before it. Caller owns *root and *fast. */
-static const json_t *reply_usage(struct meter *m, const char *body, size_t len, json_t **root,
-                                 json_t **fast)
+/* The usage object of a whole reply into *u; false when there is none.
+ * When the model is known from the request only the (last) usage object is
+ * read: embeddings replies carry kilobytes of vectors before it; it is read
+ * from the bytes when the scanner is sure of them (jscan.h), else parsed
+ * alone. Caller owns *root (json_decref). */
+static bool reply_usage(struct meter *m, const char *body, size_t len, struct meter_obj *u,
+                        json_t **root)
 {
     *root = NULL;
-    *fast = NULL;
-    if (m->model[0] != '\0' && (*fast = meter_key_object(body, len, "\"usage\"", true)) != NULL)
-        return *fast;
+    u->json = NULL;
+    u->span.p = NULL;
+    const char *at = m->model[0] != '\0' ? meter_key_object_at(body, len, "\"usage\"", true) : NULL;
+    if (at != NULL && jscan_check_prefix(at, (size_t)(body + len - at), &u->span))
+        return true;
+    if (at != NULL && (*root = meter_key_object(body, len, "\"usage\"", true)) != NULL) {
+        u->json = *root;
+        return true;
+    }
     *root = json_loadb(body, len, 0, NULL);
     if (!json_is_object(*root))
-        return NULL;
+        return false;
     meter_take_model(m, json_object_get(*root, "model"));
-    return json_object_get(*root, "usage");
+    u->json = json_object_get(*root, "usage");
+    return json_is_object(u->json);
 }
 
 static void chat_json(struct meter *m, const char *body, size_t len)
 {
-    json_t *root, *fast;
-    const json_t *u = reply_usage(m, body, len, &root, &fast);
-    if (json_is_object(u))
-        chat_usage(m, u);
+    json_t *root;
+    struct meter_obj u;
+    if (reply_usage(m, body, len, &u, &root))
+        chat_usage(m, &u);
     else /* cut before its usage: the estimate counts the text relayed */
         m->output_chars = meter_scan_string_chars(body, len, "content");
     json_decref(root);
-    json_decref(fast);
 }
 
 static void responses_json(struct meter *m, const char *body, size_t len)
 {
-    json_t *root, *fast;
-    const json_t *u = reply_usage(m, body, len, &root, &fast);
-    if (json_is_object(u))
-        responses_usage(m, u);
+    json_t *root;
+    struct meter_obj u;
+    if (reply_usage(m, body, len, &u, &root))
+        responses_usage(m, &u);
     else /* cut before its usage: the estimate counts the text relayed */
         m->output_chars = meter_scan_string_chars(body, len, "text");
     json_decref(root);
-    json_decref(fast);
 }
 
 static void embeddings_json(struct meter *m, const char *body, size_t len)
 {
-    json_t *root, *fast;
-    const json_t *u = reply_usage(m, body, len, &root, &fast);
-    if (json_is_object(u)) {
-        m->units.input_tokens = meter_count_at(u, "prompt_tokens", NULL);
+    json_t *root;
+    struct meter_obj u;
+    if (reply_usage(m, body, len, &u, &root)) {
+        m->units.input_tokens = meter_obj_count_at(&u, "prompt_tokens", NULL);
         m->got_usage = true;
     }
     json_decref(root);
-    json_decref(fast);
 }
 
 static void transcription_json(struct meter *m, const char *body, size_t len)
@@ -170,31 +177,37 @@ static void speech_json(struct meter *m, const char *body, size_t len)
 
 /* ---- requests ------------------------------------------------------------- */
 
-/* Adds stream_options.include_usage = true. Without stream_options the
- * member is inserted as text after the opening brace, so every other byte
- * reaches the provider exactly as the client sent it; otherwise the body is
- * re-serialised (member order kept). */
+/* Adds stream_options.include_usage = true to a body without
+ * stream_options: the member is inserted as text after the opening brace,
+ * so every other byte reaches the provider exactly as the client sent it. */
+static int insert_include_usage(const char *body, size_t len, char **out, size_t *out_len)
+{
+    const char *brace = memchr(body, '{', len);
+    if (brace == NULL)
+        return -1;
+    size_t at = (size_t)(brace - body) + 1;
+    size_t add = sizeof(INCLUDE_USAGE_MEMBER) - 1;
+    char *nb = malloc(len + add + 1);
+    if (nb == NULL)
+        return -1;
+    memcpy(nb, body, at);
+    memcpy(nb + at, INCLUDE_USAGE_MEMBER, add);
+    memcpy(nb + at + add, body + at, len - at);
+    nb[len + add] = '\0';
+    *out = nb;
+    *out_len = len + add;
+    return 0;
+}
+
+/* Adds stream_options.include_usage = true: inserted as text when the body
+ * has no stream_options, otherwise the body is re-serialised (member order
+ * kept). */
 static int rewrite_include_usage(json_t *root, const char *body, size_t len, char **out,
                                  size_t *out_len)
 {
     json_t *so = json_object_get(root, "stream_options");
-    if (so == NULL) {
-        const char *brace = memchr(body, '{', len);
-        if (brace == NULL)
-            return -1;
-        size_t at = (size_t)(brace - body) + 1;
-        size_t add = sizeof(INCLUDE_USAGE_MEMBER) - 1;
-        char *nb = malloc(len + add + 1);
-        if (nb == NULL)
-            return -1;
-        memcpy(nb, body, at);
-        memcpy(nb + at, INCLUDE_USAGE_MEMBER, add);
-        memcpy(nb + at + add, body + at, len - at);
-        nb[len + add] = '\0';
-        *out = nb;
-        *out_len = len + add;
-        return 0;
-    }
+    if (so == NULL)
+        return insert_include_usage(body, len, out, out_len);
     if (json_is_null(so)) {
         json_t *obj = json_pack("{s:b}", "include_usage", 1);
         if (obj == NULL || json_object_set_new(root, "stream_options", obj) == -1)
@@ -228,11 +241,43 @@ static json_t *json_request(struct meter *m, const char *body, size_t len)
     return root;
 }
 
+/* chat_request on checked bytes (jscan.h): the same reads without a tree;
+ * only a stream_options the client sent and that needs include_usage added
+ * is parsed by jansson, to be re-serialised. */
+static int chat_request_scan(struct meter *m, struct jspan root, const char *body, size_t len,
+                             char **rewritten, size_t *rewritten_len)
+{
+    if (jscan_type(root) != JSCAN_OBJECT)
+        return -1;
+    meter_span_take_model(m, jscan_get(root, "model"));
+    m->stream = jscan_type(jscan_get(root, "stream")) == JSCAN_TRUE;
+    struct jspan so = jscan_get(root, "stream_options");
+    m->client_include_usage = jscan_type(jscan_get(so, "include_usage")) == JSCAN_TRUE;
+    m->prompt_chars = meter_span_content_chars(jscan_get(root, "messages"), 0);
+    if (!m->stream || m->client_include_usage || rewritten == NULL)
+        return 0;
+    int rc = -1;
+    if (so.p == NULL) {
+        rc = insert_include_usage(body, len, rewritten, rewritten_len);
+    } else {
+        json_t *tree = json_loadb(body, len, 0, NULL);
+        if (tree != NULL)
+            rc = rewrite_include_usage(tree, body, len, rewritten, rewritten_len);
+        json_decref(tree);
+    }
+    if (rc == -1)
+        log_debug("meter: stream_options left as sent; usage will be estimated");
+    return 0;
+}
+
 static int chat_request(struct meter *m, const char *body, size_t len, const char *ct,
                         size_t ct_len, char **rewritten, size_t *rewritten_len)
 {
     (void)ct;
     (void)ct_len;
+    struct jspan checked;
+    if (body != NULL && jscan_check(body, len, &checked))
+        return chat_request_scan(m, checked, body, len, rewritten, rewritten_len);
     json_t *root = json_request(m, body, len);
     if (root == NULL)
         return -1;
@@ -330,6 +375,23 @@ static int transcription_request(struct meter *m, const char *body, size_t len, 
 
 /* ---- streams ----------------------------------------------------------------- */
 
+/* A chat chunk's model and usage from checked bytes (jscan.h); true: drop
+ * it (the usage chunk the proxy asked for on the client's behalf). */
+static bool chat_event_scan(struct meter *m, struct jspan root)
+{
+    if (jscan_type(root) != JSCAN_OBJECT)
+        return false;
+    meter_span_take_model(m, jscan_get(root, "model"));
+    struct jspan u = jscan_get(root, "usage");
+    if (jscan_type(u) != JSCAN_OBJECT)
+        return false;
+    chat_usage(m, &(struct meter_obj){.span = u});
+    struct jspan choices = jscan_get(root, "choices"), first;
+    size_t pos = 0;
+    return jscan_type(choices) == JSCAN_ARRAY && !jscan_next(choices, &pos, &first) &&
+           !m->client_include_usage;
+}
+
 static bool chat_event(struct meter *m, const char *event, const char *data, size_t len)
 {
     (void)event;
@@ -340,13 +402,16 @@ static bool chat_event(struct meter *m, const char *event, const char *data, siz
     bool want_model = m->model[0] == '\0' && memmem(data, len, "\"model\"", 7) != NULL;
     if (!meter_has_usage_object(data, len) && !want_model)
         return false;
+    struct jspan checked;
+    if (jscan_check(data, len, &checked))
+        return chat_event_scan(m, checked);
     json_t *root = json_loadb(data, len, 0, NULL);
     if (!json_is_object(root))
         goto done;
     meter_take_model(m, json_object_get(root, "model"));
     json_t *u = json_object_get(root, "usage");
     if (json_is_object(u)) {
-        chat_usage(m, u);
+        chat_usage(m, &(struct meter_obj){.json = u});
         json_t *choices = json_object_get(root, "choices");
         /* The chunk we asked for on the client's behalf. */
         drop = json_is_array(choices) && json_array_size(choices) == 0 && !m->client_include_usage;
@@ -384,7 +449,7 @@ static bool responses_event(struct meter *m, const char *event, const char *data
     meter_take_model(m, json_object_get(resp, "model"));
     json_t *u = json_object_get(resp, "usage");
     if (json_is_object(u))
-        responses_usage(m, u);
+        responses_usage(m, &(struct meter_obj){.json = u});
 done:
     json_decref(root);
     return false;
