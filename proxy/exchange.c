@@ -341,10 +341,11 @@ int exchange_begin(struct dataplane *dp, const struct http_request *req, struct 
         ex->session_header[sh->value_len] = '\0';
         memcpy(r->session_id, ex->session_header, sh->value_len + 1);
     }
-    snprintf(r->line, sizeof(r->line), "%s",
-             ex->ep != NULL ? ex->ep->line : p->hosts[ex->rt.host].line);
-    snprintf(r->endpoint, sizeof(r->endpoint), "%.*s",
-             (int)MIN(ex->rt.upstream_path_len, sizeof(r->endpoint) - 1), ex->rt.upstream_path);
+    str_copy(r->line, sizeof(r->line), ex->ep != NULL ? ex->ep->line : p->hosts[ex->rt.host].line);
+    size_t path_len =
+        strnlen(ex->rt.upstream_path, MIN(ex->rt.upstream_path_len, sizeof(r->endpoint) - 1));
+    memcpy(r->endpoint, ex->rt.upstream_path, path_len);
+    r->endpoint[path_len] = '\0';
 
     struct route_key key;
     route_credential(p, h, ex->transport == EXCHANGE_WS, &key);

@@ -221,8 +221,8 @@ static void on_head(struct upstream_xfer *xfer, const struct upstream_head *h, v
         for (size_t k = 0;
              p->request_id_headers != NULL && p->request_id_headers[k] != NULL && k < rid_rank; k++)
             if (header_is(line, nl, p->request_id_headers[k])) {
-                snprintf(x->base.rec.upstream_request_id, sizeof(x->base.rec.upstream_request_id),
-                         "%s", v);
+                str_copy(x->base.rec.upstream_request_id, sizeof(x->base.rec.upstream_request_id),
+                         v);
                 rid_rank = k;
             }
         if (hdrs != NULL) {

@@ -367,17 +367,22 @@ bool meter_has_usage_object(const char *d, size_t len)
 
 int64_t meter_scan_string_chars(const char *d, size_t len, const char *key)
 {
+    /* "key", built without printf: this runs for every streamed event. */
     char pat[32];
-    int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
-    if (pl < 0 || (size_t)pl >= sizeof(pat))
+    size_t key_len = strlen(key);
+    if (key_len + 2 >= sizeof(pat))
         return 0;
+    pat[0] = '"';
+    memcpy(pat + 1, key, key_len);
+    pat[key_len + 1] = '"';
+    size_t pl = key_len + 2;
     int64_t n = 0;
     size_t pos = 0;
     while (pos < len) {
-        const char *f = memmem(d + pos, len - pos, pat, (size_t)pl);
+        const char *f = memmem(d + pos, len - pos, pat, pl);
         if (f == NULL)
             break;
-        size_t i = (size_t)(f - d) + (size_t)pl;
+        size_t i = (size_t)(f - d) + pl;
         while (i < len && (d[i] == ' ' || d[i] == '\t'))
             i++;
         if (i >= len || d[i] != ':') {
