@@ -60,7 +60,7 @@ static struct entry *find(const char *payer_id, bool create)
     e = calloc(1, sizeof(*e));
     if (e == NULL)
         return NULL;
-    snprintf(e->payer_id, sizeof(e->payer_id), "%s", payer_id);
+    str_copy(e->payer_id, sizeof(e->payer_id), payer_id);
     e->next = lg.buckets[b];
     lg.buckets[b] = e;
     return e;

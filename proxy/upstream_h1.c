@@ -251,7 +251,7 @@ static void finish(struct h1_xfer *x, CURLcode code, const char *msg)
     const struct upstream_callbacks *cb = x->cb;
     void *arg = x->arg;
     char errbuf[CURL_ERROR_SIZE];
-    snprintf(errbuf, sizeof(errbuf), "%s", msg != NULL ? msg : "");
+    str_copy(errbuf, sizeof(errbuf), msg); /* msg may live in x */
     xfer_free(x);
     cb->on_done(NULL, code, errbuf, arg);
 }
