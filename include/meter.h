@@ -192,6 +192,8 @@ struct meter_obj {
 };
 /* meter_count(obj.key[.sub]) of either kind. */
 int64_t meter_obj_count_at(const struct meter_obj *o, const char *key, const char *sub);
+/* true when obj.key is a number; *n its meter_count. */
+bool meter_obj_number(const struct meter_obj *o, const char *key, int64_t *n);
 /* True when the text holds a "usage" key whose value is an object. */
 bool meter_has_usage_object(const char *d, size_t len);
 /* Sum of the characters of every string value of `"key":` in a JSON text

@@ -310,6 +310,18 @@ int64_t meter_obj_count_at(const struct meter_obj *o, const char *key, const cha
     return meter_span_count(v);
 }
 
+bool meter_obj_number(const struct meter_obj *o, const char *key, int64_t *n)
+{
+    if (o->json != NULL) {
+        const json_t *v = json_object_get(o->json, key);
+        *n = meter_count(v);
+        return json_is_number(v);
+    }
+    struct jspan v = jscan_get(o->span, key);
+    *n = meter_span_count(v);
+    return jscan_type(v) == JSCAN_NUMBER;
+}
+
 int64_t meter_span_content_chars(struct jspan v, int depth)
 {
     if (depth > 4)

@@ -24,17 +24,17 @@
  * Only the counts present as numbers are taken: message_delta always has the
  * cumulative output_tokens, and some API versions repeat the input side
  * there (possibly as null). */
-static void usage(struct meter *m, const json_t *u)
+static void usage(struct meter *m, const struct meter_obj *u)
 {
-    const json_t *v;
-    if (json_is_number(v = json_object_get(u, "input_tokens")))
-        ANTH_INPUT(m) = meter_count(v);
-    if (json_is_number(v = json_object_get(u, "cache_creation_input_tokens")))
-        ANTH_CACHE_WRITE(m) = meter_count(v);
-    if (json_is_number(v = json_object_get(u, "cache_read_input_tokens")))
-        m->units.cached_input_tokens = meter_count(v);
-    if (json_is_number(v = json_object_get(u, "output_tokens")))
-        m->units.output_tokens = meter_count(v);
+    int64_t n;
+    if (meter_obj_number(u, "input_tokens", &n))
+        ANTH_INPUT(m) = n;
+    if (meter_obj_number(u, "cache_creation_input_tokens", &n))
+        ANTH_CACHE_WRITE(m) = n;
+    if (meter_obj_number(u, "cache_read_input_tokens", &n))
+        m->units.cached_input_tokens = n;
+    if (meter_obj_number(u, "output_tokens", &n))
+        m->units.output_tokens = n;
     m->units.input_tokens = ANTH_INPUT(m) + ANTH_CACHE_WRITE(m) + m->units.cached_input_tokens;
     m->got_usage = true;
 }
@@ -46,6 +46,16 @@ static int request(struct meter *m, const char *body, size_t len, const char *ct
     (void)ct_len;
     (void)rewritten;
     (void)rewritten_len;
+    struct jspan checked; /* read from the bytes when the scanner is sure (jscan.h) */
+    if (body != NULL && jscan_check(body, len, &checked)) {
+        if (jscan_type(checked) != JSCAN_OBJECT)
+            return -1;
+        meter_span_take_model(m, jscan_get(checked, "model"));
+        m->stream = jscan_type(jscan_get(checked, "stream")) == JSCAN_TRUE;
+        m->prompt_chars = meter_span_content_chars(jscan_get(checked, "system"), 0) +
+                          meter_span_content_chars(jscan_get(checked, "messages"), 0);
+        return 0;
+    }
     json_t *root = body != NULL && len > 0 ? json_loadb(body, len, 0, NULL) : NULL;
     if (!json_is_object(root)) {
         json_decref(root);
@@ -64,12 +74,20 @@ static int request(struct meter *m, const char *body, size_t len, const char *ct
  * without embeddings are small. */
 static void reply(struct meter *m, const char *body, size_t len)
 {
-    json_t *root = json_loadb(body, len, 0, NULL);
-    if (json_is_object(root)) {
+    struct jspan checked;
+    json_t *root = NULL;
+    if (jscan_check(body, len, &checked)) {
+        meter_span_take_model(m, jscan_get(checked, "model"));
+        struct jspan u = jscan_get(checked, "usage");
+        if (jscan_type(u) == JSCAN_OBJECT) {
+            usage(m, &(struct meter_obj){.span = u});
+            m->usage_final = true;
+        }
+    } else if (json_is_object(root = json_loadb(body, len, 0, NULL))) {
         meter_take_model(m, json_object_get(root, "model"));
         json_t *u = json_object_get(root, "usage");
         if (json_is_object(u)) {
-            usage(m, u);
+            usage(m, &(struct meter_obj){.json = u});
             m->usage_final = true;
         }
     }
@@ -79,6 +97,24 @@ static void reply(struct meter *m, const char *body, size_t len)
     if (!m->got_usage)
         m->output_chars = meter_scan_string_chars(body, len, "text") +
                           meter_scan_string_chars(body, len, "thinking");
+}
+
+/* message_start's model and message.usage, or message_delta's usage, from
+ * checked bytes (jscan.h). */
+static void usage_event_scan(struct meter *m, struct jspan root, bool start)
+{
+    struct jspan u;
+    if (start) {
+        struct jspan msg = jscan_get(root, "message");
+        meter_span_take_model(m, jscan_get(msg, "model"));
+        u = jscan_get(msg, "usage");
+    } else {
+        u = jscan_get(root, "usage");
+    }
+    if (jscan_type(u) == JSCAN_OBJECT) {
+        usage(m, &(struct meter_obj){.span = u});
+        m->usage_final |= !start;
+    }
 }
 
 /* Named events: deltas are only scanned (text, thinking and tool-input JSON
@@ -108,6 +144,11 @@ static bool event(struct meter *m, const char *ev, const char *data, size_t len)
     bool start = strcmp(type, "message_start") == 0;
     if (!start && strcmp(type, "message_delta") != 0)
         goto done;
+    struct jspan checked;
+    if (root == NULL && jscan_check(data, len, &checked)) {
+        usage_event_scan(m, checked, start);
+        goto done;
+    }
     if (root == NULL)
         root = json_loadb(data, len, 0, NULL);
     json_t *u;
@@ -119,7 +160,7 @@ static bool event(struct meter *m, const char *ev, const char *data, size_t len)
         u = json_object_get(root, "usage");
     }
     if (json_is_object(u)) {
-        usage(m, u);
+        usage(m, &(struct meter_obj){.json = u});
         m->usage_final |= !start;
     }
 done:

@@ -2,8 +2,8 @@
  * against jansson: what it is sure of jansson parses to the same values
  * (hand-written texts, 20,000 generated ones and their mutants); what it is
  * unsure of is either invalid for jansson too or past a stated limit; and
- * the OpenAI chat meter reads the same request, reply and stream chunk
- * whether it takes the scanner's path or jansson's. */
+ * the OpenAI chat and Anthropic meters read the same request, reply and
+ * stream events whether they take the scanner's path or jansson's. */
 #include "common.h"
 
 #include "jscan.h"
@@ -359,6 +359,7 @@ static void assert_same_meter(const struct meter *a, const struct meter *b, cons
     if (strcmp(a->model, b->model) != 0 || a->stream != b->stream ||
         a->client_include_usage != b->client_include_usage || a->prompt_chars != b->prompt_chars ||
         a->output_chars != b->output_chars || a->got_usage != b->got_usage ||
+        a->usage_final != b->usage_final || memcmp(a->aux, b->aux, sizeof(a->aux)) != 0 ||
         memcmp(&a->units, &b->units, sizeof(a->units)) != 0)
         fail_msg("%s: the scanner's path and jansson's read differently", what);
 }
@@ -475,6 +476,71 @@ static void test_chat_reply_paths(void **state)
     }
 }
 
+/* Anthropic: the request, a reply, and the two events that carry usage. */
+static void test_anthropic_paths(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"model\":\"claude-sonnet-4\",\"system\":\"Be brief.\",\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"hi \\u00e9\"}],\"stream\":true}",
+        "{\"model\":\"c\",\"system\":[{\"type\":\"text\",\"text\":\"a\"},{\"text\":\"bc\"}],"
+        "\"messages\":[{\"content\":[{\"type\":\"text\",\"text\":\"\\ud83d\\ude00\"}]}],"
+        "\"model\":\"last\"}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+        char *slow_body = with_marker(bodies[i], NULL);
+        struct meter fast, slow;
+        meter_init(&fast, OPS_ANTHROPIC);
+        meter_init(&slow, OPS_ANTHROPIC);
+        assert_int_equal(request(&fast, bodies[i], NULL, NULL),
+                         request(&slow, slow_body, NULL, NULL));
+        assert_same_meter(&fast, &slow, "anthropic request");
+        free(slow_body);
+    }
+    static const char *const usages[] = {
+        "{\"input_tokens\":10,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
+        "\"output_tokens\":7}",
+        "{\"input_tokens\":null,\"output_tokens\":7.9,\"cache_read_input_tokens\":\"4\"}",
+        "{\"output_tokens\":-2,\"input_tokens\":5,\"input_tokens\":6}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(usages); i++) {
+        char text[1024];
+        struct meter fast, slow;
+        /* A whole reply. */
+        snprintf(text, sizeof(text),
+                 "{\"id\":\"msg\",\"model\":\"claude\",\"content\":[{\"type\":\"text\","
+                 "\"text\":\"Hi\"}],\"usage\":%s}",
+                 usages[i]);
+        char *slow_text = with_marker(text, NULL);
+        meter_init(&fast, OPS_ANTHROPIC);
+        meter_init(&slow, OPS_ANTHROPIC);
+        response(&fast, text);
+        response(&slow, slow_text);
+        assert_same_meter(&fast, &slow, "anthropic reply");
+        free(slow_text);
+        /* message_start, then message_delta. */
+        char start[1024], delta[1024];
+        snprintf(start, sizeof(start),
+                 "{\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":%s}}",
+                 usages[i]);
+        snprintf(delta, sizeof(delta), "{\"type\":\"message_delta\",\"usage\":%s}", usages[i]);
+        char *slow_start = with_marker(start, NULL), *slow_delta = with_marker(delta, NULL);
+        struct jspan v;
+        assert_true(jscan_check(start, strlen(start), &v));
+        assert_false(jscan_check(slow_start, strlen(slow_start), &v));
+        meter_init(&fast, OPS_ANTHROPIC);
+        meter_init(&slow, OPS_ANTHROPIC);
+        sse(&fast, "message_start", start);
+        sse(&slow, "message_start", slow_start);
+        assert_same_meter(&fast, &slow, "anthropic message_start");
+        sse(&fast, "message_delta", delta);
+        sse(&slow, "message_delta", slow_delta);
+        assert_same_meter(&fast, &slow, "anthropic message_delta");
+        free(slow_start);
+        free(slow_delta);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_generated),
         cmocka_unit_test(test_chat_request_paths),
         cmocka_unit_test(test_chat_reply_paths),
+        cmocka_unit_test(test_anthropic_paths),
     };
     return cmocka_run_group_tests(tests, setup_routes, NULL);
 }
