@@ -42,8 +42,8 @@ static void test_sure(void **state)
         "{\"s\":\"\\u0001\\u001f\\u007f\\uFFFF\\uDBFF\\uDFFF\"}",
         "{\"s\":\"\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf\xe0\xa0\x80\xf0\x90\x80\x80\"}",
         /* Numbers of every form within the limits. */
-        "[0,-0,1,-1,123456789012345678,-123456789012345678,0.5,-0.0,1e5,1E+5,1e-5,2.5e99,"
-        "1.7976931348623157e30,0.000000000000000000000000000001]",
+        ("[0,-0,1,-1,123456789012345678,-123456789012345678,0.5,-0.0,1e5,1E+5,1e-5,2.5e99,"
+         "1.7976931348623157e30,0.000000000000000000000000000001]"),
         "[true,false,null,[[[]]],{\"a\":{\"b\":{\"c\":{}}}}]",
         /* Keys: empty, with UTF-8, with a slash. */
         "{\"\":1,\"\xc3\xa9\":2,\"a/b\":3}",
@@ -498,8 +498,8 @@ static void test_anthropic_paths(void **state)
         free(slow_body);
     }
     static const char *const usages[] = {
-        "{\"input_tokens\":10,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
-        "\"output_tokens\":7}",
+        ("{\"input_tokens\":10,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,"
+         "\"output_tokens\":7}"),
         "{\"input_tokens\":null,\"output_tokens\":7.9,\"cache_read_input_tokens\":\"4\"}",
         "{\"output_tokens\":-2,\"input_tokens\":5,\"input_tokens\":6}",
     };
