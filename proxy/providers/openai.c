@@ -241,21 +241,31 @@ static json_t *json_request(struct meter *m, const char *body, size_t len)
     return root;
 }
 
-/* chat_request on checked bytes (jscan.h): the same reads without a tree;
- * only a stream_options the client sent and that needs include_usage added
- * is parsed by jansson, to be re-serialised. */
-static int chat_request_scan(struct meter *m, struct jspan root, const char *body, size_t len,
-                             char **rewritten, size_t *rewritten_len)
+/* json_request from the bytes when the scanner is sure of them (jscan.h):
+ * 1 with the model and stream flag taken and *root the object, -1 when the
+ * body is not an object, 0 when unsure (then json_request). */
+static int scan_request(struct meter *m, const char *body, size_t len, struct jspan *root)
 {
-    if (jscan_type(root) != JSCAN_OBJECT)
+    if (body == NULL || !jscan_check(body, len, root))
+        return 0;
+    if (jscan_type(*root) != JSCAN_OBJECT)
         return -1;
-    meter_span_take_model(m, jscan_get(root, "model"));
-    m->stream = jscan_type(jscan_get(root, "stream")) == JSCAN_TRUE;
+    meter_span_take_model(m, jscan_get(*root, "model"));
+    m->stream = jscan_type(jscan_get(*root, "stream")) == JSCAN_TRUE;
+    return 1;
+}
+
+/* chat_request on checked bytes: the same reads without a tree; only a
+ * stream_options the client sent and that needs include_usage added is
+ * parsed by jansson, to be re-serialised. */
+static void chat_request_scan(struct meter *m, struct jspan root, const char *body, size_t len,
+                              char **rewritten, size_t *rewritten_len)
+{
     struct jspan so = jscan_get(root, "stream_options");
     m->client_include_usage = jscan_type(jscan_get(so, "include_usage")) == JSCAN_TRUE;
     m->prompt_chars = meter_span_content_chars(jscan_get(root, "messages"), 0);
     if (!m->stream || m->client_include_usage || rewritten == NULL)
-        return 0;
+        return;
     int rc = -1;
     if (so.p == NULL) {
         rc = insert_include_usage(body, len, rewritten, rewritten_len);
@@ -267,7 +277,6 @@ static int chat_request_scan(struct meter *m, struct jspan root, const char *bod
     }
     if (rc == -1)
         log_debug("meter: stream_options left as sent; usage will be estimated");
-    return 0;
 }
 
 static int chat_request(struct meter *m, const char *body, size_t len, const char *ct,
@@ -276,8 +285,11 @@ static int chat_request(struct meter *m, const char *body, size_t len, const cha
     (void)ct;
     (void)ct_len;
     struct jspan checked;
-    if (body != NULL && jscan_check(body, len, &checked))
-        return chat_request_scan(m, checked, body, len, rewritten, rewritten_len);
+    int sure = scan_request(m, body, len, &checked);
+    if (sure == 1)
+        chat_request_scan(m, checked, body, len, rewritten, rewritten_len);
+    if (sure != 0)
+        return sure == 1 ? 0 : -1;
     json_t *root = json_request(m, body, len);
     if (root == NULL)
         return -1;
@@ -298,6 +310,13 @@ static int responses_request(struct meter *m, const char *body, size_t len, cons
     (void)ct_len;
     (void)rewritten;
     (void)rewritten_len;
+    struct jspan checked;
+    int sure = scan_request(m, body, len, &checked);
+    if (sure == 1)
+        m->prompt_chars = meter_span_content_chars(jscan_get(checked, "input"), 0) +
+                          jscan_string_chars(jscan_get(checked, "instructions"));
+    if (sure != 0)
+        return sure == 1 ? 0 : -1;
     json_t *root = json_request(m, body, len);
     if (root == NULL)
         return -1;
@@ -428,6 +447,29 @@ static bool is_terminal_response(const char *type)
             strcmp(type, "response.failed") == 0);
 }
 
+/* A terminal event's model and usage from checked bytes (jscan.h); an
+ * unnamed event is one when its "type" says so. */
+static void responses_event_scan(struct meter *m, struct jspan root, bool named)
+{
+    if (jscan_type(root) != JSCAN_OBJECT)
+        return;
+    if (!named) {
+        char type[40];
+        struct jspan t = jscan_get(root, "type");
+        size_t n = jscan_string(t, type, sizeof(type) - 1);
+        if (jscan_type(t) != JSCAN_STRING || n > sizeof(type) - 1)
+            return;
+        type[n] = '\0';
+        if (!is_terminal_response(type))
+            return;
+    }
+    struct jspan resp = jscan_get(root, "response");
+    meter_span_take_model(m, jscan_get(resp, "model"));
+    struct jspan u = jscan_get(resp, "usage");
+    if (jscan_type(u) == JSCAN_OBJECT)
+        responses_usage(m, &(struct meter_obj){.span = u});
+}
+
 static bool responses_event(struct meter *m, const char *event, const char *data, size_t len)
 {
     static const char delta_type[] = "response.output_text.delta";
@@ -440,6 +482,11 @@ static bool responses_event(struct meter *m, const char *event, const char *data
     }
     if (named ? !is_terminal_response(event) : !meter_has_usage_object(data, len))
         return false;
+    struct jspan checked;
+    if (jscan_check(data, len, &checked)) {
+        responses_event_scan(m, checked, named);
+        return false;
+    }
     json_t *root = json_loadb(data, len, 0, NULL);
     if (!json_is_object(root))
         goto done;

@@ -2,8 +2,9 @@
  * against jansson: what it is sure of jansson parses to the same values
  * (hand-written texts, 20,000 generated ones and their mutants); what it is
  * unsure of is either invalid for jansson too or past a stated limit; and
- * the OpenAI chat and Anthropic meters read the same request, reply and
- * stream events whether they take the scanner's path or jansson's. */
+ * the OpenAI chat and responses and the Anthropic meters read the same
+ * request, reply and stream events whether they take the scanner's path or
+ * jansson's. */
 #include "common.h"
 
 #include "jscan.h"
@@ -541,6 +542,56 @@ static void test_anthropic_paths(void **state)
     }
 }
 
+/* OpenAI responses: the request and the terminal event, named or not. */
+static void test_responses_paths(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{\"model\":\"gpt-4.1\",\"input\":\"Say hi \\u00e9\",\"instructions\":\"brief\"}",
+        ("{\"model\":\"gpt-4.1\",\"stream\":true,\"input\":[{\"role\":\"user\",\"content\":"
+         "[{\"type\":\"input_text\",\"text\":\"abc\"}]}],\"instructions\":5}"),
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+        char *slow_body = with_marker(bodies[i], NULL);
+        struct meter fast, slow;
+        meter_init(&fast, OPS_RESPONSES);
+        meter_init(&slow, OPS_RESPONSES);
+        assert_int_equal(request(&fast, bodies[i], NULL, NULL),
+                         request(&slow, slow_body, NULL, NULL));
+        assert_same_meter(&fast, &slow, "responses request");
+        free(slow_body);
+    }
+    static const char *const events[] = {
+        ("{\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"output\":[],"
+         "\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":2},"
+         "\"output_tokens\":4}}}"),
+        ("{\"type\":\"response.incomplete\",\"response\":{\"model\":\"m\",\"usage\":{"
+         "\"input_tokens\":1.5,\"output_tokens\":2}}}"),
+        ("{\"type\":\"response.created\",\"response\":{\"model\":\"m\",\"usage\":{"
+         "\"input_tokens\":3}}}"),
+        ("{\"type\":\"response.completed.but.a.much.longer.type.than.any\",\"response\":{"
+         "\"usage\":{\"input_tokens\":3}}}"),
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(events); i++) {
+        char *slow_event = with_marker(events[i], NULL);
+        for (int named = 0; named < 2; named++) {
+            const char *name = named ? "response.completed" : "";
+            struct meter fast, slow;
+            meter_init(&fast, OPS_RESPONSES);
+            meter_init(&slow, OPS_RESPONSES);
+            sse(&fast, name, events[i]);
+            sse(&slow, name, slow_event);
+            char what[64];
+            snprintf(what, sizeof(what), "responses event %zu (%s)", i,
+                     named ? "named" : "unnamed");
+            assert_same_meter(&fast, &slow, what);
+            if (i == 0)
+                assert_int_equal(fast.units.input_tokens, 9);
+        }
+        free(slow_event);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_chat_request_paths),
         cmocka_unit_test(test_chat_reply_paths),
         cmocka_unit_test(test_anthropic_paths),
+        cmocka_unit_test(test_responses_paths),
     };
     return cmocka_run_group_tests(tests, setup_routes, NULL);
 }
