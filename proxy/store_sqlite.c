@@ -1,10 +1,11 @@
 /* store_sqlite.c - the embedded SQLite store backend: one connection per
  * handle (per thread), WAL, versioned schema migrations, cached prepared
- * statements, and the usage batch transaction: records inserted and their
- * payers charged by the policy of charge.h. */
+ * statements (every query's SQL in one table here), tenants, keys, BYOK
+ * connections and settings, secrets. The usage half (records inserted and
+ * their payers charged, queried) is store_sqlite_usage.c. */
 #include "common.h"
+#include "store_sqlite.h"
 #include "store.h"
-#include "charge.h"
 #include "store_sqlite_schema.h"
 #include "fsutil.h"
 
@@ -29,54 +30,6 @@
 #ifndef STORE_SQLITE_SYNCHRONOUS
 #define STORE_SQLITE_SYNCHRONOUS "FULL"
 #endif
-
-enum stmt_id {
-    ST_BEGIN = 0,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_PING,
-    ST_TENANT_INSERT,
-    ST_TENANT_GET,
-    ST_TENANT_UPDATE,
-    ST_TENANT_HAS_CHILDREN,
-    ST_TENANT_DELETE_KEYS,
-    ST_TENANT_DELETE,
-    ST_TENANT_TOPUP,
-    ST_TENANT_LIST,
-    ST_KEY_INSERT,
-    ST_KEY_LIST,
-    ST_KEY_REVOKE,
-    ST_KEY_GET,
-    ST_USAGE_INSERT,
-    ST_PAYER_GET,
-    ST_PAYER_SET,
-    ST_USAGE_Q_ALL,
-    ST_USAGE_Q_TENANT,
-    ST_USAGE_Q_SESSION,
-    ST_USAGE_Q_BOTH,
-    ST_TENANT_CLEAR_SLOTS,
-    ST_TENANT_DELETE_CONNS,
-    ST_TENANT_DELETE_BYOK,
-    ST_CONN_INSERT,
-    ST_CONN_GET,
-    ST_CONN_UPDATE,
-    ST_CONN_DELETE,
-    ST_CONN_LIST_TENANT,
-    ST_CONN_LIST_ALL,
-    ST_CONN_RESEAL,
-    ST_SLOTS_TOUCH,
-    ST_SLOTS_CLEAR,
-    ST_BYOK_GET,
-    ST_BYOK_SLOTS_GET,
-    ST_BYOK_PUT,
-    ST_BYOK_SLOTS_DELETE,
-    ST_BYOK_SLOT_INSERT,
-    ST_BEGIN_READ,
-    ST_SECRET_GET,
-    ST_SECRET_PUT,
-    ST_SECRET_LIST,
-    ST__COUNT
-};
 
 #define TENANT_COLS                                                                                \
     "id, name, feature_byok, feature_agency, parent_id, wallet_deduction, plan_credits_micros,"    \
@@ -163,31 +116,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SECRET_LIST] = "SELECT name, key_version, sealed FROM secrets ORDER BY name",
 };
 
-struct sqlite_store {
-    struct store base;
-    sqlite3 *db;
-    sqlite3_stmt *stmts[ST__COUNT];    /* prepared on first use, reused after reset */
-    struct usage_record_lines scratch; /* record texts when the caller wants no lines */
-};
-
-static struct sqlite_store *to_sq(struct store *s)
-{
-    return container_of(s, struct sqlite_store, base);
-}
-
-static int fail(struct sqlite_store *sq, const char *what)
+int store_sqlite_fail(struct sqlite_store *sq, const char *what)
 {
     log_error("store(sqlite): %s failed: %s", what, sqlite3_errmsg(sq->db));
     return STORE_ERR_INTERNAL;
 }
 
-/* Returns the cached statement, reset and unbound, or NULL (logged). */
-static sqlite3_stmt *stmt(struct sqlite_store *sq, enum stmt_id id)
+sqlite3_stmt *store_sqlite_stmt(struct sqlite_store *sq, enum stmt_id id)
 {
     if (sq->stmts[id] == NULL) {
         if (sqlite3_prepare_v3(sq->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &sq->stmts[id],
                                NULL) != SQLITE_OK) {
-            (void)fail(sq, "prepare");
+            (void)store_sqlite_fail(sq, "prepare");
             sq->stmts[id] = NULL;
             return NULL;
         }
@@ -195,8 +135,7 @@ static sqlite3_stmt *stmt(struct sqlite_store *sq, enum stmt_id id)
     return sq->stmts[id];
 }
 
-/* Resets after use so no read transaction stays open on an idle handle. */
-static void stmt_done(sqlite3_stmt *st)
+void store_sqlite_stmt_done(sqlite3_stmt *st)
 {
     if (st == NULL)
         return;
@@ -204,26 +143,25 @@ static void stmt_done(sqlite3_stmt *st)
     sqlite3_clear_bindings(st);
 }
 
-/* Runs a statement without result rows (BEGIN/COMMIT/ROLLBACK/…). */
-static MUST_CHECK int run(struct sqlite_store *sq, enum stmt_id id)
+int store_sqlite_run(struct sqlite_store *sq, enum stmt_id id)
 {
-    sqlite3_stmt *st = stmt(sq, id);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, id);
     if (st == NULL)
         return -1;
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static void rollback(struct sqlite_store *sq)
+void store_sqlite_rollback(struct sqlite_store *sq)
 {
     if (sqlite3_get_autocommit(sq->db))
         return; /* the failed statement already ended the transaction */
-    if (run(sq, ST_ROLLBACK) == -1)
-        (void)fail(sq, "ROLLBACK");
+    if (store_sqlite_run(sq, ST_ROLLBACK) == -1)
+        (void)store_sqlite_fail(sq, "ROLLBACK");
 }
 
-static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+void store_sqlite_bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
 {
     if (s == NULL || s[0] == '\0')
         sqlite3_bind_null(st, i);
@@ -272,7 +210,7 @@ static MUST_CHECK int read_key(sqlite3_stmt *st, struct store_key *k)
 
 static void sq_close(struct store *s)
 {
-    struct sqlite_store *sq = to_sq(s);
+    struct sqlite_store *sq = store_sqlite_of(s);
     for (size_t i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(sq->stmts[i]);
     sqlite3_close_v2(sq->db);
@@ -282,19 +220,19 @@ static void sq_close(struct store *s)
 
 static int sq_ping(struct store *s)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_PING);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_PING);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     int rc = sqlite3_step(st);
-    stmt_done(st);
-    return rc == SQLITE_ROW ? STORE_OK : fail(sq, "ping");
+    store_sqlite_stmt_done(st);
+    return rc == SQLITE_ROW ? STORE_OK : store_sqlite_fail(sq, "ping");
 }
 
 static int sq_tenant_create(struct store *s, const struct store_tenant *t)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_TENANT_INSERT);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_TENANT_INSERT);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     int64_t now = now_ms();
@@ -302,7 +240,7 @@ static int sq_tenant_create(struct store *s, const struct store_tenant *t)
     sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, t->feature_byok);
     sqlite3_bind_int(st, 4, t->feature_agency);
-    bind_text_or_null(st, 5, t->parent_id);
+    store_sqlite_bind_text_or_null(st, 5, t->parent_id);
     sqlite3_bind_int(st, 6, t->wallet_deduction);
     sqlite3_bind_int64(st, 7, t->plan_credits_micros);
     sqlite3_bind_int64(st, 8, t->wallet_micros);
@@ -311,90 +249,90 @@ static int sq_tenant_create(struct store *s, const struct store_tenant *t)
     sqlite3_bind_int64(st, 11, t->live_sessions);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc == SQLITE_DONE)
         return STORE_OK;
     if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
         return STORE_ERR_EXISTS;
-    return fail(sq, "tenant create");
+    return store_sqlite_fail(sq, "tenant create");
 }
 
 static int sq_tenant_get(struct store *s, const char *id, struct store_tenant *out)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_TENANT_GET);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_TENANT_GET);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         read_tenant(st, out);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc == SQLITE_ROW)
         return STORE_OK;
     if (rc == SQLITE_DONE)
         return STORE_ERR_NOT_FOUND;
-    return fail(sq, "tenant get");
+    return store_sqlite_fail(sq, "tenant get");
 }
 
 static int sq_tenant_update(struct store *s, const struct store_tenant *t)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_TENANT_UPDATE);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_TENANT_UPDATE);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 3, t->feature_byok);
     sqlite3_bind_int(st, 4, t->feature_agency);
-    bind_text_or_null(st, 5, t->parent_id);
+    store_sqlite_bind_text_or_null(st, 5, t->parent_id);
     sqlite3_bind_int(st, 6, t->wallet_deduction);
     sqlite3_bind_int64(st, 7, now_ms());
     sqlite3_bind_int64(st, 8, t->live_sessions);
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "tenant update");
+        return store_sqlite_fail(sq, "tenant update");
     return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
 }
 
 /* Steps a statement bound with one id; 1 = a row, 0 = none, -1 = error. */
 static int step_exists(struct sqlite_store *sq, enum stmt_id id, const char *arg)
 {
-    sqlite3_stmt *st = stmt(sq, id);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, id);
     if (st == NULL)
         return -1;
     sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int step_id(struct sqlite_store *sq, enum stmt_id id, const char *arg)
 {
-    sqlite3_stmt *st = stmt(sq, id);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, id);
     if (st == NULL)
         return -1;
     sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int sq_tenant_delete(struct store *s, const char *id)
 {
-    struct sqlite_store *sq = to_sq(s);
+    struct sqlite_store *sq = store_sqlite_of(s);
     int status = STORE_ERR_INTERNAL;
-    if (run(sq, ST_BEGIN) == -1)
-        return fail(sq, "BEGIN");
+    if (store_sqlite_run(sq, ST_BEGIN) == -1)
+        return store_sqlite_fail(sq, "BEGIN");
     int found = step_exists(sq, ST_TENANT_GET, id);
     if (found != 1) {
-        status = found == 0 ? STORE_ERR_NOT_FOUND : fail(sq, "tenant delete");
+        status = found == 0 ? STORE_ERR_NOT_FOUND : store_sqlite_fail(sq, "tenant delete");
         goto failed;
     }
     int children = step_exists(sq, ST_TENANT_HAS_CHILDREN, id);
     if (children != 0) {
-        status = children == 1 ? STORE_ERR_CONFLICT : fail(sq, "tenant delete");
+        status = children == 1 ? STORE_ERR_CONFLICT : store_sqlite_fail(sq, "tenant delete");
         goto failed;
     }
     /* Explicit rather than relying on the cascade, which needs
@@ -403,27 +341,27 @@ static int sq_tenant_delete(struct store *s, const char *id)
         step_id(sq, ST_TENANT_DELETE_CONNS, id) == -1 ||
         step_id(sq, ST_TENANT_DELETE_BYOK, id) == -1 ||
         step_id(sq, ST_TENANT_DELETE_KEYS, id) == -1 || step_id(sq, ST_TENANT_DELETE, id) == -1) {
-        status = fail(sq, "tenant delete");
+        status = store_sqlite_fail(sq, "tenant delete");
         goto failed;
     }
-    if (run(sq, ST_COMMIT) == -1) {
-        status = fail(sq, "COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        status = store_sqlite_fail(sq, "COMMIT");
         goto failed;
     }
     return STORE_OK;
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
     return status;
 }
 
 static int sq_tenant_topup(struct store *s, const char *id, int64_t wallet, int64_t plan,
                            struct store_tenant *out)
 {
-    struct sqlite_store *sq = to_sq(s);
+    struct sqlite_store *sq = store_sqlite_of(s);
     int status = STORE_ERR_INTERNAL;
-    if (run(sq, ST_BEGIN) == -1)
-        return fail(sq, "BEGIN");
-    sqlite3_stmt *st = stmt(sq, ST_TENANT_TOPUP);
+    if (store_sqlite_run(sq, ST_BEGIN) == -1)
+        return store_sqlite_fail(sq, "BEGIN");
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_TENANT_TOPUP);
     if (st == NULL)
         goto failed;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -431,9 +369,9 @@ static int sq_tenant_topup(struct store *s, const char *id, int64_t wallet, int6
     sqlite3_bind_int64(st, 3, plan);
     sqlite3_bind_int64(st, 4, now_ms());
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE) {
-        status = fail(sq, "tenant topup");
+        status = store_sqlite_fail(sq, "tenant topup");
         goto failed;
     }
     if (sqlite3_changes(sq->db) != 1) {
@@ -444,21 +382,21 @@ static int sq_tenant_topup(struct store *s, const char *id, int64_t wallet, int6
     status = sq_tenant_get(s, id, out);
     if (status != STORE_OK)
         goto failed;
-    if (run(sq, ST_COMMIT) == -1) {
-        status = fail(sq, "COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        status = store_sqlite_fail(sq, "COMMIT");
         goto failed;
     }
     return STORE_OK;
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
     return status;
 }
 
 /* cb runs while the statement is stepping: it must not use this handle. */
 static int sq_tenant_list(struct store *s, store_tenant_cb cb, void *arg)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_TENANT_LIST);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_TENANT_LIST);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     int rc;
@@ -467,14 +405,14 @@ static int sq_tenant_list(struct store *s, store_tenant_cb cb, void *arg)
         read_tenant(st, &t);
         cb(arg, &t);
     }
-    stmt_done(st);
-    return rc == SQLITE_DONE ? STORE_OK : fail(sq, "tenant list");
+    store_sqlite_stmt_done(st);
+    return rc == SQLITE_DONE ? STORE_OK : store_sqlite_fail(sq, "tenant list");
 }
 
 static int sq_key_create(struct store *s, const struct store_key *k)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_KEY_INSERT);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_KEY_INSERT);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
@@ -485,21 +423,21 @@ static int sq_key_create(struct store *s, const struct store_key *k)
     sqlite3_bind_int64(st, 6, k->revoked_at_ms);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc == SQLITE_DONE)
         return STORE_OK;
     if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
         return STORE_ERR_EXISTS;
     if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
         return STORE_ERR_NOT_FOUND; /* no such tenant */
-    return fail(sq, "key create");
+    return store_sqlite_fail(sq, "key create");
 }
 
 /* cb runs while the statement is stepping: it must not use this handle. */
 static int sq_key_list(struct store *s, const char *tenant_id, store_key_cb cb, void *arg)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_KEY_LIST);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_KEY_LIST);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
@@ -513,32 +451,32 @@ static int sq_key_list(struct store *s, const char *tenant_id, store_key_cb cb, 
         }
         cb(arg, &k);
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "key list");
+        return store_sqlite_fail(sq, "key list");
     return status;
 }
 
 static int sq_key_revoke(struct store *s, const char *tenant_id, const char *key_id)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_KEY_REVOKE);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_KEY_REVOKE);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now_ms());
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "key revoke");
+        return store_sqlite_fail(sq, "key revoke");
     return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
 }
 
 static int sq_key_get(struct store *s, const char *key_id, struct store_key *out)
 {
-    struct sqlite_store *sq = to_sq(s);
-    sqlite3_stmt *st = stmt(sq, ST_KEY_GET);
+    struct sqlite_store *sq = store_sqlite_of(s);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_KEY_GET);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
@@ -549,261 +487,9 @@ static int sq_key_get(struct store *s, const char *key_id, struct store_key *out
     else if (rc == SQLITE_DONE)
         status = STORE_ERR_NOT_FOUND;
     else
-        status = fail(sq, "key get");
-    stmt_done(st);
+        status = store_sqlite_fail(sq, "key get");
+    store_sqlite_stmt_done(st);
     return status;
-}
-
-/* One payer's balances while a usage batch is charged: read once, charged
- * in memory in record order by the policy of charge.h, and written back
- * with one UPDATE before the COMMIT. Exact because BEGIN IMMEDIATE holds
- * the write lock: nobody else changes the row in between. */
-struct payer {
-    const char *id; /* borrowed from the batch; NULL = free slot */
-    bool loaded;
-    bool missing; /* no such tenant: its records go uncharged */
-    bool dirty;   /* bal was charged: write it back */
-    struct charge_balance bal;
-};
-
-/* Open-addressing table of the batch's payers, sized for no resizing. */
-struct payer_table {
-    struct payer *slots;
-    size_t mask;
-};
-
-static struct payer *payer_slot(struct payer_table *t, const char *id)
-{
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
-        struct payer *p = &t->slots[i];
-        if (p->id == NULL) {
-            p->id = id;
-            return p;
-        }
-        if (strcmp(p->id, id) == 0)
-            return p;
-    }
-}
-
-static MUST_CHECK int payer_load(struct sqlite_store *sq, struct payer *p)
-{
-    sqlite3_stmt *st = stmt(sq, ST_PAYER_GET);
-    if (st == NULL)
-        return -1;
-    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        p->bal.plan_credits_micros = sqlite3_column_int64(st, 0);
-        p->bal.wallet_micros = sqlite3_column_int64(st, 1);
-    }
-    stmt_done(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return -1;
-    p->loaded = true;
-    p->missing = rc == SQLITE_DONE; /* deleted while the request ran */
-    return 0;
-}
-
-/* Writes the payer's balances back when the batch charged it. */
-static MUST_CHECK int payer_flush(struct sqlite_store *sq, struct payer *p)
-{
-    if (!p->dirty)
-        return 0;
-    sqlite3_stmt *st = stmt(sq, ST_PAYER_SET);
-    if (st == NULL)
-        return -1;
-    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, p->bal.plan_credits_micros);
-    sqlite3_bind_int64(st, 3, p->bal.wallet_micros);
-    int rc = sqlite3_step(st);
-    stmt_done(st);
-    if (rc != SQLITE_DONE)
-        return -1;
-    p->dirty = false;
-    return 0;
-}
-
-/* Inserts the record unless its id exists; *inserted says which. Its JSON
- * text (it carries charged_*, so it is formatted after charging) is
- * appended to lines as the stored row's text and, when inserted, kept
- * there as its JSONL line; a duplicate's or a failure's is taken back. */
-static MUST_CHECK int insert_record(struct sqlite_store *sq, const struct usage_record *r,
-                                    struct usage_record_lines *lines, bool *inserted)
-{
-    size_t start = lines->len;
-    int len = usage_record_lines_add(lines, r);
-    if (len == -1) {
-        log_error("store(sqlite): out of memory formatting usage record %s", r->id);
-        return -1;
-    }
-    sqlite3_stmt *st = stmt(sq, ST_USAGE_INSERT);
-    if (st == NULL)
-        goto failed;
-    sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, r->ts_ms);
-    sqlite3_bind_text(st, 3, r->tenant_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r->payer_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, r->key_id, -1, SQLITE_STATIC);
-    bind_text_or_null(st, 6, r->session_id);
-    const char *pname = provider_name(r->provider);
-    sqlite3_bind_text(st, 7, pname != NULL ? pname : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 8, r->line, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, r->billed_byok ? "byok" : "wallet", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 10, r->cost_micros);
-    sqlite3_bind_int64(st, 11, r->charged_plan_credits_micros);
-    sqlite3_bind_int64(st, 12, r->charged_wallet_micros);
-    sqlite3_bind_text(st, 13, lines->data + start, len, SQLITE_STATIC);
-    int step = sqlite3_step(st);
-    stmt_done(st);
-    if (step != SQLITE_DONE)
-        goto failed;
-    *inserted = sqlite3_changes(sq->db) == 1;
-    if (!*inserted)
-        lines->len = start;
-    return 0;
-failed:
-    lines->len = start;
-    return -1;
-}
-
-/* One statement per record: each record is charged tentatively (charged_*
- * must be in its text), inserted with ON CONFLICT DO NOTHING, and the
- * charge kept only when it was inserted, which leaves the balances exactly
- * as if a duplicate had been skipped beforehand. Duplicates get their
- * charged_* back as passed in; on failure every record is restored. */
-static int sq_usage_write(struct store *s, struct usage_record *records, size_t n,
-                          size_t *duplicates, struct usage_record_lines *lines)
-{
-    struct sqlite_store *sq = to_sq(s);
-    struct payer_table payers = {0};
-    int64_t *saved = NULL;
-    size_t dups = 0;
-    *duplicates = 0;
-    if (n == 0)
-        return STORE_OK;
-    /* A caller that wants no lines still needs each row's text. */
-    struct usage_record_lines *out = lines != NULL ? lines : &sq->scratch;
-    size_t out_start = out->len;
-    size_t slots = 16;
-    while (slots < 2 * n)
-        slots *= 2;
-    saved = malloc(2 * n * sizeof(*saved));
-    payers.slots = calloc(slots, sizeof(*payers.slots));
-    payers.mask = slots - 1;
-    if (saved == NULL || payers.slots == NULL) {
-        log_error("store(sqlite): out of memory writing usage");
-        free(saved);
-        free(payers.slots);
-        return STORE_ERR_INTERNAL;
-    }
-    for (size_t j = 0; j < n; j++) {
-        saved[2 * j] = records[j].charged_plan_credits_micros;
-        saved[2 * j + 1] = records[j].charged_wallet_micros;
-    }
-    if (run(sq, ST_BEGIN) == -1) {
-        (void)fail(sq, "usage BEGIN");
-        goto failed;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct usage_record *r = &records[i];
-        struct payer *p = NULL;
-        if (charge_needed(r->billed_byok, r->no_charge, r->cost_micros)) {
-            p = payer_slot(&payers, r->payer_id);
-            if (!p->loaded && payer_load(sq, p) == -1) {
-                (void)fail(sq, "usage payer read");
-                goto failed;
-            }
-        }
-        struct charge c;
-        enum charge_result res = charge_apply(r->billed_byok, r->no_charge, r->cost_micros,
-                                              p != NULL && !p->missing ? &p->bal : NULL, &c);
-        r->charged_plan_credits_micros = c.plan_credits_micros;
-        r->charged_wallet_micros = c.wallet_micros;
-        bool inserted;
-        if (lines == NULL)
-            out->len = 0;
-        if (insert_record(sq, r, out, &inserted) == -1) {
-            (void)fail(sq, "usage write");
-            goto failed;
-        }
-        if (!inserted) {
-            dups++;
-            r->charged_plan_credits_micros = saved[2 * i];
-            r->charged_wallet_micros = saved[2 * i + 1];
-        } else if (res == CHARGE_APPLIED) {
-            p->bal = c.after;
-            p->dirty = true;
-        } else if (res == CHARGE_PAYER_MISSING) {
-            char safe[ID_MAX];
-            log_warn("usage %s: payer %s no longer exists, recorded uncharged", r->id,
-                     log_safe(r->payer_id, strlen(r->payer_id), safe, sizeof(safe)));
-        }
-    }
-    for (size_t j = 0; j < slots; j++) {
-        if (payers.slots[j].id != NULL && payer_flush(sq, &payers.slots[j]) == -1) {
-            (void)fail(sq, "usage charge");
-            goto failed;
-        }
-    }
-    if (run(sq, ST_COMMIT) == -1) {
-        (void)fail(sq, "usage COMMIT");
-        goto failed;
-    }
-    *duplicates = dups;
-    free(saved);
-    free(payers.slots);
-    return STORE_OK;
-failed:
-    rollback(sq);
-    for (size_t j = 0; j < n; j++) {
-        records[j].charged_plan_credits_micros = saved[2 * j];
-        records[j].charged_wallet_micros = saved[2 * j + 1];
-    }
-    out->len = out_start;
-    free(saved);
-    free(payers.slots);
-    return STORE_ERR_INTERNAL;
-}
-
-static int sq_usage_query(struct store *s, const char *tenant_id, const char *session_id, int limit,
-                          json_t **out)
-{
-    struct sqlite_store *sq = to_sq(s);
-    *out = NULL;
-    enum stmt_id id = tenant_id != NULL
-                          ? (session_id != NULL ? ST_USAGE_Q_BOTH : ST_USAGE_Q_TENANT)
-                          : (session_id != NULL ? ST_USAGE_Q_SESSION : ST_USAGE_Q_ALL);
-    sqlite3_stmt *st = stmt(sq, id);
-    if (st == NULL)
-        return STORE_ERR_INTERNAL;
-    json_t *arr = json_array();
-    if (arr == NULL)
-        return STORE_ERR_INTERNAL;
-    if (tenant_id != NULL)
-        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
-    if (session_id != NULL)
-        sqlite3_bind_text(st, 2, session_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, limit > 0 ? limit : -1); /* negative LIMIT = none */
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *text = (const char *)sqlite3_column_text(st, 0);
-        json_error_t jerr;
-        json_t *rec = text != NULL ? json_loads(text, 0, &jerr) : NULL;
-        if (rec == NULL || json_array_append_new(arr, rec) == -1) {
-            log_error("store(sqlite): unreadable usage record row skipped");
-            continue;
-        }
-    }
-    stmt_done(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(arr);
-        return fail(sq, "usage query");
-    }
-    *out = arr;
-    return STORE_OK;
 }
 
 static int sq_connection_create(struct store *s, const struct store_connection *c);
@@ -836,8 +522,8 @@ static const struct store_ops sqlite_ops = {
     .key_list = sq_key_list,
     .key_revoke = sq_key_revoke,
     .key_get = sq_key_get,
-    .usage_write = sq_usage_write,
-    .usage_query = sq_usage_query,
+    .usage_write = store_sqlite_usage_write,
+    .usage_query = store_sqlite_usage_query,
     .connection_create = sq_connection_create,
     .connection_get = sq_connection_get,
     .connection_update = sq_connection_update,
@@ -859,7 +545,7 @@ static struct sqlite_store *byok_sq(struct store *s)
         log_error("store: BYOK operations need the sqlite backend");
         return NULL;
     }
-    return to_sq(s);
+    return store_sqlite_of(s);
 }
 
 /* Column order of CONN_COLS. -1 when the row is malformed (logged). */
@@ -899,7 +585,7 @@ static int sq_connection_create(struct store *s, const struct store_connection *
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL || !connection_valid(c))
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_CONN_INSERT);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_CONN_INSERT);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     int64_t now = now_ms();
@@ -907,7 +593,7 @@ static int sq_connection_create(struct store *s, const struct store_connection *
     sqlite3_bind_text(st, 2, c->tenant_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, provider_name(c->provider), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, c->name, -1, SQLITE_STATIC);
-    bind_text_or_null(st, 5, c->region);
+    store_sqlite_bind_text_or_null(st, 5, c->region);
     sqlite3_bind_text(st, 6, c->key_hint, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 7, c->key_version);
     sqlite3_bind_blob(st, 8, c->sealed, (int)c->sealed_len, SQLITE_STATIC);
@@ -915,14 +601,14 @@ static int sq_connection_create(struct store *s, const struct store_connection *
     sqlite3_bind_int64(st, 10, c->updated_at_ms != 0 ? c->updated_at_ms : now);
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc == SQLITE_DONE)
         return STORE_OK;
     if (ext == SQLITE_CONSTRAINT_PRIMARYKEY)
         return STORE_ERR_EXISTS;
     if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
         return STORE_ERR_NOT_FOUND; /* no such tenant */
-    return fail(sq, "connection create");
+    return store_sqlite_fail(sq, "connection create");
 }
 
 static int sq_connection_get(struct store *s, const char *tenant_id, const char *id,
@@ -931,7 +617,7 @@ static int sq_connection_get(struct store *s, const char *tenant_id, const char 
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_CONN_GET);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_CONN_GET);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     /* Scoped by tenant in the query itself: another tenant's id reads as
@@ -945,8 +631,8 @@ static int sq_connection_get(struct store *s, const char *tenant_id, const char 
     else if (rc == SQLITE_DONE)
         status = STORE_ERR_NOT_FOUND;
     else
-        status = fail(sq, "connection get");
-    stmt_done(st);
+        status = store_sqlite_fail(sq, "connection get");
+    store_sqlite_stmt_done(st);
     return status;
 }
 
@@ -955,21 +641,21 @@ static int sq_connection_update(struct store *s, const struct store_connection *
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL || !connection_valid(c))
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_CONN_UPDATE);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_CONN_UPDATE);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, c->tenant_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, c->name, -1, SQLITE_STATIC);
-    bind_text_or_null(st, 4, c->region);
+    store_sqlite_bind_text_or_null(st, 4, c->region);
     sqlite3_bind_text(st, 5, c->key_hint, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 6, c->key_version);
     sqlite3_bind_blob(st, 7, c->sealed, (int)c->sealed_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, c->updated_at_ms != 0 ? c->updated_at_ms : now_ms());
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "connection update");
+        return store_sqlite_fail(sq, "connection update");
     return sqlite3_changes(sq->db) == 1 ? STORE_OK : STORE_ERR_NOT_FOUND;
 }
 
@@ -979,17 +665,17 @@ static int sq_connection_delete(struct store *s, const char *tenant_id, const ch
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
     int status = STORE_ERR_INTERNAL;
-    if (run(sq, ST_BEGIN) == -1)
-        return fail(sq, "BEGIN");
-    sqlite3_stmt *st = stmt(sq, ST_CONN_DELETE);
+    if (store_sqlite_run(sq, ST_BEGIN) == -1)
+        return store_sqlite_fail(sq, "BEGIN");
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_CONN_DELETE);
     if (st == NULL)
         goto failed;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE) {
-        status = fail(sq, "connection delete");
+        status = store_sqlite_fail(sq, "connection delete");
         goto failed;
     }
     if (sqlite3_changes(sq->db) != 1) {
@@ -999,26 +685,26 @@ static int sq_connection_delete(struct store *s, const char *tenant_id, const ch
     /* In the same transaction: no reader ever sees a slot naming a
      * connection that is gone. */
     for (int k = 0; k < 2; k++) {
-        st = stmt(sq, k == 0 ? ST_SLOTS_TOUCH : ST_SLOTS_CLEAR);
+        st = store_sqlite_stmt(sq, k == 0 ? ST_SLOTS_TOUCH : ST_SLOTS_CLEAR);
         if (st == NULL)
             goto failed;
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         if (k == 0)
             sqlite3_bind_int64(st, 2, now_ms());
         rc = sqlite3_step(st);
-        stmt_done(st);
+        store_sqlite_stmt_done(st);
         if (rc != SQLITE_DONE) {
-            status = fail(sq, "connection delete (slots)");
+            status = store_sqlite_fail(sq, "connection delete (slots)");
             goto failed;
         }
     }
-    if (run(sq, ST_COMMIT) == -1) {
-        status = fail(sq, "COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        status = store_sqlite_fail(sq, "COMMIT");
         goto failed;
     }
     return STORE_OK;
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
     return status;
 }
 
@@ -1029,7 +715,8 @@ static int sq_connection_list(struct store *s, const char *tenant_id, store_conn
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, tenant_id != NULL ? ST_CONN_LIST_TENANT : ST_CONN_LIST_ALL);
+    sqlite3_stmt *st =
+        store_sqlite_stmt(sq, tenant_id != NULL ? ST_CONN_LIST_TENANT : ST_CONN_LIST_ALL);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     if (tenant_id != NULL)
@@ -1044,9 +731,9 @@ static int sq_connection_list(struct store *s, const char *tenant_id, store_conn
         }
         cb(arg, &c);
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "connection list");
+        return store_sqlite_fail(sq, "connection list");
     return status;
 }
 
@@ -1057,10 +744,10 @@ static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
     memset(out, 0, sizeof(*out));
-    if (run(sq, ST_BEGIN_READ) == -1)
-        return fail(sq, "BEGIN");
+    if (store_sqlite_run(sq, ST_BEGIN_READ) == -1)
+        return store_sqlite_fail(sq, "BEGIN");
     int status = STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_BYOK_GET);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_BYOK_GET);
     if (st == NULL)
         goto failed;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
@@ -1069,12 +756,12 @@ static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok
         out->enabled = sqlite3_column_int(st, 0) != 0;
         out->updated_at_ms = sqlite3_column_int64(st, 1);
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        status = fail(sq, "byok get");
+        status = store_sqlite_fail(sq, "byok get");
         goto failed;
     }
-    st = stmt(sq, ST_BYOK_SLOTS_GET);
+    st = store_sqlite_stmt(sq, ST_BYOK_SLOTS_GET);
     if (st == NULL)
         goto failed;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
@@ -1084,18 +771,18 @@ static int sq_byok_get(struct store *s, const char *tenant_id, struct store_byok
         if (slot >= 0)
             col_text(st, 1, out->slots[slot], ID_MAX);
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE) {
-        status = fail(sq, "byok get (slots)");
+        status = store_sqlite_fail(sq, "byok get (slots)");
         goto failed;
     }
-    if (run(sq, ST_COMMIT) == -1) {
-        status = fail(sq, "COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        status = store_sqlite_fail(sq, "COMMIT");
         goto failed;
     }
     return STORE_OK; /* no row: disabled, empty slots */
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
     memset(out, 0, sizeof(*out));
     return status;
 }
@@ -1105,10 +792,10 @@ static int sq_byok_put(struct store *s, const char *tenant_id, const struct stor
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
-    if (run(sq, ST_BEGIN) == -1)
-        return fail(sq, "BEGIN");
+    if (store_sqlite_run(sq, ST_BEGIN) == -1)
+        return store_sqlite_fail(sq, "BEGIN");
     int status = STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_BYOK_PUT);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_BYOK_PUT);
     if (st == NULL)
         goto failed;
     sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
@@ -1116,39 +803,39 @@ static int sq_byok_put(struct store *s, const char *tenant_id, const struct stor
     sqlite3_bind_int64(st, 3, b->updated_at_ms != 0 ? b->updated_at_ms : now_ms());
     int rc = sqlite3_step(st);
     int ext = sqlite3_extended_errcode(sq->db);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE) {
         status = ext == SQLITE_CONSTRAINT_FOREIGNKEY ? STORE_ERR_NOT_FOUND /* no such tenant */
-                                                     : fail(sq, "byok put");
+                                                     : store_sqlite_fail(sq, "byok put");
         goto failed;
     }
     if (step_id(sq, ST_BYOK_SLOTS_DELETE, tenant_id) == -1) {
-        status = fail(sq, "byok put (slots)");
+        status = store_sqlite_fail(sq, "byok put (slots)");
         goto failed;
     }
     for (size_t i = 0; i < provider_slot_count(); i++) {
         if (b->slots[i][0] == '\0')
             continue;
-        st = stmt(sq, ST_BYOK_SLOT_INSERT);
+        st = store_sqlite_stmt(sq, ST_BYOK_SLOT_INSERT);
         if (st == NULL)
             goto failed;
         sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, provider_slot_at(i)->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, b->slots[i], -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
-        stmt_done(st);
+        store_sqlite_stmt_done(st);
         if (rc != SQLITE_DONE) {
-            status = fail(sq, "byok put (slot)");
+            status = store_sqlite_fail(sq, "byok put (slot)");
             goto failed;
         }
     }
-    if (run(sq, ST_COMMIT) == -1) {
-        status = fail(sq, "COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        status = store_sqlite_fail(sq, "COMMIT");
         goto failed;
     }
     return STORE_OK;
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
     return status;
 }
 
@@ -1158,7 +845,7 @@ static int sq_secret_get(struct store *s, const char *name, int *key_version,
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_SECRET_GET);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_SECRET_GET);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -1178,9 +865,9 @@ static int sq_secret_get(struct store *s, const char *name, int *key_version,
     } else if (rc == SQLITE_DONE) {
         status = STORE_ERR_NOT_FOUND;
     } else {
-        status = fail(sq, "secret get");
+        status = store_sqlite_fail(sq, "secret get");
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     return status;
 }
 
@@ -1190,15 +877,15 @@ static int sq_secret_put(struct store *s, const char *name, int key_version,
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL || sealed_len == 0 || sealed_len > CRYPTO_SEALED_MAX)
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_SECRET_PUT);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_SECRET_PUT);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, key_version);
     sqlite3_bind_blob(st, 3, sealed, (int)sealed_len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    stmt_done(st);
-    return rc == SQLITE_DONE ? STORE_OK : fail(sq, "secret put");
+    store_sqlite_stmt_done(st);
+    return rc == SQLITE_DONE ? STORE_OK : store_sqlite_fail(sq, "secret put");
 }
 
 /* cb runs while the statement is stepping: it must not use this handle. */
@@ -1207,7 +894,7 @@ static int sq_secret_list(struct store *s, store_secret_cb cb, void *arg)
     struct sqlite_store *sq = byok_sq(s);
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
-    sqlite3_stmt *st = stmt(sq, ST_SECRET_LIST);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_SECRET_LIST);
     if (st == NULL)
         return STORE_ERR_INTERNAL;
     int rc;
@@ -1224,9 +911,9 @@ static int sq_secret_list(struct store *s, store_secret_cb cb, void *arg)
         }
         cb(arg, name, sqlite3_column_int(st, 1), blob, (size_t)len);
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE)
-        return fail(sq, "secret list");
+        return store_sqlite_fail(sq, "secret list");
     return status;
 }
 
@@ -1265,7 +952,7 @@ static struct reseal_row *reseal_push(struct reseal_rows *rows)
 static MUST_CHECK int reseal_collect(struct sqlite_store *sq, bool secrets,
                                      struct reseal_rows *rows)
 {
-    sqlite3_stmt *st = stmt(sq, secrets ? ST_SECRET_LIST : ST_CONN_LIST_ALL);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, secrets ? ST_SECRET_LIST : ST_CONN_LIST_ALL);
     if (st == NULL)
         return -1;
     int rc;
@@ -1302,9 +989,9 @@ static MUST_CHECK int reseal_collect(struct sqlite_store *sq, bool secrets,
         memcpy(r->sealed, blob, (size_t)len);
         r->sealed_len = (size_t)len;
     }
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (status == 0 && rc != SQLITE_DONE) {
-        (void)fail(sq, "reseal read");
+        (void)store_sqlite_fail(sq, "reseal read");
         status = -1;
     }
     return status;
@@ -1313,14 +1000,14 @@ static MUST_CHECK int reseal_collect(struct sqlite_store *sq, bool secrets,
 static MUST_CHECK int reseal_write(struct sqlite_store *sq, bool secret, const char *id,
                                    int version, const unsigned char *sealed, size_t len)
 {
-    sqlite3_stmt *st = stmt(sq, secret ? ST_SECRET_PUT : ST_CONN_RESEAL);
+    sqlite3_stmt *st = store_sqlite_stmt(sq, secret ? ST_SECRET_PUT : ST_CONN_RESEAL);
     if (st == NULL)
         return -1;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, version);
     sqlite3_bind_blob(st, 3, sealed, (int)len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
-    stmt_done(st);
+    store_sqlite_stmt_done(st);
     if (rc != SQLITE_DONE || sqlite3_changes(sq->db) != 1)
         return -1;
     return 0;
@@ -1335,8 +1022,8 @@ static int sq_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t 
     if (sq == NULL)
         return STORE_ERR_INTERNAL;
     int status = STORE_ERR_INTERNAL;
-    if (run(sq, ST_BEGIN) == -1) {
-        (void)fail(sq, "reseal BEGIN");
+    if (store_sqlite_run(sq, ST_BEGIN) == -1) {
+        (void)store_sqlite_fail(sq, "reseal BEGIN");
         goto done;
     }
     if (reseal_collect(sq, false, &conns) == -1 || reseal_collect(sq, true, &secrets) == -1)
@@ -1356,21 +1043,21 @@ static int sq_reseal_all(struct store *s, store_reseal_fn fn, void *arg, size_t 
                 goto failed;
             }
             if (reseal_write(sq, pass == 1, r->id, out_version, out, out_len) == -1) {
-                (void)fail(sq, "reseal write");
+                (void)store_sqlite_fail(sq, "reseal write");
                 goto failed;
             }
             total++;
         }
     }
-    if (run(sq, ST_COMMIT) == -1) {
-        (void)fail(sq, "reseal COMMIT");
+    if (store_sqlite_run(sq, ST_COMMIT) == -1) {
+        (void)store_sqlite_fail(sq, "reseal COMMIT");
         goto failed;
     }
     *count = total;
     status = STORE_OK;
     goto done;
 failed:
-    rollback(sq);
+    store_sqlite_rollback(sq);
 done:
     free(conns.v);
     free(secrets.v);
