@@ -23,6 +23,7 @@ enum store_status {
     STORE_ERR_EXISTS,
     STORE_ERR_CONFLICT, /* e.g. deleting a tenant that still has subaccounts */
     STORE_ERR_INTERNAL,
+    STORE_ERR_UNSUPPORTED, /* an optional operation this backend does not have */
 };
 
 struct store_tenant {
@@ -206,6 +207,18 @@ MUST_CHECK int store_reseal_all(struct store *s, store_reseal_fn fn, void *arg, 
  * come back as duplicates, charged once (the id is the idempotency key). */
 MUST_CHECK int store_usage_write(struct store *s, struct usage_record *records, size_t n,
                                  size_t *duplicates, struct usage_record_lines *lines);
+/* For the JSONL repair at writer start (usage.c): appends to *lines
+ * (borrowed for the call) the line of each of up to max records committed
+ * after the record after_id, in commit order: its stored §5 text, exactly
+ * what store_usage_write() gave the JSONL sink, and '\n'. *count gets the
+ * number appended; last_id (ID_MAX bytes, caller's) the id of the last one,
+ * the after_id of the next page (untouched when *count is 0). Fewer than
+ * max means there are no more. STORE_ERR_NOT_FOUND when after_id is not in
+ * the store; STORE_ERR_UNSUPPORTED when the backend keeps no commit order
+ * to ask (Redis: the JSONL file is best effort in fleet mode). On any error
+ * *lines is left as it was and *count is 0. */
+MUST_CHECK int store_usage_after(struct store *s, const char *after_id, size_t max,
+                                 struct usage_record_lines *lines, size_t *count, char *last_id);
 /* Newest first. tenant_id/session_id NULL = any. Returns a JSON array of
  * record objects (usage_record_to_json shape); caller owns *out. */
 MUST_CHECK int store_usage_query(struct store *s, const char *tenant_id, const char *session_id,
@@ -231,6 +244,9 @@ struct store_ops {
                        struct usage_record_lines *lines);
     int (*usage_query)(struct store *s, const char *tenant_id, const char *session_id, int limit,
                        json_t **out);
+    /* Optional: NULL = STORE_ERR_UNSUPPORTED. */
+    int (*usage_after)(struct store *s, const char *after_id, size_t max,
+                       struct usage_record_lines *lines, size_t *count, char *last_id);
     int (*connection_create)(struct store *s, const struct store_connection *c);
     int (*connection_get)(struct store *s, const char *tenant_id, const char *id,
                           struct store_connection *out);

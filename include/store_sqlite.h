@@ -2,7 +2,7 @@
  * the handle, its prepared statements and their helpers (store_sqlite.c,
  * which also holds tenants, keys, BYOK connections and settings, secrets)
  * and the usage half (store_sqlite_usage.c: records inserted and charged,
- * queried). Nothing outside the backend includes
+ * queried, read back in commit order). Nothing outside the backend includes
  * it: callers use store.h. */
 #ifndef BYOK_STORE_SQLITE_H
 #define BYOK_STORE_SQLITE_H
@@ -59,6 +59,8 @@ enum stmt_id {
     ST_SECRET_GET,
     ST_SECRET_PUT,
     ST_SECRET_LIST,
+    ST_USAGE_ROWID,
+    ST_USAGE_AFTER,
     ST__COUNT
 };
 
@@ -91,11 +93,13 @@ void store_sqlite_rollback(struct sqlite_store *sq);
 void store_sqlite_bind_text_or_null(sqlite3_stmt *st, int i, const char *s);
 
 /* The usage half (store_sqlite_usage.c), called through the store vtable:
- * store_usage_write() and store_usage_query() of store.h, with their
- * contracts. */
+ * store_usage_write(), store_usage_query() and store_usage_after() of
+ * store.h, with their contracts. */
 int store_sqlite_usage_write(struct store *s, struct usage_record *records, size_t n,
                              size_t *duplicates, struct usage_record_lines *lines);
 int store_sqlite_usage_query(struct store *s, const char *tenant_id, const char *session_id,
                              int limit, json_t **out);
+int store_sqlite_usage_after(struct store *s, const char *after_id, size_t max,
+                             struct usage_record_lines *lines, size_t *count, char *last_id);
 
 #endif

@@ -202,6 +202,15 @@ int store_usage_query(struct store *s, const char *tenant_id, const char *sessio
     return s->ops->usage_query(s, tenant_id, session_id, limit, out);
 }
 
+int store_usage_after(struct store *s, const char *after_id, size_t max,
+                      struct usage_record_lines *lines, size_t *count, char *last_id)
+{
+    *count = 0;
+    if (s->ops->usage_after == NULL)
+        return STORE_ERR_UNSUPPORTED;
+    return s->ops->usage_after(s, after_id, max, lines, count, last_id);
+}
+
 uint64_t store_generation(void)
 {
     return atomic_load_explicit(&generation, memory_order_acquire);

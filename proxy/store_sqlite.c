@@ -2,7 +2,8 @@
  * handle (per thread), WAL, versioned schema migrations, cached prepared
  * statements (every query's SQL in one table here), tenants, keys, BYOK
  * connections and settings, secrets. The usage half (records inserted and
- * their payers charged, queried) is store_sqlite_usage.c. */
+ * their payers charged, queried, read back in commit order) is
+ * store_sqlite_usage.c. */
 #include "common.h"
 #include "store_sqlite.h"
 #include "store.h"
@@ -114,6 +115,10 @@ static const char *const stmt_sql[ST__COUNT] = {
                       " ON CONFLICT (name) DO UPDATE SET key_version = excluded.key_version,"
                       " sealed = excluded.sealed",
     [ST_SECRET_LIST] = "SELECT name, key_version, sealed FROM secrets ORDER BY name",
+    /* usage is a rowid table whose rows are inserted in commit order and
+     * never deleted or rebuilt: rowid order is commit order. */
+    [ST_USAGE_ROWID] = "SELECT rowid FROM usage WHERE id = ?1",
+    [ST_USAGE_AFTER] = "SELECT id, record FROM usage WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
 };
 
 int store_sqlite_fail(struct sqlite_store *sq, const char *what)
@@ -524,6 +529,7 @@ static const struct store_ops sqlite_ops = {
     .key_get = sq_key_get,
     .usage_write = store_sqlite_usage_write,
     .usage_query = store_sqlite_usage_query,
+    .usage_after = store_sqlite_usage_after,
     .connection_create = sq_connection_create,
     .connection_get = sq_connection_get,
     .connection_update = sq_connection_update,

@@ -1,8 +1,9 @@
 /* store_sqlite_usage.c - the SQLite backend's money and usage records: the
  * batch transaction (records inserted, their payers charged by the policy
  * of charge.h, each record's §5 text formatted once for the row and the
- * JSONL sink) and the usage query. The handle and its statements are
- * store_sqlite.c's (store_sqlite.h). */
+ * JSONL sink), the usage query, and the records after a given one in
+ * commit order (the JSONL repair at writer start). The handle and its
+ * statements are store_sqlite.c's (store_sqlite.h). */
 #include "common.h"
 #include "store_sqlite.h"
 #include "charge.h"
@@ -264,4 +265,80 @@ int store_sqlite_usage_query(struct store *s, const char *tenant_id, const char 
     }
     *out = arr;
     return STORE_OK;
+}
+
+/* Appends text and '\n' to b (a stored record's line for the JSONL). */
+static MUST_CHECK int lines_append(struct usage_record_lines *b, const char *text, size_t len)
+{
+    if (b->cap - b->len < len + 1) {
+        size_t cap = MAX(b->cap * 2, b->len + len + 1);
+        char *d = realloc(b->data, cap);
+        if (d == NULL)
+            return -1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, text, len);
+    b->data[b->len + len] = '\n';
+    b->len += len + 1;
+    return 0;
+}
+
+/* Two statements, no transaction: the writer thread that asks is the
+ * store's only writer of usage rows (one process per store), and rows are
+ * never deleted, so after_id's rowid stays where it was between them. */
+int store_sqlite_usage_after(struct store *s, const char *after_id, size_t max,
+                             struct usage_record_lines *lines, size_t *count, char *last_id)
+{
+    struct sqlite_store *sq = store_sqlite_of(s);
+    size_t start = lines->len, n = 0;
+    int status = STORE_ERR_INTERNAL;
+    *count = 0;
+    sqlite3_stmt *st = store_sqlite_stmt(sq, ST_USAGE_ROWID);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_text(st, 1, after_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_int64 after = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    store_sqlite_stmt_done(st);
+    if (rc == SQLITE_DONE)
+        return STORE_ERR_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        return store_sqlite_fail(sq, "usage after (id)");
+    st = store_sqlite_stmt(sq, ST_USAGE_AFTER);
+    if (st == NULL)
+        return STORE_ERR_INTERNAL;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)MIN(max, (size_t)INT64_MAX));
+    char id[ID_MAX] = "";
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 1);
+        int len = sqlite3_column_bytes(st, 1);
+        const char *row_id = (const char *)sqlite3_column_text(st, 0);
+        snprintf(id, sizeof(id), "%s", row_id != NULL ? row_id : "");
+        /* A line of its own or none: a text with a newline in it would
+         * break the file's lines (the formatter never writes one). */
+        if (text == NULL || len <= 0 || memchr(text, '\n', (size_t)len) != NULL) {
+            log_error("store(sqlite): usage record %s has a malformed record column", id);
+            goto out;
+        }
+        if (lines_append(lines, text, (size_t)len) == -1) {
+            log_error("store(sqlite): out of memory reading usage records");
+            goto out;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        (void)store_sqlite_fail(sq, "usage after");
+        goto out;
+    }
+    if (n > 0)
+        snprintf(last_id, ID_MAX, "%s", id);
+    *count = n;
+    status = STORE_OK;
+out:
+    store_sqlite_stmt_done(st);
+    if (status != STORE_OK)
+        lines->len = start;
+    return status;
 }

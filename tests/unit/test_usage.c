@@ -1233,6 +1233,48 @@ static void test_writer_jsonl_is_stored_text(void **state)
     sqlite3_close(db);
 }
 
+/* store_usage_after() pages through the records after an id in commit
+ * order, each line the stored text and '\n'; an unknown id is NOT_FOUND. */
+static void test_store_usage_after(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_record recs[5];
+    for (int i = 0; i < 5; i++) {
+        char id[ID_MAX];
+        snprintf(id, sizeof(id), "z-%d", 4 - i); /* commit order is not id order */
+        recs[i] = wallet_record(id);
+    }
+    struct usage_record_lines written = {0}, got = {0};
+    assert_int_equal(store_usage_write(f->s, recs, 5, NULL, &written), STORE_OK);
+    size_t at[6] = {0}; /* where each written line starts */
+    for (int i = 0, k = 1; k < 6; i++)
+        if (written.data[i] == '\n')
+            at[k++] = (size_t)i + 1;
+
+    char last[ID_MAX] = "unchanged";
+    size_t n = 99;
+    assert_int_equal(store_usage_after(f->s, "z-4", 2, &got, &n, last), STORE_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(last, "z-2");
+    assert_int_equal(got.len, at[3] - at[1]);
+    assert_memory_equal(got.data, written.data + at[1], got.len);
+    assert_int_equal(store_usage_after(f->s, last, 2, &got, &n, last), STORE_OK); /* appends */
+    assert_int_equal(n, 2);
+    assert_string_equal(last, "z-0");
+    assert_int_equal(got.len, at[5] - at[1]);
+    assert_memory_equal(got.data, written.data + at[1], got.len);
+    assert_int_equal(store_usage_after(f->s, "z-0", 2, &got, &n, last), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_string_equal(last, "z-0");
+    assert_int_equal(got.len, at[5] - at[1]);
+    n = 99;
+    assert_int_equal(store_usage_after(f->s, "nope", 2, &got, &n, last), STORE_ERR_NOT_FOUND);
+    assert_int_equal(n, 0);
+    assert_int_equal(got.len, at[5] - at[1]);
+    usage_record_lines_free(&written);
+    usage_record_lines_free(&got);
+}
+
 static size_t rejected_lines(struct fixture *f, char ***out)
 {
     char path[256];
@@ -1392,6 +1434,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_replay_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_no_charge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_jsonl_is_stored_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_usage_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_start_fails, setup, teardown),
