@@ -8,7 +8,11 @@
  *                                                 |   back the new records'
  *                                                 |   JSON text)
  *                                                 +--> JSONL file (that same
- *                                                 |    text, after commit)
+ *                                                 |    text, after commit;
+ *                                                 |    synced once a second;
+ *                                                 |    its tail restored from
+ *                                                 |    the SQLite store at
+ *                                                 |    start)
  *                                                 +--> spool dir (fsync'd) when
  *                                                      the store fails; replayed
  *                                                      later, none lost
@@ -39,7 +43,8 @@ void usage_writer_sync(void);
 /* Counters for /metrics. */
 struct usage_stats {
     uint64_t submitted, written, duplicates, spooled, replayed, batches;
-    uint64_t rejected; /* refused by usage_record_check(): set aside, never charged */
+    uint64_t rejected;    /* refused by usage_record_check(): set aside, never charged */
+    uint64_t jsonl_syncs; /* fdatasyncs of the JSONL file (at most one a second, and at close) */
 };
 void usage_writer_stats(struct usage_stats *out);
 

@@ -4,11 +4,22 @@
  * store fails, replaying them later.
  *
  * The JSONL file is opened once (its directory created at writer start) and
- * kept open: one write and one fdatasync per batch. Log rotation works both
- * ways: with copytruncate the O_APPEND descriptor simply continues at the new
- * end; when the file is renamed away (or deleted), a stat of the path at most
- * once per second sees another inode and the file is reopened, so lines go to
- * the old file for at most about a second. A failed write also reopens. */
+ * kept open: one write per batch, and one fdatasync at most once a second
+ * (JSONL_SYNC_MS after the first unsynced line, when the writer is busy or
+ * idle), and always before the file is closed (rotation, a failed write, a
+ * stop). The store already fsyncs each commit and is the record of truth; a
+ * second fdatasync per batch was ~15 % of the proxy's CPU at one client
+ * connection. So a kill -9 loses no line written (the page cache has it), a
+ * power loss up to about a second of them: at writer start, the SQLite
+ * store gives back every record committed after the file's last line and
+ * they are appended again (jsonl_repair; a torn last line is cut first). In
+ * fleet mode (Redis) there is no such repair: the file is best effort.
+ *
+ * Log rotation works both ways: with copytruncate the O_APPEND descriptor
+ * simply continues at the new end; when the file is renamed away (or
+ * deleted), a stat of the path at most once per second sees another inode
+ * and the file is reopened, so lines go to the old file for at most about a
+ * second. A failed write also reopens. */
 #include "common.h"
 #include "usage.h"
 #include "config.h"
@@ -31,7 +42,7 @@
 #define BATCH_MAX 256
 /* Group commit: a batch that is not full waits this long for company
  * before it is written, so a busy proxy makes a few large transactions (and
- * fdatasyncs) a second instead of one per request. A usage_writer_sync()
+ * their fsyncs) a second instead of one per request. A usage_writer_sync()
  * caller or a stop cuts the wait short. */
 #define LINGER_MS      2
 #define RETRY_MS       1000  /* spool replay and store reconnect cadence */
@@ -40,6 +51,11 @@
 #define SPOOL_SUFFIX   ".jsonl"
 #define REJECTED_NAME  "rejected" /* in the spool dir: refused records, for a human */
 #define JSONL_CHECK_MS 1000       /* rotation check cadence */
+#define JSONL_SYNC_MS  1000       /* longest a written JSONL line stays unsynced */
+/* A record's line is a few KB at most (usage_record.c's FORMAT_MAX): a
+ * longer last line is not a record the repair could read. */
+#define JSONL_LINE_MAX    (64 * 1024)
+#define JSONL_REPAIR_PAGE 1000 /* lines the repair asks the store for at a time */
 /* Queue nodes the writer handed back, kept for the next submits: a node is
  * ~1.3 KB (beyond malloc's per-thread cache) and was allocated by a worker
  * and freed by the writer, so each record paid the allocator's slow path
@@ -79,6 +95,7 @@ static struct {
 
 static struct {
     _Atomic uint64_t submitted, written, duplicates, spooled, replayed, batches, rejected;
+    _Atomic uint64_t jsonl_syncs;
 } stats;
 
 /* Owned by the writer thread alone. */
@@ -86,6 +103,8 @@ static struct {
     const struct config *cfg;
     int jsonl_fd;                    /* -1 = not open */
     int64_t jsonl_check_ms;          /* next rotation check (mono) */
+    bool jsonl_dirty;                /* lines written since the last fdatasync */
+    int64_t jsonl_sync_ms;           /* when they are synced at the latest (mono) */
     struct usage_record_lines lines; /* reused by every batch */
     struct store *store;             /* NULL after a failure until reopened */
     int64_t next_open_ms;            /* earliest reopen attempt (mono) */
@@ -160,10 +179,38 @@ static MUST_CHECK int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* Puts the offset of the last '\n' in [from, end) of fd in *pos (-1: there
+ * is none). Returns -1 (errno set) when a read failed. Reads backwards in
+ * chunks, so a torn line costs a read of about its own length. */
+static MUST_CHECK int jsonl_last_nl(int fd, off_t from, off_t end, off_t *pos)
+{
+    char buf[8192];
+    *pos = -1;
+    while (end > from) {
+        size_t want = (size_t)MIN(end - from, (off_t)sizeof(buf));
+        ssize_t got = pread(fd, buf, want, end - (off_t)want);
+        if (got == -1 && errno == EINTR)
+            continue;
+        if (got != (ssize_t)want) {
+            if (got >= 0)
+                errno = EIO; /* the file shrank under us */
+            return -1;
+        }
+        const char *nl = memrchr(buf, '\n', want);
+        if (nl != NULL) {
+            *pos = end - (off_t)want + (nl - buf);
+            return 0;
+        }
+        end -= (off_t)want;
+    }
+    return 0;
+}
+
 /* Opens the JSONL file for appending. O_APPEND is what makes copytruncate
- * work. A crash or a failed write may have left half a line at the end:
- * finish it, so the damage stays one unreadable line instead of also
- * spoiling the next record. */
+ * work. A crash or a failed write may have left half a line at the end: it
+ * is cut back to the last complete line, so the damage never spoils the
+ * next record's line; the repair at writer start (jsonl_repair) then
+ * appends that record again, whole, from the store. */
 static MUST_CHECK int jsonl_open(void)
 {
     const char *path = wr.cfg->usage_jsonl_path;
@@ -174,21 +221,77 @@ static MUST_CHECK int jsonl_open(void)
         return -1;
     struct stat st;
     char last;
-    if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 &&
-        last != '\n' && write_all(fd, "\n", 1) == -1) {
-        close(fd);
-        return -1;
+    off_t nl;
+    int e;
+    if (fstat(fd, &st) == -1)
+        goto failed;
+    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+        goto failed;
+    if (st.st_size > 0 && last != '\n') {
+        if (jsonl_last_nl(fd, 0, st.st_size, &nl) == -1 || ftruncate(fd, nl + 1) == -1)
+            goto failed;
+        log_warn("usage: the JSONL file %s ended with %lld bytes of an incomplete line (a torn "
+                 "write); cut back to its last complete line",
+                 path, (long long)(st.st_size - (nl + 1)));
     }
     wr.jsonl_fd = fd;
     wr.jsonl_check_ms = mono_ms() + JSONL_CHECK_MS;
     return 0;
+failed:
+    e = errno;
+    close(fd);
+    errno = e;
+    return -1;
 }
 
+/* fdatasyncs the lines written since the last sync, if any. False (logged)
+ * when it failed: those lines are in the store, and may be missing from the
+ * file after a power loss. Not retried: after a failed fdatasync the kernel
+ * may have dropped the pages, and a second call would report success. */
+static bool jsonl_sync(void)
+{
+    bool dirty = wr.jsonl_dirty;
+    wr.jsonl_dirty = false;
+    if (!dirty || wr.jsonl_fd == -1)
+        return true;
+    if (fdatasync(wr.jsonl_fd) == -1) {
+        log_error("usage: fdatasync of the JSONL file %s failed: %s (records are in the store)",
+                  wr.cfg->usage_jsonl_path, strerror(errno));
+        return false;
+    }
+    atomic_fetch_add_explicit(&stats.jsonl_syncs, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Syncs first: a stop, a rotation or a failed write leaves nothing
+ * written unsynced behind. */
 static void jsonl_close(void)
 {
-    if (wr.jsonl_fd != -1)
-        close(wr.jsonl_fd);
+    if (wr.jsonl_fd == -1)
+        return;
+    (void)jsonl_sync(); /* a failure is logged; the file is closed anyway */
+    close(wr.jsonl_fd);
     wr.jsonl_fd = -1;
+}
+
+/* Counts bytes just written as unsynced; the first of them starts the
+ * JSONL_SYNC_MS wait. */
+static void jsonl_mark_dirty(void)
+{
+    if (wr.jsonl_dirty)
+        return;
+    wr.jsonl_dirty = true;
+    wr.jsonl_sync_ms = mono_ms() + JSONL_SYNC_MS;
+}
+
+/* Syncs once the oldest unsynced line has waited JSONL_SYNC_MS. Called
+ * after each batch and when the writer wakes idle (its wait is bounded by
+ * jsonl_sync_ms while lines are unsynced). A failure closes the file: the
+ * next batch reopens it. */
+static void jsonl_sync_due(void)
+{
+    if (wr.jsonl_dirty && mono_ms() >= wr.jsonl_sync_ms && !jsonl_sync())
+        jsonl_close();
 }
 
 /* True when the path no longer names the open file (renamed away or removed
@@ -206,9 +309,10 @@ static bool jsonl_rotated(void)
 }
 
 /* Appends the lines of a committed batch (wr.lines, as the store wrote
- * them: only records new to the store) to the JSONL sink: one write and one
- * fdatasync per batch. The store is the record of truth, so a failure here
- * is logged, not retried; the next batch reopens the file. */
+ * them: only records new to the store) to the JSONL sink: one write per
+ * batch, synced at most once per JSONL_SYNC_MS (jsonl_sync_due). The store
+ * is the record of truth, so a failure here is logged, not retried; the
+ * next batch reopens the file. */
 static void jsonl_append(void)
 {
     const char *path = wr.cfg->usage_jsonl_path;
@@ -224,11 +328,120 @@ static void jsonl_append(void)
                   strerror(errno));
         return;
     }
-    if (write_all(wr.jsonl_fd, b->data, b->len) == -1 || fdatasync(wr.jsonl_fd) == -1) {
+    if (write_all(wr.jsonl_fd, b->data, b->len) == -1) {
         log_error("usage: appending to the JSONL file %s failed: %s (records are in the store)",
                   path, strerror(errno));
         jsonl_close();
+        return;
     }
+    jsonl_mark_dirty();
+    jsonl_sync_due();
+}
+
+/* The id of the JSONL file's last line into id[ID_MAX]; the file ends with
+ * '\n' (jsonl_open cut any incomplete line). -1 with why[] set when the
+ * line cannot be read or is not a usage record with a valid id. */
+static MUST_CHECK int jsonl_last_id(int fd, off_t size, char *id, char *why, size_t why_size)
+{
+    off_t nl;
+    char *line = NULL;
+    json_t *obj = NULL;
+    int rc = -1;
+    off_t from = MAX((off_t)0, size - 1 - JSONL_LINE_MAX);
+    if (jsonl_last_nl(fd, from, size - 1, &nl) == -1) {
+        snprintf(why, why_size, "reading it failed: %s", strerror(errno));
+        goto out;
+    }
+    if (nl == -1 && from > 0) {
+        snprintf(why, why_size, "its last line is longer than any usage record");
+        goto out;
+    }
+    size_t len = (size_t)(size - 1 - (nl + 1));
+    line = malloc(len + 1);
+    if (line == NULL || pread(fd, line, len, nl + 1) != (ssize_t)len) {
+        snprintf(why, why_size, "reading its last line failed");
+        goto out;
+    }
+    json_error_t jerr;
+    obj = json_loadb(line, len, 0, &jerr);
+    const char *s = json_string_value(json_object_get(obj, "id"));
+    if (s == NULL || !usage_record_id_valid(s)) {
+        snprintf(why, why_size, "its last line is not a usage record with an id");
+        goto out;
+    }
+    snprintf(id, ID_MAX, "%s", s);
+    rc = 0;
+out:
+    json_decref(obj);
+    free(line);
+    return rc;
+}
+
+/* At writer start, before any batch (so no new line can come between the
+ * restored ones): appends to the JSONL file the lines of every record the
+ * store committed after the file's last line, in commit order, a page at a
+ * time, then syncs. They are the lines a crash or a power loss took between
+ * the store's commit and the file (or from its unsynced second). An empty
+ * file stays empty (it is not the place to dump the whole history); a last
+ * line the store does not know (a rotated file, another database) or
+ * cannot be read is logged, and nothing is added. A kill -9 at any point
+ * leaves whole lines (or one torn line, cut at the next start) in commit
+ * order, so the next start carries on from where this one stopped. */
+static void jsonl_repair(void)
+{
+    const char *path = wr.cfg->usage_jsonl_path;
+    char after[ID_MAX], last[ID_MAX], why[128];
+    struct stat st;
+    size_t restored = 0;
+    if (fstat(wr.jsonl_fd, &st) == -1 || st.st_size == 0)
+        return;
+    if (jsonl_last_id(wr.jsonl_fd, st.st_size, after, why, sizeof(why)) == -1) {
+        log_warn("usage: the JSONL file %s cannot be repaired from the store: %s; "
+                 "no lines restored",
+                 path, why);
+        return;
+    }
+    for (;;) {
+        size_t n;
+        wr.lines.len = 0;
+        int rc = store_usage_after(wr.store, after, JSONL_REPAIR_PAGE, &wr.lines, &n, last);
+        if (rc == STORE_ERR_UNSUPPORTED)
+            break; /* fleet mode: the file is best effort */
+        if (rc == STORE_ERR_NOT_FOUND) {
+            log_warn("usage: the JSONL file %s ends with record %s, which the store does not "
+                     "hold (a rotated file, or another database?); no lines restored",
+                     path, after);
+            break;
+        }
+        if (rc != STORE_OK) {
+            log_error("usage: reading the records after %s from the store failed; %zu lines "
+                      "restored to the JSONL file %s before that",
+                      after, restored, path);
+            break;
+        }
+        if (n > 0 && write_all(wr.jsonl_fd, wr.lines.data, wr.lines.len) == -1) {
+            log_error("usage: restoring lines to the JSONL file %s failed: %s (%zu restored "
+                      "before that; records are in the store)",
+                      path, strerror(errno), restored);
+            jsonl_close();
+            break;
+        }
+        if (n > 0)
+            jsonl_mark_dirty();
+        restored += n;
+        if (n < JSONL_REPAIR_PAGE)
+            break;
+        memcpy(after, last, sizeof(after));
+    }
+    /* Pages are larger than batches: give the memory back. */
+    usage_record_lines_free(&wr.lines);
+    if (restored == 0)
+        return;
+    if (!jsonl_sync())
+        jsonl_close();
+    log_info("usage: restored %zu line%s to the JSONL file %s from the store (records "
+             "committed after its last line)",
+             restored, restored == 1 ? "" : "s", path);
 }
 
 /* Writes the batch to a new spool file, atomically (temp name, fsync,
@@ -705,9 +918,12 @@ static void *writer_main(void *arg)
         const char *path = wr.cfg->usage_jsonl_path;
         /* Not fatal: the store is the record of truth, and every batch
          * tries to open the file again. */
-        if (path != NULL && path[0] != '\0' &&
-            (fs_make_dirs(path, true) == -1 || jsonl_open() == -1))
-            log_error("usage: opening the JSONL file %s failed: %s", path, strerror(errno));
+        if (path != NULL && path[0] != '\0') {
+            if (fs_make_dirs(path, true) == -1 || jsonl_open() == -1)
+                log_error("usage: opening the JSONL file %s failed: %s", path, strerror(errno));
+            else
+                jsonl_repair(); /* before any batch: restored lines come first */
+        }
         replay_spool(); /* before any new record, so old ones go first */
     } else if (err == NULL) {
         err = strdup(batch == NULL ? "out of memory starting the usage writer"
@@ -726,11 +942,16 @@ static void *writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&q.mu);
         while (q.head == NULL && !q.stopping) {
-            if (!wr.spool_pending) {
+            /* Idle: wake for a spool replay or for unsynced JSONL lines,
+             * whichever is due first. */
+            int64_t due = wr.spool_pending ? wr.next_replay_ms : INT64_MAX;
+            if (wr.jsonl_dirty)
+                due = MIN(due, wr.jsonl_sync_ms);
+            if (due == INT64_MAX) {
                 pthread_cond_wait(&q.work_cv, &q.mu);
                 continue;
             }
-            int64_t wait = wr.next_replay_ms - mono_ms();
+            int64_t wait = due - mono_ms();
             if (wait <= 0)
                 break;
             struct timespec ts;
@@ -767,6 +988,7 @@ static void *writer_main(void *arg)
             }
             mark_processed(n);
         }
+        jsonl_sync_due();
         if (wr.spool_pending && (mono_ms() >= wr.next_replay_ms || (stopping && n == 0)))
             replay_spool();
         if (stopping && n == 0)
@@ -878,4 +1100,5 @@ void usage_writer_stats(struct usage_stats *out)
     out->replayed = atomic_load_explicit(&stats.replayed, memory_order_relaxed);
     out->batches = atomic_load_explicit(&stats.batches, memory_order_relaxed);
     out->rejected = atomic_load_explicit(&stats.rejected, memory_order_relaxed);
+    out->jsonl_syncs = atomic_load_explicit(&stats.jsonl_syncs, memory_order_relaxed);
 }

@@ -1232,6 +1232,166 @@ static void test_writer_jsonl_is_stored_text(void **state)
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
+/* ---- JSONL sync and repair ----------------------------------------------- */
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    char *buf = NULL;
+    size_t cap = 0;
+    *len = 0;
+    for (;;) {
+        if (cap - *len < 65536) {
+            cap = cap * 2 + 65536;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        size_t got = fread(buf + *len, 1, cap - *len, fp);
+        *len += got;
+        if (got == 0)
+            break;
+    }
+    assert_false(ferror(fp));
+    fclose(fp);
+    return buf;
+}
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* The ids of the JSONL file's lines, in file order, one per line. */
+static char *file_ids(const char *path)
+{
+    size_t len;
+    char *text = read_all(path, &len);
+    char *out = malloc(len + 1);
+    assert_non_null(out);
+    size_t at = 0, o = 0;
+    while (at < len) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        assert_non_null(nl);
+        json_error_t jerr;
+        json_t *obj = json_loadb(text + at, (size_t)(nl - (text + at)), 0, &jerr);
+        assert_non_null(obj);
+        const char *id = json_string_value(json_object_get(obj, "id"));
+        assert_non_null(id);
+        o += (size_t)sprintf(out + o, "%s\n", id);
+        json_decref(obj);
+        at = (size_t)(nl - text) + 1;
+    }
+    out[o] = '\0';
+    free(text);
+    return out;
+}
+
+/* The ids the store holds, in commit order (rowid order), one per line. */
+static char *db_ids(struct fixture *f)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->store_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id FROM usage ORDER BY rowid", -1, &st, NULL),
+                     SQLITE_OK);
+    size_t cap = 4096, o = 0;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (cap - o < strlen(id) + 2) {
+            cap *= 2;
+            out = realloc(out, cap);
+            assert_non_null(out);
+        }
+        o += (size_t)sprintf(out + o, "%s\n", id);
+    }
+    out[o] = '\0';
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+}
+
+/* Offset of the start of line `line` (0-based) of text. */
+static size_t line_start(const char *text, size_t len, size_t line)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < line; i++) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        assert_non_null(nl);
+        at = (size_t)(nl - text) + 1;
+    }
+    return at;
+}
+
+#define REPAIR_RECORDS 2600 /* more than two of the repair's pages (1000) */
+
+/* A JSONL file that lost its last lines (a power loss within the sync
+ * second, a kill -9 between the commit and the write, a torn write, or a
+ * kill -9 during an earlier repair) gets them back from the store at the
+ * next start: the same bytes, every record once, in commit order; a second
+ * start changes nothing. */
+static void test_writer_jsonl_repair(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    submit_range("rep", REPAIR_RECORDS);
+    usage_writer_sync();
+    usage_writer_stop();
+    size_t full_len;
+    char *full = read_all(f->jsonl_path, &full_len);
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), REPAIR_RECORDS);
+    char *want_ids = db_ids(f);
+    char *got_ids = file_ids(f->jsonl_path);
+    assert_string_equal(got_ids, want_ids); /* the writer appends in commit order */
+    free(got_ids);
+
+    /* Lines cut from the end, and whether half of the line before them is
+     * left (a torn write). */
+    static const struct {
+        size_t lines;
+        bool half;
+    } cuts[] = {
+        {1300, true},               /* two pages and a bit, torn */
+        {1, false},                 /* one whole line */
+        {0, true},                  /* only the last line torn */
+        {REPAIR_RECORDS - 2, true}, /* one whole line left */
+        {0, false},                 /* nothing lost: nothing to do */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cuts); i++) {
+        size_t keep_lines = REPAIR_RECORDS - cuts[i].lines;
+        size_t cut = line_start(full, full_len, keep_lines);
+        if (cuts[i].half) {
+            size_t prev = line_start(full, full_len, keep_lines - 1);
+            cut = prev + (cut - prev) / 2;
+        }
+        assert_int_equal(truncate(f->jsonl_path, (off_t)cut), 0);
+        start_writer(f);
+        usage_writer_stop();
+        size_t len;
+        char *text = read_all(f->jsonl_path, &len);
+        assert_int_equal(len, full_len);
+        assert_memory_equal(text, full, full_len);
+        free(text);
+        assert_int_equal(jsonl_count_unique(f->jsonl_path), REPAIR_RECORDS);
+        got_ids = file_ids(f->jsonl_path);
+        assert_string_equal(got_ids, want_ids);
+        free(got_ids);
+    }
+    /* Started again on a whole file: nothing added. */
+    start_writer(f);
+    usage_writer_stop();
+    size_t len;
+    char *text = read_all(f->jsonl_path, &len);
+    assert_int_equal(len, full_len);
+    free(text);
+    free(want_ids);
+    free(full);
+}
 
 /* store_usage_after() pages through the records after an id in commit
  * order, each line the stored text and '\n'; an unknown id is NOT_FOUND. */
@@ -1273,6 +1433,142 @@ static void test_store_usage_after(void **state)
     assert_int_equal(got.len, at[5] - at[1]);
     usage_record_lines_free(&written);
     usage_record_lines_free(&got);
+}
+
+/* Puts three records in the store behind the writer's back, makes the
+ * JSONL file hold `content`, and starts the writer: the file must be left
+ * as it was, and the writer must run (a new record is appended). */
+static void check_no_repair(struct fixture *f, const char *content)
+{
+    struct usage_record recs[3] = {wallet_record("st-1"), wallet_record("st-2"),
+                                   wallet_record("st-3")};
+    assert_int_equal(store_usage_write(f->s, recs, 3, NULL, NULL), STORE_OK);
+    char dir[160];
+    snprintf(dir, sizeof(dir), "%s/logs", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    write_file(f->jsonl_path, content, strlen(content));
+
+    start_writer(f);
+    size_t len;
+    char *text = read_all(f->jsonl_path, &len);
+    assert_int_equal(len, strlen(content));
+    assert_memory_equal(text, content, len);
+    free(text);
+
+    struct usage_record r = wallet_record("after-1");
+    usage_submit(&r);
+    usage_writer_sync();
+    usage_writer_stop();
+    text = read_all(f->jsonl_path, &len);
+    assert_true(len > strlen(content));
+    assert_memory_equal(text, content, strlen(content));
+    assert_memory_equal(text + strlen(content), "{\"id\":\"after-1\",", 16);
+    assert_int_equal(text[len - 1], '\n');
+    assert_non_null(memchr(text + strlen(content), '\n', len - strlen(content)));
+    assert_ptr_equal(memchr(text + strlen(content), '\n', len - strlen(content)),
+                     text + len - 1); /* one line */
+    free(text);
+}
+
+/* A last line the store does not know (a rotated file holding someone
+ * else's record), or one that is not a record at all: no repair. */
+static void test_writer_jsonl_repair_foreign(void **state)
+{
+    struct fixture *f = *state;
+    struct usage_record foreign = wallet_record("foreign-1");
+    struct usage_record_lines line = {0};
+    assert_true(usage_record_lines_add(&line, &foreign) > 0);
+    char *content = strndup(line.data, line.len);
+    assert_non_null(content);
+    usage_record_lines_free(&line);
+    check_no_repair(f, content);
+    free(content);
+}
+
+static void test_writer_jsonl_repair_unreadable(void **state)
+{
+    struct fixture *f = *state;
+    check_no_repair(f, "not a record\n");
+}
+
+/* An empty file is not the place to dump the whole history. */
+static void test_writer_jsonl_repair_empty(void **state)
+{
+    struct fixture *f = *state;
+    check_no_repair(f, "");
+}
+
+/* Waits (bounded) until the writer reports more JSONL syncs than base;
+ * returns how long that took from `since` (mono ms). */
+static int64_t wait_jsonl_sync(uint64_t base, int64_t since)
+{
+    int64_t deadline = mono_ms() + 10000;
+    struct usage_stats st;
+    for (;;) {
+        usage_writer_stats(&st);
+        if (st.jsonl_syncs > base)
+            return mono_ms() - since;
+        if (mono_ms() > deadline)
+            fail_msg("the JSONL file was not synced within 10 s");
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* A batch's lines are in the file (for any reader) as soon as the batch is
+ * committed; the fdatasync follows about a second later, without another
+ * record to prompt it. */
+static void test_writer_jsonl_sync_periodic(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    struct usage_stats base, st;
+    usage_writer_stats(&base);
+    int64_t t0 = mono_ms();
+    struct usage_record r = wallet_record("lone-1");
+    usage_submit(&r);
+    usage_writer_sync();
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 1);
+    usage_writer_stats(&st);
+    if (mono_ms() - t0 < 1000) /* JSONL_SYNC_MS: not yet due */
+        assert_int_equal(st.jsonl_syncs, base.jsonl_syncs);
+    int64_t took = wait_jsonl_sync(base.jsonl_syncs, t0);
+    assert_true(took >= 1000); /* not before the second was up */
+    usage_writer_stats(&st);
+    assert_int_equal(st.jsonl_syncs - base.jsonl_syncs, 1);
+
+    /* Busy: many batches, a sync a second at most. */
+    usage_writer_stats(&base);
+    t0 = mono_ms();
+    int i = 0;
+    while (mono_ms() - t0 < 1500) {
+        char id[ID_MAX];
+        snprintf(id, sizeof(id), "busy-%05d", i++);
+        struct usage_record b = wallet_record(id);
+        usage_submit(&b);
+        usage_writer_sync(); /* a batch each */
+    }
+    int64_t elapsed = mono_ms() - t0;
+    usage_writer_stats(&st);
+    assert_true(st.batches - base.batches >= 10); /* far more batches than syncs */
+    assert_true(st.jsonl_syncs - base.jsonl_syncs <= (uint64_t)(elapsed / 1000 + 1));
+    usage_writer_stop();
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 1 + (size_t)i);
+}
+
+/* A clean stop syncs what the last batches wrote. */
+static void test_writer_jsonl_sync_at_stop(void **state)
+{
+    struct fixture *f = *state;
+    start_writer(f);
+    struct usage_stats base, st;
+    usage_writer_stats(&base);
+    submit_range("stop", 3);
+    usage_writer_sync();
+    usage_writer_stop();
+    usage_writer_stats(&st);
+    assert_true(st.jsonl_syncs > base.jsonl_syncs);
+    assert_int_equal(jsonl_count_unique(f->jsonl_path), 3);
 }
 
 static size_t rejected_lines(struct fixture *f, char ***out)
@@ -1435,6 +1731,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writer_no_charge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_jsonl_is_stored_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_usage_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_repair, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_repair_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_repair_unreadable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_repair_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_sync_periodic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_jsonl_sync_at_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_spool_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_start_fails, setup, teardown),
