@@ -1,6 +1,6 @@
 /* usage_writer.c - what the usage writer's durability costs: records
  * through the real writer (usage_submit, group commit into SQLite with its
- * charge, JSONL append, one fdatasync of it per batch) into a fresh store in
+ * charge, JSONL append, its fdatasync at most once a second) into a fresh store in
  * a directory on the disk under test. usage_writer.sh builds it twice, with
  * the store's synchronous=FULL (the default) and with NORMAL, and runs both.
  *

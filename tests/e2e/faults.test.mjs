@@ -705,7 +705,7 @@ test('6b. kill -9 under load with the store up: measured loss (records still que
     `${beyond} records of requests the client did not see complete (${unseen} without a reply head); ` +
     `the lost ones ended at most ${window} ms before the kill, the newest surviving one ${newestKept} ms before; ` +
     `JSONL: ${notInJsonl} stored records missing, ${broken} broken lines; ` +
-    `idle writer, reply end -> readable in the store: median ${median} ms, max ${lat.at(-1)} ms (linger 2 ms + commit + JSONL fdatasync); ` +
+    `idle writer, reply end -> readable in the store: median ${median} ms, max ${lat.at(-1)} ms (linger 2 ms + commit + JSONL write); ` +
     `Σ charged ${charged.plan + charged.wallet} == drop ${total(start) - total(now)}`;
   figures.push(msg);
   console.log(msg);

@@ -105,7 +105,10 @@ function expectPass(r, { primary, checks }) {
 
 test('chat, streamed: records = replies, tokens as the client saw them, Σ charged = drop; the mock saw every request', async () => {
   const mark = stack.mocks.openai.requests.length;
-  const r = await adminRun('chat', ['--stream', '--duration', '2', '--turns', '3']);
+  // --rate bounds the run to ~600 records: the stray-record check (required
+  // below) needs the tenant under the admin API's 1000-record page, which an
+  // unbounded 2 s run can pass on a fast machine.
+  const r = await adminRun('chat', ['--stream', '--duration', '2', '--turns', '3', '--rate', '100']);
   const s = expectPass(r, { primary: 'chat', checks: ['one record per HTTP reply', 'LLM tokens in the records'] });
   const chat = s.result.ops.chat;
   const upstream = stack.mocks.openai.since(mark).filter((q) => q.url.startsWith('/v1/chat/completions'));
