@@ -75,15 +75,17 @@ static int request(struct meter *m, const char *body, size_t len, const char *ct
 static void reply(struct meter *m, const char *body, size_t len)
 {
     struct jspan checked;
-    json_t *root = NULL;
-    if (jscan_check(body, len, &checked)) {
+    bool sure = jscan_check(body, len, &checked);
+    /* Assigned apart: json_is_object evaluates its argument twice. */
+    json_t *root = sure ? NULL : json_loadb(body, len, 0, NULL);
+    if (sure) {
         meter_span_take_model(m, jscan_get(checked, "model"));
         struct jspan u = jscan_get(checked, "usage");
         if (jscan_type(u) == JSCAN_OBJECT) {
             usage(m, &(struct meter_obj){.span = u});
             m->usage_final = true;
         }
-    } else if (json_is_object(root = json_loadb(body, len, 0, NULL))) {
+    } else if (json_is_object(root)) {
         meter_take_model(m, json_object_get(root, "model"));
         json_t *u = json_object_get(root, "usage");
         if (json_is_object(u)) {
