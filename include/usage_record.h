@@ -118,6 +118,10 @@ struct usage_record_lines {
  * its '\n', which starts at data + the old len), or -1 out of memory (the
  * buffer is then unchanged). */
 MUST_CHECK int usage_record_lines_add(struct usage_record_lines *b, const struct usage_record *r);
+/* Appends a record's text already formatted (as a store keeps it) and
+ * '\n'. 0, or -1 out of memory (the buffer is then unchanged). */
+MUST_CHECK int usage_record_lines_add_text(struct usage_record_lines *b, const char *text,
+                                           size_t len);
 /* The same line for the spool: the §5 record plus, when the record releases
  * a fleet hold, its "hold_id", and "no_charge": true for a line that charges
  * nothing (neither ever in a §5 record; usage_record_parse reads them back),

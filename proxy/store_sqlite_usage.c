@@ -267,23 +267,6 @@ int store_sqlite_usage_query(struct store *s, const char *tenant_id, const char 
     return STORE_OK;
 }
 
-/* Appends text and '\n' to b (a stored record's line for the JSONL). */
-static MUST_CHECK int lines_append(struct usage_record_lines *b, const char *text, size_t len)
-{
-    if (b->cap - b->len < len + 1) {
-        size_t cap = MAX(b->cap * 2, b->len + len + 1);
-        char *d = realloc(b->data, cap);
-        if (d == NULL)
-            return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, text, len);
-    b->data[b->len + len] = '\n';
-    b->len += len + 1;
-    return 0;
-}
-
 /* Two statements, no transaction: the writer thread that asks is the
  * store's only writer of usage rows (one process per store), and rows are
  * never deleted, so after_id's rowid stays where it was between them. */
@@ -315,14 +298,14 @@ int store_sqlite_usage_after(struct store *s, const char *after_id, size_t max,
         const char *text = (const char *)sqlite3_column_text(st, 1);
         int len = sqlite3_column_bytes(st, 1);
         const char *row_id = (const char *)sqlite3_column_text(st, 0);
-        snprintf(id, sizeof(id), "%s", row_id != NULL ? row_id : "");
+        str_copy(id, sizeof(id), row_id);
         /* A line of its own or none: a text with a newline in it would
          * break the file's lines (the formatter never writes one). */
         if (text == NULL || len <= 0 || memchr(text, '\n', (size_t)len) != NULL) {
             log_error("store(sqlite): usage record %s has a malformed record column", id);
             goto out;
         }
-        if (lines_append(lines, text, (size_t)len) == -1) {
+        if (usage_record_lines_add_text(lines, text, (size_t)len) == -1) {
             log_error("store(sqlite): out of memory reading usage records");
             goto out;
         }
@@ -333,7 +316,7 @@ int store_sqlite_usage_after(struct store *s, const char *after_id, size_t max,
         goto out;
     }
     if (n > 0)
-        snprintf(last_id, ID_MAX, "%s", id);
+        str_copy(last_id, ID_MAX, id);
     *count = n;
     status = STORE_OK;
 out:

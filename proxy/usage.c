@@ -369,7 +369,7 @@ static MUST_CHECK int jsonl_last_id(int fd, off_t size, char *id, char *why, siz
         snprintf(why, why_size, "its last line is not a usage record with an id");
         goto out;
     }
-    snprintf(id, ID_MAX, "%s", s);
+    str_copy(id, ID_MAX, s);
     rc = 0;
 out:
     json_decref(obj);

@@ -749,22 +749,40 @@ int usage_record_from_json(json_t *obj, struct usage_record *r)
     return usage_record_parse(obj, r, NULL, 0);
 }
 
+/* Room for room more bytes at the end of b (at least doubling). */
+static MUST_CHECK int lines_reserve(struct usage_record_lines *b, size_t room)
+{
+    if (b->cap - b->len >= room)
+        return 0;
+    size_t cap = MAX(b->cap * 2, b->len + room);
+    char *d = realloc(b->data, cap);
+    if (d == NULL)
+        return -1;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
 int usage_record_lines_add(struct usage_record_lines *b, const struct usage_record *r)
 {
-    if (b->cap - b->len < FORMAT_MAX) {
-        size_t cap = MAX(b->cap * 2, b->len + FORMAT_MAX);
-        char *d = realloc(b->data, cap);
-        if (d == NULL)
-            return -1;
-        b->data = d;
-        b->cap = cap;
-    }
+    if (lines_reserve(b, FORMAT_MAX) == -1)
+        return -1;
     int n = usage_record_format(r, b->data + b->len, b->cap - b->len);
     if (n == -1)
         return -1; /* cannot happen: FORMAT_MAX bounds every record */
     b->data[b->len + (size_t)n] = '\n';
     b->len += (size_t)n + 1;
     return n;
+}
+
+int usage_record_lines_add_text(struct usage_record_lines *b, const char *text, size_t len)
+{
+    if (lines_reserve(b, len + 1) == -1)
+        return -1;
+    memcpy(b->data + b->len, text, len);
+    b->data[b->len + len] = '\n';
+    b->len += len + 1;
+    return 0;
 }
 
 int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usage_record *r)
