@@ -3,7 +3,8 @@
 // proxy (the proxy keeps its POSIX locks on the database: nothing but SQLite
 // opens or closes the file), every acknowledged admin write survives kill -9,
 // one proxy per store (a second one and --rotate-master-key refuse while it
-// runs), and spooled records with impossible amounts are refused, logged and
+// runs), a JSONL file cut by a crash restored from the store at start, and
+// spooled records with impossible amounts are refused, logged and
 // set aside instead of charged.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -174,6 +175,49 @@ test('--rotate-master-key refuses while a proxy holds the store and works once i
     const q = await proxy({ dir: p.dir, secrets: { ...p.secrets, masterKey: newKey }, env: { BYOK_MASTER_KEY_VERSION: '2' } });
     assert.equal((await chat(q, k.key)).status, 200, 'the proxy key works under the new master key');
     assert.equal(await q.stop(), 0);
+  });
+
+test('a JSONL file cut by a crash (lost lines and a torn one) is restored from the store at start, byte for byte',
+  { timeout: 60000 }, async () => {
+    const p = await proxy();
+    const tenant = `jl_${randomHex(4)}`;
+    await p.admin.createTenant({ id: tenant, name: 'JSONL', wallet_micros: 1_000_000 });
+    const key = await p.admin.createKey(tenant, 'jsonl');
+    for (let i = 0; i < 12; i++) assert.equal((await chat(p, key.key)).status, 200);
+    await p.admin.waitRecords(tenant, 12);
+    assert.equal(await p.stop(), 0);
+    const file = p.config.usage.jsonl_path;
+    const whole = fs.readFileSync(file, 'utf8');
+    const lines = whole.split('\n').filter(Boolean);
+    assert.equal(lines.filter((l) => JSON.parse(l).tenant_id === tenant).length, 12);
+
+    // What a power loss can leave: the last three lines gone, the one
+    // before them half written.
+    const kept = lines.slice(0, -4);
+    const torn = lines.at(-4).slice(0, 40);
+    fs.writeFileSync(file, kept.map((l) => `${l}\n`).join('') + torn);
+
+    const q = await proxy({ dir: p.dir, secrets: p.secrets });
+    await waitFor(() => fs.readFileSync(file, 'utf8') === whole, { what: 'the JSONL file restored' });
+    const logs = q.logs();
+    assert.match(logs, /ended with 40 bytes of an incomplete line \(a torn write\); cut back/);
+    assert.match(logs, /restored 4 lines to the JSONL file .* from the store/);
+    assert.ok(!logs.includes(lines.at(-1)), 'no record text in the log');
+
+    // The next start finds nothing to restore, and new records follow.
+    assert.equal((await chat(q, key.key)).status, 200);
+    await q.admin.waitRecords(tenant, 13);
+    assert.equal(await q.stop(), 0);
+    const again = await proxy({ dir: p.dir, secrets: p.secrets });
+    assert.equal((await chat(again, key.key)).status, 200);
+    await again.admin.waitRecords(tenant, 14);
+    assert.equal(await again.stop(), 0);
+    const final = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    assert.deepEqual(final.slice(0, lines.length), lines, 'the restored lines stay as they were');
+    const ids = final.map((l) => JSON.parse(l).id);
+    assert.equal(new Set(ids).size, ids.length, 'every record once');
+    assert.equal(final.filter((l) => JSON.parse(l).tenant_id === tenant).length, 14);
+    assert.doesNotMatch(again.logs(), /restored \d+ line/);
   });
 
 test('spooled records with negative or absurd amounts, a bad billed_to or no id are refused, logged and set aside',
