@@ -49,8 +49,9 @@ enum fleet_status {
 /* status: FLEET_OK / NO_FUNDS / NO_PAYER / DOWN; available: the payer's
  * funds before this hold (micro-USD; 0 with DOWN). */
 typedef void (*fleet_admit_cb)(void *arg, enum fleet_status status, int64_t available);
-/* status: FLEET_OK / LIMIT / DOWN; owner_limited: the agency owner's
- * limit (not the tenant's) was the one reached. */
+/* status: FLEET_OK / LIMIT / DOWN (fleet_admit_leased: also NO_FUNDS /
+ * NO_PAYER); owner_limited: the agency owner's limit (not the tenant's) was
+ * the one reached. */
 typedef void (*fleet_live_cb)(void *arg, enum fleet_status status, bool owner_limited);
 
 /* status: FLEET_OK with text (borrowed for the call; for a put: the pin
@@ -69,6 +70,24 @@ bool fleet_up(const struct fleet *f);
 enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
                               int64_t hold_micros, fleet_admit_cb cb, void *arg,
                               struct rasync_req **req);
+/* A live-session lease asked with an admission: lease_id for tenant_id
+ * (limit: its live_sessions, 0 none) and its agency owner owner_id ("" or
+ * NULL: none; owner_limit likewise). */
+struct fleet_lease {
+    const char *tenant_id;
+    int64_t limit;
+    const char *owner_id;
+    int64_t owner_limit;
+    const char *lease_id;
+};
+/* fleet_admit and fleet_live_acquire in one script, one round trip: the
+ * funds first (FLEET_NO_FUNDS / NO_PAYER: no lease), then the limits
+ * (FLEET_LIMIT: neither the hold nor the lease is taken), then both are
+ * taken (FLEET_OK). FLEET_PENDING with *req set (a cancelled one may have
+ * taken both: release both), or FLEET_DOWN. */
+enum fleet_status fleet_admit_leased(struct fleet *f, const char *payer_id, const char *hold_id,
+                                     int64_t hold_micros, const struct fleet_lease *lease,
+                                     fleet_live_cb cb, void *arg, struct rasync_req **req);
 /* Releases hold_id, answered by nobody (a hold is also released by the
  * record that carries its id, or expires). A release Redis may not have
  * run (down, or no answer) is sent again when the connection is back. */

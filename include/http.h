@@ -47,6 +47,10 @@ struct http_request {
  * closed (the request's ctx_free runs, so a pending decision can be
  * dropped there). */
 typedef int (*http_head_cb)(struct http_conn *c, struct http_request *req, void *arg);
+/* In on_head: the request's whole body (none, or its Content-Length bytes,
+ * not chunked) is in the input buffer already, so that reading it takes
+ * nothing more from the client. */
+bool http_body_buffered(const struct http_conn *c);
 /* A head decided later (on_head returned 1) passed: read the body, then
  * on_request. A no-op when the request was answered meanwhile. */
 void http_head_continue(struct http_conn *c);

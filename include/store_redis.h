@@ -80,14 +80,29 @@ MUST_CHECK int store_redis_tenant_key(char *buf, size_t size, const char *tenant
  * contract for an asynchronous caller. Times are Redis's (TIME), so
  * instances with skewed clocks agree on expiry. */
 enum store_redis_script {
-    /* Admission (DESIGN §3.4). KEYS: {t:P}:tenant, {t:P}:holds, {t:P}:holdamt.
-     * ARGV: hold id, hold micro-USD (>= 0), ttl ms (> 0). Drops P's expired
-     * holds, then admits when plan + wallet - sum of live holds > 0 and
-     * takes the hold (expiring ttl ms from now). A hold id already held is
-     * admitted again without a second hold (a retried admit).
+    /* Admission (DESIGN §3.4). KEYS: {t:P}:tenant, {t:P}:holds, {t:P}:holdamt
+     * [, {t:T}:live [, {t:O}:live]]. ARGV: hold id, hold micro-USD (>= 0),
+     * ttl ms (> 0) [, lease id, lease ms, T's limit, O's limit]. Drops P's
+     * expired holds, then admits when plan + wallet - sum of live holds > 0
+     * and takes the hold (expiring ttl ms from now). A hold id already held
+     * is admitted again without a second hold (a retried admit). With live
+     * sets, the live-session lease of a streaming response or session is
+     * taken in the same step (LIVE_ACQUIRE's rule, checked after the funds
+     * and before any write: at a limit, no hold is taken either).
      * Reply: array {status, available before the hold}, status "admitted",
-     * "no_funds" or "no_payer" (no such tenant). */
+     * "no_funds", "no_payer" (no such tenant), "tenant_limit" or
+     * "owner_limit" (the tenant's or its agency owner's live_sessions). */
     STORE_REDIS_SCRIPT_ADMIT = 0,
+    /* A live-session lease (DESIGN §6), one sorted set per tenant: lease id
+     * -> expiry. KEYS: {t:T}:live [, {t:O}:live] (O: T's agency owner).
+     * ARGV: lease id, lease ms, T's limit, O's limit (0 = none). Expired
+     * leases go first; a set at its limit refuses a lease it does not hold
+     * already; the lease is counted in both sets or in neither. Reply:
+     * "ok", "tenant" or "owner" (whose limit was reached). */
+    STORE_REDIS_SCRIPT_LIVE_ACQUIRE,
+    /* Renews a lease still held. KEYS as above. ARGV: lease id, lease ms.
+     * Reply: "ok". */
+    STORE_REDIS_SCRIPT_LIVE_RENEW,
     /* Release a hold no record will settle. KEYS: {t:P}:holds,
      * {t:P}:holdamt. ARGV: hold id. Reply: 1 released, 0 not held. */
     STORE_REDIS_SCRIPT_RELEASE,

@@ -309,6 +309,12 @@ int dataplane_head(struct http_conn *c, struct http_request *req, void *arg)
         return -1;
     }
     req->ctx = x; /* owns what ex held now */
+    if (ex.admit_pending && !ex.live_pending && ex.transport != EXCHANGE_WS &&
+        http_body_buffered(c))
+        /* Fleet mode, a request whose body is here already (the usual small
+         * one): the admission waits for the body, where a streamed
+         * request's lease is asked with it in one step (exchange_http). */
+        return 0;
     if (ex.admit_pending || ex.live_pending) {
         /* Fleet mode: Redis decides; the head waits (http.h, on_head 1). */
         struct exchange *held = x; /* each transport's exchange starts with it */

@@ -504,24 +504,30 @@ static void step_done(struct exchange *ex, int rc, struct exchange_refusal *why)
     }
 }
 
-static void admitted(void *arg, enum fleet_status st, int64_t available)
+/* The admission's answer: 0 go on, -1 refused (*why). */
+static int admission_answer(struct exchange *ex, enum fleet_status st, struct exchange_refusal *why)
 {
-    (void)available;
-    struct exchange *ex = arg;
-    struct exchange_refusal why;
-    int rc = 0;
-    ex->step_req = NULL;
     ex->admit_pending = false;
     if (st != FLEET_OK && st != FLEET_DOWN) {
         ex->hold_id[0] = '\0';
         ex->hold_micros = 0;
     }
     if (st == FLEET_NO_FUNDS)
-        rc = refuse_status(&why, RESOLVE_NO_FUNDS);
-    else if (st == FLEET_NO_PAYER)
-        rc = refuse_status(&why, RESOLVE_UNAUTHORIZED);
-    else if (st == FLEET_DOWN) /* the hold may be taken: released with the exchange */
-        rc = on_down(ex, &why);
+        return refuse_status(why, RESOLVE_NO_FUNDS);
+    if (st == FLEET_NO_PAYER)
+        return refuse_status(why, RESOLVE_UNAUTHORIZED);
+    if (st == FLEET_DOWN) /* the hold may be taken: released with the exchange */
+        return on_down(ex, why);
+    return 0;
+}
+
+static void admitted(void *arg, enum fleet_status st, int64_t available)
+{
+    (void)available;
+    struct exchange *ex = arg;
+    struct exchange_refusal why;
+    ex->step_req = NULL;
+    int rc = admission_answer(ex, st, &why);
     step_done(ex, rc, &why);
 }
 
@@ -533,12 +539,10 @@ static void lease_renew(evutil_socket_t fd, short what, void *arg)
     fleet_live_renew(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
 }
 
-static void leased(void *arg, enum fleet_status st, bool owner_limited)
+/* The lease's answer: 0 go on, -1 refused (*why). */
+static int lease_answer(struct exchange *ex, enum fleet_status st, bool owner_limited,
+                        struct exchange_refusal *why)
 {
-    struct exchange *ex = arg;
-    struct exchange_refusal why;
-    int rc = 0;
-    ex->step_req = NULL;
     ex->live_pending = false;
     if (st == FLEET_OK) {
         ex->lease_held = true;
@@ -546,16 +550,47 @@ static void leased(void *arg, enum fleet_status st, bool owner_limited)
         struct timeval tv = {FLEET_LEASE_RENEW_MS / 1000, 0};
         if (ex->lease_timer != NULL)
             evtimer_add(ex->lease_timer, &tv);
-    } else if (st == FLEET_LIMIT) {
-        ex->lease_id[0] = '\0';
-        rc = refuse(&why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
-                    "%s has %lld WebSocket sessions and streaming responses open, its limit "
-                    "(limits.live_sessions): retry when one ends",
-                    owner_limited ? "The agency owner of this tenant" : "This tenant",
-                    (long long)(owner_limited ? ex->parent_live_limit : ex->live_limit));
-        why.retry = true;
+        return 0;
     }
-    /* Down: not counted (sessions are not refused for want of a count). */
+    ex->lease_id[0] = '\0';
+    if (st != FLEET_LIMIT)
+        return 0; /* down: not counted (sessions are not refused for want of a count) */
+    refuse(why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
+           "%s has %lld WebSocket sessions and streaming responses open, its limit "
+           "(limits.live_sessions): retry when one ends",
+           owner_limited ? "The agency owner of this tenant" : "This tenant",
+           (long long)(owner_limited ? ex->parent_live_limit : ex->live_limit));
+    why->retry = true;
+    return -1;
+}
+
+static void leased(void *arg, enum fleet_status st, bool owner_limited)
+{
+    struct exchange *ex = arg;
+    struct exchange_refusal why;
+    ex->step_req = NULL;
+    int rc = lease_answer(ex, st, owner_limited, &why);
+    step_done(ex, rc, &why);
+}
+
+/* Both in one script. At a limit neither the hold nor the lease was taken;
+ * refused for funds, no lease was; down: the hold may be taken (released
+ * with the exchange) and the lease is not counted, as lease_answer has it. */
+static void admitted_leased(void *arg, enum fleet_status st, bool owner_limited)
+{
+    struct exchange *ex = arg;
+    struct exchange_refusal why;
+    int rc;
+    ex->step_req = NULL;
+    if (st == FLEET_LIMIT) {
+        ex->admit_pending = false;
+        ex->hold_id[0] = '\0';
+        ex->hold_micros = 0;
+        rc = lease_answer(ex, FLEET_LIMIT, owner_limited, &why);
+    } else {
+        rc = admission_answer(ex, st, &why);
+        (void)lease_answer(ex, st == FLEET_OK ? FLEET_OK : FLEET_DOWN, false, &why);
+    }
     step_done(ex, rc, &why);
 }
 
@@ -563,6 +598,18 @@ static void leased(void *arg, enum fleet_status st, bool owner_limited)
 static int next_step(struct exchange *ex, struct exchange_refusal *why)
 {
     struct dataplane *dp = ex->dp;
+    if (ex->admit_pending && ex->live_pending) {
+        str_copy(ex->lease_id, sizeof(ex->lease_id), ex->rec.id);
+        const struct fleet_lease lease = {.tenant_id = ex->rec.tenant_id,
+                                          .limit = ex->live_limit,
+                                          .owner_id = ex->parent_id,
+                                          .owner_limit = ex->parent_live_limit,
+                                          .lease_id = ex->lease_id};
+        if (fleet_admit_leased(dp->fleet, ex->decision.payer_id, ex->hold_id, ex->hold_micros,
+                               &lease, admitted_leased, ex, &ex->step_req) == FLEET_PENDING)
+            return 1;
+        ex->lease_id[0] = '\0'; /* down: the steps below answer it */
+    }
     if (ex->admit_pending) {
         if (fleet_admit(dp->fleet, ex->decision.payer_id, ex->hold_id, ex->hold_micros, admitted,
                         ex, &ex->step_req) == FLEET_PENDING)

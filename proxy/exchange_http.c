@@ -451,8 +451,10 @@ void exchange_http_run(struct http_exchange *x, struct http_conn *c, struct http
     }
     x->c = c;
     x->req = req;
-    if (ex->live_pending) {
-        /* Fleet mode: the lease is Redis's answer; the rest waits. */
+    if (ex->admit_pending || ex->live_pending) {
+        /* Fleet mode: the admission (when the head did not wait for it,
+         * dataplane_head) and the lease are Redis's answers, asked in one
+         * step; the rest waits. */
         x->state = HX_DECIDING;
         http_conn_set_callbacks(c, on_client_abort, NULL, x);
         ex->resume = resume_run;

@@ -1,6 +1,7 @@
 /* fleet.c - a worker's per-request questions to Redis in fleet mode
- * (fleet.h): admission and holds through store_redis's scripts, live-
- * session leases through the script below, all over redis_async. */
+ * (fleet.h): admission, holds and live-session leases through
+ * store_redis's scripts, pins through the script below, all over
+ * redis_async. */
 #include "common.h"
 #include "fleet.h"
 #include "config.h"
@@ -10,44 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Live-session leases (DESIGN §6), one sorted set per tenant: lease id ->
- * expiry (Redis's clock). KEYS: {t:T}:live [, {t:O}:live]. ARGV: lease id,
- * lease ms, T's limit, O's limit (0 = none). Expired leases go first; the
- * lease is counted in both sets or in neither. The owner's set lives in
- * another tenant's slot: fine on one Redis, not under Cluster (README). */
-static struct redis_script live_acquire = {
-    .name = "live_acquire",
-    .text = "local tm = redis.call('TIME')\n"
-            "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
-            "local ttl = tonumber(ARGV[2])\n"
-            "for i = 1, #KEYS do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end\n"
-            "local lt, lo = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-            "if lt > 0 and redis.call('ZCARD', KEYS[1]) >= lt then return 'tenant' end\n"
-            "if #KEYS > 1 and lo > 0 and redis.call('ZCARD', KEYS[2]) >= lo then\n"
-            "  return 'owner'\n"
-            "end\n"
-            "for i = 1, #KEYS do\n"
-            "  redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])\n"
-            "  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
-            "end\n"
-            "return 'ok'\n",
-};
-
-/* KEYS as above. ARGV: lease id, lease ms. Only a lease still held. */
-static struct redis_script live_renew = {
-    .name = "live_renew",
-    .text =
-        "local tm = redis.call('TIME')\n"
-        "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
-        "local ttl = tonumber(ARGV[2])\n"
-        "for i = 1, #KEYS do\n"
-        "  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[1]) == 1 then\n"
-        "    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
-        "  end\n"
-        "end\n"
-        "return 'ok'\n",
-};
 
 /* A session's pin, first come first served. KEYS: the pin. ARGV: text, ttl
  * ms. Reply: the text that stands (ours, or the one already there, whose
@@ -66,15 +29,13 @@ static const struct redis_script *scripts[6];
 
 static void scripts_init(void)
 {
-    redis_script_init(&live_acquire);
-    redis_script_init(&live_renew);
     redis_script_init(&pin_put);
     scripts[4] = &pin_put;
     scripts[5] = store_redis_script(STORE_REDIS_SCRIPT_FUNDS);
     scripts[0] = store_redis_script(STORE_REDIS_SCRIPT_ADMIT);
     scripts[1] = store_redis_script(STORE_REDIS_SCRIPT_RELEASE);
-    scripts[2] = &live_acquire;
-    scripts[3] = &live_renew;
+    scripts[2] = store_redis_script(STORE_REDIS_SCRIPT_LIVE_ACQUIRE);
+    scripts[3] = store_redis_script(STORE_REDIS_SCRIPT_LIVE_RENEW);
 }
 
 /* Releases whose outcome is unknown (Redis down when asked, or the
@@ -153,7 +114,8 @@ bool fleet_up(const struct fleet *f)
 /* --- admission ------------------------------------------------------------ */
 
 struct admit_q {
-    fleet_admit_cb cb;
+    fleet_admit_cb cb;       /* fleet_admit */
+    fleet_live_cb leased_cb; /* fleet_admit_leased */
     void *arg;
 };
 
@@ -161,20 +123,26 @@ static void admit_reply(void *arg, const redisReply *r)
 {
     struct admit_q *q = arg;
     enum fleet_status st = FLEET_DOWN;
+    bool owner = false;
     int64_t avail = 0;
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_STRING) {
         const char *s = r->element[0]->str;
-        st = strcmp(s, "admitted") == 0   ? FLEET_OK
-             : strcmp(s, "no_funds") == 0 ? FLEET_NO_FUNDS
-             : strcmp(s, "no_payer") == 0 ? FLEET_NO_PAYER
-                                          : FLEET_DOWN;
+        owner = strcmp(s, "owner_limit") == 0;
+        st = strcmp(s, "admitted") == 0                ? FLEET_OK
+             : strcmp(s, "no_funds") == 0              ? FLEET_NO_FUNDS
+             : strcmp(s, "no_payer") == 0              ? FLEET_NO_PAYER
+             : owner || strcmp(s, "tenant_limit") == 0 ? FLEET_LIMIT
+                                                       : FLEET_DOWN;
         if (r->element[1]->type == REDIS_REPLY_INTEGER)
             avail = r->element[1]->integer;
     } else if (r != NULL && r->type == REDIS_REPLY_ERROR) {
         log_error("fleet: admission script failed: %s", r->str);
     }
-    q->cb(q->arg, st, avail);
+    if (q->leased_cb != NULL)
+        q->leased_cb(q->arg, st, owner);
+    else
+        q->cb(q->arg, st == FLEET_LIMIT ? FLEET_DOWN : st, avail); /* no lease asked */
     free(q);
 }
 
@@ -188,29 +156,90 @@ static int hold_keys(const char *payer_id, char keys[3][ID_MAX + 32])
                : 0;
 }
 
-enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
-                              int64_t hold_micros, fleet_admit_cb cb, void *arg,
-                              struct rasync_req **req)
+static int live_keys(const char *tenant_id, const char *owner_id, char keys[2][ID_MAX + 32])
 {
-    char keys[3][ID_MAX + 32], micros[24], ttl[24];
+    if (store_redis_tenant_key(keys[0], sizeof(keys[0]), tenant_id, "live") == -1)
+        return -1;
+    if (owner_id == NULL || owner_id[0] == '\0')
+        return 1;
+    return store_redis_tenant_key(keys[1], sizeof(keys[1]), owner_id, "live") == -1 ? -1 : 2;
+}
+
+/* The admission script with, when lease is not NULL, the lease's keys and
+ * arguments after the hold's. */
+static enum fleet_status admit(struct fleet *f, const char *payer_id, const char *hold_id,
+                               int64_t hold_micros, const struct fleet_lease *lease,
+                               struct admit_q *q, struct rasync_req **req)
+{
+    char keys[3][ID_MAX + 32], lkeys[2][ID_MAX + 32];
+    char micros[24], ttl[24], lease_ms[24], lt[24], lo[24];
+    const char *argv[12]; /* the keys, then the arguments */
+    int nk = 3, nl = 0;
     *req = NULL;
-    if (hold_keys(payer_id, keys) == -1)
+    if (hold_keys(payer_id, keys) == -1) {
+        free(q);
         return FLEET_NO_PAYER;
-    snprintf(micros, sizeof(micros), "%lld", (long long)MAX(hold_micros, (int64_t)0));
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)MAX(f->hold_ttl_ms, (int64_t)1000));
-    const char *argv[] = {keys[0], keys[1], keys[2], hold_id, micros, ttl};
-    struct admit_q *q = malloc(sizeof(*q));
-    if (q == NULL)
-        return FLEET_DOWN;
-    q->cb = cb;
-    q->arg = arg;
-    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_ADMIT), admit_reply, q, 3, 6,
+    }
+    if (lease != NULL) {
+        nl = live_keys(lease->tenant_id, lease->owner_id, lkeys);
+        if (nl < 0) {
+            free(q);
+            return FLEET_DOWN;
+        }
+    }
+    int argc = 0;
+    for (int i = 0; i < nk; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nl; i++)
+        argv[argc++] = lkeys[i];
+    nk += nl;
+    micros[fmt_u64(micros, (uint64_t)MAX(hold_micros, (int64_t)0))] = '\0';
+    ttl[fmt_u64(ttl, (uint64_t)MAX(f->hold_ttl_ms, (int64_t)1000))] = '\0';
+    argv[argc++] = hold_id;
+    argv[argc++] = micros;
+    argv[argc++] = ttl;
+    if (lease != NULL) {
+        lease_ms[fmt_u64(lease_ms, FLEET_LEASE_MS)] = '\0';
+        lt[fmt_u64(lt, (uint64_t)MAX(lease->limit, (int64_t)0))] = '\0';
+        lo[fmt_u64(lo, (uint64_t)MAX(lease->owner_limit, (int64_t)0))] = '\0';
+        argv[argc++] = lease->lease_id;
+        argv[argc++] = lease_ms;
+        argv[argc++] = lt;
+        argv[argc++] = lo;
+    }
+    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_ADMIT), admit_reply, q, nk, argc,
                        argv, NULL);
     if (*req == NULL) {
         free(q);
         return FLEET_DOWN;
     }
     return FLEET_PENDING;
+}
+
+enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
+                              int64_t hold_micros, fleet_admit_cb cb, void *arg,
+                              struct rasync_req **req)
+{
+    struct admit_q *q = calloc(1, sizeof(*q));
+    *req = NULL;
+    if (q == NULL)
+        return FLEET_DOWN;
+    q->cb = cb;
+    q->arg = arg;
+    return admit(f, payer_id, hold_id, hold_micros, NULL, q, req);
+}
+
+enum fleet_status fleet_admit_leased(struct fleet *f, const char *payer_id, const char *hold_id,
+                                     int64_t hold_micros, const struct fleet_lease *lease,
+                                     fleet_live_cb cb, void *arg, struct rasync_req **req)
+{
+    struct admit_q *q = calloc(1, sizeof(*q));
+    *req = NULL;
+    if (q == NULL)
+        return FLEET_DOWN;
+    q->leased_cb = cb;
+    q->arg = arg;
+    return admit(f, payer_id, hold_id, hold_micros, lease, q, req);
 }
 
 static void funds_reply(void *arg, const redisReply *r)
@@ -233,7 +262,7 @@ enum fleet_status fleet_available(struct fleet *f, const char *payer_id, fleet_a
     if (hold_keys(payer_id, keys) == -1)
         return FLEET_NO_PAYER;
     const char *argv[] = {keys[0], keys[1], keys[2]};
-    struct admit_q *q = malloc(sizeof(*q));
+    struct admit_q *q = calloc(1, sizeof(*q));
     if (q == NULL)
         return FLEET_DOWN;
     q->cb = cb;
@@ -381,15 +410,6 @@ static void live_reply(void *arg, const redisReply *r)
     free(q);
 }
 
-static int live_keys(const char *tenant_id, const char *owner_id, char keys[2][ID_MAX + 32])
-{
-    if (store_redis_tenant_key(keys[0], sizeof(keys[0]), tenant_id, "live") == -1)
-        return -1;
-    if (owner_id == NULL || owner_id[0] == '\0')
-        return 1;
-    return store_redis_tenant_key(keys[1], sizeof(keys[1]), owner_id, "live") == -1 ? -1 : 2;
-}
-
 enum fleet_status fleet_live_acquire(struct fleet *f, const char *tenant_id, int64_t limit,
                                      const char *owner_id, int64_t owner_limit,
                                      const char *lease_id, fleet_live_cb cb, void *arg,
@@ -416,7 +436,8 @@ enum fleet_status fleet_live_acquire(struct fleet *f, const char *tenant_id, int
         return FLEET_DOWN;
     q->cb = cb;
     q->arg = arg;
-    *req = rasync_eval(f->r, &live_acquire, live_reply, q, nk, n, argv, NULL);
+    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_LIVE_ACQUIRE), live_reply, q, nk,
+                       n, argv, NULL);
     if (*req == NULL) {
         free(q);
         return FLEET_DOWN;
@@ -438,7 +459,8 @@ void fleet_live_renew(struct fleet *f, const char *tenant_id, const char *owner_
         argv[n++] = keys[i];
     argv[n++] = lease_id;
     argv[n++] = ttl;
-    (void)rasync_eval(f->r, &live_renew, NULL, NULL, nk, n, argv, NULL);
+    (void)rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_LIVE_RENEW), NULL, NULL, nk, n,
+                      argv, NULL);
 }
 
 void fleet_live_release(struct fleet *f, const char *tenant_id, const char *owner_id,

@@ -1123,6 +1123,12 @@ static bool read_head(struct http_conn *c)
     return true;
 }
 
+bool http_body_buffered(const struct http_conn *c)
+{
+    return !c->body_chunked &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) >= (uint64_t)c->body_remaining;
+}
+
 /* The head passed: the body is read (100 Continue first when asked). */
 static void start_body(struct http_conn *c)
 {

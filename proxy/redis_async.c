@@ -8,7 +8,12 @@
  * Every queued request is on r->pending in send order; hiredis answers in
  * that order, so the head is the oldest: one timer at its deadline is
  * enough. Dropping the connection (redisAsyncFree) makes hiredis call every
- * pending callback with no reply. */
+ * pending callback with no reply.
+ *
+ * Commands queued during one turn of the event loop are written together at
+ * its end (flush_ev, made active at the first): one write for all of them,
+ * and no write event armed and disarmed per command, nor the loop turn it
+ * would take to fire. */
 #include "common.h"
 #include "redis_async.h"
 
@@ -31,13 +36,17 @@ struct rasync_req {
     rasync_cb cb;                   /* NULL once cancelled */
     void *arg;
     int64_t deadline; /* mono ms */
-    /* Kept for an EVAL after NOSCRIPT: the script and a copy of argv. */
+    /* Kept for an EVAL after NOSCRIPT: the script and a copy of argv (in
+     * the same allocation as the request). */
     const struct redis_script *script;
     int numkeys, argc;
     char **argv;
     size_t *argvlen;
     bool retried;
 };
+
+/* Arguments of a command sent without allocating (more: allocated). */
+#define SEND_ARGS_STACK 48
 
 struct rasync {
     struct event_base *base;
@@ -50,6 +59,7 @@ struct rasync {
     int backoff_ms;
     struct event *retry_timer;
     struct event *deadline_timer;
+    struct event *flush_ev; /* active when commands wait for this turn's end */
     struct rasync_req *head, *tail;
 };
 
@@ -78,11 +88,6 @@ static void unlink_req(struct rasync *r, struct rasync_req *q)
 
 static void free_req(struct rasync_req *q)
 {
-    if (q->argv != NULL)
-        for (int i = 0; i < q->argc; i++)
-            free(q->argv[i]);
-    free(q->argv);
-    free(q->argvlen);
     free(q);
 }
 
@@ -210,6 +215,18 @@ static void connect_now(struct rasync *r)
         redisAsyncCommand(ac, on_auth, r, "SCRIPT LOAD %s", r->o.scripts[i]->text);
 }
 
+/* The end of the loop turn in which commands were queued: hiredis writes
+ * them all now (what its write event would do one turn later). A write
+ * that does not finish leaves hiredis's write event armed. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct rasync *r = arg;
+    if (r->state == R_UP && r->ac != NULL)
+        redisAsyncHandleWrite(r->ac);
+}
+
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -252,9 +269,10 @@ struct rasync *rasync_new(struct event_base *base, const struct rasync_opts *opt
     r->password = opts->password != NULL ? strdup(opts->password) : NULL;
     r->retry_timer = evtimer_new(base, retry_cb, r);
     r->deadline_timer = evtimer_new(base, deadline_cb, r);
+    r->flush_ev = event_new(base, -1, 0, flush_cb, r);
     r->backoff_ms = BACKOFF_MIN_MS;
     if (r->host == NULL || r->name == NULL || (opts->password != NULL && r->password == NULL) ||
-        r->retry_timer == NULL || r->deadline_timer == NULL) {
+        r->retry_timer == NULL || r->deadline_timer == NULL || r->flush_ev == NULL) {
         rasync_free(r);
         return NULL;
     }
@@ -278,6 +296,8 @@ void rasync_free(struct rasync *r)
         event_free(r->retry_timer);
     if (r->deadline_timer != NULL)
         event_free(r->deadline_timer);
+    if (r->flush_ev != NULL)
+        event_free(r->flush_ev);
     if (r->state != R_UP)
         atomic_fetch_sub_explicit(&not_up, 1, memory_order_relaxed);
     if (r->password != NULL)
@@ -306,28 +326,35 @@ static int send_req(struct rasync *r, struct rasync_req *q)
     } else {
         /* EVALSHA sha numkeys ... (or EVAL text numkeys ... after NOSCRIPT) */
         int n = q->argc + 3;
-        const char **v = malloc((size_t)n * sizeof(*v));
-        size_t *vl = malloc((size_t)n * sizeof(*vl));
-        char nk[16];
-        if (v == NULL || vl == NULL) {
-            free(v);
-            free(vl);
-            return -1;
+        const char *v_stack[SEND_ARGS_STACK];
+        size_t vl_stack[SEND_ARGS_STACK];
+        const char **v = v_stack;
+        size_t *vl = vl_stack;
+        char nk[24];
+        if (n > SEND_ARGS_STACK) {
+            v = malloc((size_t)n * sizeof(*v));
+            vl = malloc((size_t)n * sizeof(*vl));
+            if (v == NULL || vl == NULL) {
+                free(v);
+                free(vl);
+                return -1;
+            }
         }
-        snprintf(nk, sizeof(nk), "%d", q->numkeys);
         v[0] = q->retried ? "EVAL" : "EVALSHA";
         vl[0] = strlen(v[0]);
         v[1] = q->retried ? q->script->text : q->script->sha;
         vl[1] = strlen(v[1]);
         v[2] = nk;
-        vl[2] = strlen(nk);
+        vl[2] = fmt_u64(nk, (uint64_t)MAX(q->numkeys, 0));
         for (int i = 0; i < q->argc; i++) {
             v[3 + i] = q->argv[i];
             vl[3 + i] = q->argvlen[i];
         }
         rc = redisAsyncCommandArgv(r->ac, on_reply, q, n, v, vl);
-        free(v);
-        free(vl);
+        if (v != v_stack) {
+            free(v);
+            free(vl);
+        }
     }
     if (rc != REDIS_OK)
         return -1;
@@ -338,43 +365,49 @@ static int send_req(struct rasync *r, struct rasync_req *q)
     else
         r->head = q;
     r->tail = q;
+    event_active(r->flush_ev, EV_TIMEOUT, 1);
     return 0;
 }
 
+/* The request and its copy of argv in one allocation: the struct, argc
+ * pointers, argc lengths, then the NUL-terminated texts. */
 static struct rasync_req *queue(struct rasync *r, const struct redis_script *script, int numkeys,
                                 rasync_cb cb, void *arg, int argc, const char **argv,
                                 const size_t *argvlen)
 {
-    if (r->state != R_UP || r->ac == NULL)
+    if (r->state != R_UP || r->ac == NULL || argc < 0)
         return NULL;
-    struct rasync_req *q = calloc(1, sizeof(*q));
+    size_t head = sizeof(struct rasync_req) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    size_t total = head;
+    for (int i = 0; i < argc; i++)
+        total += (argvlen != NULL ? argvlen[i] : strlen(argv[i])) + 1;
+    struct rasync_req *q = malloc(total);
     if (q == NULL)
         return NULL;
+    memset(q, 0, sizeof(*q));
     q->r = r;
     q->cb = cb;
     q->arg = arg;
     q->script = script;
     q->numkeys = numkeys;
     q->argc = argc;
-    q->argv = calloc((size_t)MAX(argc, 1), sizeof(*q->argv));
-    q->argvlen = calloc((size_t)MAX(argc, 1), sizeof(*q->argvlen));
-    if (q->argv == NULL || q->argvlen == NULL)
-        goto failed;
+    q->argv = (char **)(q + 1);
+    q->argvlen = (size_t *)(q->argv + argc);
+    char *text = (char *)q + head;
     for (int i = 0; i < argc; i++) {
         size_t n = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
-        if ((q->argv[i] = malloc(n + 1)) == NULL)
-            goto failed;
-        memcpy(q->argv[i], argv[i], n);
-        q->argv[i][n] = '\0';
+        memcpy(text, argv[i], n);
+        text[n] = '\0';
+        q->argv[i] = text;
         q->argvlen[i] = n;
+        text += n + 1;
     }
-    if (send_req(r, q) == -1)
-        goto failed;
+    if (send_req(r, q) == -1) {
+        free_req(q);
+        return NULL;
+    }
     arm_deadline(r);
     return q;
-failed:
-    free_req(q);
-    return NULL;
 }
 
 struct rasync_req *rasync_command(struct rasync *r, rasync_cb cb, void *arg, int argc,

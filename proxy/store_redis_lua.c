@@ -27,15 +27,20 @@
 /* The tenant id inside a tenant key's hash tag. */
 #define TID(k) "string.match(" k ", '{t:(.-)}')"
 
+/* `now`: Redis's clock in ms, so instances with skewed clocks agree. */
+#define NOW                                                                                        \
+    "local tm = redis.call('TIME')\n"                                                              \
+    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
+
 /* A payer's holds: hk (zset hold id -> expiry, Redis's clock ms) and ak
  * (hash hold id -> micro-USD, plus HOLD_SUM: their running total, so an
  * admission costs the same however many holds are out). HOLDS_SWEEP drops
  * the expired ones (their amounts off the total) and sets `now` and `held`;
  * a total missing beside holds (written before it existed) is summed once. */
 #define HOLD_SUM "'=sum'" /* '=' is never in a hold id ([A-Za-z0-9._-]) */
+// clang-format off
 #define HOLDS_SWEEP(hk, ak)                                                                        \
-    "local tm = redis.call('TIME')\n"                                                              \
-    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"                    \
+    NOW                                                                                            \
     "local held = redis.call('HGET', " ak ", " HOLD_SUM ")\n"                                      \
     "if not held then\n"                                                                           \
     "  held = 0\n"                                                                                 \
@@ -54,6 +59,7 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', " hk ", '-inf', now) end\n"
+// clang-format on
 
 /* Drops hold id (a Lua expression) of hk/ak, its amount off the total;
  * sets `dropped` (0 or 1). */
@@ -87,27 +93,85 @@
                                 "  redis.call('DEL', ref)\n"                                       \
                                 "end\n"
 
+/* Live-session leases (DESIGN §6), one sorted set per tenant: lease id ->
+ * expiry (`now` ms). Over lk, a list of those sets (the tenant's, then its
+ * agency owner's if any):
+ *   live_full(lk, id, lt, lo): drops the expired leases, then names the
+ *     set at its limit ('tenant' with lt, 'owner' with lo; 0 = none) that
+ *     does not count id already, else nil; writes nothing else;
+ *   live_take(lk, id, ttl): counts id in every set until now + ttl (a set
+ *     vanishes with its last lease).
+ * The owner's set lives in another tenant's slot: fine on one Redis, not
+ * under Cluster (README). */
+#define LIVE_FUNCS                                                                                 \
+    "local function live_full(lk, id, lt, lo)\n"                                                   \
+    "  for i = 1, #lk do redis.call('ZREMRANGEBYSCORE', lk[i], '-inf', now) end\n"                 \
+    "  local lim = {lt, lo}\n"                                                                     \
+    "  local name = {'tenant', 'owner'}\n"                                                         \
+    "  for i = 1, #lk do\n"                                                                        \
+    "    if lim[i] > 0 and not redis.call('ZSCORE', lk[i], id)\n"                                  \
+    "       and redis.call('ZCARD', lk[i]) >= lim[i] then return name[i] end\n"                    \
+    "  end\n"                                                                                      \
+    "  return nil\n"                                                                               \
+    "end\n"                                                                                        \
+    "local function live_take(lk, id, ttl)\n"                                                      \
+    "  for i = 1, #lk do\n"                                                                        \
+    "    redis.call('ZADD', lk[i], now + ttl, id)\n"                                               \
+    "    if redis.call('PTTL', lk[i]) < ttl then redis.call('PEXPIRE', lk[i], ttl) end\n"          \
+    "  end\n"                                                                                      \
+    "end\n"
+
 static const char admit_lua[] =
-    /* KEYS: tenant, holds, holdamt. ARGV: hold id, micros, ttl ms. */
-    HOLDS_SWEEP("KEYS[2]", "KEYS[3]") //
+    /* KEYS: tenant, holds, holdamt [, live sets]. ARGV: hold id, micros,
+     * ttl ms [, lease id, lease ms, tenant limit, owner limit]. */
+    HOLDS_SWEEP("KEYS[2]", "KEYS[3]") LIVE_FUNCS //
     "local b = redis.call('HMGET', KEYS[1], 'plan', 'wallet')\n"
     "if not b[1] or not b[2] then return {'no_payer', 0} end\n"
     "local avail = tonumber(b[1]) + tonumber(b[2]) - held\n"
-    "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then\n"
-    "  local own = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')\n"
-    "  return {'admitted', avail + own}\n"
+    "local again = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
+    "if again then\n"
+    "  avail = avail + tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')\n"
+    "elseif avail <= 0 then\n"
+    "  return {'no_funds', avail}\n"
     "end\n"
-    "if avail <= 0 then return {'no_funds', avail} end\n"
-    "local ttl = tonumber(ARGV[3])\n"
-    "redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])\n"
-    "redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
-    "redis.call('HINCRBY', KEYS[3], " HOLD_SUM ", ARGV[2])\n"
+    "local lk = {}\n"
+    "for i = 4, #KEYS do lk[#lk + 1] = KEYS[i] end\n"
+    "if #lk > 0 then\n"
+    "  local full = live_full(lk, ARGV[4], tonumber(ARGV[6]), tonumber(ARGV[7]))\n"
+    "  if full then return {full .. '_limit', avail} end\n"
+    "end\n"
+    "if not again then\n"
+    "  local ttl = tonumber(ARGV[3])\n"
+    "  redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])\n"
+    "  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
+    "  redis.call('HINCRBY', KEYS[3], " HOLD_SUM ", ARGV[2])\n"
     /* The two keys vanish with the last hold of an idle payer. */
-    "if redis.call('PTTL', KEYS[2]) < ttl then\n"
-    "  redis.call('PEXPIRE', KEYS[2], ttl)\n"
-    "  redis.call('PEXPIRE', KEYS[3], ttl)\n"
+    "  if redis.call('PTTL', KEYS[2]) < ttl then\n"
+    "    redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "    redis.call('PEXPIRE', KEYS[3], ttl)\n"
+    "  end\n"
     "end\n"
+    "if #lk > 0 then live_take(lk, ARGV[4], tonumber(ARGV[5])) end\n"
     "return {'admitted', avail}\n";
+
+static const char live_acquire_lua[] =
+    /* KEYS: live sets. ARGV: lease id, lease ms, tenant limit, owner limit. */
+    NOW LIVE_FUNCS //
+    "local full = live_full(KEYS, ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]))\n"
+    "if full then return full end\n"
+    "live_take(KEYS, ARGV[1], tonumber(ARGV[2]))\n"
+    "return 'ok'\n";
+
+static const char live_renew_lua[] =
+    /* KEYS: live sets. ARGV: lease id, lease ms. Only a lease still held. */
+    NOW //
+    "local ttl = tonumber(ARGV[2])\n"
+    "for i = 1, #KEYS do\n"
+    "  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[1]) == 1 then\n"
+    "    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
+    "  end\n"
+    "end\n"
+    "return 'ok'\n";
 
 static const char release_lua[] =
     /* KEYS: holds, holdamt. ARGV: hold id. */
@@ -416,6 +480,8 @@ static const char byok_put_lua[] =
 
 static struct redis_script scripts[STORE_REDIS_SCRIPT__COUNT] = {
     [STORE_REDIS_SCRIPT_ADMIT] = {"admit", admit_lua, ""},
+    [STORE_REDIS_SCRIPT_LIVE_ACQUIRE] = {"live_acquire", live_acquire_lua, ""},
+    [STORE_REDIS_SCRIPT_LIVE_RENEW] = {"live_renew", live_renew_lua, ""},
     [STORE_REDIS_SCRIPT_RELEASE] = {"release", release_lua, ""},
     [STORE_REDIS_SCRIPT_HELD] = {"held", held_lua, ""},
     [STORE_REDIS_SCRIPT_FUNDS] = {"funds", funds_lua, ""},

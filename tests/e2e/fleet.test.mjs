@@ -153,12 +153,17 @@ test('live sessions are counted fleet-wide: limit 3, three streams open over A a
     body: { ...CHAT, stream: true } });
   const running = [stream(A), stream(B), stream(A)];
   await waitFor(() => open.length === 3, { what: 'three streams upstream' });
+  const held = (await A.admin.getTenant(id)).held_micros;
+  assert.ok(held > 0, 'the three open streams hold funds');
   for (const p of [A, B]) {
     const r = await stream(p);
     assert.equal(r.status, 429, String(r.body));
     assert.equal(JSON.parse(r.body).error.code, 'tenant_limit');
     assert.equal(r.headers['x-should-retry'], 'true');
   }
+  // The admission and the lease are one step: a stream refused at the
+  // limit took no hold.
+  assert.equal((await A.admin.getTenant(id)).held_micros, held);
   release();
   mock.clearOverrides();
   for (const r of await Promise.all(running)) assert.equal(r.status, 200);

@@ -2,7 +2,9 @@
  * against a real redis-server, on an event loop: 50 admissions at once
  * against 1 micro-USD admit one; a released hold admits the next; live
  * leases counted against the tenant's and the agency owner's limits,
- * released, and dropped once expired (an instance that died); pins first
+ * released, and dropped once expired (an instance that died); an
+ * admission and a lease in one step (funds first, then limits, neither
+ * taken at a limit); pins first
  * come first served with a sliding TTL; single-use values; a Redis that is
  * down answers FLEET_DOWN at once. */
 #include "common.h"
@@ -250,6 +252,83 @@ static void test_live_leases(void **state)
     redisFree(c);
 }
 
+static bool in_live(struct fixture *f, const char *tenant, const char *lease)
+{
+    char k[96];
+    assert_int_equal(store_redis_tenant_key(k, sizeof(k), tenant, "live"), 0);
+    redisContext *c = redis_server_connect(&f->srv);
+    redisReply *r = redisCommand(c, "ZSCORE %s %s", k, lease);
+    bool in = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    redisFree(c);
+    return in;
+}
+
+static enum fleet_status admit_leased(struct fixture *f, const char *payer, const char *hold,
+                                      const char *tenant, int64_t limit, const char *owner,
+                                      int64_t owner_limit, const char *lease, bool *owner_limited)
+{
+    struct tally t = {.base = f->base, .want = 1};
+    struct rasync_req *req;
+    const struct fleet_lease l = {.tenant_id = tenant,
+                                  .limit = limit,
+                                  .owner_id = owner,
+                                  .owner_limit = owner_limit,
+                                  .lease_id = lease};
+    assert_int_equal(fleet_admit_leased(f->f, payer, hold, 1000, &l, on_live, &t, &req),
+                     FLEET_PENDING);
+    run(f->base, 5000);
+    assert_int_equal(t.got, 1);
+    *owner_limited = t.owner[0];
+    return (enum fleet_status)t.status[0];
+}
+
+/* A streaming response's admission and its lease in one script: the funds
+ * are decided first, then the limits; at a limit neither the hold nor the
+ * lease is taken; a retried one (same hold and lease) is admitted again
+ * without counting itself twice. */
+static void test_admit_leased(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "pay", 100000);
+    add_tenant(f, "poor", 0);
+    bool owner = true;
+    int64_t held = -1;
+    assert_int_equal(admit_leased(f, "pay", "h1", "s1", 1, "a", 2, "l1", &owner), FLEET_OK);
+    assert_true(in_live(f, "s1", "l1"));
+    assert_true(in_live(f, "a", "l1"));
+    assert_int_equal(store_redis_held(f->admin, "pay", &held), STORE_OK);
+    assert_int_equal(held, 1000);
+    /* The tenant's limit (1): refused, nothing taken. */
+    assert_int_equal(admit_leased(f, "pay", "h2", "s1", 1, "a", 2, "l2", &owner), FLEET_LIMIT);
+    assert_false(owner);
+    assert_false(in_live(f, "s1", "l2"));
+    assert_false(in_live(f, "a", "l2"));
+    assert_int_equal(store_redis_held(f->admin, "pay", &held), STORE_OK);
+    assert_int_equal(held, 1000);
+    /* Another subaccount reaches the owner's 2; a third is refused for the owner. */
+    assert_int_equal(admit_leased(f, "pay", "h3", "s2", 0, "a", 2, "l3", &owner), FLEET_OK);
+    assert_int_equal(admit_leased(f, "pay", "h4", "s3", 0, "a", 2, "l4", &owner), FLEET_LIMIT);
+    assert_true(owner);
+    assert_false(in_live(f, "s3", "l4"));
+    assert_int_equal(store_redis_held(f->admin, "pay", &held), STORE_OK);
+    assert_int_equal(held, 2000);
+    /* Retried: admitted again, one hold, one lease. */
+    assert_int_equal(admit_leased(f, "pay", "h1", "s1", 1, "a", 2, "l1", &owner), FLEET_OK);
+    assert_int_equal(store_redis_held(f->admin, "pay", &held), STORE_OK);
+    assert_int_equal(held, 2000);
+    /* Funds before limits: a payer without funds is refused for them even
+     * where the limit is reached too, and takes no lease. */
+    assert_int_equal(admit_leased(f, "poor", "h5", "s1", 1, "a", 2, "l5", &owner), FLEET_NO_FUNDS);
+    assert_int_equal(admit_leased(f, "poor", "h6", "s4", 5, "", 0, "l6", &owner), FLEET_NO_FUNDS);
+    assert_false(in_live(f, "s4", "l6"));
+    assert_int_equal(admit_leased(f, "nobody", "h7", "s4", 5, "", 0, "l7", &owner), FLEET_NO_PAYER);
+    assert_false(in_live(f, "s4", "l7"));
+    /* A release frees the place: the tenant's next is admitted. */
+    fleet_live_release(f->f, "s1", "a", "l1");
+    assert_int_equal(admit_leased(f, "pay", "h8", "s1", 1, "a", 2, "l8", &owner), FLEET_OK);
+}
+
 struct texts {
     struct event_base *base;
     int want, got;
@@ -373,6 +452,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
         cmocka_unit_test_setup_teardown(test_available, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_leased, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins_and_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_down, setup, teardown),
