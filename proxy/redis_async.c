@@ -17,7 +17,6 @@
 #include "common.h"
 #include "redis_async.h"
 
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
 #include <stdatomic.h>
@@ -182,6 +181,102 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     went_down(r, status == REDIS_OK ? "connection closed" : ac->errstr);
 }
 
+/* hiredis's event hooks on the base (what its libevent adapter does), with
+ * persistent events and their state kept here: hiredis asks to read again
+ * after every read, and a non-persistent event deleted as it fires and
+ * added back costs an epoll_ctl each time; this costs nothing when nothing
+ * changes. */
+struct rev_hooks {
+    redisAsyncContext *ac;
+    struct event *rev, *wev;
+    bool reading, writing;
+};
+
+static void hook_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleRead(((struct rev_hooks *)arg)->ac);
+}
+
+static void hook_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    redisAsyncHandleWrite(((struct rev_hooks *)arg)->ac);
+}
+
+static void hook_add_read(void *arg)
+{
+    struct rev_hooks *h = arg;
+    if (!h->reading && event_add(h->rev, NULL) == 0)
+        h->reading = true;
+}
+
+static void hook_del_read(void *arg)
+{
+    struct rev_hooks *h = arg;
+    if (h->reading) {
+        event_del(h->rev);
+        h->reading = false;
+    }
+}
+
+static void hook_add_write(void *arg)
+{
+    struct rev_hooks *h = arg;
+    if (!h->writing && event_add(h->wev, NULL) == 0)
+        h->writing = true;
+}
+
+static void hook_del_write(void *arg)
+{
+    struct rev_hooks *h = arg;
+    if (h->writing) {
+        event_del(h->wev);
+        h->writing = false;
+    }
+}
+
+static void hook_cleanup(void *arg)
+{
+    struct rev_hooks *h = arg;
+    event_free(h->rev);
+    event_free(h->wev);
+    free(h);
+}
+
+/* Reads and writes watched from the start, as hiredis's adapter does (the
+ * write event sees the connect complete). */
+static int hooks_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct rev_hooks *h = calloc(1, sizeof(*h));
+    if (h == NULL || ac->ev.data != NULL) {
+        free(h);
+        return -1;
+    }
+    h->ac = ac;
+    h->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, hook_read_cb, h);
+    h->wev = event_new(base, ac->c.fd, EV_WRITE | EV_PERSIST, hook_write_cb, h);
+    if (h->rev == NULL || h->wev == NULL) {
+        if (h->rev != NULL)
+            event_free(h->rev);
+        if (h->wev != NULL)
+            event_free(h->wev);
+        free(h);
+        return -1;
+    }
+    ac->ev.addRead = hook_add_read;
+    ac->ev.delRead = hook_del_read;
+    ac->ev.addWrite = hook_add_write;
+    ac->ev.delWrite = hook_del_write;
+    ac->ev.cleanup = hook_cleanup;
+    ac->ev.data = h;
+    hook_add_read(h);
+    hook_add_write(h);
+    return 0;
+}
+
 static void connect_now(struct rasync *r)
 {
     redisAsyncContext *ac = redisAsyncConnect(r->host, r->o.port);
@@ -197,7 +292,7 @@ static void connect_now(struct rasync *r)
         return;
     }
     ac->data = r;
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+    if (hooks_attach(ac, r->base) == -1) {
         redisAsyncFree(ac);
         went_down(r, "cannot attach to the event base");
         return;
