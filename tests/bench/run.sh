@@ -18,6 +18,11 @@
 #      installed), BENCH_REDIS_FSYNC (its appendfsync, default always),
 #      BENCH_MODES (default "json sse": small JSON with chat.lua, streamed SSE
 #      with sse.lua; one table per mode and connection count),
+#      BENCH_PACED_RPS (default 3000; 0 = skip): with the json mode, one more
+#      cell at BENCH_PACED_CONNECTIONS (default 64) connections offered that
+#      many requests per second in all (paced.lua: random waits, so not in
+#      lockstep) instead of as many as the target answers: the latency a
+#      proxy adds when it is not saturated,
 #      BENCH_STREAMS (default 8000; 0 = skip): then streams.mjs, the memory
 #      test (open streams and a slow reader), with that many streams.
 # Helpers (processes, CPU accounting, redis-server, formatting): lib.sh.
@@ -44,6 +49,8 @@ REDIS=${BENCH_REDIS:-auto}
 REDIS_FSYNC=${BENCH_REDIS_FSYNC:-always}
 MODES_LIST=${BENCH_MODES:-json sse}
 STREAMS=${BENCH_STREAMS:-8000}
+PACED_RPS=${BENCH_PACED_RPS:-3000}
+PACED_CONNS=${BENCH_PACED_CONNECTIONS:-64}
 
 # shellcheck source-path=SCRIPTDIR
 . "$HERE/lib.sh"
@@ -64,6 +71,9 @@ for m in "${MODES[@]}"; do
   case $m in json | sse) ;; *) die "BENCH_MODES: '$m' is not json or sse" ;; esac
 done
 is_uint "$STREAMS" || die "BENCH_STREAMS must be a whole number (0 = skip the memory test)"
+is_uint "$PACED_RPS" || die "BENCH_PACED_RPS must be a whole number of requests per second (0 = skip the paced cell)"
+if ! is_uint "$PACED_CONNS" || [ "$PACED_CONNS" -eq 0 ]; then die "BENCH_PACED_CONNECTIONS must be a positive count"; fi
+[[ " ${MODES[*]} " == *" json "* ]] || PACED_RPS=0
 
 for tool in nginx wrk curl node timeout; do
   command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install nginx-light wrk curl; node for free ports)"
@@ -383,7 +393,8 @@ for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 # target, of its redis-server and the commands it executed sampled around it.
 # Results are keyed "MODE,TARGET,CONNECTIONS".
 declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US REDIS_US WALL_US RCMDS
-declare -A SCRIPT=([json]=chat.lua [sse]=sse.lua) MODE_NAME=([json]=JSON [sse]=SSE)
+declare -A SCRIPT=([json]=chat.lua [sse]=sse.lua [paced]=paced.lua) \
+  MODE_NAME=([json]=JSON [sse]=SSE [paced]="JSON paced")
 run_wrk() {
   local mode=$1 t=$2 c=$3 th=$THREADS out="$TMP/wrk-$1-$2-$3" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
   local rport=${REDISPORT[$2]:-} script="$HERE/${SCRIPT[$1]}"
@@ -465,7 +476,7 @@ print_table() {
     printf ', %s %s ms' "${LABEL[$t]}" "$(added_ms "${P99[$m,$t,$c]}" "${P99[$d]}")"
   done
   # DESIGN §9 sets the p99 target for small JSON only.
-  if [ "$m" = json ]; then echo '   (target ≤ 1 ms at 64 connections)'; else echo; fi
+  case $m in json | paced) echo '   (target ≤ 1 ms at 64 connections)' ;; *) echo ;; esac
   if [ -n "$BIN_B" ]; then
     local a="$m,byokA,$c" bb="$m,byokB,$c"
     printf 'B/A: CPU µs/req %s, req/s %s\n' "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" \
@@ -493,7 +504,7 @@ print_table() {
 # nginx's, p99 added over the mock direct, and the Redis twin's CPU over the
 # SQLite target's (proxy alone, proxy+redis).
 summary_table() {
-  local m c t k n d r sqlite_targets=() col='' sep=''
+  local m c t k n d r cell sqlite_targets=() col='' sep='' cells=()
   for t in "${BYOK_TARGETS[@]}"; do [ -n "${PAIR[$t]:-}" ] || sqlite_targets+=("$t"); done
   [ -z "$BIN_B" ] || { col='| proxy '; sep='|---'; }
   echo
@@ -503,19 +514,22 @@ summary_table() {
   echo "${col}| mode | conns | nginx µs/req | byok-proxy µs/req | CPU ratio | req/s ratio | added p99 nginx | added p99 byok-proxy | redis/sqlite proxy | redis/sqlite proxy+redis |"
   echo "${sep}|---|---|---|---|---|---|---|---|---|---|"
   for m in "${MODES[@]}"; do
-    for c in "${CONNS[@]}"; do
-      for t in "${sqlite_targets[@]}"; do
-        k="$m,$t,$c" n="$m,nginx,$c" d="$m,direct,$c" r="$m,${t}_redis,$c"
-        [ -z "$BIN_B" ] || printf '| %s ' "${LABEL[$t]}"
-        printf '| %s | %s | %s | %s | %s | %s | %s ms | %s ms |' "${MODE_NAME[$m]}" "$c" "$(proxy_cpu "$n")" \
-          "$(proxy_cpu "$k")" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$n")")" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" \
-          "$(added_ms "${P99[$n]}" "${P99[$d]}")" "$(added_ms "${P99[$k]}" "${P99[$d]}")"
-        if [ -n "${RPS[$r]:-}" ]; then
-          printf ' %s | %s |\n' "$(ratio "$(proxy_cpu "$r")" "$(proxy_cpu "$k")")" "$(ratio "$(both_cpu "$r")" "$(proxy_cpu "$k")")"
-        else
-          printf ' - | - |\n'
-        fi
-      done
+    for c in "${CONNS[@]}"; do cells+=("$m $c"); done
+  done
+  [ "$PACED_RPS" -eq 0 ] || cells+=("paced $PACED_CONNS")
+  for cell in "${cells[@]}"; do
+    read -r m c <<<"$cell"
+    for t in "${sqlite_targets[@]}"; do
+      k="$m,$t,$c" n="$m,nginx,$c" d="$m,direct,$c" r="$m,${t}_redis,$c"
+      [ -z "$BIN_B" ] || printf '| %s ' "${LABEL[$t]}"
+      printf '| %s | %s | %s | %s | %s | %s | %s ms | %s ms |' "${MODE_NAME[$m]}" "$c" "$(proxy_cpu "$n")" \
+        "$(proxy_cpu "$k")" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$n")")" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" \
+        "$(added_ms "${P99[$n]}" "${P99[$d]}")" "$(added_ms "${P99[$k]}" "${P99[$d]}")"
+      if [ -n "${RPS[$r]:-}" ]; then
+        printf ' %s | %s |\n' "$(ratio "$(proxy_cpu "$r")" "$(proxy_cpu "$k")")" "$(ratio "$(both_cpu "$r")" "$(proxy_cpu "$k")")"
+      else
+        printf ' - | - |\n'
+      fi
     done
   done
 }
@@ -564,10 +578,23 @@ for c in "${CONNS[@]}"; do
     for t in "${TARGETS[@]}"; do run_wrk "$m" "$t" "$c"; done
   done
 done
+# The paced cell: every target offered the same load (mean wait per
+# connection = connections * 1000 / rate ms).
+if [ "$PACED_RPS" -gt 0 ]; then
+  BENCH_PACE_MS=$(awk -v c="$PACED_CONNS" -v r="$PACED_RPS" 'BEGIN { printf "%.3f", c * 1000 / r }')
+  export BENCH_PACE_MS
+  for t in "${TARGETS[@]}"; do run_wrk paced "$t" "$PACED_CONNS"; done
+fi
 
 for m in "${MODES[@]}"; do
   for c in "${CONNS[@]}"; do print_table "$m" "$c"; done
 done
+if [ "$PACED_RPS" -gt 0 ]; then
+  echo
+  echo "(JSON paced: $PACED_RPS requests/s offered over $PACED_CONNS connections, random waits of mean ${BENCH_PACE_MS} ms" \
+    "per connection; latency from each request's send)"
+  print_table paced "$PACED_CONNS"
+fi
 summary_table
 
 echo
