@@ -714,6 +714,9 @@ void exchange_release(struct exchange *ex)
 {
     free(ex->pin_text);
     ex->pin_text = NULL;
+    /* A fleet hold exists only once its admission was asked (an exchange
+     * refused before its deferred admission, dataplane_head, took none). */
+    bool hold_asked = !ex->admit_pending || ex->step_req != NULL;
     if (ex->step_req != NULL) {
         rasync_cancel(ex->step_req); /* the client left while Redis decided */
         ex->step_req = NULL;
@@ -728,10 +731,10 @@ void exchange_release(struct exchange *ex)
         fleet_live_release(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
         ex->lease_held = false;
     }
-    if (ex->dp->fleet != NULL && ex->hold_id[0] != '\0')
-        fleet_release(ex->dp->fleet, ex->decision.payer_id, ex->hold_id);
-    else
+    if (ex->dp->fleet == NULL)
         ledger_release(ex->decision.payer_id, ex->hold_micros);
+    else if (ex->hold_id[0] != '\0' && hold_asked) /* the ledger holds nothing then */
+        fleet_release(ex->dp->fleet, ex->decision.payer_id, ex->hold_id);
     ex->hold_micros = 0;
     ex->hold_id[0] = '\0';
     live_release(&ex->live_slot);

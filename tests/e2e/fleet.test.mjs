@@ -11,6 +11,7 @@ import { startRedis } from './lib/redis.mjs';
 import { startMockElevenLabs } from './lib/mock_voice.mjs';
 import WebSocket from 'ws';
 import { httpRequest, waitFor, randomHex } from './lib/util.mjs';
+import { rawExchange, parseResponses } from './lib/rawhttp.mjs';
 
 let redis, mock, el, A, B;
 const PLATFORM_EL = `xi-platform-${randomHex(8)}`;
@@ -124,6 +125,37 @@ test('pins are fleet-wide: a session started on A keeps its BYOK key on B after 
   assert.equal(r.headers['x-billed-to'], 'wallet', 'a new session sees the change');
   r = await call(A, s2);
   assert.equal(r.headers['x-billed-to'], 'wallet', 'and keeps it on A');
+});
+
+// A small request is admitted with its body (README "Decisions"): one its
+// body already refuses (an unpriced model) never asks Redis for a hold. An
+// admission leaves the payer's hold total behind (byok:{t:P}:holdamt), so
+// the key's absence shows none ran; the same request priced makes it.
+test('a small request refused for its body (unpriced model) takes no hold in Redis', async () => {
+  const t = await tenantOn(A);
+  const holdamt = `byok:{t:${t.tenantId}}:holdamt`;
+  const r = await httpRequest(`${A.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t.key}` },
+    body: { ...CHAT, model: 'gpt-unpriced-x' } });
+  assert.equal(r.status, 403, String(r.body));
+  assert.equal(JSON.parse(r.body).error.code, 'model_not_priced');
+  assert.equal(await redis.command('EXISTS', holdamt), 0, 'no admission for a request its body refuses');
+  assert.equal((await chat(A, t.key)).status, 200);
+  assert.equal(await redis.command('EXISTS', holdamt), 1, 'a priced one is admitted');
+});
+
+// A body that has not all arrived is not waited for: the admission is asked
+// at the head, so a payer without funds is refused before the proxy reads
+// an upload (here 1 MB announced, 100 bytes sent, the rest never).
+test('a large body is admitted at its head: no funds answers 402 before the body is read', async () => {
+  const t = await tenantOn(A, 0);
+  const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t.key}\r\n` +
+    'Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n';
+  const res = await rawExchange(A.port, [head, '{"model":"gpt-4o-mini","messages":[' + ' '.repeat(64)], { timeout: 4000 });
+  const [resp] = parseResponses(res.buf, { eofSeen: res.closed }).responses;
+  assert.ok(resp, `an answer before the body (got ${res.buf.length} bytes, closed: ${res.closed})`);
+  assert.equal(resp.status, 402);
+  assert.ok(res.closed, 'the connection closes: the announced body was not read');
 });
 
 test('live sessions are counted fleet-wide: limit 3, three streams open over A and B, the fourth (on either) gets 429', async () => {
