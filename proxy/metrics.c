@@ -212,4 +212,14 @@ void metrics_render(struct evbuffer *out)
                         (unsigned long long)us.submitted, (unsigned long long)us.written,
                         (unsigned long long)us.duplicates, (unsigned long long)us.spooled,
                         (unsigned long long)us.replayed, (unsigned long long)us.rejected);
+    evbuffer_add_printf(out,
+                        "# HELP byok_usage_batches_total Batches the usage writer committed "
+                        "(one store transaction each).\n"
+                        "# TYPE byok_usage_batches_total counter\n"
+                        "byok_usage_batches_total %llu\n"
+                        "# HELP byok_usage_jsonl_syncs_total fdatasyncs of the JSONL usage file "
+                        "(at most one a second, and at close).\n"
+                        "# TYPE byok_usage_jsonl_syncs_total counter\n"
+                        "byok_usage_jsonl_syncs_total %llu\n",
+                        (unsigned long long)us.batches, (unsigned long long)us.jsonl_syncs);
 }

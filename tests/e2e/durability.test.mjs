@@ -185,6 +185,16 @@ test('a JSONL file cut by a crash (lost lines and a torn one) is restored from t
     const key = await p.admin.createKey(tenant, 'jsonl');
     for (let i = 0; i < 12; i++) assert.equal((await chat(p, key.key)).status, 200);
     await p.admin.waitRecords(tenant, 12);
+    // The writer's batches and the JSONL's syncs (at most one a second,
+    // whether or not more records come) are on /metrics.
+    const metric = async (name) => {
+      const r = await fetch(`${p.adminUrl}/metrics`, { headers: { authorization: `Bearer ${p.secrets.adminToken}` } });
+      const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(await r.text());
+      assert.ok(m, `${name} on /metrics`);
+      return Number(m[1]);
+    };
+    assert.ok(await metric('byok_usage_batches_total') >= 1);
+    await waitFor(async () => await metric('byok_usage_jsonl_syncs_total') >= 1, { what: 'the JSONL synced within a second' });
     assert.equal(await p.stop(), 0);
     const file = p.config.usage.jsonl_path;
     const whole = fs.readFileSync(file, 'utf8');
