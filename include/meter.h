@@ -179,6 +179,9 @@ int64_t meter_seconds_ms(const json_t *v);
 json_t *meter_key_object(const char *body, size_t len, const char *key, bool last);
 /* Where that object starts (its '{'), NULL when there is none. */
 const char *meter_key_object_at(const char *body, size_t len, const char *key, bool last);
+/* The object that starts at at (a meter_key_object_at answer; len: the
+ * bytes from there to the text's end), parsed alone: NULL if it is not one. */
+json_t *meter_object_at(const char *at, size_t len);
 
 /* The same helpers on checked JSON bytes (jscan.h), which the hot paths
  * read without building a jansson tree; each answers as its json_t twin. */

@@ -276,17 +276,20 @@ const char *meter_key_object_at(const char *body, size_t len, const char *key, b
     return q < end && *q == '{' ? q : NULL;
 }
 
-json_t *meter_key_object(const char *body, size_t len, const char *key, bool last)
+json_t *meter_object_at(const char *at, size_t len)
 {
-    const char *q = meter_key_object_at(body, len, key, last);
-    if (q == NULL)
-        return NULL;
-    json_t *u = json_loadb(q, (size_t)(body + len - q), JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *u = json_loadb(at, len, JSON_DISABLE_EOF_CHECK, NULL);
     if (!json_is_object(u)) {
         json_decref(u);
         return NULL;
     }
     return u;
+}
+
+json_t *meter_key_object(const char *body, size_t len, const char *key, bool last)
+{
+    const char *q = meter_key_object_at(body, len, key, last);
+    return q != NULL ? meter_object_at(q, (size_t)(body + len - q)) : NULL;
 }
 
 int64_t meter_span_count(struct jspan v)

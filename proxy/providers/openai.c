@@ -103,7 +103,7 @@ static bool reply_usage(struct meter *m, const char *body, size_t len, struct me
     const char *at = m->model[0] != '\0' ? meter_key_object_at(body, len, "\"usage\"", true) : NULL;
     if (at != NULL && jscan_check_prefix(at, (size_t)(body + len - at), &u->span))
         return true;
-    if (at != NULL && (*root = meter_key_object(body, len, "\"usage\"", true)) != NULL) {
+    if (at != NULL && (*root = meter_object_at(at, (size_t)(body + len - at))) != NULL) {
         u->json = *root;
         return true;
     }
