@@ -807,15 +807,10 @@ int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usag
     size_t extra = (id_len > 0 ? id_len + 13 : 0) /* ,"hold_id":"" */
                    + (r->no_charge ? 17 : 0);     /* ,"no_charge":true */
     size_t at = start + (size_t)n - 1;            /* the closing brace */
-    size_t need = at + extra + 3;                 /* + "}\n" + snprintf's NUL */
-    if (need > b->cap) {
-        char *d = realloc(b->data, need);
-        if (d == NULL) {
-            b->len = start; /* the line without its extras would lose them: none */
-            return -1;
-        }
-        b->data = d;
-        b->cap = need;
+    /* Room past the line's end for the extras + "}\n" + snprintf's NUL. */
+    if (lines_reserve(b, at + extra + 3 - b->len) == -1) {
+        b->len = start; /* the line without its extras would lose them: none */
+        return -1;
     }
     int w = 0;
     if (id_len > 0)
