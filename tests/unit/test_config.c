@@ -848,7 +848,8 @@ static void test_shipped_example(void **state)
         /* __FILE__ is <src>/tests/unit/test_config.c under CMake. */
         const char *suffix = "tests/unit/test_config.c";
         size_t n = strlen(__FILE__), sl = strlen(suffix);
-        assert_true(n >= sl && strcmp(__FILE__ + n - sl, suffix) == 0);
+        const char *file = __FILE__;
+        assert_true(n >= sl && strcmp(file + n - sl, suffix) == 0);
         snprintf(path, sizeof(path), "%.*sconfig/byok-proxy.json", (int)(n - sl), __FILE__);
     }
     assert_int_equal(setenv("OPENAI_API_KEY", "sk-example", 1), 0);

@@ -316,14 +316,14 @@ static void test_rewrite_merges(void **state)
 {
     (void)state;
     static const char *const bodies[] = {
-        "{\"model\":\"gpt-4o-mini\",\"stream\":true,"
-        "\"stream_options\":{\"include_obfuscation\":false,\"include_usage\":false},"
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}",
-        "{\"model\":\"gpt-4o-mini\",\"stream\":true,"
-        "\"stream_options\":{\"include_obfuscation\":false},"
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}",
-        "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"stream_options\":null,"
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}",
+        ("{\"model\":\"gpt-4o-mini\",\"stream\":true,"
+         "\"stream_options\":{\"include_obfuscation\":false,\"include_usage\":false},"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}"),
+        ("{\"model\":\"gpt-4o-mini\",\"stream\":true,"
+         "\"stream_options\":{\"include_obfuscation\":false},"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}"),
+        ("{\"model\":\"gpt-4o-mini\",\"stream\":true,\"stream_options\":null,"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"user\":\"\xc3\xa9\"}"),
     };
     for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
         struct meter m;

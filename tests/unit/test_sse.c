@@ -166,8 +166,8 @@ static void test_split_every_position(void **state)
         "event: a\r\ndata: x\r\ndata: y\r\n\r\n: c\r\n\r\ndata: z\r\n\r\n",
         "event: a\rdata: x\rdata: y\r\r:c\r\rdata: z\r\r",
         "data: {\"choices\":[]}\n\ndata: [DONE]\n\n",
-        "\xEF\xBB\xBF"
-        "data: bom\n\n\n\ndata: q\r\n\r\n",
+        ("\xEF\xBB\xBF"
+         "data: bom\n\n\n\ndata: q\r\n\r\n"),
     };
     for (size_t v = 0; v < ARRAY_SIZE(inputs); v++) {
         const char *in = inputs[v];

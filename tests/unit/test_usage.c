@@ -1651,8 +1651,8 @@ static void test_writer_spool_refuses_invalid(void **state)
         "{\"id\":\"sp-credit\",\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\","
         "\"payer_id\":\"payer\",\"provider\":\"openai\",\"billed_to\":\"credit\","
         "\"cost_micros\":1}",
-        "{\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\",\"payer_id\":\"payer\","
-        "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"cost_micros\":1}",
+        ("{\"ts\":\"2026-11-24T12:00:00Z\",\"tenant_id\":\"payer\",\"payer_id\":\"payer\","
+         "\"provider\":\"openai\",\"billed_to\":\"wallet\",\"cost_micros\":1}"),
         "{\"id\":\"sp-torn\",\"ts\":\"2026-1",
     };
     assert_int_equal(mkdir(f->spool_dir, 0700), 0);
