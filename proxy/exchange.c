@@ -429,6 +429,18 @@ int exchange_admit(struct exchange *ex, struct exchange_refusal *why)
     return refuse_status(why, RESOLVE_STORE_ERROR);
 }
 
+/* 429 at the tenant's live_sessions, or its agency owner's (owner). */
+static int refuse_live_limit(const struct exchange *ex, bool owner, struct exchange_refusal *why)
+{
+    refuse(why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
+           "%s has %lld WebSocket sessions and streaming responses open, its limit "
+           "(limits.live_sessions): retry when one ends",
+           owner ? "The agency owner of this tenant" : "This tenant",
+           (long long)(owner ? ex->parent_live_limit : ex->live_limit));
+    why->retry = true;
+    return -1;
+}
+
 int exchange_go_live(struct exchange *ex, struct exchange_refusal *why)
 {
     if (ex->dp->fleet != NULL) {
@@ -441,14 +453,7 @@ int exchange_go_live(struct exchange *ex, struct exchange_refusal *why)
     if (ex->live_slot.held || live_acquire(ex->rec.tenant_id, ex->live_limit, ex->parent_id,
                                            ex->parent_live_limit, &ex->live_slot, &which) == 0)
         return 0;
-    bool own = strcmp(which, ex->rec.tenant_id) == 0;
-    refuse(why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
-           "%s has %lld WebSocket sessions and streaming responses open, its limit "
-           "(limits.live_sessions): retry when one ends",
-           own ? "This tenant" : "The agency owner of this tenant",
-           (long long)(own ? ex->live_limit : ex->parent_live_limit));
-    why->retry = true;
-    return -1;
+    return refuse_live_limit(ex, strcmp(which, ex->rec.tenant_id) != 0, why);
 }
 
 void exchange_take_hold(struct exchange *ex, struct usage_record *r)
@@ -555,13 +560,7 @@ static int lease_answer(struct exchange *ex, enum fleet_status st, bool owner_li
     ex->lease_id[0] = '\0';
     if (st != FLEET_LIMIT)
         return 0; /* down: not counted (sessions are not refused for want of a count) */
-    refuse(why, 429, "requests", "tenant_limit", METRICS_REFUSED_LIMITS,
-           "%s has %lld WebSocket sessions and streaming responses open, its limit "
-           "(limits.live_sessions): retry when one ends",
-           owner_limited ? "The agency owner of this tenant" : "This tenant",
-           (long long)(owner_limited ? ex->parent_live_limit : ex->live_limit));
-    why->retry = true;
-    return -1;
+    return refuse_live_limit(ex, owner_limited, why);
 }
 
 static void leased(void *arg, enum fleet_status st, bool owner_limited)
