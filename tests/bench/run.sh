@@ -22,7 +22,8 @@
 #      cell at BENCH_PACED_CONNECTIONS (default 64) connections offered that
 #      many requests per second in all (paced.lua: random waits, so not in
 #      lockstep) instead of as many as the target answers: the latency a
-#      proxy adds when it is not saturated,
+#      proxy adds when it is not saturated; each run BENCH_PACED_SECONDS
+#      (default 15: its p99 needs the requests),
 #      BENCH_STREAMS (default 8000; 0 = skip): then streams.mjs, the memory
 #      test (open streams and a slow reader), with that many streams.
 # Helpers (processes, CPU accounting, redis-server, formatting): lib.sh.
@@ -51,6 +52,7 @@ MODES_LIST=${BENCH_MODES:-json sse}
 STREAMS=${BENCH_STREAMS:-8000}
 PACED_RPS=${BENCH_PACED_RPS:-3000}
 PACED_CONNS=${BENCH_PACED_CONNECTIONS:-64}
+PACED_SECONDS=${BENCH_PACED_SECONDS:-15}
 
 # shellcheck source-path=SCRIPTDIR
 . "$HERE/lib.sh"
@@ -73,6 +75,7 @@ done
 is_uint "$STREAMS" || die "BENCH_STREAMS must be a whole number (0 = skip the memory test)"
 is_uint "$PACED_RPS" || die "BENCH_PACED_RPS must be a whole number of requests per second (0 = skip the paced cell)"
 if ! is_uint "$PACED_CONNS" || [ "$PACED_CONNS" -eq 0 ]; then die "BENCH_PACED_CONNECTIONS must be a positive count"; fi
+if ! is_uint "$PACED_SECONDS" || [ "$PACED_SECONDS" -eq 0 ]; then die "BENCH_PACED_SECONDS must be a positive number of seconds"; fi
 [[ " ${MODES[*]} " == *" json "* ]] || PACED_RPS=0
 
 for tool in nginx wrk curl node timeout; do
@@ -397,7 +400,8 @@ declare -A SCRIPT=([json]=chat.lua [sse]=sse.lua [paced]=paced.lua) \
   MODE_NAME=([json]=JSON [sse]=SSE [paced]="JSON paced")
 run_wrk() {
   local mode=$1 t=$2 c=$3 th=$THREADS out="$TMP/wrk-$1-$2-$3" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
-  local rport=${REDISPORT[$2]:-} script="$HERE/${SCRIPT[$1]}"
+  local rport=${REDISPORT[$2]:-} script="$HERE/${SCRIPT[$1]}" secs=$SECONDS_RUN
+  [ "$mode" != paced ] || secs=$PACED_SECONDS
   [ "$th" -gt "$c" ] && th=$c
   if [ "$WARMUP" -gt 0 ]; then
     BENCH_KEY=${KEY[$t]} bounded_wrk $((WARMUP + 30)) "$out.warm" \
@@ -411,8 +415,8 @@ run_wrk() {
   [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd0"
   s0=$(cpu_ticks "${srv_pids[@]}"); m0=$(cpu_ticks "${mock_pids[@]}"); w0=$(date +%s%N)
   [ -z "$rport" ] || r0=$(cpu_ticks "${REDISPID[$t]}")
-  BENCH_KEY=${KEY[$t]} bounded_wrk $((SECONDS_RUN + 30)) "$out.txt" \
-    -t"$th" -c"$c" -d"${SECONDS_RUN}s" --latency -s "$script" "${URL[$t]}/v1/chat/completions"
+  BENCH_KEY=${KEY[$t]} bounded_wrk $((secs + 30)) "$out.txt" \
+    -t"$th" -c"$c" -d"${secs}s" --latency -s "$script" "${URL[$t]}/v1/chat/completions"
   w1=$(date +%s%N); s1=$(cpu_ticks "${srv_pids[@]}"); m1=$(cpu_ticks "${mock_pids[@]}")
   [ -z "$rport" ] || r1=$(cpu_ticks "${REDISPID[$t]}")
   [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd1"
@@ -592,7 +596,7 @@ done
 if [ "$PACED_RPS" -gt 0 ]; then
   echo
   echo "(JSON paced: $PACED_RPS requests/s offered over $PACED_CONNS connections, random waits of mean ${BENCH_PACE_MS} ms" \
-    "per connection; latency from each request's send)"
+    "per connection, ${PACED_SECONDS}s per target; latency from each request's send)"
   print_table paced "$PACED_CONNS"
 fi
 summary_table
