@@ -186,7 +186,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
  * after every read, and a non-persistent event deleted as it fires and
  * added back costs an epoll_ctl each time; this costs nothing when nothing
  * changes. */
-struct rev_hooks {
+struct hiredis_hooks {
     redisAsyncContext *ac;
     struct event *rev, *wev;
     bool reading, writing;
@@ -196,26 +196,26 @@ static void hook_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    redisAsyncHandleRead(((struct rev_hooks *)arg)->ac);
+    redisAsyncHandleRead(((struct hiredis_hooks *)arg)->ac);
 }
 
 static void hook_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    redisAsyncHandleWrite(((struct rev_hooks *)arg)->ac);
+    redisAsyncHandleWrite(((struct hiredis_hooks *)arg)->ac);
 }
 
 static void hook_add_read(void *arg)
 {
-    struct rev_hooks *h = arg;
+    struct hiredis_hooks *h = arg;
     if (!h->reading && event_add(h->rev, NULL) == 0)
         h->reading = true;
 }
 
 static void hook_del_read(void *arg)
 {
-    struct rev_hooks *h = arg;
+    struct hiredis_hooks *h = arg;
     if (h->reading) {
         event_del(h->rev);
         h->reading = false;
@@ -224,14 +224,14 @@ static void hook_del_read(void *arg)
 
 static void hook_add_write(void *arg)
 {
-    struct rev_hooks *h = arg;
+    struct hiredis_hooks *h = arg;
     if (!h->writing && event_add(h->wev, NULL) == 0)
         h->writing = true;
 }
 
 static void hook_del_write(void *arg)
 {
-    struct rev_hooks *h = arg;
+    struct hiredis_hooks *h = arg;
     if (h->writing) {
         event_del(h->wev);
         h->writing = false;
@@ -240,7 +240,7 @@ static void hook_del_write(void *arg)
 
 static void hook_cleanup(void *arg)
 {
-    struct rev_hooks *h = arg;
+    struct hiredis_hooks *h = arg;
     event_free(h->rev);
     event_free(h->wev);
     free(h);
@@ -250,7 +250,7 @@ static void hook_cleanup(void *arg)
  * write event sees the connect complete). */
 static int hooks_attach(redisAsyncContext *ac, struct event_base *base)
 {
-    struct rev_hooks *h = calloc(1, sizeof(*h));
+    struct hiredis_hooks *h = calloc(1, sizeof(*h));
     if (h == NULL || ac->ev.data != NULL) {
         free(h);
         return -1;
