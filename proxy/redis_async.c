@@ -206,36 +206,40 @@ static void hook_write_cb(evutil_socket_t fd, short what, void *arg)
     redisAsyncHandleWrite(((struct hiredis_hooks *)arg)->ac);
 }
 
+/* Arms or disarms ev, tracked in *armed: no call when nothing changes. */
+static void hook_arm(struct event *ev, bool *armed, bool on)
+{
+    if (on == *armed)
+        return;
+    if (on && event_add(ev, NULL) == -1)
+        return;
+    if (!on)
+        event_del(ev);
+    *armed = on;
+}
+
 static void hook_add_read(void *arg)
 {
     struct hiredis_hooks *h = arg;
-    if (!h->reading && event_add(h->rev, NULL) == 0)
-        h->reading = true;
+    hook_arm(h->rev, &h->reading, true);
 }
 
 static void hook_del_read(void *arg)
 {
     struct hiredis_hooks *h = arg;
-    if (h->reading) {
-        event_del(h->rev);
-        h->reading = false;
-    }
+    hook_arm(h->rev, &h->reading, false);
 }
 
 static void hook_add_write(void *arg)
 {
     struct hiredis_hooks *h = arg;
-    if (!h->writing && event_add(h->wev, NULL) == 0)
-        h->writing = true;
+    hook_arm(h->wev, &h->writing, true);
 }
 
 static void hook_del_write(void *arg)
 {
     struct hiredis_hooks *h = arg;
-    if (h->writing) {
-        event_del(h->wev);
-        h->writing = false;
-    }
+    hook_arm(h->wev, &h->writing, false);
 }
 
 static void hook_cleanup(void *arg)
