@@ -25,7 +25,13 @@
 #      proxy adds when it is not saturated; each run BENCH_PACED_SECONDS
 #      (default 15: its p99 needs the requests),
 #      BENCH_STREAMS (default 8000; 0 = skip): then streams.mjs, the memory
-#      test (open streams and a slow reader), with that many streams.
+#      test (open streams and a slow reader), with that many streams,
+#      BENCH_ROUNDS (default 1): each cell's targets run that many times in
+#      turn (the order reversed every other round); a cell then shows each
+#      metric's median over the rounds and the CPU ratio of every round, and
+#      the summary's ratios are the medians of the rounds' ratios: on a
+#      machine whose speed drifts, a ratio taken within one round is the
+#      steadier figure.
 # Helpers (processes, CPU accounting, redis-server, formatting): lib.sh.
 set -euo pipefail
 
@@ -53,6 +59,7 @@ STREAMS=${BENCH_STREAMS:-8000}
 PACED_RPS=${BENCH_PACED_RPS:-3000}
 PACED_CONNS=${BENCH_PACED_CONNECTIONS:-64}
 PACED_SECONDS=${BENCH_PACED_SECONDS:-15}
+ROUNDS=${BENCH_ROUNDS:-1}
 
 # shellcheck source-path=SCRIPTDIR
 . "$HERE/lib.sh"
@@ -76,6 +83,7 @@ is_uint "$STREAMS" || die "BENCH_STREAMS must be a whole number (0 = skip the me
 is_uint "$PACED_RPS" || die "BENCH_PACED_RPS must be a whole number of requests per second (0 = skip the paced cell)"
 if ! is_uint "$PACED_CONNS" || [ "$PACED_CONNS" -eq 0 ]; then die "BENCH_PACED_CONNECTIONS must be a positive count"; fi
 if ! is_uint "$PACED_SECONDS" || [ "$PACED_SECONDS" -eq 0 ]; then die "BENCH_PACED_SECONDS must be a positive number of seconds"; fi
+if ! is_uint "$ROUNDS" || [ "$ROUNDS" -eq 0 ]; then die "BENCH_ROUNDS must be a positive count"; fi
 [[ " ${MODES[*]} " == *" json "* ]] || PACED_RPS=0
 
 for tool in nginx wrk curl node timeout; do
@@ -394,12 +402,13 @@ for t in "${TARGETS[@]}"; do CUTOFF[$t]=0; done
 # run_wrk MODE TARGET CONNECTIONS: warm-up, then the measured run with the
 # CPU of the proxy (process + direct children), of the mock and, for a Redis
 # target, of its redis-server and the commands it executed sampled around it.
-# Results are keyed "MODE,TARGET,CONNECTIONS".
+# Results are keyed "MODE,TARGET,CONNECTIONS", or with BENCH_ROUNDS > 1
+# "MODE,TARGET,CONNECTIONS/ROUND" (aggregate_cell then fills the first).
 declare -A RPS P50 P99 REQS NON2XX SOCKERR CPU_US MOCK_US REDIS_US WALL_US RCMDS
 declare -A SCRIPT=([json]=chat.lua [sse]=sse.lua [paced]=paced.lua) \
   MODE_NAME=([json]=JSON [sse]=SSE [paced]="JSON paced")
 run_wrk() {
-  local mode=$1 t=$2 c=$3 th=$THREADS out="$TMP/wrk-$1-$2-$3" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
+  local mode=$1 t=$2 c=$3 th=$THREADS out="$TMP/wrk-$1-$2-$3${4:+-$4}" line srv_pids mock_pids s0 s1 m0 m1 r0=0 r1=0 w0 w1
   local rport=${REDISPORT[$2]:-} script="$HERE/${SCRIPT[$1]}" secs=$SECONDS_RUN
   [ "$mode" != paced ] || secs=$PACED_SECONDS
   [ "$th" -gt "$c" ] && th=$c
@@ -421,7 +430,7 @@ run_wrk() {
   [ -z "$rport" ] || r1=$(cpu_ticks "${REDISPID[$t]}")
   [ -z "$rport" ] || redis_cmdstats "$rport" >"$out.cmd1"
   line=$(grep '^BENCH_RESULT' "$out.txt")
-  local k="$mode,$t,$c"
+  local k="$mode,$t,$c${4:+/$4}"
   RPS[$k]=$(field rps "$line")
   P50[$k]=$(field p50_us "$line")
   P99[$k]=$(field p99_us "$line")
@@ -437,7 +446,64 @@ run_wrk() {
   fi
   SERVED[$t]=$(( SERVED[$t] + REQS[$k] ))
   CUTOFF[$t]=$(( CUTOFF[$t] + c ))
-  echo "  ${MODE_NAME[$mode]}, $c conns, ${LABEL[$t]}: done" >&2
+  echo "  ${MODE_NAME[$mode]}, $c conns, ${LABEL[$t]}${4:+, round $4}: done" >&2
+}
+# run_cell MODE CONNECTIONS: every target once, or BENCH_ROUNDS times in turn
+# (every other round in reverse order) and then aggregate_cell.
+run_cell() {
+  local m=$1 c=$2 r t i order
+  if [ "$ROUNDS" -eq 1 ]; then
+    for t in "${TARGETS[@]}"; do run_wrk "$m" "$t" "$c"; done
+    return
+  fi
+  for r in $(seq 1 "$ROUNDS"); do
+    order=()
+    for i in "${!TARGETS[@]}"; do
+      if [ $((r % 2)) -eq 1 ]; then order+=("${TARGETS[$i]}"); else order=("${TARGETS[$i]}" "${order[@]}"); fi
+    done
+    for t in "${order[@]}"; do run_wrk "$m" "$t" "$c" "$r"; done
+  done
+  for t in "${TARGETS[@]}"; do aggregate_cell "$m" "$t" "$c"; done
+}
+# median VALUES...: the middle one (the lower of the two middle ones).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# aggregate_cell MODE TARGET CONNECTIONS: the rounds' medians under the key
+# without a round: req/s, p50 and p99 each their own median; the CPU figures
+# (proxy, mock, redis-server, wall clock, requests, Redis commands) from the
+# round whose proxy CPU per request is the median; failures summed.
+aggregate_cell() {
+  local base="$1,$2,$3" r k pick cpus=() rps=() p50=() p99=() non=0 err=0 mid
+  for r in $(seq 1 "$ROUNDS"); do
+    k="$base/$r"
+    cpus+=("$(per_req "${CPU_US[$k]}" "${REQS[$k]}")")
+    rps+=("${RPS[$k]}"); p50+=("${P50[$k]}"); p99+=("${P99[$k]}")
+    non=$(( non + NON2XX[$k] )); err=$(( err + SOCKERR[$k] ))
+  done
+  mid=$(median "${cpus[@]}")
+  for r in $(seq 1 "$ROUNDS"); do
+    [ "${cpus[$((r - 1))]}" = "$mid" ] && { pick="$base/$r"; break; }
+  done
+  RPS[$base]=$(median "${rps[@]}"); P50[$base]=$(median "${p50[@]}"); P99[$base]=$(median "${p99[@]}")
+  NON2XX[$base]=$non; SOCKERR[$base]=$err
+  CPU_US[$base]=${CPU_US[$pick]}; MOCK_US[$base]=${MOCK_US[$pick]}; WALL_US[$base]=${WALL_US[$pick]}
+  REQS[$base]=${REQS[$pick]}
+  if [ -n "${REDIS_US[$pick]:-}" ]; then REDIS_US[$base]=${REDIS_US[$pick]}; RCMDS[$base]=${RCMDS[$pick]}; fi
+}
+# cpu_ratio KEY REF [F [G]]: F(KEY) over G(REF), F and G proxy_cpu (the
+# default) or both_cpu (proxy+redis); with BENCH_ROUNDS > 1 the median of
+# the rounds' ratios. round_ratios KEY REF: the proxy CPU ratio of each round
+# ("" with one round).
+cpu_ratio() {
+  local f=${3:-proxy_cpu} g=${4:-proxy_cpu} r v=()
+  if [ "$ROUNDS" -eq 1 ] || [ -z "${REQS[$1/1]:-}" ]; then ratio "$($f "$1")" "$($g "$2")"; return; fi
+  for r in $(seq 1 "$ROUNDS"); do v+=("$(ratio "$($f "$1/$r")" "$($g "$2/$r")")"); done
+  median "${v[@]}"
+}
+round_ratios() {
+  local r v=()
+  [ "$ROUNDS" -gt 1 ] && [ -n "${REQS[$1/1]:-}" ] || return 0
+  for r in $(seq 1 "$ROUNDS"); do v+=("$(ratio "$(proxy_cpu "$1/$r")" "$(proxy_cpu "$2/$r")")"); done
+  echo "${v[*]}"
 }
 
 # proxy_cpu MODE,TARGET,CONNS: the proxy's µs/req ("-" for the mock itself);
@@ -447,7 +513,7 @@ redis_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then per_req "${REDIS_US[$1]}" "${R
 both_cpu() { if [ -n "${REDIS_US[$1]:-}" ]; then sum "$(proxy_cpu "$1")" "$(redis_cpu "$1")"; else proxy_cpu "$1"; fi; }
 
 print_table() {
-  local m=$1 c=$2 t k proxy_pct redis_pct
+  local m=$1 c=$2 t k proxy_pct redis_pct rr
   echo
   echo "== ${MODE_NAME[$m]}, $c connections =="
   # µ is two bytes: its header cells are one wider for printf. The redis
@@ -466,13 +532,14 @@ print_table() {
     printf ' %11s %7s %7s\n' "$(per_req "${MOCK_US[$k]}" "${REQS[$k]}")" "${NON2XX[$k]}" "${SOCKERR[$k]}"
   done
   echo
-  local n="$m,nginx,$c" d="$m,direct,$c" ncpu s
-  ncpu=$(proxy_cpu "$n")
+  local n="$m,nginx,$c" d="$m,direct,$c" s
   for t in "${BYOK_TARGETS[@]}"; do
     k="$m,$t,$c"
     printf '%-18s vs nginx: throughput %s (target ≥ 1.0), CPU/req %s (target ≤ 1.0)' \
-      "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(ratio "$(proxy_cpu "$k")" "$ncpu")"
-    [ -z "${REDIS_US[$k]:-}" ] || printf ', with redis-server %s' "$(ratio "$(both_cpu "$k")" "$ncpu")"
+      "${LABEL[$t]}" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" "$(cpu_ratio "$k" "$n")"
+    [ -z "${REDIS_US[$k]:-}" ] || printf ', with redis-server %s' "$(cpu_ratio "$k" "$n" both_cpu)"
+    rr=$(round_ratios "$k" "$n")
+    [ -z "$rr" ] || printf '; CPU/req per round %s' "$rr"
     printf '; throughput vs direct %s\n' "$(ratio "${RPS[$k]}" "${RPS[$d]}")"
   done
   printf 'added p99 vs direct: nginx %s ms' "$(added_ms "${P99[$n]}" "${P99[$d]}")"
@@ -483,20 +550,20 @@ print_table() {
   case $m in json | paced) echo '   (target ≤ 1 ms at 64 connections)' ;; *) echo ;; esac
   if [ -n "$BIN_B" ]; then
     local a="$m,byokA,$c" bb="$m,byokB,$c"
-    printf 'B/A: CPU µs/req %s, req/s %s\n' "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" \
+    printf 'B/A: CPU µs/req %s, req/s %s\n' "$(cpu_ratio "$bb" "$a")" \
       "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
     if [ "$REDIS" = 1 ]; then
       a="$m,byokA_redis,$c" bb="$m,byokB_redis,$c"
       printf 'B/A on Redis: CPU µs/req %s (proxy+redis %s), req/s %s\n' \
-        "$(ratio "$(proxy_cpu "$bb")" "$(proxy_cpu "$a")")" "$(ratio "$(both_cpu "$bb")" "$(both_cpu "$a")")" \
+        "$(cpu_ratio "$bb" "$a")" "$(cpu_ratio "$bb" "$a" both_cpu both_cpu)" \
         "$(ratio "${RPS[$bb]}" "${RPS[$a]}")"
     fi
   fi
   for t in "${REDIS_TARGETS[@]+"${REDIS_TARGETS[@]}"}"; do
     k="$m,$t,$c" s="$m,${PAIR[$t]},$c"
     printf '%s: redis/sqlite CPU µs/req %s proxy alone, %s proxy+redis (target ≤ 1.2); p99 %s; req/s %s\n' \
-      "${LABEL[$t]}" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$s")")" \
-      "$(ratio "$(both_cpu "$k")" "$(proxy_cpu "$s")")" "$(ratio "${P99[$k]}" "${P99[$s]}")" \
+      "${LABEL[$t]}" "$(cpu_ratio "$k" "$s")" \
+      "$(cpu_ratio "$k" "$s" both_cpu)" "$(ratio "${P99[$k]}" "${P99[$s]}")" \
       "$(ratio "${RPS[$k]}" "${RPS[$s]}")"
     printf '%s: Redis commands per request: %s\n' "${LABEL[$t]}" "${RCMDS[$k]}"
   done
@@ -527,10 +594,10 @@ summary_table() {
       k="$m,$t,$c" n="$m,nginx,$c" d="$m,direct,$c" r="$m,${t}_redis,$c"
       [ -z "$BIN_B" ] || printf '| %s ' "${LABEL[$t]}"
       printf '| %s | %s | %s | %s | %s | %s | %s ms | %s ms |' "${MODE_NAME[$m]}" "$c" "$(proxy_cpu "$n")" \
-        "$(proxy_cpu "$k")" "$(ratio "$(proxy_cpu "$k")" "$(proxy_cpu "$n")")" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" \
+        "$(proxy_cpu "$k")" "$(cpu_ratio "$k" "$n")" "$(ratio "${RPS[$k]}" "${RPS[$n]}")" \
         "$(added_ms "${P99[$n]}" "${P99[$d]}")" "$(added_ms "${P99[$k]}" "${P99[$d]}")"
       if [ -n "${RPS[$r]:-}" ]; then
-        printf ' %s | %s |\n' "$(ratio "$(proxy_cpu "$r")" "$(proxy_cpu "$k")")" "$(ratio "$(both_cpu "$r")" "$(proxy_cpu "$k")")"
+        printf ' %s | %s |\n' "$(cpu_ratio "$r" "$k")" "$(cpu_ratio "$r" "$k" both_cpu)"
       else
         printf ' - | - |\n'
       fi
@@ -578,16 +645,14 @@ stream_len() { rcli "$1" XLEN byok:usage; }
 # Per connection count each mode in turn, so that a cell's JSON and SSE runs
 # see the least drift of the machine between them.
 for c in "${CONNS[@]}"; do
-  for m in "${MODES[@]}"; do
-    for t in "${TARGETS[@]}"; do run_wrk "$m" "$t" "$c"; done
-  done
+  for m in "${MODES[@]}"; do run_cell "$m" "$c"; done
 done
 # The paced cell: every target offered the same load (mean wait per
 # connection = connections * 1000 / rate ms).
 if [ "$PACED_RPS" -gt 0 ]; then
   BENCH_PACE_MS=$(awk -v c="$PACED_CONNS" -v r="$PACED_RPS" 'BEGIN { printf "%.3f", c * 1000 / r }')
   export BENCH_PACE_MS
-  for t in "${TARGETS[@]}"; do run_wrk paced "$t" "$PACED_CONNS"; done
+  run_cell paced "$PACED_CONNS"
 fi
 
 for m in "${MODES[@]}"; do
