@@ -2,6 +2,10 @@
  * (usage_record.h) off the request path.
  *
  *   worker threads --usage_submit()--> queue --writer thread--> store batch
+ *                        |             (+ its copy in the queue journal,
+ *                        |              usage_journal.h: a kill -9 before the
+ *                        |              commit loses nothing; replayed via
+ *                        |              the spool at the next start)
  *                                                 |  (one transaction: insert
  *                                                 |   record + charge payer,
  *                                                 |   idempotent on id; gives
@@ -29,8 +33,10 @@
 struct config;
 
 /* Starts the writer thread. The store backend is opened by the writer thread
- * from cfg (borrowed for the lifetime of the writer). Replays the spool
- * directory first. Returns -1 with *err set (caller frees) on failure. */
+ * from cfg (borrowed for the lifetime of the writer). Opens the queue
+ * journal in the spool directory (what a killed process left there goes to
+ * a spool file) and replays the spool directory first. Returns -1 with *err set (caller frees) on
+ * failure. */
 MUST_CHECK int usage_writer_start(const struct config *cfg, char **err);
 /* Queues a copy of r. Thread-safe, never blocks on I/O. */
 void usage_submit(const struct usage_record *r);
@@ -45,6 +51,8 @@ struct usage_stats {
     uint64_t submitted, written, duplicates, spooled, replayed, batches;
     uint64_t rejected;    /* refused by usage_record_check(): set aside, never charged */
     uint64_t jsonl_syncs; /* fdatasyncs of the JSONL file (at most one a second, and at close) */
+    uint64_t unjournaled; /* queued while the queue journal was full (usage_journal.h) */
+    uint64_t journal_recovered; /* records a killed process left, replayed from the journal */
 };
 void usage_writer_stats(struct usage_stats *out);
 

@@ -129,6 +129,16 @@ MUST_CHECK int usage_record_lines_add_text(struct usage_record_lines *b, const c
  * what the line would have charged. Returns as usage_record_lines_add. */
 MUST_CHECK int usage_record_lines_add_spool(struct usage_record_lines *b,
                                             const struct usage_record *r);
+/* Upper bound of usage_record_format's output (with its NUL) for any
+ * record: a string byte becomes at most 6 bytes (\u00XX); keys, numbers
+ * and punctuation take well under 1 KiB. */
+#define USAGE_RECORD_TEXT_MAX (6 * sizeof(struct usage_record) + 1024)
+/* ... and of a spool line (its extras and '\n', and a NUL after it). */
+#define USAGE_SPOOL_LINE_MAX (USAGE_RECORD_TEXT_MAX + ID_MAX + 64)
+/* The spool line of usage_record_lines_add_spool, '\n' included, into buf
+ * (followed by a NUL). Its length, or -1 when size is too small (never
+ * with USAGE_SPOOL_LINE_MAX). */
+MUST_CHECK int usage_record_format_spool(const struct usage_record *r, char *buf, size_t size);
 /* Frees the buffer and zeroes it; a zeroed buffer is a no-op. */
 void usage_record_lines_free(struct usage_record_lines *b);
 

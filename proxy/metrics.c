@@ -220,6 +220,16 @@ void metrics_render(struct evbuffer *out)
                         "# HELP byok_usage_jsonl_syncs_total fdatasyncs of the JSONL usage file "
                         "(at most one a second, and at close).\n"
                         "# TYPE byok_usage_jsonl_syncs_total counter\n"
-                        "byok_usage_jsonl_syncs_total %llu\n",
-                        (unsigned long long)us.batches, (unsigned long long)us.jsonl_syncs);
+                        "byok_usage_jsonl_syncs_total %llu\n"
+                        "# HELP byok_usage_journal_recovered_total Records a process that ended "
+                        "without committing them left in the queue journal, spooled at start.\n"
+                        "# TYPE byok_usage_journal_recovered_total counter\n"
+                        "byok_usage_journal_recovered_total %llu\n"
+                        "# HELP byok_usage_unjournaled_total Records queued while the queue "
+                        "journal was full (a kill -9 before their commit loses them).\n"
+                        "# TYPE byok_usage_unjournaled_total counter\n"
+                        "byok_usage_unjournaled_total %llu\n",
+                        (unsigned long long)us.batches, (unsigned long long)us.jsonl_syncs,
+                        (unsigned long long)us.journal_recovered,
+                        (unsigned long long)us.unjournaled);
 }

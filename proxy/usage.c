@@ -26,6 +26,7 @@
 #include "fsutil.h"
 #include "ledger.h"
 #include "store.h"
+#include "usage_journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,14 +45,18 @@
  * before it is written, so a busy proxy makes a few large transactions (and
  * their fsyncs) a second instead of one per request. A usage_writer_sync()
  * caller or a stop cuts the wait short. */
-#define LINGER_MS      2
-#define RETRY_MS       1000  /* spool replay and store reconnect cadence */
-#define BACKLOG_WARN   10000 /* first queue length that is logged */
-#define STOP_ATTEMPTS  3     /* at shutdown, tries before records are given up */
-#define SPOOL_SUFFIX   ".jsonl"
-#define REJECTED_NAME  "rejected" /* in the spool dir: refused records, for a human */
-#define JSONL_CHECK_MS 1000       /* rotation check cadence */
-#define JSONL_SYNC_MS  1000       /* longest a written JSONL line stays unsynced */
+#define LINGER_MS 2
+/* With the queue journal on (usage_journal.h), a queued record survives a
+ * kill -9, so the batch may wait longer: fewer, larger transactions (each
+ * one an fsync and the rewrite of every B-tree's last page). */
+#define LINGER_JOURNALED_MS 10
+#define RETRY_MS            1000  /* spool replay and store reconnect cadence */
+#define BACKLOG_WARN        10000 /* first queue length that is logged */
+#define STOP_ATTEMPTS       3     /* at shutdown, tries before records are given up */
+#define SPOOL_SUFFIX        ".jsonl"
+#define REJECTED_NAME       "rejected" /* in the spool dir: refused records, for a human */
+#define JSONL_CHECK_MS      1000       /* rotation check cadence */
+#define JSONL_SYNC_MS       1000       /* longest a written JSONL line stays unsynced */
 /* A record's line is a few KB at most (usage_record.c's FORMAT_MAX): a
  * longer last line is not a record the repair could read. */
 #define JSONL_LINE_MAX    (64 * 1024)
@@ -64,6 +69,7 @@
 
 struct qnode {
     struct qnode *next;
+    uint64_t jend; /* its end in the queue journal (usage_journal_append) */
     struct usage_record rec;
 };
 
@@ -95,7 +101,7 @@ static struct {
 
 static struct {
     _Atomic uint64_t submitted, written, duplicates, spooled, replayed, batches, rejected;
-    _Atomic uint64_t jsonl_syncs;
+    _Atomic uint64_t jsonl_syncs, unjournaled, journal_recovered;
 } stats;
 
 /* Owned by the writer thread alone. */
@@ -111,6 +117,7 @@ static struct {
     bool spool_pending;              /* spool files may exist */
     int64_t next_replay_ms;          /* mono */
     unsigned spool_seq;
+    bool journal_held; /* records were given up: the journal's mark stays */
 } wr;
 
 void usage_submit(const struct usage_record *r)
@@ -135,6 +142,11 @@ void usage_submit(const struct usage_record *r)
     atomic_fetch_add_explicit(&stats.submitted, 1, memory_order_relaxed);
 
     pthread_mutex_lock(&q.mu);
+    /* Under the queue's lock: the journal's order is the queue's. */
+    bool journaled;
+    n->jend = usage_journal_append(&n->rec, &journaled);
+    if (!journaled && usage_journal_on())
+        atomic_fetch_add_explicit(&stats.unjournaled, 1, memory_order_relaxed);
     if (q.tail != NULL)
         q.tail->next = n;
     else
@@ -448,47 +460,58 @@ static void jsonl_repair(void)
  * rename, fsync of the directory), so a replay never sees half a file.
  * The records are uncharged (charged_* zero): the store charges them at
  * replay and formats their final text then. */
+static MUST_CHECK int spool_file_write(const char *dir, const char *data, size_t len);
+
 static MUST_CHECK int spool_write(const struct usage_record *recs, size_t n)
 {
     const char *dir = wr.cfg->usage_spool_dir;
     struct usage_record_lines *b = &wr.lines;
-    char path[4096], tmp[4096 + 8];
-    int fd = -1, rc = -1;
     if (dir == NULL || dir[0] == '\0') {
         log_error("usage: the store failed and no spool directory is configured");
         return -1;
     }
     b->len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (usage_record_lines_add_spool(b, &recs[i]) == -1)
-            goto out;
+        if (usage_record_lines_add_spool(b, &recs[i]) == -1) {
+            log_error("usage: out of memory spooling %zu records", n);
+            return -1;
+        }
     }
+    if (spool_file_write(dir, b->data, b->len) == -1) {
+        log_error("usage: spooling %zu records to %s failed: %s", n, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Spool lines into a new spool file of dir. */
+static MUST_CHECK int spool_file_write(const char *dir, const char *data, size_t len)
+{
+    char path[4096], tmp[4096 + 8];
+    int fd = -1;
     /* Zero-padded wall time first, so name order is write order. */
     snprintf(path, sizeof(path), "%s/usage-%016lld-%08ld-%08u" SPOOL_SUFFIX, dir,
              (long long)now_ms(), (long)getpid(), wr.spool_seq++);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     if (fs_make_dirs(dir, false) == -1 ||
         (fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
-        goto out;
-    if (write_all(fd, b->data, b->len) == -1 || fsync(fd) == -1) {
+        return -1;
+    if (write_all(fd, data, len) == -1 || fsync(fd) == -1) {
+        int e = errno;
         close(fd);
-        fd = -1;
         unlink(tmp);
-        goto out;
+        errno = e;
+        return -1;
     }
     close(fd);
-    fd = -1;
     if (rename(tmp, path) == -1) {
+        int e = errno;
         unlink(tmp);
-        goto out;
+        errno = e;
+        return -1;
     }
-    if (fs_sync_dir(dir) == -1)
-        goto out; /* the file exists; only its durability is in doubt */
-    rc = 0;
-out:
-    if (rc == -1)
-        log_error("usage: spooling %zu records to %s failed: %s", n, dir, strerror(errno));
-    return rc;
+    /* On failure the file exists; only its durability is in doubt. */
+    return fs_sync_dir(dir);
 }
 
 /* Opens the store if there is none, at most once per RETRY_MS. */
@@ -863,8 +886,9 @@ static void replay_spool(void)
     wr.spool_pending = failed;
 }
 
-/* Takes up to max records off the queue (caller holds q.mu). */
-static size_t dequeue(struct usage_record *out, size_t max)
+/* Takes up to max records off the queue (caller holds q.mu); *jend: the
+ * last one's end in the queue journal. */
+static size_t dequeue(struct usage_record *out, size_t max, uint64_t *jend)
 {
     size_t n = 0;
     while (n < max && q.head != NULL) {
@@ -872,6 +896,7 @@ static size_t dequeue(struct usage_record *out, size_t max)
         q.head = node->next;
         if (q.head == NULL)
             q.tail = NULL;
+        *jend = node->jend;
         out[n++] = node->rec;
         if (q.n_spare < SPARE_NODES_MAX) {
             node->next = q.spare;
@@ -961,12 +986,13 @@ static void *writer_main(void *arg)
         }
         if (q.head != NULL && q.len < BATCH_MAX && !q.stopping && q.sync_waiters == 0) {
             struct timespec ts;
-            deadline_in(&ts, LINGER_MS);
+            deadline_in(&ts, usage_journal_on() ? LINGER_JOURNALED_MS : LINGER_MS);
             while (q.len < BATCH_MAX && !q.stopping && q.sync_waiters == 0 &&
                    pthread_cond_timedwait(&q.work_cv, &q.mu, &ts) != ETIMEDOUT)
                 ;
         }
-        size_t n = dequeue(batch, BATCH_MAX);
+        uint64_t jend = 0;
+        size_t n = dequeue(batch, BATCH_MAX, &jend);
         bool stopping = q.stopping;
         pthread_mutex_unlock(&q.mu);
 
@@ -976,7 +1002,14 @@ static void *writer_main(void *arg)
                 /* Neither store nor spool took it: hold on and retry rather
                  * than drop, except at shutdown after a few tries. */
                 if (stopping && ++attempts >= STOP_ATTEMPTS) {
-                    log_error("usage: %zu records could be neither stored nor spooled; lost", n);
+                    if (usage_journal_on())
+                        log_error("usage: %zu records could be neither stored nor spooled; "
+                                  "those in the queue journal are replayed at the next start",
+                                  n);
+                    else
+                        log_error("usage: %zu records could be neither stored nor spooled; lost",
+                                  n);
+                    wr.journal_held = true;
                     break;
                 }
                 pthread_mutex_lock(&q.mu);
@@ -986,6 +1019,8 @@ static void *writer_main(void *arg)
                 stopping = q.stopping;
                 pthread_mutex_unlock(&q.mu);
             }
+            if (!wr.journal_held)
+                usage_journal_done(jend);
             mark_processed(n);
         }
         jsonl_sync_due();
@@ -1001,6 +1036,78 @@ out:
     usage_record_lines_free(&wr.lines);
     free(batch);
     return NULL;
+}
+
+/* The queue journal's file: in memory (tmpfs), named after the spool
+ * directory's real path, so a restart with the same configuration finds
+ * it and two proxies with their own spool directories do not meet. */
+#define JOURNAL_DIR "/dev/shm"
+
+static MUST_CHECK int journal_path(const char *spool_dir, char *out, size_t size)
+{
+    char *real;
+    if (fs_make_dirs(spool_dir, false) == -1 || (real = realpath(spool_dir, NULL)) == NULL)
+        return -1;
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)real; *p != '\0'; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    free(real);
+    snprintf(out, size, JOURNAL_DIR "/byok-proxy-usage-%016llx.journal", (unsigned long long)h);
+    return 0;
+}
+
+/* Opens the queue journal (caller holds q.mu: no submit meanwhile) and
+ * moves what a killed process left in it into a spool file, which the
+ * writer replays first. Without a spool directory, or when it fails, the
+ * writer runs without one (and the shorter linger). */
+static void journal_open(void)
+{
+    const char *dir = wr.cfg->usage_spool_dir;
+    char path[4096];
+    if (dir == NULL || dir[0] == '\0')
+        return;
+    if (journal_path(dir, path, sizeof(path)) == -1) {
+        log_error("usage: the spool directory %s: %s; running without the queue journal: a "
+                  "kill -9 loses the records of the last few milliseconds",
+                  dir, strerror(errno));
+        return;
+    }
+    struct usage_record_lines found = {0};
+    struct usage_journal_open info;
+    char *err = NULL;
+    if (usage_journal_open(path, NULL, USAGE_JOURNAL_BYTES, &found, &info, &err) == -1) {
+        log_error("usage: %s; running without it: a kill -9 loses the records of the last "
+                  "few milliseconds",
+                  err != NULL ? err : "opening the usage queue journal failed");
+        free(err);
+        usage_record_lines_free(&found);
+        return;
+    }
+    if (info.set_aside)
+        log_warn("usage: the queue journal held records of another boot of this machine "
+                 "(its pages may not have reached the disk whole): set aside unread as %s",
+                 info.aside_path);
+    if (info.truncated)
+        log_error("usage: the queue journal %s could not be read to its end; the records "
+                  "past the first unreadable one are lost",
+                  path);
+    if (info.recovered > 0) {
+        if (spool_file_write(dir, found.data, found.len) == -1) {
+            /* They stay in the journal: the next start tries again. */
+            log_error("usage: spooling the %zu records recovered from the queue journal failed: "
+                      "%s; running without the journal",
+                      info.recovered, strerror(errno));
+            usage_journal_close();
+            usage_record_lines_free(&found);
+            return;
+        }
+        log_warn("usage: %zu records queued by a process that ended without committing them "
+                 "recovered from the queue journal; they are replayed now",
+                 info.recovered);
+        atomic_fetch_add_explicit(&stats.journal_recovered, info.recovered, memory_order_relaxed);
+    }
+    usage_record_lines_free(&found);
+    usage_journal_start();
 }
 
 int usage_writer_start(const struct config *cfg, char **err)
@@ -1027,6 +1134,7 @@ int usage_writer_start(const struct config *cfg, char **err)
     memset(&wr, 0, sizeof(wr));
     wr.cfg = cfg;
     wr.jsonl_fd = -1;
+    journal_open();
     q.start_done = false;
     q.start_err = NULL;
     q.warned_stopped = false;
@@ -1044,6 +1152,8 @@ int usage_writer_start(const struct config *cfg, char **err)
     char *start_err = q.start_err;
     q.start_err = NULL;
     q.running = ok;
+    if (!ok)
+        usage_journal_close();
     pthread_mutex_unlock(&q.mu);
     if (!ok) {
         pthread_join(q.thread, NULL);
@@ -1067,6 +1177,7 @@ void usage_writer_stop(void)
     pthread_join(q.thread, NULL);
 
     pthread_mutex_lock(&q.mu);
+    usage_journal_close();
     q.running = false;
     q.stopping = false;
     while (q.spare != NULL) {
@@ -1101,4 +1212,6 @@ void usage_writer_stats(struct usage_stats *out)
     out->batches = atomic_load_explicit(&stats.batches, memory_order_relaxed);
     out->rejected = atomic_load_explicit(&stats.rejected, memory_order_relaxed);
     out->jsonl_syncs = atomic_load_explicit(&stats.jsonl_syncs, memory_order_relaxed);
+    out->unjournaled = atomic_load_explicit(&stats.unjournaled, memory_order_relaxed);
+    out->journal_recovered = atomic_load_explicit(&stats.journal_recovered, memory_order_relaxed);
 }

@@ -27,10 +27,7 @@ const char *usage_outcome_name(enum usage_outcome o)
     return outcome_names[o];
 }
 
-/* Upper bound of usage_record_format's output (with its NUL) for any record:
- * a string byte becomes at most 6 bytes (\u00XX); keys, numbers and
- * punctuation take well under 1 KiB. */
-#define FORMAT_MAX (6 * sizeof(struct usage_record) + 1024)
+#define FORMAT_MAX USAGE_RECORD_TEXT_MAX
 
 /* Proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's
  * days_from_civil inverse): plain arithmetic, where gmtime_r takes glibc's
@@ -785,13 +782,12 @@ int usage_record_lines_add_text(struct usage_record_lines *b, const char *text, 
     return 0;
 }
 
-int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usage_record *r)
+int usage_record_format_spool(const struct usage_record *r, char *buf, size_t size)
 {
-    size_t start = b->len;
-    int n = usage_record_lines_add(b, r);
+    int n = usage_record_format(r, buf, size);
     if (n == -1)
-        return n;
-    /* {...}\n -> {...,"hold_id":"<id>","no_charge":true}\n. Ids are
+        return -1;
+    /* {...} -> {...,"hold_id":"<id>","no_charge":true}. Ids are
      * [A-Za-z0-9_-] (ULIDs): nothing to escape. */
     size_t id_len = strnlen(r->hold_id, sizeof(r->hold_id));
     for (size_t i = 0; i < id_len; i++) {
@@ -802,24 +798,30 @@ int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usag
             break;
         }
     }
-    if (id_len == 0 && !r->no_charge)
-        return n;
+    size_t at = (size_t)n - 1;                    /* the closing brace */
     size_t extra = (id_len > 0 ? id_len + 13 : 0) /* ,"hold_id":"" */
                    + (r->no_charge ? 17 : 0);     /* ,"no_charge":true */
-    size_t at = start + (size_t)n - 1;            /* the closing brace */
-    /* Room past the line's end for the extras + "}\n" + snprintf's NUL. */
-    if (lines_reserve(b, at + extra + 3 - b->len) == -1) {
-        b->len = start; /* the line without its extras would lose them: none */
+    /* The extras, "}\n" and snprintf's NUL. */
+    if (at + extra + 3 > size)
         return -1;
-    }
     int w = 0;
     if (id_len > 0)
-        w += snprintf(b->data + at, b->cap - at, ",\"hold_id\":\"%.*s\"", (int)id_len, r->hold_id);
+        w += snprintf(buf + at, size - at, ",\"hold_id\":\"%.*s\"", (int)id_len, r->hold_id);
     if (r->no_charge)
-        w += snprintf(b->data + at + (size_t)w, b->cap - at - (size_t)w, ",\"no_charge\":true");
-    w += snprintf(b->data + at + (size_t)w, b->cap - at - (size_t)w, "}\n");
-    b->len = at + (size_t)w;
-    return n + (int)extra;
+        w += snprintf(buf + at + (size_t)w, size - at - (size_t)w, ",\"no_charge\":true");
+    w += snprintf(buf + at + (size_t)w, size - at - (size_t)w, "}\n");
+    return (int)(at + (size_t)w);
+}
+
+int usage_record_lines_add_spool(struct usage_record_lines *b, const struct usage_record *r)
+{
+    if (lines_reserve(b, USAGE_SPOOL_LINE_MAX) == -1)
+        return -1;
+    int n = usage_record_format_spool(r, b->data + b->len, b->cap - b->len);
+    if (n == -1)
+        return -1; /* cannot happen: USAGE_SPOOL_LINE_MAX bounds every line */
+    b->len += (size_t)n;
+    return n - 1;
 }
 
 void usage_record_lines_free(struct usage_record_lines *b)

@@ -10,6 +10,14 @@ import crypto from 'node:crypto';
 import { freePort, waitFor, randomHex } from './util.mjs';
 import { PRICES } from './records.mjs';
 
+// The usage queue journal of a spool directory (proxy/usage.c:
+// journal_path): /dev/shm/byok-proxy-usage-<FNV-1a 64 of its real path>.journal.
+export function journalPath(spoolDir) {
+  let h = 14695981039346656037n;
+  for (const b of Buffer.from(fs.realpathSync(spoolDir))) h = ((h ^ BigInt(b)) * 1099511628211n) & 0xffffffffffffffffn;
+  return `/dev/shm/byok-proxy-usage-${h.toString(16).padStart(16, '0')}.journal`;
+}
+
 export function proxyBin() {
   const bin = process.env.BYOK_PROXY_BIN;
   if (!bin) throw new Error('BYOK_PROXY_BIN is not set (path to the byok-proxy binary)');
@@ -132,8 +140,11 @@ export async function startProxy(opts = {}) {
       if (!m) throw new Error('process_open_fds missing from /metrics');
       return Number(m[1]);
     },
-    // Deletes the temp dir (after stop()).
+    // Deletes the temp dir (after stop()), and the usage queue journal a
+    // killed proxy may have left in /dev/shm for its spool directory.
     remove() {
+      const spool = cfg.usage && cfg.usage.spool_dir;
+      if (spool && fs.existsSync(spool)) fs.rmSync(journalPath(spool), { force: true });
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
