@@ -18,9 +18,10 @@
  * (/proc/sys/kernel/random/boot_id), whose pages may be torn, is set aside
  * unread.
  *
- * Not thread-safe: usage.c appends under its queue lock, so the ring's
- * order is the queue's, which the writer's mark relies on (it covers a
- * prefix of both). One process per journal: an exclusive flock. */
+ * Not thread-safe: usage.c appends under its queue lock (a memcpy: the
+ * line is formatted before), so the ring's order is the queue's, which the
+ * writer's mark relies on (it covers a prefix of both). One process per
+ * journal: an exclusive flock. */
 #ifndef BYOK_USAGE_JOURNAL_H
 #define BYOK_USAGE_JOURNAL_H
 
@@ -55,11 +56,16 @@ MUST_CHECK int usage_journal_open(const char *path, const char *boot_id, size_t 
                                   struct usage_journal_open *found, char **err);
 /* Empties the ring (the recovered records are the caller's now). */
 void usage_journal_start(void);
+/* Whether the journal is open; any thread may ask (a hint: the answer
+ * that counts is the append's, under the caller's lock). */
 bool usage_journal_on(void);
-/* Copies r's spool line into the ring (caller serialises). Returns the
- * ring position after it, for usage_journal_done once r is committed or
- * spooled; *journaled false (position unchanged) when the journal is off
- * or the ring is full. */
+/* Copies a spool line (usage_record_format_spool's, '\n' included) into
+ * the ring (caller serialises; format it before, outside the lock).
+ * Returns the ring position after it, for usage_journal_done once its
+ * record is committed or spooled; *journaled false (position unchanged)
+ * when the journal is off or the ring is full. */
+uint64_t usage_journal_append_line(const char *line, size_t len, bool *journaled);
+/* The same for r, formatted here. */
 uint64_t usage_journal_append(const struct usage_record *r, bool *journaled);
 /* Every record up to pos is committed or spooled (the writer thread). */
 void usage_journal_done(uint64_t pos);

@@ -140,11 +140,14 @@ void usage_submit(const struct usage_record *r)
     /* Its hold becomes its exact charge, reserved until committed. */
     ledger_settle(&n->rec);
     atomic_fetch_add_explicit(&stats.submitted, 1, memory_order_relaxed);
+    /* Its journal line is formatted before the lock, and copied under it:
+     * the journal's order is the queue's. */
+    char line[USAGE_SPOOL_LINE_MAX];
+    int line_len = usage_journal_on() ? usage_record_format_spool(&n->rec, line, sizeof(line)) : 0;
 
     pthread_mutex_lock(&q.mu);
-    /* Under the queue's lock: the journal's order is the queue's. */
-    bool journaled;
-    n->jend = usage_journal_append(&n->rec, &journaled);
+    bool journaled = false;
+    n->jend = usage_journal_append_line(line, line_len > 0 ? (size_t)line_len : 0, &journaled);
     if (!journaled && usage_journal_on())
         atomic_fetch_add_explicit(&stats.unjournaled, 1, memory_order_relaxed);
     if (q.tail != NULL)

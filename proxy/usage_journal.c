@@ -64,6 +64,7 @@ static struct {
     uint64_t head;   /* appenders' copy of hdr->head */
     uint64_t resume; /* where the recovered entries end */
     char path[4096];
+    _Atomic bool on; /* map != NULL, for readers outside the caller's lock */
 } jr = {.fd = -1};
 
 static uint64_t align8(uint64_t n)
@@ -256,6 +257,7 @@ int usage_journal_open(const char *path, const char *boot_id, size_t capacity,
     jr.capacity = capacity;
     jr.head = jr.resume = resume;
     snprintf(jr.path, sizeof(jr.path), "%s", path);
+    atomic_store(&jr.on, true);
     return 0;
 fail:;
     int e = errno;
@@ -281,18 +283,21 @@ void usage_journal_start(void)
 
 bool usage_journal_on(void)
 {
-    return jr.map != NULL;
+    return atomic_load_explicit(&jr.on, memory_order_relaxed);
 }
 
-uint64_t usage_journal_append(const struct usage_record *r, bool *journaled)
+uint64_t usage_journal_append_line(const char *line, size_t len, bool *journaled)
 {
     *journaled = false;
     if (jr.map == NULL)
         return 0;
+    if (len == 0 || len > USAGE_SPOOL_LINE_MAX || line[len - 1] != '\n')
+        return jr.head; /* not a spool line: recovery could not read it back */
+    uint64_t need = align8(ENTRY_HDR + len);
     uint64_t cap = jr.capacity, p = jr.head, done = atomic_load(&jr.hdr->done);
     uint64_t off = p % cap;
-    uint64_t skip = cap - off < ENTRY_MAX ? cap - off : 0;
-    if (p + skip + ENTRY_MAX - done > cap)
+    uint64_t skip = cap - off < need ? cap - off : 0;
+    if (p + skip + need - done > cap)
         return jr.head; /* full: the writer is far behind */
     if (skip > 0) {
         if (skip >= ENTRY_HDR) {
@@ -302,15 +307,23 @@ uint64_t usage_journal_append(const struct usage_record *r, bool *journaled)
         p += skip;
         off = 0;
     }
-    int n = usage_record_format_spool(r, jr.ring + off + ENTRY_HDR, USAGE_SPOOL_LINE_MAX);
-    if (n <= 0)
-        return jr.head; /* cannot happen: the room is the bound */
-    struct entry e = {.pos = p, .len = (uint32_t)n};
+    memcpy(jr.ring + off + ENTRY_HDR, line, len);
+    struct entry e = {.pos = p, .len = (uint32_t)len};
     memcpy(jr.ring + off, &e, sizeof(e));
-    jr.head = p + align8(ENTRY_HDR + (uint64_t)n);
+    jr.head = p + need;
     atomic_store_explicit(&jr.hdr->head, jr.head, memory_order_release);
     *journaled = true;
     return jr.head;
+}
+
+uint64_t usage_journal_append(const struct usage_record *r, bool *journaled)
+{
+    char line[USAGE_SPOOL_LINE_MAX];
+    *journaled = false;
+    if (jr.map == NULL)
+        return 0;
+    int n = usage_record_format_spool(r, line, sizeof(line));
+    return n > 0 ? usage_journal_append_line(line, (size_t)n, journaled) : jr.head;
 }
 
 void usage_journal_done(uint64_t pos)
@@ -326,6 +339,7 @@ void usage_journal_close(void)
     if (jr.map != NULL && atomic_load(&jr.hdr->done) == atomic_load(&jr.hdr->head) &&
         jr.path[0] != '\0')
         unlink(jr.path);
+    atomic_store(&jr.on, false);
     unmap();
     if (jr.fd != -1)
         close(jr.fd); /* releases the flock */
