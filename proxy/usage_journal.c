@@ -35,7 +35,7 @@
 #define ENTRY_HDR 16u
 #define WRAP_LEN  UINT32_MAX
 #define BOOT_MAX  48
-/* Room an append needs before it formats: the longest line and its header. */
+/* The largest entry (the longest line and its header): a ring holds two at least. */
 #define ENTRY_MAX (ENTRY_HDR + ((USAGE_SPOOL_LINE_MAX + 7u) & ~(size_t)7u))
 
 struct header {
