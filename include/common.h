@@ -41,6 +41,17 @@ static inline size_t fmt_u64(char *out, uint64_t v)
     return n;
 }
 
+/* FNV-1a 64 of a string's bytes, continuing h (FNV1A_INIT to start): the
+ * hash of the proxy's small open-addressing tables and file names. */
+#define FNV1A_INIT  14695981039346656037ULL
+#define FNV1A_PRIME 1099511628211ULL
+static inline uint64_t fnv1a_add(uint64_t h, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        h = (h ^ *p) * FNV1A_PRIME;
+    return h;
+}
+
 /* Copies src (NULL: "") into dst[size], truncated, always NUL-terminated:
  * what snprintf(dst, size, "%s", src) did on the hot path, without the
  * format machinery. size must be > 0. */

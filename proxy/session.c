@@ -36,13 +36,9 @@ static _Atomic bool warned_full;
 
 static uint64_t key_hash(const char *tenant_id, const char *session_id)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 */
-    for (const char *p = tenant_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull; /* separator: ("ab","c") != ("a","bc") */
-    for (const char *p = session_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return h;
+    uint64_t h = fnv1a_add(FNV1A_INIT, tenant_id);
+    h = (h ^ 0xff) * FNV1A_PRIME; /* separator: ("ab","c") != ("a","bc") */
+    return fnv1a_add(h, session_id);
 }
 
 int session_init(size_t max_sessions)

@@ -100,18 +100,10 @@ struct name_slot {
     size_t index;
 };
 
-static uint64_t fnv(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    return h;
-}
-
 /* The slot of name: its own when present, else a free one (name NULL). */
 static struct name_slot *name_find(struct name_slot *t, size_t mask, const char *name)
 {
-    for (size_t i = (size_t)fnv(name) & mask;; i = (i + 1) & mask)
+    for (size_t i = (size_t)fnv1a_add(FNV1A_INIT, name) & mask;; i = (i + 1) & mask)
         if (t[i].name == NULL || strcmp(t[i].name, name) == 0)
             return &t[i];
 }

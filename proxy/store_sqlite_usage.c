@@ -35,9 +35,7 @@ struct payer_table {
 
 static struct payer *payer_slot(struct payer_table *t, const char *id)
 {
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++)
-        h = (h ^ *p) * 1099511628211ULL;
+    uint64_t h = fnv1a_add(FNV1A_INIT, id);
     for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
         struct payer *p = &t->slots[i];
         if (p->id == NULL) {
