@@ -65,8 +65,6 @@ bool usage_journal_on(void);
  * record is committed or spooled; *journaled false (position unchanged)
  * when the journal is off or the ring is full. */
 uint64_t usage_journal_append_line(const char *line, size_t len, bool *journaled);
-/* The same for r, formatted here. */
-uint64_t usage_journal_append(const struct usage_record *r, bool *journaled);
 /* Every record up to pos is committed or spooled (the writer thread). */
 void usage_journal_done(uint64_t pos);
 /* Unmaps and releases the file; what is past the mark stays for the next

@@ -1051,9 +1051,7 @@ static MUST_CHECK int journal_path(const char *spool_dir, char *out, size_t size
     char *real;
     if (fs_make_dirs(spool_dir, false) == -1 || (real = realpath(spool_dir, NULL)) == NULL)
         return -1;
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)real; *p != '\0'; p++)
-        h = (h ^ *p) * 1099511628211ULL;
+    uint64_t h = fnv1a_add(FNV1A_INIT, real);
     free(real);
     snprintf(out, size, JOURNAL_DIR "/byok-proxy-usage-%016llx.journal", (unsigned long long)h);
     return 0;
@@ -1069,18 +1067,16 @@ static void journal_open(void)
     char path[4096];
     if (dir == NULL || dir[0] == '\0')
         return;
-    if (journal_path(dir, path, sizeof(path)) == -1) {
-        log_error("usage: the spool directory %s: %s; running without the queue journal: a "
-                  "kill -9 loses the records of the last few milliseconds",
-                  dir, strerror(errno));
-        return;
-    }
     struct usage_record_lines found = {0};
     struct usage_journal_open info;
     char *err = NULL;
-    if (usage_journal_open(path, NULL, USAGE_JOURNAL_BYTES, &found, &info, &err) == -1) {
-        log_error("usage: %s; running without it: a kill -9 loses the records of the last "
-                  "few milliseconds",
+    int rc = journal_path(dir, path, sizeof(path));
+    if (rc == -1 && asprintf(&err, "the spool directory %s: %s", dir, strerror(errno)) == -1)
+        err = NULL;
+    if (rc == -1 ||
+        usage_journal_open(path, NULL, USAGE_JOURNAL_BYTES, &found, &info, &err) == -1) {
+        log_error("usage: %s; running without the queue journal: a kill -9 loses the records "
+                  "of the last few milliseconds",
                   err != NULL ? err : "opening the usage queue journal failed");
         free(err);
         usage_record_lines_free(&found);

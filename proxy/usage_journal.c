@@ -166,6 +166,7 @@ int usage_journal_open(const char *path, const char *boot_id, size_t capacity,
 {
     char boot[BOOT_MAX];
     const char *what = "opening";
+    const char *why = NULL; /* instead of errno's text */
     size_t start = recovered->len;
     *found = (struct usage_journal_open){0};
     *err = NULL;
@@ -189,8 +190,11 @@ int usage_journal_open(const char *path, const char *boot_id, size_t capacity,
     if (jr.fd == -1)
         goto fail;
     what = "locking";
-    if (flock(jr.fd, LOCK_EX | LOCK_NB) == -1)
-        goto fail; /* EWOULDBLOCK: another live process writes it */
+    if (flock(jr.fd, LOCK_EX | LOCK_NB) == -1) {
+        if (errno == EWOULDBLOCK)
+            why = "another process holds it";
+        goto fail;
+    }
     struct stat st;
     what = "reading";
     if (fstat(jr.fd, &st) == -1)
@@ -198,7 +202,7 @@ int usage_journal_open(const char *path, const char *boot_id, size_t capacity,
     if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
         /* A shared directory (/dev/shm): only a file of our own is read. */
         what = "trusting";
-        errno = EPERM;
+        why = "not a regular file of this user with mode 0600";
         goto fail;
     }
     uint64_t resume = 0; /* where the old ring ends: the new one goes on there */
@@ -268,10 +272,7 @@ fail:;
     recovered->len = start;
     found->recovered = 0;
     if (asprintf(err, "%s the usage queue journal %s failed: %s", what, path,
-                 e == EWOULDBLOCK ? "another process holds it"
-                 : e == EPERM && strcmp(what, "trusting") == 0
-                     ? "not a regular file of this user with mode 0600"
-                     : strerror(e)) == -1)
+                 why != NULL ? why : strerror(e)) == -1)
         *err = NULL;
     return -1;
 }
@@ -314,16 +315,6 @@ uint64_t usage_journal_append_line(const char *line, size_t len, bool *journaled
     atomic_store_explicit(&jr.hdr->head, jr.head, memory_order_release);
     *journaled = true;
     return jr.head;
-}
-
-uint64_t usage_journal_append(const struct usage_record *r, bool *journaled)
-{
-    char line[USAGE_SPOOL_LINE_MAX];
-    *journaled = false;
-    if (jr.map == NULL)
-        return 0;
-    int n = usage_record_format_spool(r, line, sizeof(line));
-    return n > 0 ? usage_journal_append_line(line, (size_t)n, journaled) : jr.head;
 }
 
 void usage_journal_done(uint64_t pos)

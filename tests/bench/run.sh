@@ -489,21 +489,21 @@ aggregate_cell() {
   REQS[$base]=${REQS[$pick]}
   if [ -n "${REDIS_US[$pick]:-}" ]; then REDIS_US[$base]=${REDIS_US[$pick]}; RCMDS[$base]=${RCMDS[$pick]}; fi
 }
-# cpu_ratio KEY REF [F [G]]: F(KEY) over G(REF), F and G proxy_cpu (the
-# default) or both_cpu (proxy+redis); with BENCH_ROUNDS > 1 the median of
-# the rounds' ratios. round_ratios KEY REF: the proxy CPU ratio of each round
-# ("" with one round).
-cpu_ratio() {
-  local f=${3:-proxy_cpu} g=${4:-proxy_cpu} r v=()
-  if [ "$ROUNDS" -eq 1 ] || [ -z "${REQS[$1/1]:-}" ]; then ratio "$($f "$1")" "$($g "$2")"; return; fi
-  for r in $(seq 1 "$ROUNDS"); do v+=("$(ratio "$($f "$1/$r")" "$($g "$2/$r")")"); done
-  median "${v[@]}"
-}
+# round_ratios KEY REF [F [G]]: F(KEY/round) over G(REF/round) for each
+# round ("" with one round), F and G proxy_cpu (the default) or both_cpu
+# (proxy+redis); cpu_ratio: their median, or the plain ratio with one round.
 round_ratios() {
-  local r v=()
+  local f=${3:-proxy_cpu} g=${4:-proxy_cpu} r v=()
   [ "$ROUNDS" -gt 1 ] && [ -n "${REQS[$1/1]:-}" ] || return 0
-  for r in $(seq 1 "$ROUNDS"); do v+=("$(ratio "$(proxy_cpu "$1/$r")" "$(proxy_cpu "$2/$r")")"); done
+  for r in $(seq 1 "$ROUNDS"); do v+=("$(ratio "$($f "$1/$r")" "$($g "$2/$r")")"); done
   echo "${v[*]}"
+}
+cpu_ratio() {
+  local v
+  v=$(round_ratios "$@")
+  if [ -z "$v" ]; then ratio "$(${3:-proxy_cpu} "$1")" "$(${4:-proxy_cpu} "$2")"; return; fi
+  # shellcheck disable=SC2086  # the ratios, one word each
+  median $v
 }
 
 # proxy_cpu MODE,TARGET,CONNS: the proxy's µs/req ("-" for the mock itself);

@@ -68,6 +68,26 @@ static void record(struct usage_record *r, int i)
         snprintf(r->hold_id, sizeof(r->hold_id), "h_%d", i); /* a spool-only extra */
 }
 
+/* Journals record(i) as usage.c does (its spool line, formatted first):
+ * the position after it, and *j whether it went in. */
+static uint64_t append_try(int i, bool *j)
+{
+    struct usage_record r;
+    char line[USAGE_SPOOL_LINE_MAX];
+    record(&r, i);
+    int n = usage_record_format_spool(&r, line, sizeof(line));
+    assert_true(n > 0);
+    return usage_journal_append_line(line, (size_t)n, j);
+}
+
+static uint64_t append(int i)
+{
+    bool j;
+    uint64_t p = append_try(i, &j);
+    assert_true(j);
+    return p;
+}
+
 static void open_ok(const char *boot, size_t cap, struct usage_record_lines *got,
                     struct usage_journal_open *found)
 {
@@ -115,13 +135,9 @@ static void test_recovers_past_the_mark(void **state)
     assert_int_equal(found.recovered, 0);
     assert_false(found.set_aside);
     usage_journal_start();
-    struct usage_record r;
     uint64_t pos[10];
     for (int i = 0; i < 10; i++) {
-        bool j;
-        record(&r, i);
-        pos[i] = usage_journal_append(&r, &j);
-        assert_true(j);
+        pos[i] = append(i);
         assert_true(i == 0 || pos[i] > pos[i - 1]);
     }
     usage_journal_done(pos[3]); /* 0..3 committed */
@@ -141,10 +157,7 @@ static void test_recovers_past_the_mark(void **state)
     assert_int_equal(check_lines(&got, 4), 6);
     /* Started: they are the caller's; new records go on after them. */
     usage_journal_start();
-    bool j;
-    record(&r, 100);
-    uint64_t p100 = usage_journal_append(&r, &j);
-    assert_true(j);
+    uint64_t p100 = append(100);
     usage_journal_close();
     got.len = 0;
     open_ok(BOOT, USAGE_JOURNAL_BYTES, &got, &found);
@@ -158,8 +171,7 @@ static void test_recovers_past_the_mark(void **state)
     assert_int_equal(found.recovered, 0);
     /* Nothing past the mark: a close removes the file. */
     usage_journal_start();
-    record(&r, 101);
-    uint64_t p101 = usage_journal_append(&r, &j);
+    uint64_t p101 = append(101);
     usage_journal_close();
     assert_int_equal(access(path, F_OK), 0);
     open_ok(BOOT, USAGE_JOURNAL_BYTES, &got, &found);
@@ -179,13 +191,9 @@ static void test_wraps(void **state)
     struct usage_journal_open found;
     open_ok(BOOT, SMALL, &got, &found);
     usage_journal_start();
-    struct usage_record r;
     uint64_t pos[400];
     for (int i = 0; i < 400; i++) {
-        bool j;
-        record(&r, i);
-        pos[i] = usage_journal_append(&r, &j);
-        assert_true(j);
+        pos[i] = append(i);
         if (i >= 2)
             usage_journal_done(pos[i - 2]);
     }
@@ -206,31 +214,25 @@ static void test_full(void **state)
     struct usage_journal_open found;
     open_ok(BOOT, SMALL, &got, &found);
     usage_journal_start();
-    struct usage_record r;
-    record(&r, 0);
     int taken = 0;
-    uint64_t last = 0, first = 0;
+    uint64_t last = 0;
     for (int i = 0; i < 1000; i++) {
         bool j;
-        uint64_t p = usage_journal_append(&r, &j);
+        uint64_t p = append_try(0, &j);
         if (!j) {
             assert_int_equal(p, last); /* unchanged */
             break;
         }
-        if (taken == 0)
-            first = p;
         last = p;
         taken++;
     }
     assert_true(taken > 2);
     assert_true(taken < 1000);
     bool j;
-    (void)usage_journal_append(&r, &j);
+    (void)append_try(0, &j);
     assert_false(j);
-    (void)first;
     usage_journal_done(last); /* the writer caught up */
-    (void)usage_journal_append(&r, &j);
-    assert_true(j);
+    (void)append(0);
     usage_record_lines_free(&got);
 }
 
@@ -247,11 +249,7 @@ static void test_other_boot_set_aside(void **state)
     open_ok(BOOT, USAGE_JOURNAL_BYTES, &got, &found);
     assert_false(found.set_aside); /* empty: nothing to lose */
     usage_journal_start();
-    struct usage_record r;
-    bool j;
-    record(&r, 7);
-    (void)usage_journal_append(&r, &j);
-    assert_true(j);
+    (void)append(7);
     usage_journal_close();
 
     open_ok(OTHER, USAGE_JOURNAL_BYTES, &got, &found);
@@ -300,13 +298,9 @@ static void test_torn_entry(void **state)
     struct usage_journal_open found;
     open_ok(BOOT, USAGE_JOURNAL_BYTES, &got, &found);
     usage_journal_start();
-    struct usage_record r;
     uint64_t p[3];
-    for (int i = 0; i < 3; i++) {
-        bool j;
-        record(&r, i);
-        p[i] = usage_journal_append(&r, &j);
-    }
+    for (int i = 0; i < 3; i++)
+        p[i] = append(i);
     usage_journal_close();
     /* The second entry's header: header page + the first entry. */
     int fd = open(path, O_RDWR);
@@ -318,7 +312,6 @@ static void test_torn_entry(void **state)
     assert_true(found.truncated);
     assert_int_equal(found.recovered, 1);
     assert_int_equal(check_lines(&got, 0), 1);
-    (void)p;
     usage_record_lines_free(&got);
 }
 
@@ -334,10 +327,7 @@ static void test_lock_and_ownership(void **state)
     assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), -1); /* held */
     close(fd);
     usage_journal_start();
-    struct usage_record r;
-    bool j;
-    record(&r, 1);
-    (void)usage_journal_append(&r, &j); /* pending: the file stays */
+    (void)append(1); /* pending: the file stays */
     usage_journal_close();
 
     assert_int_equal(chmod(path, 0644), 0);
@@ -364,10 +354,8 @@ static void test_lock_and_ownership(void **state)
 static void test_off(void **state)
 {
     (void)state;
-    struct usage_record r;
-    record(&r, 1);
     bool j = true;
-    assert_int_equal(usage_journal_append(&r, &j), 0);
+    assert_int_equal(append_try(1, &j), 0);
     assert_false(j);
     usage_journal_done(100);
     usage_journal_start();
