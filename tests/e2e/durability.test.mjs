@@ -188,8 +188,8 @@ test('a JSONL file cut by a crash (lost lines and a torn one) is restored from t
     await p.admin.waitRecords(tenant, 12);
     // The writer's batches and the JSONL's syncs (at most one a second,
     // whether or not more records come) are on /metrics.
-    assert.ok(await metric(p, 'byok_usage_batches_total') >= 1);
-    await waitFor(async () => await metric(p, 'byok_usage_jsonl_syncs_total') >= 1, { what: 'the JSONL synced within a second' });
+    assert.ok(await p.metric('byok_usage_batches_total') >= 1);
+    await waitFor(async () => await p.metric('byok_usage_jsonl_syncs_total') >= 1, { what: 'the JSONL synced within a second' });
     assert.equal(await p.stop(), 0);
     const file = p.config.usage.jsonl_path;
     const whole = fs.readFileSync(file, 'utf8');
@@ -278,14 +278,6 @@ test('spooled records with negative or absurd amounts, a bad billed_to or no id 
     assert.equal(await again.stop(), 0);
   });
 
-// The counter NAME (a regexp) on the proxy's /metrics.
-async function metric(p, name) {
-  const r = await fetch(`${p.adminUrl}/metrics`, { headers: { authorization: `Bearer ${p.secrets.adminToken}` } });
-  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(await r.text());
-  assert.ok(m, `${name} on /metrics`);
-  return Number(m[1]);
-}
-
 // An outside sqlite3 holding the write lock (BEGIN IMMEDIATE) until release().
 async function holdWriteLock(db) {
   const child = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -331,7 +323,7 @@ test('kill -9 while records wait in the queue: the next start records and charge
     }));
     assert.equal(answered.length, 60);
     assert.ok(answered.every((id) => /^[0-9A-Z]{26}$/.test(id)), 'each answer names its record id');
-    assert.equal(await metric(p, 'byok_usage_records_total\\{state="written"\\}'), 1,
+    assert.equal(await p.metric('byok_usage_records_total\\{state="written"\\}'), 1,
       'none of them is committed yet (the store is locked)');
 
     p.child.kill('SIGKILL');
@@ -342,7 +334,7 @@ test('kill -9 while records wait in the queue: the next start records and charge
     released = true;
 
     const q = await proxy({ dir: p.dir, secrets: p.secrets });
-    assert.equal(await metric(q, 'byok_usage_journal_recovered_total'), 60,
+    assert.equal(await q.metric('byok_usage_journal_recovered_total'), 60,
       'the 60 queued records came back from the journal');
     const recs = await q.admin.waitRecords(tenant, 61);
     const ids = recs.map((r) => r.id);
@@ -369,7 +361,7 @@ test('kill -9 while records wait in the queue: the next start records and charge
     // recovers none.
     assert.equal(await q.stop(), 0);
     const r = await proxy({ dir: p.dir, secrets: p.secrets });
-    assert.equal(await metric(r, 'byok_usage_journal_recovered_total'), 0);
+    assert.equal(await r.metric('byok_usage_journal_recovered_total'), 0);
     assert.equal((await r.admin.usage({ tenant_id: tenant, limit: 1000 })).length, 61);
     assert.ok(fs.existsSync(journal), 'a running proxy has its journal');
     assert.equal(await r.stop(), 0);

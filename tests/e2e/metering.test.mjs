@@ -66,10 +66,16 @@ for (const when of ['after the head', 'before the head']) {
     let open;
     const gate = new Promise((r) => { open = r; });
     const mark = h.mock.requests.length;
+    const gone = await h.proxy.metric('byok_client_disconnects_total');
     h.mock.override({ path: '/v1/chat/completions', handle: gatedChat(gate, { headFirst: when === 'after the head' }) });
     const head = await leavingClient(t.key, { afterHead: when === 'after the head' });
     if (when === 'after the head') assert.match(head, /^HTTP\/1\.1 200/);
     await waitFor(() => h.mock.since(mark).length === 1, { what: 'request upstream' });
+    // The rest of the reply comes only once the proxy has seen the client
+    // go: had it come first, the proxy would have written it all and the
+    // outcome would rightly be ok.
+    await waitFor(async () => await h.proxy.metric('byok_client_disconnects_total') === gone + 1,
+      { what: 'the proxy to see the client leave' });
     open();
     const recs = await h.proxy.admin.waitRecords(t.tenantId, 1);
     h.count(t);

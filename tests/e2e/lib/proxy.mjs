@@ -132,14 +132,17 @@ export async function startProxy(opts = {}) {
       }
       return exit.code ?? exit.signal;
     },
-    // Its open descriptors, as it reports them on /metrics (its /proc files
-    // are root's: the process is not dumpable).
-    async openFds() {
+    // The value of NAME (a regexp: escape the braces of labels) on its
+    // /metrics; throws when it is not there.
+    async metric(name) {
       const r = await fetch(`${proxy.adminUrl}/metrics`, { headers: { authorization: `Bearer ${secrets.adminToken}` } });
-      const m = /^process_open_fds (\d+)$/m.exec(await r.text());
-      if (!m) throw new Error('process_open_fds missing from /metrics');
+      const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(await r.text());
+      if (!m) throw new Error(`${name} missing from /metrics`);
       return Number(m[1]);
     },
+    // Its open descriptors, as it reports them on /metrics (its /proc files
+    // are root's: the process is not dumpable).
+    openFds: () => proxy.metric('process_open_fds'),
     // Deletes the temp dir (after stop()), and the usage queue journal a
     // killed proxy may have left in /dev/shm for its spool directory.
     remove() {
