@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 struct fleet;
+struct fleet_admission;
 struct exchange_refusal;
 
 #define DP_PIN_FRESH 1
@@ -102,7 +103,8 @@ struct exchange {
     bool live_pending, lease_held;
     char lease_id[ID_MAX];
     struct event *lease_timer;         /* renews the lease while it runs */
-    struct rasync_req *step_req;       /* the Redis question being answered */
+    struct rasync_req *step_req;       /* the live-session lease being asked */
+    struct fleet_admission *admit_req; /* the admission being answered */
     struct http_conn *pending_conn;    /* the request waiting for it */
     void (*resume)(struct exchange *); /* what goes on after it (NULL: the head) */
     /* How a refusal then answers (NULL: exchange_refuse, the request's

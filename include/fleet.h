@@ -64,12 +64,14 @@ void fleet_free(struct fleet *f);
 bool fleet_up(const struct fleet *f);
 
 /* Admission with a hold of hold_micros under hold_id (unique per line;
- * ttl: balance.hold_ttl_s). FLEET_PENDING with *req set (cancel with
- * rasync_cancel; a cancelled admission may still have taken its hold:
- * release it), or FLEET_DOWN. */
+ * ttl: balance.hold_ttl_s). Asked at the end of this loop turn, with the
+ * worker's other admissions of the turn in one script call. FLEET_PENDING
+ * with *req set (cancel with fleet_admission_cancel: one not sent yet never
+ * is; one sent may have taken its hold: release it), or FLEET_DOWN. */
+struct fleet_admission;
 enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
                               int64_t hold_micros, fleet_admit_cb cb, void *arg,
-                              struct rasync_req **req);
+                              struct fleet_admission **req);
 /* A live-session lease asked with an admission: lease_id for tenant_id
  * (limit: its live_sessions, 0 none) and its agency owner owner_id ("" or
  * NULL: none; owner_limit likewise). */
@@ -87,7 +89,9 @@ struct fleet_lease {
  * taken both: release both), or FLEET_DOWN. */
 enum fleet_status fleet_admit_leased(struct fleet *f, const char *payer_id, const char *hold_id,
                                      int64_t hold_micros, const struct fleet_lease *lease,
-                                     fleet_live_cb cb, void *arg, struct rasync_req **req);
+                                     fleet_live_cb cb, void *arg, struct fleet_admission **req);
+/* No answer for a: its callback is not called. */
+void fleet_admission_cancel(struct fleet_admission *a);
 /* Releases hold_id, answered by nobody (a hold is also released by the
  * record that carries its id, or expires). A release Redis may not have
  * run (down, or no answer) is sent again when the connection is back. */

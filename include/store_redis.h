@@ -80,18 +80,22 @@ MUST_CHECK int store_redis_tenant_key(char *buf, size_t size, const char *tenant
  * contract for an asynchronous caller. Times are Redis's (TIME), so
  * instances with skewed clocks agree on expiry. */
 enum store_redis_script {
-    /* Admission (DESIGN §3.4). KEYS: {t:P}:tenant, {t:P}:holds, {t:P}:holdamt
-     * [, {t:T}:live [, {t:O}:live]]. ARGV: hold id, hold micro-USD (>= 0),
-     * ttl ms (> 0) [, lease id, lease ms, T's limit, O's limit]. Drops P's
-     * expired holds, then admits when plan + wallet - sum of live holds > 0
-     * and takes the hold (expiring ttl ms from now). A hold id already held
-     * is admitted again without a second hold (a retried admit). With live
-     * sets, the live-session lease of a streaming response or session is
-     * taken in the same step (LIVE_ACQUIRE's rule, checked after the funds
-     * and before any write: at a limit, no hold is taken either).
-     * Reply: array {status, available before the hold}, status "admitted",
-     * "no_funds", "no_payer" (no such tenant), "tenant_limit" or
-     * "owner_limit" (the tenant's or its agency owner's live_sessions). */
+    /* Admission (DESIGN §3.4), of one request or of several in one call
+     * (a worker's admissions of one loop turn). Per admission, in order:
+     * KEYS {t:P}:tenant, {t:P}:holds, {t:P}:holdamt [, {t:T}:live [,
+     * {t:O}:live]]; ARGV n (its live sets: 0, 1 or 2), hold id, hold
+     * micro-USD (>= 0), ttl ms (> 0) [, with n > 0: lease id, lease ms, T's
+     * limit, O's limit]. Each drops P's expired holds, then admits when
+     * plan + wallet - sum of live holds > 0 and takes the hold (expiring
+     * ttl ms from now); each sees the holds of those before it. A hold id
+     * already held is admitted again without a second hold (a retried
+     * admit). With live sets, the live-session lease of a streaming
+     * response or session is taken in the same step (LIVE_ACQUIRE's rule,
+     * checked after the funds and before any write: at a limit, no hold is
+     * taken either). Reply: a flat array, per admission {status, available
+     * before its hold}, status "admitted", "no_funds", "no_payer" (no such
+     * tenant), "tenant_limit" or "owner_limit" (the tenant's or its agency
+     * owner's live_sessions). */
     STORE_REDIS_SCRIPT_ADMIT = 0,
     /* A live-session lease (DESIGN §6), one sorted set per tenant: lease id
      * -> expiry. KEYS: {t:T}:live [, {t:O}:live] (O: T's agency owner).

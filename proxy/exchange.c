@@ -531,7 +531,7 @@ static void admitted(void *arg, enum fleet_status st, int64_t available)
     (void)available;
     struct exchange *ex = arg;
     struct exchange_refusal why;
-    ex->step_req = NULL;
+    ex->admit_req = NULL;
     int rc = admission_answer(ex, st, &why);
     step_done(ex, rc, &why);
 }
@@ -580,7 +580,7 @@ static void admitted_leased(void *arg, enum fleet_status st, bool owner_limited)
     struct exchange *ex = arg;
     struct exchange_refusal why;
     int rc;
-    ex->step_req = NULL;
+    ex->admit_req = NULL;
     if (st == FLEET_LIMIT) {
         ex->admit_pending = false;
         ex->hold_id[0] = '\0';
@@ -605,13 +605,13 @@ static int next_step(struct exchange *ex, struct exchange_refusal *why)
                                           .owner_limit = ex->parent_live_limit,
                                           .lease_id = ex->lease_id};
         if (fleet_admit_leased(dp->fleet, ex->decision.payer_id, ex->hold_id, ex->hold_micros,
-                               &lease, admitted_leased, ex, &ex->step_req) == FLEET_PENDING)
+                               &lease, admitted_leased, ex, &ex->admit_req) == FLEET_PENDING)
             return 1;
         ex->lease_id[0] = '\0'; /* down: the steps below answer it */
     }
     if (ex->admit_pending) {
         if (fleet_admit(dp->fleet, ex->decision.payer_id, ex->hold_id, ex->hold_micros, admitted,
-                        ex, &ex->step_req) == FLEET_PENDING)
+                        ex, &ex->admit_req) == FLEET_PENDING)
             return 1;
         ex->admit_pending = false;
         ex->hold_id[0] = '\0';
@@ -715,10 +715,12 @@ void exchange_release(struct exchange *ex)
     ex->pin_text = NULL;
     /* A fleet hold exists only once its admission was asked (an exchange
      * refused before its deferred admission, dataplane_head, took none). */
-    bool hold_asked = !ex->admit_pending || ex->step_req != NULL;
-    if (ex->step_req != NULL) {
-        rasync_cancel(ex->step_req); /* the client left while Redis decided */
+    bool hold_asked = !ex->admit_pending || ex->admit_req != NULL;
+    if (ex->step_req != NULL || ex->admit_req != NULL) { /* the client left while Redis decided */
+        rasync_cancel(ex->step_req);
+        fleet_admission_cancel(ex->admit_req);
         ex->step_req = NULL;
+        ex->admit_req = NULL;
         if (ex->live_pending && ex->lease_id[0] != '\0') /* it may have been counted */
             fleet_live_release(ex->dp->fleet, ex->rec.tenant_id, ex->parent_id, ex->lease_id);
     }

@@ -59,10 +59,16 @@ struct fleet {
     size_t pending_head, pending_n;
     bool pending_full_logged;
     struct release_q *releasing; /* sent, not answered yet */
+    /* Admissions asked in this loop turn, sent together at its end. */
+    struct fleet_admission *queued, **queued_tail;
+    struct event *admit_ev;
+    struct admit_batch *admitting; /* sent, not answered yet */
 };
 
 static void resend_releases(void *arg);
 static void releases_drop(struct fleet *f);
+static void admit_flush(evutil_socket_t fd, short what, void *arg);
+static void admissions_drop(struct fleet *f);
 
 struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const char *name)
 {
@@ -87,9 +93,13 @@ struct fleet *fleet_new(struct event_base *base, const struct config *cfg, const
                             .name = name,
                             .scripts = scripts,
                             .n_scripts = ARRAY_SIZE(scripts)};
-    f->r = rasync_new(base, &o);
+    f->queued_tail = &f->queued;
     f->hold_ttl_ms = (int64_t)cfg->balance.hold_ttl_s * 1000;
+    f->admit_ev = event_new(base, -1, 0, admit_flush, f);
+    f->r = f->admit_ev != NULL ? rasync_new(base, &o) : NULL;
     if (f->r == NULL) {
+        if (f->admit_ev != NULL)
+            event_free(f->admit_ev);
         free(f);
         return NULL;
     }
@@ -101,7 +111,9 @@ void fleet_free(struct fleet *f)
     if (f == NULL)
         return;
     releases_drop(f);
+    admissions_drop(f);
     rasync_free(f->r);
+    event_free(f->admit_ev);
     free(f->pending);
     free(f);
 }
@@ -113,37 +125,182 @@ bool fleet_up(const struct fleet *f)
 
 /* --- admission ------------------------------------------------------------ */
 
-struct admit_q {
-    fleet_admit_cb cb;       /* fleet_admit */
-    fleet_live_cb leased_cb; /* fleet_admit_leased */
+/* Admissions asked during one turn of the event loop go to Redis together
+ * at its end, in one call of the ADMIT script (at most ADMIT_BATCH each):
+ * under load one script run, one reply and one AOF entry for many requests,
+ * and no wait added (redis_async writes its commands at the turn's end
+ * anyway). The script admits them in order, each as if alone, so the
+ * §3.4 rule is the same as one call each. */
+#define ADMIT_BATCH 64
+#define ADMIT_KEYS  5 /* tenant, holds, holdamt, up to two live sets */
+
+struct fleet_admission {
+    struct fleet_admission *next; /* queued, then in its batch */
+    fleet_admit_cb cb;            /* fleet_admit */
+    fleet_live_cb leased_cb;      /* fleet_admit_leased */
     void *arg;
+    bool cancelled;
+    int nl; /* live sets: 0, 1 or 2 */
+    char keys[ADMIT_KEYS][ID_MAX + 32];
+    char hold_id[ID_MAX], lease_id[ID_MAX];
+    char n[4], micros[24], ttl[24], lt[24], lo[24];
 };
 
-static void admit_reply(void *arg, const redisReply *r)
+struct admit_batch {
+    struct fleet *f;
+    struct admit_batch *prev, *next; /* in f->admitting */
+    struct rasync_req *req;
+    struct fleet_admission *head;
+};
+
+static void admission_answer(struct fleet_admission *a, enum fleet_status st, bool owner,
+                             int64_t avail)
 {
-    struct admit_q *q = arg;
-    enum fleet_status st = FLEET_DOWN;
-    bool owner = false;
-    int64_t avail = 0;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_STRING) {
-        const char *s = r->element[0]->str;
-        owner = strcmp(s, "owner_limit") == 0;
-        st = strcmp(s, "admitted") == 0                ? FLEET_OK
-             : strcmp(s, "no_funds") == 0              ? FLEET_NO_FUNDS
-             : strcmp(s, "no_payer") == 0              ? FLEET_NO_PAYER
-             : owner || strcmp(s, "tenant_limit") == 0 ? FLEET_LIMIT
-                                                       : FLEET_DOWN;
-        if (r->element[1]->type == REDIS_REPLY_INTEGER)
-            avail = r->element[1]->integer;
-    } else if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-        log_error("fleet: admission script failed: %s", r->str);
-    }
-    if (q->leased_cb != NULL)
-        q->leased_cb(q->arg, st, owner);
+    if (a->cancelled)
+        return;
+    if (a->leased_cb != NULL)
+        a->leased_cb(a->arg, st, owner);
     else
-        q->cb(q->arg, st == FLEET_LIMIT ? FLEET_DOWN : st, avail); /* no lease asked */
-    free(q);
+        a->cb(a->arg, st == FLEET_LIMIT ? FLEET_DOWN : st, avail); /* no lease asked */
+}
+
+static void admissions_free(struct fleet_admission *a)
+{
+    while (a != NULL) {
+        struct fleet_admission *next = a->next;
+        free(a);
+        a = next;
+    }
+}
+
+static void batch_unlink(struct admit_batch *b)
+{
+    if (b->prev != NULL)
+        b->prev->next = b->next;
+    else
+        b->f->admitting = b->next;
+    if (b->next != NULL)
+        b->next->prev = b->prev;
+}
+
+/* r: {status, available} per admission of the batch, in order. */
+static void batch_reply(void *arg, const redisReply *r)
+{
+    struct admit_batch *b = arg;
+    batch_unlink(b);
+    size_t n = 0;
+    for (struct fleet_admission *a = b->head; a != NULL; a = a->next)
+        n++;
+    bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 * n;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        log_error("fleet: admission script failed: %s", r->str);
+    else if (r != NULL && !ok)
+        log_error("fleet: admission script: unexpected reply");
+    size_t i = 0;
+    for (struct fleet_admission *a = b->head; a != NULL; a = a->next, i += 2) {
+        enum fleet_status st = FLEET_DOWN;
+        bool owner = false;
+        int64_t avail = 0;
+        if (ok && r->element[i]->type == REDIS_REPLY_STRING) {
+            const char *s = r->element[i]->str;
+            owner = strcmp(s, "owner_limit") == 0;
+            st = strcmp(s, "admitted") == 0                ? FLEET_OK
+                 : strcmp(s, "no_funds") == 0              ? FLEET_NO_FUNDS
+                 : strcmp(s, "no_payer") == 0              ? FLEET_NO_PAYER
+                 : owner || strcmp(s, "tenant_limit") == 0 ? FLEET_LIMIT
+                                                           : FLEET_DOWN;
+            if (r->element[i + 1]->type == REDIS_REPLY_INTEGER)
+                avail = r->element[i + 1]->integer;
+        }
+        admission_answer(a, st, owner, avail);
+    }
+    admissions_free(b->head);
+    free(b);
+}
+
+/* Sends up to ADMIT_BATCH queued admissions (cancelled ones are dropped:
+ * never sent, they took no hold) in one call. */
+static void send_batch(struct fleet *f)
+{
+    struct fleet_admission *head = NULL, **tail = &head;
+    int n = 0, nk = 0, argc = 0;
+    while (f->queued != NULL && n < ADMIT_BATCH) {
+        struct fleet_admission *a = f->queued;
+        f->queued = a->next;
+        a->next = NULL;
+        if (a->cancelled) {
+            free(a);
+            continue;
+        }
+        *tail = a;
+        tail = &a->next;
+        n++;
+        nk += 3 + a->nl;
+    }
+    if (f->queued == NULL)
+        f->queued_tail = &f->queued;
+    if (head == NULL)
+        return;
+    const char *argv[ADMIT_BATCH * (ADMIT_KEYS + 8)];
+    for (struct fleet_admission *a = head; a != NULL; a = a->next)
+        for (int i = 0; i < 3 + a->nl; i++)
+            argv[argc++] = a->keys[i];
+    char lease_ms[24];
+    lease_ms[fmt_u64(lease_ms, FLEET_LEASE_MS)] = '\0';
+    for (struct fleet_admission *a = head; a != NULL; a = a->next) {
+        argv[argc++] = a->n;
+        argv[argc++] = a->hold_id;
+        argv[argc++] = a->micros;
+        argv[argc++] = a->ttl;
+        if (a->nl > 0) {
+            argv[argc++] = a->lease_id;
+            argv[argc++] = lease_ms;
+            argv[argc++] = a->lt;
+            argv[argc++] = a->lo;
+        }
+    }
+    struct admit_batch *b = calloc(1, sizeof(*b));
+    if (b != NULL) {
+        b->f = f;
+        b->head = head;
+        b->req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_ADMIT), batch_reply, b, nk,
+                             argc, argv, NULL);
+    }
+    if (b == NULL || b->req == NULL) { /* down since it was asked: nothing was sent */
+        free(b);
+        for (struct fleet_admission *a = head; a != NULL; a = a->next)
+            admission_answer(a, FLEET_DOWN, false, 0);
+        admissions_free(head);
+        return;
+    }
+    b->next = f->admitting;
+    if (b->next != NULL)
+        b->next->prev = b;
+    f->admitting = b;
+}
+
+static void admit_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct fleet *f = arg;
+    while (f->queued != NULL)
+        send_batch(f);
+}
+
+/* The fleet goes: queued admissions are not sent, sent ones not answered. */
+static void admissions_drop(struct fleet *f)
+{
+    admissions_free(f->queued);
+    f->queued = NULL;
+    f->queued_tail = &f->queued;
+    while (f->admitting != NULL) {
+        struct admit_batch *b = f->admitting;
+        rasync_cancel(b->req);
+        batch_unlink(b);
+        admissions_free(b->head);
+        free(b);
+    }
 }
 
 /* Keys of payer_id into buf: tenant, holds, holdamt. */
@@ -165,82 +322,82 @@ static int live_keys(const char *tenant_id, const char *owner_id, char keys[2][I
     return store_redis_tenant_key(keys[1], sizeof(keys[1]), owner_id, "live") == -1 ? -1 : 2;
 }
 
-/* The admission script with, when lease is not NULL, the lease's keys and
- * arguments after the hold's. */
+/* Queues a's admission (with, when lease is not NULL, the lease's keys and
+ * arguments after the hold's) for the end of this loop turn. */
 static enum fleet_status admit(struct fleet *f, const char *payer_id, const char *hold_id,
                                int64_t hold_micros, const struct fleet_lease *lease,
-                               struct admit_q *q, struct rasync_req **req)
+                               struct fleet_admission *a, struct fleet_admission **req)
 {
-    char keys[3][ID_MAX + 32], lkeys[2][ID_MAX + 32];
-    char micros[24], ttl[24], lease_ms[24], lt[24], lo[24];
-    const char *argv[12]; /* the keys, then the arguments */
-    int nk = 3, nl = 0;
     *req = NULL;
-    if (hold_keys(payer_id, keys) == -1) {
-        free(q);
+    if (hold_keys(payer_id, a->keys) == -1 || strlen(hold_id) >= sizeof(a->hold_id)) {
+        free(a);
         return FLEET_NO_PAYER;
     }
     if (lease != NULL) {
-        nl = live_keys(lease->tenant_id, lease->owner_id, lkeys);
-        if (nl < 0) {
-            free(q);
+        a->nl = live_keys(lease->tenant_id, lease->owner_id, a->keys + 3);
+        if (a->nl < 0 || strlen(lease->lease_id) >= sizeof(a->lease_id)) {
+            free(a);
             return FLEET_DOWN;
         }
     }
-    int argc = 0;
-    for (int i = 0; i < nk; i++)
-        argv[argc++] = keys[i];
-    for (int i = 0; i < nl; i++)
-        argv[argc++] = lkeys[i];
-    nk += nl;
-    micros[fmt_u64(micros, (uint64_t)MAX(hold_micros, (int64_t)0))] = '\0';
-    ttl[fmt_u64(ttl, (uint64_t)MAX(f->hold_ttl_ms, (int64_t)1000))] = '\0';
-    argv[argc++] = hold_id;
-    argv[argc++] = micros;
-    argv[argc++] = ttl;
-    if (lease != NULL) {
-        lease_ms[fmt_u64(lease_ms, FLEET_LEASE_MS)] = '\0';
-        lt[fmt_u64(lt, (uint64_t)MAX(lease->limit, (int64_t)0))] = '\0';
-        lo[fmt_u64(lo, (uint64_t)MAX(lease->owner_limit, (int64_t)0))] = '\0';
-        argv[argc++] = lease->lease_id;
-        argv[argc++] = lease_ms;
-        argv[argc++] = lt;
-        argv[argc++] = lo;
-    }
-    *req = rasync_eval(f->r, store_redis_script(STORE_REDIS_SCRIPT_ADMIT), admit_reply, q, nk, argc,
-                       argv, NULL);
-    if (*req == NULL) {
-        free(q);
+    if (!rasync_up(f->r)) {
+        free(a);
         return FLEET_DOWN;
     }
+    str_copy(a->hold_id, sizeof(a->hold_id), hold_id);
+    a->n[fmt_u64(a->n, (uint64_t)a->nl)] = '\0';
+    a->micros[fmt_u64(a->micros, (uint64_t)MAX(hold_micros, (int64_t)0))] = '\0';
+    a->ttl[fmt_u64(a->ttl, (uint64_t)MAX(f->hold_ttl_ms, (int64_t)1000))] = '\0';
+    if (lease != NULL) {
+        str_copy(a->lease_id, sizeof(a->lease_id), lease->lease_id);
+        a->lt[fmt_u64(a->lt, (uint64_t)MAX(lease->limit, (int64_t)0))] = '\0';
+        a->lo[fmt_u64(a->lo, (uint64_t)MAX(lease->owner_limit, (int64_t)0))] = '\0';
+    }
+    if (f->queued == NULL)
+        event_active(f->admit_ev, EV_TIMEOUT, 1);
+    *f->queued_tail = a;
+    f->queued_tail = &a->next;
+    *req = a;
     return FLEET_PENDING;
 }
 
 enum fleet_status fleet_admit(struct fleet *f, const char *payer_id, const char *hold_id,
                               int64_t hold_micros, fleet_admit_cb cb, void *arg,
-                              struct rasync_req **req)
+                              struct fleet_admission **req)
 {
-    struct admit_q *q = calloc(1, sizeof(*q));
+    struct fleet_admission *a = calloc(1, sizeof(*a));
     *req = NULL;
-    if (q == NULL)
+    if (a == NULL)
         return FLEET_DOWN;
-    q->cb = cb;
-    q->arg = arg;
-    return admit(f, payer_id, hold_id, hold_micros, NULL, q, req);
+    a->cb = cb;
+    a->arg = arg;
+    return admit(f, payer_id, hold_id, hold_micros, NULL, a, req);
 }
 
 enum fleet_status fleet_admit_leased(struct fleet *f, const char *payer_id, const char *hold_id,
                                      int64_t hold_micros, const struct fleet_lease *lease,
-                                     fleet_live_cb cb, void *arg, struct rasync_req **req)
+                                     fleet_live_cb cb, void *arg, struct fleet_admission **req)
 {
-    struct admit_q *q = calloc(1, sizeof(*q));
+    struct fleet_admission *a = calloc(1, sizeof(*a));
     *req = NULL;
-    if (q == NULL)
+    if (a == NULL)
         return FLEET_DOWN;
-    q->leased_cb = cb;
-    q->arg = arg;
-    return admit(f, payer_id, hold_id, hold_micros, lease, q, req);
+    a->leased_cb = cb;
+    a->arg = arg;
+    return admit(f, payer_id, hold_id, hold_micros, lease, a, req);
 }
+
+void fleet_admission_cancel(struct fleet_admission *a)
+{
+    if (a != NULL)
+        a->cancelled = true;
+}
+
+/* fleet_available's question. */
+struct admit_q {
+    fleet_admit_cb cb;
+    void *arg;
+};
 
 static void funds_reply(void *arg, const redisReply *r)
 {

@@ -34,31 +34,36 @@
 
 /* A payer's holds: hk (zset hold id -> expiry, Redis's clock ms) and ak
  * (hash hold id -> micro-USD, plus HOLD_SUM: their running total, so an
- * admission costs the same however many holds are out). HOLDS_SWEEP drops
- * the expired ones (their amounts off the total) and sets `now` and `held`;
- * a total missing beside holds (written before it existed) is summed once. */
+ * admission costs the same however many holds are out). SWEEP_FN defines
+ * sweep(hk, ak): drops the expired ones (their amounts off the total) and
+ * returns what the live ones add up to (`now` must be set); a total
+ * missing beside holds (written before it existed) is summed once.
+ * HOLDS_SWEEP sets `now` and `held` with it. */
 #define HOLD_SUM "'=sum'" /* '=' is never in a hold id ([A-Za-z0-9._-]) */
 // clang-format off
-#define HOLDS_SWEEP(hk, ak)                                                                        \
-    NOW                                                                                            \
-    "local held = redis.call('HGET', " ak ", " HOLD_SUM ")\n"                                      \
-    "if not held then\n"                                                                           \
-    "  held = 0\n"                                                                                 \
-    "  local all = redis.call('HGETALL', " ak ")\n"                                                \
-    "  for i = 2, #all, 2 do held = held + tonumber(all[i]) end\n"                                 \
-    "  if #all > 0 then redis.call('HSET', " ak ", " HOLD_SUM ", string.format('%d', held)) end\n" \
-    "else\n"                                                                                       \
-    "  held = tonumber(held)\n"                                                                    \
-    "end\n"                                                                                        \
-    "local expired = redis.call('ZRANGEBYSCORE', " hk ", '-inf', now)\n"                           \
-    "for i = 1, #expired do\n"                                                                     \
-    "  local a = redis.call('HGET', " ak ", expired[i])\n"                                         \
-    "  if a then\n"                                                                                \
-    "    redis.call('HDEL', " ak ", expired[i])\n"                                                 \
-    "    held = redis.call('HINCRBY', " ak ", " HOLD_SUM ", string.format('%d', -tonumber(a)))\n"  \
+#define SWEEP_FN                                                                                   \
+    "local function sweep(hk, ak)\n"                                                               \
+    "  local held = redis.call('HGET', ak, " HOLD_SUM ")\n"                                        \
+    "  if not held then\n"                                                                         \
+    "    held = 0\n"                                                                               \
+    "    local all = redis.call('HGETALL', ak)\n"                                                  \
+    "    for i = 2, #all, 2 do held = held + tonumber(all[i]) end\n"                               \
+    "    if #all > 0 then redis.call('HSET', ak, " HOLD_SUM ", string.format('%d', held)) end\n"   \
+    "  else\n"                                                                                     \
+    "    held = tonumber(held)\n"                                                                  \
     "  end\n"                                                                                      \
-    "end\n"                                                                                        \
-    "if #expired > 0 then redis.call('ZREMRANGEBYSCORE', " hk ", '-inf', now) end\n"
+    "  local expired = redis.call('ZRANGEBYSCORE', hk, '-inf', now)\n"                             \
+    "  for i = 1, #expired do\n"                                                                   \
+    "    local a = redis.call('HGET', ak, expired[i])\n"                                           \
+    "    if a then\n"                                                                              \
+    "      redis.call('HDEL', ak, expired[i])\n"                                                   \
+    "      held = redis.call('HINCRBY', ak, " HOLD_SUM ", string.format('%d', -tonumber(a)))\n"    \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', hk, '-inf', now) end\n"                 \
+    "  return held\n"                                                                              \
+    "end\n"
+#define HOLDS_SWEEP(hk, ak) NOW SWEEP_FN "local held = sweep(" hk ", " ak ")\n"
 // clang-format on
 
 /* Drops hold id (a Lua expression) of hk/ak, its amount off the total;
@@ -122,37 +127,66 @@
     "end\n"
 
 static const char admit_lua[] =
-    /* KEYS: tenant, holds, holdamt [, live sets]. ARGV: hold id, micros,
-     * ttl ms [, lease id, lease ms, tenant limit, owner limit]. */
-    HOLDS_SWEEP("KEYS[2]", "KEYS[3]") LIVE_FUNCS //
-    "local b = redis.call('HMGET', KEYS[1], 'plan', 'wallet')\n"
-    "if not b[1] or not b[2] then return {'no_payer', 0} end\n"
-    "local avail = tonumber(b[1]) + tonumber(b[2]) - held\n"
-    "local again = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
-    "if again then\n"
-    "  avail = avail + tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')\n"
-    "elseif avail <= 0 then\n"
-    "  return {'no_funds', avail}\n"
-    "end\n"
-    "local lk = {}\n"
-    "for i = 4, #KEYS do lk[#lk + 1] = KEYS[i] end\n"
-    "if #lk > 0 then\n"
-    "  local full = live_full(lk, ARGV[4], tonumber(ARGV[6]), tonumber(ARGV[7]))\n"
-    "  if full then return {full .. '_limit', avail} end\n"
-    "end\n"
-    "if not again then\n"
-    "  local ttl = tonumber(ARGV[3])\n"
-    "  redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])\n"
-    "  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
-    "  redis.call('HINCRBY', KEYS[3], " HOLD_SUM ", ARGV[2])\n"
-    /* The two keys vanish with the last hold of an idle payer. */
-    "  if redis.call('PTTL', KEYS[2]) < ttl then\n"
-    "    redis.call('PEXPIRE', KEYS[2], ttl)\n"
-    "    redis.call('PEXPIRE', KEYS[3], ttl)\n"
+    /* Admissions in order, each as if alone (store_redis.h). Per payer the
+     * sweep and the balances are read once and then followed here. */
+    NOW SWEEP_FN LIVE_FUNCS //
+    "local held, bal, out = {}, {}, {}\n"
+    "local k, a = 1, 1\n"
+    "while a <= #ARGV do\n"
+    "  local nl = tonumber(ARGV[a])\n"
+    "  local tkey, hk, ak = KEYS[k], KEYS[k + 1], KEYS[k + 2]\n"
+    "  local lk = {}\n"
+    "  for i = 1, nl do lk[i] = KEYS[k + 2 + i] end\n"
+    "  local id, amt, ttl = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])\n"
+    "  local lid, lms, lt, lo\n"
+    "  if nl > 0 then\n"
+    "    lid, lms = ARGV[a + 4], tonumber(ARGV[a + 5])\n"
+    "    lt, lo = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])\n"
+    "    a = a + 8\n"
+    "  else\n"
+    "    a = a + 4\n"
     "  end\n"
+    "  k = k + 3 + nl\n"
+    "  local st, avail = 'admitted', 0\n"
+    "  local b = bal[tkey]\n"
+    "  if b == nil then\n"
+    "    local v = redis.call('HMGET', tkey, 'plan', 'wallet')\n"
+    "    b = (v[1] and v[2]) and tonumber(v[1]) + tonumber(v[2]) or false\n"
+    "    bal[tkey] = b\n"
+    "  end\n"
+    "  if not b then\n"
+    "    st = 'no_payer'\n"
+    "  else\n"
+    "    if held[ak] == nil then held[ak] = sweep(hk, ak) end\n"
+    "    avail = b - held[ak]\n"
+    "    local again = redis.call('ZSCORE', hk, id)\n"
+    "    if again then\n"
+    "      avail = avail + tonumber(redis.call('HGET', ak, id) or '0')\n"
+    "    elseif avail <= 0 then\n"
+    "      st = 'no_funds'\n"
+    "    end\n"
+    "    if st == 'admitted' and nl > 0 then\n"
+    "      local full = live_full(lk, lid, lt, lo)\n"
+    "      if full then st = full .. '_limit' end\n"
+    "    end\n"
+    "    if st == 'admitted' then\n"
+    "      if not again then\n"
+    "        redis.call('ZADD', hk, now + ttl, id)\n"
+    "        redis.call('HSET', ak, id, amt)\n"
+    "        held[ak] = redis.call('HINCRBY', ak, " HOLD_SUM ", amt)\n"
+    /* The two keys vanish with the last hold of an idle payer. */
+    "        if redis.call('PTTL', hk) < ttl then\n"
+    "          redis.call('PEXPIRE', hk, ttl)\n"
+    "          redis.call('PEXPIRE', ak, ttl)\n"
+    "        end\n"
+    "      end\n"
+    "      if nl > 0 then live_take(lk, lid, lms) end\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = st\n"
+    "  out[#out + 1] = avail\n"
     "end\n"
-    "if #lk > 0 then live_take(lk, ARGV[4], tonumber(ARGV[5])) end\n"
-    "return {'admitted', avail}\n";
+    "return out\n";
 
 static const char live_acquire_lua[] =
     /* KEYS: live sets. ARGV: lease id, lease ms, tenant limit, owner limit. */

@@ -602,6 +602,7 @@ int store_redis_admit(struct store *s, const char *payer_id, const char *hold_id
         return STORE_ERR_INTERNAL;
     struct redis_cmd cmd = {0};
     cmd_holds(&cmd, STORE_REDIS_SCRIPT_ADMIT, payer_id, true);
+    redis_cmd_str(&cmd, "0"); /* no live sets */
     redis_cmd_str(&cmd, hold_id);
     redis_cmd_i64(&cmd, hold_micros);
     redis_cmd_i64(&cmd, ttl_ms);

@@ -32,8 +32,8 @@ struct fixture {
 struct tally {
     struct event_base *base;
     int want, got;
-    int status[64];
-    bool owner[64];
+    int status[160];
+    bool owner[160];
 };
 
 static void on_admit(void *arg, enum fleet_status st, int64_t available)
@@ -132,7 +132,7 @@ static void test_admission(void **state)
     struct fixture *f = *state;
     add_tenant(f, "p", 1);
     struct tally t = {.base = f->base, .want = 50};
-    struct rasync_req *req;
+    struct fleet_admission *req;
     char id[32];
     for (int i = 0; i < 50; i++) {
         snprintf(id, sizeof(id), "h%d", i);
@@ -166,6 +166,77 @@ static void test_admission(void **state)
     assert_int_equal(t.status[0], FLEET_NO_PAYER);
 }
 
+/* EVALSHA calls Redis has run so far. */
+static long evalsha_calls(struct fixture *f)
+{
+    redisContext *c = redis_server_connect(&f->srv);
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    assert_non_null(r);
+    const char *p = strstr(r->str, "cmdstat_evalsha:calls=");
+    long n = p != NULL ? strtol(p + strlen("cmdstat_evalsha:calls="), NULL, 10) : 0;
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+static bool hold_in_redis(struct fixture *f, const char *payer, const char *hold)
+{
+    redisContext *c = redis_server_connect(&f->srv);
+    char k[128];
+    assert_int_equal(store_redis_tenant_key(k, sizeof(k), payer, "holds"), 0);
+    redisReply *r = redisCommand(c, "ZSCORE %s %s", k, hold);
+    bool in = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    redisFree(c);
+    return in;
+}
+
+/* One loop turn's admissions go in one script call per 64, and each is
+ * decided as if alone, in order: 150 over three payers (25,000 micro-USD
+ * at 10,000 a hold: the first three admitted, as one at a time would; none
+ * without funds; no such payer), one asked twice with the same hold id
+ * admitted both times with one hold, and one cancelled before the turn
+ * ended never sent (no callback, no hold: the next one takes its place). */
+static void test_admission_batched(void **state)
+{
+    struct fixture *f = *state;
+    add_tenant(f, "rich", 25000);
+    add_tenant(f, "poor", 0);
+    struct tally t = {.base = f->base, .want = 150};
+    struct fleet_admission *req, *cancelled = NULL;
+    const char *payers[] = {"rich", "poor", "nobody"};
+    char id[32];
+    long calls = evalsha_calls(f);
+    for (int i = 0; i < 151; i++) {
+        snprintf(id, sizeof(id), "h%d", i == 150 ? 0 : i); /* the last: h0 again */
+        assert_int_equal(
+            fleet_admit(f->f, i == 150 ? "rich" : payers[i % 3], id, 10000, on_admit, &t, &req),
+            FLEET_PENDING);
+        if (i == 3)
+            cancelled = req;
+    }
+    fleet_admission_cancel(cancelled); /* h3 of "rich" */
+    run(f->base, 5000);
+    assert_int_equal(t.got, 150);
+    assert_int_equal(evalsha_calls(f) - calls, 3); /* 150 sent: 64 + 64 + 22 */
+    int got = 0;
+    for (int i = 0; i < 151; i++) {
+        if (i == 3)
+            continue;
+        int want = i == 150     ? FLEET_OK                             /* h0 again */
+                   : i % 3 == 0 ? (i <= 9 ? FLEET_OK : FLEET_NO_FUNDS) /* h0, h6, h9 */
+                   : i % 3 == 1 ? FLEET_NO_FUNDS
+                                : FLEET_NO_PAYER;
+        assert_int_equal(t.status[got], want);
+        got++;
+    }
+    int64_t held = 0;
+    assert_int_equal(store_redis_held(f->admin, "rich", &held), STORE_OK);
+    assert_int_equal(held, 30000);
+    assert_false(hold_in_redis(f, "rich", "h3"));
+    assert_true(hold_in_redis(f, "rich", "h9"));
+}
+
 /* A socket's re-gate: plan + wallet - live holds, as Redis has them. */
 static void test_available(void **state)
 {
@@ -173,8 +244,9 @@ static void test_available(void **state)
     add_tenant(f, "q", 50000);
     struct tally t = {.base = f->base, .want = 2};
     struct rasync_req *req;
-    assert_int_equal(fleet_admit(f->f, "q", "h1", 12000, on_admit, &t, &req), FLEET_PENDING);
-    assert_int_equal(fleet_admit(f->f, "q", "h2", 8000, on_admit, &t, &req), FLEET_PENDING);
+    struct fleet_admission *adm;
+    assert_int_equal(fleet_admit(f->f, "q", "h1", 12000, on_admit, &t, &adm), FLEET_PENDING);
+    assert_int_equal(fleet_admit(f->f, "q", "h2", 8000, on_admit, &t, &adm), FLEET_PENDING);
     run(f->base, 5000);
     assert_int_equal(t.status[0], FLEET_OK);
     assert_int_equal(t.status[1], FLEET_OK);
@@ -269,7 +341,7 @@ static enum fleet_status admit_leased(struct fixture *f, const char *payer, cons
                                       int64_t owner_limit, const char *lease, bool *owner_limited)
 {
     struct tally t = {.base = f->base, .want = 1};
-    struct rasync_req *req;
+    struct fleet_admission *req;
     const struct fleet_lease l = {.tenant_id = tenant,
                                   .limit = limit,
                                   .owner_id = owner,
@@ -401,7 +473,7 @@ static void test_release_retried(void **state)
     struct fixture *f = *state;
     add_tenant(f, "r", 50000);
     struct tally t = {.base = f->base, .want = 1};
-    struct rasync_req *req;
+    struct fleet_admission *req;
     assert_int_equal(fleet_admit(f->f, "r", "h1", 7000, on_admit, &t, &req), FLEET_PENDING);
     run(f->base, 5000);
     assert_int_equal(t.status[0], FLEET_OK);
@@ -439,9 +511,10 @@ static void test_down(void **state)
         run(f->base, 10);
     assert_false(fleet_up(f->f));
     struct rasync_req *req = NULL;
+    struct fleet_admission *adm = NULL;
     struct tally t = {.base = f->base, .want = 1};
-    assert_int_equal(fleet_admit(f->f, "p", "h", 1, on_admit, &t, &req), FLEET_DOWN);
-    assert_null(req);
+    assert_int_equal(fleet_admit(f->f, "p", "h", 1, on_admit, &t, &adm), FLEET_DOWN);
+    assert_null(adm);
     assert_int_equal(fleet_live_acquire(f->f, "s", 1, "", 0, "l", on_live, &t, &req), FLEET_DOWN);
     assert_int_equal(t.got, 0);
 }
@@ -450,6 +523,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admission_batched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_available, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_leases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_leased, setup, teardown),
