@@ -235,6 +235,16 @@ static void test_admission_batched(void **state)
     assert_int_equal(held, 30000);
     assert_false(hold_in_redis(f, "rich", "h3"));
     assert_true(hold_in_redis(f, "rich", "h9"));
+    /* The holds written at the call's end expire with the payer idle. */
+    redisContext *c = redis_server_connect(&f->srv);
+    for (int i = 0; i < 2; i++) {
+        char k[128];
+        assert_int_equal(store_redis_tenant_key(k, sizeof(k), "rich", i ? "holdamt" : "holds"), 0);
+        redisReply *r = redisCommand(c, "PTTL %s", k);
+        assert_true(r->integer > 890000 && r->integer <= 900000);
+        freeReplyObject(r);
+    }
+    redisFree(c);
 }
 
 /* A socket's re-gate: plan + wallet - live holds, as Redis has them. */
