@@ -192,8 +192,8 @@ static void test_pin_text(void **state)
         "",
         "[]",
         "{\"payer\":\"p\",\"slots\":{}}",
-        "{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":{\"byok\":true,"
-        "\"conn\":\"\",\"reason\":8}}}",
+        ("{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":{\"byok\":true,"
+         "\"conn\":\"\",\"reason\":8}}}"),
         "{\"payer\":\"p\",\"owner\":\"p\",\"slots\":{\"openai\":{\"byok\":true}}}",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
