@@ -153,8 +153,8 @@ struct admit_batch {
     struct fleet_admission *head;
 };
 
-static void admission_answer(struct fleet_admission *a, enum fleet_status st, bool owner,
-                             int64_t avail)
+/* Gives a its answer, unless it was cancelled. */
+static void deliver(struct fleet_admission *a, enum fleet_status st, bool owner, int64_t avail)
 {
     if (a->cancelled)
         return;
@@ -212,7 +212,7 @@ static void batch_reply(void *arg, const redisReply *r)
             if (r->element[i + 1]->type == REDIS_REPLY_INTEGER)
                 avail = r->element[i + 1]->integer;
         }
-        admission_answer(a, st, owner, avail);
+        deliver(a, st, owner, avail);
     }
     admissions_free(b->head);
     free(b);
@@ -269,7 +269,7 @@ static void send_batch(struct fleet *f)
     if (b == NULL || b->req == NULL) { /* down since it was asked: nothing was sent */
         free(b);
         for (struct fleet_admission *a = head; a != NULL; a = a->next)
-            admission_answer(a, FLEET_DOWN, false, 0);
+            deliver(a, FLEET_DOWN, false, 0);
         admissions_free(head);
         return;
     }
